@@ -1,0 +1,173 @@
+"""The operator's only door to the Kubernetes API (official `kubernetes` client).
+
+Objects go in and come out as plain dicts, so nothing above this module knows the client's
+model classes; API failures come out as TransientError or RejectedError.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import kubernetes
+import urllib3
+from kubernetes.client.exceptions import ApiException
+
+from tritonscale.errors import RejectedError, TransientError
+from tritonscale.model.resource import GROUP, KIND, PLURAL, VERSION
+
+FIELD_MANAGER: Final = "tritonscale"
+APPLY_CONTENT_TYPE: Final = "application/apply-patch+yaml"
+log = logging.getLogger(__name__)
+
+
+def _api_message(error: ApiException) -> str:
+    try:
+        return str(json.loads(error.body or "").get("message", error.reason))
+    except (TypeError, ValueError):
+        return str(error.reason)
+
+
+@contextmanager
+def _translated(what: str) -> Iterator[None]:
+    """Map client failures onto the two kinds the reconciler tells apart."""
+    try:
+        yield
+    except ApiException as error:
+        message = f"{what}: {_api_message(error)}"
+        if error.status in (400, 403, 422):
+            raise RejectedError(message) from error
+        delay = 30.0 if error.status == 429 else 5.0
+        raise TransientError(message, delay=delay) from error
+    except (urllib3.exceptions.HTTPError, OSError) as error:
+        raise TransientError(f"{what}: {error}", delay=5.0) from error
+
+
+class KubeClient:
+    """Reads, server-side applies and deletes the objects of InferenceService stacks."""
+
+    def __init__(self, api_client: kubernetes.client.ApiClient, field_manager: str = FIELD_MANAGER) -> None:
+        self.api_client = api_client
+        self.field_manager = field_manager
+        self.core = kubernetes.client.CoreV1Api(api_client)
+        self.apps = kubernetes.client.AppsV1Api(api_client)
+        self.policy = kubernetes.client.PolicyV1Api(api_client)
+        self.custom = kubernetes.client.CustomObjectsApi(api_client)
+        self._appliers: dict[str, Callable[..., Any]] = {
+            "ConfigMap": self.core.patch_namespaced_config_map,
+            "Service": self.core.patch_namespaced_service,
+            "Deployment": self.apps.patch_namespaced_deployment,
+            "PodDisruptionBudget": self.policy.patch_namespaced_pod_disruption_budget,
+        }
+
+    @classmethod
+    def connect(cls, kubeconfig: str | None = None) -> KubeClient:
+        """In-cluster credentials when running in a pod, else the kubeconfig (or $KUBECONFIG)."""
+        configuration = kubernetes.client.Configuration()
+        if kubeconfig is None:
+            try:
+                kubernetes.config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+            except kubernetes.config.ConfigException:
+                kubernetes.config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        else:
+            kubernetes.config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)  # type: ignore[no-untyped-call]
+        return cls(kubernetes.client.ApiClient(configuration))
+
+    @staticmethod
+    def _json(response: Any) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(response.data)
+        return data
+
+    def get_inference_service(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The InferenceService as stored, or None when it is gone."""
+        with _translated(f"get InferenceService {namespace}/{name}"):
+            try:
+                response = self.custom.get_namespaced_custom_object(
+                    GROUP, VERSION, namespace, PLURAL, name, _preload_content=False
+                )
+            except ApiException as error:
+                if error.status == 404:
+                    return None
+                raise
+        return self._json(response)
+
+    def apply(self, obj: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
+        """Server-side apply `obj` as our field manager, taking over conflicting fields."""
+        kind = obj["kind"]
+        metadata = obj["metadata"]
+        with _translated(f"apply {kind} {metadata['namespace']}/{metadata['name']}"):
+            response = self._appliers[kind](
+                metadata["name"],
+                metadata["namespace"],
+                obj,
+                field_manager=self.field_manager,
+                force=True,
+                dry_run="All" if dry_run else None,
+                _content_type=APPLY_CONTENT_TYPE,
+                _preload_content=False,
+            )
+        return self._json(response)
+
+    def list_deployments(self, namespace: str, selector: dict[str, str]) -> list[dict[str, Any]]:
+        label_selector = ",".join(f"{key}={value}" for key, value in sorted(selector.items()))
+        with _translated(f"list Deployments in {namespace}"):
+            response = self.apps.list_namespaced_deployment(
+                namespace, label_selector=label_selector, _preload_content=False
+            )
+        items: list[dict[str, Any]] = self._json(response)["items"]
+        return items
+
+    def delete_deployment(self, namespace: str, name: str, uid: str) -> None:
+        """Delete the Deployment only if it is still the object we looked at (uid precondition)."""
+        body = kubernetes.client.V1DeleteOptions(
+            preconditions=kubernetes.client.V1Preconditions(uid=uid), propagation_policy="Background"
+        )
+        with _translated(f"delete Deployment {namespace}/{name}"):
+            try:
+                self.apps.delete_namespaced_deployment(name, namespace, body=body)
+            except ApiException as error:
+                # Already gone, or replaced by another object of that name: nothing to do.
+                if error.status not in (404, 409):
+                    raise
+
+    def patch_inference_service_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        with _translated(f"update status of InferenceService {namespace}/{name}"):
+            self.custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, PLURAL, name, {"status": status}, _preload_content=False
+            )
+
+    def post_event(self, service: dict[str, Any], event_type: str, reason: str, message: str) -> None:
+        """Record an Event on the InferenceService; failing to do so never fails a reconcile."""
+        metadata = service["metadata"]
+        now = datetime.now(UTC).isoformat()
+        body = {
+            "metadata": {"generateName": f"{metadata['name']}.", "namespace": metadata["namespace"]},
+            "involvedObject": {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": KIND,
+                "name": metadata["name"],
+                "namespace": metadata["namespace"],
+                "uid": metadata.get("uid"),
+                "resourceVersion": metadata.get("resourceVersion"),
+            },
+            "type": event_type,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": FIELD_MANAGER},
+            "reportingComponent": FIELD_MANAGER,
+            "reportingInstance": socket.gethostname()[:128],
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            self.core.create_namespaced_event(metadata["namespace"], body, _preload_content=False)  # type: ignore[arg-type]
+        except (ApiException, urllib3.exceptions.HTTPError, OSError) as error:
+            log.warning(
+                "could not post event %s on %s/%s: %s", reason, metadata["namespace"], metadata["name"], error
+            )

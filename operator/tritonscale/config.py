@@ -1,0 +1,21 @@
+"""Operator-wide settings, from `tritonscale run` flags."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    """How one operator process runs.
+
+    `namespaces` empty means cluster-wide. `prometheus_url` is the default metrics source for
+    InferenceServices that name none. Ports of 0 turn that endpoint off.
+    """
+
+    namespaces: tuple[str, ...] = ()
+    kubeconfig: str | None = None
+    prometheus_url: str | None = None
+    cluster_domain: str = "cluster.local"
+    metrics_port: int = 8080
+    health_port: int = 8081

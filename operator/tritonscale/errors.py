@@ -1,0 +1,15 @@
+"""Failures the reconciler tells apart: worth retrying, or not."""
+
+from __future__ import annotations
+
+
+class TransientError(Exception):
+    """The cluster could not do it now (conflict, throttling, unavailable); retry after `delay` s."""
+
+    def __init__(self, message: str, delay: float = 10.0) -> None:
+        super().__init__(message)
+        self.delay = delay
+
+
+class RejectedError(Exception):
+    """The API server refused an object as invalid or forbidden; retrying unchanged cannot help."""

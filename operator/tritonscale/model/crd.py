@@ -1,0 +1,255 @@
+"""Generate the InferenceService CRD from the pydantic models.
+
+The models are the one description of the API; `crds/inferenceservices.tritonscale.io.yaml` is
+this module's output (`python -m tritonscale.model.crd > crds/...`), and a unit test fails when the
+committed file and the models disagree.
+
+Pydantic emits JSON Schema 2020-12; Kubernetes wants a structural OpenAPI v3.0 schema. The
+translation inlines references, drops nulls from optionals, turns `int | str` into
+`x-kubernetes-int-or-string`, gives nested objects a `{}` default so the API server fills in
+their own defaults, and turns constrained map keys into CEL rules.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from tritonscale.model.resource import CATEGORIES, GROUP, KIND, PLURAL, SHORT_NAMES, SINGULAR, VERSION
+from tritonscale.model.spec import InferenceServiceSpec
+from tritonscale.model.status import InferenceServiceStatus
+from tritonscale.yamlfmt import dump
+
+_DROPPED_KEYS = {"title", "additionalProperties", "propertyNames", "patternProperties", "$defs"}
+
+
+def _cel_quote(pattern: str) -> str:
+    return "r'" + pattern.replace("'", "\\'") + "'"
+
+
+def _structural(node: Any, defs: dict[str, Any]) -> Any:
+    """Translate one pydantic JSON-schema node into a structural OpenAPI v3.0 node."""
+    if not isinstance(node, dict):
+        return node
+    node = dict(node)
+    if "$ref" in node:
+        target = defs[node.pop("$ref").rsplit("/", 1)[-1]]
+        node = {**target, **node}
+    if "anyOf" in node:
+        members = [m for m in node.pop("anyOf") if m.get("type") != "null"]
+        types = sorted(m.get("type", "") for m in members)
+        if types == ["integer", "string"]:
+            string_member = next(m for m in members if m["type"] == "string")
+            node["anyOf"] = [{"type": "integer"}, {"type": "string"}]
+            node["x-kubernetes-int-or-string"] = True
+            if "pattern" in string_member:
+                node["pattern"] = string_member["pattern"]
+        elif len(members) == 1:
+            node = {**_structural(members[0], defs), **node}
+            if node.get("default") is None:
+                node.pop("default", None)
+        else:
+            raise ValueError(f"cannot express a union in a structural schema: {members}")
+    if isinstance(node.get("exclusiveMinimum"), int | float) and not isinstance(
+        node["exclusiveMinimum"], bool
+    ):
+        node["minimum"] = node.pop("exclusiveMinimum")
+        node["exclusiveMinimum"] = True
+
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in _DROPPED_KEYS:
+            continue
+        if key == "properties":
+            out[key] = {name: _structural(child, defs) for name, child in value.items()}
+            for name, child in out[key].items():
+                # Nested objects default to {} so the API server applies their own defaults;
+                # optional objects (None by default) stay absent.
+                optional = "anyOf" in value[name] or name in node.get("required", [])
+                nested_object = child.get("type") == "object" and "properties" in child
+                if nested_object and "default" not in child and not optional:
+                    child["default"] = {}
+        elif key == "items":
+            out[key] = _structural(value, defs)
+        else:
+            out[key] = value
+
+    if node.get("type") == "object" and "properties" not in node:
+        value_schemas = list(node.get("patternProperties", {}).values())
+        value_schema = value_schemas[0] if value_schemas else node.get("additionalProperties", {})
+        out["additionalProperties"] = _structural(value_schema, defs) if value_schema else {"type": "string"}
+        key_rules = _map_key_rules(node)
+        if key_rules:
+            out["x-kubernetes-validations"] = key_rules + out.get("x-kubernetes-validations", [])
+    return out
+
+
+def _map_key_rules(node: dict[str, Any]) -> list[dict[str, str]]:
+    patterns = list(node.get("patternProperties", {}))
+    max_length = node.get("propertyNames", {}).get("maxLength")
+    rules = []
+    if patterns:
+        rules.append(
+            {
+                "rule": f"self.all(k, k.matches({_cel_quote(patterns[0])}))",
+                "message": f"keys must match {patterns[0]}",
+            }
+        )
+    if max_length:
+        rules.append(
+            {
+                "rule": f"self.all(k, size(k) <= {max_length})",
+                "message": f"keys must be at most {max_length} characters",
+            }
+        )
+    return rules
+
+
+_KEY_ORDER = ("type", "description", "default", "enum")
+
+
+def _readable(node: Any) -> Any:
+    """Order schema keys for people: type, description and default first, children last."""
+    if isinstance(node, list):
+        return [_readable(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    first = [key for key in _KEY_ORDER if key in node]
+    last = [key for key in ("properties", "items", "additionalProperties") if key in node]
+    middle = sorted(key for key in node if key not in first and key not in last)
+    return {
+        key: node[key] if key in ("default", "enum") else _readable(node[key])
+        for key in first + middle + last
+    }
+
+
+def openapi_schema(model: type[Any]) -> dict[str, Any]:
+    """The structural OpenAPI v3.0 schema of a pydantic model, as the CRD carries it."""
+    schema = model.model_json_schema(by_alias=True, mode="validation")
+    result: dict[str, Any] = _readable(_structural(schema, schema.get("$defs", {})))
+    return result
+
+
+def _printer_columns() -> list[dict[str, Any]]:
+    return [
+        {
+            "name": "Ready",
+            "type": "string",
+            "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
+            "description": "Whether the stack serves requests.",
+        },
+        {
+            "name": "Replicas",
+            "type": "integer",
+            "jsonPath": ".status.replicas",
+            "description": "Ready Triton replicas.",
+        },
+        {
+            "name": "Desired",
+            "type": "integer",
+            "jsonPath": ".status.desiredReplicas",
+            "priority": 1,
+            "description": "Triton replicas the operator wants.",
+        },
+        {
+            "name": "Spot",
+            "type": "integer",
+            "jsonPath": ".status.spotReplicas",
+            "description": "Ready Triton replicas on spot capacity.",
+        },
+        {
+            "name": "P95",
+            "type": "number",
+            "jsonPath": ".status.observedLatencyMilliseconds",
+            "description": "Measured latency (ms) at the objective's percentile.",
+        },
+        {
+            "name": "Target",
+            "type": "number",
+            "jsonPath": ".spec.autoscaling.latency.targetMilliseconds",
+            "description": "Latency objective (ms).",
+        },
+        {
+            "name": "Policy",
+            "type": "string",
+            "jsonPath": ".spec.loadBalancing.policy",
+            "description": "Router balancing policy.",
+        },
+        {
+            "name": "Endpoint",
+            "type": "string",
+            "jsonPath": ".status.endpoint",
+            "priority": 1,
+            "description": "URL clients call.",
+        },
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    ]
+
+
+def custom_resource_definition() -> dict[str, Any]:
+    """The InferenceService CustomResourceDefinition."""
+    spec_schema = openapi_schema(InferenceServiceSpec)
+    status_schema = openapi_schema(InferenceServiceStatus)
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": f"{PLURAL}.{GROUP}",
+            "labels": {"app.kubernetes.io/name": "tritonscale", "app.kubernetes.io/part-of": "tritonscale"},
+        },
+        "spec": {
+            "group": GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "kind": KIND,
+                "listKind": f"{KIND}List",
+                "plural": PLURAL,
+                "singular": SINGULAR,
+                "shortNames": list(SHORT_NAMES),
+                "categories": list(CATEGORIES),
+            },
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {
+                        "status": {},
+                        "scale": {
+                            "specReplicasPath": ".spec.replicas",
+                            "statusReplicasPath": ".status.replicas",
+                            "labelSelectorPath": ".status.selector",
+                        },
+                    },
+                    "additionalPrinterColumns": _printer_columns(),
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "description": "InferenceService is one Triton model-serving stack: Triton replicas placed "
+                            "on on-demand and spot node pools, an HAProxy router, and a latency-objective autoscaler.",
+                            "required": ["spec"],
+                            "properties": {
+                                "apiVersion": {"type": "string", "description": "APIVersion of this object."},
+                                "kind": {"type": "string", "description": "Kind of this object."},
+                                "metadata": {"type": "object"},
+                                "spec": spec_schema,
+                                "status": status_schema,
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+def render_crd_yaml() -> str:
+    """The CRD as the YAML committed under crds/."""
+    header = (
+        "# Generated from operator/tritonscale/model by `python -m tritonscale.model.crd`; do not edit.\n"
+    )
+    return header + dump(custom_resource_definition())
+
+
+if __name__ == "__main__":
+    sys.stdout.write(render_crd_yaml())

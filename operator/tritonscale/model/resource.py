@@ -1,0 +1,147 @@
+"""The whole InferenceService resource, and turning raw objects into it with readable errors."""
+
+from __future__ import annotations
+
+from typing import Any, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from tritonscale.model.base import RuleViolations
+from tritonscale.model.spec import InferenceServiceSpec
+from tritonscale.model.status import InferenceServiceStatus
+
+GROUP: Final = "tritonscale.io"
+VERSION: Final = "v1alpha1"
+API_VERSION: Final = f"{GROUP}/{VERSION}"
+KIND: Final = "InferenceService"
+PLURAL: Final = "inferenceservices"
+SINGULAR: Final = "inferenceservice"
+SHORT_NAMES: Final = ("tis",)
+CATEGORIES: Final = ("tritonscale",)
+
+
+class ObjectMeta(BaseModel):
+    """The parts of metadata the operator reads; everything else is ignored."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    name: str = Field(min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    namespace: str = "default"
+    uid: str | None = None
+    generation: int | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class InferenceService(BaseModel):
+    """An InferenceService as stored by the API server."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    api_version: Literal["tritonscale.io/v1alpha1"] = Field(
+        default="tritonscale.io/v1alpha1", alias="apiVersion"
+    )
+    kind: Literal["InferenceService"] = KIND
+    metadata: ObjectMeta
+    spec: InferenceServiceSpec
+    status: InferenceServiceStatus = Field(default_factory=InferenceServiceStatus)
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    @property
+    def namespace(self) -> str:
+        return self.metadata.namespace
+
+
+class Problem(BaseModel):
+    """One thing wrong with a resource: the dotted path of the field and what is wrong."""
+
+    model_config = ConfigDict(frozen=True)
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+class InvalidInferenceService(ValueError):
+    """The resource is not a valid InferenceService; `problems` names each field at fault."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("\n".join(str(problem) for problem in problems))
+        self.problems = problems
+
+
+def _dotted(location: tuple[int | str, ...]) -> str:
+    path = ""
+    for part in location:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else part
+    return path
+
+
+def _problems(error: ValidationError) -> list[Problem]:
+    problems: list[Problem] = []
+    for detail in error.errors():
+        location = tuple(detail["loc"])
+        cause = detail.get("ctx", {}).get("error")
+        if isinstance(cause, RuleViolations):
+            problems.extend(
+                Problem(path=_dotted((*location, *field.split("."))), message=message)
+                for field, message in cause.violations
+            )
+            continue
+        message = (
+            detail["msg"]
+            .removeprefix("Value error, ")
+            .replace("Input should be", "must be")
+            .replace("List should have", "must have")
+            .replace("Dictionary should have", "must have")
+            .replace("String should have", "must have")
+            .replace(" after validation", "")
+        )
+        if detail["type"] == "missing":
+            message = "required field is missing"
+        elif detail["type"] == "extra_forbidden":
+            message = "unknown field"
+        elif detail["type"] == "string_pattern_mismatch":
+            message = f"invalid value {detail['input']!r} (must match {detail['ctx']['pattern']})"
+        elif detail["type"] == "enum":
+            message = (
+                f"unsupported value {detail['input']!r}: {detail['msg'].removeprefix('Input should be ')}"
+            )
+        # `int | str` fields report one error per member; the string branch says the most.
+        if location and location[-1] in ("int", "str", "constrained-str"):
+            if location[-1] != "constrained-str":
+                continue
+            location = location[:-1]
+        problems.append(Problem(path=_dotted(location), message=message))
+    return problems
+
+
+def parse_inference_service(obj: Any) -> InferenceService:
+    """Validate a raw object (from YAML or the API server) as an InferenceService.
+
+    Raises InvalidInferenceService listing every problem, each naming its dotted field path.
+    """
+    if not isinstance(obj, dict):
+        raise InvalidInferenceService([Problem(path="(document)", message="not a mapping")])
+    if obj.get("kind") != KIND or obj.get("apiVersion") != API_VERSION:
+        raise InvalidInferenceService(
+            [
+                Problem(
+                    path="apiVersion",
+                    message=f"expected apiVersion {API_VERSION} and kind {KIND}, "
+                    f"got {obj.get('apiVersion')!r} {obj.get('kind')!r}",
+                )
+            ]
+        )
+    try:
+        return InferenceService.model_validate(obj)
+    except ValidationError as error:
+        raise InvalidInferenceService(_problems(error)) from None

@@ -1,0 +1,542 @@
+"""The InferenceService spec: what a user asks for.
+
+Every field carries a description: the CRD generator copies them, so `kubectl explain` shows them.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import Field, StringConstraints, field_validator
+
+from tritonscale.model.base import ApiModel, Rule
+
+QUANTITY_PATTERN = (
+    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|"
+    r"([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
+# A qualified Kubernetes name such as `nvidia.com/gpu` or `cpu`.
+RESOURCE_NAME_PATTERN = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$"
+)
+LABEL_KEY_PATTERN = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+IMAGE_PATTERN = r"^[^\s]+$"
+
+# tritonserver flags the operator sets itself; letting args override them would break probes,
+# the router and metrics.
+MANAGED_TRITON_FLAGS = (
+    "--model-repository",
+    "--model-store",
+    "--http-port",
+    "--grpc-port",
+    "--metrics-port",
+    "--http-address",
+    "--grpc-address",
+    "--metrics-address",
+    "--allow-http",
+    "--allow-grpc",
+    "--allow-metrics",
+)
+
+Quantity = int | Annotated[str, StringConstraints(pattern=QUANTITY_PATTERN, max_length=64)]
+ResourceName = Annotated[str, StringConstraints(pattern=RESOURCE_NAME_PATTERN, max_length=253)]
+LabelKey = Annotated[str, StringConstraints(pattern=LABEL_KEY_PATTERN, max_length=317)]
+LabelValue = Annotated[str, StringConstraints(pattern=LABEL_VALUE_PATTERN, max_length=63)]
+ModelName = Annotated[str, StringConstraints(pattern=MODEL_NAME_PATTERN, min_length=1, max_length=128)]
+TritonArg = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+
+
+def _cel_list(values: tuple[str, ...]) -> str:
+    return "[" + ", ".join(f"'{value}'" for value in values) + "]"
+
+
+class ResourceRequirements(ApiModel):
+    """Compute resources for a container, as in a Pod spec."""
+
+    requests: dict[ResourceName, Quantity] = Field(
+        default_factory=dict,
+        max_length=16,
+        description="Minimum resources the scheduler reserves, e.g. {cpu: '2', memory: 8Gi}.",
+    )
+    limits: dict[ResourceName, Quantity] = Field(
+        default_factory=dict,
+        max_length=16,
+        description="Maximum resources the container may use, e.g. {memory: 8Gi}.",
+    )
+
+
+class ModelSource(ApiModel):
+    """Where Triton loads models from and which of them matter."""
+
+    repository: str = Field(
+        min_length=1,
+        max_length=2048,
+        pattern=r"^[^\s]+$",
+        description=(
+            "Model repository passed to `tritonserver --model-repository`: a local path, "
+            "s3://, gs:// or as:// URL."
+        ),
+    )
+    names: list[ModelName] = Field(
+        min_length=1,
+        max_length=64,
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+        description=(
+            "Models whose readiness and metrics matter: readiness waits for them and the "
+            "autoscaler measures their latency."
+        ),
+    )
+
+    @field_validator("names")
+    @classmethod
+    def _names_unique(cls, names: list[str]) -> list[str]:
+        if len(set(names)) != len(names):
+            raise ValueError("model names must be unique")
+        return names
+
+
+class EnvVar(ApiModel):
+    """An environment variable for the Triton container."""
+
+    name: str = Field(
+        min_length=1,
+        max_length=256,
+        pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$",
+        description="Variable name.",
+    )
+    value: str = Field(default="", max_length=4096, description="Variable value.")
+
+
+class PullPolicy(StrEnum):
+    ALWAYS = "Always"
+    IF_NOT_PRESENT = "IfNotPresent"
+    NEVER = "Never"
+
+
+class TritonSpec(ApiModel):
+    """The Triton Inference Server container."""
+
+    rules = (
+        Rule(
+            field="args",
+            message="args must not set flags the operator manages: " + ", ".join(MANAGED_TRITON_FLAGS),
+            cel=f"self.args.all(a, !{_cel_list(MANAGED_TRITON_FLAGS)}.exists(f, a == f || a.startsWith(f + '=')))",
+            holds=lambda self: (
+                not any(
+                    arg == flag or arg.startswith(flag + "=")
+                    for arg in self.args
+                    for flag in MANAGED_TRITON_FLAGS
+                )
+            ),
+        ),
+    )
+
+    image: str = Field(
+        default="nvcr.io/nvidia/tritonserver:24.10-py3",
+        min_length=1,
+        max_length=512,
+        pattern=IMAGE_PATTERN,
+        description="Triton server image.",
+    )
+    image_pull_policy: PullPolicy | None = Field(
+        default=None, description="Image pull policy; Kubernetes' default when unset."
+    )
+    args: list[TritonArg] = Field(
+        default_factory=list,
+        max_length=64,
+        description=(
+            "Extra tritonserver flags, e.g. ['--log-verbose=1']. Ports, addresses and the model "
+            "repository are managed by the operator."
+        ),
+    )
+    env: list[EnvVar] = Field(
+        default_factory=list,
+        max_length=64,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+        description="Environment variables for the Triton container (for example cloud storage settings).",
+    )
+    resources: ResourceRequirements = Field(
+        default_factory=ResourceRequirements,
+        description="CPU, memory and other resources for each Triton replica.",
+    )
+    service_account_name: str | None = Field(
+        default=None,
+        max_length=253,
+        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        description="ServiceAccount the Triton pods run as (for example to read a private model bucket).",
+    )
+
+    @field_validator("env")
+    @classmethod
+    def _env_names_unique(cls, env: list[EnvVar]) -> list[EnvVar]:
+        names = [var.name for var in env]
+        if len(set(names)) != len(names):
+            raise ValueError("environment variable names must be unique")
+        return env
+
+
+class AcceleratorSpec(ApiModel):
+    """Accelerators each Triton replica needs."""
+
+    resource: ResourceName = Field(
+        description="Extended resource name: nvidia.com/gpu, google.com/tpu, amd.com/gpu, aws.amazon.com/neuron, ..."
+    )
+    count: int = Field(default=1, ge=1, le=64, description="Accelerators per replica.")
+    product: LabelValue | None = Field(
+        default=None,
+        description=(
+            "Accelerator product, e.g. NVIDIA-A100-SXM4-40GB; becomes a node-label requirement "
+            "whose key depends on capacity.nodePoolPreset."
+        ),
+    )
+
+
+class NodePoolPreset(StrEnum):
+    KARPENTER = "karpenter"
+    GKE = "gke"
+    EKS = "eks"
+    AKS = "aks"
+    CUSTOM = "custom"
+
+
+class TolerationOperator(StrEnum):
+    EXISTS = "Exists"
+    EQUAL = "Equal"
+
+
+class TaintEffect(StrEnum):
+    NO_SCHEDULE = "NoSchedule"
+    PREFER_NO_SCHEDULE = "PreferNoSchedule"
+    NO_EXECUTE = "NoExecute"
+
+
+class Toleration(ApiModel):
+    """A toleration, as in a Pod spec."""
+
+    rules = (
+        Rule(
+            field="value",
+            message="value must be empty when operator is Exists",
+            cel="self.operator != 'Exists' || !has(self.value) || self.value == ''",
+            holds=lambda self: self.operator != TolerationOperator.EXISTS or not self.value,
+        ),
+    )
+
+    key: LabelKey = Field(description="Taint key to tolerate.")
+    operator: TolerationOperator = Field(default=TolerationOperator.EQUAL, description="Exists or Equal.")
+    value: LabelValue | None = Field(default=None, description="Taint value (with operator Equal).")
+    effect: TaintEffect | None = Field(default=None, description="Taint effect to tolerate; all when unset.")
+
+
+class PoolPlacement(ApiModel):
+    """How to reach one kind of capacity when nodePoolPreset is custom."""
+
+    node_selector: dict[LabelKey, LabelValue] = Field(
+        default_factory=dict, max_length=16, description="Node labels this pool's pods require."
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=list, max_length=16, description="Taints this pool's pods tolerate."
+    )
+
+
+class CustomPreset(ApiModel):
+    """Node labels and taints for clusters that no built-in preset describes."""
+
+    on_demand: PoolPlacement = Field(
+        default_factory=PoolPlacement, description="Placement of on-demand replicas."
+    )
+    spot: PoolPlacement = Field(default_factory=PoolPlacement, description="Placement of spot replicas.")
+    accelerator_product_label: LabelKey | None = Field(
+        default=None,
+        description="Node label whose value is the accelerator product (for accelerator.product).",
+    )
+
+
+class SpotSpec(ApiModel):
+    """Use of spot (preemptible) capacity."""
+
+    rules = (
+        Rule(
+            field="maxFraction",
+            message="maxFraction must be greater than 0 when spot is enabled",
+            cel="!self.enabled || self.maxFraction > 0.0",
+            holds=lambda self: not self.enabled or self.max_fraction > 0,
+        ),
+    )
+
+    enabled: bool = Field(default=False, description="Place some replicas on spot capacity.")
+    max_fraction: float = Field(
+        default=0.75, ge=0.0, le=1.0, description="Largest fraction of replicas that may run on spot."
+    )
+    fallback_after_seconds: int = Field(
+        default=60,
+        ge=0,
+        le=3600,
+        description="How long spot replicas may stay unschedulable before they move to on-demand capacity.",
+    )
+
+
+class CapacitySpec(ApiModel):
+    """Where replicas run: on-demand and spot node pools."""
+
+    rules = (
+        Rule(
+            field="custom",
+            message="custom is required when nodePoolPreset is custom",
+            cel="self.nodePoolPreset != 'custom' || has(self.custom)",
+            holds=lambda self: self.node_pool_preset != NodePoolPreset.CUSTOM or self.custom is not None,
+        ),
+        Rule(
+            field="custom",
+            message="custom may only be set when nodePoolPreset is custom",
+            cel="!has(self.custom) || self.nodePoolPreset == 'custom'",
+            holds=lambda self: self.custom is None or self.node_pool_preset == NodePoolPreset.CUSTOM,
+        ),
+        Rule(
+            field="custom.spot.nodeSelector",
+            message="custom.spot.nodeSelector must name the spot nodes' labels when spot is enabled",
+            cel=(
+                "self.nodePoolPreset != 'custom' || !self.spot.enabled || !has(self.custom) || "
+                "(has(self.custom.spot) && has(self.custom.spot.nodeSelector) && "
+                "size(self.custom.spot.nodeSelector) > 0)"
+            ),
+            holds=lambda self: (
+                self.node_pool_preset != NodePoolPreset.CUSTOM
+                or not self.spot.enabled
+                or self.custom is None
+                or bool(self.custom.spot.node_selector)
+            ),
+        ),
+    )
+
+    node_pool_preset: NodePoolPreset = Field(
+        default=NodePoolPreset.KARPENTER,
+        description="Which node labels and taints mark spot and accelerator capacity: karpenter, gke, eks, aks or custom.",
+    )
+    on_demand_base: int = Field(
+        default=1, ge=0, le=1000, description="Replicas that always stay on on-demand capacity."
+    )
+    spot: SpotSpec = Field(default_factory=SpotSpec, description="Use of spot capacity.")
+    custom: CustomPreset | None = Field(
+        default=None, description="Node labels and taints, when nodePoolPreset is custom."
+    )
+
+
+class BalancePolicy(StrEnum):
+    ROUND_ROBIN = "RoundRobin"
+    LEAST_CONNECTIONS = "LeastConnections"
+    POWER_OF_TWO_CHOICES = "PowerOfTwoChoices"
+
+
+class RouterResources(ResourceRequirements):
+    """Compute resources for a router container; small requests by default."""
+
+    requests: dict[ResourceName, Quantity] = Field(
+        default={"cpu": "100m", "memory": "64Mi"},
+        max_length=16,
+        description="Minimum resources the scheduler reserves for a router replica.",
+    )
+
+
+class RouterSpec(ApiModel):
+    """The HAProxy router in front of the Triton replicas."""
+
+    replicas: int = Field(default=2, ge=1, le=20, description="Router replicas.")
+    image: str = Field(
+        default="haproxy:2.6",
+        min_length=1,
+        max_length=512,
+        pattern=IMAGE_PATTERN,
+        description="HAProxy image.",
+    )
+    resources: RouterResources = Field(
+        default_factory=RouterResources, description="Resources for each router replica."
+    )
+    timeout_seconds: int = Field(
+        default=60,
+        ge=1,
+        le=3600,
+        description="Longest a single inference request may take through the router.",
+    )
+
+
+class LoadBalancingSpec(ApiModel):
+    """How the router spreads requests across replicas."""
+
+    policy: BalancePolicy = Field(
+        default=BalancePolicy.LEAST_CONNECTIONS,
+        description="RoundRobin, LeastConnections, or PowerOfTwoChoices (two random picks, least loaded wins).",
+    )
+    router: RouterSpec = Field(default_factory=RouterSpec, description="The HAProxy router.")
+
+
+class LatencyObjective(ApiModel):
+    """The latency objective the autoscaler holds."""
+
+    target_milliseconds: float = Field(
+        default=100.0, gt=0, le=600000, description="Latency target in milliseconds."
+    )
+    percentile: float = Field(
+        default=95.0,
+        ge=50.0,
+        le=99.9,
+        description="Percentile of request latency that must stay under the target.",
+    )
+
+
+class MetricsSourceKind(StrEnum):
+    AUTO = "auto"
+    PROMETHEUS = "prometheus"
+    TRITON = "triton"
+
+
+class MetricsSpec(ApiModel):
+    """Where the autoscaler reads latency and load."""
+
+    rules = (
+        Rule(
+            field="latencyQuery",
+            message="latencyQuery needs a Prometheus source (source prometheus or auto)",
+            cel="!has(self.latencyQuery) || self.source != 'triton'",
+            holds=lambda self: self.latency_query is None or self.source != MetricsSourceKind.TRITON,
+        ),
+        Rule(
+            field="rateQuery",
+            message="rateQuery needs a Prometheus source (source prometheus or auto)",
+            cel="!has(self.rateQuery) || self.source != 'triton'",
+            holds=lambda self: self.rate_query is None or self.source != MetricsSourceKind.TRITON,
+        ),
+    )
+
+    source: MetricsSourceKind = Field(
+        default=MetricsSourceKind.AUTO,
+        description=(
+            "prometheus, triton (statistics read from each ready pod), or auto: Prometheus when a "
+            "URL is known (here or the operator's --prometheus-url), else Triton."
+        ),
+    )
+    prometheus_url: str | None = Field(
+        default=None,
+        alias="prometheusURL",
+        max_length=2048,
+        pattern=r"^https?://[^\s]+$",
+        description="Prometheus base URL, e.g. http://prometheus.monitoring:9090.",
+    )
+    latency_query: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=4096,
+        description="PromQL overriding the latency query; must return one value in milliseconds.",
+    )
+    rate_query: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=4096,
+        description="PromQL overriding the arrival-rate query; must return one value in requests per second.",
+    )
+
+
+class ScaleDownSpec(ApiModel):
+    """How cautiously the autoscaler removes replicas."""
+
+    stabilization_seconds: int = Field(
+        default=300,
+        ge=0,
+        le=3600,
+        description="Scale down only to the highest recommendation seen over this window.",
+    )
+    max_step_percent: int = Field(
+        default=50, ge=1, le=100, description="Most replicas removed in one step, as a percentage of current."
+    )
+
+
+class AutoscalingSpec(ApiModel):
+    """Latency-objective autoscaling."""
+
+    rules = (
+        Rule(
+            field="maxReplicas",
+            message="maxReplicas must be greater than or equal to minReplicas",
+            cel="self.minReplicas <= self.maxReplicas",
+            holds=lambda self: self.min_replicas <= self.max_replicas,
+        ),
+    )
+
+    enabled: bool = Field(
+        default=True, description="Scale on measured latency; when false, spec.replicas is used."
+    )
+    min_replicas: int = Field(default=1, ge=1, le=1000, description="Fewest Triton replicas.")
+    max_replicas: int = Field(default=10, ge=1, le=1000, description="Most Triton replicas.")
+    period_seconds: int = Field(
+        default=10, ge=1, le=300, description="Seconds between autoscaling decisions."
+    )
+    latency: LatencyObjective = Field(default_factory=LatencyObjective, description="The latency objective.")
+    metrics: MetricsSpec = Field(
+        default_factory=MetricsSpec, description="Where latency and load are measured."
+    )
+    scale_down: ScaleDownSpec = Field(default_factory=ScaleDownSpec, description="Scale-down caution.")
+
+
+class InferenceServiceSpec(ApiModel):
+    """The desired Triton serving stack."""
+
+    rules = (
+        Rule(
+            field="capacity.onDemandBase",
+            message="capacity.onDemandBase must not exceed autoscaling.maxReplicas",
+            cel=(
+                "!has(self.autoscaling) || !self.autoscaling.enabled || "
+                "self.capacity.onDemandBase <= self.autoscaling.maxReplicas"
+            ),
+            holds=lambda self: (
+                self.autoscaling is None
+                or not self.autoscaling.enabled
+                or self.capacity.on_demand_base <= self.autoscaling.max_replicas
+            ),
+        ),
+        Rule(
+            field="accelerator.product",
+            message="accelerator.product with the custom preset needs capacity.custom.acceleratorProductLabel",
+            cel=(
+                "!has(self.accelerator) || !has(self.accelerator.product) || "
+                "self.capacity.nodePoolPreset != 'custom' || "
+                "(has(self.capacity.custom) && has(self.capacity.custom.acceleratorProductLabel))"
+            ),
+            holds=lambda self: (
+                self.accelerator is None
+                or self.accelerator.product is None
+                or self.capacity.node_pool_preset != NodePoolPreset.CUSTOM
+                or (
+                    self.capacity.custom is not None
+                    and self.capacity.custom.accelerator_product_label is not None
+                )
+            ),
+        ),
+    )
+
+    model: ModelSource = Field(description="The model repository and the models that matter.")
+    triton: TritonSpec = Field(default_factory=TritonSpec, description="The Triton server container.")
+    accelerator: AcceleratorSpec | None = Field(
+        default=None, description="Accelerators per replica; CPU-only when unset."
+    )
+    capacity: CapacitySpec = Field(default_factory=CapacitySpec, description="On-demand and spot placement.")
+    load_balancing: LoadBalancingSpec = Field(
+        default_factory=LoadBalancingSpec, description="The router and its balancing policy."
+    )
+    autoscaling: AutoscalingSpec | None = Field(
+        default=None,
+        description="Latency-objective autoscaling; spec.replicas is used when unset or disabled.",
+    )
+    replicas: int = Field(
+        default=1,
+        ge=0,
+        le=1000,
+        description="Triton replicas when autoscaling is off; the target of `kubectl scale`.",
+    )
+
+    @property
+    def autoscaling_enabled(self) -> bool:
+        return self.autoscaling is not None and self.autoscaling.enabled

@@ -1,0 +1,88 @@
+"""The InferenceService status: what the operator observed and decided."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import Field
+
+from tritonscale.model.base import ApiModel
+
+
+class ConditionStatus(StrEnum):
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+class ConditionType(StrEnum):
+    READY = "Ready"
+    PROGRESSING = "Progressing"
+    DEGRADED = "Degraded"
+    METRICS_AVAILABLE = "MetricsAvailable"
+    SCALING_LIMITED = "ScalingLimited"
+    SPOT_FALLBACK = "SpotFallback"
+
+
+class Condition(ApiModel):
+    """A status condition, shaped like metav1.Condition."""
+
+    type: str = Field(max_length=316, description="Condition type: Ready, Progressing, Degraded, ...")
+    status: ConditionStatus = Field(description="True, False or Unknown.")
+    reason: str = Field(max_length=1024, description="One-word CamelCase reason for the last transition.")
+    message: str = Field(default="", max_length=32768, description="Human-readable details.")
+    last_transition_time: datetime = Field(description="When the status last changed.")
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="The spec generation this condition was computed from."
+    )
+
+
+class ScaleEvent(ApiModel):
+    """The last change of desired replicas."""
+
+    time: datetime = Field(description="When the decision was made.")
+    from_: int = Field(alias="from", ge=0, description="Desired replicas before.")
+    to: int = Field(ge=0, description="Desired replicas after.")
+    reason: str = Field(max_length=1024, description="Why, in numbers.")
+
+
+class InferenceServiceStatus(ApiModel):
+    """Observed state of the stack."""
+
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="The spec generation last reconciled."
+    )
+    replicas: int = Field(
+        default=0, ge=0, description="Ready Triton replicas (the scale subresource reads this)."
+    )
+    selector: str | None = Field(
+        default=None, description="Label selector of the Triton pods (for the scale subresource)."
+    )
+    desired_replicas: int | None = Field(
+        default=None, ge=0, description="Triton replicas the operator wants."
+    )
+    on_demand_replicas: int | None = Field(
+        default=None, ge=0, description="Ready Triton replicas on on-demand capacity."
+    )
+    spot_replicas: int | None = Field(
+        default=None, ge=0, description="Ready Triton replicas on spot capacity."
+    )
+    router_replicas: int | None = Field(default=None, ge=0, description="Ready router replicas.")
+    observed_latency_milliseconds: float | None = Field(
+        default=None, ge=0, description="Latency at the objective's percentile, last measured."
+    )
+    observed_rate_rps: float | None = Field(
+        default=None, ge=0, description="Arrival rate, last measured (req/s)."
+    )
+    last_scale: ScaleEvent | None = Field(default=None, description="The last change of desired replicas.")
+    endpoint: str | None = Field(default=None, description="URL clients call (HTTP); gRPC is on port 8001.")
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+        description="Ready, Progressing, Degraded, MetricsAvailable, ScalingLimited, SpotFallback.",
+    )
+
+    def condition(self, condition_type: ConditionType) -> Condition | None:
+        """The condition of that type, if present."""
+        return next((c for c in self.conditions if c.type == condition_type), None)

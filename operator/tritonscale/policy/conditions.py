@@ -1,0 +1,140 @@
+"""Status of a stack from what its Deployments report: counts and Ready/Progressing/Degraded."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from tritonscale.model.resource import InferenceService
+from tritonscale.model.status import Condition, ConditionStatus, ConditionType, InferenceServiceStatus
+
+# Conditions the reconciler owns; the others (MetricsAvailable, ScalingLimited, SpotFallback)
+# belong to the autoscaler and placement loops and are carried over untouched.
+RECONCILER_CONDITIONS = (ConditionType.READY, ConditionType.PROGRESSING, ConditionType.DEGRADED)
+
+
+@dataclass(frozen=True)
+class DeploymentState:
+    """What one child Deployment reports."""
+
+    name: str
+    desired: int
+    ready: int = 0
+    updated: int = 0
+    observed_current_generation: bool = True
+    failure: str | None = None  # ProgressDeadlineExceeded or ReplicaFailure message
+
+    @property
+    def rolled_out(self) -> bool:
+        return (
+            self.observed_current_generation and self.updated >= self.desired and self.ready >= self.desired
+        )
+
+
+@dataclass(frozen=True)
+class StackState:
+    """Everything the status is computed from."""
+
+    on_demand: DeploymentState | None
+    spot: DeploymentState | None
+    router: DeploymentState | None
+    problem: tuple[str, str] | None = None  # (reason, message) of a failed reconcile
+
+    @property
+    def triton(self) -> list[DeploymentState]:
+        return [d for d in (self.on_demand, self.spot) if d is not None]
+
+
+def _ready(state: DeploymentState | None) -> int:
+    return state.ready if state is not None else 0
+
+
+def set_condition(
+    conditions: list[Condition],
+    condition_type: ConditionType,
+    status: ConditionStatus,
+    reason: str,
+    message: str,
+    now: datetime,
+    generation: int | None,
+) -> list[Condition]:
+    """Conditions with one replaced; lastTransitionTime moves only when the status flips."""
+    previous = next((c for c in conditions if c.type == condition_type), None)
+    since = previous.last_transition_time if previous is not None and previous.status == status else now
+    updated = Condition(
+        type=condition_type,
+        status=status,
+        reason=reason,
+        message=message,
+        last_transition_time=since,
+        observed_generation=generation,
+    )
+    return [c for c in conditions if c.type != condition_type] + [updated]
+
+
+def _ready_condition(desired: int, state: StackState) -> tuple[ConditionStatus, str, str]:
+    triton_ready = sum(d.ready for d in state.triton)
+    router = state.router
+    summary = (
+        f"{triton_ready}/{desired} Triton replicas ready, "
+        f"{_ready(router)}/{router.desired if router else 0} routers ready"
+    )
+    if desired == 0:
+        return ConditionStatus.FALSE, "ScaledToZero", summary
+    if triton_ready == 0:
+        return ConditionStatus.FALSE, "NoReadyReplicas", summary
+    if _ready(router) == 0:
+        return ConditionStatus.FALSE, "RouterUnavailable", summary
+    return ConditionStatus.TRUE, "Serving", summary
+
+
+def _progressing_condition(state: StackState) -> tuple[ConditionStatus, str, str]:
+    pending = [d for d in [*state.triton, state.router] if d is not None and not d.rolled_out]
+    if not pending:
+        return ConditionStatus.FALSE, "RolledOut", "every Deployment is up to date and ready"
+    details = ", ".join(f"{d.name} {d.ready}/{d.desired} ready, {d.updated} updated" for d in pending)
+    return ConditionStatus.TRUE, "RollingOut", details
+
+
+def _degraded_condition(state: StackState) -> tuple[ConditionStatus, str, str]:
+    if state.problem is not None:
+        return ConditionStatus.TRUE, state.problem[0], state.problem[1]
+    failing = [d for d in [*state.triton, state.router] if d is not None and d.failure]
+    if failing:
+        return ConditionStatus.TRUE, "DeploymentFailing", "; ".join(f"{d.name}: {d.failure}" for d in failing)
+    return ConditionStatus.FALSE, "AsExpected", "no failures reported"
+
+
+def stack_status(
+    service: InferenceService,
+    desired: int,
+    state: StackState,
+    now: datetime,
+    selector: str,
+    endpoint: str,
+) -> InferenceServiceStatus:
+    """The new status: counts and the reconciler's conditions; other loops' fields are kept."""
+    previous = service.status
+    generation = service.metadata.generation
+    conditions = list(previous.conditions)
+    for condition_type, (status, reason, message) in (
+        (ConditionType.READY, _ready_condition(desired, state)),
+        (ConditionType.PROGRESSING, _progressing_condition(state)),
+        (ConditionType.DEGRADED, _degraded_condition(state)),
+    ):
+        conditions = set_condition(conditions, condition_type, status, reason, message, now, generation)
+    order = list(ConditionType)
+    conditions.sort(key=lambda c: order.index(ConditionType(c.type)) if c.type in order else len(order))
+    return previous.model_copy(
+        update={
+            "observed_generation": generation if state.problem is None else previous.observed_generation,
+            "replicas": sum(d.ready for d in state.triton),
+            "selector": selector,
+            "desired_replicas": desired,
+            "on_demand_replicas": _ready(state.on_demand),
+            "spot_replicas": _ready(state.spot),
+            "router_replicas": _ready(state.router),
+            "endpoint": endpoint,
+            "conditions": conditions,
+        }
+    )

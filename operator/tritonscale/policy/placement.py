@@ -1,0 +1,36 @@
+"""Placement: how many of the desired replicas run on on-demand and on spot capacity."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from tritonscale.model.spec import CapacitySpec
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Replica counts per capacity pool."""
+
+    on_demand: int
+    spot: int
+
+    @property
+    def total(self) -> int:
+        return self.on_demand + self.spot
+
+
+def split_replicas(total: int, capacity: CapacitySpec) -> Placement:
+    """Split `total` replicas: the on-demand base first, then at most maxFraction on spot.
+
+    >>> from tritonscale.model.spec import CapacitySpec, SpotSpec
+    >>> split_replicas(8, CapacitySpec(on_demand_base=1, spot=SpotSpec(enabled=True, max_fraction=0.75)))
+    Placement(on_demand=2, spot=6)
+    """
+    if total < 0:
+        raise ValueError(f"replicas must be >= 0, got {total}")
+    if not capacity.spot.enabled:
+        return Placement(on_demand=total, spot=0)
+    most_on_spot = math.floor(total * capacity.spot.max_fraction + 1e-9)
+    on_demand = max(min(capacity.on_demand_base, total), total - most_on_spot)
+    return Placement(on_demand=on_demand, spot=total - on_demand)

@@ -1,0 +1,20 @@
+"""How many Triton replicas the reconciler applies."""
+
+from __future__ import annotations
+
+from tritonscale.model.resource import InferenceService
+
+
+def clamp(value: int, low: int, high: int) -> int:
+    return max(low, min(high, value))
+
+
+def reconciled_replicas(service: InferenceService) -> int:
+    """spec.replicas when autoscaling is off; otherwise the autoscaler's last decision
+    (status.desiredReplicas, or spec.replicas before the first one) within min..max."""
+    spec = service.spec
+    if spec.autoscaling is None or not spec.autoscaling.enabled:
+        return spec.replicas
+    decided = service.status.desired_replicas
+    wanted = decided if decided is not None else spec.replicas
+    return clamp(wanted, spec.autoscaling.min_replicas, spec.autoscaling.max_replicas)

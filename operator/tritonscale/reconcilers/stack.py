@@ -1,0 +1,241 @@
+"""The reconcile loop: read the InferenceService, render, apply, observe, write status.
+
+Level-based: it never asks what changed, only what should exist, so running it again changes
+nothing. Everything is rendered and dry-run applied before the first real write, so an object
+the API server would refuse leaves the stack as it was rather than half-updated.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from tritonscale.errors import RejectedError
+from tritonscale.model.resource import InferenceService, InvalidInferenceService, parse_inference_service
+from tritonscale.model.status import ConditionStatus, ConditionType, InferenceServiceStatus
+from tritonscale.policy.conditions import DeploymentState, StackState, set_condition, stack_status
+from tritonscale.policy.placement import split_replicas
+from tritonscale.policy.replicas import reconciled_replicas
+from tritonscale.render.names import LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY, StackNames
+from tritonscale.render.stack import RenderOptions, render_stack
+
+log = logging.getLogger(__name__)
+
+
+class ClusterApi(Protocol):
+    """What the reconciler needs from the cluster (clients.kube.KubeClient provides it)."""
+
+    def get_inference_service(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+
+    def apply(self, obj: dict[str, Any], dry_run: bool = False) -> dict[str, Any]: ...
+
+    def list_deployments(self, namespace: str, selector: dict[str, str]) -> list[dict[str, Any]]: ...
+
+    def delete_deployment(self, namespace: str, name: str, uid: str) -> None: ...
+
+    def patch_inference_service_status(self, namespace: str, name: str, status: dict[str, Any]) -> None: ...
+
+    def post_event(self, service: dict[str, Any], event_type: str, reason: str, message: str) -> None: ...
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def deployment_state(deployment: dict[str, Any]) -> DeploymentState:
+    """Reduce a Deployment to what the status needs."""
+    spec = deployment.get("spec", {})
+    status = deployment.get("status", {})
+    failure = None
+    for condition in status.get("conditions", []):
+        if condition.get("type") == "Progressing" and condition.get("reason") == "ProgressDeadlineExceeded":
+            failure = condition.get("message", "progress deadline exceeded")
+        if condition.get("type") == "ReplicaFailure" and condition.get("status") == "True":
+            failure = condition.get("message", "replica failure")
+    return DeploymentState(
+        name=deployment["metadata"]["name"],
+        desired=int(spec.get("replicas", 1)),
+        ready=int(status.get("readyReplicas", 0)),
+        updated=int(status.get("updatedReplicas", 0)),
+        observed_current_generation=int(status.get("observedGeneration", 0))
+        >= int(deployment["metadata"].get("generation", 0)),
+        failure=failure,
+    )
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one reconcile did."""
+
+    status: InferenceServiceStatus
+    applied: int
+
+
+class StackReconciler:
+    """Turns InferenceServices into their stacks; safe to call from several threads."""
+
+    def __init__(
+        self,
+        api: ClusterApi,
+        options: RenderOptions | None = None,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.api = api
+        self.options = options or RenderOptions()
+        self.clock = clock
+        self._locks: dict[tuple[str, str], threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+
+    def _lock(self, namespace: str, name: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault((namespace, name), threading.Lock())
+
+    def reconcile(self, namespace: str, name: str) -> Outcome | None:
+        """Apply the stack and refresh status. None when the InferenceService is gone.
+
+        Raises RejectedError when the spec is invalid or the API server refuses an object
+        (retrying unchanged cannot help) and TransientError when it is worth retrying.
+        """
+        return self._run(namespace, name, apply=True)
+
+    def refresh_status(self, namespace: str, name: str) -> Outcome | None:
+        """Recompute status from the children without applying anything (on child events)."""
+        return self._run(namespace, name, apply=False)
+
+    def _run(self, namespace: str, name: str, apply: bool) -> Outcome | None:
+        with self._lock(namespace, name):
+            body = self.api.get_inference_service(namespace, name)
+            if body is None:
+                return None
+            try:
+                service = parse_inference_service(body)
+            except InvalidInferenceService as invalid:
+                self._report_invalid(body, invalid)
+                raise RejectedError(f"invalid InferenceService {namespace}/{name}: {invalid}") from invalid
+            names = StackNames(service.name, service.namespace, self.options.cluster_domain)
+            desired = reconciled_replicas(service)
+            problem: tuple[str, str] | None = None
+            applied = 0
+            if apply:
+                try:
+                    applied = self._apply(service, names, desired)
+                except RejectedError as rejected:
+                    problem = ("ApplyRejected", str(rejected))
+            state = self._observe(service, names, problem)
+            status = stack_status(
+                service, desired, state, self.clock(), names.triton_selector_string, names.endpoint_url
+            )
+            self._write_status(body, service, status, applied)
+            if problem is not None:
+                raise RejectedError(problem[1])
+            return Outcome(status=status, applied=applied)
+
+    def _apply(self, service: InferenceService, names: StackNames, desired: int) -> int:
+        placement = split_replicas(desired, service.spec.capacity)
+        objects = render_stack(service, placement, self.options)
+        for obj in objects:
+            self.api.apply(obj, dry_run=True)
+        for obj in objects:
+            self.api.apply(obj)
+        rendered = {obj["metadata"]["name"] for obj in objects if obj["kind"] == "Deployment"}
+        self._prune_deployments(service, names, rendered)
+        return len(objects)
+
+    def _owned_deployments(self, service: InferenceService, names: StackNames) -> list[dict[str, Any]]:
+        selector = {LABEL_INSTANCE: names.instance, LABEL_MANAGED_BY: MANAGED_BY}
+        return [
+            d
+            for d in self.api.list_deployments(service.namespace, selector)
+            if any(ref.get("uid") == service.metadata.uid for ref in d["metadata"].get("ownerReferences", []))
+        ]
+
+    def _prune_deployments(self, service: InferenceService, names: StackNames, rendered: set[str]) -> None:
+        """Remove Deployments no longer rendered (the spot pool after spot is disabled), but
+        only once the on-demand pool is ready to carry its replicas: capacity never dips."""
+        owned = self._owned_deployments(service, names)
+        on_demand = next((d for d in owned if d["metadata"]["name"] == names.on_demand_deployment), None)
+        on_demand_ready = on_demand is not None and deployment_state(on_demand).rolled_out
+        for deployment in owned:
+            metadata = deployment["metadata"]
+            if metadata["name"] in rendered:
+                continue
+            if deployment_state(deployment).ready > 0 and not on_demand_ready:
+                log.info("keeping %s until %s is ready", metadata["name"], names.on_demand_deployment)
+                continue
+            self.api.delete_deployment(service.namespace, metadata["name"], metadata["uid"])
+
+    def _observe(
+        self, service: InferenceService, names: StackNames, problem: tuple[str, str] | None
+    ) -> StackState:
+        by_name = {
+            d["metadata"]["name"]: deployment_state(d) for d in self._owned_deployments(service, names)
+        }
+        return StackState(
+            on_demand=by_name.get(names.on_demand_deployment),
+            spot=by_name.get(names.spot_deployment),
+            router=by_name.get(names.router_deployment),
+            problem=problem,
+        )
+
+    def _write_status(
+        self, body: dict[str, Any], service: InferenceService, status: InferenceServiceStatus, applied: int
+    ) -> None:
+        previous = service.status
+        if status != previous:
+            self.api.patch_inference_service_status(service.namespace, service.name, status.to_wire())
+        self._post_events(body, previous, status, applied)
+
+    def _post_events(
+        self,
+        body: dict[str, Any],
+        previous: InferenceServiceStatus,
+        status: InferenceServiceStatus,
+        applied: int,
+    ) -> None:
+        degraded = status.condition(ConditionType.DEGRADED)
+        if (
+            degraded is not None
+            and degraded.status == ConditionStatus.TRUE
+            and degraded.reason == "ApplyRejected"
+        ):
+            self.api.post_event(body, "Warning", "ApplyRejected", degraded.message)
+        elif applied and previous.observed_generation != status.observed_generation:
+            self.api.post_event(
+                body,
+                "Normal",
+                "Reconciled",
+                f"applied generation {status.observed_generation}: {applied} objects, "
+                f"{status.desired_replicas} Triton replicas desired",
+            )
+        before, after = previous.condition(ConditionType.READY), status.condition(ConditionType.READY)
+        if after is not None and (before is None or before.status != after.status):
+            if after.status == ConditionStatus.TRUE:
+                self.api.post_event(body, "Normal", "Ready", after.message)
+            elif before is not None:
+                self.api.post_event(body, "Warning", "NotReady", f"{after.reason}: {after.message}")
+
+    def _report_invalid(self, body: dict[str, Any], invalid: InvalidInferenceService) -> None:
+        """Say on the resource itself why nothing was applied."""
+        message = "; ".join(str(problem) for problem in invalid.problems)
+        try:
+            previous = InferenceServiceStatus.model_validate(body.get("status", {}))
+        except ValueError:
+            previous = InferenceServiceStatus()
+        now = self.clock()
+        generation = body["metadata"].get("generation")
+        conditions = list(previous.conditions)
+        conditions = set_condition(
+            conditions, ConditionType.READY, ConditionStatus.FALSE, "InvalidSpec", message, now, generation
+        )
+        conditions = set_condition(
+            conditions, ConditionType.DEGRADED, ConditionStatus.TRUE, "InvalidSpec", message, now, generation
+        )
+        status = previous.model_copy(update={"conditions": conditions})
+        metadata = body["metadata"]
+        if status != previous:
+            self.api.patch_inference_service_status(metadata["namespace"], metadata["name"], status.to_wire())
+            self.api.post_event(body, "Warning", "InvalidSpec", message)

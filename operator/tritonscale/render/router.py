@@ -1,0 +1,242 @@
+"""The HAProxy router: haproxy.cfg, its ConfigMap, the router Deployment and the endpoint Service."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from typing import Any, Final
+
+import jinja2
+
+from tritonscale.model.resource import InferenceService
+from tritonscale.model.spec import BalancePolicy
+from tritonscale.render.names import COMPONENT_ROUTER, StackNames
+from tritonscale.render.presets import pool_node_requirements
+from tritonscale.render.triton import (
+    GRPC_PORT,
+    HTTP_PORT,
+    container_resources,
+    restricted_container_security,
+    restricted_pod_security,
+    spread_constraints,
+)
+
+ROUTER_METRICS_PORT: Final = 8404
+HAPROXY_UID: Final = 99  # the `haproxy` user of the official image
+CONFIG_DIR: Final = "/usr/local/etc/haproxy"
+CONFIG_FILE: Final = "haproxy.cfg"
+RUNTIME_DIR: Final = "/var/run/haproxy"
+CONFIG_HASH_ANNOTATION: Final = "tritonscale.io/config-hash"
+
+BALANCE_ALGORITHMS: Final = {
+    BalancePolicy.ROUND_ROBIN: "roundrobin",
+    BalancePolicy.LEAST_CONNECTIONS: "leastconn",
+    # Two random draws, the one with fewer connections wins.
+    BalancePolicy.POWER_OF_TWO_CHOICES: "random(2)",
+}
+
+# Every string that reaches haproxy.cfg is checked against one of these, so no field value can
+# add a line or a directive to the config.
+_DNS_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+_NAMESERVER = re.compile(r"^(\d{1,3}(\.\d{1,3}){3}|\[[0-9a-fA-F:]+\]):\d{1,5}$")
+_BIND_ADDRESS = re.compile(r"^(\d{1,3}(\.\d{1,3}){3}|\[[0-9a-fA-F:]+\]|\*|)$")
+_SOCKET_PATH = re.compile(r"^/[A-Za-z0-9_./-]+$")
+_OWNER = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+
+_TEMPLATES = jinja2.Environment(
+    loader=jinja2.PackageLoader("tritonscale.render", "templates"),
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+    keep_trailing_newline=True,
+    autoescape=False,
+)
+
+
+@dataclass(frozen=True)
+class RouterOptions:
+    """Where the router runs: in a cluster (defaults) or as a local process (tests, sandbox).
+
+    `nameservers` empty means the pod's /etc/resolv.conf (the cluster DNS); `discovery_name`
+    overrides the headless Service's DNS name; ports are where HAProxy listens.
+    """
+
+    nameservers: tuple[str, ...] = ()
+    discovery_name: str | None = None
+    bind_address: str = ""
+    http_port: int = HTTP_PORT
+    grpc_port: int = GRPC_PORT
+    metrics_port: int = ROUTER_METRICS_PORT
+    runtime_socket: str = f"{RUNTIME_DIR}/admin.sock"
+    threads: int = 1
+    max_connections: int = 4096
+
+
+def _checked(value: str, pattern: re.Pattern[str], what: str) -> str:
+    if not pattern.match(value):
+        raise ValueError(f"refusing to render {what} {value!r} into haproxy.cfg")
+    return value
+
+
+def server_slots(service: InferenceService) -> int:
+    """How many server slots each backend keeps: room for the most replicas there can be."""
+    spec = service.spec
+    most = spec.autoscaling.max_replicas if spec.autoscaling_enabled and spec.autoscaling else spec.replicas
+    return max(most, spec.replicas, 1)
+
+
+def render_router_config(service: InferenceService, names: StackNames, options: RouterOptions) -> str:
+    """haproxy.cfg for this InferenceService."""
+    discovery_name = options.discovery_name or names.headless_dns_name
+    for port in (options.http_port, options.grpc_port, options.metrics_port):
+        if not 0 < port < 65536:
+            raise ValueError(f"port {port} out of range")
+    return _TEMPLATES.get_template("haproxy.cfg.j2").render(
+        owner=_checked(names.owner, _OWNER, "name"),
+        namespace=_checked(names.namespace, _OWNER, "namespace"),
+        nameservers=[_checked(ns, _NAMESERVER, "nameserver") for ns in options.nameservers],
+        discovery_name=_checked(discovery_name, _DNS_NAME, "discovery name"),
+        bind_address=_checked(options.bind_address, _BIND_ADDRESS, "bind address"),
+        runtime_socket=_checked(options.runtime_socket, _SOCKET_PATH, "runtime socket"),
+        balance=BALANCE_ALGORITHMS[service.spec.load_balancing.policy],
+        timeout_seconds=int(service.spec.load_balancing.router.timeout_seconds),
+        server_slots=server_slots(service),
+        http_port=int(options.http_port),
+        grpc_port=int(options.grpc_port),
+        metrics_port=int(options.metrics_port),
+        triton_http_port=HTTP_PORT,
+        triton_grpc_port=GRPC_PORT,
+        threads=int(options.threads),
+        max_connections=int(options.max_connections),
+    )
+
+
+def config_hash(config: str) -> str:
+    return hashlib.sha256(config.encode()).hexdigest()[:16]
+
+
+def render_router_configmap(names: StackNames, config: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": names.router_config,
+            "namespace": names.namespace,
+            "labels": names.common_labels(COMPONENT_ROUTER),
+        },
+        "data": {CONFIG_FILE: config},
+    }
+
+
+def render_router_deployment(service: InferenceService, names: StackNames, config: str) -> dict[str, Any]:
+    """HAProxy pods; the config hash in the template rolls them when haproxy.cfg changes."""
+    router = service.spec.load_balancing.router
+    selector = names.component_selector(COMPONENT_ROUTER)
+    labels = names.common_labels(COMPONENT_ROUTER)
+    # Routers hold every client connection: keep them off spot capacity.
+    requirements = pool_node_requirements(service.spec.capacity, spot=False)
+    pod_spec: dict[str, Any] = {
+        "automountServiceAccountToken": False,
+        "securityContext": restricted_pod_security(HAPROXY_UID),
+        "terminationGracePeriodSeconds": 30,
+        "topologySpreadConstraints": spread_constraints(selector),
+        "containers": [
+            {
+                "name": "haproxy",
+                "image": router.image,
+                "command": ["haproxy", "-W", "-db", "-f", f"{CONFIG_DIR}/{CONFIG_FILE}"],
+                "ports": [
+                    {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
+                    {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
+                    {"name": "metrics", "containerPort": ROUTER_METRICS_PORT, "protocol": "TCP"},
+                ],
+                "resources": container_resources(router.resources, {}),
+                "readinessProbe": {
+                    "httpGet": {"path": "/healthz", "port": "metrics"},
+                    "periodSeconds": 2,
+                    "failureThreshold": 2,
+                },
+                "livenessProbe": {
+                    "httpGet": {"path": "/healthz", "port": "metrics"},
+                    "periodSeconds": 10,
+                    "failureThreshold": 3,
+                },
+                "lifecycle": {"preStop": {"sleep": {"seconds": 5}}},
+                "securityContext": {**restricted_container_security(), "readOnlyRootFilesystem": True},
+                "volumeMounts": [
+                    {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+                    {"name": "runtime", "mountPath": RUNTIME_DIR},
+                ],
+            }
+        ],
+        "volumes": [
+            {"name": "config", "configMap": {"name": names.router_config}},
+            {"name": "runtime", "emptyDir": {}},
+        ],
+    }
+    if requirements:
+        pod_spec["affinity"] = {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [{"matchExpressions": requirements}]
+                }
+            }
+        }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": names.router_deployment, "namespace": names.namespace, "labels": labels},
+        "spec": {
+            "replicas": router.replicas,
+            "revisionHistoryLimit": 3,
+            "selector": {"matchLabels": selector},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "template": {
+                "metadata": {
+                    "labels": labels,
+                    "annotations": {
+                        CONFIG_HASH_ANNOTATION: config_hash(config),
+                        "prometheus.io/scrape": "true",
+                        "prometheus.io/port": str(ROUTER_METRICS_PORT),
+                        "prometheus.io/path": "/metrics",
+                    },
+                },
+                "spec": pod_spec,
+            },
+        },
+    }
+
+
+def render_endpoint_service(names: StackNames) -> dict[str, Any]:
+    """The Service clients call: HTTP 8000, gRPC 8001, router metrics 8404."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": names.endpoint_service,
+            "namespace": names.namespace,
+            "labels": names.common_labels(COMPONENT_ROUTER),
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "selector": names.component_selector(COMPONENT_ROUTER),
+            "ports": [
+                {
+                    "name": "http",
+                    "port": HTTP_PORT,
+                    "targetPort": "http",
+                    "protocol": "TCP",
+                    "appProtocol": "http",
+                },
+                {
+                    "name": "grpc",
+                    "port": GRPC_PORT,
+                    "targetPort": "grpc",
+                    "protocol": "TCP",
+                    "appProtocol": "kubernetes.io/h2c",
+                },
+                {"name": "metrics", "port": ROUTER_METRICS_PORT, "targetPort": "metrics", "protocol": "TCP"},
+            ],
+        },
+    }

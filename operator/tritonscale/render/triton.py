@@ -1,0 +1,243 @@
+"""Triton Deployments (one per capacity pool), the headless Service and the Triton PDB."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from tritonscale.model.resource import InferenceService
+from tritonscale.model.spec import ResourceRequirements
+from tritonscale.render.names import (
+    COMPONENT_TRITON,
+    LABEL_POOL,
+    POOL_ON_DEMAND,
+    POOL_SPOT,
+    StackNames,
+)
+from tritonscale.render.presets import (
+    accelerator_tolerations,
+    pool_node_requirements,
+    pool_tolerations,
+    product_label_key,
+)
+
+HTTP_PORT: Final = 8000
+GRPC_PORT: Final = 8001
+METRICS_PORT: Final = 8002
+TRITON_UID: Final = 1000  # the `triton-server` user of NVIDIA's images
+ZONE_KEY: Final = "topology.kubernetes.io/zone"
+HOSTNAME_KEY: Final = "kubernetes.io/hostname"
+
+
+def triton_args(service: InferenceService) -> list[str]:
+    """tritonserver's command line: the managed flags, then the user's."""
+    return [
+        "tritonserver",
+        f"--model-repository={service.spec.model.repository}",
+        f"--http-port={HTTP_PORT}",
+        f"--grpc-port={GRPC_PORT}",
+        f"--metrics-port={METRICS_PORT}",
+        "--allow-metrics=true",
+        "--metrics-config=summary_latencies=true",
+        "--strict-readiness=true",
+        *service.spec.triton.args,
+    ]
+
+
+def container_resources(resources: ResourceRequirements, extra_limits: dict[str, int]) -> dict[str, Any]:
+    """Pod-spec resources; extended resources (accelerators) must appear in limits."""
+    requests = {key: str(value) for key, value in sorted(resources.requests.items())}
+    limits = {key: str(value) for key, value in sorted(resources.limits.items())}
+    for key, count in extra_limits.items():
+        limits[key] = str(count)
+        requests[key] = str(count)
+    out: dict[str, Any] = {}
+    if requests:
+        out["requests"] = requests
+    if limits:
+        out["limits"] = limits
+    return out
+
+
+def restricted_container_security() -> dict[str, Any]:
+    """What the Pod Security `restricted` level asks of every container."""
+    return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+
+
+def restricted_pod_security(uid: int) -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": uid,
+        "runAsGroup": uid,
+        "fsGroup": uid,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _http_probe(path: str, period: int, failures: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": "http"},
+        "periodSeconds": period,
+        "timeoutSeconds": 2,
+        "failureThreshold": failures,
+    }
+
+
+def _affinity(service: InferenceService, spot: bool) -> dict[str, Any] | None:
+    requirements = pool_node_requirements(service.spec.capacity, spot)
+    accelerator = service.spec.accelerator
+    if accelerator is not None and accelerator.product is not None:
+        key = product_label_key(service.spec.capacity, accelerator)
+        requirements.append({"key": key, "operator": "In", "values": [accelerator.product]})
+    if not requirements:
+        return None
+    return {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchExpressions": requirements}]
+            }
+        }
+    }
+
+
+def spread_constraints(selector: dict[str, str]) -> list[dict[str, Any]]:
+    """Spread replicas over zones and nodes when possible, without blocking scheduling."""
+    return [
+        {
+            "maxSkew": 1,
+            "topologyKey": key,
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {"matchLabels": selector},
+        }
+        for key in (ZONE_KEY, HOSTNAME_KEY)
+    ]
+
+
+def render_triton_deployment(
+    service: InferenceService, names: StackNames, pool: str, replicas: int
+) -> dict[str, Any]:
+    """The Deployment of one pool's Triton replicas (`pool` is on-demand or spot)."""
+    spot = pool == POOL_SPOT
+    spec = service.spec
+    selector = names.pool_selector(pool)
+    labels = {**names.common_labels(COMPONENT_TRITON), LABEL_POOL: pool}
+    extra_limits = {spec.accelerator.resource: spec.accelerator.count} if spec.accelerator else {}
+    container: dict[str, Any] = {
+        "name": "triton",
+        "image": spec.triton.image,
+        "args": triton_args(service),
+        "ports": [
+            {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
+            {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
+            {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
+        ],
+        "resources": container_resources(spec.triton.resources, extra_limits),
+        # Models can take minutes to load: the startup probe holds liveness off until then.
+        "startupProbe": _http_probe("/v2/health/live", period=5, failures=120),
+        "livenessProbe": _http_probe("/v2/health/live", period=10, failures=6),
+        "readinessProbe": _http_probe("/v2/health/ready", period=2, failures=2),
+        # A short pause before SIGTERM lets routers drop the pod before it stops accepting.
+        "lifecycle": {"preStop": {"sleep": {"seconds": 5}}},
+        "securityContext": restricted_container_security(),
+        "volumeMounts": [{"name": "shm", "mountPath": "/dev/shm"}],
+    }
+    if spec.triton.image_pull_policy is not None:
+        container["imagePullPolicy"] = spec.triton.image_pull_policy.value
+    if spec.triton.env:
+        container["env"] = [{"name": var.name, "value": var.value} for var in spec.triton.env]
+
+    pod_spec: dict[str, Any] = {
+        "containers": [container],
+        "securityContext": restricted_pod_security(TRITON_UID),
+        "terminationGracePeriodSeconds": 30,
+        "tolerations": pool_tolerations(spec.capacity, spot) + accelerator_tolerations(spec.accelerator),
+        "topologySpreadConstraints": spread_constraints(names.component_selector(COMPONENT_TRITON)),
+        # The Python backend exchanges tensors through shared memory; the default 64 MiB is too small.
+        "volumes": [{"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}}],
+    }
+    if spec.triton.service_account_name:
+        pod_spec["serviceAccountName"] = spec.triton.service_account_name
+    else:
+        pod_spec["automountServiceAccountToken"] = False
+    affinity = _affinity(service, spot)
+    if affinity is not None:
+        pod_spec["affinity"] = affinity
+    if not pod_spec["tolerations"]:
+        del pod_spec["tolerations"]
+
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": names.spot_deployment if spot else names.on_demand_deployment,
+            "namespace": names.namespace,
+            "labels": labels,
+        },
+        "spec": {
+            "replicas": replicas,
+            "revisionHistoryLimit": 3,
+            "selector": {"matchLabels": selector},
+            # Never drop ready capacity during a rollout: surge first, then retire.
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0}},
+            "template": {
+                "metadata": {
+                    "labels": labels,
+                    "annotations": {
+                        "prometheus.io/scrape": "true",
+                        "prometheus.io/port": str(METRICS_PORT),
+                        "prometheus.io/path": "/metrics",
+                    },
+                },
+                "spec": pod_spec,
+            },
+        },
+    }
+
+
+def render_headless_service(names: StackNames) -> dict[str, Any]:
+    """Resolves to every ready Triton pod, so routers discover replicas by DNS."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": names.headless_service,
+            "namespace": names.namespace,
+            "labels": names.common_labels(COMPONENT_TRITON),
+        },
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": False,
+            "selector": names.component_selector(COMPONENT_TRITON),
+            "ports": [
+                {"name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP"},
+                {"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc", "protocol": "TCP"},
+                {"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics", "protocol": "TCP"},
+            ],
+        },
+    }
+
+
+def render_disruption_budget(names: StackNames, name: str, component: str) -> dict[str, Any]:
+    """Node drains take one replica of the component at a time."""
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {"name": name, "namespace": names.namespace, "labels": names.common_labels(component)},
+        "spec": {
+            "maxUnavailable": 1,
+            "selector": {"matchLabels": names.component_selector(component)},
+            # A crash-looping pod must not block a drain forever.
+            "unhealthyPodEvictionPolicy": "AlwaysAllow",
+        },
+    }
+
+
+__all__ = [
+    "GRPC_PORT",
+    "HTTP_PORT",
+    "METRICS_PORT",
+    "POOL_ON_DEMAND",
+    "POOL_SPOT",
+    "render_disruption_budget",
+    "render_headless_service",
+    "render_triton_deployment",
+]
