@@ -127,7 +127,7 @@ def render(paths: tuple[str, ...], cluster_domain: str) -> None:
     exit status is 2. Documents of other kinds are skipped.
     """
     for path in paths:
-        if path != "-" and not Path(path).is_file():
+        if path != "-" and not Path(path).exists():
             raise click.BadParameter(f"no such file: {path}", param_hint="-f")
     options = RenderOptions(cluster_domain=cluster_domain)
     objects: list[dict[str, Any]] = []

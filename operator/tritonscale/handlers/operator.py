@@ -26,6 +26,8 @@ def configure_settings(settings: kopf.OperatorSettings) -> None:
         prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
     )
     settings.posting.level = logging.WARNING
+    # Watching CRDs/namespaces for new resources would need cluster-wide rights we do not use.
+    settings.scanning.disabled = True
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
 

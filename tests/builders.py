@@ -1,0 +1,176 @@
+"""Test builders shared by every tier: a valid InferenceService with overrides, and a table of
+invalid ones with the field each must be rejected for (by the model and by the API server)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+DELETE = object()
+
+
+def set_path(obj: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set (or delete, with DELETE) a dotted path, creating mappings on the way."""
+    *parents, leaf = dotted.split(".")
+    node = obj
+    for key in parents:
+        node = node.setdefault(key, {})
+    if value is DELETE:
+        node.pop(leaf, None)
+    else:
+        node[leaf] = value
+
+
+def make_inference_service(name: str = "svc", namespace: str = "default", **overrides: Any) -> dict[str, Any]:
+    """A valid InferenceService; overrides are dotted paths with '__' for '.', e.g.
+    make_inference_service(spec__replicas=3)."""
+    obj: dict[str, Any] = {
+        "apiVersion": "tritonscale.io/v1alpha1",
+        "kind": "InferenceService",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"model": {"repository": "s3://models/demo", "names": ["simulated"]}, "replicas": 2},
+    }
+    for key, value in overrides.items():
+        set_path(obj, key.replace("__", "."), value if value is DELETE else copy.deepcopy(value))
+    return obj
+
+
+CUSTOM_PRESET = {"nodePoolPreset": "custom", "custom": {"onDemand": {"nodeSelector": {"pool": "od"}}}}
+
+# (case id, overrides as {dotted path: value}, the field path the error must name)
+INVALID_CASES: list[tuple[str, dict[str, Any], str]] = [
+    ("model-missing", {"spec.model": DELETE}, "spec.model"),
+    ("model-names-empty", {"spec.model.names": []}, "spec.model.names"),
+    ("model-names-duplicate", {"spec.model.names": ["a", "a"]}, "spec.model.names"),
+    ("model-name-has-space", {"spec.model.names": ["res net"]}, "spec.model.names[0]"),
+    ("repository-has-space", {"spec.model.repository": "s3://a b"}, "spec.model.repository"),
+    (
+        "min-above-max",
+        {"spec.autoscaling": {"minReplicas": 5, "maxReplicas": 2}},
+        "spec.autoscaling.maxReplicas",
+    ),
+    ("max-replicas-zero", {"spec.autoscaling": {"maxReplicas": 0}}, "spec.autoscaling.maxReplicas"),
+    (
+        "on-demand-base-above-max",
+        {"spec.autoscaling": {"maxReplicas": 2}, "spec.capacity": {"onDemandBase": 3}},
+        "spec.capacity.onDemandBase",
+    ),
+    (
+        "spot-fraction-above-one",
+        {"spec.capacity": {"spot": {"maxFraction": 1.5}}},
+        "spec.capacity.spot.maxFraction",
+    ),
+    (
+        "spot-fraction-negative",
+        {"spec.capacity": {"spot": {"maxFraction": -0.1}}},
+        "spec.capacity.spot.maxFraction",
+    ),
+    (
+        "spot-enabled-fraction-zero",
+        {"spec.capacity": {"spot": {"enabled": True, "maxFraction": 0}}},
+        "spec.capacity.spot.maxFraction",
+    ),
+    (
+        "latency-target-zero",
+        {"spec.autoscaling": {"latency": {"targetMilliseconds": 0}}},
+        "spec.autoscaling.latency.targetMilliseconds",
+    ),
+    (
+        "percentile-hundred",
+        {"spec.autoscaling": {"latency": {"percentile": 100}}},
+        "spec.autoscaling.latency.percentile",
+    ),
+    ("policy-unknown", {"spec.loadBalancing": {"policy": "Random"}}, "spec.loadBalancing.policy"),
+    ("preset-unknown", {"spec.capacity": {"nodePoolPreset": "azure"}}, "spec.capacity.nodePoolPreset"),
+    ("custom-preset-without-custom", {"spec.capacity": {"nodePoolPreset": "custom"}}, "spec.capacity.custom"),
+    (
+        "custom-without-custom-preset",
+        {"spec.capacity": {"custom": {"onDemand": {"nodeSelector": {"pool": "od"}}}}},
+        "spec.capacity.custom",
+    ),
+    (
+        "custom-spot-without-selector",
+        {"spec.capacity": {**CUSTOM_PRESET, "spot": {"enabled": True}}},
+        "spec.capacity.custom.spot.nodeSelector",
+    ),
+    ("accelerator-without-resource", {"spec.accelerator": {"count": 1}}, "spec.accelerator.resource"),
+    (
+        "accelerator-count-zero",
+        {"spec.accelerator": {"resource": "nvidia.com/gpu", "count": 0}},
+        "spec.accelerator.count",
+    ),
+    (
+        "accelerator-resource-invalid",
+        {"spec.accelerator": {"resource": "NVIDIA GPU"}},
+        "spec.accelerator.resource",
+    ),
+    (
+        "product-without-label-for-custom",
+        {
+            "spec.capacity": CUSTOM_PRESET,
+            "spec.accelerator": {"resource": "nvidia.com/gpu", "product": "A100"},
+        },
+        "spec.accelerator.product",
+    ),
+    ("args-override-port", {"spec.triton": {"args": ["--http-port=9000"]}}, "spec.triton.args"),
+    (
+        "args-override-repository",
+        {"spec.triton": {"args": ["--model-repository", "/x"]}},
+        "spec.triton.args",
+    ),
+    (
+        "request-not-a-quantity",
+        {"spec.triton": {"resources": {"requests": {"cpu": "two"}}}},
+        "spec.triton.resources.requests.cpu",
+    ),
+    (
+        "router-replicas-zero",
+        {"spec.loadBalancing": {"router": {"replicas": 0}}},
+        "spec.loadBalancing.router.replicas",
+    ),
+    ("unknown-field", {"spec.autoscale": {"min": 1}}, "spec.autoscale"),
+    ("replicas-negative", {"spec.replicas": -1}, "spec.replicas"),
+    (
+        "query-with-triton-source",
+        {"spec.autoscaling": {"metrics": {"source": "triton", "latencyQuery": "up"}}},
+        "spec.autoscaling.metrics.latencyQuery",
+    ),
+    (
+        "prometheus-url-not-http",
+        {"spec.autoscaling": {"metrics": {"prometheusURL": "ftp://prom:9090"}}},
+        "spec.autoscaling.metrics.prometheusURL",
+    ),
+    (
+        "toleration-exists-with-value",
+        {
+            "spec.capacity": {
+                "nodePoolPreset": "custom",
+                "custom": {
+                    "spot": {
+                        "nodeSelector": {"pool": "spot"},
+                        "tolerations": [{"key": "spot", "operator": "Exists", "value": "x"}],
+                    }
+                },
+            }
+        },
+        "spec.capacity.custom.spot.tolerations[0].value",
+    ),
+    (
+        "stabilization-negative",
+        {"spec.autoscaling": {"scaleDown": {"stabilizationSeconds": -5}}},
+        "spec.autoscaling.scaleDown.stabilizationSeconds",
+    ),
+    (
+        "env-duplicate-names",
+        {"spec.triton": {"env": [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]}},
+        "spec.triton.env",
+    ),
+    ("image-has-space", {"spec.triton": {"image": "triton server"}}, "spec.triton.image"),
+]
+
+
+def make_invalid(overrides: dict[str, Any]) -> dict[str, Any]:
+    obj = make_inference_service(name="invalid")
+    for dotted, value in overrides.items():
+        set_path(obj, dotted, value if value is DELETE else copy.deepcopy(value))
+    return obj

@@ -1,0 +1,111 @@
+"""A small in-memory stand-in for the cluster API the reconciler uses (unit tests only)."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from collections.abc import Callable
+from typing import Any
+
+from tritonscale.errors import RejectedError, TransientError
+
+
+class FakeCluster:
+    """Stores objects like an API server would, closely enough for the reconciler's logic.
+
+    `reject` decides whether an object is refused (RejectedError), `fail_next` makes the next
+    call fail transiently; `calls` records every write in order.
+    """
+
+    def __init__(self) -> None:
+        self.services: dict[tuple[str, str], dict[str, Any]] = {}
+        self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.events: list[tuple[str, str, str]] = []
+        self.calls: list[tuple[str, ...]] = []
+        self.reject: Callable[[dict[str, Any]], str | None] = lambda obj: None
+        self.fail_next: str | None = None
+        self._uids = itertools.count(1)
+
+    # --- InferenceServices -------------------------------------------------
+    def add_service(self, obj: dict[str, Any]) -> dict[str, Any]:
+        stored = copy.deepcopy(obj)
+        stored["metadata"].setdefault("uid", f"tis-{next(self._uids)}")
+        stored["metadata"].setdefault("generation", 1)
+        self.services[(stored["metadata"]["namespace"], stored["metadata"]["name"])] = stored
+        return stored
+
+    def get_inference_service(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self._maybe_fail()
+        found = self.services.get((namespace, name))
+        return copy.deepcopy(found) if found is not None else None
+
+    def patch_inference_service_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        self._maybe_fail()
+        self.calls.append(("status", namespace, name))
+        self.services[(namespace, name)]["status"] = copy.deepcopy(status)
+
+    # --- children ----------------------------------------------------------
+    def apply(self, obj: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
+        self._maybe_fail()
+        reason = self.reject(obj)
+        key = (obj["kind"], obj["metadata"]["namespace"], obj["metadata"]["name"])
+        if reason:
+            raise RejectedError(f"apply {key}: {reason}")
+        if dry_run:
+            return copy.deepcopy(obj)
+        self.calls.append(("apply", *key))
+        existing = self.objects.get(key)
+        stored = copy.deepcopy(obj)
+        stored["metadata"]["uid"] = existing["metadata"]["uid"] if existing else f"uid-{next(self._uids)}"
+        stored["metadata"]["generation"] = (existing or {}).get("metadata", {}).get("generation", 0) + (
+            0 if existing and existing.get("spec") == obj.get("spec") else 1
+        )
+        if existing is not None and "status" in existing:
+            stored["status"] = existing["status"]
+        self.objects[key] = stored
+        return copy.deepcopy(stored)
+
+    def list_deployments(self, namespace: str, selector: dict[str, str]) -> list[dict[str, Any]]:
+        self._maybe_fail()
+        return [
+            copy.deepcopy(o)
+            for (kind, ns, _), o in sorted(self.objects.items())
+            if kind == "Deployment"
+            and ns == namespace
+            and selector.items() <= o["metadata"]["labels"].items()
+        ]
+
+    def delete_deployment(self, namespace: str, name: str, uid: str) -> None:
+        self._maybe_fail()
+        key = ("Deployment", namespace, name)
+        if key in self.objects and self.objects[key]["metadata"]["uid"] == uid:
+            self.calls.append(("delete", *key))
+            del self.objects[key]
+
+    def post_event(self, service: dict[str, Any], event_type: str, reason: str, message: str) -> None:
+        self.events.append((event_type, reason, message))
+
+    # --- test controls -----------------------------------------------------
+    def deployment(self, namespace: str, name: str) -> dict[str, Any]:
+        return self.objects[("Deployment", namespace, name)]
+
+    def make_ready(self, namespace: str, name: str, ready: int | None = None) -> None:
+        """Pretend the Deployment's pods came up (as the controller and kubelets would report)."""
+        deployment = self.deployment(namespace, name)
+        want = deployment["spec"]["replicas"] if ready is None else ready
+        deployment["status"] = {
+            "observedGeneration": deployment["metadata"]["generation"],
+            "replicas": want,
+            "readyReplicas": want,
+            "updatedReplicas": deployment["spec"]["replicas"],
+        }
+
+    def make_all_ready(self) -> None:
+        for kind, namespace, name in list(self.objects):
+            if kind == "Deployment":
+                self.make_ready(namespace, name)
+
+    def _maybe_fail(self) -> None:
+        if self.fail_next is not None:
+            message, self.fail_next = self.fail_next, None
+            raise TransientError(message, delay=1.0)

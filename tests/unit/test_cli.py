@@ -1,0 +1,84 @@
+"""The `tritonscale` command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from click.testing import CliRunner
+
+from tests.builders import INVALID_CASES, make_invalid
+from tritonscale import __version__
+from tritonscale.cli import main
+
+ROOT = Path(__file__).parents[2]
+
+
+def test_version() -> None:
+    result = CliRunner().invoke(main, ["version"])
+    assert result.exit_code == 0 and __version__ in result.output
+
+
+def test_render_prints_every_object_as_yaml() -> None:
+    result = CliRunner().invoke(main, ["render", "-f", str(ROOT / "examples" / "gpu-spot.yaml")])
+    assert result.exit_code == 0, result.output
+    objects = list(yaml.safe_load_all(result.stdout))
+    assert [(o["kind"], o["metadata"]["name"]) for o in objects] == [
+        ("ConfigMap", "resnet-router"),
+        ("Service", "resnet-triton"),
+        ("Deployment", "resnet-ondemand"),
+        ("Deployment", "resnet-spot"),
+        ("Deployment", "resnet-router"),
+        ("Service", "resnet"),
+        ("PodDisruptionBudget", "resnet-triton"),
+        ("PodDisruptionBudget", "resnet-router"),
+    ]
+    assert "ownerReferences" not in result.stdout  # nothing to own them without a cluster
+    assert "haproxy.cfg: |" in result.stdout  # the config stays readable
+
+
+def test_render_several_files_and_skips_other_kinds(tmp_path: Path) -> None:
+    mixed = tmp_path / "app.yaml"
+    mixed.write_text(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: vision}\n---\n"
+        + (ROOT / "examples" / "minimal.yaml").read_text()
+    )
+    result = CliRunner().invoke(
+        main, ["render", "-f", str(mixed), "-f", str(ROOT / "examples" / "latency-autoscaled.yaml")]
+    )
+    assert result.exit_code == 0, result.output
+    names = [o["metadata"]["name"] for o in yaml.safe_load_all(result.stdout)]
+    assert "echo-router" in names and "bert-router" in names
+    assert "skipped Namespace" in result.stderr
+
+
+def test_render_invalid_exits_2_with_one_line_per_problem_naming_the_field(tmp_path: Path) -> None:
+    cases = INVALID_CASES[:5]
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump_all([make_invalid(overrides) for _, overrides, _ in cases]))
+    result = CliRunner().invoke(main, ["render", "-f", str(path)])
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) >= len(cases)
+    for line in lines:
+        assert line.startswith("spec."), line
+    for _, _, field in cases:
+        assert any(line.startswith(f"{field}:") for line in lines), field
+
+
+def test_render_bad_yaml_and_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text("spec: [unclosed\n")
+    result = CliRunner().invoke(main, ["render", "-f", str(path)])
+    assert result.exit_code != 0 and "not valid YAML" in result.output
+    result = CliRunner().invoke(main, ["render", "-f", str(tmp_path / "nope.yaml")])
+    assert result.exit_code == 2 and "no such file" in result.output
+
+
+def test_render_reads_stdin() -> None:
+    result = CliRunner().invoke(
+        main, ["render", "-f", "-"], input=(ROOT / "examples" / "minimal.yaml").read_text()
+    )
+    assert result.exit_code == 0
+    assert len(list(yaml.safe_load_all(result.stdout))) == 7

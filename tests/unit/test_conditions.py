@@ -1,0 +1,117 @@
+"""Status and conditions computed from what the Deployments report."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from tests.builders import make_inference_service
+from tritonscale.model.resource import parse_inference_service
+from tritonscale.model.status import ConditionStatus, ConditionType
+from tritonscale.policy.conditions import DeploymentState, StackState, stack_status
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def status_for(state: StackState, desired: int = 3, previous: dict | None = None, now: datetime = NOW):  # type: ignore[no-untyped-def]
+    obj = make_inference_service()
+    obj["metadata"]["generation"] = 4
+    if previous is not None:
+        obj["status"] = previous
+    return stack_status(
+        parse_inference_service(obj), desired, state, now, "sel", "http://svc.default.svc:8000"
+    )
+
+
+def conditions(status) -> dict[str, tuple[str, str]]:  # type: ignore[no-untyped-def]
+    return {c.type: (c.status.value, c.reason) for c in status.conditions}
+
+
+def test_all_ready_is_ready_and_rolled_out() -> None:
+    state = StackState(
+        on_demand=DeploymentState("a-ondemand", desired=1, ready=1, updated=1),
+        spot=DeploymentState("a-spot", desired=2, ready=2, updated=2),
+        router=DeploymentState("a-router", desired=2, ready=2, updated=2),
+    )
+    status = status_for(state)
+    assert conditions(status) == {
+        "Ready": ("True", "Serving"),
+        "Progressing": ("False", "RolledOut"),
+        "Degraded": ("False", "AsExpected"),
+    }
+    assert (status.replicas, status.on_demand_replicas, status.spot_replicas, status.router_replicas) == (
+        3,
+        1,
+        2,
+        2,
+    )
+    assert status.observed_generation == 4
+    assert status.selector == "sel" and status.endpoint == "http://svc.default.svc:8000"
+    assert all(c.observed_generation == 4 for c in status.conditions)
+
+
+def test_partially_ready_serves_but_is_progressing() -> None:
+    state = StackState(
+        on_demand=DeploymentState("a-ondemand", desired=3, ready=1, updated=3),
+        spot=None,
+        router=DeploymentState("a-router", desired=2, ready=1, updated=2),
+    )
+    found = conditions(status_for(state))
+    assert found["Ready"] == ("True", "Serving")
+    assert found["Progressing"] == ("True", "RollingOut")
+
+
+def test_no_ready_replica_or_router_is_not_ready() -> None:
+    router = DeploymentState("a-router", desired=2, ready=2, updated=2)
+    none_ready = StackState(DeploymentState("a-ondemand", desired=2), None, router)
+    assert conditions(status_for(none_ready))["Ready"] == ("False", "NoReadyReplicas")
+    no_router = StackState(DeploymentState("a-ondemand", 2, 2, 2), None, DeploymentState("a-router", 2))
+    assert conditions(status_for(no_router))["Ready"] == ("False", "RouterUnavailable")
+    zero = StackState(DeploymentState("a-ondemand", 0), None, router)
+    assert conditions(status_for(zero, desired=0))["Ready"] == ("False", "ScaledToZero")
+
+
+def test_failures_and_problems_are_degraded() -> None:
+    failing = StackState(
+        DeploymentState("a-ondemand", 2, 0, 2, failure="pods stuck"),
+        None,
+        DeploymentState("a-router", 1, 1, 1),
+    )
+    status = status_for(failing)
+    assert conditions(status)["Degraded"] == ("True", "DeploymentFailing")
+    problem = StackState(None, None, None, problem=("ApplyRejected", "Deployment x: forbidden"))
+    status = status_for(problem)
+    assert conditions(status)["Degraded"] == ("True", "ApplyRejected")
+    assert status.observed_generation is None  # a generation that was not applied is not "observed"
+
+
+def test_transition_time_moves_only_when_status_flips() -> None:
+    ready = StackState(DeploymentState("a", 1, 1, 1), None, DeploymentState("r", 1, 1, 1))
+    first = status_for(ready, desired=1)
+    later = NOW + timedelta(minutes=5)
+    again = status_for(ready, desired=1, previous=first.to_wire(), now=later)
+    assert again.condition(ConditionType.READY).last_transition_time == NOW  # type: ignore[union-attr]
+    lost = StackState(DeploymentState("a", 1, 0, 1), None, DeploymentState("r", 1, 1, 1))
+    flipped = status_for(lost, desired=1, previous=first.to_wire(), now=later)
+    ready_condition = flipped.condition(ConditionType.READY)
+    assert ready_condition is not None and ready_condition.status == ConditionStatus.FALSE
+    assert ready_condition.last_transition_time == later
+
+
+def test_conditions_of_other_loops_are_kept() -> None:
+    previous = {
+        "conditions": [
+            {
+                "type": "MetricsAvailable",
+                "status": "False",
+                "reason": "PrometheusUnreachable",
+                "message": "x",
+                "lastTransitionTime": "2025-12-31T00:00:00Z",
+            }
+        ],
+        "observedLatencyMilliseconds": 42.0,
+    }
+    state = StackState(DeploymentState("a", 1, 1, 1), None, DeploymentState("r", 1, 1, 1))
+    status = status_for(state, desired=1, previous=previous)
+    assert conditions(status)["MetricsAvailable"] == ("False", "PrometheusUnreachable")
+    assert status.observed_latency_milliseconds == 42.0
+    assert [c.type for c in status.conditions] == ["Ready", "Progressing", "Degraded", "MetricsAvailable"]

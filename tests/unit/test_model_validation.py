@@ -1,0 +1,110 @@
+"""The model rejects bad resources with a message naming the field, and accepts good ones."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tests.builders import INVALID_CASES, make_inference_service, make_invalid
+from tritonscale.model.resource import InvalidInferenceService, parse_inference_service
+from tritonscale.model.spec import InferenceServiceSpec
+
+EXAMPLES = sorted(Path(__file__).parents[2].joinpath("examples").glob("*.yaml"))
+
+
+@pytest.mark.parametrize(("case", "overrides", "field"), INVALID_CASES, ids=[c[0] for c in INVALID_CASES])
+def test_invalid_resource_is_rejected_naming_the_field(
+    case: str, overrides: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(InvalidInferenceService) as raised:
+        parse_inference_service(make_invalid(overrides))
+    paths = [problem.path for problem in raised.value.problems]
+    assert field in paths, f"{case}: expected a problem at {field}, got {raised.value}"
+
+
+def test_there_are_at_least_twenty_invalid_cases() -> None:
+    assert len(INVALID_CASES) >= 20
+
+
+def test_every_problem_is_reported_not_just_the_first() -> None:
+    obj = make_invalid(
+        {
+            "spec.replicas": -1,
+            "spec.loadBalancing": {"policy": "Nope"},
+            "spec.autoscaling": {"minReplicas": 3, "maxReplicas": 1},
+        }
+    )
+    with pytest.raises(InvalidInferenceService) as raised:
+        parse_inference_service(obj)
+    assert {p.path for p in raised.value.problems} >= {
+        "spec.replicas",
+        "spec.loadBalancing.policy",
+        "spec.autoscaling.maxReplicas",
+    }
+
+
+def test_wrong_kind_is_named() -> None:
+    obj = make_inference_service()
+    obj["kind"] = "Deployment"
+    with pytest.raises(InvalidInferenceService) as raised:
+        parse_inference_service(obj)
+    assert raised.value.problems[0].path == "apiVersion"
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_examples_are_valid(path: Path) -> None:
+    for document in yaml.safe_load_all(path.read_text()):
+        service = parse_inference_service(document)
+        assert service.spec.model.names
+
+
+def test_defaults_fill_a_minimal_spec() -> None:
+    service = parse_inference_service(make_inference_service())
+    spec = service.spec
+    assert spec.load_balancing.policy.value == "LeastConnections"
+    assert spec.load_balancing.router.replicas == 2
+    assert spec.capacity.node_pool_preset.value == "karpenter"
+    assert spec.capacity.spot.enabled is False
+    assert spec.autoscaling is None
+    assert not spec.autoscaling_enabled
+
+
+def test_wire_form_round_trips() -> None:
+    obj = make_inference_service(
+        spec__autoscaling={"maxReplicas": 7, "metrics": {"prometheusURL": "http://p:9090"}},
+        spec__accelerator={"resource": "nvidia.com/gpu", "product": "NVIDIA-A100-SXM4-40GB"},
+    )
+    spec = parse_inference_service(obj).spec
+    again = InferenceServiceSpec.model_validate(spec.to_wire())
+    assert again == spec
+    assert spec.to_wire()["autoscaling"]["metrics"]["prometheusURL"] == "http://p:9090"
+
+
+def test_model_is_frozen() -> None:
+    spec = parse_inference_service(make_inference_service()).spec
+    with pytest.raises(ValueError, match="frozen"):
+        spec.replicas = 3  # type: ignore[misc]
+
+
+@given(
+    minimum=st.integers(min_value=1, max_value=50),
+    maximum=st.integers(min_value=1, max_value=50),
+    base=st.integers(min_value=0, max_value=60),
+)
+def test_replica_bounds_rules_match_their_meaning(minimum: int, maximum: int, base: int) -> None:
+    obj = make_inference_service(
+        spec__autoscaling={"minReplicas": minimum, "maxReplicas": maximum},
+        spec__capacity={"onDemandBase": base},
+    )
+    valid = minimum <= maximum and base <= maximum
+    try:
+        parse_inference_service(obj)
+    except InvalidInferenceService:
+        assert not valid
+    else:
+        assert valid

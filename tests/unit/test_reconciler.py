@@ -1,0 +1,157 @@
+"""The reconcile loop against an in-memory cluster: idempotent, careful, and honest in status."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from tests.builders import make_inference_service
+from tests.unit.fakes import FakeCluster
+from tritonscale.errors import RejectedError, TransientError
+from tritonscale.reconcilers.stack import StackReconciler
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def setup(**overrides: Any) -> tuple[FakeCluster, StackReconciler]:
+    cluster = FakeCluster()
+    cluster.add_service(make_inference_service(name="resnet", namespace="vision", **overrides))
+    return cluster, StackReconciler(cluster, clock=lambda: NOW)
+
+
+def conditions(cluster: FakeCluster) -> dict[str, tuple[str, str]]:
+    status = cluster.services[("vision", "resnet")]["status"]
+    return {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
+
+
+def test_first_reconcile_creates_the_stack_and_reports_progress() -> None:
+    cluster, reconciler = setup(spec__replicas=3)
+    outcome = reconciler.reconcile("vision", "resnet")
+    assert outcome is not None and outcome.applied == 7
+    kinds = sorted(kind for kind, _, _ in cluster.objects)
+    assert kinds == [
+        "ConfigMap",
+        "Deployment",
+        "Deployment",
+        "PodDisruptionBudget",
+        "PodDisruptionBudget",
+        "Service",
+        "Service",
+    ]
+    assert cluster.deployment("vision", "resnet-ondemand")["spec"]["replicas"] == 3
+    status = cluster.services[("vision", "resnet")]["status"]
+    assert status["desiredReplicas"] == 3 and status["replicas"] == 0
+    assert status["endpoint"] == "http://resnet.vision.svc:8000"
+    assert conditions(cluster)["Ready"] == ("False", "NoReadyReplicas")
+    assert conditions(cluster)["Progressing"] == ("True", "RollingOut")
+    assert ("Normal", "Reconciled") in [(t, r) for t, r, _ in cluster.events]
+
+
+def test_status_follows_the_pods_and_ready_is_announced_once() -> None:
+    cluster, reconciler = setup(spec__replicas=2)
+    reconciler.reconcile("vision", "resnet")
+    cluster.make_all_ready()
+    reconciler.refresh_status("vision", "resnet")
+    assert conditions(cluster)["Ready"] == ("True", "Serving")
+    assert cluster.services[("vision", "resnet")]["status"]["replicas"] == 2
+    reconciler.refresh_status("vision", "resnet")
+    assert [r for _, r, _ in cluster.events].count("Ready") == 1
+
+
+def test_reconciling_again_changes_nothing() -> None:
+    cluster, reconciler = setup(spec__capacity={"spot": {"enabled": True}}, spec__replicas=4)
+    reconciler.reconcile("vision", "resnet")
+    cluster.make_all_ready()
+    reconciler.reconcile("vision", "resnet")
+    snapshot = {
+        key: (o["metadata"]["generation"], o.get("spec"), o.get("data")) for key, o in cluster.objects.items()
+    }
+    status = cluster.services[("vision", "resnet")]["status"]
+    cluster.calls.clear()
+    reconciler.reconcile("vision", "resnet")
+    assert {
+        key: (o["metadata"]["generation"], o.get("spec"), o.get("data")) for key, o in cluster.objects.items()
+    } == snapshot
+    assert cluster.services[("vision", "resnet")]["status"] == status
+    assert not [c for c in cluster.calls if c[0] in ("status", "delete")]
+
+
+def test_a_refused_object_leaves_the_stack_untouched() -> None:
+    cluster, reconciler = setup()
+    cluster.reject = lambda obj: "forbidden" if obj["kind"] == "PodDisruptionBudget" else None
+    with pytest.raises(RejectedError, match="forbidden"):
+        reconciler.reconcile("vision", "resnet")
+    assert not [c for c in cluster.calls if c[0] == "apply"], "dry-run must catch it before any write"
+    assert conditions(cluster)["Degraded"] == ("True", "ApplyRejected")
+    assert ("Warning", "ApplyRejected") in [(t, r) for t, r, _ in cluster.events]
+
+
+def test_invalid_spec_is_reported_on_the_resource_and_nothing_is_applied() -> None:
+    cluster, reconciler = setup()
+    cluster.services[("vision", "resnet")]["spec"]["autoscaling"] = {"minReplicas": 4, "maxReplicas": 2}
+    with pytest.raises(RejectedError, match=r"spec\.autoscaling\.maxReplicas"):
+        reconciler.reconcile("vision", "resnet")
+    assert not cluster.objects
+    assert conditions(cluster)["Ready"] == ("False", "InvalidSpec")
+    assert any(r == "InvalidSpec" and "spec.autoscaling.maxReplicas" in m for _, r, m in cluster.events)
+
+
+def test_transient_failures_propagate_for_retry() -> None:
+    cluster, reconciler = setup()
+    cluster.fail_next = "API server unavailable"
+    with pytest.raises(TransientError):
+        reconciler.reconcile("vision", "resnet")
+
+
+def test_gone_resource_is_nothing_to_do() -> None:
+    cluster = FakeCluster()
+    assert StackReconciler(cluster).reconcile("vision", "missing") is None
+
+
+def test_disabling_spot_keeps_spot_replicas_until_on_demand_is_ready() -> None:
+    cluster, reconciler = setup(
+        spec__capacity={"onDemandBase": 1, "spot": {"enabled": True}}, spec__replicas=4
+    )
+    reconciler.reconcile("vision", "resnet")
+    cluster.make_all_ready()
+    service = cluster.services[("vision", "resnet")]
+    service["spec"]["capacity"]["spot"]["enabled"] = False
+    service["metadata"]["generation"] = 2
+    reconciler.reconcile("vision", "resnet")
+    assert ("Deployment", "vision", "resnet-spot") in cluster.objects, (
+        "spot capacity dropped before on-demand was ready"
+    )
+    assert cluster.deployment("vision", "resnet-ondemand")["spec"]["replicas"] == 4
+    cluster.make_ready("vision", "resnet-ondemand")
+    reconciler.reconcile("vision", "resnet")
+    assert ("Deployment", "vision", "resnet-spot") not in cluster.objects
+
+
+def test_scale_follows_spec_replicas_when_autoscaling_is_off() -> None:
+    cluster, reconciler = setup(spec__replicas=2)
+    reconciler.reconcile("vision", "resnet")
+    cluster.services[("vision", "resnet")]["spec"]["replicas"] = 5  # what `kubectl scale` writes
+    reconciler.reconcile("vision", "resnet")
+    assert cluster.deployment("vision", "resnet-ondemand")["spec"]["replicas"] == 5
+
+
+def test_autoscaled_replicas_come_from_the_last_decision_within_bounds() -> None:
+    cluster, reconciler = setup(spec__replicas=2, spec__autoscaling={"minReplicas": 1, "maxReplicas": 6})
+    cluster.services[("vision", "resnet")]["status"] = {"desiredReplicas": 9}
+    reconciler.reconcile("vision", "resnet")
+    assert cluster.deployment("vision", "resnet-ondemand")["spec"]["replicas"] == 6
+
+
+def test_deployments_of_others_are_never_pruned() -> None:
+    cluster, reconciler = setup()
+    reconciler.reconcile("vision", "resnet")
+    stranger = dict(cluster.deployment("vision", "resnet-ondemand"))
+    stranger = {
+        **stranger,
+        "metadata": {**stranger["metadata"], "name": "resnet-old", "ownerReferences": [{"uid": "other"}]},
+    }
+    cluster.objects[("Deployment", "vision", "resnet-old")] = stranger
+    reconciler.reconcile("vision", "resnet")
+    assert ("Deployment", "vision", "resnet-old") in cluster.objects
