@@ -1,0 +1,52 @@
+"""What the autoscaler sees of a running stack at one moment."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """One sample of a stack's load and latency, from Prometheus or from Triton directly.
+
+    Times are milliseconds, rates requests per second. A field is None when its source had no
+    value; `missing` says why the sample as a whole cannot be trusted (empty, NaN, stale or
+    unreachable metrics), in which case the autoscaler holds its replicas. It is never zeros.
+    """
+
+    arrival_rate_rps: float | None
+    latency_ms: float | None  # at the objective's percentile
+    ready_replicas: int
+    mean_queue_ms: float | None = None
+    mean_compute_ms: float | None = None  # per request: the execution time of the batch it rode
+    average_batch: float | None = None  # the mean size of the batches requests rode
+    pending_requests: float | None = None
+    concurrency: float | None = None  # mean requests in flight (queued + executing), all replicas
+    sample_age_s: float = 0.0
+    missing: str | None = None
+
+    @staticmethod
+    def unavailable(reason: str, ready_replicas: int, sample_age_s: float = math.inf) -> Observation:
+        """An observation that says only why there is none."""
+        return Observation(
+            arrival_rate_rps=None,
+            latency_ms=None,
+            ready_replicas=ready_replicas,
+            sample_age_s=sample_age_s,
+            missing=reason,
+        )
+
+    @property
+    def usable(self) -> bool:
+        """A rate, and a latency unless there was no traffic to measure one from."""
+        if self.missing is not None or self.arrival_rate_rps is None:
+            return False
+        return self.latency_ms is not None or self.arrival_rate_rps == 0
+
+
+def finite_or_none(value: float | None) -> float | None:
+    """Metric values that are NaN, infinite or negative carry no information."""
+    if value is None or math.isnan(value) or math.isinf(value) or value < 0:
+        return None
+    return float(value)

@@ -1,0 +1,365 @@
+"""The latency-objective autoscaler: observations in, desired replicas and a reason out.
+
+Pure: the clock and all history come in as arguments and go out as a new state, so the operator
+and the simulator run exactly this code.
+
+Each decision:
+1. holds when the observation is missing (never scales down on no data);
+2. estimates tau(b) = tau0 + alpha*b from the observed batch sizes and execution times;
+3. sizes with the queueing model (policy.queueing) for the arrival rate expected one cold start
+   ahead (the recent trend, and the growth seen before over that horizon), corrected by
+   feedback: the smoothed ratio of observed to predicted percentile, remembered per level of
+   per-replica load (10 % buckets), so a wrong estimate does not persist and the error learnt at
+   one replica count is not applied to another with a different load per replica;
+4. scales up at once; when the observed percentile is far over the target ("panic"), at least in
+   proportion to the overshoot;
+5. scales down only to the highest recommendation of the stabilization window, by at most
+   maxStepPercent, and only to a count that would still meet the objective at 20 % more load
+   than expected (a tolerance band against flapping);
+6. clamps to min..max and says why, in numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from tritonscale.model.observation import Observation
+from tritonscale.policy.queueing import ServiceTime, fewest_replicas, predicted_latency_ms
+
+LOAD_BUCKET_BASE = math.log(1.1)
+
+
+def load_bucket(per_replica_rps: float) -> int:
+    """10 %-wide buckets of per-replica load."""
+    return round(math.log(max(per_replica_rps, 1e-3)) / LOAD_BUCKET_BASE)
+
+
+def correction_at(state: AutoscalerState, per_replica_rps: float) -> float:
+    """The learnt observed/predicted ratio at this load: the nearest bucket within five (the
+    larger ratio on a tie), else 1 (the plain model) for loads never seen."""
+    bucket = load_bucket(per_replica_rps)
+    near = [(abs(b - bucket), -ratio, ratio) for b, ratio, _ in state.corrections if abs(b - bucket) <= 5]
+    return min(near)[2] if near else 1.0
+
+
+@dataclass(frozen=True)
+class AutoscalerSettings:
+    """Everything that shapes decisions; built from the spec (`from_spec`) or by the simulator."""
+
+    target_ms: float
+    percentile: float = 95.0
+    min_replicas: int = 1
+    max_replicas: int = 10
+    stabilization_s: float = 300.0
+    max_step_down_percent: int = 50
+    up_threshold: float = 0.85  # size so the prediction sits at this fraction of the target
+    down_rate_margin: float = 0.2  # scale down only to a count that would also carry 20 % more load
+    panic_ratio: float = 1.5  # observed over target by this much: scale in proportion, at once
+    cold_start_s: float = 30.0  # how far ahead to size for a rising rate
+    trend_window_s: float = 30.0
+    drain_s: float = 15.0  # a backlog of queued requests should be gone within this long
+    growth_quantile: float = 0.9  # size for this quantile of past rate growth over cold_start_s
+    history_s: float = 3600.0
+    settle_s: float = 60.0  # after a change, metrics need this long to show its effect
+    feedback_smoothing: float = 0.3
+    feedback_bounds: tuple[float, float] = (0.7, 2.5)
+    max_batch: int = 1
+    stale_after_s: float = 120.0
+
+
+@dataclass(frozen=True)
+class AutoscalerState:
+    """What the autoscaler remembers between decisions."""
+
+    recommendations: tuple[tuple[float, int], ...] = ()  # (time, replicas needed), newest last
+    rates: tuple[tuple[float, float], ...] = ()  # (time, arrival rate)
+    service_samples: tuple[tuple[float, float], ...] = ()  # (average batch, mean execution ms)
+    per_item_ms: float | None = None  # alpha of tau(b), once fitted
+    feedback: float = 1.0  # observed / predicted, over all loads
+    corrections: tuple[tuple[int, float, float], ...] = ()  # (load bucket, observed/predicted, when)
+    first_seen_s: float | None = None  # first usable observation: stabilization needs history
+    last_change_s: float | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The outcome of one autoscaling step."""
+
+    desired: int
+    current: int
+    reason: str
+    model_replicas: int | None = None
+    limited: str | None = None  # "max" or "min" when the clamp bound the decision
+    panic: bool = False
+    metrics_missing: bool = False
+    predicted_ms: float | None = None
+
+    @property
+    def direction(self) -> str:
+        if self.desired > self.current:
+            return "up"
+        if self.desired < self.current:
+            return "down"
+        return "hold"
+
+
+@dataclass(frozen=True)
+class _Sizing:
+    expected_rate: float
+    up: int
+    down: int
+    predicted_ms: float
+    explains_at: Callable[[int], float]  # corrected predicted latency at the current rate
+
+
+def _fit_service_time(
+    samples: tuple[tuple[float, float], ...], max_batch: int, known_alpha: float | None
+) -> tuple[ServiceTime | None, float | None]:
+    """tau(b) = tau0 + alpha*b from (mean batch ridden, mean execution ms) samples.
+
+    alpha is re-fitted (least squares) only when the batch sizes spread enough to tell it from
+    noise; otherwise the last fitted alpha is kept and tau0 re-anchored on the recent mean, so
+    the model does not jump between shapes as the load moves.
+    """
+    if not samples:
+        return None, known_alpha
+    batches = [b for b, _ in samples]
+    times = [t for _, t in samples]
+    mean_b, mean_t = sum(batches) / len(batches), sum(times) / len(times)
+    spread = sum((b - mean_b) ** 2 for b in batches) / len(batches)
+    alpha = known_alpha
+    if spread >= 0.25 and len(samples) >= 6:
+        fitted = sum((b - mean_b) * (t - mean_t) for b, t in samples) / (spread * len(samples))
+        alpha = max(0.0, fitted)
+    slope = alpha if alpha is not None else 0.0
+    base = max(mean_t - slope * mean_b, 0.05 * mean_t, 0.01)
+    service = ServiceTime(base_ms=base, per_item_ms=slope, max_batch=max(max_batch, math.ceil(max(batches))))
+    return service, alpha
+
+
+def _trend_rate(rates: tuple[tuple[float, float], ...], now: float, ahead_s: float, window_s: float) -> float:
+    """The arrival rate `ahead_s` from now on the recent trend; never below the latest rate."""
+    latest = rates[-1][1]
+    rates = tuple((t, r) for t, r in rates if t >= now - window_s)
+    if len(rates) < 3:
+        return latest
+    times = [t for t, _ in rates]
+    values = [r for _, r in rates]
+    mean_t, mean_r = sum(times) / len(times), sum(values) / len(values)
+    spread = sum((t - mean_t) ** 2 for t in times)
+    if spread <= 0:
+        return latest
+    slope = sum((t - mean_t) * (r - mean_r) for t, r in rates) / spread
+    return max(latest, latest + slope * ahead_s)
+
+
+def _growth(rates: tuple[tuple[float, float], ...], horizon_s: float, quantile: float) -> float:
+    """How much the rate grew within `horizon_s`, at `quantile` of the history (at least 1).
+
+    New capacity takes a cold start to arrive; sizing for the growth seen before keeps bursty
+    services within their objective and costs steady ones nothing.
+    """
+    if len(rates) < 20:
+        return 1.0
+    times = [t for t, _ in rates]
+    ratios = []
+    ahead = 0
+    for index, (time, rate) in enumerate(rates):
+        ahead = max(ahead, index + 1)
+        while ahead < len(rates) and times[ahead] < time + horizon_s:
+            ahead += 1
+        if ahead >= len(rates):
+            break
+        if rate > 0:
+            ratios.append(max(r for _, r in rates[index + 1 : ahead + 1]) / rate)
+    if len(ratios) < 10:
+        return 1.0
+    ratios.sort()
+    return max(1.0, ratios[min(len(ratios) - 1, int(quantile * len(ratios)))])
+
+
+class LatencyAutoscaler:
+    """Holds a latency percentile under a target with as few replicas as the model allows."""
+
+    name = "latency"
+
+    def __init__(self, settings: AutoscalerSettings) -> None:
+        self.settings = settings
+
+    def decide(
+        self, observation: Observation, state: AutoscalerState, now: float, current: int
+    ) -> tuple[Decision, AutoscalerState]:
+        """One decision at time `now` (seconds) given `current` desired replicas."""
+        s = self.settings
+        pct = f"p{s.percentile:g}"
+        if not observation.usable or observation.sample_age_s > s.stale_after_s:
+            why = observation.missing or f"metrics {observation.sample_age_s:.0f}s old"
+            held = min(max(current, s.min_replicas), s.max_replicas)
+            return (
+                Decision(held, current, f"metrics missing ({why}); holding {held}", metrics_missing=True),
+                state,
+            )
+        assert observation.arrival_rate_rps is not None
+        rate = observation.arrival_rate_rps
+        observed = observation.latency_ms if observation.latency_ms is not None else 0.0
+        if observation.latency_ms is None:
+            observation = replace(observation, latency_ms=0.0)  # idle: nothing waited
+        state = self._remember(observation, state, now)
+        service, alpha = _fit_service_time(state.service_samples, s.max_batch, state.per_item_ms)
+        state = replace(state, per_item_ms=alpha)
+        settled = state.last_change_s is None or now - state.last_change_s >= s.settle_s
+        # Learn only from steady states: not while a change settles, and not from an overload
+        # (a backlog says nothing about how the model fits the load).
+        steady = settled and observation.ready_replicas == current and observed <= s.panic_ratio * s.target_ms
+        if service is not None and steady:
+            state = self._update_feedback(observation, state, service, now)
+        sizing = self._size(observation, state, now, service)
+
+        # Far over target although the model says the serving replicas should cope: the model is
+        # wrong here, so add capacity in proportion to the overshoot (what is on its way counts).
+        # When the model does explain the overshoot (a backlog, too few replicas) it sizes alone.
+        panic = settled and observed > s.panic_ratio * s.target_ms and observation.ready_replicas > 0
+        wanted_up = sizing.up
+        backlog = (observation.pending_requests or 0.0) > rate * s.target_ms / 1000.0
+        if panic and not backlog and sizing.explains_at(observation.ready_replicas) <= s.target_ms:
+            proportional = math.ceil(observation.ready_replicas * min(observed / s.target_ms, 4.0))
+            wanted_up = max(wanted_up, proportional)
+        window_start = now - s.stabilization_s
+        recent = [r for t, r in state.recommendations if t >= window_start] + [sizing.down]
+        state = replace(state, recommendations=(*state.recommendations, (now, sizing.down)))
+
+        summary = (
+            f"{pct} {observed:.0f} ms {'>' if observed > s.target_ms else '<='} {s.target_ms:g} ms "
+            f"at {rate:.0f} req/s; model says {sizing.up}"
+        )
+        # Right after a change the metrics still mix old and new counts: while the percentile is
+        # within the objective, wait for them to settle rather than trust the model alone.
+        if not settled and observed <= s.up_threshold * s.target_ms and not panic:
+            wanted_up = min(wanted_up, current)
+        if wanted_up > current:
+            desired, verdict = (
+                wanted_up,
+                "panic, scaling up" if panic and wanted_up > sizing.up else "scaling up",
+            )
+        else:
+            stable_need = max(recent)
+            filled = state.first_seen_s is not None and state.first_seen_s <= window_start
+            if stable_need < current and filled:
+                step = max(1, math.floor(current * s.max_step_down_percent / 100))
+                desired, verdict = max(stable_need, current - step), "scaling down"
+            elif stable_need < current:
+                desired, verdict = current, f"holding until {s.stabilization_s:g}s of history"
+            else:
+                desired, verdict = current, "holding"
+        clamped = min(max(desired, s.min_replicas), s.max_replicas)
+        limited = None
+        if clamped != desired or (sizing.up > s.max_replicas and clamped == s.max_replicas):
+            limited = "max" if clamped == s.max_replicas else "min"
+        if clamped != current:
+            verdict = f"{verdict} {current} -> {clamped}"
+            state = replace(state, last_change_s=now)
+        if limited == "max":
+            verdict += f" (limited by maxReplicas {s.max_replicas})"
+        elif limited == "min":
+            verdict += f" (held at minReplicas {s.min_replicas})"
+        return (
+            Decision(
+                desired=clamped,
+                current=current,
+                reason=f"{summary}; {verdict}",
+                model_replicas=sizing.up,
+                limited=limited,
+                panic=panic,
+                predicted_ms=sizing.predicted_ms,
+            ),
+            state,
+        )
+
+    def _remember(self, observation: Observation, state: AutoscalerState, now: float) -> AutoscalerState:
+        s = self.settings
+        horizon = now - max(s.stabilization_s, s.trend_window_s)
+        assert observation.arrival_rate_rps is not None
+        rates = tuple((t, r) for t, r in state.rates if t >= now - s.history_s)
+        samples = state.service_samples
+        if observation.mean_compute_ms is not None and observation.arrival_rate_rps > 0:
+            batch = observation.average_batch if observation.average_batch is not None else 1.0
+            samples = (*samples, (max(batch, 1.0), observation.mean_compute_ms))[-60:]
+        return replace(
+            state,
+            first_seen_s=now if state.first_seen_s is None else state.first_seen_s,
+            rates=(*rates, (now, observation.arrival_rate_rps)),
+            service_samples=samples,
+            recommendations=tuple((t, r) for t, r in state.recommendations if t >= horizon),
+        )
+
+    def _size(
+        self, observation: Observation, state: AutoscalerState, now: float, service: ServiceTime | None
+    ) -> _Sizing:
+        s = self.settings
+        assert observation.arrival_rate_rps is not None and observation.latency_ms is not None
+        latest = observation.arrival_rate_rps
+        expected = max(
+            _trend_rate(state.rates, now, s.cold_start_s, s.trend_window_s),
+            latest * _growth(state.rates, s.cold_start_s, s.growth_quantile),
+        )
+        if service is None:
+            # No execution times (e.g. only overridden latency and rate queries): scale in
+            # proportion to the observed latency, like a plain ratio controller.
+            ratio = observation.latency_ms / (s.target_ms * s.up_threshold)
+            base = max(observation.ready_replicas, 1)
+            up = max(1, math.ceil(base * ratio))
+            down = max(1, math.ceil(base * ratio * (1 + s.down_rate_margin)))
+            return _Sizing(expected, up, max(up, down), math.nan, lambda replicas: math.inf)
+
+        def corrected_ms(replicas: int, rate: float) -> float:
+            model = predicted_latency_ms(replicas, rate, service, s.percentile)
+            return correction_at(state, rate / replicas) * model
+
+        most = s.max_replicas * 4
+        limit = s.target_ms * s.up_threshold
+        up = fewest_replicas(lambda n: corrected_ms(n, expected) <= limit, most)
+        # A queue longer than one objective's worth of arrivals is a backlog: add the capacity
+        # that drains it within drain_s, at full batches (the most a replica can do).
+        pending = observation.pending_requests or 0.0
+        if pending > latest * s.target_ms / 1000.0:
+            needed_rps = latest + pending / s.drain_s
+            up = max(up, math.ceil(needed_rps / (0.9 * service.capacity_rps())))
+        margin = expected * (1 + s.down_rate_margin)
+        down = fewest_replicas(lambda n: corrected_ms(n, margin) <= limit, most)
+        return _Sizing(
+            expected,
+            up,
+            max(up, down),
+            corrected_ms(min(up, most), expected),
+            lambda replicas: corrected_ms(replicas, latest),
+        )
+
+    def _update_feedback(
+        self, observation: Observation, state: AutoscalerState, service: ServiceTime, now: float
+    ) -> AutoscalerState:
+        """Blend in how far the model was off at the replicas that actually served."""
+        s = self.settings
+        assert observation.arrival_rate_rps is not None and observation.latency_ms is not None
+        if observation.ready_replicas <= 0 or observation.arrival_rate_rps <= 0:
+            return state
+        predicted = predicted_latency_ms(
+            observation.ready_replicas, observation.arrival_rate_rps, service, s.percentile
+        )
+        if not math.isfinite(predicted) or predicted <= 0:
+            return state
+        low, high = s.feedback_bounds
+        ratio = min(max(observation.latency_ms / predicted, low), high)
+        smoothing = s.feedback_smoothing
+        bucket = load_bucket(observation.arrival_rate_rps / observation.ready_replicas)
+        known = {b: r for b, r, when in state.corrections if when >= now - s.history_s}
+        known[bucket] = (1 - smoothing) * known[bucket] + smoothing * ratio if bucket in known else ratio
+        return replace(
+            state,
+            feedback=(1 - smoothing) * state.feedback + smoothing * ratio,
+            corrections=tuple(
+                (b, r, now if b == bucket else next(w for bb, _, w in state.corrections if bb == b))
+                for b, r in sorted(known.items())
+            ),
+        )

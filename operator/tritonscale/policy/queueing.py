@@ -1,0 +1,128 @@
+"""A batching-aware queueing model of Triton replicas behind a least-connections router.
+
+Each replica runs dynamic batches whose execution time grows with the batch size,
+tau(b) = tau0 + alpha * b, and the router spreads requests like one shared queue in front of
+c replicas. With lambda the arrival rate, lambda_r = lambda / c per replica, p the percentile as
+a fraction and S1 = tau(1):
+
+- Unbatched regime (lambda_r * S1 < 1): a request waits only when every replica is busy.
+  The wait tail is Erlang-C's, P(W > t) = C(c, lambda * S1) * exp(-(c / S1 - lambda) * t), halved
+  because service times are near-deterministic rather than exponential (the usual M/D/c
+  correction), and capped at p * S1, since a waiting request joins the next batch of the first
+  replica to free up:
+
+      W_p = min(0.5 * ln(C / (1 - p)) / (c / S1 - lambda), p * S1)      (0 when C <= 1 - p)
+      T_p = S1 + W_p
+
+- Batching regime (lambda_r * S1 >= 1): every replica is always busy and settles at the batch
+  size that keeps up, b = lambda_r * tau0 / (1 - lambda_r * alpha). A request waits for the
+  running batch (uniform residual), rides the next one, and near saturation also queues behind
+  other batches; with rho = lambda_r / mu_max the utilisation of the full-batch capacity
+  mu_max = max_batch / tau(max_batch), the queueing term pools over replicas like Erlang-C:
+
+      T_p = tau(b) * (1 + p) + 0.3 * tau(b) * C(c, lambda / mu_max) / (c * (1 - rho))
+
+  (infinite once b would exceed max_batch; 0.3 was fitted to the simulator).
+
+The two meet at lambda_r * S1 = 1. Checked against the simulator (tests/unit/test_queueing.py):
+within about 20 % where it matters; the autoscaler corrects the remaining bias with the
+observed percentile (feedback), so it needs the right shape more than exact values.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+QUEUEING_WEIGHT = 0.3
+
+
+def erlang_c(servers: int, offered_load: float) -> float:
+    """Probability that an arrival has to wait, M/M/c with `offered_load` = lambda / mu."""
+    if offered_load <= 0:
+        return 0.0
+    if offered_load >= servers:
+        return 1.0
+    blocking = 1.0  # Erlang B, computed by the stable recurrence
+    for k in range(1, servers + 1):
+        blocking = offered_load * blocking / (k + offered_load * blocking)
+    return servers * blocking / (servers - offered_load * (1 - blocking))
+
+
+@dataclass(frozen=True)
+class ServiceTime:
+    """tau(b) = base_ms + per_item_ms * b, for batches of up to max_batch requests."""
+
+    base_ms: float
+    per_item_ms: float = 0.0
+    max_batch: int = 1
+
+    def batch_ms(self, batch: float) -> float:
+        return self.base_ms + self.per_item_ms * batch
+
+    def capacity_rps(self) -> float:
+        """Most requests per second one replica completes (full batches back to back)."""
+        return 1000.0 * self.max_batch / self.batch_ms(self.max_batch)
+
+
+def predicted_latency_ms(replicas: int, rate_rps: float, service: ServiceTime, percentile: float) -> float:
+    """Latency at `percentile` (e.g. 95) for `replicas` replicas at `rate_rps`; inf if overloaded."""
+    if replicas <= 0:
+        return math.inf
+    single_s = service.batch_ms(1) / 1000.0
+    if rate_rps <= 0:
+        return 1000.0 * single_s
+    tail = 1.0 - percentile / 100.0
+    per_replica = rate_rps / replicas
+    if per_replica * single_s < 1.0:
+        wait_probability = erlang_c(replicas, rate_rps * single_s)
+        wait_s = 0.0
+        if wait_probability > tail:
+            wait_s = 0.5 * math.log(wait_probability / tail) / (replicas / single_s - rate_rps)
+        return 1000.0 * (single_s + min(wait_s, (1.0 - tail) * single_s))
+    base_s, per_item_s = service.base_ms / 1000.0, service.per_item_ms / 1000.0
+    if per_replica * per_item_s >= 1.0:
+        return math.inf
+    batch = max(1.0, per_replica * base_s / (1.0 - per_replica * per_item_s))
+    if batch > service.max_batch:
+        return math.inf
+    execution_ms = service.batch_ms(batch)
+    full_rps = service.capacity_rps()
+    utilisation = per_replica / full_rps
+    if utilisation >= 1.0:
+        return math.inf
+    queueing = erlang_c(replicas, rate_rps / full_rps) / (replicas * (1.0 - utilisation))
+    return execution_ms * (2.0 - tail + QUEUEING_WEIGHT * queueing)
+
+
+def fewest_replicas(meets: Callable[[int], bool], most: int) -> int:
+    """Smallest count in 1..most for which `meets` holds (it must hold for every larger count
+    once it holds); `most + 1` when not even `most` is enough."""
+    if not meets(most):
+        return most + 1
+    low, high = 1, most
+    while low < high:
+        middle = (low + high) // 2
+        if meets(middle):
+            high = middle
+        else:
+            low = middle + 1
+    return low
+
+
+def replicas_for_latency(
+    rate_rps: float,
+    service: ServiceTime,
+    percentile: float,
+    limit_ms: float,
+    correction: float = 1.0,
+    most: int = 1000,
+) -> int:
+    """Fewest replicas whose predicted latency, times `correction`, stays within `limit_ms`."""
+    return fewest_replicas(
+        lambda replicas: (
+            correction * predicted_latency_ms(replicas, rate_rps, service, percentile) <= limit_ms
+        ),
+        most,
+    )

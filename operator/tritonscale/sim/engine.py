@@ -1,0 +1,381 @@
+"""A request-level discrete-event simulator of Triton replicas behind a least-connections router.
+
+Model, chosen to be fast enough for a day of traffic in seconds:
+- every replica is a dynamic-batching server: when it frees up it takes every waiting request
+  (up to max_batch) and runs them in tau(b) = base_ms + per_item_ms * b;
+- the least-connections router is idealised as one shared FIFO queue in front of the replicas
+  (a free replica takes the oldest requests), so requests are served in arrival order;
+- a request that waited longer than the queue timeout is dropped (a miss);
+- a new replica serves only after a cold start; a removed one finishes its batch and leaves;
+- policies act every `period_s` and see metrics as a scraper would: values over a window, as
+  of the last scrape, some seconds late.
+
+The hot loop is one iteration per batch; per-request arrays are filled in bulk between decisions.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from bisect import bisect_left, bisect_right
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from tritonscale.model.observation import Observation
+
+
+@dataclass(frozen=True)
+class SimEnvironment:
+    """The simulated replicas and how metrics reach the policies."""
+
+    base_ms: float = 20.0
+    per_item_ms: float = 3.0
+    max_batch: int = 8
+    cold_start_s: float = 30.0
+    scrape_interval_s: float = 15.0
+    metric_lag_s: float = 5.0
+    metric_window_s: float = 30.0
+    queue_timeout_s: float = 10.0
+    min_replicas: int = 1
+    max_replicas: int = 40
+
+    def batch_s(self, batch: int) -> float:
+        return (self.base_ms + self.per_item_ms * batch) / 1000.0
+
+
+class ClusterView(Protocol):
+    """What a policy may look at when it decides."""
+
+    @property
+    def now(self) -> float: ...
+
+    @property
+    def provisioned(self) -> int: ...
+
+    @property
+    def ready(self) -> int: ...
+
+    def observation(self, window_s: float, scrape_s: float, lag_s: float) -> Observation: ...
+
+
+class SimPolicy(Protocol):
+    """An autoscaler under simulation."""
+
+    name: str
+    period_s: float
+
+    def step(self, view: ClusterView) -> tuple[int, str]: ...
+
+
+@dataclass
+class Timeline:
+    """What happened over time, for reports and plots."""
+
+    decision_times: list[float] = field(default_factory=list)
+    desired: list[int] = field(default_factory=list)
+    ready: list[int] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+    provisioned_changes: list[tuple[float, int]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class SimResult:
+    """One policy on one workload."""
+
+    policy: str
+    requests: int
+    dropped: int
+    slo_attainment: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    replica_hours: float
+    scale_actions: int
+    flaps: int
+    duration_s: float
+    arrivals: np.ndarray = field(repr=False)
+    latencies_s: np.ndarray = field(repr=False)
+    timeline: Timeline = field(repr=False)
+
+    def summary(self) -> dict[str, float | int | str | None]:
+        def finite(value: float) -> float | None:
+            return round(value, 3) if math.isfinite(value) else None
+
+        return {
+            "policy": self.policy,
+            "requests": self.requests,
+            "dropped": self.dropped,
+            "slo_attainment": round(self.slo_attainment, 6),
+            "p50_ms": finite(self.p50_ms),
+            "p95_ms": finite(self.p95_ms),
+            "p99_ms": finite(self.p99_ms),
+            "replica_hours": round(self.replica_hours, 4),
+            "scale_actions": self.scale_actions,
+            "flaps": self.flaps,
+            "flaps_per_hour": round(self.flaps / (self.duration_s / 3600.0), 3),
+        }
+
+
+def count_flaps(changes: list[tuple[float, int]], within_s: float = 300.0) -> int:
+    """Direction reversals of the replica count that follow the previous change within `within_s`."""
+    flaps = 0
+    previous: tuple[float, int] | None = None  # (time, direction)
+    for index in range(1, len(changes)):
+        time, count = changes[index]
+        direction = 1 if count > changes[index - 1][1] else -1
+        if previous is not None and direction != previous[1] and time - previous[0] <= within_s:
+            flaps += 1
+        previous = (time, direction)
+    return flaps
+
+
+class Simulation:
+    """Runs policies against one arrival sequence; every run sees exactly the same requests."""
+
+    def __init__(self, arrivals: np.ndarray, env: SimEnvironment, slo_ms: float, percentile: float) -> None:
+        self.arrivals = np.ascontiguousarray(arrivals, dtype=float)
+        self.env = env
+        self.slo_s = slo_ms / 1000.0
+        self.percentile = percentile
+
+    def run(self, policy: SimPolicy, initial_replicas: int, duration_s: float) -> SimResult:
+        return _Run(self, policy, initial_replicas, duration_s).execute()
+
+
+class _Run:
+    """The state of one simulation run (also the ClusterView its policy sees)."""
+
+    def __init__(self, sim: Simulation, policy: SimPolicy, initial_replicas: int, duration_s: float) -> None:
+        self.sim = sim
+        self.env = sim.env
+        self.policy = policy
+        self.duration_s = duration_s
+        self.arrival_list: list[float] = sim.arrivals.tolist()
+        count = len(self.arrival_list)
+        self.completion = np.full(count, np.nan)
+        self.execution = np.full(count, np.nan)
+        self.batch = np.zeros(count)
+        self.filled = 0
+        self.records_lo: list[int] = []
+        self.records_size: list[int] = []
+        self.records_end: list[float] = []
+        self.materialized = 0
+        self.heap: list[tuple[float, int]] = []
+        self.ready_at: dict[int, float] = {}
+        self.free_at: dict[int, float] = {}
+        self.removed: set[int] = set()
+        self.next_server = 0
+        self.head = 0
+        self._now = 0.0
+        self.timeline = Timeline()
+        self._add(initial_replicas, ready_at=0.0)
+
+    # --- ClusterView ---------------------------------------------------------
+    @property
+    def now(self) -> float:
+        return self._now
+
+    @property
+    def provisioned(self) -> int:
+        return len(self.ready_at)
+
+    @property
+    def ready(self) -> int:
+        return sum(1 for t in self.ready_at.values() if t <= self._now)
+
+    def observation(self, window_s: float, scrape_s: float, lag_s: float) -> Observation:
+        """Metrics over `window_s` as of the last scrape visible `lag_s` after it was taken."""
+        self._materialize()
+        visible = self._now - lag_s
+        if scrape_s > 0:
+            visible = math.floor(visible / scrape_s) * scrape_s
+        start = visible - window_s
+        if start < 0:
+            return Observation.unavailable("not enough history", self.ready, self._now - visible)
+        arrivals = self.sim.arrivals
+        reach = self.env.queue_timeout_s + self.env.batch_s(self.env.max_batch)
+        first = int(np.searchsorted(arrivals, start - reach))
+        last = int(np.searchsorted(arrivals, visible, side="right"))
+        window_first = int(np.searchsorted(arrivals, start, side="right"))
+        rate = (last - window_first) / window_s
+        completion = self.completion[first:last]
+        with np.errstate(invalid="ignore"):
+            done = (completion > start) & (completion <= visible)
+        latencies = (completion - arrivals[first:last])[done]
+        execution = self.execution[first:last]
+        started = completion - execution
+        with np.errstate(invalid="ignore"):
+            pending = int(np.count_nonzero(np.isnan(completion) | (started > visible)))
+        if latencies.size == 0:
+            latency = None if rate > 0 else 0.0
+            return Observation(
+                arrival_rate_rps=rate,
+                latency_ms=latency,
+                ready_replicas=self.ready,
+                pending_requests=float(pending),
+                sample_age_s=self._now - visible,
+                missing="no completed requests in the window" if latency is None else None,
+            )
+        done_execution = execution[done]
+        batches = self.batch[first:last][done]
+        return Observation(
+            arrival_rate_rps=rate,
+            latency_ms=1000.0 * float(np.percentile(latencies, self.sim.percentile)),
+            ready_replicas=self.ready,
+            mean_queue_ms=1000.0 * float(np.mean(latencies - done_execution)),
+            mean_compute_ms=1000.0 * float(np.mean(done_execution)),
+            average_batch=float(np.mean(batches)),
+            pending_requests=float(pending),
+            concurrency=rate * float(np.mean(latencies)),
+            sample_age_s=self._now - visible,
+        )
+
+    # --- replicas ------------------------------------------------------------
+    def _add(self, count: int, ready_at: float) -> None:
+        for _ in range(count):
+            server = self.next_server
+            self.next_server += 1
+            self.ready_at[server] = ready_at
+            self.free_at[server] = ready_at
+            heapq.heappush(self.heap, (ready_at, server))
+
+    def _remove(self, count: int) -> None:
+        """Cancel cold starts first, then retire idle replicas, then the ones that free up first."""
+        now = self._now
+
+        def removal_order(server: int) -> tuple[bool, float]:
+            warming = self.ready_at[server] > now
+            return (not warming, -self.ready_at[server] if warming else self.free_at[server])
+
+        order = sorted(self.ready_at, key=removal_order)
+        for server in order[:count]:
+            del self.ready_at[server]
+            self.removed.add(server)
+
+    def _scale_to(self, desired: int) -> None:
+        desired = min(max(desired, self.env.min_replicas), self.env.max_replicas)
+        current = self.provisioned
+        if desired > current:
+            self._add(desired - current, ready_at=self._now + self.env.cold_start_s)
+        elif desired < current:
+            self._remove(current - desired)
+        if desired != current:
+            self.timeline.provisioned_changes.append((self._now, desired))
+
+    # --- the event loop ------------------------------------------------------
+    def _serve_until(self, horizon: float) -> None:
+        arrivals = self.arrival_list
+        count = len(arrivals)
+        heap, removed, free_at = self.heap, self.removed, self.free_at
+        timeout = self.env.queue_timeout_s
+        max_batch = self.env.max_batch
+        batch_s = [self.env.batch_s(b) for b in range(max_batch + 1)]
+        lo_list, size_list, end_list = self.records_lo, self.records_size, self.records_end
+        head = self.head
+        while heap and head < count:
+            free, server = heap[0]
+            arrival = arrivals[head]
+            start = free if free > arrival else arrival
+            if start >= horizon:
+                break
+            heapq.heappop(heap)
+            if server in removed:
+                continue
+            if start - arrival > timeout:
+                cut = bisect_left(arrivals, start - timeout, head)
+                lo_list.append(head)
+                size_list.append(cut - head)
+                end_list.append(math.inf)
+                head = cut
+                if head >= count:
+                    heapq.heappush(heap, (free, server))
+                    break
+                arrival = arrivals[head]
+                start = free if free > arrival else arrival
+                if start >= horizon:
+                    heapq.heappush(heap, (free, server))
+                    break
+            end_index = bisect_right(arrivals, start, head, min(head + max_batch, count))
+            size = end_index - head
+            done = start + batch_s[size]
+            lo_list.append(head)
+            size_list.append(size)
+            end_list.append(done)
+            head = end_index
+            free_at[server] = done
+            heapq.heappush(heap, (done, server))
+        self.head = head
+
+    def _materialize(self) -> None:
+        """Fill the per-request arrays from the batch records made since the last call."""
+        records = len(self.records_lo)
+        if records == self.materialized:
+            return
+        sizes = np.array(self.records_size[self.materialized :], dtype=np.int64)
+        ends = np.array(self.records_end[self.materialized :])
+        first = self.records_lo[self.materialized]
+        last = first + int(sizes.sum())
+        self.completion[first:last] = np.repeat(ends, sizes)
+        dropped = ~np.isfinite(ends)
+        batch_sizes = np.where(dropped, 0, sizes).astype(float)
+        self.batch[first:last] = np.repeat(batch_sizes, sizes)
+        per_batch = np.where(
+            dropped, np.nan, (self.env.base_ms + self.env.per_item_ms * batch_sizes) / 1000.0
+        )
+        self.execution[first:last] = np.repeat(per_batch, sizes)
+        self.materialized = records
+
+    def execute(self) -> SimResult:
+        period = self.policy.period_s
+        decision = period
+        self.timeline.provisioned_changes.append((0.0, self.provisioned))
+        while decision < self.duration_s:
+            self._serve_until(decision)
+            self._now = decision
+            desired, reason = self.policy.step(self)
+            desired = min(max(desired, self.env.min_replicas), self.env.max_replicas)
+            self._scale_to(desired)
+            self.timeline.decision_times.append(decision)
+            self.timeline.desired.append(desired)
+            self.timeline.ready.append(self.ready)
+            self.timeline.reasons.append(reason)
+            decision += period
+        self._now = self.duration_s
+        self._serve_until(math.inf)
+        self._materialize()
+        return self._result()
+
+    def _result(self) -> SimResult:
+        latencies = self.completion - self.sim.arrivals
+        latencies[np.isnan(latencies)] = math.inf
+        requests = latencies.size
+        dropped = int(np.count_nonzero(np.isinf(latencies)))
+        within = int(np.count_nonzero(latencies <= self.sim.slo_s))
+        changes = self.timeline.provisioned_changes
+        replica_seconds = 0.0
+        for index, (time, replicas) in enumerate(changes):
+            end = changes[index + 1][0] if index + 1 < len(changes) else self.duration_s
+            replica_seconds += replicas * max(0.0, end - time)
+        p50, p95, p99 = (
+            (1000.0 * float(v) for v in np.percentile(latencies, [50, 95, 99], method="inverted_cdf"))
+            if requests
+            else (math.nan, math.nan, math.nan)
+        )
+        return SimResult(
+            policy=self.policy.name,
+            requests=requests,
+            dropped=dropped,
+            slo_attainment=within / requests if requests else 1.0,
+            p50_ms=p50,
+            p95_ms=p95,
+            p99_ms=p99,
+            replica_hours=replica_seconds / 3600.0,
+            scale_actions=len(changes) - 1,
+            flaps=count_flaps(changes),
+            duration_s=self.duration_s,
+            arrivals=self.sim.arrivals,
+            latencies_s=latencies,
+            timeline=self.timeline,
+        )

@@ -1,0 +1,167 @@
+"""Request arrival processes: rate schedules (built in or from a CSV trace) turned into arrivals.
+
+A schedule is a list of steps (start second, rate, coefficient of variation); the rate holds
+until the next step. Arrivals are Poisson (cv 1) or a Gamma renewal process with the step's cv.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+BUILT_IN = ("diurnal", "bursty", "flash-crowd", "smooth")
+
+
+@dataclass(frozen=True)
+class RateStep:
+    start_s: float
+    rate_rps: float
+    cv: float = 1.0
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A named rate schedule over [0, duration_s)."""
+
+    name: str
+    steps: tuple[RateStep, ...]
+    duration_s: float
+
+    @property
+    def mean_rate_rps(self) -> float:
+        total = 0.0
+        for index, step in enumerate(self.steps):
+            end = self.steps[index + 1].start_s if index + 1 < len(self.steps) else self.duration_s
+            total += step.rate_rps * max(0.0, min(end, self.duration_s) - step.start_s)
+        return total / self.duration_s
+
+    def rate_at(self, times: np.ndarray) -> np.ndarray:
+        starts = np.array([s.start_s for s in self.steps])
+        rates = np.array([s.rate_rps for s in self.steps])
+        return np.asarray(rates[np.searchsorted(starts, times, side="right") - 1])
+
+
+def arrivals(workload: Workload, seed: int) -> np.ndarray:
+    """Sorted arrival times (seconds) for the workload."""
+    rng = np.random.default_rng(seed)
+    pieces: list[np.ndarray] = []
+    for index, step in enumerate(workload.steps):
+        end = workload.steps[index + 1].start_s if index + 1 < len(workload.steps) else workload.duration_s
+        end = min(end, workload.duration_s)
+        length = end - step.start_s
+        if length <= 0 or step.rate_rps <= 0:
+            continue
+        if step.cv == 1.0:
+            count = rng.poisson(step.rate_rps * length)
+            pieces.append(np.sort(rng.uniform(step.start_s, end, count)))
+            continue
+        shape = 1.0 / (step.cv * step.cv)
+        scale = 1.0 / (step.rate_rps * shape)
+        expected = int(step.rate_rps * length * 1.2 + 10 * math.sqrt(step.rate_rps * length + 1) + 10)
+        times = step.start_s + np.cumsum(rng.gamma(shape, scale, expected))
+        while times[-1] < end:  # rare: the draw fell short of the step's end
+            times = np.concatenate([times, times[-1] + np.cumsum(rng.gamma(shape, scale, expected))])
+        pieces.append(times[times < end])
+    if not pieces:
+        return np.zeros(0)
+    return np.concatenate(pieces)
+
+
+def _from_function(
+    name: str, duration_s: float, rate: Callable[[float], float], step_s: float = 10.0
+) -> Workload:
+    steps = tuple(
+        RateStep(start, max(0.0, rate(start + step_s / 2)))
+        for start in np.arange(0.0, duration_s, step_s, dtype=float).tolist()
+    )
+    return Workload(name, steps, duration_s)
+
+
+def built_in(name: str, duration_s: float, mean_rps: float, seed: int) -> Workload:
+    """One of the built-in workloads over `duration_s`, its rates scaled to a mean of `mean_rps`.
+
+    diurnal: one day-night cycle over the duration, between 0.3x and 1.7x the mean;
+    bursty: Gamma arrivals (cv 1.5) with surges to 1.5-2.5x that ramp up within 30-90 s, hold
+        1-4 minutes and ramp down within a minute, every ~15 minutes;
+    flash-crowd: steady, then a rise to 4x within a minute, ten minutes at the peak, a slow decay;
+    smooth: a gentle random walk within 0.7x..1.3x.
+    """
+    shape = _shape(name, duration_s, mean_rps, np.random.default_rng(seed + 7919))
+    scale = mean_rps / shape.mean_rate_rps if shape.mean_rate_rps > 0 else 1.0
+    steps = tuple(RateStep(step.start_s, step.rate_rps * scale, step.cv) for step in shape.steps)
+    return Workload(name, steps, duration_s)
+
+
+def _shape(name: str, duration_s: float, mean_rps: float, rng: np.random.Generator) -> Workload:
+    if name == "diurnal":
+        return _from_function(
+            name, duration_s, lambda t: mean_rps * (1.0 - 0.7 * math.cos(2 * math.pi * t / duration_s))
+        )
+    if name == "bursty":
+        surges: list[tuple[float, float, float, float]] = []  # start, ramp, hold, factor
+        clock = float(rng.exponential(900.0))
+        while clock < duration_s:
+            ramp, hold = float(rng.uniform(30.0, 90.0)), float(rng.uniform(60.0, 240.0))
+            surges.append((clock, ramp, hold, float(rng.uniform(1.5, 2.5))))
+            clock += ramp + hold + 60.0 + float(rng.exponential(900.0))
+        base = mean_rps * 0.85
+
+        def bursty_rate(t: float) -> float:
+            for start, ramp, hold, factor in surges:
+                if start <= t < start + ramp:
+                    return base * (1 + (factor - 1) * (t - start) / ramp)
+                if start + ramp <= t < start + ramp + hold:
+                    return base * factor
+                if start + ramp + hold <= t < start + ramp + hold + 60.0:
+                    return base * (factor - (factor - 1) * (t - start - ramp - hold) / 60.0)
+            return base
+
+        workload = _from_function(name, duration_s, bursty_rate)
+        return Workload(name, tuple(RateStep(s.start_s, s.rate_rps, 1.5) for s in workload.steps), duration_s)
+    if name == "flash-crowd":
+        start = duration_s * 0.4
+        base = mean_rps * 0.8
+
+        def flash_rate(t: float) -> float:
+            if t < start:
+                return base
+            if t < start + 60:
+                return base * (1 + 3 * (t - start) / 60)
+            if t < start + 660:
+                return base * 4
+            return base * (1 + 3 * math.exp(-(t - start - 660) / 300))
+
+        return _from_function(name, duration_s, flash_rate)
+    if name == "smooth":
+        walk = np.cumsum(rng.normal(0.0, 0.01, int(duration_s // 60) + 2))
+        walk = np.clip(walk, -0.3, 0.3)
+        return _from_function(name, duration_s, lambda t: mean_rps * (1.0 + float(walk[int(t // 60)])))
+    raise ValueError(f"unknown workload {name!r}; built in: {', '.join(BUILT_IN)}")
+
+
+def from_trace(path: Path, duration_s: float | None = None) -> Workload:
+    """A CSV trace with header `time_s,rate_rps` and an optional `cv` column."""
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        if reader.fieldnames is None or not {"time_s", "rate_rps"} <= set(reader.fieldnames):
+            raise ValueError(f"{path}: the header must have time_s,rate_rps (and optionally cv)")
+        steps: list[RateStep] = []
+        for line, row in enumerate(reader, start=2):
+            try:
+                step = RateStep(float(row["time_s"]), float(row["rate_rps"]), float(row.get("cv") or 1.0))
+            except ValueError as error:
+                raise ValueError(f"{path}:{line}: {error}") from None
+            if step.rate_rps < 0 or step.cv <= 0 or (steps and step.start_s <= steps[-1].start_s):
+                raise ValueError(f"{path}:{line}: rates must be >= 0, cv > 0 and times increasing")
+            steps.append(step)
+    if not steps:
+        raise ValueError(f"{path}: no rows")
+    if steps[0].start_s > 0:
+        steps.insert(0, RateStep(0.0, 0.0))
+    end = duration_s if duration_s is not None else steps[-1].start_s + 60.0
+    return Workload(path.stem, tuple(steps), end)

@@ -1,0 +1,151 @@
+"""The latency-objective policy, step by step with an injected clock."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from tritonscale.model.observation import Observation
+from tritonscale.policy.autoscaling import AutoscalerSettings, AutoscalerState, Decision, LatencyAutoscaler
+
+SETTINGS = AutoscalerSettings(target_ms=100.0, percentile=95.0, min_replicas=1, max_replicas=20, max_batch=8)
+
+
+def observe(rate: float, latency: float | None, ready: int, **extra: float) -> Observation:
+    """An observation from replicas with tau(b) = 20 + 3b ms at batch ~1."""
+    batch = extra.pop("batch", 1.0)
+    return Observation(
+        arrival_rate_rps=rate,
+        latency_ms=latency,
+        ready_replicas=ready,
+        mean_compute_ms=20.0 + 3.0 * batch,
+        average_batch=batch,
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+def run(
+    steps: list[tuple[float, Observation]],
+    current: int,
+    settings: AutoscalerSettings = SETTINGS,
+    state: AutoscalerState | None = None,
+) -> tuple[list[Decision], AutoscalerState]:
+    policy = LatencyAutoscaler(settings)
+    state = state or AutoscalerState()
+    decisions = []
+    for now, observation in steps:
+        decision, state = policy.decide(observation, state, now, current)
+        decisions.append(decision)
+        current = decision.desired
+    return decisions, state
+
+
+def test_missing_metrics_hold_and_never_scale_down() -> None:
+    decisions, _ = run(
+        [(10.0, Observation.unavailable("Prometheus unreachable", ready_replicas=8))], current=8
+    )
+    (decision,) = decisions
+    assert decision.desired == 8 and decision.metrics_missing
+    assert "metrics missing (Prometheus unreachable); holding 8" in decision.reason
+
+
+def test_stale_metrics_are_missing() -> None:
+    stale = replace(observe(50, 30, 5), sample_age_s=600.0)
+    (decision,), _ = run([(10.0, stale)], current=5)
+    assert decision.desired == 5 and decision.metrics_missing and "600s old" in decision.reason
+
+
+def test_empty_window_without_traffic_is_an_observation_not_missing() -> None:
+    idle = Observation(arrival_rate_rps=0.0, latency_ms=None, ready_replicas=3)
+    (decision,), _ = run([(10.0, idle)], current=3)
+    assert not decision.metrics_missing
+
+
+def test_scales_up_at_once_and_says_why_in_numbers() -> None:
+    (decision,), _ = run([(10.0, observe(310, 142, 2))], current=2)
+    assert decision.desired > 2
+    assert decision.direction == "up"
+    assert decision.reason.startswith(
+        f"p95 142 ms > 100 ms at 310 req/s; model says {decision.model_replicas}"
+    )
+    assert f"2 -> {decision.desired}" in decision.reason
+
+
+def test_scale_down_waits_for_the_stabilization_window_and_goes_in_bounded_steps() -> None:
+    steps = [(float(t), observe(20, 24, 10)) for t in range(10, 600, 10)]
+    decisions, _ = run(steps, current=10)
+    early = [d for (t, _), d in zip(steps, decisions, strict=True) if t < 300]
+    assert all(d.desired == 10 for d in early), "scaled down before the window was full"
+    assert "holding until 300s of history" in early[0].reason
+    downs = [d for d in decisions if d.direction == "down"]
+    assert downs, "never scaled down on a long quiet period"
+    assert all(d.current - d.desired <= max(1, d.current // 2) for d in downs)
+    assert decisions[-1].desired < 10
+
+
+def test_a_brief_dip_does_not_scale_down() -> None:
+    busy = [(float(t), observe(300, 70, 4)) for t in range(10, 400, 10)]
+    dip = [(float(t), observe(60, 25, 4)) for t in range(400, 500, 10)]
+    decisions, _ = run(busy + dip, current=4)
+    level = decisions[len(busy) - 1].desired
+    assert all(d.desired >= level for d in decisions[len(busy) :])
+
+
+def test_clamped_at_max_is_reported_as_limited() -> None:
+    settings = replace(SETTINGS, max_replicas=3)
+    (decision,), _ = run([(10.0, observe(2000, 900, 3))], current=3, settings=settings)
+    assert decision.desired == 3 and decision.limited == "max"
+    assert "limited by maxReplicas 3" in decision.reason
+
+
+def test_min_replicas_is_a_floor() -> None:
+    settings = replace(SETTINGS, min_replicas=4, stabilization_s=0)
+    decisions, _ = run(
+        [(float(t), observe(1, 23, 6)) for t in range(10, 200, 10)], current=6, settings=settings
+    )
+    assert decisions[-1].desired == 4
+
+
+def test_feedback_corrects_a_model_that_is_too_optimistic() -> None:
+    # The replicas report a 23 ms service time, but requests take twice what the model predicts.
+    honest = [(float(t), observe(150, 45, 3)) for t in range(10, 400, 10)]
+    slow = [(float(t), observe(150, 95, 3)) for t in range(10, 400, 10)]
+    honest_decisions, _ = run(honest, current=3)
+    slow_decisions, slow_state = run(slow, current=3)
+    assert slow_state.feedback > 1.2
+    assert slow_decisions[-1].desired > honest_decisions[-1].desired
+
+
+def test_panic_scales_in_proportion_when_the_model_says_all_is_well() -> None:
+    calm = [(float(t), observe(100, 30, 4)) for t in range(10, 200, 10)]
+    _, state = run(calm, current=4)
+    (decision,), _ = run([(200.0, observe(100, 400, 4))], current=4, state=state)
+    assert decision.panic
+    assert decision.desired >= 4 * 4 or decision.limited == "max"
+
+
+def test_a_backlog_adds_capacity_to_drain_it() -> None:
+    calm = [(float(t), observe(150, 60, 2)) for t in range(10, 200, 10)]
+    _, state = run(calm, current=2)
+    (without,), _ = run([(200.0, observe(150, 60, 2, pending_requests=0.0))], current=2, state=state)
+    (with_backlog,), _ = run([(200.0, observe(150, 60, 2, pending_requests=20000.0))], current=2, state=state)
+    assert with_backlog.desired > without.desired
+
+
+def test_decisions_are_pure() -> None:
+    policy = LatencyAutoscaler(SETTINGS)
+    state = AutoscalerState()
+    first = policy.decide(observe(300, 120, 3), state, 10.0, 3)
+    second = policy.decide(observe(300, 120, 3), state, 10.0, 3)
+    assert first == second
+    assert state == AutoscalerState()
+
+
+@pytest.mark.parametrize("latency", [None, float("nan")])
+def test_nan_or_absent_latency_with_traffic_holds(latency: float | None) -> None:
+    from tritonscale.model.observation import finite_or_none
+
+    observation = Observation(arrival_rate_rps=50.0, latency_ms=finite_or_none(latency), ready_replicas=5)
+    (decision,), _ = run([(10.0, observation)], current=5)
+    assert decision.metrics_missing and decision.desired == 5

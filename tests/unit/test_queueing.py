@@ -1,0 +1,83 @@
+"""The queueing model: textbook values, its shape, and agreement with the simulator."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tritonscale.policy.queueing import (
+    ServiceTime,
+    erlang_c,
+    fewest_replicas,
+    predicted_latency_ms,
+    replicas_for_latency,
+)
+from tritonscale.sim.engine import SimEnvironment, Simulation
+
+SERVICE = ServiceTime(base_ms=20.0, per_item_ms=3.0, max_batch=8)
+
+
+def test_erlang_c_textbook_values() -> None:
+    assert erlang_c(1, 0.5) == pytest.approx(0.5)  # M/M/1: P(wait) = rho
+    assert erlang_c(2, 1.0) == pytest.approx(1 / 3)
+    assert erlang_c(3, 3.0) == 1.0
+    assert erlang_c(4, 0.0) == 0.0
+
+
+def test_latency_is_the_bare_service_time_without_load() -> None:
+    assert predicted_latency_ms(3, 0.0, SERVICE, 95) == pytest.approx(23.0)
+    assert predicted_latency_ms(100, 10.0, SERVICE, 95) == pytest.approx(23.0)
+
+
+def test_overload_is_infinite() -> None:
+    assert math.isinf(predicted_latency_ms(1, 500.0, SERVICE, 95))
+    assert math.isinf(predicted_latency_ms(0, 1.0, SERVICE, 95))
+
+
+@given(rate=st.floats(min_value=1.0, max_value=3000.0), replicas=st.integers(min_value=1, max_value=60))
+def test_more_replicas_never_predict_more_latency(rate: float, replicas: int) -> None:
+    fewer = predicted_latency_ms(replicas, rate, SERVICE, 95)
+    more = predicted_latency_ms(replicas + 1, rate, SERVICE, 95)
+    assert more <= fewer * (1 + 1e-9)
+
+
+@given(rate=st.floats(min_value=1.0, max_value=2000.0), limit=st.floats(min_value=30.0, max_value=500.0))
+def test_sizing_is_the_fewest_that_meet_the_limit(rate: float, limit: float) -> None:
+    replicas = replicas_for_latency(rate, SERVICE, 95, limit, most=200)
+    if replicas <= 200:
+        assert predicted_latency_ms(replicas, rate, SERVICE, 95) <= limit
+    if 1 < replicas <= 200:
+        assert predicted_latency_ms(replicas - 1, rate, SERVICE, 95) > limit
+
+
+def test_fewest_replicas_reports_when_even_most_is_not_enough() -> None:
+    assert fewest_replicas(lambda n: n >= 7, 10) == 7
+    assert fewest_replicas(lambda n: False, 10) == 11
+
+
+class _Fixed:
+    name = "fixed"
+    period_s = 1000.0
+
+    def __init__(self, replicas: int) -> None:
+        self.replicas = replicas
+
+    def step(self, view: object) -> tuple[int, str]:
+        return self.replicas, "fixed"
+
+
+@pytest.mark.parametrize(("rate", "replicas"), [(100, 1), (100, 3), (200, 2), (400, 4), (400, 8), (200, 6)])
+def test_model_tracks_the_simulator_within_a_quarter(rate: float, replicas: int) -> None:
+    rng = np.random.default_rng(7)
+    duration = 300.0
+    times = np.sort(rng.uniform(0, duration, rng.poisson(rate * duration)))
+    env = SimEnvironment(
+        base_ms=SERVICE.base_ms, per_item_ms=SERVICE.per_item_ms, max_batch=SERVICE.max_batch
+    )
+    simulated = Simulation(times, env, 100.0, 95.0).run(_Fixed(replicas), replicas, duration).p95_ms
+    predicted = predicted_latency_ms(replicas, rate, SERVICE, 95)
+    assert predicted == pytest.approx(simulated, rel=0.25)

@@ -1,0 +1,194 @@
+"""The simulator: accounting, replica mechanics, workloads, baselines and the command."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from tritonscale.sim.engine import SimEnvironment, Simulation, count_flaps
+from tritonscale.sim.policies import HpaPolicy, KpaPolicy, Objective, RayPolicy, capacity_table
+from tritonscale.sim.runner import Scenario, run_scenario
+from tritonscale.sim.workloads import BUILT_IN, RateStep, Workload, arrivals, built_in, from_trace
+from tritonscale.simulate import simulate
+
+ENV = SimEnvironment()
+OBJECTIVE = Objective(target_ms=100.0, percentile=95.0)
+
+
+class Script:
+    """A policy that plays a fixed schedule of (from time, replicas)."""
+
+    name = "script"
+    period_s = 5.0
+
+    def __init__(self, schedule: list[tuple[float, int]]) -> None:
+        self.schedule = schedule
+
+    def step(self, view: object) -> tuple[int, str]:
+        now = view.now  # type: ignore[attr-defined]
+        return [n for t, n in self.schedule if t <= now][-1], "scripted"
+
+
+def poisson(rate: float, duration: float, seed: int = 3) -> np.ndarray:
+    return arrivals(Workload("steady", (RateStep(0.0, rate),), duration), seed)
+
+
+def test_every_request_is_served_or_dropped() -> None:
+    times = poisson(400, 120)
+    result = Simulation(times, ENV, 100, 95).run(Script([(0, 1)]), 1, 120)
+    assert result.requests == times.size
+    assert result.dropped > 0, "one replica cannot carry 400 req/s: the queue must time out"
+    assert np.count_nonzero(np.isfinite(result.latencies_s)) + result.dropped == result.requests
+    assert result.slo_attainment < 0.5
+
+
+def test_replica_hours_count_provisioned_time() -> None:
+    result = Simulation(poisson(50, 600), ENV, 100, 95).run(Script([(0, 2), (300, 4)]), 2, 600)
+    assert result.replica_hours == pytest.approx((2 * 300 + 4 * 300) / 3600, rel=0.02)
+    assert result.scale_actions == 1
+
+
+def test_new_replicas_serve_only_after_the_cold_start() -> None:
+    env = SimEnvironment(cold_start_s=60.0)
+    times = poisson(300, 240)
+    result = Simulation(times, env, 100, 95).run(Script([(0, 1), (60, 4)]), 1, 240)
+    latencies = result.latencies_s
+    before = latencies[(times > 70) & (times < 110)]
+    after = latencies[times > 200]
+    assert np.median(before) > 1.0, "extra capacity helped before its cold start ended"
+    assert np.percentile(after, 95) < 0.1
+
+
+def test_observations_are_late_by_the_scrape_and_lag() -> None:
+    seen = []
+
+    class Peek:
+        name = "peek"
+        period_s = 10.0
+
+        def step(self, view: object) -> tuple[int, str]:
+            seen.append(view.observation(30.0, 15.0, 5.0))  # type: ignore[attr-defined]
+            return 2, "peek"
+
+    Simulation(poisson(100, 200), ENV, 100, 95).run(Peek(), 2, 200)
+    assert seen[0].missing  # no 30 s of history at t=10
+    ages = [o.sample_age_s for o in seen if not o.missing]
+    assert min(ages) >= 5.0 and max(ages) < 20.0 + 1e-9
+    rates = [o.arrival_rate_rps for o in seen if not o.missing]
+    assert np.mean(rates) == pytest.approx(100, rel=0.1)
+
+
+def test_flaps_are_reversals_within_five_minutes() -> None:
+    assert count_flaps([(0, 2), (10, 4), (20, 2), (400, 4)]) == 1
+    assert count_flaps([(0, 2), (10, 4), (20, 6), (30, 8)]) == 0
+    assert count_flaps([(0, 2), (10, 4), (500, 2)]) == 0
+
+
+@pytest.mark.parametrize("name", BUILT_IN)
+def test_built_in_workloads_have_the_requested_mean(name: str) -> None:
+    workload = built_in(name, 3600, 200, seed=1)
+    times = arrivals(workload, 1)
+    assert times.size / 3600 == pytest.approx(workload.mean_rate_rps, rel=0.05)
+    assert workload.mean_rate_rps == pytest.approx(200)
+    assert np.all(np.diff(times) >= 0)
+
+
+def test_gamma_arrivals_are_burstier_than_poisson() -> None:
+    def cv_of(cv: float) -> float:
+        gaps = np.diff(arrivals(Workload("w", (RateStep(0, 100, cv),), 600), 1))
+        return float(np.std(gaps) / np.mean(gaps))
+
+    assert cv_of(1.0) == pytest.approx(1.0, abs=0.08)
+    assert cv_of(2.0) == pytest.approx(2.0, abs=0.25)
+
+
+def test_trace_files_are_read_and_checked(tmp_path: Path) -> None:
+    good = tmp_path / "trace.csv"
+    good.write_text("time_s,rate_rps,cv\n0,10,1\n60,50,1.5\n")
+    workload = from_trace(good, 120)
+    assert [s.rate_rps for s in workload.steps] == [10, 50]
+    assert workload.mean_rate_rps == pytest.approx(30)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("time,rate\n0,1\n")
+    with pytest.raises(ValueError, match="header"):
+        from_trace(bad)
+    decreasing = tmp_path / "decreasing.csv"
+    decreasing.write_text("time_s,rate_rps\n10,1\n5,2\n")
+    with pytest.raises(ValueError, match=r":3: "):
+        from_trace(decreasing)
+
+
+def test_capacity_grows_with_replicas_and_shrinks_with_burstiness() -> None:
+    poisson_table = capacity_table(ENV, OBJECTIVE, up_to_rps=400, seed=1)
+    bursty_table = capacity_table(ENV, OBJECTIVE, up_to_rps=400, seed=1, cv=2.0)
+    assert all(b > a for a, b in itertools.pairwise(poisson_table[1:]))
+    assert bursty_table[2] < poisson_table[2]
+
+
+def test_baselines_follow_their_rules_on_a_step() -> None:
+    times = arrivals(Workload("step", (RateStep(0, 100), RateStep(600, 600)), 1200), 5)
+    sim = Simulation(times, ENV, 100, 95)
+    for policy in (HpaPolicy(ENV, OBJECTIVE), KpaPolicy(ENV, target_concurrency=8.0), RayPolicy(ENV)):
+        result = sim.run(policy, 1, 1200)
+        after = [n for t, n in result.timeline.provisioned_changes if t > 600]
+        assert after and max(after) >= 3, f"{policy.name} did not react to a 6x step"
+    ray = sim.run(RayPolicy(ENV), 1, 1200)
+    first_up = next(t for t, n in ray.timeline.provisioned_changes if t > 600)
+    assert first_up >= 630, "Ray Serve waits upscale_delay_s (30 s) before scaling up"
+
+
+def test_oracle_is_cheapest_and_everyone_sees_the_same_requests() -> None:
+    scenario = Scenario(built_in("diurnal", 3600, 200, 2), 2, ENV, OBJECTIVE)
+    results = {r.policy: r for r in run_scenario(scenario, ["latency", "static-peak", "oracle"])}
+    assert len({r.requests for r in results.values()}) == 1
+    assert results["oracle"].replica_hours < results["static-peak"].replica_hours
+    assert results["oracle"].slo_attainment > 0.98
+    assert results["latency"].slo_attainment > 0.98
+
+
+def test_simulate_command_writes_json_and_plot(tmp_path: Path) -> None:
+    plot, out = tmp_path / "sim.png", tmp_path / "sim.json"
+    result = CliRunner().invoke(
+        simulate,
+        [
+            "--policy",
+            "latency,hpa",
+            "--workload",
+            "smooth",
+            "--duration-s",
+            "900",
+            "--mean-rps",
+            "100",
+            "--json",
+            str(out),
+            "--plot",
+            str(plot),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    records = json.loads(out.read_text())
+    assert [r["policy"] for r in records] == ["latency", "hpa"]
+    for key in (
+        "requests",
+        "slo_attainment",
+        "p50_ms",
+        "p95_ms",
+        "p99_ms",
+        "replica_hours",
+        "scale_actions",
+        "flaps",
+        "environment",
+    ):
+        assert key in records[0]
+    assert records[0]["environment"]["cold_start_s"] == 30.0
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_simulate_rejects_unknown_policy() -> None:
+    result = CliRunner().invoke(simulate, ["--policy", "magic", "--duration-s", "60"])
+    assert result.exit_code == 2 and "unknown policy" in result.output
