@@ -11,10 +11,12 @@ import click
 import yaml
 
 from tritonscale import __version__
+from tritonscale.bench.command import bench
 from tritonscale.model.resource import API_VERSION, KIND, InvalidInferenceService, parse_inference_service
 from tritonscale.policy.placement import split_replicas
 from tritonscale.policy.replicas import reconciled_replicas
 from tritonscale.render.stack import RenderOptions, render_stack
+from tritonscale.simulate import simulate
 from tritonscale.yamlfmt import dump_all
 
 EXIT_INVALID = 2
@@ -151,6 +153,10 @@ def render(paths: tuple[str, ...], cluster_domain: str) -> None:
             click.echo(line, err=True)
         sys.exit(EXIT_INVALID)
     click.echo(dump_all(objects), nl=False)
+
+
+main.add_command(bench)
+main.add_command(simulate)
 
 
 if __name__ == "__main__":

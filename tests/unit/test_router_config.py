@@ -67,7 +67,9 @@ def test_policy_selects_the_balance_algorithm(policy: str, algorithm: str) -> No
 def test_config_discovers_replicas_through_the_headless_service() -> None:
     config = config_for("LeastConnections", RouterOptions(), spec__autoscaling={"maxReplicas": 12})
     assert "server-template triton 12 resnet-triton.vision.svc.cluster.local:8000 check" in config
-    assert "proto h2 check port 8000 check-proto h1" in config
+    # HAProxy 2.6 does not pass check-proto on to server-template clones: the gRPC backend's
+    # health check names its HTTP/1 port and protocol in the check itself.
+    assert "proto h2 check\n" in config and "http-check connect port 8000 proto h1" in config
     assert "parse-resolv-conf" in config
     assert "option httpchk GET /v2/health/ready" in config
     assert "retry-on conn-failure empty-response" in config and "option redispatch" in config

@@ -1,0 +1,285 @@
+"""`tritonscale bench`: load a Triton endpoint (or a router) and report throughput and latency."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+from tritonscale import __version__
+from tritonscale.bench.report import print_report, write_json, write_plot
+from tritonscale.bench.runner import LiveCounters, LoadPlan, Target, check_reachable, run_once
+from tritonscale.bench.schedule import RateSchedule, ScheduleError, constant_rate, load_trace, parse_schedule
+from tritonscale.bench.stats import RunSamples, summarize_run, summarize_runs
+from tritonscale.clients.triton import PROTOCOLS, InferenceFailed, Protocol
+
+MAX_DURATION_S = 3600.0
+MAX_REPEAT = 100
+DEFAULT_PORTS = {"http": 8000, "grpc": 8001}
+PROGRESS_INTERVAL_S = 0.25
+
+
+def _load_plan(
+    rate: float | None,
+    schedule: str | None,
+    trace: Path | None,
+    concurrency: int | None,
+    duration: float,
+    warmup: float,
+    max_inflight: int,
+    seed: int,
+) -> tuple[LoadPlan, str]:
+    chosen = [
+        name
+        for name, value in (
+            ("--rate", rate),
+            ("--schedule", schedule),
+            ("--trace", trace),
+            ("--concurrency", concurrency),
+        )
+        if value is not None
+    ]
+    if len(chosen) > 1:
+        raise click.UsageError(
+            f"choose one of --rate, --schedule, --trace and --concurrency, not {' and '.join(chosen)}"
+        )
+    if concurrency is not None or not chosen:
+        users = concurrency if concurrency is not None else 8
+        return LoadPlan(
+            "closed", duration, warmup, concurrency=users, seed=seed
+        ), f"closed loop, {users} concurrent"
+    try:
+        rates: RateSchedule
+        if rate is not None:
+            rates = constant_rate(rate)
+        elif schedule is not None:
+            rates = parse_schedule(schedule)
+        else:
+            assert trace is not None
+            rates = load_trace(trace)
+    except ScheduleError as error:
+        raise click.BadParameter(str(error), param_hint="--rate/--schedule/--trace") from error
+    if rates.peak(duration) <= 0:
+        raise click.BadParameter("the schedule offers no load within --duration", param_hint="--schedule")
+    plan = LoadPlan("open", duration, warmup, schedule=rates, max_inflight=max_inflight, seed=seed)
+    return plan, f"open loop, Poisson, {rates.describe()}"
+
+
+async def _run_with_progress(
+    target: Target, plan: LoadPlan, console: Console, label: str, show: bool
+) -> RunSamples:
+    live = LiveCounters()
+    if not show:
+        return await run_once(target, plan, live)
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[phase]:>9} {task.completed:>5.1f}/{task.total:.0f}s"),
+        TextColumn("{task.fields[counts]}"),
+        TimeRemainingColumn(),
+    )
+    # Refreshed from the event loop, not a thread, so it never competes with the generator.
+    with Progress(*columns, console=console, auto_refresh=False, transient=True) as progress:
+        task = progress.add_task(label, total=plan.warmup_s + plan.duration_s, phase="starting", counts="")
+        run = asyncio.ensure_future(run_once(target, plan, live))
+        previous_done, previous_time = 0, time.monotonic()
+        while not run.done():
+            await asyncio.wait({run}, timeout=PROGRESS_INTERVAL_S)
+            now = time.monotonic()
+            done = live.completed + live.errors
+            recent = (done - previous_done) / max(now - previous_time, 1e-6)
+            previous_done, previous_time = done, now
+            progress.update(
+                task,
+                completed=min(live.elapsed_s, live.total_s),
+                phase=live.phase,
+                counts=f"{live.completed} ok, {live.errors} errors, {live.inflight} in flight, {recent:,.0f} req/s",
+            )
+            progress.refresh()
+        return run.result()
+
+
+async def _bench(
+    target: Target, plan: LoadPlan, repeat: int, console: Console, progress: bool
+) -> list[RunSamples]:
+    try:
+        await check_reachable(target)
+    except InferenceFailed as failure:
+        raise click.ClickException(
+            f"{target.protocol}://{target.endpoint} cannot serve model {target.model}: {failure}"
+        ) from failure
+    results = []
+    for index in range(repeat):
+        label = f"run {index + 1}/{repeat}"
+        run_plan = dataclasses.replace(plan, seed=plan.seed + index)
+        results.append(await _run_with_progress(target, run_plan, console, label, progress))
+    return results
+
+
+@click.command()
+@click.option(
+    "--url",
+    "endpoint",
+    metavar="HOST:PORT",
+    help="Triton or router endpoint. [default: 127.0.0.1:8000 for http, :8001 for grpc]",
+)
+@click.option("--protocol", type=click.Choice(PROTOCOLS), default="http", show_default=True)
+@click.option(
+    "--model",
+    default="instant",
+    show_default=True,
+    help="Model to infer (iris* models get FEATURES, others INPUT0).",
+)
+@click.option("--batch", type=click.IntRange(1, 1024), default=1, show_default=True, help="Rows per request.")
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0, min_open=True, max=1_000_000),
+    help="Open loop: Poisson arrivals at this many requests per second.",
+)
+@click.option(
+    "--schedule",
+    metavar="SPEC",
+    help="Open loop with a changing rate: ramp:FROM:TO:SECONDS, step:RATE@T,RATE@T,... or constant:RATE.",
+)
+@click.option(
+    "--trace",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Open loop following a CSV with header time_s,rate_rps.",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 10_000),
+    help="Closed loop with this many concurrent clients. [default when no rate is given: 8]",
+)
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=0, min_open=True, max=MAX_DURATION_S),
+    default=10.0,
+    show_default=True,
+    help="Measured seconds per run.",
+)
+@click.option(
+    "--warmup",
+    type=click.FloatRange(0, 600),
+    default=2.0,
+    show_default=True,
+    help="Unrecorded seconds of load before each run.",
+)
+@click.option(
+    "--repeat",
+    type=click.IntRange(1, MAX_REPEAT),
+    default=1,
+    show_default=True,
+    help="Runs; the report gives the median and spread.",
+)
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=click.FloatRange(min=0, min_open=True, max=600),
+    default=30.0,
+    show_default=True,
+    help="Per-request timeout in seconds.",
+)
+@click.option(
+    "--connections",
+    type=click.IntRange(1, 4096),
+    default=64,
+    show_default=True,
+    help="HTTP connection pool size (gRPC: one channel per 64).",
+)
+@click.option(
+    "--max-inflight",
+    type=click.IntRange(1, 1_000_000),
+    default=10_000,
+    show_default=True,
+    help="Open loop: outstanding requests beyond which sends are dropped (and reported).",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the arrival process.")
+@click.option(
+    "--json", "json_out", metavar="FILE", help="Write the results as JSON to FILE, or to stdout with '-'."
+)
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write a PNG: latency over time and a latency histogram.",
+)
+@click.option(
+    "--progress/--no-progress",
+    default=True,
+    show_default=True,
+    help="Show a live progress bar (when writing to a terminal).",
+)
+def bench(
+    endpoint: str | None,
+    protocol: Protocol,
+    model: str,
+    batch: int,
+    rate: float | None,
+    schedule: str | None,
+    trace: Path | None,
+    concurrency: int | None,
+    duration: float,
+    warmup: float,
+    repeat: int,
+    timeout_s: float,
+    connections: int,
+    max_inflight: int,
+    seed: int,
+    json_out: str | None,
+    plot: Path | None,
+    progress: bool,
+) -> None:
+    """Benchmark Triton inference over HTTP or gRPC, in open loop (--rate, --schedule, --trace)
+    or closed loop (--concurrency); report throughput, errors and latency percentiles."""
+    plan, load = _load_plan(rate, schedule, trace, concurrency, duration, warmup, max_inflight, seed)
+    target = Target(
+        protocol=protocol,
+        endpoint=endpoint or f"127.0.0.1:{DEFAULT_PORTS[protocol]}",
+        model=model,
+        batch=batch,
+        timeout_s=timeout_s,
+        connections=connections,
+    )
+    # With the JSON on stdout, everything for people goes to stderr.
+    console = Console(stderr=json_out == "-")
+    runs = asyncio.run(_bench(target, plan, repeat, console, progress and console.is_terminal))
+    summaries = [summarize_run(run) for run in runs]
+    document: dict[str, Any] = {
+        "tool": f"tritonscale {__version__}",
+        "config": {
+            "protocol": protocol,
+            "endpoint": target.endpoint,
+            "model": model,
+            "batch": batch,
+            "mode": plan.mode,
+            "load": load,
+            "concurrency": plan.concurrency if plan.mode == "closed" else None,
+            "duration_s": duration,
+            "warmup_s": warmup,
+            "repeat": repeat,
+            "timeout_s": timeout_s,
+            "connections": connections,
+            "seed": seed,
+        },
+        "machine": {
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "argv": sys.argv[1:],
+        },
+        "runs": summaries,
+        "summary": summarize_runs(summaries),
+    }
+    print_report(document, console)
+    if json_out:
+        write_json(document, json_out)
+    if plot:
+        write_plot(runs, f"{protocol} {target.endpoint} {model}: {load}", plot)
+        console.print(f"plot written to {plot}")
