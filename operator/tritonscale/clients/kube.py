@@ -11,6 +11,7 @@ import logging
 import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -48,6 +49,21 @@ def _translated(what: str) -> Iterator[None]:
         raise TransientError(f"{what}: {error}", delay=5.0) from error
 
 
+@dataclass(frozen=True)
+class Connection:
+    """Where and as whom a client talks to the API server (kopf is given the same)."""
+
+    server: str
+    ca_path: str | None = None
+    insecure: bool = False
+    scheme: str | None = None
+    token: str | None = None
+    certificate_path: str | None = None
+    private_key_path: str | None = None
+    username: str | None = None
+    password: str | None = None
+
+
 class KubeClient:
     """Reads, server-side applies and deletes the objects of InferenceService stacks."""
 
@@ -77,6 +93,30 @@ class KubeClient:
         else:
             kubernetes.config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)  # type: ignore[no-untyped-call]
         return cls(kubernetes.client.ApiClient(configuration))
+
+    def connection(self) -> Connection:
+        """This client's server and credentials, read anew each time (an in-cluster token is
+        rotated on disk; the client's refresh hook rereads it)."""
+        configuration = self.api_client.configuration
+        # kubernetes >= 36 keeps the bearer token under BearerToken, older ones under authorization.
+        header = configuration.get_api_key_with_prefix(
+            "BearerToken"
+        ) or configuration.get_api_key_with_prefix("authorization")
+        scheme, token = None, None
+        if header:
+            parts = header.split(" ", 1)
+            scheme, token = (parts[0], parts[1]) if len(parts) == 2 else (None, parts[0])
+        return Connection(
+            server=configuration.host,
+            ca_path=configuration.ssl_ca_cert or None,
+            insecure=not configuration.verify_ssl,
+            scheme=scheme,
+            token=token,
+            certificate_path=configuration.cert_file or None,
+            private_key_path=configuration.key_file or None,
+            username=configuration.username or None,
+            password=configuration.password or None,
+        )
 
     @staticmethod
     def _json(response: Any) -> dict[str, Any]:

@@ -52,6 +52,24 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     configure_settings(settings)
 
 
+@kopf.on.login()
+def login(*, memo: Any, **_: Any) -> kopf.ConnectionInfo:
+    """kopf watches and patches as the reconciler's client does: same kubeconfig or in-cluster
+    identity (kopf's default login would read $KUBECONFIG or in-cluster credentials on its own)."""
+    connection = memo.kube.connection()
+    return kopf.ConnectionInfo(
+        server=connection.server,
+        ca_path=connection.ca_path,
+        insecure=connection.insecure,
+        scheme=connection.scheme,
+        token=connection.token,
+        certificate_path=connection.certificate_path,
+        private_key_path=connection.private_key_path,
+        username=connection.username,
+        password=connection.password,
+    )
+
+
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL)
 @kopf.on.resume(GROUP, VERSION, PLURAL)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 
 import kopf
@@ -32,9 +31,6 @@ def run_operator(
     ready_flag: threading.Event | None = None,
 ) -> None:
     """Run until stopped (SIGINT/SIGTERM, or `stop_flag` when run in a thread by tests)."""
-    if config.kubeconfig is not None:
-        # kopf's own login reads $KUBECONFIG; keep it and our client on the same identity.
-        os.environ["KUBECONFIG"] = config.kubeconfig
     if config.metrics_port:
         start_http_server(config.metrics_port)
     liveness = f"http://0.0.0.0:{config.health_port}/healthz" if config.health_port else None

@@ -123,7 +123,10 @@ class TritonSpec(ApiModel):
         Rule(
             field="args",
             message="args must not set flags the operator manages: " + ", ".join(MANAGED_TRITON_FLAGS),
-            cel=f"self.args.all(a, !{_cel_list(MANAGED_TRITON_FLAGS)}.exists(f, a == f || a.startsWith(f + '=')))",
+            cel=(
+                "!has(self.args) || "
+                f"self.args.all(a, !{_cel_list(MANAGED_TRITON_FLAGS)}.exists(f, a == f || a.startsWith(f + '=')))"
+            ),
             holds=lambda self: (
                 not any(
                     arg == flag or arg.startswith(flag + "=")
@@ -262,7 +265,7 @@ class SpotSpec(ApiModel):
         Rule(
             field="maxFraction",
             message="maxFraction must be greater than 0 when spot is enabled",
-            cel="!self.enabled || self.maxFraction > 0.0",
+            cel="!has(self.enabled) || !self.enabled || !has(self.maxFraction) || self.maxFraction > 0.0",
             holds=lambda self: not self.enabled or self.max_fraction > 0,
         ),
     )
@@ -286,20 +289,21 @@ class CapacitySpec(ApiModel):
         Rule(
             field="custom",
             message="custom is required when nodePoolPreset is custom",
-            cel="self.nodePoolPreset != 'custom' || has(self.custom)",
+            cel="!has(self.nodePoolPreset) || self.nodePoolPreset != 'custom' || has(self.custom)",
             holds=lambda self: self.node_pool_preset != NodePoolPreset.CUSTOM or self.custom is not None,
         ),
         Rule(
             field="custom",
             message="custom may only be set when nodePoolPreset is custom",
-            cel="!has(self.custom) || self.nodePoolPreset == 'custom'",
+            cel="!has(self.custom) || (has(self.nodePoolPreset) && self.nodePoolPreset == 'custom')",
             holds=lambda self: self.custom is None or self.node_pool_preset == NodePoolPreset.CUSTOM,
         ),
         Rule(
             field="custom.spot.nodeSelector",
             message="custom.spot.nodeSelector must name the spot nodes' labels when spot is enabled",
             cel=(
-                "self.nodePoolPreset != 'custom' || !self.spot.enabled || !has(self.custom) || "
+                "!has(self.nodePoolPreset) || self.nodePoolPreset != 'custom' || !has(self.custom) || "
+                "!has(self.spot) || !has(self.spot.enabled) || !self.spot.enabled || "
                 "(has(self.custom.spot) && has(self.custom.spot.nodeSelector) && "
                 "size(self.custom.spot.nodeSelector) > 0)"
             ),

@@ -18,7 +18,7 @@ from tritonscale.errors import RejectedError
 from tritonscale.model.resource import InferenceService, InvalidInferenceService, parse_inference_service
 from tritonscale.model.status import ConditionStatus, ConditionType, InferenceServiceStatus
 from tritonscale.policy.conditions import DeploymentState, StackState, set_condition, stack_status
-from tritonscale.policy.placement import split_replicas
+from tritonscale.policy.placement import Placement, split_replicas
 from tritonscale.policy.replicas import reconciled_replicas
 from tritonscale.render.names import LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY, StackNames
 from tritonscale.render.stack import RenderOptions, render_stack
@@ -87,12 +87,14 @@ class StackReconciler:
         self.api = api
         self.options = options or RenderOptions()
         self.clock = clock
-        self._locks: dict[tuple[str, str], threading.Lock] = {}
+        self._locks: dict[tuple[str, str], threading.RLock] = {}
         self._locks_guard = threading.Lock()
 
-    def _lock(self, namespace: str, name: str) -> threading.Lock:
+    def lock(self, namespace: str, name: str) -> threading.RLock:
+        """The lock every writer of this InferenceService's status holds (reentrant, so the
+        autoscaler may reconcile while holding it)."""
         with self._locks_guard:
-            return self._locks.setdefault((namespace, name), threading.Lock())
+            return self._locks.setdefault((namespace, name), threading.RLock())
 
     def reconcile(self, namespace: str, name: str) -> Outcome | None:
         """Apply the stack and refresh status. None when the InferenceService is gone.
@@ -103,11 +105,13 @@ class StackReconciler:
         return self._run(namespace, name, apply=True)
 
     def refresh_status(self, namespace: str, name: str) -> Outcome | None:
-        """Recompute status from the children without applying anything (on child events)."""
+        """Recompute status from the children without applying anything (on child events).
+
+        It does remove a Deployment left behind (spot switched off) once that is safe."""
         return self._run(namespace, name, apply=False)
 
     def _run(self, namespace: str, name: str, apply: bool) -> Outcome | None:
-        with self._lock(namespace, name):
+        with self.lock(namespace, name):
             body = self.api.get_inference_service(namespace, name)
             if body is None:
                 return None
@@ -125,6 +129,13 @@ class StackReconciler:
                     applied = self._apply(service, names, desired)
                 except RejectedError as rejected:
                     problem = ("ApplyRejected", str(rejected))
+            else:
+                # A pool left behind (spot switched off) goes as soon as the on-demand pool is
+                # ready to carry its replicas, which a child event tells, not at the next resync.
+                placement = split_replicas(desired, service.spec.capacity)
+                self._prune_deployments(
+                    service, names, render_stack(service, placement, self.options), placement
+                )
             state = self._observe(service, names, problem)
             status = stack_status(
                 service, desired, state, self.clock(), names.triton_selector_string, names.endpoint_url
@@ -141,8 +152,7 @@ class StackReconciler:
             self.api.apply(obj, dry_run=True)
         for obj in objects:
             self.api.apply(obj)
-        rendered = {obj["metadata"]["name"] for obj in objects if obj["kind"] == "Deployment"}
-        self._prune_deployments(service, names, rendered)
+        self._prune_deployments(service, names, objects, placement)
         return len(objects)
 
     def _owned_deployments(self, service: InferenceService, names: StackNames) -> list[dict[str, Any]]:
@@ -153,16 +163,33 @@ class StackReconciler:
             if any(ref.get("uid") == service.metadata.uid for ref in d["metadata"].get("ownerReferences", []))
         ]
 
-    def _prune_deployments(self, service: InferenceService, names: StackNames, rendered: set[str]) -> None:
+    def _prune_deployments(
+        self,
+        service: InferenceService,
+        names: StackNames,
+        rendered: list[dict[str, Any]],
+        placement: Placement,
+    ) -> None:
         """Remove Deployments no longer rendered (the spot pool after spot is disabled), but
-        only once the on-demand pool is ready to carry its replicas: capacity never dips."""
+        only once the on-demand pool carries its share and is ready: capacity never dips.
+
+        The share is checked too because a status refresh may run before the reconcile that
+        raises the on-demand replicas, when the old, smaller on-demand pool looks rolled out.
+        """
+        wanted = {obj["metadata"]["name"] for obj in rendered if obj["kind"] == "Deployment"}
         owned = self._owned_deployments(service, names)
+        stale = [d for d in owned if d["metadata"]["name"] not in wanted]
+        if not stale:
+            return
         on_demand = next((d for d in owned if d["metadata"]["name"] == names.on_demand_deployment), None)
-        on_demand_ready = on_demand is not None and deployment_state(on_demand).rolled_out
-        for deployment in owned:
+        on_demand_state = deployment_state(on_demand) if on_demand is not None else None
+        on_demand_ready = (
+            on_demand_state is not None
+            and on_demand_state.desired >= placement.on_demand
+            and on_demand_state.rolled_out
+        )
+        for deployment in stale:
             metadata = deployment["metadata"]
-            if metadata["name"] in rendered:
-                continue
             if deployment_state(deployment).ready > 0 and not on_demand_ready:
                 log.info("keeping %s until %s is ready", metadata["name"], names.on_demand_deployment)
                 continue
