@@ -50,3 +50,18 @@ def finite_or_none(value: float | None) -> float | None:
     if value is None or math.isnan(value) or math.isinf(value) or value < 0:
         return None
     return float(value)
+
+
+@dataclass(frozen=True)
+class ScalingTarget:
+    """What to observe: one InferenceService's Triton pods and models."""
+
+    namespace: str
+    name: str
+    instance: str  # the app.kubernetes.io/instance label value of its pods
+    models: tuple[str, ...]
+    percentile: float
+    pod_prefixes: tuple[str, ...]  # the Triton Deployments' names; pods are <prefix>-<hash>-<id>
+    ready_replicas: int
+    latency_query: str | None = None
+    rate_query: str | None = None

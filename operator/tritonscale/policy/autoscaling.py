@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from tritonscale.model.observation import Observation
+from tritonscale.model.spec import AutoscalingSpec
 from tritonscale.policy.queueing import ServiceTime, fewest_replicas, predicted_latency_ms
 
 LOAD_BUCKET_BASE = math.log(1.1)
@@ -57,6 +58,7 @@ class AutoscalerSettings:
     up_threshold: float = 0.85  # size so the prediction sits at this fraction of the target
     down_rate_margin: float = 0.2  # scale down only to a count that would also carry 20 % more load
     panic_ratio: float = 1.5  # observed over target by this much: scale in proportion, at once
+    panic_max_factor: float = 2.0  # ... by at most this factor of the ready replicas per step
     cold_start_s: float = 30.0  # how far ahead to size for a rising rate
     trend_window_s: float = 30.0
     drain_s: float = 15.0  # a backlog of queued requests should be gone within this long
@@ -224,11 +226,15 @@ class LatencyAutoscaler:
         wanted_up = sizing.up
         backlog = (observation.pending_requests or 0.0) > rate * s.target_ms / 1000.0
         if panic and not backlog and sizing.explains_at(observation.ready_replicas) <= s.target_ms:
-            proportional = math.ceil(observation.ready_replicas * min(observed / s.target_ms, 4.0))
+            proportional = math.ceil(
+                observation.ready_replicas * min(observed / s.target_ms, s.panic_max_factor)
+            )
             wanted_up = max(wanted_up, proportional)
+        # What is asked for now (panic included) is held for the whole stabilization window.
+        recommendation = max(sizing.down, wanted_up)
         window_start = now - s.stabilization_s
-        recent = [r for t, r in state.recommendations if t >= window_start] + [sizing.down]
-        state = replace(state, recommendations=(*state.recommendations, (now, sizing.down)))
+        recent = [r for t, r in state.recommendations if t >= window_start] + [recommendation]
+        state = replace(state, recommendations=(*state.recommendations, (now, recommendation)))
 
         summary = (
             f"{pct} {observed:.0f} ms {'>' if observed > s.target_ms else '<='} {s.target_ms:g} ms "
@@ -363,3 +369,24 @@ class LatencyAutoscaler:
                 for b, r in sorted(known.items())
             ),
         )
+
+
+def settings_from_spec(
+    autoscaling: AutoscalingSpec, cold_start_s: float = 30.0, max_batch: int = 8
+) -> AutoscalerSettings:
+    """The policy's settings for one InferenceService's autoscaling spec.
+
+    Cold start and batch limit are not in the spec (the first depends on the cluster, the
+    second on the model's config); the service-time fit raises the batch limit to what it sees.
+    """
+    return AutoscalerSettings(
+        target_ms=autoscaling.latency.target_milliseconds,
+        percentile=autoscaling.latency.percentile,
+        min_replicas=autoscaling.min_replicas,
+        max_replicas=autoscaling.max_replicas,
+        stabilization_s=float(autoscaling.scale_down.stabilization_seconds),
+        max_step_down_percent=autoscaling.scale_down.max_step_percent,
+        cold_start_s=cold_start_s + autoscaling.period_seconds,
+        settle_s=60.0 + autoscaling.period_seconds,
+        max_batch=max_batch,
+    )

@@ -6,7 +6,13 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from tritonscale.model.resource import InferenceService
-from tritonscale.model.status import Condition, ConditionStatus, ConditionType, InferenceServiceStatus
+from tritonscale.model.status import (
+    Condition,
+    ConditionStatus,
+    ConditionType,
+    InferenceServiceStatus,
+    ScaleEvent,
+)
 
 # Conditions the reconciler owns; the others (MetricsAvailable, ScalingLimited, SpotFallback)
 # belong to the autoscaler and placement loops and are carried over untouched.
@@ -136,5 +142,84 @@ def stack_status(
             "router_replicas": _ready(state.router),
             "endpoint": endpoint,
             "conditions": conditions,
+        }
+    )
+
+
+AUTOSCALER_CONDITIONS = (ConditionType.METRICS_AVAILABLE, ConditionType.SCALING_LIMITED)
+
+
+def autoscaling_status(
+    previous: InferenceServiceStatus,
+    desired: int,
+    current: int,
+    reason: str,
+    limited: str | None,
+    latency_ms: float | None,
+    rate_rps: float | None,
+    missing: str | None,
+    source: str,
+    now: datetime,
+    generation: int | None,
+) -> InferenceServiceStatus:
+    """The status after one autoscaling decision: desired replicas, what was measured, the last
+    scale, and the MetricsAvailable and ScalingLimited conditions."""
+    conditions = list(previous.conditions)
+    if missing is None:
+        measured = (
+            f"{latency_ms:.0f} ms at {rate_rps:.0f} req/s from {source}" if latency_ms is not None else "idle"
+        )
+        conditions = set_condition(
+            conditions,
+            ConditionType.METRICS_AVAILABLE,
+            ConditionStatus.TRUE,
+            "MetricsFresh",
+            measured,
+            now,
+            generation,
+        )
+    else:
+        conditions = set_condition(
+            conditions,
+            ConditionType.METRICS_AVAILABLE,
+            ConditionStatus.FALSE,
+            "MetricsMissing",
+            f"{missing} ({source}); holding replicas",
+            now,
+            generation,
+        )
+    if limited is not None:
+        at = "AtMaxReplicas" if limited == "max" else "AtMinReplicas"
+        conditions = set_condition(
+            conditions, ConditionType.SCALING_LIMITED, ConditionStatus.TRUE, at, reason, now, generation
+        )
+    else:
+        conditions = set_condition(
+            conditions,
+            ConditionType.SCALING_LIMITED,
+            ConditionStatus.FALSE,
+            "WithinBounds",
+            "the replicas the objective needs are within minReplicas..maxReplicas",
+            now,
+            generation,
+        )
+    update: dict[str, object] = {
+        "desired_replicas": desired,
+        "observed_latency_milliseconds": None if latency_ms is None else round(latency_ms, 1),
+        "observed_rate_rps": None if rate_rps is None else round(rate_rps, 2),
+        "conditions": conditions,
+    }
+    if desired != current:
+        update["last_scale"] = ScaleEvent(time=now, from_=current, to=desired, reason=reason[:1024])
+    return previous.model_copy(update=update)
+
+
+def without_autoscaling(previous: InferenceServiceStatus) -> InferenceServiceStatus:
+    """The status once autoscaling is switched off: its measurements and conditions go."""
+    return previous.model_copy(
+        update={
+            "observed_latency_milliseconds": None,
+            "observed_rate_rps": None,
+            "conditions": [c for c in previous.conditions if c.type not in AUTOSCALER_CONDITIONS],
         }
     )

@@ -1,0 +1,335 @@
+"""Where the autoscaler's observations come from: Prometheus, or each Triton replica directly.
+
+Both sources return one `Observation`. Anything they cannot trust (no series, NaN, stale
+samples, an unreachable server, the first sample of a rate) yields an observation marked
+missing with the reason, never zeros, so the autoscaler holds its replicas.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+import time
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import requests
+import tritonclient.http
+from prometheus_api_client import PrometheusConnect
+from prometheus_api_client.exceptions import PrometheusApiClientException
+from prometheus_client.parser import text_string_to_metric_families
+from urllib3.util.retry import Retry
+
+from tritonscale.model.observation import Observation, ScalingTarget, finite_or_none
+
+# RE2 metacharacters, escaped when a name becomes part of a =~ regex.
+_REGEX_SPECIAL = re.compile(r"([\\.+*?()|\[\]{}^$])")
+
+
+class ObservationSource(Protocol):
+    def observe(self, target: ScalingTarget) -> Observation: ...
+
+
+def promql_string(value: str) -> str:
+    """A PromQL double-quoted string literal holding exactly `value`."""
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{escaped}"'
+
+
+def promql_regex_alternatives(values: Sequence[str], suffix: str = "") -> str:
+    """A =~ matcher value matching exactly one of `values` (each followed by `suffix` regex)."""
+    return promql_string("|".join(_REGEX_SPECIAL.sub(r"\\\1", value) + suffix for value in values))
+
+
+def quantile_label(percentile: float) -> str:
+    """The quantile label Triton gives a percentile: 95 -> "0.95"."""
+    return format(percentile / 100.0, "g")
+
+
+def prometheus_queries(target: ScalingTarget, window: str = "1m") -> dict[str, str]:
+    """The PromQL the Prometheus source runs, label values escaped so no name changes a query.
+
+    Series are selected by the `namespace` and `pod` labels (set by the usual kubernetes-pods
+    scrape job and by PodMonitors) and the `model` label Triton sets.
+    """
+    selector = (
+        f"namespace={promql_string(target.namespace)},"
+        f"pod=~{promql_regex_alternatives(target.pod_prefixes, '-.*')},"
+        f"model=~{promql_regex_alternatives(target.models)}"
+    )
+
+    def rate(metric: str) -> str:
+        return f"sum(rate({metric}{{{selector}}}[{window}]))"
+
+    success = rate("nv_inference_request_success")
+    queries = {
+        "rate": success,
+        "latency": (
+            f"max(nv_inference_request_summary_us{{{selector},quantile={promql_string(quantile_label(target.percentile))}}})"
+            " / 1000"
+        ),
+        "mean_latency": f"{rate('nv_inference_request_duration_us')} / {success} / 1000",
+        "queue": f"{rate('nv_inference_queue_duration_us')} / {success} / 1000",
+        "compute": f"{rate('nv_inference_compute_infer_duration_us')} / {success} / 1000",
+        "batch": f"{rate('nv_inference_count')} / {rate('nv_inference_exec_count')}",
+        "pending": f"sum(nv_inference_pending_request_count{{{selector}}})",
+        "age": f"time() - max(timestamp(nv_inference_request_success{{{selector}}}))",
+    }
+    placeholders = {
+        "namespace": promql_string(target.namespace)[1:-1],
+        "name": promql_string(target.name)[1:-1],
+        "pods": promql_regex_alternatives(target.pod_prefixes, "-.*")[1:-1],
+        "models": promql_regex_alternatives(target.models)[1:-1],
+    }
+    if target.latency_query:
+        queries["latency"] = string.Template(target.latency_query).safe_substitute(placeholders)
+    if target.rate_query:
+        queries["rate"] = string.Template(target.rate_query).safe_substitute(placeholders)
+    return queries
+
+
+class PrometheusSource:
+    """Observations from PromQL over Triton's metrics."""
+
+    def __init__(
+        self, url: str, window: str = "1m", stale_after_s: float = 120.0, timeout_s: float = 5.0
+    ) -> None:
+        self.url = url
+        self.window = window
+        self.stale_after_s = stale_after_s
+        self.timeout_s = timeout_s
+        # One quick retry at most: an unreachable Prometheus must not stall the control loop.
+        self.client = PrometheusConnect(
+            url=url,
+            disable_ssl=True,
+            retry=Retry(total=1, backoff_factor=0.1),
+            timeout=max(1, round(timeout_s)),
+        )
+
+    def _scalar(self, query: str) -> float | None:
+        """The query's single value; None when there is no series or the value is NaN."""
+        result: list[dict[str, Any]] = self.client.custom_query(
+            query, params={"timeout": f"{max(1, round(self.timeout_s))}s"}
+        )
+        if not result:
+            return None
+        values = [finite_or_none(float(item["value"][1])) for item in result]
+        known = [v for v in values if v is not None]
+        return max(known) if known else None
+
+    def observe(self, target: ScalingTarget) -> Observation:
+        queries = prometheus_queries(target, self.window)
+        try:
+            values = {key: self._scalar(query) for key, query in queries.items()}
+        except PrometheusApiClientException as error:
+            return Observation.unavailable(f"Prometheus rejected a query: {error}", target.ready_replicas)
+        except (requests.exceptions.RequestException, OSError) as error:
+            return Observation.unavailable(
+                f"Prometheus unreachable at {self.url}: {error}", target.ready_replicas
+            )
+        age = values["age"]
+        if values["rate"] is None:
+            return Observation.unavailable("no Triton request metrics in Prometheus", target.ready_replicas)
+        if age is not None and age > self.stale_after_s:
+            return Observation.unavailable(f"newest sample {age:.0f}s old", target.ready_replicas, age)
+        latency = values["latency"]
+        missing = None
+        if latency is None and not target.latency_query:
+            latency = values["mean_latency"]  # no summary for this percentile: the mean at least
+        if latency is None and values["rate"] > 0:
+            missing = "no latency samples in the window"
+        return Observation(
+            arrival_rate_rps=values["rate"],
+            latency_ms=latency,
+            ready_replicas=target.ready_replicas,
+            mean_queue_ms=values["queue"],
+            mean_compute_ms=values["compute"],
+            average_batch=values["batch"],
+            pending_requests=values["pending"],
+            concurrency=None,
+            sample_age_s=age if age is not None else 0.0,
+            missing=missing,
+        )
+
+
+@dataclass
+class _Counters:
+    """Cumulative statistics of one replica at one moment."""
+
+    at: float
+    success: float = 0.0
+    queue_ns: float = 0.0
+    compute_ns: float = 0.0
+    batch_requests: float = 0.0  # sum over executions of batch size
+    batch_squares: float = 0.0  # sum over executions of batch size squared
+    quantile_ms: float | None = None
+    pending: float = 0.0
+
+    def minus(self, earlier: _Counters) -> _Counters | None:
+        delta = _Counters(
+            at=self.at - earlier.at,
+            success=self.success - earlier.success,
+            queue_ns=self.queue_ns - earlier.queue_ns,
+            compute_ns=self.compute_ns - earlier.compute_ns,
+            batch_requests=self.batch_requests - earlier.batch_requests,
+            batch_squares=self.batch_squares - earlier.batch_squares,
+            quantile_ms=self.quantile_ms,
+            pending=self.pending,
+        )
+        if delta.at <= 0 or min(delta.success, delta.queue_ns, delta.compute_ns, delta.batch_requests) < 0:
+            return None  # the server restarted: its counters began again
+        return delta
+
+
+@dataclass
+class _History:
+    previous: dict[str, _Counters] = field(default_factory=dict)
+
+
+def _summary_quantile_ms(
+    metrics_text: str, models: Sequence[str], quantile: str
+) -> tuple[float | None, float]:
+    """(largest request-latency quantile over the models in ms, pending requests) from /metrics."""
+    values: list[float] = []
+    pending = 0.0
+    for family in text_string_to_metric_families(metrics_text):
+        for sample in family.samples:
+            if sample.labels.get("model") not in models:
+                continue
+            if sample.name == "nv_inference_request_summary_us" and sample.labels.get("quantile") == quantile:
+                value = finite_or_none(sample.value)
+                if value is not None:
+                    values.append(value / 1000.0)
+            elif sample.name == "nv_inference_pending_request_count":
+                pending += sample.value
+    return (max(values) if values else None), pending
+
+
+class TritonSource:
+    """Observations read from every ready Triton replica: the statistics API for counters (turned
+    into rates between two reads) and the metrics endpoint for the latency summary quantile."""
+
+    def __init__(
+        self,
+        endpoints: Callable[[ScalingTarget], list[str]],
+        http_port: int = 8000,
+        metrics_port: int = 8002,
+        timeout_s: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.endpoints = endpoints
+        self.http_port = http_port
+        self.metrics_port = metrics_port
+        self.timeout_s = timeout_s
+        self.clock = clock
+        self._history: dict[tuple[str, str], _History] = {}
+
+    def forget(self, namespace: str, name: str) -> None:
+        self._history.pop((namespace, name), None)
+
+    def _read(self, host: str, target: ScalingTarget) -> _Counters:
+        counters = _Counters(at=self.clock())
+        client = tritonclient.http.InferenceServerClient(
+            f"{host}:{self.http_port}", connection_timeout=self.timeout_s, network_timeout=self.timeout_s
+        )
+        try:
+            for model in target.models:
+                statistics = client.get_inference_statistics(model)
+                for stats in statistics.get("model_stats", []):
+                    inference = stats["inference_stats"]
+                    counters.success += float(inference["success"]["count"])
+                    counters.queue_ns += float(inference["queue"]["ns"])
+                    counters.compute_ns += float(inference["compute_infer"]["ns"])
+                    for batch in stats.get("batch_stats", []):
+                        size, executions = float(batch["batch_size"]), float(batch["compute_infer"]["count"])
+                        counters.batch_requests += size * executions
+                        counters.batch_squares += size * size * executions
+        finally:
+            client.close()
+        url = f"http://{host}:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=self.timeout_s) as response:
+            text = response.read().decode()
+        counters.quantile_ms, counters.pending = _summary_quantile_ms(
+            text, target.models, quantile_label(target.percentile)
+        )
+        return counters
+
+    def observe(self, target: ScalingTarget) -> Observation:
+        hosts = self.endpoints(target)
+        history = self._history.setdefault((target.namespace, target.name), _History())
+        if not hosts:
+            return Observation.unavailable("no ready Triton pods", 0)
+        current: dict[str, _Counters] = {}
+        failures: list[str] = []
+        for host in hosts:
+            try:
+                current[host] = self._read(host, target)
+            except Exception as error:
+                failures.append(f"{host}: {error}")
+        deltas = [
+            delta
+            for host, counters in current.items()
+            if host in history.previous and (delta := counters.minus(history.previous[host])) is not None
+        ]
+        history.previous = current
+        if not current:
+            return Observation.unavailable("Triton unreachable: " + "; ".join(failures)[:300], len(hosts))
+        if not deltas:
+            return Observation.unavailable("first sample (rates need two reads)", len(hosts), 0.0)
+        success = sum(d.success for d in deltas)
+        rate = sum(d.success / d.at for d in deltas)
+        pending = sum(d.pending for d in current.values())
+        if success <= 0:
+            return Observation(
+                arrival_rate_rps=0.0, latency_ms=None, ready_replicas=len(hosts), pending_requests=pending
+            )
+        weighted = [(d.quantile_ms, d.success) for d in deltas if d.quantile_ms is not None and d.success > 0]
+        latency = sum(q * w for q, w in weighted) / sum(w for _, w in weighted) if weighted else None
+        batch_requests = sum(d.batch_requests for d in deltas)
+        return Observation(
+            arrival_rate_rps=rate,
+            latency_ms=latency,
+            ready_replicas=len(hosts),
+            mean_queue_ms=sum(d.queue_ns for d in deltas) / success / 1e6,
+            mean_compute_ms=sum(d.compute_ns for d in deltas) / success / 1e6,
+            average_batch=(sum(d.batch_squares for d in deltas) / batch_requests)
+            if batch_requests > 0
+            else None,
+            pending_requests=pending,
+            sample_age_s=0.0,
+            missing=None if latency is not None else "no latency summary from Triton",
+        )
+
+
+class KubernetesEndpoints:
+    """Addresses of an InferenceService's ready Triton pods, from the Kubernetes API."""
+
+    def __init__(self, core_api: Any) -> None:
+        self.core_api = core_api
+
+    def __call__(self, target: ScalingTarget) -> list[str]:
+        selector = (
+            f"app.kubernetes.io/instance={target.instance},app.kubernetes.io/component=triton,"
+            "app.kubernetes.io/managed-by=tritonscale"
+        )
+        pods = self.core_api.list_namespaced_pod(
+            target.namespace, label_selector=selector, _request_timeout=5
+        )
+        ready = []
+        for pod in pods.items:
+            conditions = pod.status.conditions or []
+            if pod.status.pod_ip and any(c.type == "Ready" and c.status == "True" for c in conditions):
+                ready.append(str(pod.status.pod_ip))
+        return sorted(ready)
+
+
+class UnavailableSource:
+    """Stands in when no source can be built, and says why on every observation."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def observe(self, target: ScalingTarget) -> Observation:
+        return Observation.unavailable(self.reason, target.ready_replicas)

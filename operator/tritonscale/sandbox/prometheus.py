@@ -1,0 +1,136 @@
+"""A real Prometheus (Debian's binary) scraping local processes, for tests and the sandbox."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+import yaml
+
+from tritonscale.sandbox.net import free_port
+
+
+@dataclass(frozen=True)
+class ScrapeTarget:
+    """One metrics endpoint (host:port) and the labels its series get (e.g. namespace, pod)."""
+
+    address: str
+    labels: dict[str, str]
+
+
+class LocalPrometheus:
+    """Prometheus on a loopback port, scraping targets from a file that can change while it runs."""
+
+    def __init__(
+        self,
+        targets: list[ScrapeTarget],
+        *,
+        scrape_interval_s: float = 2.0,
+        work_dir: Path | None = None,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        binary: str | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port or free_port(host)
+        self.scrape_interval_s = scrape_interval_s
+        self.work_dir = work_dir or Path(tempfile.mkdtemp(prefix="tritonscale-prometheus-"))
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.binary = binary or shutil.which("prometheus") or "/usr/bin/prometheus"
+        self.targets_file = self.work_dir / "targets.json"
+        self.log_path = self.work_dir / "prometheus.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.set_targets(targets)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def set_targets(self, targets: list[ScrapeTarget]) -> None:
+        """Rewrite the file_sd targets; Prometheus picks the change up within seconds."""
+        groups = [{"targets": [t.address], "labels": t.labels} for t in targets]
+        temporary = self.targets_file.with_suffix(".tmp")
+        temporary.write_text(json.dumps(groups))
+        temporary.replace(self.targets_file)
+
+    def _config(self) -> Path:
+        interval = f"{self.scrape_interval_s:g}s"
+        config = {
+            "global": {"scrape_interval": interval, "evaluation_interval": interval},
+            "scrape_configs": [
+                {
+                    "job_name": "triton",
+                    "scrape_interval": interval,
+                    "scrape_timeout": interval,
+                    "file_sd_configs": [{"files": [str(self.targets_file)], "refresh_interval": "1s"}],
+                }
+            ],
+        }
+        path = self.work_dir / "prometheus.yml"
+        path.write_text(yaml.safe_dump(config))
+        return path
+
+    def start(self, timeout_s: float = 30.0) -> LocalPrometheus:
+        if not Path(self.binary).exists():
+            raise FileNotFoundError(f"{self.binary} not found: run scripts/install-system-deps.sh")
+        command = [
+            self.binary,
+            f"--config.file={self._config()}",
+            f"--storage.tsdb.path={self.work_dir / 'data'}",
+            f"--web.listen-address={self.host}:{self.port}",
+            "--storage.tsdb.retention.time=1h",
+            "--web.enable-lifecycle",
+        ]
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"prometheus exited: {self.log_path.read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as response:
+                    if response.status == 200:
+                        return self
+            except (urllib.error.URLError, OSError):
+                time.sleep(0.2)
+        raise TimeoutError(
+            f"prometheus not ready after {timeout_s:.0f}s: {self.log_path.read_text()[-2000:]}"
+        )
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def query(self, promql: str) -> list[dict[str, object]]:
+        """An instant query's result vector (for tests and checks)."""
+        url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
+        with urllib.request.urlopen(url, timeout=5) as response:
+            payload = json.loads(response.read())
+        result: list[dict[str, object]] = payload["data"]["result"]
+        return result
+
+    def __enter__(self) -> LocalPrometheus:
+        return self.start()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self.stop()

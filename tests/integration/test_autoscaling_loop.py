@@ -1,0 +1,232 @@
+"""The operator's observe/decide/apply loop with real components under a 4x load step.
+
+Real tritonservers (started and stopped as the reconciler applies replica counts), real dnsmasq
+answering for the headless name with the ready ones, the real HAProxy router rendered for the
+InferenceService, real Prometheus scraping every replica, and `tritonscale bench` driving the
+load through the router. Only the Kubernetes API is replaced, by ProcessBackedCluster.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.builders import make_inference_service
+from tritonscale.clients.observations import PrometheusSource
+from tritonscale.model.resource import parse_inference_service
+from tritonscale.reconcilers.autoscale import AutoscaleReconciler
+from tritonscale.reconcilers.stack import StackReconciler
+from tritonscale.render.names import StackNames
+from tritonscale.sandbox.local_stack import ProcessBackedCluster
+from tritonscale.sandbox.prometheus import LocalPrometheus, ScrapeTarget
+from tritonscale.sandbox.router import DnsServer, LocalRouter
+from tritonscale.sandbox.triton import SimulatedModel, TritonInstall, TritonPool, model_repository
+
+pytestmark = pytest.mark.integration
+
+NAMESPACE, NAME = "default", "stepped"
+TARGET_MS = 100.0
+STABILIZATION_S = 40
+PERIOD_S = 2
+BASE_RPS, STEP_RPS = 12, 48
+STEP_AT_S, DROP_AT_S, LOAD_S = 30, 110, 200
+
+
+@dataclass
+class Sample:
+    at: float
+    desired: int
+    ready: int
+    latency_ms: float | None
+    metrics_available: str | None
+
+
+@dataclass
+class Recorder:
+    samples: list[Sample] = field(default_factory=list)
+
+    def add(self, cluster: ProcessBackedCluster, started: float) -> None:
+        status = cluster.body.get("status", {})
+        metrics = next(
+            (c["status"] for c in status.get("conditions", []) if c["type"] == "MetricsAvailable"), None
+        )
+        self.samples.append(
+            Sample(
+                at=time.monotonic() - started,
+                desired=int(status.get("desiredReplicas", 0)),
+                ready=len(cluster.ready_servers()),
+                latency_ms=status.get("observedLatencyMilliseconds"),
+                metrics_available=metrics,
+            )
+        )
+
+
+@pytest.fixture
+def stack(
+    triton_install: TritonInstall, tmp_path: Path
+) -> Iterator[tuple[ProcessBackedCluster, LocalRouter, LocalPrometheus]]:
+    # 40 ms per batch of up to 2: one replica serves ~45 req/s flat out.
+    repository = model_repository(
+        tmp_path / "models",
+        [SimulatedModel("simulated", base_ms=40, per_item_ms=2, max_batch_size=2, max_queue_delay_us=0)],
+    )
+    body = make_inference_service(
+        name=NAME,
+        namespace=NAMESPACE,
+        spec__model={"repository": str(repository), "names": ["simulated"]},
+        spec__replicas=1,
+        spec__loadBalancing={"policy": "LeastConnections"},
+        spec__autoscaling={
+            "minReplicas": 1,
+            "maxReplicas": 4,
+            "periodSeconds": PERIOD_S,
+            "latency": {"targetMilliseconds": TARGET_MS, "percentile": 95},
+            "metrics": {"source": "prometheus"},
+            "scaleDown": {"stabilizationSeconds": STABILIZATION_S},
+        },
+    )
+    names = StackNames(NAME, NAMESPACE)
+    pool = TritonPool(
+        0, repository, install=triton_install, log_dir=tmp_path / "triton-logs", models=("simulated",)
+    )
+    with DnsServer(work_dir=tmp_path / "dns") as dns:
+        cluster = ProcessBackedCluster(body, pool, dns)
+        prometheus = LocalPrometheus([], scrape_interval_s=1.0, work_dir=tmp_path / "prometheus")
+        router = LocalRouter(parse_inference_service(body), dns, work_dir=tmp_path / "router")
+        stop = threading.Event()
+
+        def publish() -> None:
+            # What kubelets, endpoints and Prometheus' service discovery do in a cluster.
+            while not stop.is_set():
+                cluster.sync_dns()
+                prometheus.set_targets(
+                    [
+                        ScrapeTarget(
+                            f"{server.host}:{server.metrics_port}",
+                            {"namespace": NAMESPACE, "pod": f"{names.on_demand_deployment}-{index}"},
+                        )
+                        for index, server in enumerate(pool.servers)
+                    ]
+                )
+                stop.wait(0.5)
+
+        publisher = threading.Thread(target=publish, daemon=True)
+        try:
+            with prometheus, router:
+                publisher.start()
+                yield cluster, router, prometheus
+        finally:
+            stop.set()
+            publisher.join(timeout=5)
+            pool.stop(graceful=False)
+            cluster.close()
+
+
+def _run_loop(
+    autoscaler: AutoscaleReconciler,
+    cluster: ProcessBackedCluster,
+    recorder: Recorder,
+    started: float,
+    stop: threading.Event,
+) -> None:
+    while not stop.is_set():
+        period = autoscaler.tick(NAMESPACE, NAME)
+        recorder.add(cluster, started)
+        stop.wait(period)
+
+
+def test_replicas_follow_a_load_step_and_hold_without_metrics(
+    stack: tuple[ProcessBackedCluster, LocalRouter, LocalPrometheus], tmp_path: Path
+) -> None:
+    cluster, router, prometheus = stack
+    reconciler = StackReconciler(cluster)
+    reconciler.reconcile(NAMESPACE, NAME)
+    deadline = time.monotonic() + 60
+    while not cluster.ready_servers() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    router.wait_ready(servers_up=1)
+    source = PrometheusSource(prometheus.url, window="10s", stale_after_s=15)
+    autoscaler = AutoscaleReconciler(cluster, reconciler, lambda service: (source, "prometheus"))
+
+    recorder, stop = Recorder(), threading.Event()
+    started = time.monotonic()
+    loop = threading.Thread(
+        target=_run_loop, args=(autoscaler, cluster, recorder, started, stop), daemon=True
+    )
+    loop.start()
+    report = tmp_path / "bench.json"
+    bench = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tritonscale.cli",
+            "bench",
+            "--url",
+            router.http_endpoint,
+            "--model",
+            "simulated",
+            "--schedule",
+            f"step:{BASE_RPS}@0,{STEP_RPS}@{STEP_AT_S},{BASE_RPS}@{DROP_AT_S}",
+            "--duration",
+            str(LOAD_S),
+            "--warmup",
+            "0",
+            "--timeout",
+            "15",
+            "--no-progress",
+            "--json",
+            str(report),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=LOAD_S + 120,
+        check=False,
+    )
+    assert bench.returncode == 0, bench.stderr[-2000:]
+    try:
+        during_step = [s for s in recorder.samples if STEP_AT_S <= s.at <= DROP_AT_S]
+        peak = max(s.desired for s in during_step)
+        assert peak >= 2, f"no scale-up under a 4x step: {during_step}"
+        assert max(s.ready for s in during_step) >= 2, "new replicas never became ready"
+        scaled_at = next(s.at for s in during_step if s.desired >= 2)
+        recovered = [
+            s
+            for s in during_step
+            if s.at > scaled_at + 15 and s.latency_ms is not None and s.latency_ms <= TARGET_MS
+        ]
+        assert recovered, f"p95 never returned under {TARGET_MS} ms after scaling: {during_step}"
+
+        after = [s for s in recorder.samples if s.at > DROP_AT_S]
+        first_down = next((s for s in after if s.desired < peak), None)
+        assert first_down is not None, f"replicas never fell after the load dropped: {after}"
+        assert first_down.at >= DROP_AT_S + STABILIZATION_S - PERIOD_S, (
+            f"scaled down {first_down.at - DROP_AT_S:.0f}s after the drop, inside the {STABILIZATION_S}s window"
+        )
+        assert any(reason == "ScaledUp" for _, reason, _ in cluster.events)
+        assert any(reason == "ScaledDown" for _, reason, _ in cluster.events)
+
+        # Prometheus goes away: the autoscaler holds, and says so.
+        held = cluster.body["status"]["desiredReplicas"]
+        prometheus.stop()
+        stopped_at = time.monotonic() - started
+        time.sleep(8 * PERIOD_S)
+        tail = [s for s in recorder.samples if s.at > stopped_at + PERIOD_S]
+        assert len(tail) >= 3, "the loop stalled without Prometheus"
+        assert all(s.metrics_available == "False" for s in tail), tail
+        assert all(s.desired == held for s in tail)
+        assert any(reason == "MetricsUnavailable" for _, reason, _ in cluster.events)
+    finally:
+        stop.set()
+        loop.join(timeout=30)
+    results = json.loads(report.read_text())
+    print(json.dumps({"bench": results.get("summary", results)}, indent=1)[:2000])
+    for sample in recorder.samples[:: max(1, len(recorder.samples) // 60)]:
+        print(f"{sample.at:6.1f}s desired {sample.desired} ready {sample.ready} p95 {sample.latency_ms}")
