@@ -185,6 +185,10 @@ K8S_LDFLAGS+=" -X $VERSION_PKG.gitTreeState=clean"
 K8S_LDFLAGS+=" -X $VERSION_PKG/verflag.programName=kubernetes"
 K8S_LDFLAGS+=" -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
 K8S_LDFLAGS+=" -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+# helm's offline default Kubernetes version (helm template, helm lint) follows the pinned release.
+for pkg in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
+  K8S_LDFLAGS+=" -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=$K8S_MINOR"
+done
 
 # One invocation for all main packages of the wrapper module, so that the shared packages are
 # compiled once and linking overlaps with compiling. etcd's main package is

@@ -52,6 +52,13 @@ def version() -> None:
     help="Prometheus for InferenceServices whose spec names none (metrics.source auto/prometheus).",
 )
 @click.option(
+    "--prometheus-window",
+    default="1m",
+    show_default=True,
+    metavar="DURATION",
+    help="PromQL range for rates; at least four scrape intervals.",
+)
+@click.option(
     "--cluster-domain", default="cluster.local", show_default=True, help="The cluster's DNS domain."
 )
 @click.option(
@@ -72,6 +79,7 @@ def run(
     namespaces: tuple[str, ...],
     kubeconfig: str | None,
     prometheus_url: str | None,
+    prometheus_window: str,
     cluster_domain: str,
     log_format: str,
     verbose: bool,
@@ -90,6 +98,7 @@ def run(
             namespaces=namespaces,
             kubeconfig=kubeconfig,
             prometheus_url=prometheus_url,
+            prometheus_window=prometheus_window,
             cluster_domain=cluster_domain,
             metrics_port=metrics_port,
             health_port=health_port,

@@ -16,6 +16,8 @@ class OperatorConfig:
     namespaces: tuple[str, ...] = ()
     kubeconfig: str | None = None
     prometheus_url: str | None = None
+    prometheus_window: str = "1m"  # range of rate() and friends; at least four scrape intervals
     cluster_domain: str = "cluster.local"
     metrics_port: int = 8080
     health_port: int = 8081
+    read_triton_pods: bool = True  # off where pod addresses are not reachable (e.g. kwok nodes)

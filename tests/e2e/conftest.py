@@ -305,7 +305,10 @@ class OperatorThread:
 @pytest.fixture(scope="session")
 def operator(cluster: Cluster, operator_kubeconfig: Path) -> Generator[OperatorThread, None, None]:
     """The operator, cluster-wide as the chart runs it by default, with the chart's RBAC."""
-    config = OperatorConfig(kubeconfig=str(operator_kubeconfig), metrics_port=0, health_port=0)
+    # kwok pods have made-up addresses: the autoscaler must not try to reach them.
+    config = OperatorConfig(
+        kubeconfig=str(operator_kubeconfig), metrics_port=0, health_port=0, read_triton_pods=False
+    )
     runner = OperatorThread(config, cluster.logs_dir / "operator.log")
     runner.start()
     try:

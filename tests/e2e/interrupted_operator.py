@@ -35,7 +35,13 @@ def main(kubeconfig: str, namespace: str, writes_before_pause: int) -> None:
 
     KubeClient.apply = apply  # type: ignore[method-assign]
     run_operator(
-        OperatorConfig(namespaces=(namespace,), kubeconfig=kubeconfig, metrics_port=0, health_port=0)
+        OperatorConfig(
+            namespaces=(namespace,),
+            kubeconfig=kubeconfig,
+            metrics_port=0,
+            health_port=0,
+            read_triton_pods=False,
+        )
     )
 
 

@@ -42,7 +42,13 @@ class FakeCluster:
     def patch_inference_service_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         self._maybe_fail()
         self.calls.append(("status", namespace, name))
-        self.services[(namespace, name)]["status"] = copy.deepcopy(status)
+        # A JSON merge patch: null removes a key, anything else replaces it.
+        current = self.services[(namespace, name)].setdefault("status", {})
+        for key, value in status.items():
+            if value is None:
+                current.pop(key, None)
+            else:
+                current[key] = copy.deepcopy(value)
 
     # --- children ----------------------------------------------------------
     def apply(self, obj: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:

@@ -9,10 +9,50 @@ import kopf
 from prometheus_client import start_http_server
 
 from tritonscale.clients.kube import KubeClient
+from tritonscale.clients.observations import (
+    KubernetesEndpoints,
+    PrometheusSource,
+    TritonSource,
+    UnavailableSource,
+)
 from tritonscale.config import OperatorConfig
+from tritonscale.handlers import autoscale as _autoscale  # noqa: F401  (registers the daemon)
 from tritonscale.handlers import operator as _handlers  # noqa: F401  (registers the handlers)
+from tritonscale.model.resource import InferenceService
+from tritonscale.model.spec import MetricsSourceKind
+from tritonscale.reconcilers.autoscale import AutoscaleReconciler, ObservationSource
 from tritonscale.reconcilers.stack import StackReconciler
 from tritonscale.render.stack import RenderOptions
+
+
+class SourceChooser:
+    """Picks each InferenceService's observation source; sources are shared and long-lived."""
+
+    def __init__(self, config: OperatorConfig, kube: KubeClient) -> None:
+        self.config = config
+        self.triton = TritonSource(KubernetesEndpoints(kube.core))
+        self.prometheus: dict[str, PrometheusSource] = {}
+
+    def __call__(self, service: InferenceService) -> tuple[ObservationSource, str]:
+        assert service.spec.autoscaling is not None
+        metrics = service.spec.autoscaling.metrics
+        url = metrics.prometheus_url or self.config.prometheus_url
+        if metrics.source == MetricsSourceKind.TRITON or (
+            metrics.source == MetricsSourceKind.AUTO and not url
+        ):
+            if not self.config.read_triton_pods:
+                return UnavailableSource("reading Triton pods is switched off for this operator"), "triton"
+            return self.triton, "triton"
+        if url is None:
+            return (
+                UnavailableSource(
+                    "no Prometheus URL: set spec.autoscaling.metrics.prometheusURL or --prometheus-url"
+                ),
+                "prometheus",
+            )
+        if url not in self.prometheus:
+            self.prometheus[url] = PrometheusSource(url, window=self.config.prometheus_window)
+        return self.prometheus[url], f"prometheus {url}"
 
 
 def build_memo(config: OperatorConfig) -> kopf.Memo:
@@ -22,6 +62,7 @@ def build_memo(config: OperatorConfig) -> kopf.Memo:
     memo.config = config
     memo.kube = kube
     memo.reconciler = StackReconciler(kube, RenderOptions(cluster_domain=config.cluster_domain))
+    memo.autoscaler = AutoscaleReconciler(kube, memo.reconciler, SourceChooser(config, kube))
     return memo
 
 

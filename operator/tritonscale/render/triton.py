@@ -28,6 +28,18 @@ ZONE_KEY: Final = "topology.kubernetes.io/zone"
 HOSTNAME_KEY: Final = "kubernetes.io/hostname"
 
 
+DEFAULT_SUMMARY_QUANTILES = ((0.5, 0.05), (0.9, 0.01), (0.95, 0.001), (0.99, 0.001))
+
+
+def summary_quantiles(service: InferenceService) -> str:
+    """Triton's latency summary quantiles (quantile:error pairs), with the objective's percentile
+    among them so the autoscaler can read it directly."""
+    quantiles = dict(DEFAULT_SUMMARY_QUANTILES)
+    if service.spec.autoscaling is not None:
+        quantiles.setdefault(round(service.spec.autoscaling.latency.percentile / 100, 6), 0.001)
+    return ",".join(f"{q:g}:{e:g}" for q, e in sorted(quantiles.items()))
+
+
 def triton_args(service: InferenceService) -> list[str]:
     """tritonserver's command line: the managed flags, then the user's."""
     return [
@@ -38,6 +50,7 @@ def triton_args(service: InferenceService) -> list[str]:
         f"--metrics-port={METRICS_PORT}",
         "--allow-metrics=true",
         "--metrics-config=summary_latencies=true",
+        f"--metrics-config=summary_quantiles={summary_quantiles(service)}",
         "--strict-readiness=true",
         *service.spec.triton.args,
     ]

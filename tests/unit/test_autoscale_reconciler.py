@@ -1,0 +1,109 @@
+"""The autoscaling loop against the in-memory cluster: status, events, and applied replicas."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from tests.builders import make_inference_service
+from tests.unit.fakes import FakeCluster
+from tritonscale.model.observation import Observation, ScalingTarget
+from tritonscale.reconcilers.autoscale import AutoscaleReconciler
+from tritonscale.reconcilers.stack import StackReconciler
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+class ScriptedSource:
+    def __init__(self) -> None:
+        self.next: Observation | None = None
+        self.targets: list[ScalingTarget] = []
+
+    def observe(self, target: ScalingTarget) -> Observation:
+        self.targets.append(target)
+        assert self.next is not None
+        return self.next
+
+
+def setup(**autoscaling: object) -> tuple[FakeCluster, AutoscaleReconciler, ScriptedSource]:
+    cluster = FakeCluster()
+    spec = {"minReplicas": 1, "maxReplicas": 8, "periodSeconds": 5, **autoscaling}
+    cluster.add_service(
+        make_inference_service(name="bert", namespace="nlp", spec__replicas=2, spec__autoscaling=spec)
+    )
+    stack = StackReconciler(cluster, clock=lambda: NOW)
+    stack.reconcile("nlp", "bert")
+    cluster.make_all_ready()
+    source = ScriptedSource()
+    clock = iter(float(t) for t in range(0, 10_000, 5))
+    autoscaler = AutoscaleReconciler(
+        cluster, stack, lambda s: (source, "triton"), clock=lambda: NOW, monotonic=lambda: next(clock)
+    )
+    return cluster, autoscaler, source
+
+
+def status(cluster: FakeCluster) -> dict[str, object]:
+    found: dict[str, object] = cluster.services[("nlp", "bert")]["status"]
+    return found
+
+
+def conditions(cluster: FakeCluster) -> dict[str, str]:
+    return {c["type"]: c["status"] for c in status(cluster)["conditions"]}  # type: ignore[attr-defined]
+
+
+def overload() -> Observation:
+    return Observation(
+        arrival_rate_rps=400.0, latency_ms=180.0, ready_replicas=2, mean_compute_ms=23.0, average_batch=1.0
+    )
+
+
+def test_a_decision_is_recorded_and_applied() -> None:
+    cluster, autoscaler, source = setup()
+    source.next = overload()
+    period = autoscaler.tick("nlp", "bert")
+    assert period == 5.0
+    desired = status(cluster)["desiredReplicas"]
+    assert isinstance(desired, int) and desired > 2
+    assert cluster.deployment("nlp", "bert-ondemand")["spec"]["replicas"] == desired
+    last = status(cluster)["lastScale"]
+    assert (
+        last["from"] == 2 and last["to"] == desired and "p95 180 ms > 100 ms at 400 req/s" in last["reason"]
+    )  # type: ignore[index]
+    assert status(cluster)["observedLatencyMilliseconds"] == 180.0
+    assert conditions(cluster)["MetricsAvailable"] == "True"
+    assert ("Normal", "ScaledUp") in [(t, r) for t, r, _ in cluster.events]
+    assert source.targets[0].pod_prefixes == ("bert-ondemand", "bert-spot")
+
+
+def test_missing_metrics_hold_and_warn_once() -> None:
+    cluster, autoscaler, source = setup()
+    source.next = Observation.unavailable("Prometheus unreachable", ready_replicas=2)
+    for _ in range(3):
+        autoscaler.tick("nlp", "bert")
+    assert status(cluster)["desiredReplicas"] == 2
+    assert conditions(cluster)["MetricsAvailable"] == "False"
+    assert "observedLatencyMilliseconds" not in status(cluster)
+    assert [r for _, r, _ in cluster.events].count("MetricsUnavailable") == 1
+    source.next = Observation(arrival_rate_rps=10.0, latency_ms=30.0, ready_replicas=2, mean_compute_ms=23.0)
+    autoscaler.tick("nlp", "bert")
+    assert conditions(cluster)["MetricsAvailable"] == "True"
+    assert "MetricsAvailable" in [r for _, r, _ in cluster.events]
+
+
+def test_max_replicas_bound_is_a_condition() -> None:
+    cluster, autoscaler, source = setup(maxReplicas=3)
+    source.next = Observation(
+        arrival_rate_rps=3000.0, latency_ms=900.0, ready_replicas=2, mean_compute_ms=23.0
+    )
+    autoscaler.tick("nlp", "bert")
+    assert status(cluster)["desiredReplicas"] == 3
+    assert conditions(cluster)["ScalingLimited"] == "True"
+
+
+def test_switching_autoscaling_off_clears_its_status() -> None:
+    cluster, autoscaler, source = setup()
+    source.next = overload()
+    autoscaler.tick("nlp", "bert")
+    cluster.services[("nlp", "bert")]["spec"]["autoscaling"]["enabled"] = False
+    autoscaler.tick("nlp", "bert")
+    assert "MetricsAvailable" not in conditions(cluster) and "ScalingLimited" not in conditions(cluster)
+    assert "observedLatencyMilliseconds" not in status(cluster)

@@ -1,0 +1,146 @@
+"""Observation sources without servers: PromQL built safely, bad data marked missing."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+import requests
+
+from tritonscale.clients.observations import (
+    PrometheusSource,
+    TritonSource,
+    _Counters,
+    prometheus_queries,
+    promql_string,
+    quantile_label,
+)
+from tritonscale.model.observation import ScalingTarget
+
+TARGET = ScalingTarget(
+    namespace="vision",
+    name="resnet",
+    instance="resnet",
+    models=("resnet50", "re.sn"),
+    percentile=95.0,
+    pod_prefixes=("resnet-ondemand", "resnet-spot"),
+    ready_replicas=3,
+)
+
+
+def test_label_values_cannot_change_the_query() -> None:
+    hostile = ScalingTarget(**{**TARGET.__dict__, "namespace": 'a"} or vector(1) #\\'})
+    queries = prometheus_queries(hostile)
+    assert promql_string('a"} or vector(1) #\\') == '"a\\"} or vector(1) #\\\\"'
+    for query in queries.values():
+        assert 'namespace="a\\"} or vector(1) #\\\\"' in query
+        assert query.count("namespace=") == query.count('namespace="a\\"')
+
+
+def test_model_names_are_matched_literally() -> None:
+    rate = prometheus_queries(TARGET)["rate"]
+    assert 'model=~"resnet50|re\\\\.sn"' in rate
+    assert 'pod=~"resnet-ondemand-.*|resnet-spot-.*"' in rate
+    assert "[1m]" in rate and "[30s]" in prometheus_queries(TARGET, window="30s")["rate"]
+
+
+def test_percentile_picks_the_summary_quantile() -> None:
+    assert (
+        quantile_label(95) == "0.95" and quantile_label(99.9) == "0.999" and quantile_label(97.5) == "0.975"
+    )
+    assert 'quantile="0.95"' in prometheus_queries(TARGET)["latency"]
+
+
+def test_overrides_replace_the_default_queries_with_placeholders_filled() -> None:
+    target = ScalingTarget(**{**TARGET.__dict__, "latency_query": 'my_p95{ns="$namespace",svc="$name"}'})
+    assert prometheus_queries(target)["latency"] == 'my_p95{ns="vision",svc="resnet"}'
+
+
+class FakePrometheus:
+    def __init__(self, answers: dict[str, Any]) -> None:
+        self.answers = answers
+
+    def custom_query(self, query: str, params: Any = None) -> list[dict[str, Any]]:
+        for key, value in self.answers.items():
+            if query == prometheus_queries(TARGET)[key]:
+                if isinstance(value, Exception):
+                    raise value
+                return [] if value is None else [{"metric": {}, "value": [0, str(value)]}]
+        return []
+
+
+def source_with(answers: dict[str, Any]) -> PrometheusSource:
+    source = PrometheusSource("http://prometheus.test:9090")
+    source.client = FakePrometheus(answers)  # type: ignore[assignment]
+    return source
+
+
+GOOD = {
+    "rate": 310.0,
+    "latency": 142.0,
+    "queue": 40.0,
+    "compute": 25.0,
+    "batch": 2.0,
+    "pending": 3.0,
+    "age": 4.0,
+}
+
+
+def test_a_full_answer_is_an_observation() -> None:
+    observation = source_with(GOOD).observe(TARGET)
+    assert observation.usable
+    assert (observation.arrival_rate_rps, observation.latency_ms, observation.average_batch) == (
+        310.0,
+        142.0,
+        2.0,
+    )
+    assert observation.sample_age_s == 4.0 and observation.ready_replicas == 3
+
+
+@pytest.mark.parametrize(
+    ("answers", "reason"),
+    [
+        ({**GOOD, "rate": None}, "no Triton request metrics"),
+        ({**GOOD, "rate": float("nan")}, "no Triton request metrics"),
+        ({**GOOD, "age": 900.0}, "900s old"),
+        ({**GOOD, "latency": float("nan"), "mean_latency": None}, "no latency samples"),
+        ({**GOOD, "rate": requests.exceptions.ConnectionError("refused")}, "Prometheus unreachable"),
+    ],
+)
+def test_bad_answers_are_missing_never_zero(answers: dict[str, Any], reason: str) -> None:
+    observation = source_with(answers).observe(TARGET)
+    assert not observation.usable
+    assert observation.missing is not None and reason in observation.missing
+
+
+def test_without_a_summary_the_mean_stands_in() -> None:
+    observation = source_with({**GOOD, "latency": None, "mean_latency": 60.0}).observe(TARGET)
+    assert observation.latency_ms == 60.0
+
+
+def test_triton_source_turns_counters_into_rates_between_reads() -> None:
+    clock = iter([0.0, 10.0, 20.0, 30.0])
+    readings: dict[str, list[_Counters]] = {
+        "10.0.0.1": [
+            _Counters(0, 100, 1e9, 2e9, 100, 100),
+            _Counters(10, 600, 6e9, 1.2e10, 600, 1100, 80.0, 2),
+        ],
+        "10.0.0.2": [_Counters(0, 50, 0, 0, 50, 50), _Counters(10, 10, 0, 0, 10, 10, 90.0, 1)],  # restarted
+    }
+    source = TritonSource(lambda target: sorted(readings), clock=lambda: next(clock))
+    source._read = lambda host, target: readings[host].pop(0)  # type: ignore[method-assign]
+    first = source.observe(TARGET)
+    assert first.missing and "first sample" in first.missing
+    second = source.observe(TARGET)
+    assert second.usable
+    assert second.arrival_rate_rps == pytest.approx(50.0)  # the restarted replica's delta is dropped
+    assert second.latency_ms == pytest.approx(80.0)
+    assert second.mean_queue_ms == pytest.approx(10.0) and second.mean_compute_ms == pytest.approx(20.0)
+    assert second.average_batch == pytest.approx(2.0)
+    assert second.pending_requests == 3 and second.ready_replicas == 2
+
+
+def test_triton_source_without_ready_pods_is_missing() -> None:
+    observation = TritonSource(lambda target: []).observe(TARGET)
+    assert observation.missing == "no ready Triton pods" and math.isinf(observation.sample_age_s)
