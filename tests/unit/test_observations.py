@@ -123,8 +123,8 @@ def test_triton_source_turns_counters_into_rates_between_reads() -> None:
     clock = iter([0.0, 10.0, 20.0, 30.0])
     readings: dict[str, list[_Counters]] = {
         "10.0.0.1": [
-            _Counters(0, 100, 1e9, 2e9, 100, 100),
-            _Counters(10, 600, 6e9, 1.2e10, 600, 1100, 80.0, 2),
+            _Counters(0, 100, 1e9, 2e9, 100, 100, batches={1.0: (100, 2e9)}),
+            _Counters(10, 600, 6e9, 1.2e10, 600, 1100, 80.0, 2, batches={1.0: (200, 4e9), 3.0: (100, 8e9)}),
         ],
         "10.0.0.2": [_Counters(0, 50, 0, 0, 50, 50), _Counters(10, 10, 0, 0, 10, 10, 90.0, 1)],  # restarted
     }
@@ -139,6 +139,7 @@ def test_triton_source_turns_counters_into_rates_between_reads() -> None:
     assert second.mean_queue_ms == pytest.approx(10.0) and second.mean_compute_ms == pytest.approx(20.0)
     assert second.average_batch == pytest.approx(2.0)
     assert second.pending_requests == 3 and second.ready_replicas == 2
+    assert second.batch_profile == ((1.0, 20.0, 100.0), (3.0, 80.0, 100.0))
 
 
 def test_triton_source_without_ready_pods_is_missing() -> None:

@@ -166,6 +166,7 @@ class _Counters:
     batch_squares: float = 0.0  # sum over executions of batch size squared
     quantile_ms: float | None = None
     pending: float = 0.0
+    batches: dict[float, tuple[float, float]] = field(default_factory=dict)  # size -> (executions, ns)
 
     def minus(self, earlier: _Counters) -> _Counters | None:
         delta = _Counters(
@@ -177,6 +178,13 @@ class _Counters:
             batch_squares=self.batch_squares - earlier.batch_squares,
             quantile_ms=self.quantile_ms,
             pending=self.pending,
+            batches={
+                size: (
+                    count - earlier.batches.get(size, (0.0, 0.0))[0],
+                    ns - earlier.batches.get(size, (0.0, 0.0))[1],
+                )
+                for size, (count, ns) in self.batches.items()
+            },
         )
         if delta.at <= 0 or min(delta.success, delta.queue_ns, delta.compute_ns, delta.batch_requests) < 0:
             return None  # the server restarted: its counters began again
@@ -246,6 +254,11 @@ class TritonSource:
                         size, executions = float(batch["batch_size"]), float(batch["compute_infer"]["count"])
                         counters.batch_requests += size * executions
                         counters.batch_squares += size * size * executions
+                        known = counters.batches.get(size, (0.0, 0.0))
+                        counters.batches[size] = (
+                            known[0] + executions,
+                            known[1] + float(batch["compute_infer"]["ns"]),
+                        )
         finally:
             client.close()
         url = f"http://{host}:{self.metrics_port}/metrics"
@@ -288,6 +301,14 @@ class TritonSource:
         weighted = [(d.quantile_ms, d.success) for d in deltas if d.quantile_ms is not None and d.success > 0]
         latency = sum(q * w for q, w in weighted) / sum(w for _, w in weighted) if weighted else None
         batch_requests = sum(d.batch_requests for d in deltas)
+        per_size: dict[float, tuple[float, float]] = {}
+        for delta in deltas:
+            for size, (count, ns) in delta.batches.items():
+                known = per_size.get(size, (0.0, 0.0))
+                per_size[size] = (known[0] + count, known[1] + ns)
+        profile = tuple(
+            (size, ns / count / 1e6, count) for size, (count, ns) in sorted(per_size.items()) if count > 0
+        )
         return Observation(
             arrival_rate_rps=rate,
             latency_ms=latency,
@@ -298,6 +319,7 @@ class TritonSource:
             if batch_requests > 0
             else None,
             pending_requests=pending,
+            batch_profile=profile,
             sample_age_s=0.0,
             missing=None if latency is not None else "no latency summary from Triton",
         )

@@ -23,6 +23,9 @@ class Observation:
     average_batch: float | None = None  # the mean size of the batches requests rode
     pending_requests: float | None = None
     concurrency: float | None = None  # mean requests in flight (queued + executing), all replicas
+    # (batch size, mean execution ms, executions) per size run in the window, when the source
+    # has per-batch-size statistics (Triton's statistics API does; Prometheus metrics do not).
+    batch_profile: tuple[tuple[float, float, float], ...] = ()
     sample_age_s: float = 0.0
     missing: str | None = None
 

@@ -142,19 +142,27 @@ def _fit_service_time(
 
 
 def _trend_rate(rates: tuple[tuple[float, float], ...], now: float, ahead_s: float, window_s: float) -> float:
-    """The arrival rate `ahead_s` from now on the recent trend; never below the latest rate."""
+    """The arrival rate `ahead_s` from now on the recent trend; never below the latest rate.
+
+    The slope is the steeper of the regression over `window_s` and the last step, the latter
+    only when it stands clear of counting noise (three standard errors of Poisson counts), so a
+    surge is seen one sample after it starts.
+    """
     latest = rates[-1][1]
-    rates = tuple((t, r) for t, r in rates if t >= now - window_s)
-    if len(rates) < 3:
-        return latest
-    times = [t for t, _ in rates]
-    values = [r for _, r in rates]
-    mean_t, mean_r = sum(times) / len(times), sum(values) / len(values)
-    spread = sum((t - mean_t) ** 2 for t in times)
-    if spread <= 0:
-        return latest
-    slope = sum((t - mean_t) * (r - mean_r) for t, r in rates) / spread
-    return max(latest, latest + slope * ahead_s)
+    slopes = [0.0]
+    if len(rates) >= 2:
+        (t0, r0), (t1, r1) = rates[-2], rates[-1]
+        noise = math.sqrt(max(r0, r1, 1.0) / max(t1 - t0, 1e-3))
+        if t1 > t0 and r1 - r0 > 3 * math.sqrt(2) * noise:
+            slopes.append((r1 - r0) / (t1 - t0))
+    recent = [(t, r) for t, r in rates if t >= now - window_s]
+    if len(recent) >= 3:
+        mean_t = sum(t for t, _ in recent) / len(recent)
+        mean_r = sum(r for _, r in recent) / len(recent)
+        spread = sum((t - mean_t) ** 2 for t, _ in recent)
+        if spread > 0:
+            slopes.append(sum((t - mean_t) * (r - mean_r) for t, r in recent) / spread)
+    return max(latest, latest + max(slopes) * ahead_s)
 
 
 def _growth(rates: tuple[tuple[float, float], ...], horizon_s: float, quantile: float) -> float:
@@ -222,7 +230,12 @@ class LatencyAutoscaler:
         # Far over target although the model says the serving replicas should cope: the model is
         # wrong here, so add capacity in proportion to the overshoot (what is on its way counts).
         # When the model does explain the overshoot (a backlog, too few replicas) it sizes alone.
-        panic = settled and observed > s.panic_ratio * s.target_ms and observation.ready_replicas > 0
+        panic = (
+            settled
+            and observed > s.panic_ratio * s.target_ms
+            and observation.ready_replicas > 0
+            and observation.ready_replicas >= current  # no capacity still on its way
+        )
         wanted_up = sizing.up
         backlog = (observation.pending_requests or 0.0) > rate * s.target_ms / 1000.0
         if panic and not backlog and sizing.explains_at(observation.ready_replicas) <= s.target_ms:
@@ -289,7 +302,10 @@ class LatencyAutoscaler:
         assert observation.arrival_rate_rps is not None
         rates = tuple((t, r) for t, r in state.rates if t >= now - s.history_s)
         samples = state.service_samples
-        if observation.mean_compute_ms is not None and observation.arrival_rate_rps > 0:
+        if observation.batch_profile:
+            # Execution time per batch size (Triton's batch statistics): tau(b) point by point.
+            samples = (*samples, *((size, ms) for size, ms, _ in observation.batch_profile))[-60:]
+        elif observation.mean_compute_ms is not None and observation.arrival_rate_rps > 0:
             batch = observation.average_batch if observation.average_batch is not None else 1.0
             samples = (*samples, (max(batch, 1.0), observation.mean_compute_ms))[-60:]
         return replace(
@@ -326,12 +342,15 @@ class LatencyAutoscaler:
         most = s.max_replicas * 4
         limit = s.target_ms * s.up_threshold
         up = fewest_replicas(lambda n: corrected_ms(n, expected) <= limit, most)
-        # A queue longer than one objective's worth of arrivals is a backlog: add the capacity
-        # that drains it within drain_s, at full batches (the most a replica can do).
+        # A backlog must be drained: the queue now, plus what piles up until new capacity is
+        # ready (arrivals beyond what the serving replicas can do, over a cold start), gone
+        # within drain_s once it is there, at full batches (the most a replica can do).
         pending = observation.pending_requests or 0.0
-        if pending > latest * s.target_ms / 1000.0:
-            needed_rps = latest + pending / s.drain_s
-            up = max(up, math.ceil(needed_rps / (0.9 * service.capacity_rps())))
+        full_rps = 0.9 * service.capacity_rps()
+        shortfall_rps = max(0.0, latest - observation.ready_replicas * full_rps)
+        backlog = pending + shortfall_rps * s.cold_start_s
+        if backlog > latest * s.target_ms / 1000.0:
+            up = max(up, math.ceil((expected + backlog / s.drain_s) / full_rps))
         margin = expected * (1 + s.down_rate_margin)
         down = fewest_replicas(lambda n: corrected_ms(n, margin) <= limit, most)
         return _Sizing(

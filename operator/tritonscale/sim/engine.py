@@ -220,6 +220,11 @@ class _Run:
             )
         done_execution = execution[done]
         batches = self.batch[first:last][done]
+        sizes, inverse, counts = np.unique(batches, return_inverse=True, return_counts=True)
+        mean_ms = np.bincount(inverse, weights=done_execution) / counts * 1000.0
+        profile = tuple(
+            (float(b), float(ms), float(n / b)) for b, ms, n in zip(sizes, mean_ms, counts, strict=True)
+        )
         return Observation(
             arrival_rate_rps=rate,
             latency_ms=1000.0 * float(np.percentile(latencies, self.sim.percentile)),
@@ -229,6 +234,7 @@ class _Run:
             average_batch=float(np.mean(batches)),
             pending_requests=float(pending),
             concurrency=rate * float(np.mean(latencies)),
+            batch_profile=profile,
             sample_age_s=self._now - visible,
         )
 

@@ -56,11 +56,18 @@ class LatencyPolicy:
     ) -> None:
         self.env = env
         self.period_s = period_s
-        # Triton's own statistics are read at each decision; Prometheus adds a scrape and a lag.
+        self.source = source
+        # Prometheus: rates over the metric window, a scrape and a lag late. Triton's own
+        # statistics: counters read at each decision, so rates cover the last period (at least
+        # 10 s, like the summary's freshest quantiles), with no lag.
         if source == "prometheus":
-            self.scrape_s, self.lag_s = env.scrape_interval_s, env.metric_lag_s
+            self.window_s, self.scrape_s, self.lag_s = (
+                env.metric_window_s,
+                env.scrape_interval_s,
+                env.metric_lag_s,
+            )
         elif source == "triton":
-            self.scrape_s, self.lag_s = period_s, 0.0
+            self.window_s, self.scrape_s, self.lag_s = max(period_s, 10.0), period_s, 0.0
         else:
             raise ValueError(f"unknown metrics source {source!r}")
         settings = AutoscalerSettings(
@@ -69,14 +76,16 @@ class LatencyPolicy:
             min_replicas=env.min_replicas,
             max_replicas=env.max_replicas,
             cold_start_s=env.cold_start_s + self.scrape_s + self.lag_s,
-            settle_s=env.metric_window_s + self.scrape_s + self.lag_s,
+            settle_s=self.window_s + self.scrape_s + self.lag_s,
             max_batch=env.max_batch,
         )
         self.autoscaler = LatencyAutoscaler(replace(settings, **overrides))
         self.state = AutoscalerState()
 
     def step(self, view: ClusterView) -> tuple[int, str]:
-        observation = view.observation(self.env.metric_window_s, self.scrape_s, self.lag_s)
+        observation = view.observation(self.window_s, self.scrape_s, self.lag_s)
+        if self.source == "prometheus":
+            observation = replace(observation, batch_profile=())  # Prometheus has no batch statistics
         decision, self.state = self.autoscaler.decide(observation, self.state, view.now, view.provisioned)
         return decision.desired, decision.reason
 
