@@ -143,6 +143,7 @@ def _run_loop(
         stop.wait(period)
 
 
+@pytest.mark.timeout(600)  # a 200 s load schedule plus set-up and the Prometheus outage
 def test_replicas_follow_a_load_step_and_hold_without_metrics(
     stack: tuple[ProcessBackedCluster, LocalRouter, LocalPrometheus], tmp_path: Path
 ) -> None:
