@@ -87,3 +87,17 @@ def accelerator_tolerations(accelerator: AcceleratorSpec | None) -> list[dict[st
     if accelerator is None:
         return []
     return [{"key": accelerator.resource, "operator": "Exists", "effect": "NoSchedule"}]
+
+
+def required_node_affinity(requirements: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """A pod affinity that requires every match expression, or None when there are none (an
+    empty selector term would match no node at all)."""
+    if not requirements:
+        return None
+    return {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchExpressions": requirements}]
+            }
+        }
+    }

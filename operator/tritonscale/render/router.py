@@ -12,7 +12,7 @@ import jinja2
 from tritonscale.model.resource import InferenceService
 from tritonscale.model.spec import BalancePolicy
 from tritonscale.render.names import COMPONENT_ROUTER, StackNames
-from tritonscale.render.presets import pool_node_requirements
+from tritonscale.render.presets import pool_node_requirements, required_node_affinity
 from tritonscale.render.triton import (
     GRPC_PORT,
     HTTP_PORT,
@@ -175,14 +175,9 @@ def render_router_deployment(service: InferenceService, names: StackNames, confi
             {"name": "runtime", "emptyDir": {}},
         ],
     }
-    if requirements:
-        pod_spec["affinity"] = {
-            "nodeAffinity": {
-                "requiredDuringSchedulingIgnoredDuringExecution": {
-                    "nodeSelectorTerms": [{"matchExpressions": requirements}]
-                }
-            }
-        }
+    affinity = required_node_affinity(requirements)
+    if affinity is not None:
+        pod_spec["affinity"] = affinity
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

@@ -18,6 +18,7 @@ from tritonscale.render.presets import (
     pool_node_requirements,
     pool_tolerations,
     product_label_key,
+    required_node_affinity,
 )
 
 HTTP_PORT: Final = 8000
@@ -101,15 +102,7 @@ def _affinity(service: InferenceService, spot: bool) -> dict[str, Any] | None:
     if accelerator is not None and accelerator.product is not None:
         key = product_label_key(service.spec.capacity, accelerator)
         requirements.append({"key": key, "operator": "In", "values": [accelerator.product]})
-    if not requirements:
-        return None
-    return {
-        "nodeAffinity": {
-            "requiredDuringSchedulingIgnoredDuringExecution": {
-                "nodeSelectorTerms": [{"matchExpressions": requirements}]
-            }
-        }
-    }
+    return required_node_affinity(requirements)
 
 
 def spread_constraints(selector: dict[str, str]) -> list[dict[str, Any]]:
