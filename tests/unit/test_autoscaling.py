@@ -125,6 +125,41 @@ def test_panic_scales_in_proportion_when_the_model_says_all_is_well() -> None:
     assert decision.desired >= 4 * 2 or decision.limited == "max"
 
 
+def test_no_panic_before_new_capacity_has_served_a_whole_window() -> None:
+    # 4 replicas were ordered, and 8 more came ready just now: a window that still holds the
+    # backlog from before says nothing about whether 12 replicas cope.
+    calm = [(float(t), observe(100, 30, 4)) for t in range(10, 200, 10)]
+    _, state = run(calm, current=4)
+    just_ready = [(200.0, observe(100, 400, 12)), (210.0, observe(100, 400, 12))]
+    decisions, state = run(just_ready, current=12, state=state)
+    assert not any(d.panic for d in decisions)
+    # Still far over the target once they have served settle_s: now the model is wrong.
+    (later,), _ = run([(200.0 + SETTINGS.settle_s, observe(100, 400, 12))], current=12, state=state)
+    assert later.panic and later.desired > 12
+
+
+def test_a_scale_down_undone_by_a_surge_keeps_headroom_afterwards() -> None:
+    settings = replace(SETTINGS, stabilization_s=120.0, settle_s=20.0, surge_growth_quantile=0.75)
+    policy = LatencyAutoscaler(settings)
+
+    def play(current: int) -> tuple[int, AutoscalerState]:
+        # 100 req/s, a surge to 600 req/s at 150 s, back to 100 req/s at 250 s.
+        state = AutoscalerState()
+        for now in range(10, 600, 10):
+            rate = 600.0 if 150 <= now < 250 else 100.0
+            decision, state = policy.decide(observe(rate, 40, current), state, float(now), current)
+            current = decision.desired
+        return current, state
+
+    # The same load; starting with 8 replicas it scales down at 130 s and the surge undoes that
+    # (a reversal); starting with 1 it only scales up.
+    bitten_current, bitten_state = play(8)
+    plain_current, plain_state = play(1)
+    assert bitten_state.reversals and not plain_state.reversals
+    # Back at 100 req/s for almost six minutes: the surge-bitten service keeps room for another.
+    assert bitten_current > plain_current
+
+
 def test_a_backlog_adds_capacity_to_drain_it() -> None:
     calm = [(float(t), observe(150, 60, 2)) for t in range(10, 200, 10)]
     _, state = run(calm, current=2)

@@ -12,10 +12,14 @@ Each decision:
    per-replica load (10 % buckets), so a wrong estimate does not persist and the error learnt at
    one replica count is not applied to another with a different load per replica;
 4. scales up at once; when the observed percentile is far over the target ("panic"), at least in
-   proportion to the overshoot;
+   proportion to the overshoot, but only once the ready replicas have served a whole metrics
+   window (a window that still holds the backlog from before new capacity came says nothing);
 5. scales down only to the highest recommendation of the stabilization window, by at most
-   maxStepPercent, and only to a count that would still meet the objective at 20 % more load
-   than expected (a tolerance band against flapping);
+   maxStepPercent, and only to a count that would still meet the objective at 5 % more load
+   than expected (a tolerance band against flapping); once a scale-down had to be undone
+   within the window (a reversal), for the next hour only to a count that carries the rate
+   growth seen over a window at the 90th percentile: a load that surges keeps its headroom,
+   a steady one does not pay for it;
 6. clamps to min..max and says why, in numbers.
 """
 
@@ -55,14 +59,17 @@ class AutoscalerSettings:
     max_replicas: int = 10
     stabilization_s: float = 300.0
     max_step_down_percent: int = 50
-    up_threshold: float = 0.85  # size so the prediction sits at this fraction of the target
-    down_rate_margin: float = 0.2  # scale down only to a count that would also carry 20 % more load
+    up_threshold: float = 0.95  # size so the prediction sits at this fraction of the target
+    down_rate_margin: float = 0.05  # scale down only to a count that would also carry 5 % more load
     panic_ratio: float = 1.5  # observed over target by this much: scale in proportion, at once
     panic_max_factor: float = 2.0  # ... by at most this factor of the ready replicas per step
     cold_start_s: float = 30.0  # how far ahead to size for a rising rate
     trend_window_s: float = 30.0
     drain_s: float = 15.0  # a backlog of queued requests should be gone within this long
     growth_quantile: float = 0.9  # size for this quantile of past rate growth over cold_start_s
+    # After a reversal (a scale-down undone within the stabilization window), scale down only
+    # to what carries this quantile of the rate growth seen over a window, for history_s.
+    surge_growth_quantile: float = 0.9
     history_s: float = 3600.0
     settle_s: float = 60.0  # after a change, metrics need this long to show its effect
     feedback_smoothing: float = 0.3
@@ -83,6 +90,10 @@ class AutoscalerState:
     corrections: tuple[tuple[int, float, float], ...] = ()  # (load bucket, observed/predicted, when)
     first_seen_s: float | None = None  # first usable observation: stabilization needs history
     last_change_s: float | None = None
+    last_direction: int = 0  # +1 up, -1 down: the last change made
+    reversals: tuple[float, ...] = ()  # when a scale-up undid a recent scale-down
+    ready_seen: int | None = None  # ready replicas at the previous decision
+    ready_changed_s: float | None = None  # when the ready count was last seen to change
 
 
 @dataclass(frozen=True)
@@ -220,9 +231,19 @@ class LatencyAutoscaler:
         service, alpha = _fit_service_time(state.service_samples, s.max_batch, state.per_item_ms)
         state = replace(state, per_item_ms=alpha)
         settled = state.last_change_s is None or now - state.last_change_s >= s.settle_s
+        if observation.ready_replicas != state.ready_seen:
+            changed = now if state.ready_seen is not None else None
+            state = replace(state, ready_seen=observation.ready_replicas, ready_changed_s=changed)
+        # Capacity that just became ready has not shown its effect in the metrics window yet.
+        serving_settled = state.ready_changed_s is None or now - state.ready_changed_s >= s.settle_s
         # Learn only from steady states: not while a change settles, and not from an overload
         # (a backlog says nothing about how the model fits the load).
-        steady = settled and observation.ready_replicas == current and observed <= s.panic_ratio * s.target_ms
+        steady = (
+            settled
+            and serving_settled
+            and observation.ready_replicas == current
+            and observed <= s.panic_ratio * s.target_ms
+        )
         if service is not None and steady:
             state = self._update_feedback(observation, state, service, now)
         sizing = self._size(observation, state, now, service)
@@ -232,6 +253,7 @@ class LatencyAutoscaler:
         # When the model does explain the overshoot (a backlog, too few replicas) it sizes alone.
         panic = (
             settled
+            and serving_settled
             and observed > s.panic_ratio * s.target_ms
             and observation.ready_replicas > 0
             and observation.ready_replicas >= current  # no capacity still on its way
@@ -278,7 +300,21 @@ class LatencyAutoscaler:
             limited = "max" if clamped == s.max_replicas else "min"
         if clamped != current:
             verdict = f"{verdict} {current} -> {clamped}"
-            state = replace(state, last_change_s=now)
+            direction = 1 if clamped > current else -1
+            reversed_down = (
+                direction > 0
+                and state.last_direction < 0
+                and state.last_change_s is not None
+                and now - state.last_change_s <= s.stabilization_s
+            )
+            state = replace(
+                state,
+                last_change_s=now,
+                last_direction=direction,
+                reversals=(*(r for r in state.reversals if r >= now - s.history_s), now)
+                if reversed_down
+                else state.reversals,
+            )
         if limited == "max":
             verdict += f" (limited by maxReplicas {s.max_replicas})"
         elif limited == "min":
@@ -352,6 +388,9 @@ class LatencyAutoscaler:
         if backlog > latest * s.target_ms / 1000.0:
             up = max(up, math.ceil((expected + backlog / s.drain_s) / full_rps))
         margin = expected * (1 + s.down_rate_margin)
+        if any(when >= now - s.history_s for when in state.reversals):
+            # This load has surged right after a scale-down before: keep room for such a surge.
+            margin = max(margin, latest * _growth(state.rates, s.stabilization_s, s.surge_growth_quantile))
         down = fewest_replicas(lambda n: corrected_ms(n, margin) <= limit, most)
         return _Sizing(
             expected,
