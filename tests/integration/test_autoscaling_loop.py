@@ -37,7 +37,7 @@ TARGET_MS = 100.0
 STABILIZATION_S = 40
 PERIOD_S = 2
 BASE_RPS, STEP_RPS = 12, 48
-STEP_AT_S, DROP_AT_S, LOAD_S = 30, 110, 200
+STEP_AT_S, DROP_AT_S, LOAD_S = 30, 160, 250
 
 
 @dataclass
@@ -143,7 +143,7 @@ def _run_loop(
         stop.wait(period)
 
 
-@pytest.mark.timeout(600)  # a 200 s load schedule plus set-up and the Prometheus outage
+@pytest.mark.timeout(600)  # a 250 s load schedule plus set-up and the Prometheus outage
 def test_replicas_follow_a_load_step_and_hold_without_metrics(
     stack: tuple[ProcessBackedCluster, LocalRouter, LocalPrometheus], tmp_path: Path
 ) -> None:
@@ -205,11 +205,16 @@ def test_replicas_follow_a_load_step_and_hold_without_metrics(
         ]
         assert recovered, f"p95 never returned under {TARGET_MS} ms after scaling: {during_step}"
 
+        # What the step needed by its end (an early overshoot may already have been trimmed
+        # during the step, once the window allowed) must stay until the window after the drop.
+        timeline = [(round(s.at), s.desired, s.ready, s.latency_ms) for s in recorder.samples]
+        at_drop = [s for s in recorder.samples if s.at <= DROP_AT_S][-1].desired
         after = [s for s in recorder.samples if s.at > DROP_AT_S]
-        first_down = next((s for s in after if s.desired < peak), None)
-        assert first_down is not None, f"replicas never fell after the load dropped: {after}"
+        first_down = next((s for s in after if s.desired < at_drop), None)
+        assert first_down is not None, f"replicas never fell after the load dropped: {timeline}"
         assert first_down.at >= DROP_AT_S + STABILIZATION_S - PERIOD_S, (
-            f"scaled down {first_down.at - DROP_AT_S:.0f}s after the drop, inside the {STABILIZATION_S}s window"
+            f"scaled down {first_down.at - DROP_AT_S:.0f}s after the drop, inside the "
+            f"{STABILIZATION_S}s window: {timeline}"
         )
         assert any(reason == "ScaledUp" for _, reason, _ in cluster.events)
         assert any(reason == "ScaledDown" for _, reason, _ in cluster.events)
