@@ -16,6 +16,11 @@
 - static-peak: a fixed count, enough for the peak 10 s window.
 - oracle: offline, the fewest replicas for every 10 s window that meet the objective given the
   actual arrivals, provisioned one cold start ahead (a lower bound on replica-hours).
+
+Not an autoscaler but a yardstick: `ReactiveReference` knows the true arrival rate and its slope
+at every second (no metrics, no noise, no lag, no stabilization) and provisions for the rate one
+cold start ahead on that slope, times a headroom. No controller that only sees the present can
+react sooner, so its attainment at a given cost shows what reacting alone can reach.
 """
 
 from __future__ import annotations
@@ -252,6 +257,33 @@ class SchedulePolicy:
         last = int((view.now + self.env.cold_start_s + self.period_s) // ORACLE_WINDOW_S)
         upcoming = self.needed[first : last + 1] or [self.needed[-1]]
         return max(upcoming), "scheduled"
+
+
+class ReactiveReference:
+    """Perfect present knowledge: the workload's true rate and slope each second, times headroom."""
+
+    period_s = 1.0
+
+    def __init__(
+        self,
+        workload: Workload,
+        table: list[float],
+        env: SimEnvironment,
+        headroom: float,
+        slope_s: float = 10.0,
+    ) -> None:
+        self.name = f"reactive-x{headroom:g}"
+        self.workload = workload
+        self.capacities = np.array(table[1:])
+        self.ahead_s = env.cold_start_s + self.period_s
+        self.headroom = headroom
+        self.slope_s = slope_s
+
+    def step(self, view: ClusterView) -> tuple[int, str]:
+        now, before = self.workload.rate_at(np.array([view.now, max(0.0, view.now - self.slope_s)]))
+        rate = max(float(now), float(now) + float(now - before) / self.slope_s * self.ahead_s)
+        needed = int(np.searchsorted(self.capacities, rate * self.headroom, side="left")) + 1
+        return min(needed, len(self.capacities)), f"true rate {float(now):.0f} req/s"
 
 
 class _Fixed:

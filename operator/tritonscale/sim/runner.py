@@ -18,6 +18,7 @@ from tritonscale.sim.policies import (
     LatencyPolicy,
     Objective,
     RayPolicy,
+    ReactiveReference,
     SchedulePolicy,
     capacity_table,
     replicas_per_window,
@@ -57,31 +58,53 @@ def make_policy(name: str, scenario: Scenario, needed: list[int], table: list[fl
     raise ValueError(f"unknown policy {name!r}; known: {', '.join(POLICIES)}")
 
 
-def run_scenario(
-    scenario: Scenario,
-    policy_names: Sequence[str],
-    on_start: Callable[[str], None] | None = None,
-) -> list[SimResult]:
-    """Every named policy on the scenario's arrivals; all start with the replicas the first
-    minute needs, ready."""
-    for name in policy_names:
-        if name not in POLICIES:
-            raise ValueError(f"unknown policy {name!r}; known: {', '.join(POLICIES)}")
+@dataclass(frozen=True)
+class _Prepared:
+    simulation: Simulation
+    needed: list[int]
+    table: list[float]
+    initial: int
+
+
+def _prepare(scenario: Scenario, rate_factor: float = 1.0) -> _Prepared:
+    """Arrivals, the capacity table (up to `rate_factor` x the peak rate) and the oracle's needs."""
     workload = scenario.workload
     times = arrivals(workload, scenario.seed)
     edges = np.arange(0.0, workload.duration_s + ORACLE_WINDOW_S, ORACLE_WINDOW_S)
     peak_rate = float(np.histogram(times, bins=edges)[0].max(initial=0)) / ORACLE_WINDOW_S
     cv = max(step.cv for step in workload.steps)
-    table = capacity_table(scenario.env, scenario.objective, peak_rate, seed=scenario.seed, cv=cv)
+    table = capacity_table(
+        scenario.env, scenario.objective, peak_rate * rate_factor, seed=scenario.seed, cv=cv
+    )
     needed = replicas_per_window(times, workload.duration_s, table)
     lead = math.ceil((scenario.env.cold_start_s + ORACLE_WINDOW_S) / ORACLE_WINDOW_S) + 1
     initial = max(needed[:lead])
     simulation = Simulation(times, scenario.env, scenario.objective.target_ms, scenario.objective.percentile)
+    return _Prepared(simulation, needed, table, initial)
+
+
+def run_scenario(
+    scenario: Scenario,
+    policy_names: Sequence[str],
+    on_start: Callable[[str], None] | None = None,
+    reference_headrooms: Sequence[float] = (),
+) -> list[SimResult]:
+    """Every named policy on the scenario's arrivals, then the reactive reference at each
+    headroom; all start with the replicas the first minute needs, ready."""
+    for name in policy_names:
+        if name not in POLICIES:
+            raise ValueError(f"unknown policy {name!r}; known: {', '.join(POLICIES)}")
+    prepared = _prepare(scenario, max((1.0, *reference_headrooms)))
+    duration = scenario.workload.duration_s
     results = []
     for name in policy_names:
         if on_start is not None:
             on_start(name)
-        results.append(
-            simulation.run(make_policy(name, scenario, needed, table), initial, workload.duration_s)
-        )
+        policy = make_policy(name, scenario, prepared.needed, prepared.table)
+        results.append(prepared.simulation.run(policy, prepared.initial, duration))
+    for headroom in reference_headrooms:
+        reference = ReactiveReference(scenario.workload, prepared.table, scenario.env, headroom)
+        if on_start is not None:
+            on_start(reference.name)
+        results.append(prepared.simulation.run(reference, prepared.initial, duration))
     return results
