@@ -5,6 +5,9 @@
 
 Writes benchmarks/results/autoscaling.json (every run) and prints a table per workload with
 the mean over seeds: SLO attainment, p99, replica-hours relative to the oracle, flaps per hour.
+On the surging workloads it also runs the reactive reference (the true rate and slope every
+second, at several headrooms: see sim.policies.ReactiveReference) and plots attainment against
+cost for every policy and the reference to benchmarks/results/frontier.png.
 Runs the scenarios on all cores (one process per workload and seed).
 """
 
@@ -31,6 +34,9 @@ from tritonscale.sim.workloads import BUILT_IN, built_in
 from tritonscale.simulate import result_record
 
 RESULTS = Path(__file__).parent / "results" / "autoscaling.json"
+FRONTIER_PLOT = RESULTS.parent / "frontier.png"
+REFERENCE_WORKLOADS = ("bursty", "flash-crowd")
+REFERENCE_HEADROOMS = (1.0, 1.15, 1.3, 1.6)
 TARGETS = (
     "latency: >= 99 % attainment on every workload at <= 1.15 x the oracle's replica-hours; "
     "vs hpa: >= 25 % fewer replica-hours at equal or better attainment, or >= 5 x fewer misses; "
@@ -44,7 +50,8 @@ def run_one(job: tuple[str, int, float, float]) -> list[dict[str, Any]]:
     scenario = Scenario(
         built_in(workload_name, duration_s, mean_rps, seed), seed, env, Objective(100.0, 95.0)
     )
-    results = run_scenario(scenario, POLICIES)
+    headrooms = REFERENCE_HEADROOMS if workload_name in REFERENCE_WORKLOADS else ()
+    results = run_scenario(scenario, POLICIES, reference_headrooms=headrooms)
     oracle = next(r for r in results if r.policy == "oracle")
     return [result_record(r, scenario, oracle.replica_hours) for r in results]
 
@@ -52,9 +59,10 @@ def run_one(job: tuple[str, int, float, float]) -> list[dict[str, Any]]:
 def summarize(records: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
     """workload -> policy -> mean figures over seeds."""
     table: dict[str, dict[str, dict[str, float]]] = {}
+    references = tuple(f"reactive-x{h:g}" for h in REFERENCE_HEADROOMS)
     for workload in BUILT_IN:
         table[workload] = {}
-        for policy in POLICIES:
+        for policy in (*POLICIES, *references):
             runs = [r for r in records if r["workload"]["name"] == workload and r["policy"] == policy]
             if not runs:
                 continue
@@ -101,6 +109,43 @@ def markdown(summary: dict[str, dict[str, dict[str, float]]]) -> str:
     return "\n".join(lines)
 
 
+def plot_frontier(summary: dict[str, dict[str, dict[str, float]]], path: Path) -> None:
+    """Attainment against replica-hours for each policy, with the reactive reference's curve."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, len(REFERENCE_WORKLOADS), figsize=(6 * len(REFERENCE_WORKLOADS), 4.5))
+    for axis, workload in zip(axes, REFERENCE_WORKLOADS, strict=True):
+        policies = summary[workload]
+        curve = [policies[f"reactive-x{h:g}"] for h in REFERENCE_HEADROOMS if f"reactive-x{h:g}" in policies]
+        axis.plot(
+            [f["replica_hours_vs_oracle"] for f in curve],
+            [100 * f["slo_attainment"] for f in curve],
+            "k--",
+            marker=".",
+            label="reactive reference: true rate and slope, headroom x1 .. x1.6",
+        )
+        for policy in POLICIES:
+            if policy in policies:
+                f = policies[policy]
+                x, y = f["replica_hours_vs_oracle"], 100 * f["slo_attainment"]
+                axis.scatter([x], [y], s=60 if policy == "latency" else 25, zorder=3)
+                axis.annotate(policy, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        axis.axhline(99.0, color="grey", linewidth=0.8, linestyle=":")
+        axis.axvline(1.15, color="grey", linewidth=0.8, linestyle=":")
+        axis.set_xlim(0.9, 3.6)
+        axis.set_ylim(92, 100.2)
+        axis.set_xlabel("replica-hours / oracle")
+        axis.set_ylabel("SLO attainment %")
+        axis.set_title(f"{workload}: attainment vs cost (mean of seeds)")
+        axis.legend(loc="lower right", fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -124,6 +169,9 @@ def main() -> None:
     summary = summarize(records)
     print_tables(summary, Console())
     print(markdown(summary))
+    if all(w in summary for w in REFERENCE_WORKLOADS):
+        plot_frontier(summary, FRONTIER_PLOT)
+        console.print(f"plot in {FRONTIER_PLOT}")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(
         json.dumps(
