@@ -28,7 +28,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tritonscale.sim.engine import SimEnvironment
-from tritonscale.sim.policies import POLICIES, Objective
+from tritonscale.sim.policies import POLICIES, Objective, reference_name
 from tritonscale.sim.runner import Scenario, run_scenario
 from tritonscale.sim.workloads import BUILT_IN, built_in
 from tritonscale.simulate import result_record
@@ -59,7 +59,7 @@ def run_one(job: tuple[str, int, float, float]) -> list[dict[str, Any]]:
 def summarize(records: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
     """workload -> policy -> mean figures over seeds."""
     table: dict[str, dict[str, dict[str, float]]] = {}
-    references = tuple(f"reactive-x{h:g}" for h in REFERENCE_HEADROOMS)
+    references = tuple(reference_name(h) for h in REFERENCE_HEADROOMS)
     for workload in BUILT_IN:
         table[workload] = {}
         for policy in (*POLICIES, *references):
@@ -119,7 +119,8 @@ def plot_frontier(summary: dict[str, dict[str, dict[str, float]]], path: Path) -
     figure, axes = plt.subplots(1, len(REFERENCE_WORKLOADS), figsize=(6 * len(REFERENCE_WORKLOADS), 4.5))
     for axis, workload in zip(axes, REFERENCE_WORKLOADS, strict=True):
         policies = summary[workload]
-        curve = [policies[f"reactive-x{h:g}"] for h in REFERENCE_HEADROOMS if f"reactive-x{h:g}" in policies]
+        names = (reference_name(h) for h in REFERENCE_HEADROOMS)
+        curve = [policies[name] for name in names if name in policies]
         axis.plot(
             [f["replica_hours_vs_oracle"] for f in curve],
             [100 * f["slo_attainment"] for f in curve],

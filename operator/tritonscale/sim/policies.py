@@ -259,6 +259,11 @@ class SchedulePolicy:
         return max(upcoming), "scheduled"
 
 
+def reference_name(headroom: float) -> str:
+    """How results name the reactive reference at `headroom`, e.g. reactive-x1.15."""
+    return f"reactive-x{headroom:g}"
+
+
 class ReactiveReference:
     """Perfect present knowledge: the workload's true rate and slope each second, times headroom."""
 
@@ -272,7 +277,7 @@ class ReactiveReference:
         headroom: float,
         slope_s: float = 10.0,
     ) -> None:
-        self.name = f"reactive-x{headroom:g}"
+        self.name = reference_name(headroom)
         self.workload = workload
         self.capacities = np.array(table[1:])
         self.ahead_s = env.cold_start_s + self.period_s
