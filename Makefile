@@ -10,7 +10,7 @@ unit:
 
 # Regenerate the CRD from the models (and the chart's copy).
 crd:
-	.venv/bin/python -m tritonscale.model.crd > crds/inferenceservices.tritonscale.io.yaml
+	.venv/bin/python -m tritonscale.api.crd > crds/inferenceservices.tritonscale.io.yaml
 	mkdir -p charts/tritonscale/crds && cp crds/inferenceservices.tritonscale.io.yaml charts/tritonscale/crds/
 
 # Rewrite the renderers' golden files after an intended change.

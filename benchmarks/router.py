@@ -31,7 +31,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from tritonscale.model.resource import parse_inference_service
+from tritonscale.api.resource import parse_inference_service
 from tritonscale.sandbox.router import DnsServer, LocalRouter
 from tritonscale.sandbox.triton import (
     TRITON_VERSION,

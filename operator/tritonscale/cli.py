@@ -11,8 +11,8 @@ import click
 import yaml
 
 from tritonscale import __version__
+from tritonscale.api.resource import API_VERSION, KIND, InvalidInferenceService, parse_inference_service
 from tritonscale.bench.command import bench
-from tritonscale.model.resource import API_VERSION, KIND, InvalidInferenceService, parse_inference_service
 from tritonscale.policy.placement import split_replicas
 from tritonscale.policy.replicas import reconciled_replicas
 from tritonscale.render.stack import RenderOptions, render_stack
@@ -89,8 +89,8 @@ def run(
     """Run the operator until interrupted."""
     import kopf
 
+    from tritonscale.app import run_operator
     from tritonscale.config import OperatorConfig
-    from tritonscale.handlers.run import run_operator
 
     kopf.configure(verbose=verbose, log_format=kopf.LogFormat[log_format.upper()])
     run_operator(

@@ -6,7 +6,7 @@ import contextlib
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from tritonscale.model.observation import Observation
+from tritonscale.api.observation import Observation
 from tritonscale.policy.autoscaling import Decision
 
 RECONCILES = Counter(

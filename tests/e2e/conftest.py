@@ -27,8 +27,8 @@ from pathlib import Path
 
 import pytest
 
+from tritonscale.app import run_operator
 from tritonscale.config import OperatorConfig
-from tritonscale.handlers.run import run_operator
 from tritonscale.sandbox.cluster import Cluster, ClusterError
 
 REPO = Path(__file__).resolve().parents[2]

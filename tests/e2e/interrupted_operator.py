@@ -12,9 +12,9 @@ import sys
 import time
 from typing import Any
 
+from tritonscale.app import run_operator
 from tritonscale.clients.kube import KubeClient
 from tritonscale.config import OperatorConfig
-from tritonscale.handlers.run import run_operator
 
 PAUSED = "paused after {} writes"
 

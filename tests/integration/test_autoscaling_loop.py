@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from tests.builders import make_inference_service
+from tritonscale.api.resource import parse_inference_service
 from tritonscale.clients.observations import PrometheusSource
-from tritonscale.model.resource import parse_inference_service
 from tritonscale.reconcilers.autoscale import AutoscaleReconciler
 from tritonscale.reconcilers.stack import StackReconciler
 from tritonscale.render.names import StackNames

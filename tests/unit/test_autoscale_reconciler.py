@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from tests.builders import make_inference_service
 from tests.unit.fakes import FakeCluster
-from tritonscale.model.observation import Observation, ScalingTarget
+from tritonscale.api.observation import Observation, ScalingTarget
 from tritonscale.reconcilers.autoscale import AutoscaleReconciler
 from tritonscale.reconcilers.stack import StackReconciler
 

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from tritonscale.model.observation import Observation
+from tritonscale.api.observation import Observation
 from tritonscale.policy.autoscaling import AutoscalerSettings, AutoscalerState, Decision, LatencyAutoscaler
 
 SETTINGS = AutoscalerSettings(target_ms=100.0, percentile=95.0, min_replicas=1, max_replicas=20, max_batch=8)
@@ -179,7 +179,7 @@ def test_decisions_are_pure() -> None:
 
 @pytest.mark.parametrize("latency", [None, float("nan")])
 def test_nan_or_absent_latency_with_traffic_holds(latency: float | None) -> None:
-    from tritonscale.model.observation import finite_or_none
+    from tritonscale.api.observation import finite_or_none
 
     observation = Observation(arrival_rate_rps=50.0, latency_ms=finite_or_none(latency), ready_replicas=5)
     (decision,), _ = run([(10.0, observation)], current=5)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from tests.builders import make_inference_service
-from tritonscale.model.resource import parse_inference_service
-from tritonscale.model.status import ConditionStatus, ConditionType
-from tritonscale.policy.conditions import DeploymentState, StackState, stack_status
+from tritonscale.api.resource import parse_inference_service
+from tritonscale.api.status import ConditionStatus, ConditionType
+from tritonscale.status import DeploymentState, StackState, stack_status
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 

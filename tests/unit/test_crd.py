@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tritonscale.model.crd import custom_resource_definition, render_crd_yaml
+from tritonscale.api.crd import custom_resource_definition, render_crd_yaml
 
 ROOT = Path(__file__).parents[2]
 CRD_PATH = ROOT / "crds" / "inferenceservices.tritonscale.io.yaml"
@@ -33,7 +33,7 @@ def _schema_nodes(node: dict[str, Any], path: str = "") -> Iterator[tuple[str, d
 
 def test_committed_crd_matches_the_models() -> None:
     assert CRD_PATH.read_text() == render_crd_yaml(), (
-        "crds/ is stale: run `python -m tritonscale.model.crd > crds/inferenceservices.tritonscale.io.yaml`"
+        "crds/ is stale: run `python -m tritonscale.api.crd > crds/inferenceservices.tritonscale.io.yaml`"
     )
 
 

@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.builders import INVALID_CASES, make_inference_service, make_invalid
-from tritonscale.model.resource import InvalidInferenceService, parse_inference_service
-from tritonscale.model.spec import InferenceServiceSpec
+from tritonscale.api.resource import InvalidInferenceService, parse_inference_service
+from tritonscale.api.spec import InferenceServiceSpec
 
 EXAMPLES = sorted(Path(__file__).parents[2].joinpath("examples").glob("*.yaml"))
 

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import requests
 
+from tritonscale.api.observation import ScalingTarget
 from tritonscale.clients.observations import (
     PrometheusSource,
     TritonSource,
@@ -16,7 +17,6 @@ from tritonscale.clients.observations import (
     promql_string,
     quantile_label,
 )
-from tritonscale.model.observation import ScalingTarget
 
 TARGET = ScalingTarget(
     namespace="vision",

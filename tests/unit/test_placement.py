@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tritonscale.model.spec import CapacitySpec, SpotSpec
+from tritonscale.api.spec import CapacitySpec, SpotSpec
 from tritonscale.policy.placement import Placement, split_replicas
 
 

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.builders import make_inference_service
-from tritonscale.model.resource import InferenceService, parse_inference_service
+from tritonscale.api.resource import InferenceService, parse_inference_service
 from tritonscale.policy.placement import Placement, split_replicas
 from tritonscale.policy.replicas import reconciled_replicas
 from tritonscale.render.names import child_name, label_value

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.builders import make_inference_service
-from tritonscale.model.resource import parse_inference_service
+from tritonscale.api.resource import parse_inference_service
 from tritonscale.render.names import StackNames
 from tritonscale.render.router import RouterOptions, render_router_config
 

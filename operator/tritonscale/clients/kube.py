@@ -19,8 +19,8 @@ import kubernetes
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
+from tritonscale.api.resource import GROUP, KIND, PLURAL, VERSION
 from tritonscale.errors import RejectedError, TransientError
-from tritonscale.model.resource import GROUP, KIND, PLURAL, VERSION
 
 FIELD_MANAGER: Final = "tritonscale"
 APPLY_CONTENT_TYPE: Final = "application/apply-patch+yaml"

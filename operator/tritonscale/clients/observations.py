@@ -22,7 +22,7 @@ from prometheus_api_client.exceptions import PrometheusApiClientException
 from prometheus_client.parser import text_string_to_metric_families
 from urllib3.util.retry import Retry
 
-from tritonscale.model.observation import Observation, ScalingTarget, finite_or_none
+from tritonscale.api.observation import Observation, ScalingTarget, finite_or_none
 
 # RE2 metacharacters, escaped when a name becomes part of a =~ regex.
 _REGEX_SPECIAL = re.compile(r"([\\.+*?()|\[\]{}^$])")

@@ -7,8 +7,8 @@ from typing import Any
 
 import kopf
 
+from tritonscale.api.resource import GROUP, PLURAL, VERSION
 from tritonscale.errors import RejectedError, TransientError
-from tritonscale.model.resource import GROUP, PLURAL, VERSION
 from tritonscale.reconcilers.autoscale import IDLE_RECHECK_S, AutoscaleReconciler
 
 

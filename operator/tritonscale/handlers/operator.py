@@ -9,9 +9,9 @@ from typing import Any
 
 import kopf
 
+from tritonscale.api.resource import GROUP, KIND, PLURAL, VERSION
 from tritonscale.errors import RejectedError, TransientError
 from tritonscale.metrics import RECONCILE_SECONDS, RECONCILES
-from tritonscale.model.resource import GROUP, KIND, PLURAL, VERSION
 from tritonscale.reconcilers.stack import Outcome, StackReconciler
 from tritonscale.render.names import LABEL_MANAGED_BY, MANAGED_BY
 

@@ -29,8 +29,8 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from tritonscale.model.observation import Observation
-from tritonscale.model.spec import AutoscalingSpec
+from tritonscale.api.observation import Observation
+from tritonscale.api.spec import AutoscalingSpec
 from tritonscale.policy.queueing import ServiceTime, fewest_replicas, predicted_latency_ms
 
 LOAD_BUCKET_BASE = math.log(1.1)

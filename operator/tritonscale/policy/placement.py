@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from tritonscale.model.spec import CapacitySpec
+from tritonscale.api.spec import CapacitySpec
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,7 @@ class Placement:
 def split_replicas(total: int, capacity: CapacitySpec) -> Placement:
     """Split `total` replicas: the on-demand base first, then at most maxFraction on spot.
 
-    >>> from tritonscale.model.spec import CapacitySpec, SpotSpec
+    >>> from tritonscale.api.spec import CapacitySpec, SpotSpec
     >>> split_replicas(8, CapacitySpec(on_demand_base=1, spot=SpotSpec(enabled=True, max_fraction=0.75)))
     Placement(on_demand=2, spot=6)
     """

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tritonscale.model.resource import InferenceService
+from tritonscale.api.resource import InferenceService
 
 
 def clamp(value: int, low: int, high: int) -> int:

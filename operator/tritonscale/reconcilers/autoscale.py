@@ -9,16 +9,16 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Protocol
 
+from tritonscale.api.observation import Observation, ScalingTarget
+from tritonscale.api.resource import InferenceService, InvalidInferenceService, parse_inference_service
+from tritonscale.api.status import InferenceServiceStatus
 from tritonscale.errors import RejectedError
 from tritonscale.metrics import AUTOSCALER
-from tritonscale.model.observation import Observation, ScalingTarget
-from tritonscale.model.resource import InferenceService, InvalidInferenceService, parse_inference_service
-from tritonscale.model.status import InferenceServiceStatus
 from tritonscale.policy.autoscaling import AutoscalerState, Decision, LatencyAutoscaler, settings_from_spec
-from tritonscale.policy.conditions import autoscaling_status, without_autoscaling
 from tritonscale.policy.replicas import reconciled_replicas
 from tritonscale.reconcilers.stack import ClusterApi, StackReconciler, utc_now
 from tritonscale.render.names import StackNames
+from tritonscale.status import autoscaling_status, without_autoscaling
 
 log = logging.getLogger(__name__)
 IDLE_RECHECK_S = 30.0  # how often a service without autoscaling is looked at again

@@ -14,14 +14,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from tritonscale.api.resource import InferenceService, InvalidInferenceService, parse_inference_service
+from tritonscale.api.status import ConditionStatus, ConditionType, InferenceServiceStatus
 from tritonscale.errors import RejectedError
-from tritonscale.model.resource import InferenceService, InvalidInferenceService, parse_inference_service
-from tritonscale.model.status import ConditionStatus, ConditionType, InferenceServiceStatus
-from tritonscale.policy.conditions import DeploymentState, StackState, set_condition, stack_status
 from tritonscale.policy.placement import Placement, split_replicas
 from tritonscale.policy.replicas import reconciled_replicas
 from tritonscale.render.names import LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY, StackNames
 from tritonscale.render.stack import RenderOptions, render_stack
+from tritonscale.status import DeploymentState, StackState, set_condition, stack_status
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from tritonscale.model.spec import AcceleratorSpec, CapacitySpec, NodePoolPreset, Toleration
+from tritonscale.api.spec import AcceleratorSpec, CapacitySpec, NodePoolPreset, Toleration
 
 NVIDIA_PRODUCT_LABEL = "nvidia.com/gpu.product"
 

@@ -9,8 +9,8 @@ from typing import Any, Final
 
 import jinja2
 
-from tritonscale.model.resource import InferenceService
-from tritonscale.model.spec import BalancePolicy
+from tritonscale.api.resource import InferenceService
+from tritonscale.api.spec import BalancePolicy
 from tritonscale.render.names import COMPONENT_ROUTER, StackNames
 from tritonscale.render.presets import pool_node_requirements, required_node_affinity
 from tritonscale.render.triton import (

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from tritonscale.model.resource import InferenceService
+from tritonscale.api.resource import InferenceService
 from tritonscale.policy.placement import Placement
 from tritonscale.render.names import COMPONENT_ROUTER, COMPONENT_TRITON, POOL_ON_DEMAND, POOL_SPOT, StackNames
 from tritonscale.render.router import (

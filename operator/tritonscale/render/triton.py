@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from tritonscale.model.resource import InferenceService
-from tritonscale.model.spec import ResourceRequirements
+from tritonscale.api.resource import InferenceService
+from tritonscale.api.spec import ResourceRequirements
 from tritonscale.render.names import (
     COMPONENT_TRITON,
     LABEL_POOL,

@@ -44,7 +44,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from tritonscale.model.resource import InferenceService
+from tritonscale.api.resource import InferenceService
 from tritonscale.render.names import StackNames
 from tritonscale.render.router import RouterOptions, render_router_config
 from tritonscale.sandbox.net import free_port

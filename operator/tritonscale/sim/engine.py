@@ -23,7 +23,7 @@ from typing import Protocol
 
 import numpy as np
 
-from tritonscale.model.observation import Observation
+from tritonscale.api.observation import Observation
 
 
 @dataclass(frozen=True)

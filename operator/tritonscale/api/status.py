@@ -7,7 +7,7 @@ from enum import StrEnum
 
 from pydantic import Field
 
-from tritonscale.model.base import ApiModel
+from tritonscale.api.base import ApiModel
 
 
 class ConditionStatus(StrEnum):

@@ -6,9 +6,9 @@ from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from tritonscale.model.base import RuleViolations
-from tritonscale.model.spec import InferenceServiceSpec
-from tritonscale.model.status import InferenceServiceStatus
+from tritonscale.api.base import RuleViolations
+from tritonscale.api.spec import InferenceServiceSpec
+from tritonscale.api.status import InferenceServiceStatus
 
 GROUP: Final = "tritonscale.io"
 VERSION: Final = "v1alpha1"

@@ -8,6 +8,8 @@ import threading
 import kopf
 from prometheus_client import start_http_server
 
+from tritonscale.api.resource import InferenceService
+from tritonscale.api.spec import MetricsSourceKind
 from tritonscale.clients.kube import KubeClient
 from tritonscale.clients.observations import (
     KubernetesEndpoints,
@@ -18,8 +20,6 @@ from tritonscale.clients.observations import (
 from tritonscale.config import OperatorConfig
 from tritonscale.handlers import autoscale as _autoscale  # noqa: F401  (registers the daemon)
 from tritonscale.handlers import operator as _handlers  # noqa: F401  (registers the handlers)
-from tritonscale.model.resource import InferenceService
-from tritonscale.model.spec import MetricsSourceKind
 from tritonscale.reconcilers.autoscale import AutoscaleReconciler, ObservationSource
 from tritonscale.reconcilers.stack import StackReconciler
 from tritonscale.render.stack import RenderOptions

@@ -1,7 +1,7 @@
 """Generate the InferenceService CRD from the pydantic models.
 
 The models are the one description of the API; `crds/inferenceservices.tritonscale.io.yaml` is
-this module's output (`python -m tritonscale.model.crd > crds/...`), and a unit test fails when the
+this module's output (`python -m tritonscale.api.crd > crds/...`), and a unit test fails when the
 committed file and the models disagree.
 
 Pydantic emits JSON Schema 2020-12; Kubernetes wants a structural OpenAPI v3.0 schema. The
@@ -15,9 +15,9 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from tritonscale.model.resource import CATEGORIES, GROUP, KIND, PLURAL, SHORT_NAMES, SINGULAR, VERSION
-from tritonscale.model.spec import InferenceServiceSpec
-from tritonscale.model.status import InferenceServiceStatus
+from tritonscale.api.resource import CATEGORIES, GROUP, KIND, PLURAL, SHORT_NAMES, SINGULAR, VERSION
+from tritonscale.api.spec import InferenceServiceSpec
+from tritonscale.api.status import InferenceServiceStatus
 from tritonscale.yamlfmt import dump
 
 _DROPPED_KEYS = {"title", "additionalProperties", "propertyNames", "patternProperties", "$defs"}
@@ -245,9 +245,7 @@ def custom_resource_definition() -> dict[str, Any]:
 
 def render_crd_yaml() -> str:
     """The CRD as the YAML committed under crds/."""
-    header = (
-        "# Generated from operator/tritonscale/model by `python -m tritonscale.model.crd`; do not edit.\n"
-    )
+    header = "# Generated from operator/tritonscale/api by `python -m tritonscale.api.crd`; do not edit.\n"
     return header + dump(custom_resource_definition())
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from tritonscale.model.resource import InferenceService
-from tritonscale.model.status import (
+from tritonscale.api.resource import InferenceService
+from tritonscale.api.status import (
     Condition,
     ConditionStatus,
     ConditionType,
