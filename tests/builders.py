@@ -39,6 +39,7 @@ CUSTOM_PRESET = {"nodePoolPreset": "custom", "custom": {"onDemand": {"nodeSelect
 
 # (case id, overrides as {dotted path: value}, the field path the error must name)
 INVALID_CASES: list[tuple[str, dict[str, Any], str]] = [
+    ("name-is-another-services-child", {"metadata.name": "echo-triton"}, "metadata.name"),
     ("model-missing", {"spec.model": DELETE}, "spec.model"),
     ("model-names-empty", {"spec.model.names": []}, "spec.model.names"),
     ("model-names-duplicate", {"spec.model.names": ["a", "a"]}, "spec.model.names"),

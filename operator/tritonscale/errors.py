@@ -12,4 +12,14 @@ class TransientError(Exception):
 
 
 class RejectedError(Exception):
-    """The API server refused an object as invalid or forbidden; retrying unchanged cannot help."""
+    """The API server refused an object as invalid or forbidden; retrying unchanged cannot help.
+
+    `reason` is the CamelCase reason the status and Events report it under."""
+
+    reason = "ApplyRejected"
+
+
+class NameConflictError(RejectedError):
+    """A child's name is taken by an object this InferenceService does not own: never adopted."""
+
+    reason = "NameConflict"

@@ -14,10 +14,6 @@ from tritonscale.api.status import (
     ScaleEvent,
 )
 
-# Conditions the reconciler owns; the others (MetricsAvailable, ScalingLimited, SpotFallback)
-# belong to the autoscaler and placement loops and are carried over untouched.
-RECONCILER_CONDITIONS = (ConditionType.READY, ConditionType.PROGRESSING, ConditionType.DEGRADED)
-
 
 @dataclass(frozen=True)
 class DeploymentState:
@@ -45,6 +41,8 @@ class StackState:
     spot: DeploymentState | None
     router: DeploymentState | None
     problem: tuple[str, str] | None = None  # (reason, message) of a failed reconcile
+    # Pods the scheduler could not place: (pod count, the scheduler's message), most common first.
+    unschedulable: tuple[tuple[int, str], ...] = ()
 
     @property
     def triton(self) -> list[DeploymentState]:
@@ -78,7 +76,14 @@ def set_condition(
     return [c for c in conditions if c.type != condition_type] + [updated]
 
 
+def _unschedulable_summary(state: StackState) -> str:
+    count = sum(n for n, _ in state.unschedulable)
+    first = state.unschedulable[0][1] if state.unschedulable else ""
+    return f"{count} pod{'s' if count != 1 else ''} cannot be scheduled: {first}"
+
+
 def _ready_condition(desired: int, state: StackState) -> tuple[ConditionStatus, str, str]:
+    """Ready means serving the desired capacity: every desired Triton replica and a router ready."""
     triton_ready = sum(d.ready for d in state.triton)
     router = state.router
     summary = (
@@ -91,10 +96,20 @@ def _ready_condition(desired: int, state: StackState) -> tuple[ConditionStatus, 
         return ConditionStatus.FALSE, "NoReadyReplicas", summary
     if _ready(router) == 0:
         return ConditionStatus.FALSE, "RouterUnavailable", summary
+    if triton_ready < desired:
+        if state.unschedulable:
+            return ConditionStatus.FALSE, "Unschedulable", f"{summary}; {_unschedulable_summary(state)}"
+        return ConditionStatus.FALSE, "ScalingUp", f"{summary}; the others are starting"
     return ConditionStatus.TRUE, "Serving", summary
 
 
 def _progressing_condition(state: StackState) -> tuple[ConditionStatus, str, str]:
+    if state.problem is not None:
+        return (
+            ConditionStatus.FALSE,
+            state.problem[0],
+            "the current spec was not applied (see the Degraded condition)",
+        )
     pending = [d for d in [*state.triton, state.router] if d is not None and not d.rolled_out]
     if not pending:
         return ConditionStatus.FALSE, "RolledOut", "every Deployment is up to date and ready"
@@ -105,6 +120,8 @@ def _progressing_condition(state: StackState) -> tuple[ConditionStatus, str, str
 def _degraded_condition(state: StackState) -> tuple[ConditionStatus, str, str]:
     if state.problem is not None:
         return ConditionStatus.TRUE, state.problem[0], state.problem[1]
+    if state.unschedulable:
+        return ConditionStatus.TRUE, "Unschedulable", _unschedulable_summary(state)
     failing = [d for d in [*state.triton, state.router] if d is not None and d.failure]
     if failing:
         return ConditionStatus.TRUE, "DeploymentFailing", "; ".join(f"{d.name}: {d.failure}" for d in failing)

@@ -20,6 +20,7 @@ class FakeCluster:
     def __init__(self) -> None:
         self.services: dict[tuple[str, str], dict[str, Any]] = {}
         self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.pods: dict[tuple[str, str], dict[str, Any]] = {}
         self.events: list[tuple[str, str, str]] = []
         self.calls: list[tuple[str, ...]] = []
         self.reject: Callable[[dict[str, Any]], str | None] = lambda obj: None
@@ -51,6 +52,11 @@ class FakeCluster:
                 current[key] = copy.deepcopy(value)
 
     # --- children ----------------------------------------------------------
+    def get_object(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        self._maybe_fail()
+        found = self.objects.get((kind, namespace, name))
+        return copy.deepcopy(found) if found is not None else None
+
     def apply(self, obj: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
         self._maybe_fail()
         reason = self.reject(obj)
@@ -79,6 +85,14 @@ class FakeCluster:
             if kind == "Deployment"
             and ns == namespace
             and selector.items() <= o["metadata"]["labels"].items()
+        ]
+
+    def list_pods(self, namespace: str, selector: dict[str, str]) -> list[dict[str, Any]]:
+        self._maybe_fail()
+        return [
+            copy.deepcopy(p)
+            for (ns, _), p in sorted(self.pods.items())
+            if ns == namespace and selector.items() <= p["metadata"]["labels"].items()
         ]
 
     def delete_deployment(self, namespace: str, name: str, uid: str) -> None:

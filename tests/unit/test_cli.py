@@ -62,7 +62,7 @@ def test_render_invalid_exits_2_with_one_line_per_problem_naming_the_field(tmp_p
     lines = result.stderr.strip().splitlines()
     assert len(lines) >= len(cases)
     for line in lines:
-        assert line.startswith("spec."), line
+        assert line.startswith(("spec.", "metadata.")), line
     for _, _, field in cases:
         assert any(line.startswith(f"{field}:") for line in lines), field
 

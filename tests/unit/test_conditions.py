@@ -49,15 +49,43 @@ def test_all_ready_is_ready_and_rolled_out() -> None:
     assert all(c.observed_generation == 4 for c in status.conditions)
 
 
-def test_partially_ready_serves_but_is_progressing() -> None:
+def test_short_of_the_desired_replicas_is_not_ready_but_not_degraded_while_they_start() -> None:
+    """1 of 3 replicas ready (spot reclaimed, or a scale-up) is not the capacity asked for."""
     state = StackState(
         on_demand=DeploymentState("a-ondemand", desired=3, ready=1, updated=3),
         spot=None,
         router=DeploymentState("a-router", desired=2, ready=1, updated=2),
     )
     found = conditions(status_for(state))
-    assert found["Ready"] == ("True", "Serving")
+    assert found["Ready"] == ("False", "ScalingUp")
     assert found["Progressing"] == ("True", "RollingOut")
+    assert found["Degraded"] == ("False", "AsExpected")
+
+
+def test_pods_the_scheduler_cannot_place_show_its_reason() -> None:
+    message = "0/6 nodes are available: 6 node(s) didn't match Pod's node affinity/selector."
+    state = StackState(
+        on_demand=DeploymentState("a-ondemand", desired=3, ready=1, updated=3),
+        spot=None,
+        router=DeploymentState("a-router", desired=2, ready=2, updated=2),
+        unschedulable=((2, message),),
+    )
+    status = status_for(state)
+    assert conditions(status)["Ready"] == ("False", "Unschedulable")
+    assert conditions(status)["Degraded"] == ("True", "Unschedulable")
+    degraded = status.condition(ConditionType.DEGRADED)
+    assert degraded is not None and degraded.message == f"2 pods cannot be scheduled: {message}"
+
+
+def test_a_spec_that_was_not_applied_is_never_rolled_out() -> None:
+    """Children of the previous generation are all ready, but the new spec was refused."""
+    rolled_out = DeploymentState("a-ondemand", 1, 1, 1)
+    state = StackState(
+        rolled_out, None, DeploymentState("a-router", 1, 1, 1), problem=("ApplyRejected", "memory: too much")
+    )
+    found = conditions(status_for(state, desired=1))
+    assert found["Progressing"] == ("False", "ApplyRejected")
+    assert found["Degraded"] == ("True", "ApplyRejected")
 
 
 def test_no_ready_replica_or_router_is_not_ready() -> None:

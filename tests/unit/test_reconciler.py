@@ -155,3 +155,81 @@ def test_deployments_of_others_are_never_pruned() -> None:
     cluster.objects[("Deployment", "vision", "resnet-old")] = stranger
     reconciler.reconcile("vision", "resnet")
     assert ("Deployment", "vision", "resnet-old") in cluster.objects
+
+
+def _foreign(kind: str, name: str, owner: dict[str, Any] | None = None) -> dict[str, Any]:
+    references = [owner] if owner else []
+    return {
+        "kind": kind,
+        "metadata": {
+            "name": name,
+            "namespace": "vision",
+            "uid": f"uid-{name}",
+            "ownerReferences": references,
+        },
+        "data": {"keep": "me"},
+    }
+
+
+def test_an_object_of_a_childs_name_that_is_not_ours_is_never_adopted() -> None:
+    """A user's ConfigMap called resnet-router stays theirs: nothing is written, it is reported."""
+    cluster, reconciler = setup()
+    mine = _foreign("ConfigMap", "resnet-router")
+    cluster.objects[("ConfigMap", "vision", "resnet-router")] = mine
+    with pytest.raises(RejectedError, match="ConfigMap resnet-router already exists"):
+        reconciler.reconcile("vision", "resnet")
+    assert cluster.objects == {("ConfigMap", "vision", "resnet-router"): mine}
+    assert conditions(cluster)["Degraded"] == ("True", "NameConflict")
+    assert conditions(cluster)["Progressing"] == ("False", "NameConflict")
+    warnings = [m for t, r, m in cluster.events if (t, r) == ("Warning", "NameConflict")]
+    assert len(warnings) == 1 and "belongs to no InferenceService" in warnings[0]
+    # Retrying while the conflict lasts repeats no Event; removing the object lets it through.
+    with pytest.raises(RejectedError):
+        reconciler.reconcile("vision", "resnet")
+    assert [r for _, r, _ in cluster.events].count("NameConflict") == 1
+    del cluster.objects[("ConfigMap", "vision", "resnet-router")]
+    reconciler.reconcile("vision", "resnet")
+    assert (
+        cluster.objects[("ConfigMap", "vision", "resnet-router")]["metadata"]["ownerReferences"][0]["name"]
+        == "resnet"
+    )
+    assert conditions(cluster)["Degraded"] == ("False", "AsExpected")
+
+
+def test_a_child_of_another_inference_service_is_named_with_its_owner() -> None:
+    cluster, reconciler = setup()
+    owner = {"kind": "InferenceService", "name": "other", "uid": "uid-other"}
+    cluster.objects[("Service", "vision", "resnet")] = _foreign("Service", "resnet", owner)
+    with pytest.raises(
+        RejectedError, match="Service resnet already exists and belongs to InferenceService other"
+    ):
+        reconciler.reconcile("vision", "resnet")
+    assert list(cluster.objects) == [("Service", "vision", "resnet")]
+
+
+def test_unschedulable_pods_surface_with_a_warning_once() -> None:
+    cluster, reconciler = setup(spec__replicas=2)
+    reconciler.reconcile("vision", "resnet")
+    cluster.make_ready("vision", "resnet-router")
+    message = "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."
+    for index in range(2):
+        cluster.pods[("vision", f"resnet-ondemand-{index}")] = {
+            "metadata": {
+                "name": f"resnet-ondemand-{index}",
+                "labels": {
+                    "app.kubernetes.io/instance": "resnet",
+                    "app.kubernetes.io/managed-by": "tritonscale",
+                },
+            },
+            "status": {
+                "conditions": [
+                    {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message}
+                ]
+            },
+        }
+    reconciler.refresh_status("vision", "resnet")
+    reconciler.refresh_status("vision", "resnet")
+    assert conditions(cluster)["Degraded"] == ("True", "Unschedulable")
+    assert [m for t, r, m in cluster.events if (t, r) == ("Warning", "Unschedulable")] == [
+        f"2 pods cannot be scheduled: {message}"
+    ]

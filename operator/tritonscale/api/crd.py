@@ -15,7 +15,17 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from tritonscale.api.resource import CATEGORIES, GROUP, KIND, PLURAL, SHORT_NAMES, SINGULAR, VERSION
+from tritonscale.api.resource import (
+    CATEGORIES,
+    GROUP,
+    KIND,
+    NAME_RULE_CEL,
+    NAME_RULE_MESSAGE,
+    PLURAL,
+    SHORT_NAMES,
+    SINGULAR,
+    VERSION,
+)
 from tritonscale.api.spec import InferenceServiceSpec
 from tritonscale.api.status import InferenceServiceStatus
 from tritonscale.yamlfmt import dump
@@ -228,6 +238,9 @@ def custom_resource_definition() -> dict[str, Any]:
                             "description": "InferenceService is one Triton model-serving stack: Triton replicas placed "
                             "on on-demand and spot node pools, an HAProxy router, and a latency-objective autoscaler.",
                             "required": ["spec"],
+                            "x-kubernetes-validations": [
+                                {"rule": NAME_RULE_CEL, "message": NAME_RULE_MESSAGE}
+                            ],
                             "properties": {
                                 "apiVersion": {"type": "string", "description": "APIVersion of this object."},
                                 "kind": {"type": "string", "description": "Kind of this object."},

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from tritonscale.api.base import RuleViolations
 from tritonscale.api.spec import InferenceServiceSpec
@@ -20,6 +20,16 @@ SHORT_NAMES: Final = ("tis",)
 CATEGORIES: Final = ("tritonscale",)
 
 
+# A name ending in this suffix would be another InferenceService's headless Service
+# (`echo-triton` is `echo`'s): refused, here and by the API server (NAME_RULE in the CRD).
+RESERVED_NAME_SUFFIX: Final = "-triton"
+NAME_RULE_MESSAGE: Final = (
+    f"metadata.name: must not end in {RESERVED_NAME_SUFFIX!r}: "
+    f"<name>{RESERVED_NAME_SUFFIX} is the headless Service of InferenceService <name>"
+)
+NAME_RULE_CEL: Final = f"!self.metadata.name.endsWith('{RESERVED_NAME_SUFFIX}')"
+
+
 class ObjectMeta(BaseModel):
     """The parts of metadata the operator reads; everything else is ignored."""
 
@@ -31,6 +41,13 @@ class ObjectMeta(BaseModel):
     generation: int | None = None
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _not_a_childs_name(cls, name: str) -> str:
+        if name.endswith(RESERVED_NAME_SUFFIX):
+            raise ValueError(NAME_RULE_MESSAGE.removeprefix("metadata.name: "))
+        return name
 
 
 class InferenceService(BaseModel):

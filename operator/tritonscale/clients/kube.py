@@ -80,6 +80,12 @@ class KubeClient:
             "Deployment": self.apps.patch_namespaced_deployment,
             "PodDisruptionBudget": self.policy.patch_namespaced_pod_disruption_budget,
         }
+        self._readers: dict[str, Callable[..., Any]] = {
+            "ConfigMap": self.core.read_namespaced_config_map,
+            "Service": self.core.read_namespaced_service,
+            "Deployment": self.apps.read_namespaced_deployment,
+            "PodDisruptionBudget": self.policy.read_namespaced_pod_disruption_budget,
+        }
 
     @classmethod
     def connect(cls, kubeconfig: str | None = None) -> KubeClient:
@@ -136,6 +142,17 @@ class KubeClient:
                 raise
         return self._json(response)
 
+    def get_object(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """A child kind's object as stored, or None when there is none of that name."""
+        with _translated(f"get {kind} {namespace}/{name}"):
+            try:
+                response = self._readers[kind](name, namespace, _preload_content=False)
+            except ApiException as error:
+                if error.status == 404:
+                    return None
+                raise
+        return self._json(response)
+
     def apply(self, obj: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
         """Server-side apply `obj` as our field manager, taking over conflicting fields."""
         kind = obj["kind"]
@@ -157,6 +174,15 @@ class KubeClient:
         label_selector = ",".join(f"{key}={value}" for key, value in sorted(selector.items()))
         with _translated(f"list Deployments in {namespace}"):
             response = self.apps.list_namespaced_deployment(
+                namespace, label_selector=label_selector, _preload_content=False
+            )
+        items: list[dict[str, Any]] = self._json(response)["items"]
+        return items
+
+    def list_pods(self, namespace: str, selector: dict[str, str]) -> list[dict[str, Any]]:
+        label_selector = ",".join(f"{key}={value}" for key, value in sorted(selector.items()))
+        with _translated(f"list Pods in {namespace}"):
+            response = self.core.list_namespaced_pod(
                 namespace, label_selector=label_selector, _preload_content=False
             )
         items: list[dict[str, Any]] = self._json(response)["items"]

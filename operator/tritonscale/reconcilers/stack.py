@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from tritonscale.api.resource import InferenceService, InvalidInferenceService, parse_inference_service
 from tritonscale.api.status import ConditionStatus, ConditionType, InferenceServiceStatus
-from tritonscale.errors import RejectedError
+from tritonscale.errors import NameConflictError, RejectedError
 from tritonscale.policy.placement import Placement, split_replicas
 from tritonscale.policy.replicas import reconciled_replicas
 from tritonscale.render.names import LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY, StackNames
@@ -31,15 +31,23 @@ class ClusterApi(Protocol):
 
     def get_inference_service(self, namespace: str, name: str) -> dict[str, Any] | None: ...
 
+    def get_object(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None: ...
+
     def apply(self, obj: dict[str, Any], dry_run: bool = False) -> dict[str, Any]: ...
 
     def list_deployments(self, namespace: str, selector: dict[str, str]) -> list[dict[str, Any]]: ...
+
+    def list_pods(self, namespace: str, selector: dict[str, str]) -> list[dict[str, Any]]: ...
 
     def delete_deployment(self, namespace: str, name: str, uid: str) -> None: ...
 
     def patch_inference_service_status(self, namespace: str, name: str, status: dict[str, Any]) -> None: ...
 
     def post_event(self, service: dict[str, Any], event_type: str, reason: str, message: str) -> None: ...
+
+
+# Not ready for a reason that is routine (new replicas starting): no Warning for it.
+QUIET_NOT_READY_REASONS = frozenset({"ScalingUp"})
 
 
 def utc_now() -> datetime:
@@ -65,6 +73,19 @@ def deployment_state(deployment: dict[str, Any]) -> DeploymentState:
         >= int(deployment["metadata"].get("generation", 0)),
         failure=failure,
     )
+
+
+def unschedulable_pods(pods: list[dict[str, Any]]) -> tuple[tuple[int, str], ...]:
+    """The scheduler's messages for pods it could not place, with their counts, most common first."""
+    counts: dict[str, int] = {}
+    for pod in pods:
+        if pod.get("metadata", {}).get("deletionTimestamp"):
+            continue
+        for condition in pod.get("status", {}).get("conditions", []):
+            if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
+                message = condition.get("message") or condition.get("reason") or "unschedulable"
+                counts[message] = counts.get(message, 0) + 1
+    return tuple(sorted(((n, m) for m, n in counts.items()), key=lambda item: (-item[0], item[1])))
 
 
 @dataclass(frozen=True)
@@ -128,7 +149,7 @@ class StackReconciler:
                 try:
                     applied = self._apply(service, names, desired)
                 except RejectedError as rejected:
-                    problem = ("ApplyRejected", str(rejected))
+                    problem = (rejected.reason, str(rejected))
             else:
                 # A pool left behind (spot switched off) goes as soon as the on-demand pool is
                 # ready to carry its replicas, which a child event tells, not at the next resync.
@@ -148,12 +169,33 @@ class StackReconciler:
     def _apply(self, service: InferenceService, names: StackNames, desired: int) -> int:
         placement = split_replicas(desired, service.spec.capacity)
         objects = render_stack(service, placement, self.options)
+        conflicts = [
+            conflict for obj in objects if (conflict := self._name_conflict(service, obj)) is not None
+        ]
+        if conflicts:
+            raise NameConflictError(
+                "; ".join(conflicts) + ". Nothing was applied: rename this InferenceService "
+                "or remove the other object."
+            )
         for obj in objects:
             self.api.apply(obj, dry_run=True)
         for obj in objects:
             self.api.apply(obj)
         self._prune_deployments(service, names, objects, placement)
         return len(objects)
+
+    def _name_conflict(self, service: InferenceService, obj: dict[str, Any]) -> str | None:
+        """Why `obj` must not be written, when an object of its name exists that this
+        InferenceService does not own (server-side apply with force would adopt it)."""
+        kind, name = obj["kind"], obj["metadata"]["name"]
+        existing = self.api.get_object(kind, service.namespace, name)
+        if existing is None:
+            return None
+        references = existing["metadata"].get("ownerReferences", [])
+        if any(ref.get("uid") == service.metadata.uid for ref in references):
+            return None
+        owners = ", ".join(f"{ref.get('kind')} {ref.get('name')}" for ref in references)
+        return f"{kind} {name} already exists and belongs to " + (owners or "no InferenceService")
 
     def _owned_deployments(self, service: InferenceService, names: StackNames) -> list[dict[str, Any]]:
         selector = {LABEL_INSTANCE: names.instance, LABEL_MANAGED_BY: MANAGED_BY}
@@ -201,11 +243,17 @@ class StackReconciler:
         by_name = {
             d["metadata"]["name"]: deployment_state(d) for d in self._owned_deployments(service, names)
         }
+        unschedulable: tuple[tuple[int, str], ...] = ()
+        # Pods are read only when some are missing: a settled stack costs no pod list.
+        if any(d.ready < d.desired for d in by_name.values()):
+            selector = {LABEL_INSTANCE: names.instance, LABEL_MANAGED_BY: MANAGED_BY}
+            unschedulable = unschedulable_pods(self.api.list_pods(service.namespace, selector))
         return StackState(
             on_demand=by_name.get(names.on_demand_deployment),
             spot=by_name.get(names.spot_deployment),
             router=by_name.get(names.router_deployment),
             problem=problem,
+            unschedulable=unschedulable,
         )
 
     def _write_status(
@@ -223,13 +271,21 @@ class StackReconciler:
         status: InferenceServiceStatus,
         applied: int,
     ) -> None:
-        degraded = status.condition(ConditionType.DEGRADED)
+        """Events for transitions only, so a steady state repeats none."""
+        degraded, was_degraded = (
+            status.condition(ConditionType.DEGRADED),
+            previous.condition(ConditionType.DEGRADED),
+        )
         if (
             degraded is not None
             and degraded.status == ConditionStatus.TRUE
-            and degraded.reason == "ApplyRejected"
+            and (
+                was_degraded is None
+                or was_degraded.status != ConditionStatus.TRUE
+                or was_degraded.reason != degraded.reason
+            )
         ):
-            self.api.post_event(body, "Warning", "ApplyRejected", degraded.message)
+            self.api.post_event(body, "Warning", degraded.reason, degraded.message)
         elif applied and previous.observed_generation != status.observed_generation:
             self.api.post_event(
                 body,
@@ -242,7 +298,7 @@ class StackReconciler:
         if after is not None and (before is None or before.status != after.status):
             if after.status == ConditionStatus.TRUE:
                 self.api.post_event(body, "Normal", "Ready", after.message)
-            elif before is not None:
+            elif before is not None and after.reason not in QUIET_NOT_READY_REASONS:
                 self.api.post_event(body, "Warning", "NotReady", f"{after.reason}: {after.message}")
 
     def _report_invalid(self, body: dict[str, Any], invalid: InvalidInferenceService) -> None:
