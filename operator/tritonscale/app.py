@@ -19,8 +19,10 @@ from tritonscale.clients.observations import (
 )
 from tritonscale.config import OperatorConfig
 from tritonscale.handlers import autoscale as _autoscale  # noqa: F401  (registers the daemon)
-from tritonscale.handlers import operator as _handlers  # noqa: F401  (registers the handlers)
+from tritonscale.handlers.operator import resync_job  # (importing registers the handlers)
+from tritonscale.metrics import TICK_LATENESS
 from tritonscale.reconcilers.autoscale import AutoscaleReconciler, ObservationSource
+from tritonscale.reconcilers.scheduler import Scheduler
 from tritonscale.reconcilers.stack import StackReconciler
 from tritonscale.render.stack import RenderOptions
 
@@ -62,7 +64,18 @@ def build_memo(config: OperatorConfig) -> kopf.Memo:
     memo.config = config
     memo.kube = kube
     memo.reconciler = StackReconciler(kube, RenderOptions(cluster_domain=config.cluster_domain))
-    memo.autoscaler = AutoscaleReconciler(kube, memo.reconciler, SourceChooser(config, kube))
+    memo.bodies = {}  # (namespace, name) -> the newest InferenceService the watch delivered
+    memo.autoscaler = AutoscaleReconciler(
+        kube, memo.reconciler, SourceChooser(config, kube), read=lambda ns, name: memo.bodies.get((ns, name))
+    )
+    memo.autoscale_scheduler = Scheduler(
+        memo.autoscaler.tick,
+        workers=config.autoscale_workers,
+        name="autoscale",
+        lateness=TICK_LATENESS.observe,
+    )
+    memo.resync_scheduler = Scheduler(resync_job(memo.reconciler), workers=2, name="resync")
+    memo.schedulers = (memo.autoscale_scheduler, memo.resync_scheduler)
     return memo
 
 

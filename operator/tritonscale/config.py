@@ -21,3 +21,7 @@ class OperatorConfig:
     metrics_port: int = 8080
     health_port: int = 8081
     read_triton_pods: bool = True  # off where pod addresses are not reachable (e.g. kwok nodes)
+    # Threads for reconciles (kopf's executor) and for autoscaling ticks: fixed, whatever the
+    # number of InferenceServices, since no handler holds a thread for longer than one pass.
+    reconcile_workers: int = 8
+    autoscale_workers: int = 16

@@ -11,6 +11,13 @@ class TransientError(Exception):
         self.delay = delay
 
 
+class ConflictError(TransientError):
+    """The object changed since it was read (resourceVersion precondition failed)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, delay=1.0)
+
+
 class RejectedError(Exception):
     """The API server refused an object as invalid or forbidden; retrying unchanged cannot help.
 

@@ -20,6 +20,12 @@ RECONCILE_SECONDS = Histogram(
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 
+TICK_LATENESS = Histogram(
+    "tritonscale_autoscale_tick_lateness_seconds",
+    "How late an autoscaling tick started against its schedule.",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
+)
+
 
 class AutoscalerMetrics:
     """Per-InferenceService gauges and counters of the autoscaling loop."""

@@ -140,7 +140,7 @@ def _run_loop(
     while not stop.is_set():
         period = autoscaler.tick(NAMESPACE, NAME)
         recorder.add(cluster, started)
-        stop.wait(period)
+        stop.wait(period if period is not None else 5.0)
 
 
 @pytest.mark.timeout(600)  # a 250 s load schedule plus set-up and the Prometheus outage

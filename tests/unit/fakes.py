@@ -7,7 +7,7 @@ import itertools
 from collections.abc import Callable
 from typing import Any
 
-from tritonscale.errors import RejectedError, TransientError
+from tritonscale.errors import ConflictError, RejectedError, TransientError
 
 
 class FakeCluster:
@@ -40,8 +40,14 @@ class FakeCluster:
         found = self.services.get((namespace, name))
         return copy.deepcopy(found) if found is not None else None
 
-    def patch_inference_service_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+    def patch_inference_service_status(
+        self, namespace: str, name: str, status: dict[str, Any], resource_version: str | None = None
+    ) -> None:
         self._maybe_fail()
+        stored_version = self.services[(namespace, name)]["metadata"].setdefault("resourceVersion", "1")
+        if resource_version is not None and resource_version != stored_version:
+            raise ConflictError(f"{namespace}/{name} changed: {resource_version} != {stored_version}")
+        self.services[(namespace, name)]["metadata"]["resourceVersion"] = str(int(stored_version) + 1)
         self.calls.append(("status", namespace, name))
         # A JSON merge patch: null removes a key, anything else replaces it.
         current = self.services[(namespace, name)].setdefault("status", {})

@@ -20,7 +20,7 @@ import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from tritonscale.api.resource import GROUP, KIND, PLURAL, VERSION
-from tritonscale.errors import RejectedError, TransientError
+from tritonscale.errors import ConflictError, RejectedError, TransientError
 
 FIELD_MANAGER: Final = "tritonscale"
 APPLY_CONTENT_TYPE: Final = "application/apply-patch+yaml"
@@ -43,6 +43,8 @@ def _translated(what: str) -> Iterator[None]:
         message = f"{what}: {_api_message(error)}"
         if error.status in (400, 403, 422):
             raise RejectedError(message) from error
+        if error.status == 409:
+            raise ConflictError(message) from error
         delay = 30.0 if error.status == 429 else 5.0
         raise TransientError(message, delay=delay) from error
     except (urllib3.exceptions.HTTPError, OSError) as error:
@@ -201,10 +203,17 @@ class KubeClient:
                 if error.status not in (404, 409):
                     raise
 
-    def patch_inference_service_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+    def patch_inference_service_status(
+        self, namespace: str, name: str, status: dict[str, Any], resource_version: str | None = None
+    ) -> None:
+        """Merge-patch the status; with `resource_version`, only if the object is still that
+        version (ConflictError otherwise)."""
+        patch: dict[str, Any] = {"status": status}
+        if resource_version is not None:
+            patch["metadata"] = {"resourceVersion": resource_version}
         with _translated(f"update status of InferenceService {namespace}/{name}"):
             self.custom.patch_namespaced_custom_object_status(
-                GROUP, VERSION, namespace, PLURAL, name, {"status": status}, _preload_content=False
+                GROUP, VERSION, namespace, PLURAL, name, patch, _preload_content=False
             )
 
     def post_event(self, service: dict[str, Any], event_type: str, reason: str, message: str) -> None:

@@ -1,35 +1,37 @@
-"""The autoscaling daemon: one per InferenceService, ticking at its own spec's period."""
+"""Autoscaling glue: the watch keeps a copy of every InferenceService and tells the scheduler
+which ones to tick; the scheduler (reconcilers.scheduler) runs the ticks on its own threads."""
 
 from __future__ import annotations
 
-import logging
+import copy
 from typing import Any
 
 import kopf
 
 from tritonscale.api.resource import GROUP, PLURAL, VERSION
-from tritonscale.errors import RejectedError, TransientError
-from tritonscale.reconcilers.autoscale import IDLE_RECHECK_S, AutoscaleReconciler
+from tritonscale.reconcilers.scheduler import Scheduler
+
+FIRST_TICK_DELAY_S = 5.0  # let the first reconcile create the stack before observing it
 
 
-@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=10.0, initial_delay=5.0)
-def autoscale(
-    *,
-    stopped: kopf.DaemonStopped,
-    namespace: str | None,
-    name: str,
-    memo: Any,
-    logger: logging.Logger | logging.LoggerAdapter[Any],
-    **_: Any,
-) -> None:
-    """Observe, decide and apply every spec.autoscaling.periodSeconds until the resource goes."""
-    assert namespace is not None
-    autoscaler: AutoscaleReconciler = memo.autoscaler
-    while not stopped:
-        try:
-            period = autoscaler.tick(namespace, name)
-        except (TransientError, RejectedError) as error:
-            logger.warning("autoscaling step failed, retrying: %s", error)
-            period = IDLE_RECHECK_S / 3
-        stopped.wait(period)
-    autoscaler.forget(namespace, name)
+def autoscaling_enabled(body: dict[str, Any]) -> bool:
+    autoscaling = body.get("spec", {}).get("autoscaling")
+    return isinstance(autoscaling, dict) and autoscaling.get("enabled", True) is not False
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def track(*, type: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
+    """Every watch event (the initial listing included): keep the newest copy for the ticks,
+    start ticking an autoscaled service, stop with a deleted one. Runs in the event loop and
+    never blocks."""
+    namespace, name = body.metadata.namespace, body.metadata.name
+    if namespace is None or name is None:
+        return
+    scheduler: Scheduler = memo.autoscale_scheduler
+    if type == "DELETED":
+        memo.bodies.pop((namespace, name), None)
+        scheduler.untrack(namespace, name)
+        return
+    memo.bodies[(namespace, name)] = copy.deepcopy(dict(body))
+    if autoscaling_enabled(memo.bodies[(namespace, name)]):
+        scheduler.track(namespace, name, delay=FIRST_TICK_DELAY_S)

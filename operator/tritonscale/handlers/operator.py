@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -16,11 +17,18 @@ from tritonscale.reconcilers.stack import Outcome, StackReconciler
 from tritonscale.render.names import LABEL_MANAGED_BY, MANAGED_BY
 
 ANNOTATION_PREFIX = "tritonscale.io"
+RESYNC_S = 300.0  # a deleted Deployment is recreated at once, on its own event
+LIVENESS_TIMEOUT_S = 20.0
 
 
-def configure_settings(settings: kopf.OperatorSettings) -> None:
-    """Our own annotation prefix, no finalizer (children go by garbage collection), quiet events."""
+def configure_settings(settings: kopf.OperatorSettings, workers: int) -> None:
+    """Our own annotation prefix, quiet events, and a sized executor for reconciles.
+
+    No handler needs a finalizer (no kopf daemons, timers or deletion handlers: children go by
+    garbage collection), so deleting an InferenceService never waits for the operator; kopf
+    removes a finalizer left by an older version the next time it sees the resource."""
     settings.persistence.finalizer = f"{ANNOTATION_PREFIX}/finalizer"
+    settings.execution.max_workers = workers
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
@@ -48,8 +56,36 @@ def _guarded(action: Callable[[str, str], Outcome | None], namespace: str, name:
 
 
 @kopf.on.startup()
-def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
-    configure_settings(settings)
+async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
+    configure_settings(settings, memo.config.reconcile_workers)
+    for scheduler in memo.schedulers:
+        scheduler.start()
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: Any, **_: Any) -> None:
+    for scheduler in memo.schedulers:
+        await scheduler.stop()
+
+
+@kopf.on.probe(id="loops")
+async def loops_make_progress(memo: Any, settings: kopf.OperatorSettings, **_: Any) -> str:
+    """Liveness: fails (HTTP 500 on /healthz) when a scheduler loop has stopped turning or no
+    worker thread, of the schedulers' or of kopf's, picks up a no-op in time."""
+    now = time.monotonic()
+    for scheduler in memo.schedulers:
+        if now - scheduler.heartbeat > LIVENESS_TIMEOUT_S:
+            raise kopf.PermanentError(
+                f"the {scheduler.name} loop last turned {now - scheduler.heartbeat:.0f}s ago"
+            )
+        if not await scheduler.responsive(LIVENESS_TIMEOUT_S):
+            raise kopf.PermanentError(f"no {scheduler.name} worker was free for {LIVENESS_TIMEOUT_S:.0f}s")
+    try:
+        no_op = asyncio.get_running_loop().run_in_executor(settings.execution.executor, lambda: None)
+        await asyncio.wait_for(no_op, LIVENESS_TIMEOUT_S)
+    except TimeoutError:
+        raise kopf.PermanentError("no reconcile worker was free") from None
+    return "ok"
 
 
 @kopf.on.login()
@@ -79,11 +115,33 @@ def reconcile(*, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
     _guarded(memo.reconciler.reconcile, namespace, name)
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, interval=60.0, initial_delay=60.0)
-def resync(*, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
-    """Put back what someone changed by hand in a child object."""
-    assert namespace is not None
-    _guarded(memo.reconciler.reconcile, namespace, name)
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def track_for_resync(*, type: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
+    """Every InferenceService is reconciled again every RESYNC_S by the resync scheduler (not a
+    kopf timer, which would add a finalizer and a task per resource)."""
+    namespace, name = body.metadata.namespace, body.metadata.name
+    if namespace is None or name is None:
+        return
+    if type == "DELETED":
+        memo.resync_scheduler.untrack(namespace, name)
+    else:
+        memo.resync_scheduler.track(namespace, name, delay=RESYNC_S)
+
+
+def resync_job(reconciler: StackReconciler) -> Callable[[str, str], float | None]:
+    """Put back what someone changed by hand in a child object; stop once the resource is gone."""
+
+    def run(namespace: str, name: str) -> float | None:
+        try:
+            outcome = reconciler.reconcile(namespace, name)
+        except TransientError as error:
+            logging.getLogger(__name__).info("resync of %s/%s deferred: %s", namespace, name, error)
+            return error.delay
+        except RejectedError:
+            return RESYNC_S  # reported on the resource by the reconciler
+        return None if outcome is None else RESYNC_S
+
+    return run
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={LABEL_MANAGED_BY: MANAGED_BY})

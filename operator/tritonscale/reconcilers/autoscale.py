@@ -3,6 +3,7 @@ stack reconciler. One call is one tick for one InferenceService."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -12,7 +13,7 @@ from typing import Any, Protocol
 from tritonscale.api.observation import Observation, ScalingTarget
 from tritonscale.api.resource import InferenceService, InvalidInferenceService, parse_inference_service
 from tritonscale.api.status import InferenceServiceStatus
-from tritonscale.errors import RejectedError
+from tritonscale.errors import ConflictError, RejectedError
 from tritonscale.metrics import AUTOSCALER
 from tritonscale.policy.autoscaling import AutoscalerState, Decision, LatencyAutoscaler, settings_from_spec
 from tritonscale.policy.replicas import reconciled_replicas
@@ -21,7 +22,6 @@ from tritonscale.render.names import StackNames
 from tritonscale.status import autoscaling_status, without_autoscaling
 
 log = logging.getLogger(__name__)
-IDLE_RECHECK_S = 30.0  # how often a service without autoscaling is looked at again
 
 
 class ObservationSource(Protocol):
@@ -59,6 +59,11 @@ def scaling_target(service: InferenceService, cluster_domain: str = "cluster.loc
     )
 
 
+# Reads an InferenceService as last seen (the watch's copy in the operator), None when gone.
+BodyReader = Callable[[str, str], dict[str, Any] | None]
+CONFLICT_RETRY_S = 1.0  # a status write lost to a concurrent one is retried this soon
+
+
 class AutoscaleReconciler:
     """Runs autoscaling ticks; keeps each service's policy memory between them."""
 
@@ -69,12 +74,14 @@ class AutoscaleReconciler:
         choose_source: SourceChooser,
         clock: Callable[[], datetime] = utc_now,
         monotonic: Callable[[], float] = time.monotonic,
+        read: BodyReader | None = None,
     ) -> None:
         self.api = api
         self.stack = stack
         self.choose_source = choose_source
         self.clock = clock
         self.monotonic = monotonic
+        self.read = read or api.get_inference_service
         self._states: dict[tuple[str, str], AutoscalerState] = {}
         self._was_missing: dict[tuple[str, str], bool] = {}
 
@@ -84,23 +91,45 @@ class AutoscaleReconciler:
         self._was_missing.pop((namespace, name), None)
         AUTOSCALER.forget(namespace, name)
 
-    def tick(self, namespace: str, name: str) -> float:
-        """One autoscaling step; returns the seconds until the next one."""
+    def _autoscaled(self, namespace: str, name: str) -> tuple[dict[str, Any], InferenceService] | None:
+        """The body and parsed service while it exists and is autoscaled; else forgets it."""
+        body = self.read(namespace, name)
+        if body is None:
+            self.forget(namespace, name)
+            return None
+        try:
+            service = parse_inference_service(body)
+        except InvalidInferenceService:
+            return None  # the stack reconciler reports it; a fixed spec is tracked anew
+        autoscaling = service.spec.autoscaling
+        if autoscaling is None or not autoscaling.enabled:
+            self._switch_off(body, service)
+            return None
+        return body, service
+
+    def tick(self, namespace: str, name: str) -> float | None:
+        """One autoscaling step; returns the seconds until the next one, or None when the
+        service is gone or no longer autoscaled.
+
+        The observation is fetched outside the service's lock (it may wait on a slow metrics
+        source); the decision and the status write happen under it, against the newest copy of
+        the resource, and the write carries its resourceVersion so it never overwrites a newer
+        status."""
+        found = self._autoscaled(namespace, name)
+        if found is None:
+            return None
+        _, service = found
+        started = time.perf_counter()
+        source, source_name = self.choose_source(service)
+        observation = source.observe(scaling_target(service, self.stack.options.cluster_domain))
         with self.stack.lock(namespace, name):
-            body = self.api.get_inference_service(namespace, name)
-            if body is None:
-                self.forget(namespace, name)
-                return IDLE_RECHECK_S
-            try:
-                service = parse_inference_service(body)
-            except InvalidInferenceService:
-                return IDLE_RECHECK_S  # the stack reconciler reports it
+            found = self._autoscaled(namespace, name)
+            if found is None:
+                return None
+            body, service = found
             autoscaling = service.spec.autoscaling
-            if autoscaling is None or not autoscaling.enabled:
-                self._switch_off(service)
-                return IDLE_RECHECK_S
-            started = time.perf_counter()
-            decision, observation, source_name = self._decide(service)
+            assert autoscaling is not None
+            decision, state = self._decide(service, observation)
             AUTOSCALER.decision_seconds.observe(time.perf_counter() - started)
             current = decision.current
             status = autoscaling_status(
@@ -117,7 +146,16 @@ class AutoscaleReconciler:
                 generation=service.metadata.generation,
             )
             if status != service.status:
-                self.api.patch_inference_service_status(namespace, name, status_patch(status))
+                try:
+                    self.api.patch_inference_service_status(
+                        namespace,
+                        name,
+                        status_patch(status),
+                        resource_version=body["metadata"].get("resourceVersion"),
+                    )
+                except ConflictError:
+                    return CONFLICT_RETRY_S  # decided on an old copy: decide again on the new one
+            self._states[(namespace, name)] = state
             self._announce(body, service, decision, source_name)
             AUTOSCALER.record(namespace, name, decision, observation, autoscaling.latency.target_milliseconds)
         if decision.desired != current:
@@ -129,18 +167,14 @@ class AutoscaleReconciler:
                 )
         return float(autoscaling.period_seconds)
 
-    def _decide(self, service: InferenceService) -> tuple[Decision, Observation, str]:
+    def _decide(
+        self, service: InferenceService, observation: Observation
+    ) -> tuple[Decision, AutoscalerState]:
         assert service.spec.autoscaling is not None
         key = (service.namespace, service.name)
-        source, source_name = self.choose_source(service)
-        observation = source.observe(scaling_target(service, self.stack.options.cluster_domain))
         policy = LatencyAutoscaler(settings_from_spec(service.spec.autoscaling))
         current = service.status.desired_replicas or reconciled_replicas(service)
-        decision, state = policy.decide(
-            observation, self._states.get(key, AutoscalerState()), self.monotonic(), current
-        )
-        self._states[key] = state
-        return decision, observation, source_name
+        return policy.decide(observation, self._states.get(key, AutoscalerState()), self.monotonic(), current)
 
     def _announce(
         self, body: dict[str, Any], service: InferenceService, decision: Decision, source: str
@@ -158,8 +192,14 @@ class AutoscaleReconciler:
             self.api.post_event(body, "Normal", "MetricsAvailable", f"metrics from {source} are back")
         self._was_missing[key] = decision.metrics_missing
 
-    def _switch_off(self, service: InferenceService) -> None:
+    def _switch_off(self, body: dict[str, Any], service: InferenceService) -> None:
         self.forget(service.namespace, service.name)
         cleared = without_autoscaling(service.status)
         if cleared != service.status:
-            self.api.patch_inference_service_status(service.namespace, service.name, status_patch(cleared))
+            with contextlib.suppress(ConflictError):  # a newer copy is cleared by its own event
+                self.api.patch_inference_service_status(
+                    service.namespace,
+                    service.name,
+                    status_patch(cleared),
+                    resource_version=body["metadata"].get("resourceVersion"),
+                )

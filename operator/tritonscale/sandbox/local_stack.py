@@ -50,7 +50,10 @@ class ProcessBackedCluster:
             self.body["spec"].update(copy.deepcopy(spec_changes))
             self.body["metadata"]["generation"] += 1
 
-    def patch_inference_service_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+    def patch_inference_service_status(
+        self, namespace: str, name: str, status: dict[str, Any], resource_version: str | None = None
+    ) -> None:
+        """Merge the status in; the one writer here is in this process, so no precondition."""
         with self._lock:
             current = self.body.setdefault("status", {})
             for key, value in status.items():
@@ -65,6 +68,15 @@ class ProcessBackedCluster:
         log.info("event %s %s: %s", event_type, reason, message)
 
     # --- children ---------------------------------------------------------------
+    def get_object(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        with self._lock:
+            found = self.objects.get((kind, name))
+            return copy.deepcopy(found) if found is not None else None
+
+    def list_pods(self, namespace: str, selector: dict[str, str]) -> list[dict[str, Any]]:
+        """Local processes are never unscheduled: no pod reports PodScheduled=False."""
+        return []
+
     def apply(self, obj: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
         if dry_run:
             return copy.deepcopy(obj)

@@ -1,0 +1,133 @@
+"""The one scheduler behind every periodic job: a fixed number of threads for any number of
+resources, no drift, and a stop that sticks."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import Counter
+
+from tritonscale.reconcilers.scheduler import Scheduler
+
+
+def run(coroutine_factory):  # type: ignore[no-untyped-def]
+    return asyncio.run(coroutine_factory())
+
+
+def test_far_more_resources_than_threads_all_tick_on_time() -> None:
+    runs: Counter[str] = Counter()
+    late: list[float] = []
+    threads: set[str] = set()
+
+    def job(namespace: str, name: str) -> float:
+        runs[name] += 1
+        threads.add(threading.current_thread().name)
+        time.sleep(0.001)
+        return 0.2
+
+    async def main() -> None:
+        scheduler = Scheduler(job, workers=4, name="t", lateness=late.append)
+        scheduler.start()
+        for index in range(100):
+            scheduler.track("ns", f"s{index}")
+        await asyncio.sleep(1.05)
+        await scheduler.stop()
+
+    run(main)
+    assert len(runs) == 100
+    # 100 jobs of 1 ms on 4 threads every 200 ms fit easily: each ran about 5 times.
+    assert min(runs.values()) >= 4, runs.most_common()[-3:]
+    assert len(threads) <= 4
+    assert sorted(late)[int(len(late) * 0.99)] < 0.5
+
+
+def test_a_stuck_job_holds_one_thread_not_the_others() -> None:
+    release = threading.Event()
+    runs: Counter[str] = Counter()
+
+    def job(namespace: str, name: str) -> float:
+        runs[name] += 1
+        if name == "stuck":
+            release.wait(5)
+        return 0.1
+
+    async def main() -> None:
+        scheduler = Scheduler(job, workers=2, name="t")
+        scheduler.start()
+        scheduler.track("ns", "stuck")
+        scheduler.track("ns", "fine")
+        await asyncio.sleep(0.55)
+        release.set()
+        await scheduler.stop()
+
+    run(main)
+    assert runs["stuck"] == 1
+    assert runs["fine"] >= 4
+
+
+def test_untracked_or_finished_jobs_stop_and_tracking_twice_runs_once() -> None:
+    runs: Counter[str] = Counter()
+
+    def job(namespace: str, name: str) -> float | None:
+        runs[name] += 1
+        return None if name == "once" else 0.05
+
+    async def main() -> None:
+        scheduler = Scheduler(job, workers=2, name="t")
+        scheduler.start()
+        scheduler.track("ns", "once")
+        scheduler.track("ns", "gone")
+        scheduler.track("ns", "gone")
+        await asyncio.sleep(0.12)
+        scheduler.untrack("ns", "gone")
+        counted = runs["gone"]
+        await asyncio.sleep(0.2)
+        assert runs["gone"] == counted
+        assert scheduler.tracked() == set()
+        await scheduler.stop()
+
+    run(main)
+    assert runs["once"] == 1
+    assert 2 <= runs["gone"] <= 4  # at 0, 50 and 100 ms: tracking twice did not double it
+
+
+def test_a_failing_job_is_retried_not_dropped() -> None:
+    runs: Counter[str] = Counter()
+
+    def job(namespace: str, name: str) -> float:
+        runs[name] += 1
+        raise RuntimeError("boom")
+
+    async def main() -> None:
+        scheduler = Scheduler(job, workers=1, name="t")
+        scheduler.start()
+        scheduler.track("ns", "x")
+        await asyncio.sleep(0.1)
+        assert scheduler.tracked() == {("ns", "x")}
+        await scheduler.stop()
+
+    run(main)
+    assert runs["x"] == 1
+
+
+def test_liveness_sees_a_pool_whose_every_thread_is_stuck() -> None:
+    release = threading.Event()
+
+    def job(namespace: str, name: str) -> float:
+        release.wait(5)
+        return 1.0
+
+    async def main() -> tuple[bool, bool, bool]:
+        scheduler = Scheduler(job, workers=1, name="t")
+        scheduler.start()
+        before = await scheduler.responsive(0.5)
+        scheduler.track("ns", "stuck")
+        await asyncio.sleep(0.05)
+        during = await scheduler.responsive(0.2)
+        release.set()
+        after = await scheduler.responsive(0.5)
+        await scheduler.stop()
+        return before, during, after
+
+    assert asyncio.run(main()) == (True, False, True)
