@@ -328,7 +328,12 @@ def test_chart_installs_the_crd_and_a_least_privilege_identity(
         ("patch", "configmaps"),
         ("patch", "poddisruptionbudgets.policy"),
         ("create", "events"),
-        ("list", "pods"),  # the Triton observation source finds ready replicas
+        ("list", "pods"),  # scheduling failures, and the Triton source's ready replicas
+        # each child is read before it is written, so another owner's object is never adopted
+        ("get", "deployments.apps"),
+        ("get", "services"),
+        ("get", "configmaps"),
+        ("get", "poddisruptionbudgets.policy"),
     ]
     assert [n for n in needed if not can_i(*n)] == []
     not_needed = [

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import requests
+from prometheus_api_client.exceptions import PrometheusApiClientException
 
 from tritonscale.api.observation import ScalingTarget
 from tritonscale.clients.observations import (
@@ -105,7 +106,10 @@ def test_a_full_answer_is_an_observation() -> None:
         ({**GOOD, "rate": float("nan")}, "no Triton request metrics"),
         ({**GOOD, "age": 900.0}, "900s old"),
         ({**GOOD, "latency": float("nan"), "mean_latency": None}, "no latency samples"),
-        ({**GOOD, "rate": requests.exceptions.ConnectionError("refused")}, "Prometheus unreachable"),
+        (
+            {**GOOD, "rate": requests.exceptions.ConnectionError("refused")},
+            "Prometheus at http://prometheus.test:9090 unreachable",
+        ),
     ],
 )
 def test_bad_answers_are_missing_never_zero(answers: dict[str, Any], reason: str) -> None:
@@ -145,3 +149,45 @@ def test_triton_source_turns_counters_into_rates_between_reads() -> None:
 def test_triton_source_without_ready_pods_is_missing() -> None:
     observation = TritonSource(lambda target: []).observe(TARGET)
     assert observation.missing == "no ready Triton pods" and math.isinf(observation.sample_age_s)
+
+
+def test_an_unreachable_prometheus_is_not_asked_again_for_a_while_and_said_briefly() -> None:
+    """The client's error quotes the whole URL-encoded query; the status gets a few words."""
+    now = [0.0]
+    encoded = "/api/v1/query?query=" + "sum%28rate%28nv_inference_request_success%7B" * 12
+    failure = requests.exceptions.ConnectionError(
+        f"HTTPConnectionPool(host='prometheus.monitoring', port=9090): Max retries exceeded with url: {encoded} "
+        "(Caused by NameResolutionError(\"Failed to resolve 'prometheus.monitoring'\"))"
+    )
+    source = PrometheusSource(
+        "http://prometheus.monitoring:9090", retry_after_s=30.0, monotonic=lambda: now[0]
+    )
+    fake = FakePrometheus({**GOOD, "rate": failure})
+    calls: list[str] = []
+
+    def counted(query: str, params: Any = None) -> list[dict[str, Any]]:
+        calls.append(query)
+        return fake.custom_query(query, params)
+
+    source.client = type("Client", (), {"custom_query": staticmethod(counted)})()  # type: ignore[assignment]
+    first = source.observe(TARGET)
+    assert (
+        first.missing
+        == "Prometheus at http://prometheus.monitoring:9090 unreachable: host name does not resolve"
+    )
+    asked = len(calls)
+    now[0] = 29.0
+    assert source.observe(TARGET).missing == first.missing
+    assert len(calls) == asked, "asked an unreachable server again inside the back-off"
+    now[0] = 31.0
+    fake.answers = GOOD
+    assert source.observe(TARGET).usable
+    assert len(calls) > asked
+
+
+def test_a_refused_query_reports_prometheus_own_words_without_the_query() -> None:
+    error = PrometheusApiClientException(
+        'HTTP Status Code 400 (b\'{"status":"error","errorType":"bad_data","error":"1:5: parse error: unexpected"}\')'
+    )
+    observation = source_with({**GOOD, "rate": error}).observe(TARGET)
+    assert observation.missing == "Prometheus refused a query: 1:5: parse error: unexpected"

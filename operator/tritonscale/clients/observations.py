@@ -7,6 +7,7 @@ missing with the reason, never zeros, so the autoscaler holds its replicas.
 
 from __future__ import annotations
 
+import logging
 import re
 import string
 import time
@@ -23,6 +24,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from urllib3.util.retry import Retry
 
 from tritonscale.api.observation import Observation, ScalingTarget, finite_or_none
+
+log = logging.getLogger(__name__)
 
 # RE2 metacharacters, escaped when a name becomes part of a =~ regex.
 _REGEX_SPECIAL = re.compile(r"([\\.+*?()|\[\]{}^$])")
@@ -90,13 +93,46 @@ def prometheus_queries(target: ScalingTarget, window: str = "1m") -> dict[str, s
     return queries
 
 
+def connection_failure(error: BaseException) -> str:
+    """A few words for why a request failed (the full text, with the URL-encoded query, is logged)."""
+    text = repr(error)
+    for needle, words in (
+        ("NameResolution", "host name does not resolve"),
+        ("Name or service not known", "host name does not resolve"),
+        ("Connection refused", "connection refused"),
+        ("timed out", "timed out"),
+        ("Timeout", "timed out"),
+    ):
+        if needle in text:
+            return words
+    return type(error).__name__
+
+
+def prometheus_error(error: PrometheusApiClientException) -> str:
+    """Prometheus's own error text (for example a PromQL parse error), without the query."""
+    found = re.search(r'"error":"((?:[^"\\]|\\.)*)"', str(error))
+    return (found.group(1) if found else str(error))[:200]
+
+
 class PrometheusSource:
-    """Observations from PromQL over Triton's metrics."""
+    """Observations from PromQL over Triton's metrics.
+
+    After a failed connection the server is not asked again for `retry_after_s`: every service
+    on an unreachable Prometheus then costs no thread time, and their ticks stay on schedule."""
 
     def __init__(
-        self, url: str, window: str = "1m", stale_after_s: float = 120.0, timeout_s: float = 5.0
+        self,
+        url: str,
+        window: str = "1m",
+        stale_after_s: float = 120.0,
+        timeout_s: float = 5.0,
+        retry_after_s: float = 30.0,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.url = url
+        self.retry_after_s = retry_after_s
+        self.monotonic = monotonic
+        self._down: tuple[float, str] | None = None  # (since, why) while unreachable
         self.window = window
         self.stale_after_s = stale_after_s
         self.timeout_s = timeout_s
@@ -120,15 +156,32 @@ class PrometheusSource:
         return max(known) if known else None
 
     def observe(self, target: ScalingTarget) -> Observation:
+        down = self._down
+        if down is not None and self.monotonic() - down[0] < self.retry_after_s:
+            return Observation.unavailable(
+                f"Prometheus at {self.url} unreachable: {down[1]}", target.ready_replicas
+            )
         queries = prometheus_queries(target, self.window)
         try:
             values = {key: self._scalar(query) for key, query in queries.items()}
         except PrometheusApiClientException as error:
-            return Observation.unavailable(f"Prometheus rejected a query: {error}", target.ready_replicas)
-        except (requests.exceptions.RequestException, OSError) as error:
-            return Observation.unavailable(
-                f"Prometheus unreachable at {self.url}: {error}", target.ready_replicas
+            log.info(
+                "Prometheus at %s refused a query for %s/%s: %s",
+                self.url,
+                target.namespace,
+                target.name,
+                error,
             )
+            return Observation.unavailable(
+                f"Prometheus refused a query: {prometheus_error(error)}", target.ready_replicas
+            )
+        except (requests.exceptions.RequestException, OSError) as error:
+            log.info("Prometheus at %s unreachable: %s", self.url, error)
+            self._down = (self.monotonic(), connection_failure(error))
+            return Observation.unavailable(
+                f"Prometheus at {self.url} unreachable: {self._down[1]}", target.ready_replicas
+            )
+        self._down = None
         age = values["age"]
         if values["rate"] is None:
             return Observation.unavailable("no Triton request metrics in Prometheus", target.ready_replicas)
@@ -280,7 +333,8 @@ class TritonSource:
             try:
                 current[host] = self._read(host, target)
             except Exception as error:
-                failures.append(f"{host}: {error}")
+                log.info("reading Triton statistics from %s failed: %s", host, error)
+                failures.append(f"{host} {connection_failure(error)}")
         deltas = [
             delta
             for host, counters in current.items()
@@ -288,7 +342,9 @@ class TritonSource:
         ]
         history.previous = current
         if not current:
-            return Observation.unavailable("Triton unreachable: " + "; ".join(failures)[:300], len(hosts))
+            return Observation.unavailable(
+                f"Triton statistics unreachable on all {len(hosts)} ready pods ({failures[0]})", len(hosts)
+            )
         if not deltas:
             return Observation.unavailable("first sample (rates need two reads)", len(hosts), 0.0)
         success = sum(d.success for d in deltas)
