@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from tritonscale.api.resource import InferenceService
+from tritonscale.api.resource import PAUSE_ANNOTATION, InferenceService
 from tritonscale.api.status import (
     Condition,
     ConditionStatus,
@@ -163,7 +163,16 @@ def stack_status(
     )
 
 
-AUTOSCALER_CONDITIONS = (ConditionType.METRICS_AVAILABLE, ConditionType.SCALING_LIMITED)
+AUTOSCALER_CONDITIONS = (
+    ConditionType.METRICS_AVAILABLE,
+    ConditionType.SCALING_LIMITED,
+    ConditionType.SCALING_ACTIVE,
+)
+ACTIVE_MESSAGE = (
+    "the autoscaler sets the replica count; spec.replicas is only the starting count, so "
+    "kubectl scale has no effect unless the autoscaler is paused "
+    f"(kubectl annotate tis NAME {PAUSE_ANNOTATION}=true)"
+)
 
 
 def autoscaling_status(
@@ -220,6 +229,15 @@ def autoscaling_status(
             now,
             generation,
         )
+    conditions = set_condition(
+        conditions,
+        ConditionType.SCALING_ACTIVE,
+        ConditionStatus.TRUE,
+        "Active",
+        ACTIVE_MESSAGE,
+        now,
+        generation,
+    )
     update: dict[str, object] = {
         "desired_replicas": desired,
         "observed_latency_milliseconds": None if latency_ms is None else round(latency_ms, 1),
@@ -229,6 +247,27 @@ def autoscaling_status(
     if desired != current:
         update["last_scale"] = ScaleEvent(time=now, from_=current, to=desired, reason=reason[:1024])
     return previous.model_copy(update=update)
+
+
+def paused_autoscaling(
+    previous: InferenceServiceStatus, replicas: int, now: datetime, generation: int | None
+) -> InferenceServiceStatus:
+    """The status while the pause annotation is set: no measurements, ScalingActive=False."""
+    message = (
+        f"paused by the annotation {PAUSE_ANNOTATION}=true: spec.replicas ({replicas}) is applied "
+        "and kubectl scale works; remove the annotation to resume"
+    )
+    conditions = [
+        c
+        for c in previous.conditions
+        if c.type in (ConditionType.READY, ConditionType.PROGRESSING, ConditionType.DEGRADED)
+    ]
+    conditions = set_condition(
+        conditions, ConditionType.SCALING_ACTIVE, ConditionStatus.FALSE, "Paused", message, now, generation
+    )
+    return previous.model_copy(
+        update={"observed_latency_milliseconds": None, "observed_rate_rps": None, "conditions": conditions}
+    )
 
 
 def without_autoscaling(previous: InferenceServiceStatus) -> InferenceServiceStatus:

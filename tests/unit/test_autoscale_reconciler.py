@@ -7,6 +7,8 @@ from datetime import UTC, datetime
 from tests.builders import make_inference_service
 from tests.unit.fakes import FakeCluster
 from tritonscale.api.observation import Observation, ScalingTarget
+from tritonscale.api.resource import PAUSE_ANNOTATION
+from tritonscale.handlers.operator import ignored_manual_scale
 from tritonscale.reconcilers.autoscale import AutoscaleReconciler
 from tritonscale.reconcilers.stack import StackReconciler
 
@@ -107,3 +109,42 @@ def test_switching_autoscaling_off_clears_its_status() -> None:
     autoscaler.tick("nlp", "bert")
     assert "MetricsAvailable" not in conditions(cluster) and "ScalingLimited" not in conditions(cluster)
     assert "observedLatencyMilliseconds" not in status(cluster)
+
+
+def test_the_pause_annotation_freezes_the_autoscaler_and_spec_replicas_applies() -> None:
+    cluster, autoscaler, source = setup()
+    source.next = overload()
+    autoscaler.tick("nlp", "bert")
+    assert conditions(cluster)["ScalingActive"] == "True"
+    scaled = status(cluster)["desiredReplicas"]
+    service = cluster.services[("nlp", "bert")]
+    service["metadata"]["annotations"] = {PAUSE_ANNOTATION: "true"}
+    service["spec"]["replicas"] = 6  # `kubectl scale --replicas=6` once paused
+    asked = len(source.targets)
+    assert autoscaler.tick("nlp", "bert") is None, "a paused service is not ticked"
+    assert len(source.targets) == asked, "a paused autoscaler observed"
+    assert conditions(cluster)["ScalingActive"] == "False"
+    assert "MetricsAvailable" not in conditions(cluster)
+    autoscaler.stack.reconcile("nlp", "bert")
+    assert cluster.deployment("nlp", "bert-ondemand")["spec"]["replicas"] == 6 != scaled
+    assert status(cluster)["desiredReplicas"] == 6
+    # Removing the annotation gives the count back to the autoscaler.
+    del service["metadata"]["annotations"][PAUSE_ANNOTATION]
+    source.next = overload()
+    assert autoscaler.tick("nlp", "bert") == 5.0
+    assert conditions(cluster)["ScalingActive"] == "True"
+
+
+def test_kubectl_scale_of_an_autoscaled_service_is_answered_not_silently_dropped() -> None:
+    body = make_inference_service(
+        name="bert", namespace="nlp", spec__autoscaling={"minReplicas": 1, "maxReplicas": 8}
+    )
+    diff = [("change", ("spec", "replicas"), 2, 5)]
+    message = ignored_manual_scale(body, diff)  # type: ignore[arg-type]
+    assert message is not None
+    assert "spec.replicas was set to 5" in message and PAUSE_ANNOTATION in message
+    assert ignored_manual_scale(body, [("change", ("spec", "model"), 1, 2)]) is None  # type: ignore[arg-type]
+    body["metadata"]["annotations"] = {PAUSE_ANNOTATION: "true"}
+    assert ignored_manual_scale(body, diff) is None  # type: ignore[arg-type]
+    manual = make_inference_service(name="bert", namespace="nlp")
+    assert ignored_manual_scale(manual, diff) is None  # type: ignore[arg-type]

@@ -65,8 +65,8 @@ def test_policy_selects_the_balance_algorithm(policy: str, algorithm: str) -> No
 
 
 def test_config_discovers_replicas_through_the_headless_service() -> None:
-    config = config_for("LeastConnections", RouterOptions(), spec__autoscaling={"maxReplicas": 12})
-    assert "server-template triton 12 resnet-triton.vision.svc.cluster.local:8000 check" in config
+    config = config_for("LeastConnections", RouterOptions(), spec__autoscaling={"maxReplicas": 40})
+    assert "server-template triton 64 resnet-triton.vision.svc.cluster.local:8000 check" in config
     # HAProxy 2.6 does not pass check-proto on to server-template clones: the gRPC backend's
     # health check names its HTTP/1 port and protocol in the check itself.
     assert "proto h2 check\n" in config and "http-check connect port 8000 proto h1" in config
@@ -112,3 +112,13 @@ def test_any_valid_resource_renders_a_valid_config_of_fixed_shape(
     assert config.count("\n") == reference.count("\n")
     result = haproxy_check(config, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("autoscaling", [None, {"minReplicas": 1, "maxReplicas": 12}])
+def test_scaling_never_changes_the_config_so_never_restarts_routers(autoscaling: object) -> None:
+    """The router Deployment rolls when haproxy.cfg changes: scaling from 1 to 32 replicas,
+    by hand or by the autoscaler, must leave it byte for byte the same."""
+    extra = {} if autoscaling is None else {"spec__autoscaling": autoscaling}
+    configs = {config_for("RoundRobin", RouterOptions(), spec__replicas=n, **extra) for n in range(1, 33)}
+    assert len(configs) == 1
+    assert "server-template triton 32 " in configs.pop()

@@ -30,6 +30,11 @@ NAME_RULE_MESSAGE: Final = (
 NAME_RULE_CEL: Final = f"!self.metadata.name.endsWith('{RESERVED_NAME_SUFFIX}')"
 
 
+# `kubectl annotate tis/NAME tritonscale.io/autoscaling-paused=true` freezes the autoscaler;
+# spec.replicas (and so `kubectl scale`) then sets the count, as with KEDA's paused annotation.
+PAUSE_ANNOTATION: Final = "tritonscale.io/autoscaling-paused"
+
+
 class ObjectMeta(BaseModel):
     """The parts of metadata the operator reads; everything else is ignored."""
 
@@ -70,6 +75,15 @@ class InferenceService(BaseModel):
     @property
     def namespace(self) -> str:
         return self.metadata.namespace
+
+    @property
+    def autoscaling_paused(self) -> bool:
+        return self.metadata.annotations.get(PAUSE_ANNOTATION, "").strip().lower() == "true"
+
+    @property
+    def autoscaled(self) -> bool:
+        """The autoscaler decides the replica count (on, and not paused)."""
+        return self.spec.autoscaling_enabled and not self.autoscaling_paused
 
 
 class Problem(BaseModel):

@@ -278,7 +278,9 @@ class SpotSpec(ApiModel):
         default=60,
         ge=0,
         le=3600,
-        description="How long spot replicas may stay unschedulable before they move to on-demand capacity.",
+        description="Not acted on yet: the automatic move of spot replicas that stay unschedulable "
+        "this long to on-demand capacity is still being built. Today unschedulable spot replicas are "
+        "reported in the Ready and Degraded conditions (reason Unschedulable) and nothing moves.",
     )
 
 

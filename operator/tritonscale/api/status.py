@@ -22,7 +22,7 @@ class ConditionType(StrEnum):
     DEGRADED = "Degraded"
     METRICS_AVAILABLE = "MetricsAvailable"
     SCALING_LIMITED = "ScalingLimited"
-    SPOT_FALLBACK = "SpotFallback"
+    SCALING_ACTIVE = "ScalingActive"
 
 
 class Condition(ApiModel):
@@ -80,7 +80,7 @@ class InferenceServiceStatus(ApiModel):
     conditions: list[Condition] = Field(
         default_factory=list,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
-        description="Ready, Progressing, Degraded, MetricsAvailable, ScalingLimited, SpotFallback.",
+        description="Ready, Progressing, Degraded, MetricsAvailable, ScalingLimited, ScalingActive.",
     )
 
     def condition(self, condition_type: ConditionType) -> Condition | None:

@@ -10,13 +10,18 @@ import kopf
 
 from tritonscale.api.resource import GROUP, PLURAL, VERSION
 from tritonscale.reconcilers.scheduler import Scheduler
+from tritonscale.status import AUTOSCALER_CONDITIONS
 
 FIRST_TICK_DELAY_S = 5.0  # let the first reconcile create the stack before observing it
 
 
-def autoscaling_enabled(body: dict[str, Any]) -> bool:
+def needs_ticks(body: dict[str, Any]) -> bool:
+    """Autoscaling is on, or its status is still to be cleared (switched off while we were away)."""
     autoscaling = body.get("spec", {}).get("autoscaling")
-    return isinstance(autoscaling, dict) and autoscaling.get("enabled", True) is not False
+    if isinstance(autoscaling, dict) and autoscaling.get("enabled", True) is not False:
+        return True
+    conditions = body.get("status", {}).get("conditions", [])
+    return any(c.get("type") in AUTOSCALER_CONDITIONS for c in conditions)
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
@@ -33,5 +38,5 @@ async def track(*, type: str | None, body: kopf.Body, memo: Any, **_: Any) -> No
         scheduler.untrack(namespace, name)
         return
     memo.bodies[(namespace, name)] = copy.deepcopy(dict(body))
-    if autoscaling_enabled(memo.bodies[(namespace, name)]):
+    if needs_ticks(memo.bodies[(namespace, name)]):
         scheduler.track(namespace, name, delay=FIRST_TICK_DELAY_S)

@@ -5,12 +5,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import kopf
 
-from tritonscale.api.resource import GROUP, KIND, PLURAL, VERSION
+from tritonscale.api.resource import (
+    GROUP,
+    KIND,
+    PAUSE_ANNOTATION,
+    PLURAL,
+    VERSION,
+    InvalidInferenceService,
+    parse_inference_service,
+)
 from tritonscale.errors import RejectedError, TransientError
 from tritonscale.metrics import RECONCILE_SECONDS, RECONCILES
 from tritonscale.reconcilers.stack import Outcome, StackReconciler
@@ -109,10 +117,38 @@ def login(*, memo: Any, **_: Any) -> kopf.ConnectionInfo:
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL)
 @kopf.on.resume(GROUP, VERSION, PLURAL)
-def reconcile(*, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+def reconcile(
+    *, namespace: str | None, name: str, memo: Any, body: kopf.Body, diff: kopf.Diff | None = None, **_: Any
+) -> None:
     """Any change of the resource, `kubectl scale` included, and every operator start."""
     assert namespace is not None  # the resource is namespaced
     _guarded(memo.reconciler.reconcile, namespace, name)
+    ignored = ignored_manual_scale(body, diff)
+    if ignored is not None:
+        memo.kube.post_event(dict(body), "Warning", "ManualScaleIgnored", ignored)
+
+
+def ignored_manual_scale(body: Mapping[str, Any], diff: kopf.Diff | None) -> str | None:
+    """What to tell someone who changed spec.replicas (`kubectl scale`) while the autoscaler
+    decides the count, or None when that is not what happened."""
+    if not diff:
+        return None
+    changed = next((d for d in diff if tuple(d[1]) == ("spec", "replicas")), None)
+    if changed is None:
+        return None
+    try:
+        service = parse_inference_service(dict(body))
+    except InvalidInferenceService:
+        return None
+    autoscaling = service.spec.autoscaling
+    if autoscaling is None or not service.autoscaled:
+        return None
+    return (
+        f"spec.replicas was set to {changed[3]}, but the autoscaler decides the replica count "
+        f"(minReplicas {autoscaling.min_replicas}, maxReplicas {autoscaling.max_replicas}); "
+        f"to scale by hand, pause it first: kubectl annotate tis {service.name} "
+        f"{PAUSE_ANNOTATION}=true"
+    )
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)

@@ -10,10 +10,10 @@ def clamp(value: int, low: int, high: int) -> int:
 
 
 def reconciled_replicas(service: InferenceService) -> int:
-    """spec.replicas when autoscaling is off; otherwise the autoscaler's last decision
+    """spec.replicas when autoscaling is off or paused; otherwise the autoscaler's last decision
     (status.desiredReplicas, or spec.replicas before the first one) within min..max."""
     spec = service.spec
-    if spec.autoscaling is None or not spec.autoscaling.enabled:
+    if spec.autoscaling is None or not service.autoscaled:
         return spec.replicas
     decided = service.status.desired_replicas
     wanted = decided if decided is not None else spec.replicas

@@ -19,7 +19,7 @@ from tritonscale.policy.autoscaling import AutoscalerState, Decision, LatencyAut
 from tritonscale.policy.replicas import reconciled_replicas
 from tritonscale.reconcilers.stack import ClusterApi, StackReconciler, utc_now
 from tritonscale.render.names import StackNames
-from tritonscale.status import autoscaling_status, without_autoscaling
+from tritonscale.status import autoscaling_status, paused_autoscaling, without_autoscaling
 
 log = logging.getLogger(__name__)
 
@@ -101,10 +101,15 @@ class AutoscaleReconciler:
             service = parse_inference_service(body)
         except InvalidInferenceService:
             return None  # the stack reconciler reports it; a fixed spec is tracked anew
-        autoscaling = service.spec.autoscaling
-        if autoscaling is None or not autoscaling.enabled:
-            self._switch_off(body, service)
+        if not service.spec.autoscaling_enabled:
+            self._switch_off(body, service, without_autoscaling(service.status))
             return None
+        if service.autoscaling_paused:
+            paused = paused_autoscaling(
+                service.status, service.spec.replicas, self.clock(), service.metadata.generation
+            )
+            self._switch_off(body, service, paused)
+            return None  # the annotation's removal is a watch event that starts it again
         return body, service
 
     def tick(self, namespace: str, name: str) -> float | None:
@@ -192,9 +197,10 @@ class AutoscaleReconciler:
             self.api.post_event(body, "Normal", "MetricsAvailable", f"metrics from {source} are back")
         self._was_missing[key] = decision.metrics_missing
 
-    def _switch_off(self, body: dict[str, Any], service: InferenceService) -> None:
+    def _switch_off(
+        self, body: dict[str, Any], service: InferenceService, cleared: InferenceServiceStatus
+    ) -> None:
         self.forget(service.namespace, service.name)
-        cleared = without_autoscaling(service.status)
         if cleared != service.status:
             with contextlib.suppress(ConflictError):  # a newer copy is cleared by its own event
                 self.api.patch_inference_service_status(

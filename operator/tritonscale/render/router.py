@@ -79,11 +79,17 @@ def _checked(value: str, pattern: re.Pattern[str], what: str) -> str:
     return value
 
 
+MIN_SERVER_SLOTS = 32
+
+
 def server_slots(service: InferenceService) -> int:
-    """How many server slots each backend keeps: room for the most replicas there can be."""
+    """How many server slots each backend keeps: room for the most replicas there can be,
+    rounded up to a power of two and at least MIN_SERVER_SLOTS, so that scaling (by hand or by
+    the autoscaler) leaves haproxy.cfg, and so the router pods, untouched. Empty slots cost no
+    health checks: HAProxy keeps them in maintenance until DNS fills them."""
     spec = service.spec
-    most = spec.autoscaling.max_replicas if spec.autoscaling_enabled and spec.autoscaling else spec.replicas
-    return max(most, spec.replicas, 1)
+    most = max(spec.autoscaling.max_replicas if spec.autoscaling else 1, spec.replicas, 1)
+    return max(MIN_SERVER_SLOTS, 1 << (most - 1).bit_length())
 
 
 def render_router_config(service: InferenceService, names: StackNames, options: RouterOptions) -> str:
