@@ -4,7 +4,10 @@ invalid ones with the field each must be rejected for (by the model and by the A
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 DELETE = object()
 
@@ -175,3 +178,11 @@ def make_invalid(overrides: dict[str, Any]) -> dict[str, Any]:
     for dotted, value in overrides.items():
         set_path(obj, dotted, value if value is DELETE else copy.deepcopy(value))
     return obj
+
+
+def load_example(path: Path) -> dict[str, Any]:
+    """The InferenceService of an example file (which may also hold its Namespace)."""
+    documents = [d for d in yaml.safe_load_all(path.read_text()) if isinstance(d, dict)]
+    services = [d for d in documents if d.get("kind") == "InferenceService"]
+    assert len(services) == 1, f"{path}: expected one InferenceService, found {len(services)}"
+    return services[0]

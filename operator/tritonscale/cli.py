@@ -87,6 +87,11 @@ def run(
     health_port: int,
 ) -> None:
     """Run the operator until interrupted."""
+    if metrics_port and metrics_port == health_port:
+        raise click.BadParameter(
+            f"--metrics-port and --health-port must differ (both are {metrics_port})",
+            param_hint="--health-port",
+        )
     import kopf
 
     from tritonscale.app import run_operator

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from tritonscale.api.resource import PAUSE_ANNOTATION, InferenceService
+from tritonscale.api.spec import CapacitySpec
 from tritonscale.api.status import (
     Condition,
     ConditionStatus,
@@ -13,6 +14,7 @@ from tritonscale.api.status import (
     InferenceServiceStatus,
     ScaleEvent,
 )
+from tritonscale.policy.placement import no_spot_reason
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,9 @@ def _unschedulable_summary(state: StackState) -> str:
     return f"{count} pod{'s' if count != 1 else ''} cannot be scheduled: {first}"
 
 
-def _ready_condition(desired: int, state: StackState) -> tuple[ConditionStatus, str, str]:
+def _ready_condition(
+    desired: int, state: StackState, capacity: CapacitySpec
+) -> tuple[ConditionStatus, str, str]:
     """Ready means serving the desired capacity: every desired Triton replica and a router ready."""
     triton_ready = sum(d.ready for d in state.triton)
     router = state.router
@@ -100,7 +104,8 @@ def _ready_condition(desired: int, state: StackState) -> tuple[ConditionStatus, 
         if state.unschedulable:
             return ConditionStatus.FALSE, "Unschedulable", f"{summary}; {_unschedulable_summary(state)}"
         return ConditionStatus.FALSE, "ScalingUp", f"{summary}; the others are starting"
-    return ConditionStatus.TRUE, "Serving", summary
+    note = no_spot_reason(desired, capacity)
+    return ConditionStatus.TRUE, "Serving", summary if note is None else f"{summary}; {note}"
 
 
 def _progressing_condition(state: StackState) -> tuple[ConditionStatus, str, str]:
@@ -141,7 +146,7 @@ def stack_status(
     generation = service.metadata.generation
     conditions = list(previous.conditions)
     for condition_type, (status, reason, message) in (
-        (ConditionType.READY, _ready_condition(desired, state)),
+        (ConditionType.READY, _ready_condition(desired, state, service.spec.capacity)),
         (ConditionType.PROGRESSING, _progressing_condition(state)),
         (ConditionType.DEGRADED, _degraded_condition(state)),
     ):
@@ -249,6 +254,15 @@ def autoscaling_status(
     return previous.model_copy(update=update)
 
 
+# The autoscaler's measurements and objective, cleared when it is switched off or paused.
+_NO_MEASUREMENTS: dict[str, object] = {
+    "observed_latency_milliseconds": None,
+    "observed_rate_rps": None,
+    "target_latency_milliseconds": None,
+    "latency_percentile": None,
+}
+
+
 def paused_autoscaling(
     previous: InferenceServiceStatus, replicas: int, now: datetime, generation: int | None
 ) -> InferenceServiceStatus:
@@ -265,17 +279,14 @@ def paused_autoscaling(
     conditions = set_condition(
         conditions, ConditionType.SCALING_ACTIVE, ConditionStatus.FALSE, "Paused", message, now, generation
     )
-    return previous.model_copy(
-        update={"observed_latency_milliseconds": None, "observed_rate_rps": None, "conditions": conditions}
-    )
+    return previous.model_copy(update={**_NO_MEASUREMENTS, "conditions": conditions})
 
 
 def without_autoscaling(previous: InferenceServiceStatus) -> InferenceServiceStatus:
     """The status once autoscaling is switched off: its measurements and conditions go."""
     return previous.model_copy(
         update={
-            "observed_latency_milliseconds": None,
-            "observed_rate_rps": None,
+            **_NO_MEASUREMENTS,
             "conditions": [c for c in previous.conditions if c.type not in AUTOSCALER_CONDITIONS],
         }
     )

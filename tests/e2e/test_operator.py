@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.builders import INVALID_CASES, make_inference_service, make_invalid
+from tests.builders import INVALID_CASES, load_example, make_inference_service, make_invalid
 from tests.e2e.conftest import CHART, REPO, ChartRelease, OperatorThread
 from tests.e2e.interrupted_operator import PAUSED
 from tritonscale.sandbox.cluster import CAPACITY_TYPE_LABEL, GPU_PRODUCT, Cluster, KubectlError
@@ -374,7 +374,7 @@ def test_the_valid_baseline_and_every_example_pass_the_api_server(
 ) -> None:
     cluster.kubectl("apply", "--server-side", "--dry-run=server", "-f", "-", input=_yaml(make_invalid({})))
     for example in sorted(EXAMPLES.glob("*.yaml")):
-        manifest = yaml.safe_load(example.read_text())
+        manifest = load_example(example)
         # A dry run needs an existing namespace; the examples' own come with the tests that run them.
         manifest["metadata"]["namespace"] = "default"
         cluster.kubectl("apply", "--server-side", "--dry-run=server", "-f", "-", input=_yaml(manifest))
@@ -435,10 +435,12 @@ EXAMPLE_CASES = [
 
 @pytest.fixture(scope="module")
 def examples(cluster: Cluster, operator: OperatorThread) -> dict[str, dict[str, Any]]:
-    """Every example applied with `kubectl apply -f` (namespaces created first), settled."""
+    """Every example applied with `kubectl apply -f` as the README says, on namespaces that do
+    not exist yet (each example brings its own), settled."""
     for example in EXAMPLE_CASES:
         if example.namespace != "default":
-            cluster.create_namespace(example.namespace)
+            missing = cluster.kubectl("get", "namespace", example.namespace, check=False)
+            assert missing.returncode != 0, f"namespace {example.namespace} exists already"
         cluster.kubectl("apply", "-f", str(EXAMPLES / example.file))
     return {
         example.file: wait_settled(cluster, operator, example.namespace, example.name, example.expected)
@@ -481,7 +483,7 @@ def test_an_example_runs_on_the_right_node_pools(
 def test_kubectl_get_shows_the_printer_columns(cluster: Cluster, examples: dict[str, dict[str, Any]]) -> None:
     lines = cluster.kubectl("get", "tis", "-A").stdout.splitlines()
     header = lines[0]
-    columns = ["NAMESPACE", "NAME", "READY", "REPLICAS", "SPOT", "P95", "TARGET", "POLICY", "AGE"]
+    columns = ["NAMESPACE", "NAME", "READY", "REPLICAS", "SPOT", "LATENCY", "TARGET", "POLICY", "AGE"]
     assert header.split() == columns
     starts = [m.start() for m in re.finditer(r"\S+", header)]
 
@@ -507,11 +509,12 @@ def test_kubectl_get_shows_the_printer_columns(cluster: Cluster, examples: dict[
     )
     assert (echo["READY"], echo["REPLICAS"], echo["POLICY"]) == ("True", "1", "LeastConnections")
     assert all(re.fullmatch(r"\d+[smh]\d*[sm]?", row["AGE"]) for row in rows.values()), rows
-    # Nothing measured latency yet: the P95 column stays empty rather than showing a made-up 0.
-    assert {row["P95"] for row in rows.values()} == {""}
+    # Nothing measured latency yet: the column stays empty rather than showing a made-up 0.
+    assert {row["LATENCY"] for row in rows.values()} == {""}
 
     wide = cluster.kubectl("get", "tis", "resnet", "-n", "vision", "-o", "wide").stdout
     assert "DESIRED" in wide and "ENDPOINT" in wide and "http://resnet.vision.svc:8000" in wide
+    assert "PERCENTILE" in wide
 
 
 # --------------------------------------------------------------------------------------------
@@ -641,7 +644,7 @@ def test_everything_is_admitted_in_a_restricted_namespace(cluster: Cluster, oper
             "pod-security.kubernetes.io/audit": "restricted",
         },
     )
-    manifest = yaml.safe_load((EXAMPLES / "gpu-spot.yaml").read_text())
+    manifest = load_example(EXAMPLES / "gpu-spot.yaml")
     manifest["metadata"]["namespace"] = ns
     applied = cluster.kubectl("apply", "-f", "-", input=_yaml(manifest))
     assert "Warning" not in applied.stderr, applied.stderr

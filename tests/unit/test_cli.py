@@ -82,3 +82,9 @@ def test_render_reads_stdin() -> None:
     )
     assert result.exit_code == 0
     assert len(list(yaml.safe_load_all(result.stdout))) == 7
+
+
+def test_run_refuses_one_port_for_metrics_and_health_before_starting() -> None:
+    result = CliRunner().invoke(main, ["run", "--metrics-port", "9000", "--health-port", "9000"])
+    assert result.exit_code == 2
+    assert "--metrics-port and --health-port must differ (both are 9000)" in result.stderr

@@ -6,11 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.builders import INVALID_CASES, make_inference_service, make_invalid
+from tests.builders import INVALID_CASES, load_example, make_inference_service, make_invalid
 from tritonscale.api.resource import InvalidInferenceService, parse_inference_service
 from tritonscale.api.spec import InferenceServiceSpec
 
@@ -58,9 +57,8 @@ def test_wrong_kind_is_named() -> None:
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
 def test_examples_are_valid(path: Path) -> None:
-    for document in yaml.safe_load_all(path.read_text()):
-        service = parse_inference_service(document)
-        assert service.spec.model.names
+    service = parse_inference_service(load_example(path))
+    assert service.spec.model.names
 
 
 def test_defaults_fill_a_minimal_spec() -> None:

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tritonscale.api.spec import CapacitySpec, SpotSpec
-from tritonscale.policy.placement import Placement, split_replicas
+from tritonscale.policy.placement import Placement, no_spot_reason, split_replicas
 
 
 @pytest.mark.parametrize(
@@ -51,3 +51,18 @@ def test_split_invariants(total: int, base: int, fraction: float) -> None:
     assert placement.on_demand >= min(base, total)
     assert placement.spot <= math.floor(total * fraction + 1e-9)
     assert placement.spot >= 0
+
+
+def test_a_spot_share_of_zero_is_explained() -> None:
+    base = CapacitySpec(on_demand_base=3, spot=SpotSpec(enabled=True, max_fraction=0.75))
+    assert (
+        no_spot_reason(2, base)
+        == "spot gets no replica: capacity.onDemandBase (3) covers all 2 desired replicas"
+    )
+    small = CapacitySpec(on_demand_base=0, spot=SpotSpec(enabled=True, max_fraction=0.3))
+    assert (
+        no_spot_reason(3, small)
+        == "spot gets no replica: capacity.spot.maxFraction (0.3) of 3 replicas rounds down to 0"
+    )
+    assert no_spot_reason(4, small) is None
+    assert no_spot_reason(2, CapacitySpec()) is None  # spot not asked for: nothing to explain

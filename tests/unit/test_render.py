@@ -8,11 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.builders import make_inference_service
+from tests.builders import load_example, make_inference_service
 from tritonscale.api.resource import InferenceService, parse_inference_service
 from tritonscale.policy.placement import Placement, split_replicas
 from tritonscale.policy.replicas import reconciled_replicas
@@ -44,7 +43,7 @@ def by_kind_name(objects: list[dict[str, Any]]) -> dict[tuple[str, str], dict[st
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[p.stem for p in EXAMPLES])
 def test_examples_match_golden_files(example: Path) -> None:
-    service = parse_inference_service(yaml.safe_load(example.read_text()))
+    service = parse_inference_service(load_example(example))
     rendered = dump_all(stack_of(service))
     golden = GOLDEN / f"{example.stem}.yaml"
     if os.environ.get("UPDATE_GOLDEN"):
@@ -284,3 +283,29 @@ def test_placement_is_passed_through() -> None:
     objects = by_kind_name(render_stack(service, Placement(on_demand=2, spot=5)))
     assert objects[("Deployment", "p-ondemand")]["spec"]["replicas"] == 2
     assert objects[("Deployment", "p-spot")]["spec"]["replicas"] == 5
+
+
+def _triton_container(**overrides: object) -> dict[str, Any]:
+    service = parse_inference_service(make_inference_service(**overrides))
+    objects = render_stack(service, split_replicas(2, service.spec.capacity))
+    deployment = next(
+        o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"].endswith("-ondemand")
+    )
+    container: dict[str, Any] = deployment["spec"]["template"]["spec"]["containers"][0]
+    return container
+
+
+def test_triton_gets_default_requests_for_what_the_spec_leaves_out() -> None:
+    """Never BestEffort (first evicted), and model downloads are accounted as ephemeral storage."""
+    assert _triton_container()["resources"] == {
+        "requests": {"cpu": "1", "ephemeral-storage": "10Gi", "memory": "2Gi"}
+    }
+    own = _triton_container(
+        spec__triton={"resources": {"requests": {"cpu": "4"}, "limits": {"memory": "8Gi"}}}
+    )
+    # A memory limit alone sets the request (Kubernetes' rule), so no default is added for it.
+    assert own["resources"] == {
+        "requests": {"cpu": "4", "ephemeral-storage": "10Gi"},
+        "limits": {"memory": "8Gi"},
+    }
+    assert {"name": "model-download", "mountPath": "/tmp"} in own["volumeMounts"]

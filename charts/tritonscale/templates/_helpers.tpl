@@ -7,12 +7,19 @@
 {{- end -}}
 {{- end -}}
 
-{{- define "tritonscale.labels" -}}
+{{/* Labels of every object; the operator's own carry its selector labels too. */}}
+{{- define "tritonscale.commonLabels" -}}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
-{{ include "tritonscale.selectorLabels" . }}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: tritonscale
+{{- end -}}
+
+{{- define "tritonscale.labels" -}}
+{{ include "tritonscale.commonLabels" . }}
+app.kubernetes.io/component: operator
 {{- end -}}
 
 {{- define "tritonscale.selectorLabels" -}}

@@ -146,7 +146,7 @@ def _printer_columns() -> list[dict[str, Any]]:
             "name": "Ready",
             "type": "string",
             "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
-            "description": "Whether the stack serves requests.",
+            "description": "Whether every desired Triton replica and a router are ready.",
         },
         {
             "name": "Replicas",
@@ -168,16 +168,23 @@ def _printer_columns() -> list[dict[str, Any]]:
             "description": "Ready Triton replicas on spot capacity.",
         },
         {
-            "name": "P95",
+            "name": "Latency",
             "type": "number",
             "jsonPath": ".status.observedLatencyMilliseconds",
-            "description": "Measured latency (ms) at the objective's percentile.",
+            "description": "Measured latency (ms) at the objective's percentile (see Percentile).",
         },
         {
             "name": "Target",
             "type": "number",
-            "jsonPath": ".spec.autoscaling.latency.targetMilliseconds",
-            "description": "Latency objective (ms).",
+            "jsonPath": ".status.targetLatencyMilliseconds",
+            "description": "Latency objective (ms) the autoscaler holds; empty while it is off or paused.",
+        },
+        {
+            "name": "Percentile",
+            "type": "number",
+            "jsonPath": ".status.latencyPercentile",
+            "priority": 1,
+            "description": "Percentile the latency and target are for.",
         },
         {
             "name": "Policy",

@@ -72,6 +72,14 @@ class InferenceServiceStatus(ApiModel):
     observed_latency_milliseconds: float | None = Field(
         default=None, ge=0, description="Latency at the objective's percentile, last measured."
     )
+    target_latency_milliseconds: float | None = Field(
+        default=None,
+        ge=0,
+        description="Latency objective the autoscaler holds; unset while it is off or paused.",
+    )
+    latency_percentile: float | None = Field(
+        default=None, ge=0, le=100, description="Percentile of the observed latency and the objective."
+    )
     observed_rate_rps: float | None = Field(
         default=None, ge=0, description="Arrival rate, last measured (req/s)."
     )

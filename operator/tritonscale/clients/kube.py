@@ -51,6 +51,13 @@ def _translated(what: str) -> Iterator[None]:
         raise TransientError(f"{what}: {error}", delay=5.0) from error
 
 
+def apply_body(obj: dict[str, Any]) -> bytes:
+    """The apply patch as UTF-8 JSON. The client's own encoding escapes text outside the Basic
+    Multilingual Plane (an emoji) as a surrogate pair, which the API server's YAML decoder of
+    apply patches refuses ("invalid Unicode character escape code"); raw UTF-8 is valid YAML."""
+    return json.dumps(obj, ensure_ascii=False).encode("utf-8")
+
+
 @dataclass(frozen=True)
 class Connection:
     """Where and as whom a client talks to the API server (kopf is given the same)."""
@@ -163,7 +170,7 @@ class KubeClient:
             response = self._appliers[kind](
                 metadata["name"],
                 metadata["namespace"],
-                obj,
+                apply_body(obj),
                 field_manager=self.field_manager,
                 force=True,
                 dry_run="All" if dry_run else None,

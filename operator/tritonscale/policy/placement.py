@@ -34,3 +34,18 @@ def split_replicas(total: int, capacity: CapacitySpec) -> Placement:
     most_on_spot = math.floor(total * capacity.spot.max_fraction + 1e-9)
     on_demand = max(min(capacity.on_demand_base, total), total - most_on_spot)
     return Placement(on_demand=on_demand, spot=total - on_demand)
+
+
+def no_spot_reason(total: int, capacity: CapacitySpec) -> str | None:
+    """Why spot is enabled yet gets no replica at this count, in words; None otherwise."""
+    if not capacity.spot.enabled or total == 0 or split_replicas(total, capacity).spot > 0:
+        return None
+    if capacity.on_demand_base >= total:
+        return (
+            f"spot gets no replica: capacity.onDemandBase ({capacity.on_demand_base}) covers all "
+            f"{total} desired replicas"
+        )
+    return (
+        f"spot gets no replica: capacity.spot.maxFraction ({capacity.spot.max_fraction:g}) of {total} "
+        "replicas rounds down to 0"
+    )

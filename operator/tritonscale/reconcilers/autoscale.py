@@ -32,7 +32,12 @@ class ObservationSource(Protocol):
 SourceChooser = Callable[[InferenceService], tuple[ObservationSource, str]]
 
 # Autoscaler-owned status fields that must be cleared explicitly (a merge patch keeps what it omits).
-_CLEARABLE = ("observedLatencyMilliseconds", "observedRateRps")
+_CLEARABLE = (
+    "observedLatencyMilliseconds",
+    "observedRateRps",
+    "targetLatencyMilliseconds",
+    "latencyPercentile",
+)
 
 
 def status_patch(status: InferenceServiceStatus) -> dict[str, Any]:
@@ -149,6 +154,11 @@ class AutoscaleReconciler:
                 source=source_name,
                 now=self.clock(),
                 generation=service.metadata.generation,
+            ).model_copy(
+                update={
+                    "target_latency_milliseconds": autoscaling.latency.target_milliseconds,
+                    "latency_percentile": autoscaling.latency.percentile,
+                }
             )
             if status != service.status:
                 try:

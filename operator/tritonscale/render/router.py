@@ -80,6 +80,7 @@ def _checked(value: str, pattern: re.Pattern[str], what: str) -> str:
 
 
 MIN_SERVER_SLOTS = 32
+DEFAULT_ROUTER_REQUESTS: Final = {"cpu": "100m", "memory": "64Mi", "ephemeral-storage": "64Mi"}
 
 
 def server_slots(service: InferenceService) -> int:
@@ -157,7 +158,7 @@ def render_router_deployment(service: InferenceService, names: StackNames, confi
                     {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
                     {"name": "metrics", "containerPort": ROUTER_METRICS_PORT, "protocol": "TCP"},
                 ],
-                "resources": container_resources(router.resources, {}),
+                "resources": container_resources(router.resources, {}, DEFAULT_ROUTER_REQUESTS),
                 "readinessProbe": {
                     "httpGet": {"path": "/healthz", "port": "metrics"},
                     "periodSeconds": 2,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Final
 
 from tritonscale.api.resource import InferenceService
@@ -57,10 +58,24 @@ def triton_args(service: InferenceService) -> list[str]:
     ]
 
 
-def container_resources(resources: ResourceRequirements, extra_limits: dict[str, int]) -> dict[str, Any]:
-    """Pod-spec resources; extended resources (accelerators) must appear in limits."""
+# Requests a Triton replica gets for what the spec leaves out: without them it would be
+# BestEffort (the first evicted) and its model downloads could fill the node's disk unseen.
+DEFAULT_TRITON_REQUESTS: Final = {"cpu": "1", "memory": "2Gi", "ephemeral-storage": "10Gi"}
+MODEL_DOWNLOAD_DIR: Final = "/tmp"  # where tritonserver downloads s3://, gs:// and as:// models
+
+
+def container_resources(
+    resources: ResourceRequirements, extra_limits: dict[str, int], defaults: Mapping[str, str]
+) -> dict[str, Any]:
+    """Pod-spec resources; extended resources (accelerators) must appear in limits. A resource
+    in `defaults` that the spec names neither in requests nor in limits is requested at its
+    default (a limit alone already sets the request)."""
     requests = {key: str(value) for key, value in sorted(resources.requests.items())}
     limits = {key: str(value) for key, value in sorted(resources.limits.items())}
+    for key, value in defaults.items():
+        if key not in requests and key not in limits:
+            requests[key] = value
+    requests = dict(sorted(requests.items()))
     for key, count in extra_limits.items():
         limits[key] = str(count)
         requests[key] = str(count)
@@ -136,7 +151,7 @@ def render_triton_deployment(
             {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
             {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
         ],
-        "resources": container_resources(spec.triton.resources, extra_limits),
+        "resources": container_resources(spec.triton.resources, extra_limits, DEFAULT_TRITON_REQUESTS),
         # Models can take minutes to load: the startup probe holds liveness off until then.
         "startupProbe": _http_probe("/v2/health/live", period=5, failures=120),
         "livenessProbe": _http_probe("/v2/health/live", period=10, failures=6),
@@ -144,7 +159,10 @@ def render_triton_deployment(
         # A short pause before SIGTERM lets routers drop the pod before it stops accepting.
         "lifecycle": {"preStop": {"sleep": {"seconds": 5}}},
         "securityContext": restricted_container_security(),
-        "volumeMounts": [{"name": "shm", "mountPath": "/dev/shm"}],
+        "volumeMounts": [
+            {"name": "shm", "mountPath": "/dev/shm"},
+            {"name": "model-download", "mountPath": MODEL_DOWNLOAD_DIR},
+        ],
     }
     if spec.triton.image_pull_policy is not None:
         container["imagePullPolicy"] = spec.triton.image_pull_policy.value
@@ -158,7 +176,11 @@ def render_triton_deployment(
         "tolerations": pool_tolerations(spec.capacity, spot) + accelerator_tolerations(spec.accelerator),
         "topologySpreadConstraints": spread_constraints(names.component_selector(COMPONENT_TRITON)),
         # The Python backend exchanges tensors through shared memory; the default 64 MiB is too small.
-        "volumes": [{"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}}],
+        # Models from object storage are downloaded here, counted against ephemeral-storage.
+        "volumes": [
+            {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}},
+            {"name": "model-download", "emptyDir": {}},
+        ],
     }
     if spec.triton.service_account_name:
         pod_spec["serviceAccountName"] = spec.triton.service_account_name

@@ -144,7 +144,7 @@ class NodePool:
     labels: Mapping[str, str] = field(default_factory=dict)
     taints: tuple[Taint, ...] = ()
     allocatable: Mapping[str, str] = field(
-        default_factory=lambda: {"cpu": "8", "memory": "32Gi", "pods": "110"}
+        default_factory=lambda: {"cpu": "8", "memory": "32Gi", "ephemeral-storage": "200Gi", "pods": "110"}
     )
     zones: tuple[str, ...] = ("zone-a", "zone-b")
     instance_type: str = "kwok.standard"
@@ -181,13 +181,19 @@ def default_node_pools() -> list[NodePool]:
         "karpenter.k8s.aws/instance-gpu-manufacturer": "nvidia",
         "karpenter.k8s.aws/instance-gpu-count": "8",
     }
-    gpu_allocatable = {"cpu": "96", "memory": "1152Gi", "pods": "110", "nvidia.com/gpu": "8"}
+    gpu_allocatable = {
+        "cpu": "96",
+        "memory": "1152Gi",
+        "ephemeral-storage": "800Gi",
+        "pods": "110",
+        "nvidia.com/gpu": "8",
+    }
     return [
         NodePool(
             name="cpu-ondemand",
             count=2,
             labels={CAPACITY_TYPE_LABEL: ON_DEMAND},
-            allocatable={"cpu": "16", "memory": "64Gi", "pods": "110"},
+            allocatable={"cpu": "16", "memory": "64Gi", "ephemeral-storage": "200Gi", "pods": "110"},
             instance_type="m5.4xlarge",
         ),
         NodePool(
