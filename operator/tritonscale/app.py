@@ -26,6 +26,8 @@ from tritonscale.reconcilers.scheduler import Scheduler
 from tritonscale.reconcilers.stack import StackReconciler
 from tritonscale.render.stack import RenderOptions
 
+UNSETTLED_RECHECK_S = 15.0  # how soon a stack with replicas missing is looked at again
+
 
 class SourceChooser:
     """Picks each InferenceService's observation source; sources are shared and long-lived."""
@@ -63,7 +65,13 @@ def build_memo(config: OperatorConfig) -> kopf.Memo:
     memo = kopf.Memo()
     memo.config = config
     memo.kube = kube
-    memo.reconciler = StackReconciler(kube, RenderOptions(cluster_domain=config.cluster_domain))
+    memo.reconciler = StackReconciler(
+        kube,
+        RenderOptions(cluster_domain=config.cluster_domain),
+        on_unsettled=lambda namespace, name: memo.resync_scheduler.run_within(
+            namespace, name, UNSETTLED_RECHECK_S
+        ),
+    )
     memo.bodies = {}  # (namespace, name) -> the newest InferenceService the watch delivered
     memo.autoscaler = AutoscaleReconciler(
         kube, memo.reconciler, SourceChooser(config, kube), read=lambda ns, name: memo.bodies.get((ns, name))

@@ -131,3 +131,25 @@ def test_liveness_sees_a_pool_whose_every_thread_is_stuck() -> None:
         return before, during, after
 
     assert asyncio.run(main()) == (True, False, True)
+
+
+def test_a_key_can_be_asked_to_run_sooner_from_another_thread() -> None:
+    runs: list[float] = []
+
+    def job(namespace: str, name: str) -> float:
+        runs.append(time.monotonic())
+        return 60.0
+
+    async def main() -> None:
+        scheduler = Scheduler(job, workers=1, name="t")
+        scheduler.start()
+        scheduler.track("ns", "a", delay=60.0)
+        await asyncio.sleep(0.05)
+        assert runs == []
+        threading.Thread(target=scheduler.run_within, args=("ns", "a", 0.1)).start()
+        threading.Thread(target=scheduler.run_within, args=("ns", "untracked", 0.1)).start()
+        await asyncio.sleep(0.4)
+        await scheduler.stop()
+
+    asyncio.run(main())
+    assert len(runs) == 1

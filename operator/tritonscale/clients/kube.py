@@ -51,6 +51,15 @@ def _translated(what: str) -> Iterator[None]:
         raise TransientError(f"{what}: {error}", delay=5.0) from error
 
 
+# Where each child kind is written (server-side apply is a PATCH on the object's own path).
+_CHILD_PATHS: Final = {
+    "ConfigMap": "/api/v1/namespaces/{namespace}/configmaps/{name}",
+    "Service": "/api/v1/namespaces/{namespace}/services/{name}",
+    "Deployment": "/apis/apps/v1/namespaces/{namespace}/deployments/{name}",
+    "PodDisruptionBudget": "/apis/policy/v1/namespaces/{namespace}/poddisruptionbudgets/{name}",
+}
+
+
 def apply_body(obj: dict[str, Any]) -> bytes:
     """The apply patch as UTF-8 JSON. The client's own encoding escapes text outside the Basic
     Multilingual Plane (an emoji) as a surrogate pair, which the API server's YAML decoder of
@@ -83,12 +92,6 @@ class KubeClient:
         self.apps = kubernetes.client.AppsV1Api(api_client)
         self.policy = kubernetes.client.PolicyV1Api(api_client)
         self.custom = kubernetes.client.CustomObjectsApi(api_client)
-        self._appliers: dict[str, Callable[..., Any]] = {
-            "ConfigMap": self.core.patch_namespaced_config_map,
-            "Service": self.core.patch_namespaced_service,
-            "Deployment": self.apps.patch_namespaced_deployment,
-            "PodDisruptionBudget": self.policy.patch_namespaced_pod_disruption_budget,
-        }
         self._readers: dict[str, Callable[..., Any]] = {
             "ConfigMap": self.core.read_namespaced_config_map,
             "Service": self.core.read_namespaced_service,
@@ -163,20 +166,30 @@ class KubeClient:
         return self._json(response)
 
     def apply(self, obj: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
-        """Server-side apply `obj` as our field manager, taking over conflicting fields."""
+        """Server-side apply `obj` as our field manager, taking over conflicting fields (the
+        reconciler has checked beforehand that the object is this InferenceService's own).
+
+        Sent through the client's low-level request so the body goes as raw UTF-8 (see
+        apply_body); the generated patch methods accept only a dict."""
         kind = obj["kind"]
         metadata = obj["metadata"]
+        path = _CHILD_PATHS[kind].format(namespace=metadata["namespace"], name=metadata["name"])
+        query = [("fieldManager", self.field_manager), ("force", "true")]
+        if dry_run:
+            query.append(("dryRun", "All"))
         with _translated(f"apply {kind} {metadata['namespace']}/{metadata['name']}"):
-            response = self._appliers[kind](
-                metadata["name"],
-                metadata["namespace"],
-                apply_body(obj),
-                field_manager=self.field_manager,
-                force=True,
-                dry_run="All" if dry_run else None,
-                _content_type=APPLY_CONTENT_TYPE,
-                _preload_content=False,
+            method, url, headers, body, _ = self.api_client.param_serialize(
+                "PATCH",
+                path,
+                query_params=query,
+                header_params={"Content-Type": APPLY_CONTENT_TYPE, "Accept": "application/json"},
+                body=apply_body(obj),
+                auth_settings=["BearerToken"],
             )
+            response = self.api_client.call_api(method, url, header_params=headers, body=body)
+            response.read()  # type: ignore[no-untyped-call]
+            if not 200 <= response.status < 300:
+                raise ApiException(http_resp=response)
         return self._json(response)
 
     def list_deployments(self, namespace: str, selector: dict[str, str]) -> list[dict[str, Any]]:

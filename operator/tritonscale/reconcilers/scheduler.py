@@ -61,6 +61,8 @@ class Scheduler:
         self._wake: asyncio.Event | None = None
         self._slots: asyncio.Semaphore | None = None
         self._task: asyncio.Task[None] | None = None
+        self._event_loop: asyncio.AbstractEventLoop | None = None
+        self._in_flight: set[Key] = set()
         self._stopping = False
         self.heartbeat = clock()  # the loop's last turn: liveness reads it
 
@@ -72,6 +74,23 @@ class Scheduler:
             return
         self._generation[key] = next(self._sequence)
         self._push(key, self.clock() + delay)
+
+    def run_within(self, namespace: str, name: str, delay: float) -> None:
+        """Run the job for this tracked key no later than `delay` s from now. Safe to call from
+        any thread (reconciles run in worker threads)."""
+        if self._event_loop is None:
+            return
+        self._event_loop.call_soon_threadsafe(self._run_within, (namespace, name), delay)
+
+    def _run_within(self, key: Key, delay: float) -> None:
+        if key not in self._generation:
+            return
+        due = self.clock() + delay
+        queued = [e.due for e in self._heap if e.key == key and e.generation == self._generation[key]]
+        if queued and min(queued) <= due:
+            return
+        self._generation[key] = next(self._sequence)  # the later entry is dropped when popped
+        self._push(key, due)
 
     def untrack(self, namespace: str, name: str) -> None:
         """Stop running the job for this key (a run in progress finishes)."""
@@ -88,6 +107,7 @@ class Scheduler:
     # --- the loop ------------------------------------------------------------------------------
     def start(self) -> None:
         self._stopping = False
+        self._event_loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         self._slots = asyncio.Semaphore(self.workers)
         self._task = asyncio.get_running_loop().create_task(self._loop(), name=self.name)
@@ -116,6 +136,12 @@ class Scheduler:
                 entry = heapq.heappop(self._heap)
                 if self._generation.get(entry.key) != entry.generation:
                     continue  # untracked (or tracked anew) since it was queued
+                if entry.key in self._in_flight:  # moved earlier while a run was going on
+                    heapq.heappush(
+                        self._heap, _Entry(now + 1.0, next(self._sequence), entry.key, entry.generation)
+                    )
+                    continue
+                self._in_flight.add(entry.key)
                 await self._slots.acquire()
                 task = asyncio.get_running_loop().create_task(self._run(entry))
                 running.add(task)
@@ -138,6 +164,7 @@ class Scheduler:
             delay = 10.0
         finally:
             self._slots.release()
+            self._in_flight.discard(entry.key)
         if self._generation.get(entry.key) != entry.generation:
             return
         if delay is None:

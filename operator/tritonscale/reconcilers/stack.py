@@ -106,10 +106,14 @@ class StackReconciler:
         api: ClusterApi,
         options: RenderOptions | None = None,
         clock: Callable[[], datetime] = utc_now,
+        on_unsettled: Callable[[str, str], None] = lambda namespace, name: None,
     ) -> None:
         self.api = api
         self.options = options or RenderOptions()
         self.clock = clock
+        # Called when replicas are missing for no reason seen yet: the scheduler's verdict on
+        # new pods comes after the Deployment event that woke us, so the caller looks again soon.
+        self.on_unsettled = on_unsettled
         self._locks: dict[tuple[str, str], threading.RLock] = {}
         self._locks_guard = threading.Lock()
 
@@ -160,6 +164,8 @@ class StackReconciler:
                     service, names, render_stack(service, placement, self.options), placement
                 )
             state = self._observe(service, names, problem)
+            if not state.unschedulable and any(d.ready < d.desired for d in state.triton):
+                self.on_unsettled(namespace, name)
             status = stack_status(
                 service, desired, state, self.clock(), names.triton_selector_string, names.endpoint_url
             )

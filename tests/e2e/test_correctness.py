@@ -1,0 +1,403 @@
+"""What an admin must be able to trust, on the real control plane with the chart's RBAC: the
+operator never takes an object it does not own, its status tells the truth, scaling holds no
+surprises, and deleting needs no operator.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.builders import make_inference_service
+from tests.e2e.conftest import CHART, OperatorThread
+from tests.e2e.test_operator import (
+    ALL_KINDS,
+    INSTANCE,
+    Expected,
+    _children,
+    _condition,
+    _deployment,
+    _get,
+    _pods,
+    _yaml,
+    wait_settled,
+)
+from tritonscale.api.resource import PAUSE_ANNOTATION
+from tritonscale.config import OperatorConfig
+from tritonscale.sandbox.cluster import Cluster, NodePool, node_manifests
+
+pytestmark = pytest.mark.e2e
+
+
+def _events(cluster: Cluster, namespace: str, name: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = cluster.get_json(
+        "events",
+        "--field-selector",
+        f"involvedObject.name={name},involvedObject.kind=InferenceService",
+        namespace=namespace,
+    )["items"]
+    return items
+
+
+def _reasons(cluster: Cluster, namespace: str, name: str, event_type: str) -> list[str]:
+    return [e["reason"] for e in _events(cluster, namespace, name) if e["type"] == event_type]
+
+
+def _wait_condition(
+    cluster: Cluster,
+    operator: OperatorThread,
+    namespace: str,
+    name: str,
+    condition: str,
+    status: str,
+    reason: str,
+    timeout_s: float = 60.0,
+) -> dict[str, Any]:
+    def check() -> dict[str, Any] | None:
+        operator.assert_healthy()
+        found = _condition(_get(cluster, namespace, name), condition)
+        return found if found and (found["status"], found["reason"]) == (status, reason) else None
+
+    try:
+        found: dict[str, Any] = cluster.wait_until(
+            check, f"{namespace}/{name} {condition}={status} ({reason})", timeout_s=timeout_s
+        )
+    except TimeoutError as timeout:
+        conditions = _get(cluster, namespace, name).get("status", {}).get("conditions")
+        raise AssertionError(f"{timeout}\nconditions: {json.dumps(conditions, indent=1)}") from None
+    return found
+
+
+# --------------------------------------------------------------------------------------------
+# never take what is not ours
+
+
+def test_a_users_configmap_with_a_childs_name_is_never_adopted_nor_deleted(
+    cluster: Cluster, operator: OperatorThread
+) -> None:
+    ns = "e2e-conflict"
+    cluster.create_namespace(ns)
+    cluster.kubectl("create", "configmap", "myapp-router", "-n", ns, "--from-literal=settings=precious")
+    cluster.kubectl("apply", "-f", "-", input=_yaml(make_inference_service("myapp", ns)))
+
+    degraded = _wait_condition(cluster, operator, ns, "myapp", "Degraded", "True", "NameConflict")
+    assert "ConfigMap myapp-router already exists and belongs to no InferenceService" in degraded["message"]
+    progressing = _condition(_get(cluster, ns, "myapp"), "Progressing")
+    assert progressing is not None and (progressing["status"], progressing["reason"]) == (
+        "False",
+        "NameConflict",
+    )
+    cluster.wait_until(
+        lambda: "NameConflict" in _reasons(cluster, ns, "myapp", "Warning"), "a NameConflict Warning Event"
+    )
+    configmap = cluster.get_json("configmap", "myapp-router", namespace=ns)
+    assert configmap["data"] == {"settings": "precious"}
+    assert not configmap["metadata"].get("ownerReferences")
+    assert not _children(cluster, ns, "myapp", "deployments,services"), "half a stack was applied"
+
+    cluster.kubectl("delete", "tis", "myapp", "-n", ns, "--wait=true", "--timeout=60s")
+    cluster.wait_until(
+        lambda: not _children(cluster, ns, "myapp", ALL_KINDS), "the InferenceService's children to go"
+    )
+    assert cluster.get_json("configmap", "myapp-router", namespace=ns)["data"] == {"settings": "precious"}
+    # One Warning, not one per retry.
+    assert _reasons(cluster, ns, "myapp", "Warning").count("NameConflict") == 1
+
+
+def test_a_name_that_is_another_services_child_is_refused_and_that_service_keeps_its_own(
+    cluster: Cluster, operator: OperatorThread
+) -> None:
+    ns = "e2e-collide"
+    cluster.create_namespace(ns)
+    cluster.kubectl("apply", "-f", "-", input=_yaml(make_inference_service("echo", ns, spec__replicas=1)))
+    wait_settled(cluster, operator, ns, "echo", Expected(replicas=1, on_demand=1, spot=0))
+    headless_before = cluster.get_json("service", "echo-triton", namespace=ns)
+
+    refused = cluster.kubectl(
+        "apply", "-f", "-", input=_yaml(make_inference_service("echo-triton", ns)), check=False
+    )
+    assert refused.returncode != 0
+    assert "metadata.name: must not end in '-triton'" in refused.stderr, refused.stderr
+    headless = cluster.get_json("service", "echo-triton", namespace=ns)
+    assert headless["metadata"]["uid"] == headless_before["metadata"]["uid"]
+    assert headless["spec"]["selector"] == headless_before["spec"]["selector"]
+    assert [r["name"] for r in headless["metadata"]["ownerReferences"]] == ["echo"]
+
+
+# --------------------------------------------------------------------------------------------
+# status that tells the truth
+
+
+def test_an_unschedulable_gpu_product_shows_the_schedulers_reason(
+    cluster: Cluster, operator: OperatorThread
+) -> None:
+    ns, name = "e2e-unschedulable", "h100"
+    cluster.create_namespace(ns)
+    service = make_inference_service(
+        name,
+        ns,
+        spec__replicas=1,
+        spec__accelerator={"resource": "nvidia.com/gpu", "count": 1, "product": "NVIDIA-H100-80GB-HBM3"},
+    )
+    cluster.kubectl("apply", "-f", "-", input=_yaml(service))
+    # Within a minute, not after a ten-minute progress deadline.
+    degraded = _wait_condition(cluster, operator, ns, name, "Degraded", "True", "Unschedulable")
+    assert "1 pod cannot be scheduled: 0/" in degraded["message"] and "node" in degraded["message"]
+    ready = _condition(_get(cluster, ns, name), "Ready")
+    assert ready is not None and ready["status"] == "False"
+    cluster.wait_until(
+        lambda: "Unschedulable" in _reasons(cluster, ns, name, "Warning"), "an Unschedulable Warning Event"
+    )
+
+
+def test_fewer_ready_replicas_than_desired_is_not_ready(cluster: Cluster, operator: OperatorThread) -> None:
+    """A node with room for one of two replicas: serving 1/2 is not Ready (it was, before)."""
+    pool = NodePool(
+        name="e2e-small",
+        count=1,
+        labels={"e2e-pool": "small"},
+        allocatable={"cpu": "4", "memory": "16Gi", "ephemeral-storage": "100Gi", "pods": "110"},
+        zones=("zone-a",),
+    )
+    cluster.apply_yaml(node_manifests([pool]))
+    ns, name = "e2e-short", "short"
+    cluster.create_namespace(ns)
+    service = make_inference_service(
+        name,
+        ns,
+        spec__replicas=2,
+        spec__triton={"resources": {"requests": {"cpu": "3"}}},
+        spec__capacity={
+            "nodePoolPreset": "custom",
+            "custom": {"onDemand": {"nodeSelector": {"e2e-pool": "small"}}},
+        },
+    )
+    try:
+        cluster.kubectl("apply", "-f", "-", input=_yaml(service))
+        ready = _wait_condition(cluster, operator, ns, name, "Ready", "False", "Unschedulable", timeout_s=90)
+        assert ready["message"].startswith("1/2 Triton replicas ready"), ready["message"]
+        assert "Insufficient cpu" in ready["message"]
+        assert _get(cluster, ns, name)["status"]["replicas"] == 1
+    finally:
+        cluster.kubectl("delete", "namespace", ns, "--wait=false")
+        cluster.kubectl("delete", "node", *pool.node_names(), "--wait=false")
+
+
+def test_a_child_the_api_server_refuses_is_reported_and_never_rolled_out(
+    cluster: Cluster, operator: OperatorThread
+) -> None:
+    """An admission policy (as Kyverno or Gatekeeper would) refuses Deployments of more than
+    three replicas: the new spec is not applied, and the status says so."""
+    ns, name = "e2e-refused", "capped"
+    cluster.create_namespace(ns, labels={"e2e-replica-cap": "3"})
+    cluster.apply_yaml(
+        [
+            {
+                "apiVersion": "admissionregistration.k8s.io/v1",
+                "kind": "ValidatingAdmissionPolicy",
+                "metadata": {"name": "e2e-replica-cap"},
+                "spec": {
+                    "failurePolicy": "Fail",
+                    "matchConstraints": {
+                        "resourceRules": [
+                            {
+                                "apiGroups": ["apps"],
+                                "apiVersions": ["v1"],
+                                "operations": ["CREATE", "UPDATE"],
+                                "resources": ["deployments"],
+                            }
+                        ]
+                    },
+                    "validations": [
+                        {"expression": "object.spec.replicas <= 3", "message": "at most 3 replicas here"}
+                    ],
+                },
+            },
+            {
+                "apiVersion": "admissionregistration.k8s.io/v1",
+                "kind": "ValidatingAdmissionPolicyBinding",
+                "metadata": {"name": "e2e-replica-cap"},
+                "spec": {
+                    "policyName": "e2e-replica-cap",
+                    "validationActions": ["Deny"],
+                    "matchResources": {"namespaceSelector": {"matchLabels": {"e2e-replica-cap": "3"}}},
+                },
+            },
+        ]
+    )
+    try:
+        cluster.kubectl("apply", "-f", "-", input=_yaml(make_inference_service(name, ns, spec__replicas=2)))
+        wait_settled(cluster, operator, ns, name, Expected(replicas=2, on_demand=2, spot=0))
+        cluster.kubectl("patch", "tis", name, "-n", ns, "--type=merge", "-p", '{"spec": {"replicas": 5}}')
+        degraded = _wait_condition(cluster, operator, ns, name, "Degraded", "True", "ApplyRejected")
+        assert "at most 3 replicas here" in degraded["message"]
+        progressing = _condition(_get(cluster, ns, name), "Progressing")
+        assert progressing is not None
+        assert (progressing["status"], progressing["reason"]) == ("False", "ApplyRejected")
+        assert _deployment(cluster, ns, f"{name}-ondemand")["spec"]["replicas"] == 2
+        cluster.wait_until(
+            lambda: "ApplyRejected" in _reasons(cluster, ns, name, "Warning"), "an ApplyRejected Warning"
+        )
+    finally:
+        cluster.kubectl(
+            "delete", "validatingadmissionpolicybinding,validatingadmissionpolicy", "e2e-replica-cap"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# scaling without surprises
+
+
+def _router_pods(cluster: Cluster, ns: str, name: str) -> set[str]:
+    return {
+        p["metadata"]["uid"]
+        for p in _pods(cluster, ns, f"{INSTANCE}={name},app.kubernetes.io/component=router")
+        if not p["metadata"].get("deletionTimestamp")
+    }
+
+
+def test_kubectl_scale_never_restarts_the_routers(cluster: Cluster, operator: OperatorThread) -> None:
+    ns, name = "e2e-scale-routers", "steady"
+    cluster.create_namespace(ns)
+    cluster.kubectl("apply", "-f", "-", input=_yaml(make_inference_service(name, ns, spec__replicas=1)))
+    wait_settled(cluster, operator, ns, name, Expected(replicas=1, on_demand=1, spot=0))
+    routers = _router_pods(cluster, ns, name)
+    generation = _deployment(cluster, ns, f"{name}-router")["metadata"]["generation"]
+    for replicas in (3, 2):
+        cluster.kubectl("scale", f"tis/{name}", f"--replicas={replicas}", "-n", ns)
+        wait_settled(cluster, operator, ns, name, Expected(replicas=replicas, on_demand=replicas, spot=0))
+    assert _deployment(cluster, ns, f"{name}-router")["metadata"]["generation"] == generation
+    assert _router_pods(cluster, ns, name) == routers
+
+
+def test_kubectl_scale_of_an_autoscaled_service_is_answered_and_pausing_hands_it_over(
+    cluster: Cluster, operator: OperatorThread
+) -> None:
+    ns, name = "e2e-pause", "auto"
+    cluster.create_namespace(ns)
+    # The e2e operator reads no Triton pods (kwok has none to read): the autoscaler holds.
+    service = make_inference_service(
+        name, ns, spec__replicas=2, spec__autoscaling={"minReplicas": 1, "maxReplicas": 6}
+    )
+    cluster.kubectl("apply", "-f", "-", input=_yaml(service))
+    wait_settled(cluster, operator, ns, name, Expected(replicas=2, on_demand=2, spot=0))
+    active = _wait_condition(cluster, operator, ns, name, "ScalingActive", "True", "Active")
+    assert PAUSE_ANNOTATION in active["message"]
+
+    cluster.kubectl("scale", f"tis/{name}", "--replicas=4", "-n", ns)
+    cluster.wait_until(
+        lambda: "ManualScaleIgnored" in _reasons(cluster, ns, name, "Warning"), "a ManualScaleIgnored Warning"
+    )
+    assert _deployment(cluster, ns, f"{name}-ondemand")["spec"]["replicas"] == 2
+
+    cluster.kubectl("annotate", "tis", name, "-n", ns, f"{PAUSE_ANNOTATION}=true")
+    _wait_condition(cluster, operator, ns, name, "ScalingActive", "False", "Paused")
+    wait_settled(cluster, operator, ns, name, Expected(replicas=4, on_demand=4, spot=0))
+    cluster.kubectl("scale", f"tis/{name}", "--replicas=3", "-n", ns)
+    wait_settled(cluster, operator, ns, name, Expected(replicas=3, on_demand=3, spot=0))
+    assert _reasons(cluster, ns, name, "Warning").count("ManualScaleIgnored") == 1
+
+
+# --------------------------------------------------------------------------------------------
+# first contact
+
+
+def test_text_outside_the_basic_multilingual_plane_survives_apply(
+    cluster: Cluster, operator: OperatorThread
+) -> None:
+    ns, name = "e2e-emoji", "rocket"
+    cluster.create_namespace(ns)
+    service = make_inference_service(
+        name, ns, spec__replicas=1, spec__triton={"env": [{"name": "GREETING", "value": "launch 🚀 𝄞"}]}
+    )
+    cluster.kubectl("apply", "-f", "-", input=_yaml(service))
+    wait_settled(cluster, operator, ns, name, Expected(replicas=1, on_demand=1, spot=0))
+    container = _deployment(cluster, ns, f"{name}-ondemand")["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "GREETING", "value": "launch 🚀 𝄞"} in container["env"]
+
+
+def test_the_chart_refuses_one_port_for_metrics_and_health(cluster: Cluster) -> None:
+    result = cluster.helm(
+        "template", "x", str(CHART), "--set", "metricsPort=9000", "--set", "healthPort=9000", check=False
+    )
+    assert result.returncode != 0
+    assert "metricsPort and healthPort must differ (both are 9000)" in result.stderr
+
+
+def test_the_helm_test_pod_is_not_selected_by_the_operators_service(cluster: Cluster) -> None:
+    rendered = list(yaml.safe_load_all(cluster.helm("template", "x", str(CHART)).stdout))
+    service = next(d for d in rendered if d and d["kind"] == "Service")
+    test_pod = next(d for d in rendered if d and d["kind"] == "Pod")
+    selector = service["spec"]["selector"].items()
+    assert not selector <= test_pod["metadata"]["labels"].items()
+
+
+def test_the_notes_crd_upgrade_command_works_for_the_installed_chart(cluster: Cluster) -> None:
+    notes = cluster.helm("install", "notes-check", str(CHART), "--dry-run", "-n", "default").stdout
+    command = next(
+        line.strip() for line in notes.splitlines() if "helm show crds ./charts/tritonscale" in line
+    )
+    # As a user would type it, from a checkout, with the cluster's helm and kubectl on PATH.
+    result = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", command],
+        cwd=CHART.parents[1],
+        env=cluster.env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "inferenceservices.tritonscale.io serverside-applied" in result.stdout
+
+
+# --------------------------------------------------------------------------------------------
+# deleting works without the operator
+
+
+def test_an_inference_service_is_deleted_after_the_operator_is_uninstalled(
+    cluster: Cluster, operator: OperatorThread, tmp_path: Path
+) -> None:
+    """No finalizer is ever added, so `kubectl delete` needs no operator: install a second
+    release watching one namespace, let it build a stack, uninstall it, delete."""
+    ns, system, release = "e2e-uninstall", "e2e-uninstall-system", "second"
+    cluster.create_namespace(ns)
+    cluster.helm(
+        "install", release, str(CHART), "-n", system, "--create-namespace", "--wait", "--timeout", "2m"
+    )
+    kubeconfig = cluster.service_account_kubeconfig(
+        system, f"{release}-tritonscale", tmp_path / "second.kubeconfig", create=False
+    )
+    operator.stop()  # the session's operator watches every namespace: only the second one runs
+    second = OperatorThread(
+        OperatorConfig(
+            namespaces=(ns,),
+            kubeconfig=str(kubeconfig),
+            metrics_port=0,
+            health_port=0,
+            read_triton_pods=False,
+        ),
+        cluster.logs_dir / "second-operator.log",
+    )
+    try:
+        second.start()
+        try:
+            service = make_inference_service(
+                "orphan", ns, spec__replicas=1, spec__autoscaling={"minReplicas": 1, "maxReplicas": 2}
+            )
+            cluster.kubectl("apply", "-f", "-", input=_yaml(service))
+            wait_settled(cluster, second, ns, "orphan", Expected(replicas=1, on_demand=1, spot=0))
+            assert not _get(cluster, ns, "orphan")["metadata"].get("finalizers")
+        finally:
+            second.stop()
+        cluster.helm("uninstall", release, "-n", system, "--wait")
+        # No operator runs anywhere now.
+        cluster.kubectl("delete", "tis", "orphan", "-n", ns, "--timeout=30s")
+        cluster.wait_until(lambda: not _children(cluster, ns, "orphan", ALL_KINDS), "garbage collection")
+    finally:
+        operator.start()
