@@ -30,3 +30,7 @@ class NameConflictError(RejectedError):
     """A child's name is taken by an object this InferenceService does not own: never adopted."""
 
     reason = "NameConflict"
+
+
+class NamespaceTerminatingError(TransientError):
+    """The namespace is being deleted: nothing may be created in it, and nothing needs to be."""

@@ -481,6 +481,11 @@ def test_an_example_runs_on_the_right_node_pools(
 
 
 def test_kubectl_get_shows_the_printer_columns(cluster: Cluster, examples: dict[str, dict[str, Any]]) -> None:
+    # bert's target shows once its autoscaler has ticked (a few seconds after it was created).
+    cluster.wait_until(
+        lambda: _get(cluster, "nlp", "bert").get("status", {}).get("targetLatencyMilliseconds") == 100,
+        "bert's first autoscaling tick",
+    )
     lines = cluster.kubectl("get", "tis", "-A").stdout.splitlines()
     header = lines[0]
     columns = ["NAMESPACE", "NAME", "READY", "REPLICAS", "SPOT", "LATENCY", "TARGET", "POLICY", "AGE"]
@@ -779,10 +784,10 @@ def test_the_operator_was_never_refused_and_logged_no_errors(operator: OperatorT
     lines = operator.log_path.read_text(errors="replace").splitlines()
     assert lines, "the operator logged nothing"
     # Only the message part: the timestamp's milliseconds may read 403 (CI failed on that once).
+    # An RBAC refusal names the user ("... is forbidden: User ..."); kopf's own requests report
+    # the status. Refusals by admission policies the tests set up on purpose are not RBAC's.
     messages = [line.split(" | ", 1)[-1] for line in lines]
-    refused = [
-        m for m in messages if re.search(r"\(403\)|\b403 Forbidden\b|status[=: ]+403\b|[Ff]orbidden", m)
-    ]
+    refused = [m for m in messages if re.search(r'forbidden: User "|\(403\)|403, message=', m)]
     assert not refused, "\n".join(refused[:20])
     errors = [line for line in lines if re.match(r"\S+ \S+ (ERROR|CRITICAL) ", line)]
     assert not errors, "\n".join(errors[:20])

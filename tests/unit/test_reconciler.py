@@ -9,7 +9,7 @@ import pytest
 
 from tests.builders import make_inference_service
 from tests.unit.fakes import FakeCluster
-from tritonscale.errors import RejectedError, TransientError
+from tritonscale.errors import NamespaceTerminatingError, RejectedError, TransientError
 from tritonscale.reconcilers.stack import StackReconciler
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -233,3 +233,14 @@ def test_unschedulable_pods_surface_with_a_warning_once() -> None:
     assert [m for t, r, m in cluster.events if (t, r) == ("Warning", "Unschedulable")] == [
         f"2 pods cannot be scheduled: {message}"
     ]
+
+
+def test_a_namespace_being_deleted_is_nothing_to_do() -> None:
+    cluster, reconciler = setup()
+
+    def terminating(obj: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
+        raise NamespaceTerminatingError("namespace vision is being terminated")
+
+    cluster.apply = terminating  # type: ignore[method-assign]
+    assert reconciler.reconcile("vision", "resnet") is None
+    assert not cluster.events

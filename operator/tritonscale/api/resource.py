@@ -30,9 +30,10 @@ NAME_RULE_MESSAGE: Final = (
 NAME_RULE_CEL: Final = f"!self.metadata.name.endsWith('{RESERVED_NAME_SUFFIX}')"
 
 
-# `kubectl annotate tis/NAME tritonscale.io/autoscaling-paused=true` freezes the autoscaler;
+# `kubectl annotate tis/NAME autoscaling.tritonscale.io/paused=true` freezes the autoscaler;
 # spec.replicas (and so `kubectl scale`) then sets the count, as with KEDA's paused annotation.
-PAUSE_ANNOTATION: Final = "tritonscale.io/autoscaling-paused"
+# Not under `tritonscale.io/`: kopf keeps its own state there and ignores changes to those keys.
+PAUSE_ANNOTATION: Final = "autoscaling.tritonscale.io/paused"
 
 
 class ObjectMeta(BaseModel):

@@ -20,7 +20,7 @@ import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from tritonscale.api.resource import GROUP, KIND, PLURAL, VERSION
-from tritonscale.errors import ConflictError, RejectedError, TransientError
+from tritonscale.errors import ConflictError, NamespaceTerminatingError, RejectedError, TransientError
 
 FIELD_MANAGER: Final = "tritonscale"
 APPLY_CONTENT_TYPE: Final = "application/apply-patch+yaml"
@@ -41,6 +41,8 @@ def _translated(what: str) -> Iterator[None]:
         yield
     except ApiException as error:
         message = f"{what}: {_api_message(error)}"
+        if error.status == 403 and "being terminated" in message:
+            raise NamespaceTerminatingError(message) from error
         if error.status in (400, 403, 422):
             raise RejectedError(message) from error
         if error.status == 409:
@@ -262,7 +264,19 @@ class KubeClient:
         }
         try:
             self.core.create_namespaced_event(metadata["namespace"], body, _preload_content=False)  # type: ignore[arg-type]
-        except (ApiException, urllib3.exceptions.HTTPError, OSError) as error:
+        except ApiException as error:
+            message = _api_message(error)
+            # Nothing can be created in a namespace being deleted, and nobody will read it there.
+            level = logging.DEBUG if "being terminated" in message else logging.WARNING
+            log.log(
+                level,
+                "could not post event %s on %s/%s: %s",
+                reason,
+                metadata["namespace"],
+                metadata["name"],
+                message,
+            )
+        except (urllib3.exceptions.HTTPError, OSError) as error:
             log.warning(
                 "could not post event %s on %s/%s: %s", reason, metadata["namespace"], metadata["name"], error
             )

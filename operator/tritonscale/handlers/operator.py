@@ -24,6 +24,7 @@ from tritonscale.metrics import RECONCILE_SECONDS, RECONCILES
 from tritonscale.reconcilers.stack import Outcome, StackReconciler
 from tritonscale.render.names import LABEL_MANAGED_BY, MANAGED_BY
 
+log = logging.getLogger(__name__)
 ANNOTATION_PREFIX = "tritonscale.io"
 RESYNC_S = 300.0  # a deleted Deployment is recreated at once, on its own event
 LIVENESS_TIMEOUT_S = 20.0
@@ -49,6 +50,9 @@ def configure_settings(settings: kopf.OperatorSettings, workers: int) -> None:
 
 
 def _guarded(action: Callable[[str, str], Outcome | None], namespace: str, name: str) -> None:
+    """Run a reconcile; a spec or object the cluster refuses is reported on the resource (status
+    and a Warning Event) and logged as a warning, not raised: retrying unchanged cannot help,
+    the next change or resync tries again, and it is the user's to fix, not an operator error."""
     started = time.perf_counter()
     try:
         action(namespace, name)
@@ -57,7 +61,8 @@ def _guarded(action: Callable[[str, str], Outcome | None], namespace: str, name:
         raise kopf.TemporaryError(str(error), delay=error.delay) from error
     except RejectedError as error:
         RECONCILES.labels("rejected").inc()
-        raise kopf.PermanentError(str(error)) from error
+        log.warning("%s/%s not applied: %s", namespace, name, error)
+        return
     finally:
         RECONCILE_SECONDS.observe(time.perf_counter() - started)
     RECONCILES.labels("ok").inc()

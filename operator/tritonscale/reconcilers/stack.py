@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from tritonscale.api.resource import InferenceService, InvalidInferenceService, parse_inference_service
 from tritonscale.api.status import ConditionStatus, ConditionType, InferenceServiceStatus
-from tritonscale.errors import NameConflictError, RejectedError
+from tritonscale.errors import NameConflictError, NamespaceTerminatingError, RejectedError
 from tritonscale.policy.placement import Placement, split_replicas
 from tritonscale.policy.replicas import reconciled_replicas
 from tritonscale.render.names import LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY, StackNames
@@ -138,6 +138,13 @@ class StackReconciler:
         return self._run(namespace, name, apply=False)
 
     def _run(self, namespace: str, name: str, apply: bool) -> Outcome | None:
+        try:
+            return self._run_locked(namespace, name, apply)
+        except NamespaceTerminatingError:
+            log.debug("%s/%s: its namespace is being deleted; nothing to do", namespace, name)
+            return None
+
+    def _run_locked(self, namespace: str, name: str, apply: bool) -> Outcome | None:
         with self.lock(namespace, name):
             body = self.api.get_inference_service(namespace, name)
             if body is None:

@@ -1,0 +1,95 @@
+"""kube-score, the Kubernetes manifest linter, over the Helm chart and every rendered example.
+
+Each finding we accept is listed with its reason in tests/lint/kube-score-exceptions.yaml; any
+other WARNING or CRITICAL fails, and so does an exception that no longer fires. kube-score is
+built from the Go module proxy by scripts/build-kube-score.sh into a versioned cache folder.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.builders import load_example
+from tests.e2e.conftest import CHART, REPO
+from tritonscale.api.resource import parse_inference_service
+from tritonscale.policy.placement import split_replicas
+from tritonscale.policy.replicas import reconciled_replicas
+from tritonscale.render.stack import render_stack
+from tritonscale.sandbox.cluster import Cluster
+from tritonscale.yamlfmt import dump_all
+
+pytestmark = pytest.mark.e2e
+
+EXCEPTIONS = yaml.safe_load((REPO / "tests" / "lint" / "kube-score-exceptions.yaml").read_text())
+
+
+@pytest.fixture(scope="module")
+def kube_score() -> Path:
+    built = subprocess.run(
+        ["bash", str(REPO / "scripts" / "build-kube-score.sh")],
+        capture_output=True,
+        text=True,
+        timeout=20 * 60,
+        check=False,
+    )
+    assert built.returncode == 0, built.stderr
+    return Path(built.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def manifests(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The chart as `helm template` renders it (monitoring on) and every example's stack."""
+    folder = tmp_path_factory.mktemp("lint")
+    chart = cluster.helm(
+        "template",
+        "tritonscale",
+        str(CHART),
+        "-n",
+        "tritonscale-system",
+        "--set",
+        "monitoring.serviceMonitor.enabled=true",
+    ).stdout
+    documents = [d for d in yaml.safe_load_all(chart) if d and d.get("kind") != "ServiceMonitor"]
+    for example in sorted((REPO / "examples").glob("*.yaml")):
+        service = parse_inference_service(load_example(example))
+        documents += render_stack(
+            service, split_replicas(reconciled_replicas(service), service.spec.capacity)
+        )
+    path = folder / "all.yaml"
+    path.write_text(dump_all(documents))
+    return path
+
+
+def _findings(kube_score: Path, manifests: Path, flags: list[str], ignored: list[str]) -> list[str]:
+    argv = [str(kube_score), "score", str(manifests), "--output-format", "ci", *flags]
+    for check in ignored:
+        argv += ["--ignore-test", check]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    assert "Failed to score" not in result.stderr, result.stderr
+    return [line for line in result.stdout.splitlines() if line.startswith(("[WARNING]", "[CRITICAL]"))]
+
+
+def test_the_chart_and_every_rendered_example_pass_kube_score(kube_score: Path, manifests: Path) -> None:
+    findings = _findings(kube_score, manifests, list(EXCEPTIONS["flags"]), list(EXCEPTIONS["checks"]))
+    assert not findings, "\n".join(findings)
+
+
+def test_every_accepted_exception_is_still_needed(kube_score: Path, manifests: Path) -> None:
+    flags, checks = list(EXCEPTIONS["flags"]), list(EXCEPTIONS["checks"])
+    assert all(EXCEPTIONS["flags"].values()) and all(EXCEPTIONS["checks"].values()), (
+        "an exception without a reason"
+    )
+    unneeded = [
+        flag
+        for flag in flags
+        if not _findings(kube_score, manifests, [f for f in flags if f != flag], checks)
+    ] + [
+        check
+        for check in checks
+        if not _findings(kube_score, manifests, flags, [c for c in checks if c != check])
+    ]
+    assert not unneeded, f"these exceptions no longer fire; remove them: {unneeded}"
