@@ -19,7 +19,10 @@ from tritonscale.clients.observations import (
 )
 from tritonscale.config import OperatorConfig
 from tritonscale.handlers import autoscale as _autoscale  # noqa: F401  (registers the daemon)
-from tritonscale.handlers.operator import resync_job  # (importing registers the handlers)
+from tritonscale.handlers.operator import (  # (importing registers the handlers)
+    resync_job,
+    status_recheck_job,
+)
 from tritonscale.metrics import TICK_LATENESS
 from tritonscale.reconcilers.autoscale import AutoscaleReconciler, ObservationSource
 from tritonscale.reconcilers.scheduler import Scheduler
@@ -68,7 +71,7 @@ def build_memo(config: OperatorConfig) -> kopf.Memo:
     memo.reconciler = StackReconciler(
         kube,
         RenderOptions(cluster_domain=config.cluster_domain),
-        on_unsettled=lambda namespace, name: memo.resync_scheduler.run_within(
+        on_unsettled=lambda namespace, name: memo.status_scheduler.run_within(
             namespace, name, UNSETTLED_RECHECK_S
         ),
     )
@@ -83,7 +86,8 @@ def build_memo(config: OperatorConfig) -> kopf.Memo:
         lateness=TICK_LATENESS.observe,
     )
     memo.resync_scheduler = Scheduler(resync_job(memo.reconciler), workers=2, name="resync")
-    memo.schedulers = (memo.autoscale_scheduler, memo.resync_scheduler)
+    memo.status_scheduler = Scheduler(status_recheck_job(memo.reconciler), workers=2, name="status")
+    memo.schedulers = (memo.autoscale_scheduler, memo.resync_scheduler, memo.status_scheduler)
     return memo
 
 

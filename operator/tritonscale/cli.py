@@ -13,6 +13,7 @@ import yaml
 from tritonscale import __version__
 from tritonscale.api.resource import API_VERSION, KIND, InvalidInferenceService, parse_inference_service
 from tritonscale.bench.command import bench
+from tritonscale.config import OperatorConfig
 from tritonscale.policy.placement import split_replicas
 from tritonscale.policy.replicas import reconciled_replicas
 from tritonscale.render.stack import RenderOptions, render_stack
@@ -75,6 +76,27 @@ def version() -> None:
 @click.option(
     "--health-port", type=int, default=8081, show_default=True, help="Liveness /healthz port (0: off)."
 )
+@click.option(
+    "--read-triton-pods/--no-read-triton-pods",
+    default=True,
+    show_default=True,
+    help="Let InferenceServices without Prometheus read statistics from each Triton pod directly "
+    "(off where the operator cannot reach pod addresses).",
+)
+@click.option(
+    "--reconcile-workers",
+    type=click.IntRange(1, 256),
+    default=OperatorConfig.reconcile_workers,
+    show_default=True,
+    help="Threads that apply stacks (kopf's executor).",
+)
+@click.option(
+    "--autoscale-workers",
+    type=click.IntRange(1, 256),
+    default=OperatorConfig.autoscale_workers,
+    show_default=True,
+    help="Threads that run autoscaling ticks, whatever the number of InferenceServices.",
+)
 def run(
     namespaces: tuple[str, ...],
     kubeconfig: str | None,
@@ -85,6 +107,9 @@ def run(
     verbose: bool,
     metrics_port: int,
     health_port: int,
+    read_triton_pods: bool,
+    reconcile_workers: int,
+    autoscale_workers: int,
 ) -> None:
     """Run the operator until interrupted."""
     if metrics_port and metrics_port == health_port:
@@ -95,7 +120,6 @@ def run(
     import kopf
 
     from tritonscale.app import run_operator
-    from tritonscale.config import OperatorConfig
 
     kopf.configure(verbose=verbose, log_format=kopf.LogFormat[log_format.upper()])
     run_operator(
@@ -107,6 +131,9 @@ def run(
             cluster_domain=cluster_domain,
             metrics_port=metrics_port,
             health_port=health_port,
+            read_triton_pods=read_triton_pods,
+            reconcile_workers=reconcile_workers,
+            autoscale_workers=autoscale_workers,
         )
     )
 

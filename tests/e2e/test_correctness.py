@@ -354,6 +354,11 @@ def test_the_notes_crd_upgrade_command_works_for_the_installed_chart(cluster: Cl
     )
     assert result.returncode == 0, result.stderr
     assert "inferenceservices.tritonscale.io serverside-applied" in result.stdout
+    # Updating a CRD re-initialises its storage for a moment (lists answer 429): let it settle
+    # before other tests (and operator restarts) list InferenceServices again.
+    cluster.wait_until(
+        lambda: cluster.kubectl("get", "tis", "-A", check=False).returncode == 0, "the CRD's storage"
+    )
 
 
 # --------------------------------------------------------------------------------------------

@@ -88,3 +88,17 @@ def test_run_refuses_one_port_for_metrics_and_health_before_starting() -> None:
     result = CliRunner().invoke(main, ["run", "--metrics-port", "9000", "--health-port", "9000"])
     assert result.exit_code == 2
     assert "--metrics-port and --health-port must differ (both are 9000)" in result.stderr
+
+
+def test_every_run_flag_is_settable_from_the_chart() -> None:
+    """The chart is how users run the operator: each `tritonscale run` option has a value."""
+    template = (Path(__file__).parents[2] / "charts/tritonscale/templates/deployment.yaml").read_text()
+    run = main.commands["run"]
+    flags = [
+        name
+        for param in run.params
+        for name in (*param.opts, *param.secondary_opts)
+        if name.startswith("--") and name not in ("--help", "--kubeconfig", "--read-triton-pods")
+    ]
+    missing = [flag for flag in flags if f"- {flag}" not in template]
+    assert missing == []

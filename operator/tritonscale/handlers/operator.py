@@ -169,6 +169,22 @@ async def track_for_resync(*, type: str | None, body: kopf.Body, memo: Any, **_:
         memo.resync_scheduler.track(namespace, name, delay=RESYNC_S)
 
 
+def status_recheck_job(reconciler: StackReconciler) -> Callable[[str, str], float | None]:
+    """Look at a stack's status once more (no apply): asked for while replicas are missing, as
+    the scheduler's verdict on new pods comes after the Deployment event that woke us."""
+
+    def run(namespace: str, name: str) -> float | None:
+        try:
+            reconciler.refresh_status(namespace, name)
+        except TransientError as error:
+            return error.delay
+        except RejectedError:
+            return None
+        return None
+
+    return run
+
+
 def resync_job(reconciler: StackReconciler) -> Callable[[str, str], float | None]:
     """Put back what someone changed by hand in a child object; stop once the resource is gone."""
 

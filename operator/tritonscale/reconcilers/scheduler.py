@@ -76,14 +76,15 @@ class Scheduler:
         self._push(key, self.clock() + delay)
 
     def run_within(self, namespace: str, name: str, delay: float) -> None:
-        """Run the job for this tracked key no later than `delay` s from now. Safe to call from
-        any thread (reconciles run in worker threads)."""
+        """Run the job for this key no later than `delay` s from now, tracking it if it is not
+        yet. Safe to call from any thread (reconciles run in worker threads)."""
         if self._event_loop is None:
             return
         self._event_loop.call_soon_threadsafe(self._run_within, (namespace, name), delay)
 
     def _run_within(self, key: Key, delay: float) -> None:
         if key not in self._generation:
+            self.track(*key, delay=delay)
             return
         due = self.clock() + delay
         queued = [e.due for e in self._heap if e.key == key and e.generation == self._generation[key]]

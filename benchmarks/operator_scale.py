@@ -1,0 +1,306 @@
+"""Operator scale benchmark: N InferenceServices on the real control plane with kwok nodes.
+
+    .venv/bin/python benchmarks/operator_scale.py              # 1,000 services; JSON in results/
+    .venv/bin/python benchmarks/operator_scale.py --count 200  # a quicker look
+
+Every service is autoscaled from Prometheus: half from a real local Prometheus (reachable, but
+it holds no Triton series, so each tick reads and finds nothing), half from an address where
+nothing listens. The operator runs as its own process (`tritonscale run`) with the chart's
+ServiceAccount, as in a cluster. Measured:
+
+- cold start: every InferenceService created first, then the operator started; the time until
+  each one's status.observedGeneration matches its generation (all reconciled);
+- spec changes under that load: one service at a time gets a new spec; the time until its
+  status reports the new generation (p50, p99);
+- autoscale tick lateness (from the operator's own histogram) and tick count over a window;
+- the operator's RSS and CPU over the steady window, read from /proc;
+- the API requests per second the operator issues, from the API server's priority-and-fairness
+  counter for its flow schema (the operator is the only service account outside kube-system).
+
+Targets (issue: loops that scale): all reconciled from cold <= 60 s, spec change <= 5 s p99,
+tick lateness p99 <= 2 s, RSS <= 250 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tritonscale.sandbox.cluster import Cluster, NodePool, default_node_pools
+from tritonscale.sandbox.net import free_port
+from tritonscale.sandbox.prometheus import LocalPrometheus
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "operator_scale.json"
+CHART = ROOT / "charts" / "tritonscale"
+NAMESPACES = 10
+UNREACHABLE = "http://127.0.0.1:9"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def say(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def bench_pool(count: int) -> NodePool:
+    """Enough kwok nodes for every service's Triton pod and two routers."""
+    nodes = max(4, (3 * count) // 200 + 1)
+    return NodePool(
+        name="bench",
+        count=nodes,
+        labels={"karpenter.sh/capacity-type": "on-demand"},
+        allocatable={"cpu": "2000", "memory": "8000Gi", "ephemeral-storage": "20000Gi", "pods": "250"},
+        instance_type="bench.huge",
+    )
+
+
+def service(index: int, prometheus_url: str) -> dict[str, Any]:
+    url = prometheus_url if index % 2 == 0 else UNREACHABLE
+    return {
+        "apiVersion": "tritonscale.io/v1alpha1",
+        "kind": "InferenceService",
+        "metadata": {"name": f"svc-{index}", "namespace": f"bench-{index % NAMESPACES}"},
+        "spec": {
+            "model": {"repository": "s3://models/demo", "names": ["simulated"]},
+            "replicas": 1,
+            "triton": {
+                "resources": {"requests": {"cpu": "100m", "memory": "64Mi", "ephemeral-storage": "1Gi"}}
+            },
+            "autoscaling": {
+                "minReplicas": 1,
+                "maxReplicas": 4,
+                "metrics": {"source": "prometheus", "prometheusURL": url},
+            },
+        },
+    }
+
+
+def list_services(cluster: Cluster) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = cluster.get_json("inferenceservices", "-A")["items"]
+    return items
+
+
+def reconciled(item: dict[str, Any]) -> bool:
+    return item.get("status", {}).get("observedGeneration") == item["metadata"].get("generation")
+
+
+def operator_usage(pid: int) -> tuple[float, float]:
+    """(CPU seconds so far, RSS in MB) of a process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    rss = int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE / 1e6
+    return cpu, rss
+
+
+def operator_requests(cluster: Cluster) -> float:
+    """Requests dispatched for the `service-accounts` flow schema (the operator's)."""
+    text = cluster.kubectl("get", "--raw", "/metrics").stdout
+    total = 0.0
+    for line in text.splitlines():
+        if (
+            line.startswith("apiserver_flowcontrol_dispatched_requests_total{")
+            and 'flow_schema="service-accounts"' in line
+        ):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def histogram_quantile(text: str, name: str, q: float) -> tuple[float | None, float]:
+    """The q-quantile (bucket upper bound) and the count of a Prometheus histogram."""
+    buckets = sorted(
+        (float("inf") if le == "+Inf" else float(le), float(v))
+        for le, v in re.findall(rf'^{name}_bucket{{le="([^"]+)"}} (\S+)$', text, re.M)
+    )
+    if not buckets or buckets[-1][1] == 0:
+        return None, 0.0
+    total = buckets[-1][1]
+    return next(le for le, count in buckets if count >= q * total), total
+
+
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text: str = response.read().decode()
+    return text
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def run(count: int, changes: int, steady_s: float) -> dict[str, Any]:
+    bin_dir = Path(
+        subprocess.run(
+            ["bash", str(ROOT / "scripts" / "build-testenv.sh")], capture_output=True, text=True, check=True
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
+    workdir = Path(tempfile.mkdtemp(prefix="tritonscale-scale-"))
+    say(f"starting the control plane with kwok nodes in {workdir}")
+    cluster = Cluster.start(workdir / "cluster", bin_dir, [*default_node_pools(), bench_pool(count)])
+    prometheus = LocalPrometheus([], work_dir=workdir / "prometheus").start()
+    operator: subprocess.Popen[bytes] | None = None
+    try:
+        cluster.helm(
+            "install", "tritonscale", str(CHART), "-n", "tritonscale-system", "--create-namespace", "--wait"
+        )
+        kubeconfig = cluster.service_account_kubeconfig(
+            "tritonscale-system", "tritonscale", workdir / "operator.kubeconfig", create=False
+        )
+        for index in range(NAMESPACES):
+            cluster.create_namespace(f"bench-{index}")
+        say(f"creating {count} InferenceServices (operator not running yet)")
+        documents = [service(i, prometheus.url) for i in range(count)]
+        for start in range(0, count, 100):
+            cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(documents[start : start + 100]))
+        metrics_port, health_port = free_port(), free_port()
+        requests_before = operator_requests(cluster)
+        say("starting the operator")
+        started = time.monotonic()
+        log = (workdir / "operator.log").open("w")
+        operator = subprocess.Popen(
+            [
+                str(Path(sys.executable).with_name("tritonscale")),
+                "run",
+                "--kubeconfig",
+                str(kubeconfig),
+                "--metrics-port",
+                str(metrics_port),
+                "--health-port",
+                str(health_port),
+                "--log-format",
+                "plain",
+                "--no-read-triton-pods",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        done = 0
+        while done < count:
+            if operator.poll() is not None:
+                raise RuntimeError(
+                    f"the operator exited {operator.returncode}; see {workdir / 'operator.log'}"
+                )
+            done = sum(reconciled(item) for item in list_services(cluster))
+            say(f"cold start: {done}/{count} reconciled after {time.monotonic() - started:.0f}s")
+            if done < count:
+                time.sleep(2)
+            if time.monotonic() - started > 1800:
+                break
+        cold_s = time.monotonic() - started
+        cold_requests = operator_requests(cluster) - requests_before
+        cpu0, _ = operator_usage(operator.pid)
+
+        say(f"{changes} spec changes, one at a time, under the autoscaling load")
+        latencies: list[float] = []
+        rng = random.Random(7)
+        for change in range(changes):
+            index = rng.randrange(count)
+            ns, name = f"bench-{index % NAMESPACES}", f"svc-{index}"
+            policy = ("RoundRobin", "LeastConnections", "PowerOfTwoChoices")[change % 3]
+            before = cluster.get_json("inferenceservice", name, namespace=ns)["metadata"]["generation"]
+            patch = {
+                "spec": {
+                    "loadBalancing": {"policy": policy},
+                    "triton": {"args": [f"--log-verbose={change % 2}"]},
+                }
+            }
+            sent = time.monotonic()
+            cluster.kubectl(
+                "patch", "inferenceservice", name, "-n", ns, "--type=merge", "-p", json.dumps(patch)
+            )
+            while True:
+                item = cluster.get_json("inferenceservice", name, namespace=ns)
+                if item["metadata"]["generation"] > before and reconciled(item):
+                    break
+                if time.monotonic() - sent > 120:
+                    break
+                time.sleep(0.05)
+            latencies.append(time.monotonic() - sent)
+        say(f"spec changes: p50 {percentile(latencies, 0.5):.2f}s, p99 {percentile(latencies, 0.99):.2f}s")
+
+        say(f"steady state for {steady_s:.0f}s")
+        first = scrape(metrics_port)
+        _, ticks_before = histogram_quantile(first, "tritonscale_autoscale_tick_lateness_seconds", 0.99)
+        cpu1, _ = operator_usage(operator.pid)
+        requests1 = operator_requests(cluster)
+        rss_samples: list[float] = []
+        window_start = time.monotonic()
+        while time.monotonic() - window_start < steady_s:
+            rss_samples.append(operator_usage(operator.pid)[1])
+            time.sleep(5)
+        elapsed = time.monotonic() - window_start
+        cpu2, rss = operator_usage(operator.pid)
+        requests2 = operator_requests(cluster)
+        last = scrape(metrics_port)
+        lateness_p99, ticks = histogram_quantile(last, "tritonscale_autoscale_tick_lateness_seconds", 0.99)
+        lateness_p50, _ = histogram_quantile(last, "tritonscale_autoscale_tick_lateness_seconds", 0.5)
+        return {
+            "count": count,
+            "cpus": os.cpu_count(),
+            "cold_start_s": round(cold_s, 1),
+            "all_reconciled": done >= count,
+            "cold_start_api_requests_per_s": round(cold_requests / cold_s, 1),
+            "cold_start_cpu_s": round(cpu0, 1),
+            "spec_change_s": {
+                "p50": round(percentile(latencies, 0.5), 2),
+                "p99": round(percentile(latencies, 0.99), 2),
+                "max": round(max(latencies), 2),
+                "samples": len(latencies),
+            },
+            "steady": {
+                "window_s": round(elapsed, 1),
+                "ticks_per_s": round((ticks - ticks_before) / elapsed, 1),
+                "expected_ticks_per_s": round(count / 10.0, 1),
+                "tick_lateness_p50_s_at_most": lateness_p50,
+                "tick_lateness_p99_s_at_most": lateness_p99,
+                "operator_cpu_percent": round(100 * (cpu2 - cpu1) / elapsed, 1),
+                "operator_rss_mb": round(rss, 1),
+                "operator_rss_mb_max": round(max([*rss_samples, rss]), 1),
+                "api_requests_per_s": round((requests2 - requests1) / elapsed, 1),
+            },
+        }
+    finally:
+        if operator is not None:
+            operator.terminate()
+            try:
+                operator.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                operator.kill()
+        prometheus.stop()
+        cluster.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--count", type=int, default=1000, help="InferenceServices to create")
+    parser.add_argument("--changes", type=int, default=50, help="spec changes to time")
+    parser.add_argument("--steady-s", type=float, default=120.0, help="length of the steady window")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    result = run(args.count, args.changes, args.steady_s)
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
