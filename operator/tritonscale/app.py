@@ -18,7 +18,7 @@ from tritonscale.clients.observations import (
     UnavailableSource,
 )
 from tritonscale.config import OperatorConfig
-from tritonscale.handlers import autoscale as _autoscale  # noqa: F401  (registers the daemon)
+from tritonscale.handlers import watch as _watch  # noqa: F401  (registers the watch handler)
 from tritonscale.handlers.operator import (  # (importing registers the handlers)
     resync_job,
     status_recheck_job,
@@ -29,6 +29,7 @@ from tritonscale.reconcilers.scheduler import Scheduler
 from tritonscale.reconcilers.stack import StackReconciler
 from tritonscale.render.stack import RenderOptions
 
+SCHEDULER_WORKERS = 2  # threads of the resync and of the status-recheck schedulers, each
 UNSETTLED_RECHECK_S = 15.0  # how soon a stack with replicas missing is looked at again
 
 
@@ -64,7 +65,10 @@ class SourceChooser:
 
 def build_memo(config: OperatorConfig) -> kopf.Memo:
     """Clients and reconcilers shared by every handler."""
-    kube = KubeClient.connect(config.kubeconfig)
+    kube = KubeClient.connect(
+        config.kubeconfig,
+        connections=config.reconcile_workers + config.autoscale_workers + 2 * SCHEDULER_WORKERS + 4,
+    )
     memo = kopf.Memo()
     memo.config = config
     memo.kube = kube
@@ -85,8 +89,10 @@ def build_memo(config: OperatorConfig) -> kopf.Memo:
         name="autoscale",
         lateness=TICK_LATENESS.observe,
     )
-    memo.resync_scheduler = Scheduler(resync_job(memo.reconciler), workers=2, name="resync")
-    memo.status_scheduler = Scheduler(status_recheck_job(memo.reconciler), workers=2, name="status")
+    memo.resync_scheduler = Scheduler(resync_job(memo.reconciler), workers=SCHEDULER_WORKERS, name="resync")
+    memo.status_scheduler = Scheduler(
+        status_recheck_job(memo.reconciler), workers=SCHEDULER_WORKERS, name="status"
+    )
     memo.schedulers = (memo.autoscale_scheduler, memo.resync_scheduler, memo.status_scheduler)
     return memo
 

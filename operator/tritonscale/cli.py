@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -122,6 +123,10 @@ def run(
     from tritonscale.app import run_operator
 
     kopf.configure(verbose=verbose, log_format=kopf.LogFormat[log_format.upper()])
+    if not verbose:
+        # kopf logs every handler call at INFO: one line per watch event, thousands a minute
+        # at a few hundred InferenceServices. Failures and retries still show.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     run_operator(
         OperatorConfig(
             namespaces=namespaces,

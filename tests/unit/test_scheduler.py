@@ -134,11 +134,11 @@ def test_liveness_sees_a_pool_whose_every_thread_is_stuck() -> None:
 
 
 def test_a_key_can_be_asked_to_run_sooner_from_another_thread() -> None:
-    runs: list[float] = []
+    runs: list[str] = []
 
-    def job(namespace: str, name: str) -> float:
-        runs.append(time.monotonic())
-        return 60.0
+    def job(namespace: str, name: str) -> float | None:
+        runs.append(name)
+        return 60.0 if name == "a" else None  # "once" is a one-shot job
 
     async def main() -> None:
         scheduler = Scheduler(job, workers=1, name="t")
@@ -147,9 +147,10 @@ def test_a_key_can_be_asked_to_run_sooner_from_another_thread() -> None:
         await asyncio.sleep(0.05)
         assert runs == []
         threading.Thread(target=scheduler.run_within, args=("ns", "a", 0.1)).start()
-        threading.Thread(target=scheduler.run_within, args=("ns", "untracked", 0.1)).start()
+        threading.Thread(target=scheduler.run_within, args=("ns", "once", 0.1)).start()
         await asyncio.sleep(0.4)
+        assert scheduler.tracked() == {("ns", "a")}
         await scheduler.stop()
 
     asyncio.run(main())
-    assert len(runs) == 1
+    assert sorted(runs) == ["a", "once"]

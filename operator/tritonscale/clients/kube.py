@@ -102,9 +102,12 @@ class KubeClient:
         }
 
     @classmethod
-    def connect(cls, kubeconfig: str | None = None) -> KubeClient:
+    def connect(cls, kubeconfig: str | None = None, connections: int = 32) -> KubeClient:
         """In-cluster credentials when running in a pod, else the kubeconfig (or $KUBECONFIG)."""
         configuration = kubernetes.client.Configuration()
+        # One kept-alive connection per thread that may call at once; the default pool (10 here)
+        # made the extra threads open, TLS-handshake and drop a connection for every request.
+        configuration.connection_pool_maxsize = connections
         if kubeconfig is None:
             try:
                 kubernetes.config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]

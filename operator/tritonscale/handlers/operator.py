@@ -20,13 +20,13 @@ from tritonscale.api.resource import (
     parse_inference_service,
 )
 from tritonscale.errors import RejectedError, TransientError
+from tritonscale.handlers.watch import RESYNC_S
 from tritonscale.metrics import RECONCILE_SECONDS, RECONCILES
 from tritonscale.reconcilers.stack import Outcome, StackReconciler
 from tritonscale.render.names import LABEL_MANAGED_BY, MANAGED_BY
 
 log = logging.getLogger(__name__)
 ANNOTATION_PREFIX = "tritonscale.io"
-RESYNC_S = 300.0  # a deleted Deployment is recreated at once, on its own event
 LIVENESS_TIMEOUT_S = 20.0
 
 
@@ -154,19 +154,6 @@ def ignored_manual_scale(body: Mapping[str, Any], diff: kopf.Diff | None) -> str
         f"to scale by hand, pause it first: kubectl annotate tis {service.name} "
         f"{PAUSE_ANNOTATION}=true"
     )
-
-
-@kopf.on.event(GROUP, VERSION, PLURAL)
-async def track_for_resync(*, type: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
-    """Every InferenceService is reconciled again every RESYNC_S by the resync scheduler (not a
-    kopf timer, which would add a finalizer and a task per resource)."""
-    namespace, name = body.metadata.namespace, body.metadata.name
-    if namespace is None or name is None:
-        return
-    if type == "DELETED":
-        memo.resync_scheduler.untrack(namespace, name)
-    else:
-        memo.resync_scheduler.track(namespace, name, delay=RESYNC_S)
 
 
 def status_recheck_job(reconciler: StackReconciler) -> Callable[[str, str], float | None]:

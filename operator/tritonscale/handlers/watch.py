@@ -1,5 +1,6 @@
-"""Autoscaling glue: the watch keeps a copy of every InferenceService and tells the scheduler
-which ones to tick; the scheduler (reconcilers.scheduler) runs the ticks on its own threads."""
+"""The watch of InferenceServices feeds the schedulers (reconcilers.scheduler): it keeps a copy
+of every resource for the autoscaling ticks, ticks the autoscaled ones, and resyncs each one
+every RESYNC_S (not a kopf timer, which would add a finalizer and a task per resource)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from tritonscale.reconcilers.scheduler import Scheduler
 from tritonscale.status import AUTOSCALER_CONDITIONS
 
 FIRST_TICK_DELAY_S = 5.0  # let the first reconcile create the stack before observing it
+RESYNC_S = 300.0  # a deleted Deployment is recreated at once, on its own event
 
 
 def needs_ticks(body: dict[str, Any]) -> bool:
@@ -32,11 +34,14 @@ async def track(*, type: str | None, body: kopf.Body, memo: Any, **_: Any) -> No
     namespace, name = body.metadata.namespace, body.metadata.name
     if namespace is None or name is None:
         return
-    scheduler: Scheduler = memo.autoscale_scheduler
+    autoscale: Scheduler = memo.autoscale_scheduler
+    resync: Scheduler = memo.resync_scheduler
     if type == "DELETED":
         memo.bodies.pop((namespace, name), None)
-        scheduler.untrack(namespace, name)
+        autoscale.untrack(namespace, name)
+        resync.untrack(namespace, name)
         return
     memo.bodies[(namespace, name)] = copy.deepcopy(dict(body))
+    resync.track(namespace, name, delay=RESYNC_S)
     if needs_ticks(memo.bodies[(namespace, name)]):
-        scheduler.track(namespace, name, delay=FIRST_TICK_DELAY_S)
+        autoscale.track(namespace, name, delay=FIRST_TICK_DELAY_S)
