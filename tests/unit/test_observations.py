@@ -11,6 +11,7 @@ from prometheus_api_client.exceptions import PrometheusApiClientException
 
 from tritonscale.api.observation import ScalingTarget
 from tritonscale.clients.observations import (
+    VALUE_LABEL,
     PrometheusSource,
     TritonSource,
     _Counters,
@@ -59,16 +60,25 @@ def test_overrides_replace_the_default_queries_with_placeholders_filled() -> Non
 
 
 class FakePrometheus:
+    """Answers the source's combined query: one series per part that has a value, labelled with
+    its key, as Prometheus answers `label_replace(max(q), ...) or ...`."""
+
     def __init__(self, answers: dict[str, Any]) -> None:
         self.answers = answers
+        self.queries: list[str] = []
 
     def custom_query(self, query: str, params: Any = None) -> list[dict[str, Any]]:
-        for key, value in self.answers.items():
-            if query == prometheus_queries(TARGET)[key]:
-                if isinstance(value, Exception):
-                    raise value
-                return [] if value is None else [{"metric": {}, "value": [0, str(value)]}]
-        return []
+        self.queries.append(query)
+        result = []
+        for key, part in prometheus_queries(TARGET).items():
+            if f"max({part})" not in query:
+                continue
+            value = self.answers.get(key)
+            if isinstance(value, Exception):
+                raise value
+            if value is not None:
+                result.append({"metric": {VALUE_LABEL: key}, "value": [0, str(value)]})
+        return result
 
 
 def source_with(answers: dict[str, Any]) -> PrometheusSource:
@@ -88,8 +98,10 @@ GOOD = {
 }
 
 
-def test_a_full_answer_is_an_observation() -> None:
-    observation = source_with(GOOD).observe(TARGET)
+def test_a_full_answer_is_an_observation_from_one_request() -> None:
+    source = source_with(GOOD)
+    observation = source.observe(TARGET)
+    assert len(source.client.queries) == 1  # type: ignore[attr-defined]
     assert observation.usable
     assert (observation.arrival_rate_rps, observation.latency_ms, observation.average_batch) == (
         310.0,

@@ -114,8 +114,11 @@ def prometheus_error(error: PrometheusApiClientException) -> str:
     return (found.group(1) if found else str(error))[:200]
 
 
+VALUE_LABEL = "tritonscale_value"  # names each part of the combined query in its answer
+
+
 class PrometheusSource:
-    """Observations from PromQL over Triton's metrics.
+    """Observations from PromQL over Triton's metrics, all of one observation in one request.
 
     After a failed connection the server is not asked again for `retry_after_s`: every service
     on an unreachable Prometheus then costs no thread time, and their ticks stay on schedule."""
@@ -144,16 +147,21 @@ class PrometheusSource:
             timeout=max(1, round(timeout_s)),
         )
 
-    def _scalar(self, query: str) -> float | None:
-        """The query's single value; None when there is no series or the value is NaN."""
-        result: list[dict[str, Any]] = self.client.custom_query(
-            query, params={"timeout": f"{max(1, round(self.timeout_s))}s"}
+    def _values(self, queries: dict[str, str]) -> dict[str, float | None]:
+        """Every query's value in one request: each becomes `max(...)` labelled with its key,
+        joined with `or`. A value is None when its query has no series or is NaN."""
+        combined = " or ".join(
+            f'label_replace(max({query}), "{VALUE_LABEL}", "{key}", "", "")' for key, query in queries.items()
         )
-        if not result:
-            return None
-        values = [finite_or_none(float(item["value"][1])) for item in result]
-        known = [v for v in values if v is not None]
-        return max(known) if known else None
+        result: list[dict[str, Any]] = self.client.custom_query(
+            combined, params={"timeout": f"{max(1, round(self.timeout_s))}s"}
+        )
+        values: dict[str, float | None] = dict.fromkeys(queries)
+        for item in result:
+            key = item.get("metric", {}).get(VALUE_LABEL)
+            if key in values:
+                values[key] = finite_or_none(float(item["value"][1]))
+        return values
 
     def observe(self, target: ScalingTarget) -> Observation:
         down = self._down
@@ -163,7 +171,7 @@ class PrometheusSource:
             )
         queries = prometheus_queries(target, self.window)
         try:
-            values = {key: self._scalar(query) for key, query in queries.items()}
+            values = self._values(queries)
         except PrometheusApiClientException as error:
             log.info(
                 "Prometheus at %s refused a query for %s/%s: %s",
