@@ -90,7 +90,6 @@ def source_with(answers: dict[str, Any]) -> PrometheusSource:
 GOOD = {
     "rate": 310.0,
     "latency": 142.0,
-    "queue": 40.0,
     "compute": 25.0,
     "batch": 2.0,
     "pending": 3.0,
@@ -152,7 +151,7 @@ def test_triton_source_turns_counters_into_rates_between_reads() -> None:
     assert second.usable
     assert second.arrival_rate_rps == pytest.approx(50.0)  # the restarted replica's delta is dropped
     assert second.latency_ms == pytest.approx(80.0)
-    assert second.mean_queue_ms == pytest.approx(10.0) and second.mean_compute_ms == pytest.approx(20.0)
+    assert second.mean_compute_ms == pytest.approx(20.0)
     assert second.average_batch == pytest.approx(2.0)
     assert second.pending_requests == 3 and second.ready_replicas == 2
     assert second.batch_profile == ((1.0, 20.0, 100.0), (3.0, 80.0, 100.0))

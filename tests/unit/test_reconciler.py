@@ -244,3 +244,35 @@ def test_a_namespace_being_deleted_is_nothing_to_do() -> None:
     cluster.apply = terminating  # type: ignore[method-assign]
     assert reconciler.reconcile("vision", "resnet") is None
     assert not cluster.events
+
+
+def test_an_unchanged_stack_is_not_written_again_but_a_hand_edit_is_put_back() -> None:
+    cluster, reconciler = setup(spec__replicas=2)
+    reconciler.reconcile("vision", "resnet")
+    cluster.calls.clear()
+    reconciler.reconcile("vision", "resnet")
+    assert not [c for c in cluster.calls if c[0] == "apply"], "an unchanged stack was written again"
+
+    # `kubectl edit` of the router ConfigMap: its manager shows up, so the resync puts it back.
+    config = cluster.objects[("ConfigMap", "vision", "resnet-router")]
+    config["data"]["haproxy.cfg"] = "edited by hand"
+    config["metadata"]["managedFields"] = [{"manager": "kubectl-edit", "operation": "Update"}]
+    reconciler.reconcile("vision", "resnet")
+    assert [c for c in cluster.calls if c[0] == "apply"] == [
+        ("apply", "ConfigMap", "vision", "resnet-router")
+    ]
+    assert (
+        cluster.objects[("ConfigMap", "vision", "resnet-router")]["data"]["haproxy.cfg"] != "edited by hand"
+    )
+
+
+def test_a_spec_change_writes_only_what_it_changes() -> None:
+    cluster, reconciler = setup(spec__replicas=2)
+    reconciler.reconcile("vision", "resnet")
+    cluster.calls.clear()
+    cluster.services[("vision", "resnet")]["spec"]["replicas"] = 3
+    outcome = reconciler.reconcile("vision", "resnet")
+    assert [c for c in cluster.calls if c[0] == "apply"] == [
+        ("apply", "Deployment", "vision", "resnet-ondemand")
+    ]
+    assert outcome is not None and outcome.applied == 1

@@ -154,3 +154,50 @@ def test_a_key_can_be_asked_to_run_sooner_from_another_thread() -> None:
 
     asyncio.run(main())
     assert sorted(runs) == ["a", "once"]
+
+
+def test_liveness_fails_when_a_loop_stops_turning_or_no_worker_is_free() -> None:
+    """/healthz runs this probe; kopf answers 500 when it raises."""
+    import types
+
+    import kopf
+
+    from tritonscale.handlers.operator import LIVENESS_TIMEOUT_S, loops_make_progress
+
+    release = threading.Event()
+
+    def job(namespace: str, name: str) -> float:
+        release.wait(5)
+        return 1.0
+
+    async def main() -> list[str]:
+        outcomes: list[str] = []
+        scheduler = Scheduler(job, workers=1, name="autoscale")
+        scheduler.start()
+        memo = types.SimpleNamespace(schedulers=(scheduler,))
+        settings = kopf.OperatorSettings()
+
+        async def probe() -> str:
+            try:
+                return await loops_make_progress(memo=memo, settings=settings)
+            except kopf.PermanentError as error:
+                return f"failed: {error}"
+
+        await asyncio.sleep(0.05)
+        outcomes.append(await probe())
+        scheduler.heartbeat -= LIVENESS_TIMEOUT_S + 1  # the loop has not turned for that long
+        outcomes.append(await probe())
+        await asyncio.sleep(0.05)  # it turns again
+        scheduler.track("ns", "stuck")
+        await asyncio.sleep(0.05)
+        responsive = scheduler.responsive
+        scheduler.responsive = lambda timeout_s: responsive(0.1)  # type: ignore[method-assign]
+        outcomes.append(await probe())
+        release.set()
+        await scheduler.stop()
+        return outcomes
+
+    ok, stale, busy = asyncio.run(main())
+    assert ok == "ok"
+    assert stale.startswith("failed: the autoscale loop last turned")
+    assert busy == "failed: no autoscale worker was free for 20s"

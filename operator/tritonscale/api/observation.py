@@ -18,7 +18,6 @@ class Observation:
     arrival_rate_rps: float | None
     latency_ms: float | None  # at the objective's percentile
     ready_replicas: int
-    mean_queue_ms: float | None = None
     mean_compute_ms: float | None = None  # per request: the execution time of the batch it rode
     average_batch: float | None = None  # the mean size of the batches requests rode
     pending_requests: float | None = None

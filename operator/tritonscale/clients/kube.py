@@ -21,8 +21,8 @@ from kubernetes.client.exceptions import ApiException
 
 from tritonscale.api.resource import GROUP, KIND, PLURAL, VERSION
 from tritonscale.errors import ConflictError, NamespaceTerminatingError, RejectedError, TransientError
+from tritonscale.render.names import FIELD_MANAGER
 
-FIELD_MANAGER: Final = "tritonscale"
 APPLY_CONTENT_TYPE: Final = "application/apply-patch+yaml"
 log = logging.getLogger(__name__)
 

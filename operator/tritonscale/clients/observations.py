@@ -14,7 +14,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import requests
 import tritonclient.http
@@ -29,10 +29,6 @@ log = logging.getLogger(__name__)
 
 # RE2 metacharacters, escaped when a name becomes part of a =~ regex.
 _REGEX_SPECIAL = re.compile(r"([\\.+*?()|\[\]{}^$])")
-
-
-class ObservationSource(Protocol):
-    def observe(self, target: ScalingTarget) -> Observation: ...
 
 
 def promql_string(value: str) -> str:
@@ -74,7 +70,6 @@ def prometheus_queries(target: ScalingTarget, window: str = "1m") -> dict[str, s
             " / 1000"
         ),
         "mean_latency": f"{rate('nv_inference_request_duration_us')} / {success} / 1000",
-        "queue": f"{rate('nv_inference_queue_duration_us')} / {success} / 1000",
         "compute": f"{rate('nv_inference_compute_infer_duration_us')} / {success} / 1000",
         "batch": f"{rate('nv_inference_count')} / {rate('nv_inference_exec_count')}",
         "pending": f"sum(nv_inference_pending_request_count{{{selector}}})",
@@ -205,7 +200,6 @@ class PrometheusSource:
             arrival_rate_rps=values["rate"],
             latency_ms=latency,
             ready_replicas=target.ready_replicas,
-            mean_queue_ms=values["queue"],
             mean_compute_ms=values["compute"],
             average_batch=values["batch"],
             pending_requests=values["pending"],
@@ -377,7 +371,6 @@ class TritonSource:
             arrival_rate_rps=rate,
             latency_ms=latency,
             ready_replicas=len(hosts),
-            mean_queue_ms=sum(d.queue_ns for d in deltas) / success / 1e6,
             mean_compute_ms=sum(d.compute_ns for d in deltas) / success / 1e6,
             average_batch=(sum(d.batch_squares for d in deltas) / batch_requests)
             if batch_requests > 0

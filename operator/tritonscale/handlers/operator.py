@@ -28,6 +28,7 @@ from tritonscale.render.names import LABEL_MANAGED_BY, MANAGED_BY
 log = logging.getLogger(__name__)
 ANNOTATION_PREFIX = "tritonscale.io"
 LIVENESS_TIMEOUT_S = 20.0
+CHILD_EVENT_COALESCE_S = 1.0  # child events within this long cause one status refresh
 
 
 def configure_settings(settings: kopf.OperatorSettings, workers: int) -> None:
@@ -189,14 +190,16 @@ def resync_job(reconciler: StackReconciler) -> Callable[[str, str], float | None
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={LABEL_MANAGED_BY: MANAGED_BY})
-def child_deployment_changed(*, type: str, body: kopf.Body, memo: Any, **_: Any) -> None:
-    """Pods became ready or went away: refresh status; a deleted child is recreated."""
+async def child_deployment_changed(*, type: str, body: kopf.Body, memo: Any, **_: Any) -> None:
+    """Pods became ready or went away: refresh status soon; a deleted child is recreated.
+
+    Runs in the event loop and only schedules: a rollout sends a burst of Deployment events,
+    and the refreshes they ask for within CHILD_EVENT_COALESCE_S become one."""
     owner = next((ref for ref in body.metadata.get("ownerReferences", []) if ref.get("kind") == KIND), None)
-    if owner is None or body.metadata.namespace is None:
+    namespace = body.metadata.namespace
+    if owner is None or namespace is None:
         return
-    reconciler: StackReconciler = memo.reconciler
-    action = reconciler.reconcile if type == "DELETED" else reconciler.refresh_status
-    try:
-        action(body.metadata.namespace, owner["name"])
-    except (TransientError, RejectedError) as error:
-        logging.getLogger(__name__).info("status refresh of %s deferred: %s", owner["name"], error)
+    if type == "DELETED":
+        memo.resync_scheduler.run_within(namespace, owner["name"], 0.0)
+    else:
+        memo.status_scheduler.run_within(namespace, owner["name"], CHILD_EVENT_COALESCE_S)

@@ -86,7 +86,6 @@ class AutoscalerState:
     rates: tuple[tuple[float, float], ...] = ()  # (time, arrival rate)
     service_samples: tuple[tuple[float, float], ...] = ()  # (average batch, mean execution ms)
     per_item_ms: float | None = None  # alpha of tau(b), once fitted
-    feedback: float = 1.0  # observed / predicted, over all loads
     corrections: tuple[tuple[int, float, float], ...] = ()  # (load bucket, observed/predicted, when)
     first_seen_s: float | None = None  # first usable observation: stabilization needs history
     last_change_s: float | None = None
@@ -421,7 +420,6 @@ class LatencyAutoscaler:
         known[bucket] = (1 - smoothing) * known[bucket] + smoothing * ratio if bucket in known else ratio
         return replace(
             state,
-            feedback=(1 - smoothing) * state.feedback + smoothing * ratio,
             corrections=tuple(
                 (b, r, now if b == bucket else next(w for bb, _, w in state.corrections if bb == b))
                 for b, r in sorted(known.items())

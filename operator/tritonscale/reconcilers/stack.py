@@ -7,6 +7,8 @@ the API server would refuse leaves the stack as it was rather than half-updated.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import threading
 from collections.abc import Callable
@@ -19,7 +21,7 @@ from tritonscale.api.status import ConditionStatus, ConditionType, InferenceServ
 from tritonscale.errors import NameConflictError, NamespaceTerminatingError, RejectedError
 from tritonscale.policy.placement import Placement, split_replicas
 from tritonscale.policy.replicas import reconciled_replicas
-from tritonscale.render.names import LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY, StackNames
+from tritonscale.render.names import FIELD_MANAGER, LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY, StackNames
 from tritonscale.render.stack import RenderOptions, render_stack
 from tritonscale.status import DeploymentState, StackState, set_condition, stack_status
 
@@ -90,6 +92,56 @@ def unschedulable_pods(pods: list[dict[str, Any]]) -> tuple[tuple[int, str], ...
     return tuple(sorted(((n, m) for m, n in counts.items()), key=lambda item: (-item[0], item[1])))
 
 
+APPLIED_HASH_ANNOTATION = "tritonscale.io/applied-hash"
+# Writers besides us that a child may show without having been changed by hand: the Deployment
+# controller sets its revision annotation; status writers use the status subresource.
+EXPECTED_MANAGERS = frozenset({FIELD_MANAGER, "kube-controller-manager"})
+
+
+def with_applied_hash(obj: dict[str, Any]) -> dict[str, Any]:
+    """`obj` carrying a hash of itself, so an unchanged child need not be written again."""
+    digest = hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+    metadata = {
+        **obj["metadata"],
+        "annotations": {**obj["metadata"].get("annotations", {}), APPLIED_HASH_ANNOTATION: digest},
+    }
+    return {**obj, "metadata": metadata}
+
+
+def up_to_date(obj: dict[str, Any], existing: dict[str, Any] | None) -> bool:
+    """Whether writing `obj` would change nothing: the child exists, carries the hash of this
+    very rendering, and no one else (kubectl edit, scale, patch, another applier) has written
+    it since. Anything else is written again, which also puts back what was changed by hand."""
+    if existing is None:
+        return False
+    metadata = existing["metadata"]
+    if (
+        metadata.get("annotations", {}).get(APPLIED_HASH_ANNOTATION)
+        != obj["metadata"]["annotations"][APPLIED_HASH_ANNOTATION]
+    ):
+        return False
+    return all(
+        entry.get("manager") in EXPECTED_MANAGERS or entry.get("subresource") == "status"
+        for entry in metadata.get("managedFields", [])
+    )
+
+
+def name_conflict(
+    service: InferenceService, obj: dict[str, Any], existing: dict[str, Any] | None
+) -> str | None:
+    """Why `obj` must not be written, when an object of its name exists that this
+    InferenceService does not own (server-side apply with force would adopt it)."""
+    if existing is None:
+        return None
+    references = existing["metadata"].get("ownerReferences", [])
+    if any(ref.get("uid") == service.metadata.uid for ref in references):
+        return None
+    owners = ", ".join(f"{ref.get('kind')} {ref.get('name')}" for ref in references)
+    return f"{obj['kind']} {obj['metadata']['name']} already exists and belongs to " + (
+        owners or "no InferenceService"
+    )
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What one reconcile did."""
@@ -158,19 +210,20 @@ class StackReconciler:
             desired = reconciled_replicas(service)
             problem: tuple[str, str] | None = None
             applied = 0
+            owned: list[dict[str, Any]] | None = None
             if apply:
                 try:
-                    applied = self._apply(service, names, desired)
+                    applied, owned = self._apply(service, names, desired)
                 except RejectedError as rejected:
                     problem = (rejected.reason, str(rejected))
             else:
                 # A pool left behind (spot switched off) goes as soon as the on-demand pool is
                 # ready to carry its replicas, which a child event tells, not at the next resync.
                 placement = split_replicas(desired, service.spec.capacity)
-                self._prune_deployments(
+                owned = self._prune_deployments(
                     service, names, render_stack(service, placement, self.options), placement
                 )
-            state = self._observe(service, names, problem)
+            state = self._observe(service, names, problem, owned)
             if not state.unschedulable and any(d.ready < d.desired for d in state.triton):
                 self.on_unsettled(namespace, name)
             status = stack_status(
@@ -181,36 +234,37 @@ class StackReconciler:
                 raise RejectedError(problem[1])
             return Outcome(status=status, applied=applied)
 
-    def _apply(self, service: InferenceService, names: StackNames, desired: int) -> int:
+    def _apply(
+        self, service: InferenceService, names: StackNames, desired: int
+    ) -> tuple[int, list[dict[str, Any]]]:
+        """Write the stack; returns how many objects were written and the owned Deployments."""
         placement = split_replicas(desired, service.spec.capacity)
-        objects = render_stack(service, placement, self.options)
+        objects = [with_applied_hash(obj) for obj in render_stack(service, placement, self.options)]
+        existing = {
+            (obj["kind"], obj["metadata"]["name"]): self.api.get_object(
+                obj["kind"], service.namespace, obj["metadata"]["name"]
+            )
+            for obj in objects
+        }
         conflicts = [
-            conflict for obj in objects if (conflict := self._name_conflict(service, obj)) is not None
+            conflict
+            for obj in objects
+            if (conflict := name_conflict(service, obj, existing[(obj["kind"], obj["metadata"]["name"])]))
+            is not None
         ]
         if conflicts:
             raise NameConflictError(
                 "; ".join(conflicts) + ". Nothing was applied: rename this InferenceService "
                 "or remove the other object."
             )
-        for obj in objects:
+        changed = [
+            obj for obj in objects if not up_to_date(obj, existing[(obj["kind"], obj["metadata"]["name"])])
+        ]
+        for obj in changed:
             self.api.apply(obj, dry_run=True)
-        for obj in objects:
+        for obj in changed:
             self.api.apply(obj)
-        self._prune_deployments(service, names, objects, placement)
-        return len(objects)
-
-    def _name_conflict(self, service: InferenceService, obj: dict[str, Any]) -> str | None:
-        """Why `obj` must not be written, when an object of its name exists that this
-        InferenceService does not own (server-side apply with force would adopt it)."""
-        kind, name = obj["kind"], obj["metadata"]["name"]
-        existing = self.api.get_object(kind, service.namespace, name)
-        if existing is None:
-            return None
-        references = existing["metadata"].get("ownerReferences", [])
-        if any(ref.get("uid") == service.metadata.uid for ref in references):
-            return None
-        owners = ", ".join(f"{ref.get('kind')} {ref.get('name')}" for ref in references)
-        return f"{kind} {name} already exists and belongs to " + (owners or "no InferenceService")
+        return len(changed), self._prune_deployments(service, names, objects, placement)
 
     def _owned_deployments(self, service: InferenceService, names: StackNames) -> list[dict[str, Any]]:
         selector = {LABEL_INSTANCE: names.instance, LABEL_MANAGED_BY: MANAGED_BY}
@@ -226,9 +280,10 @@ class StackReconciler:
         names: StackNames,
         rendered: list[dict[str, Any]],
         placement: Placement,
-    ) -> None:
+    ) -> list[dict[str, Any]]:
         """Remove Deployments no longer rendered (the spot pool after spot is disabled), but
         only once the on-demand pool carries its share and is ready: capacity never dips.
+        Returns the owned Deployments that remain.
 
         The share is checked too because a status refresh may run before the reconcile that
         raises the on-demand replicas, when the old, smaller on-demand pool looks rolled out.
@@ -237,7 +292,7 @@ class StackReconciler:
         owned = self._owned_deployments(service, names)
         stale = [d for d in owned if d["metadata"]["name"] not in wanted]
         if not stale:
-            return
+            return owned
         on_demand = next((d for d in owned if d["metadata"]["name"] == names.on_demand_deployment), None)
         on_demand_state = deployment_state(on_demand) if on_demand is not None else None
         on_demand_ready = (
@@ -245,19 +300,27 @@ class StackReconciler:
             and on_demand_state.desired >= placement.on_demand
             and on_demand_state.rolled_out
         )
+        deleted: set[str] = set()
         for deployment in stale:
             metadata = deployment["metadata"]
             if deployment_state(deployment).ready > 0 and not on_demand_ready:
                 log.info("keeping %s until %s is ready", metadata["name"], names.on_demand_deployment)
                 continue
             self.api.delete_deployment(service.namespace, metadata["name"], metadata["uid"])
+            deleted.add(metadata["name"])
+        return [d for d in owned if d["metadata"]["name"] not in deleted]
 
     def _observe(
-        self, service: InferenceService, names: StackNames, problem: tuple[str, str] | None
+        self,
+        service: InferenceService,
+        names: StackNames,
+        problem: tuple[str, str] | None,
+        owned: list[dict[str, Any]] | None,
     ) -> StackState:
-        by_name = {
-            d["metadata"]["name"]: deployment_state(d) for d in self._owned_deployments(service, names)
-        }
+        """What the children report; `owned` is the Deployment list already read, if any."""
+        if owned is None:
+            owned = self._owned_deployments(service, names)
+        by_name = {d["metadata"]["name"]: deployment_state(d) for d in owned}
         unschedulable: tuple[tuple[int, str], ...] = ()
         # Pods are read only when some are missing: a settled stack costs no pod list.
         if any(d.ready < d.desired for d in by_name.values()):

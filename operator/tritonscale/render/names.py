@@ -22,9 +22,9 @@ LABEL_INSTANCE: Final = "app.kubernetes.io/instance"
 LABEL_COMPONENT: Final = "app.kubernetes.io/component"
 LABEL_PART_OF: Final = "app.kubernetes.io/part-of"
 LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
-LABEL_VERSION: Final = "app.kubernetes.io/version"
 LABEL_POOL: Final = "tritonscale.io/pool"
 MANAGED_BY: Final = "tritonscale"
+FIELD_MANAGER: Final = "tritonscale"  # the server-side apply field manager of every write
 
 COMPONENT_TRITON: Final = "triton"
 COMPONENT_ROUTER: Final = "router"

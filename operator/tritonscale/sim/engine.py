@@ -229,7 +229,6 @@ class _Run:
             arrival_rate_rps=rate,
             latency_ms=1000.0 * float(np.percentile(latencies, self.sim.percentile)),
             ready_replicas=self.ready,
-            mean_queue_ms=1000.0 * float(np.mean(latencies - done_execution)),
             mean_compute_ms=1000.0 * float(np.mean(done_execution)),
             average_batch=float(np.mean(batches)),
             pending_requests=float(pending),
