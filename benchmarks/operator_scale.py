@@ -46,6 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "operator_scale.json"
 CHART = ROOT / "charts" / "tritonscale"
 NAMESPACES = 10
+POLL_S = 10.0  # listing every InferenceService loads the API server too: not too often
 UNREACHABLE = "http://127.0.0.1:9"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -137,16 +138,24 @@ def operator_requests(cluster: Cluster) -> float:
     return total
 
 
-def histogram_quantile(text: str, name: str, q: float) -> tuple[float | None, float]:
-    """The q-quantile (bucket upper bound) and the count of a Prometheus histogram."""
-    buckets = sorted(
-        (float("inf") if le == "+Inf" else float(le), float(v))
-        for le, v in re.findall(rf'^{name}_bucket{{le="([^"]+)"}} (\S+)$', text, re.M)
-    )
-    if not buckets or buckets[-1][1] == 0:
+def histogram_buckets(text: str, name: str) -> dict[float, float]:
+    """Cumulative bucket counts of a Prometheus histogram, by upper bound."""
+    return {
+        float("inf") if le == "+Inf" else float(le): float(value)
+        for le, value in re.findall(rf'^{name}_bucket{{le="([^"]+)"}} (\S+)$', text, re.M)
+    }
+
+
+def window_quantile(
+    before: dict[float, float], after: dict[float, float], q: float
+) -> tuple[float | None, float]:
+    """The q-quantile (a bucket's upper bound) and the count of what a histogram recorded
+    between two scrapes."""
+    deltas = sorted((le, after[le] - before.get(le, 0.0)) for le in after)
+    if not deltas or deltas[-1][1] <= 0:
         return None, 0.0
-    total = buckets[-1][1]
-    return next(le for le, count in buckets if count >= q * total), total
+    total = deltas[-1][1]
+    return next(le for le, count in deltas if count >= q * total), total
 
 
 def scrape(port: int) -> str:
@@ -218,7 +227,7 @@ def run(count: int, changes: int, steady_s: float) -> dict[str, Any]:
             done = sum(reconciled(item) for item in list_services(cluster))
             say(f"cold start: {done}/{count} reconciled after {time.monotonic() - started:.0f}s")
             if done < count:
-                time.sleep(2)
+                time.sleep(POLL_S)
             if time.monotonic() - started > 1800:
                 break
         cold_s = time.monotonic() - started
@@ -259,8 +268,8 @@ def run(count: int, changes: int, steady_s: float) -> dict[str, Any]:
         say(f"spec changes: p50 {percentile(latencies, 0.5):.2f}s, p99 {percentile(latencies, 0.99):.2f}s")
 
         say(f"steady state for {steady_s:.0f}s")
-        first = scrape(metrics_port)
-        _, ticks_before = histogram_quantile(first, "tritonscale_autoscale_tick_lateness_seconds", 0.99)
+        lateness = "tritonscale_autoscale_tick_lateness_seconds"
+        first = histogram_buckets(scrape(metrics_port), lateness)
         cpu1, _ = operator_usage(operator.pid)
         requests1 = operator_requests(cluster)
         rss_samples: list[float] = []
@@ -271,9 +280,9 @@ def run(count: int, changes: int, steady_s: float) -> dict[str, Any]:
         elapsed = time.monotonic() - window_start
         cpu2, rss = operator_usage(operator.pid)
         requests2 = operator_requests(cluster)
-        last = scrape(metrics_port)
-        lateness_p99, ticks = histogram_quantile(last, "tritonscale_autoscale_tick_lateness_seconds", 0.99)
-        lateness_p50, _ = histogram_quantile(last, "tritonscale_autoscale_tick_lateness_seconds", 0.5)
+        last = histogram_buckets(scrape(metrics_port), lateness)
+        lateness_p99, ticks = window_quantile(first, last, 0.99)
+        lateness_p50, _ = window_quantile(first, last, 0.5)
         return {
             "count": count,
             "cpus": os.cpu_count(),
@@ -290,7 +299,7 @@ def run(count: int, changes: int, steady_s: float) -> dict[str, Any]:
             },
             "steady": {
                 "window_s": round(elapsed, 1),
-                "ticks_per_s": round((ticks - ticks_before) / elapsed, 1),
+                "ticks_per_s": round(ticks / elapsed, 1),
                 "expected_ticks_per_s": round(count / 10.0, 1),
                 "tick_lateness_p50_s_at_most": lateness_p50,
                 "tick_lateness_p99_s_at_most": lateness_p99,

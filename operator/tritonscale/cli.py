@@ -1,4 +1,4 @@
-"""`tritonscale`: run the operator, render manifests, and (as they land) bench, simulate, demo."""
+"""`tritonscale`: run the operator, render manifests, bench a Triton endpoint, simulate autoscalers."""
 
 from __future__ import annotations
 

@@ -14,7 +14,6 @@ from tritonscale.policy.queueing import (
     erlang_c,
     fewest_replicas,
     predicted_latency_ms,
-    replicas_for_latency,
 )
 from tritonscale.sim.engine import SimEnvironment, Simulation
 
@@ -47,7 +46,7 @@ def test_more_replicas_never_predict_more_latency(rate: float, replicas: int) ->
 
 @given(rate=st.floats(min_value=1.0, max_value=2000.0), limit=st.floats(min_value=30.0, max_value=500.0))
 def test_sizing_is_the_fewest_that_meet_the_limit(rate: float, limit: float) -> None:
-    replicas = replicas_for_latency(rate, SERVICE, 95, limit, most=200)
+    replicas = fewest_replicas(lambda n: predicted_latency_ms(n, rate, SERVICE, 95) <= limit, 200)
     if replicas <= 200:
         assert predicted_latency_ms(replicas, rate, SERVICE, 95) <= limit
     if 1 < replicas <= 200:

@@ -198,20 +198,17 @@ class KubeClient:
         return self._json(response)
 
     def list_deployments(self, namespace: str, selector: dict[str, str]) -> list[dict[str, Any]]:
-        label_selector = ",".join(f"{key}={value}" for key, value in sorted(selector.items()))
-        with _translated(f"list Deployments in {namespace}"):
-            response = self.apps.list_namespaced_deployment(
-                namespace, label_selector=label_selector, _preload_content=False
-            )
-        items: list[dict[str, Any]] = self._json(response)["items"]
-        return items
+        return self._list(self.apps.list_namespaced_deployment, "Deployments", namespace, selector)
 
     def list_pods(self, namespace: str, selector: dict[str, str]) -> list[dict[str, Any]]:
+        return self._list(self.core.list_namespaced_pod, "Pods", namespace, selector)
+
+    def _list(
+        self, lister: Callable[..., Any], what: str, namespace: str, selector: dict[str, str]
+    ) -> list[dict[str, Any]]:
         label_selector = ",".join(f"{key}={value}" for key, value in sorted(selector.items()))
-        with _translated(f"list Pods in {namespace}"):
-            response = self.core.list_namespaced_pod(
-                namespace, label_selector=label_selector, _preload_content=False
-            )
+        with _translated(f"list {what} in {namespace}"):
+            response = lister(namespace, label_selector=label_selector, _preload_content=False)
         items: list[dict[str, Any]] = self._json(response)["items"]
         return items
 

@@ -109,20 +109,3 @@ def fewest_replicas(meets: Callable[[int], bool], most: int) -> int:
         else:
             low = middle + 1
     return low
-
-
-def replicas_for_latency(
-    rate_rps: float,
-    service: ServiceTime,
-    percentile: float,
-    limit_ms: float,
-    correction: float = 1.0,
-    most: int = 1000,
-) -> int:
-    """Fewest replicas whose predicted latency, times `correction`, stays within `limit_ms`."""
-    return fewest_replicas(
-        lambda replicas: (
-            correction * predicted_latency_ms(replicas, rate_rps, service, percentile) <= limit_ms
-        ),
-        most,
-    )
