@@ -160,6 +160,12 @@ def chart_release(cluster: Cluster) -> ChartRelease:
         "2m",
     )
     cluster.wait_for("crd/inferenceservices.tritonscale.io", "condition=Established", timeout_s=60)
+    # Established comes before the storage answers lists (429 "storage is (re)initializing"),
+    # which kopf would log as an error if the operator started in between.
+    cluster.wait_until(
+        lambda: cluster.kubectl("get", "inferenceservices", "-A", check=False).returncode == 0,
+        "the InferenceService storage to answer lists",
+    )
     return ChartRelease(RELEASE, OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT)
 
 
