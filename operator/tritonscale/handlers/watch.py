@@ -9,7 +9,7 @@ from typing import Any
 
 import kopf
 
-from tritonscale.api.resource import GROUP, PLURAL, VERSION
+from tritonscale.api.resource import GROUP, PLURAL, VERSION, InvalidInferenceService, parse_inference_service
 from tritonscale.reconcilers.scheduler import Scheduler
 from tritonscale.status import AUTOSCALER_CONDITIONS
 
@@ -18,12 +18,15 @@ RESYNC_S = 300.0  # a deleted Deployment is recreated at once, on its own event
 
 
 def needs_ticks(body: dict[str, Any]) -> bool:
-    """Autoscaling is on, or its status is still to be cleared (switched off while we were away)."""
-    autoscaling = body.get("spec", {}).get("autoscaling")
-    if isinstance(autoscaling, dict) and autoscaling.get("enabled", True) is not False:
+    """Autoscaling is on, or its status is still to be cleared (switched off while we were away).
+    An invalid spec is the stack reconciler's to report; it is ticked once it is fixed."""
+    try:
+        service = parse_inference_service(body)
+    except InvalidInferenceService:
+        return False
+    if service.spec.autoscaling_enabled:
         return True
-    conditions = body.get("status", {}).get("conditions", [])
-    return any(c.get("type") in AUTOSCALER_CONDITIONS for c in conditions)
+    return any(c.type in AUTOSCALER_CONDITIONS for c in service.status.conditions)
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
