@@ -27,11 +27,11 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from tritonscale.cli.simulate import result_record
 from tritonscale.sim.engine import SimEnvironment
 from tritonscale.sim.policies import POLICIES, Objective, reference_name
 from tritonscale.sim.runner import Scenario, run_scenario
 from tritonscale.sim.workloads import BUILT_IN, built_in
-from tritonscale.simulate import result_record
 
 RESULTS = Path(__file__).parent / "results" / "autoscaling.json"
 FRONTIER_PLOT = RESULTS.parent / "frontier.png"

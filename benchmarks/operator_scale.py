@@ -38,9 +38,9 @@ from typing import Any
 
 import yaml
 
-from tritonscale.sandbox.cluster import Cluster, NodePool, default_node_pools
-from tritonscale.sandbox.net import free_port
-from tritonscale.sandbox.prometheus import LocalPrometheus
+from tritonscale_sandbox.cluster import Cluster, NodePool, default_node_pools
+from tritonscale_sandbox.net import free_port
+from tritonscale_sandbox.prometheus import LocalPrometheus
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "operator_scale.json"

@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from tritonscale.api.resource import parse_inference_service
-from tritonscale.sandbox.router import DnsServer, LocalRouter
-from tritonscale.sandbox.triton import (
+from tritonscale_sandbox.router import DnsServer, LocalRouter
+from tritonscale_sandbox.triton import (
     TRITON_VERSION,
     SimulatedModel,
     TritonPool,

@@ -23,7 +23,7 @@ set -euo pipefail
 
 TRITON_VERSION=2.51.0
 PYTRITON_VERSION=0.7.0
-LAYOUT=1                 # bump when the layout below changes; keep in sync with sandbox/triton.py
+LAYOUT=1                 # bump when the layout below changes; keep in sync with sandbox/tritonscale_sandbox/triton.py
 STUB_PYTHON=3.11         # must match Debian's libpython (package libpython3.11)
 
 cache_root="${TRITONSCALE_CACHE:-$HOME/.cache/tritonscale}"

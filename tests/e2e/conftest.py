@@ -29,7 +29,7 @@ import pytest
 
 from tritonscale.app import run_operator
 from tritonscale.config import OperatorConfig
-from tritonscale.sandbox.cluster import Cluster, ClusterError
+from tritonscale_sandbox.cluster import Cluster, ClusterError
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO / "scripts" / "build-testenv.sh"

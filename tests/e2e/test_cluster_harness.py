@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tritonscale.sandbox.cluster import (
+from tritonscale_sandbox.cluster import (
     CAPACITY_TYPE_LABEL,
     GPU_PRODUCT,
     Cluster,

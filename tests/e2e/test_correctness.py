@@ -29,7 +29,7 @@ from tests.e2e.test_operator import (
 )
 from tritonscale.api.resource import PAUSE_ANNOTATION
 from tritonscale.config import OperatorConfig
-from tritonscale.sandbox.cluster import Cluster, NodePool, node_manifests
+from tritonscale_sandbox.cluster import Cluster, NodePool, node_manifests
 
 pytestmark = pytest.mark.e2e
 

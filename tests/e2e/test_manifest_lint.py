@@ -19,8 +19,8 @@ from tritonscale.api.resource import parse_inference_service
 from tritonscale.policy.placement import split_replicas
 from tritonscale.policy.replicas import reconciled_replicas
 from tritonscale.render.stack import render_stack
-from tritonscale.sandbox.cluster import Cluster
 from tritonscale.yamlfmt import dump_all
+from tritonscale_sandbox.cluster import Cluster
 
 pytestmark = pytest.mark.e2e
 

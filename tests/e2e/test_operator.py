@@ -26,7 +26,7 @@ import yaml
 from tests.builders import INVALID_CASES, load_example, make_inference_service, make_invalid
 from tests.e2e.conftest import CHART, REPO, ChartRelease, OperatorThread
 from tests.e2e.interrupted_operator import PAUSED
-from tritonscale.sandbox.cluster import CAPACITY_TYPE_LABEL, GPU_PRODUCT, Cluster, KubectlError
+from tritonscale_sandbox.cluster import CAPACITY_TYPE_LABEL, GPU_PRODUCT, Cluster, KubectlError
 
 pytestmark = pytest.mark.e2e
 

@@ -15,7 +15,7 @@ from tests.builders import make_inference_service
 from tests.e2e.conftest import OperatorThread
 from tests.e2e.test_operator import _deployment, _yaml
 from tritonscale.config import OperatorConfig
-from tritonscale.sandbox.cluster import Cluster
+from tritonscale_sandbox.cluster import Cluster
 
 pytestmark = pytest.mark.e2e
 

@@ -1,4 +1,4 @@
-"""Fixtures for integration tests that run real tritonservers (see tritonscale.sandbox.triton)."""
+"""Fixtures for integration tests that run real tritonservers (see tritonscale_sandbox.triton)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tritonscale.sandbox.triton import (
+from tritonscale_sandbox.triton import (
     INSTANT_MODEL,
     IRIS_MODEL,
     SIMULATED_MODEL,

@@ -25,10 +25,10 @@ from tritonscale.clients.observations import PrometheusSource
 from tritonscale.reconcilers.autoscale import AutoscaleReconciler
 from tritonscale.reconcilers.stack import StackReconciler
 from tritonscale.render.names import StackNames
-from tritonscale.sandbox.local_stack import ProcessBackedCluster
-from tritonscale.sandbox.prometheus import LocalPrometheus, ScrapeTarget
-from tritonscale.sandbox.router import DnsServer, LocalRouter
-from tritonscale.sandbox.triton import SimulatedModel, TritonInstall, TritonPool, model_repository
+from tritonscale_sandbox.local_stack import ProcessBackedCluster
+from tritonscale_sandbox.prometheus import LocalPrometheus, ScrapeTarget
+from tritonscale_sandbox.router import DnsServer, LocalRouter
+from tritonscale_sandbox.triton import SimulatedModel, TritonInstall, TritonPool, model_repository
 
 pytestmark = pytest.mark.integration
 

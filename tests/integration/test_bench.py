@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from tritonscale.cli import main
-from tritonscale.sandbox.triton import TritonPool
+from tritonscale_sandbox.triton import TritonPool
 
 pytestmark = pytest.mark.integration
 

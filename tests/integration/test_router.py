@@ -20,8 +20,8 @@ import tritonclient.http as httpclient
 from tests.builders import make_inference_service
 from tritonscale.api.resource import parse_inference_service
 from tritonscale.clients.triton import inference_client, request_for_model
-from tritonscale.sandbox.router import GRPC_BACKEND, HTTP_BACKEND, DnsServer, LocalRouter
-from tritonscale.sandbox.triton import INSTANT_MODEL, SIMULATED_MODEL, TritonInstall, TritonPool
+from tritonscale_sandbox.router import GRPC_BACKEND, HTTP_BACKEND, DnsServer, LocalRouter
+from tritonscale_sandbox.triton import INSTANT_MODEL, SIMULATED_MODEL, TritonInstall, TritonPool
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,9 @@ import numpy as np
 import pytest
 import tritonclient.http as httpclient
 
-from tritonscale.sandbox.triton import (
+from tritonscale.api.observation import ScalingTarget
+from tritonscale.clients.observations import TritonSource
+from tritonscale_sandbox.triton import (
     INSTANT_MODEL,
     IRIS_MODEL,
     SIMULATED_MODEL,
@@ -290,3 +292,42 @@ def test_start_failures_are_reported_with_the_log(
     with pytest.raises(TritonServerError, match="in use"):
         busy.start()
     assert not busy.is_running
+
+
+def test_the_operator_reads_rates_latency_and_batches_from_real_triton_statistics(
+    triton_pool: TritonPool,
+) -> None:
+    """`TritonSource` (what the operator uses without Prometheus) against real tritonservers."""
+    servers = triton_pool.servers
+    ports = {(s.http_port, s.metrics_port) for s in servers}
+    assert len(ports) == 1  # like pods: one address each, the same ports
+    ((http_port, metrics_port),) = ports
+    source = TritonSource(
+        lambda target: [s.host for s in servers], http_port=http_port, metrics_port=metrics_port
+    )
+    target = ScalingTarget(
+        namespace="t",
+        name="t",
+        instance="t",
+        models=(SIMULATED_MODEL,),
+        percentile=95.0,
+        pod_prefixes=("t-ondemand",),
+        ready_replicas=len(servers),
+    )
+    first = source.observe(target)
+    assert first.missing is not None and "first sample" in first.missing
+    for server in servers:
+        c = client(server)
+        try:
+            for _ in range(10):
+                infer_simulated(c, rows=2)
+        finally:
+            c.close()
+    second = source.observe(target)
+    assert second.usable, second.missing
+    assert second.ready_replicas == len(servers)
+    assert second.arrival_rate_rps is not None and second.arrival_rate_rps > 0
+    # The simulated model takes 20 ms + 1 ms per item: every figure must see that.
+    assert second.mean_compute_ms is not None and 20.0 <= second.mean_compute_ms < 60.0
+    assert second.latency_ms is not None and second.latency_ms >= 20.0
+    assert second.batch_profile and second.batch_profile[0][0] >= 2.0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -10,6 +12,7 @@ from click.testing import CliRunner
 from tests.builders import INVALID_CASES, make_invalid
 from tritonscale import __version__
 from tritonscale.cli import main
+from tritonscale.cli.run import run
 
 ROOT = Path(__file__).parents[2]
 
@@ -93,7 +96,6 @@ def test_run_refuses_one_port_for_metrics_and_health_before_starting() -> None:
 def test_every_run_flag_is_settable_from_the_chart() -> None:
     """The chart is how users run the operator: each `tritonscale run` option has a value."""
     template = (Path(__file__).parents[2] / "charts/tritonscale/templates/deployment.yaml").read_text()
-    run = main.commands["run"]
     flags = [
         name
         for param in run.params
@@ -102,3 +104,47 @@ def test_every_run_flag_is_settable_from_the_chart() -> None:
     ]
     missing = [flag for flag in flags if f"- {flag}" not in template]
     assert missing == []
+
+
+HEAVY = ("numpy", "rich", "matplotlib", "grpc", "tritonclient", "kopf", "kubernetes")
+
+
+def _fresh_python(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_help_and_run_help_load_none_of_the_heavy_libraries() -> None:
+    probe = (
+        "import sys\n"
+        "from tritonscale.cli import main\n"
+        "for args in (['--help'], ['run', '--help'], ['render', '--help']):\n"
+        "    try:\n"
+        "        main(args)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY!r})))\n"
+    )
+    result = _fresh_python(probe)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+    assert "Run the operator until interrupted." in result.stdout
+
+
+def test_a_tools_command_without_the_tools_extra_says_how_to_install_it() -> None:
+    # A meta path finder that hides `rich`, as on an image installed without the extra.
+    probe = (
+        "import sys\n"
+        "class Hide:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'rich':\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "sys.meta_path.insert(0, Hide())\n"
+        "from tritonscale.cli import main\n"
+        "main(['simulate', '--help'])\n"
+    )
+    result = _fresh_python(probe)
+    assert result.returncode == 1
+    assert "pip install 'tritonscale[tools]'" in result.stderr
+    assert "rich" in result.stderr

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from tritonscale.cli.simulate import simulate
 from tritonscale.sim.engine import SimEnvironment, Simulation, count_flaps
 from tritonscale.sim.policies import HpaPolicy, KpaPolicy, Objective, RayPolicy, capacity_table
 from tritonscale.sim.runner import Scenario, run_scenario
 from tritonscale.sim.workloads import BUILT_IN, RateStep, Workload, arrivals, built_in, from_trace
-from tritonscale.simulate import simulate
 
 ENV = SimEnvironment()
 OBJECTIVE = Objective(target_ms=100.0, percentile=95.0)

@@ -11,13 +11,12 @@ import logging
 import re
 import string
 import time
-import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 import requests
-import tritonclient.http
 from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
 from prometheus_client.parser import text_string_to_metric_families
@@ -294,31 +293,31 @@ class TritonSource:
 
     def _read(self, host: str, target: ScalingTarget) -> _Counters:
         counters = _Counters(at=self.clock())
-        client = tritonclient.http.InferenceServerClient(
-            f"{host}:{self.http_port}", connection_timeout=self.timeout_s, network_timeout=self.timeout_s
-        )
-        try:
-            for model in target.models:
-                statistics = client.get_inference_statistics(model)
-                for stats in statistics.get("model_stats", []):
-                    inference = stats["inference_stats"]
-                    counters.success += float(inference["success"]["count"])
-                    counters.queue_ns += float(inference["queue"]["ns"])
-                    counters.compute_ns += float(inference["compute_infer"]["ns"])
-                    for batch in stats.get("batch_stats", []):
-                        size, executions = float(batch["batch_size"]), float(batch["compute_infer"]["count"])
-                        counters.batch_requests += size * executions
-                        counters.batch_squares += size * size * executions
-                        known = counters.batches.get(size, (0.0, 0.0))
-                        counters.batches[size] = (
-                            known[0] + executions,
-                            known[1] + float(batch["compute_infer"]["ns"]),
-                        )
-        finally:
-            client.close()
-        url = f"http://{host}:{self.metrics_port}/metrics"
-        with urllib.request.urlopen(url, timeout=self.timeout_s) as response:
-            text = response.read().decode()
+        for model in target.models:
+            # Triton's statistics extension (GET v2/models/<name>/stats): plain JSON, so the
+            # operator needs no Triton client library (and none of its numpy weight).
+            reply = requests.get(
+                f"http://{host}:{self.http_port}/v2/models/{quote(model, safe='')}/stats",
+                timeout=self.timeout_s,
+            )
+            reply.raise_for_status()
+            for stats in reply.json().get("model_stats", []):
+                inference = stats["inference_stats"]
+                counters.success += float(inference["success"]["count"])
+                counters.queue_ns += float(inference["queue"]["ns"])
+                counters.compute_ns += float(inference["compute_infer"]["ns"])
+                for batch in stats.get("batch_stats", []):
+                    size, executions = float(batch["batch_size"]), float(batch["compute_infer"]["count"])
+                    counters.batch_requests += size * executions
+                    counters.batch_squares += size * size * executions
+                    known = counters.batches.get(size, (0.0, 0.0))
+                    counters.batches[size] = (
+                        known[0] + executions,
+                        known[1] + float(batch["compute_infer"]["ns"]),
+                    )
+        metrics = requests.get(f"http://{host}:{self.metrics_port}/metrics", timeout=self.timeout_s)
+        metrics.raise_for_status()
+        text = metrics.text
         counters.quantile_ms, counters.pending = _summary_quantile_ms(
             text, target.models, quantile_label(target.percentile)
         )

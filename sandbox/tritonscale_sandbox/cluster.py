@@ -1,7 +1,7 @@
 """A real Kubernetes control plane on loopback, for tests and the local sandbox.
 
 The binaries come from ``scripts/build-testenv.sh`` (built from the Go module proxy into a
-versioned folder under :func:`tritonscale.sandbox.paths.cache_root`). This module starts:
+versioned folder under :func:`tritonscale_sandbox.paths.cache_root`). This module starts:
 
 - **etcd** (data dir in the work dir, ``--unsafe-no-fsync`` because it is throw-away),
 - **kube-apiserver** on ``https://127.0.0.1:<free port>`` with self-signed serving certs
@@ -50,8 +50,8 @@ from typing import IO, Any, TypeVar
 
 import yaml
 
-from tritonscale.sandbox.net import free_port, wait_for_port
-from tritonscale.sandbox.paths import cache_root
+from tritonscale_sandbox.net import free_port, wait_for_port
+from tritonscale_sandbox.paths import cache_root
 
 __all__ = [
     "CAPACITY_TYPE_LABEL",

@@ -58,8 +58,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from tritonscale.sandbox.net import wait_for_port
-from tritonscale.sandbox.paths import cache_root
+from tritonscale_sandbox.net import wait_for_port
+from tritonscale_sandbox.paths import cache_root
 
 TRITON_VERSION = "2.51.0"
 """The tritonserver version inside nvidia-pytriton 0.7.0."""

@@ -1,7 +1,7 @@
 """Triton Python-backend model `iris`: a small numpy MLP classifier with fixed weights.
 
 Runs inside Triton's Python 3.11 stub (Debian's Python: standard library + numpy only).
-`tritonscale.sandbox.triton.model_repository` copies this file and `weights.json` (written by
+`tritonscale_sandbox.triton.model_repository` copies this file and `weights.json` (written by
 `train.py`) to `<repo>/<name>/1/`.
 
 Input FEATURES FP32 [4]: sepal length, sepal width, petal length, petal width (cm).

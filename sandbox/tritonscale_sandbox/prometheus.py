@@ -17,7 +17,7 @@ from types import TracebackType
 
 import yaml
 
-from tritonscale.sandbox.net import free_port
+from tritonscale_sandbox.net import free_port
 
 
 @dataclass(frozen=True)

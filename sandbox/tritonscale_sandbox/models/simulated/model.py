@@ -1,7 +1,7 @@
 """Triton Python-backend model with a simulated, configurable service time.
 
 Runs inside Triton's Python 3.11 stub (Debian's Python: standard library + numpy only).
-`tritonscale.sandbox.triton.model_repository` copies this file to `<repo>/<name>/1/model.py`
+`tritonscale_sandbox.triton.model_repository` copies this file to `<repo>/<name>/1/model.py`
 and renders `config.pbtxt.tmpl` next to it.
 
 One `execute` call is one batch. It takes

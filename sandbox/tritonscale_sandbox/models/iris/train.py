@@ -2,7 +2,7 @@
 
 The committed weights.json is this script's output; run it again only to change the model:
 
-    python operator/tritonscale/sandbox/models/iris/train.py
+    python sandbox/tritonscale_sandbox/models/iris/train.py
 
 Data: a synthetic, iris-like data set: for each of the three species, samples drawn from an
 independent normal distribution per feature whose mean and standard deviation are the per-species

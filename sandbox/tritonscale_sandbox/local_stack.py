@@ -15,8 +15,8 @@ import uuid
 from typing import Any
 
 from tritonscale.render.names import COMPONENT_TRITON, LABEL_COMPONENT
-from tritonscale.sandbox.router import DnsServer
-from tritonscale.sandbox.triton import TritonPool, TritonServer
+from tritonscale_sandbox.router import DnsServer
+from tritonscale_sandbox.triton import TritonPool, TritonServer
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ Typical use::
         dns.set_addresses([*pool.addresses, new])    # HAProxy picks the change up within ~2 s
 
 Everything listens on loopback only. Triton replicas are expected on their own loopback
-addresses with the standard ports (see `tritonscale.sandbox.triton.TritonPool`).
+addresses with the standard ports (see `tritonscale_sandbox.triton.TritonPool`).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from typing import Self
 from tritonscale.api.resource import InferenceService
 from tritonscale.render.names import StackNames
 from tritonscale.render.router import RouterOptions, render_router_config
-from tritonscale.sandbox.net import free_port
+from tritonscale_sandbox.net import free_port
 
 DEFAULT_DISCOVERY_NAME = "triton.test"
 HTTP_BACKEND = "triton_http"

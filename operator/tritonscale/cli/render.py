@@ -1,0 +1,77 @@
+"""`tritonscale render`: the objects the operator would create, without a cluster."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+
+from tritonscale.api.resource import API_VERSION, KIND, InvalidInferenceService, parse_inference_service
+from tritonscale.policy.placement import split_replicas
+from tritonscale.policy.replicas import reconciled_replicas
+from tritonscale.render.stack import RenderOptions, render_stack
+from tritonscale.yamlfmt import dump_all
+
+EXIT_INVALID = 2
+
+
+def _documents(paths: tuple[str, ...]) -> Iterator[tuple[str, int, Any]]:
+    for path in paths:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+        try:
+            documents = list(yaml.safe_load_all(text))
+        except yaml.YAMLError as error:
+            raise click.ClickException(f"{path}: not valid YAML: {error}") from error
+        for index, document in enumerate(documents, start=1):
+            if document is not None:
+                yield path, index, document
+
+
+@click.command()
+@click.option(
+    "-f",
+    "--filename",
+    "paths",
+    multiple=True,
+    required=True,
+    metavar="FILE",
+    help="File with InferenceService documents ('-' for stdin); repeat for several.",
+)
+@click.option(
+    "--cluster-domain", default="cluster.local", show_default=True, help="The cluster's DNS domain."
+)
+def render(paths: tuple[str, ...], cluster_domain: str) -> None:
+    """Print every object the operator would create, as YAML, without a cluster.
+
+    Problems are printed one per line, each starting with the field's dotted path, and the
+    exit status is 2. Documents of other kinds are skipped.
+    """
+    for path in paths:
+        if path != "-" and not Path(path).exists():
+            raise click.BadParameter(f"no such file: {path}", param_hint="-f")
+    options = RenderOptions(cluster_domain=cluster_domain)
+    objects: list[dict[str, Any]] = []
+    problems: list[str] = []
+    for path, index, document in _documents(paths):
+        if isinstance(document, dict) and (document.get("kind"), document.get("apiVersion")) != (
+            KIND,
+            API_VERSION,
+        ):
+            click.echo(f"# skipped {document.get('kind')} in {path} (document {index})", err=True)
+            continue
+        try:
+            service = parse_inference_service(document)
+        except InvalidInferenceService as invalid:
+            problems += [f"{problem} ({path}, document {index})" for problem in invalid.problems]
+            continue
+        placement = split_replicas(reconciled_replicas(service), service.spec.capacity)
+        objects += render_stack(service, placement, options)
+    if problems:
+        for line in problems:
+            click.echo(line, err=True)
+        sys.exit(EXIT_INVALID)
+    click.echo(dump_all(objects), nl=False)
