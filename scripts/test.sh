@@ -16,7 +16,7 @@ echo "== static checks"
 for tier in $tiers; do
   echo "== $tier tests"
   case $tier in
-    unit) .venv/bin/pytest -m "not integration and not e2e" ;;
+    unit) .venv/bin/pytest -m "not integration and not e2e and not image" ;;
     integration|e2e)
       if [ -z "$(find tests/$tier -name 'test_*.py' 2>/dev/null)" ]; then
         echo "no $tier tests yet"
