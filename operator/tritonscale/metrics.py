@@ -7,7 +7,7 @@ import contextlib
 from prometheus_client import Counter, Gauge, Histogram
 
 from tritonscale.api.observation import Observation
-from tritonscale.policy.autoscaling import Decision
+from tritonscale.policy.autoscaling import Decision, Verdict
 
 RECONCILES = Counter(
     "tritonscale_reconcile_total",
@@ -51,6 +51,12 @@ class AutoscalerMetrics:
             "Changes of desired replicas, by direction.",
             [*labels, "direction"],
         )
+        self.decisions = Counter(
+            "tritonscale_autoscaler_decisions_total",
+            "Autoscaling decisions, by verdict (ScaleUp, Panic, ScaleDown, WaitForHistory, Hold, "
+            "MetricsMissing): the same word the decision's status reason and log line render.",
+            [*labels, "verdict"],
+        )
         self.decision_seconds = Histogram(
             "tritonscale_autoscaler_decision_duration_seconds",
             "Time one autoscaling decision took, observation included.",
@@ -69,6 +75,7 @@ class AutoscalerMetrics:
             self.rate.labels(namespace, name).set(observation.arrival_rate_rps or 0.0)
         if decision.direction != "hold":
             self.scale_events.labels(namespace, name, decision.direction).inc()
+        self.decisions.labels(namespace, name, decision.verdict.value).inc()
 
     def forget(self, namespace: str, name: str) -> None:
         for gauge in (self.desired, self.ready, self.latency, self.rate, self.target, self.metrics_available):
@@ -77,6 +84,9 @@ class AutoscalerMetrics:
         for direction in ("up", "down"):
             with contextlib.suppress(KeyError):
                 self.scale_events.remove(namespace, name, direction)
+        for verdict in Verdict:
+            with contextlib.suppress(KeyError):
+                self.decisions.remove(namespace, name, verdict.value)
 
 
 AUTOSCALER = AutoscalerMetrics()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from prometheus_client import REGISTRY
+
 from tests.builders import make_inference_service
 from tests.unit.fakes import FakeCluster
 from tritonscale.api.observation import Observation, ScalingTarget
@@ -74,6 +76,18 @@ def test_a_decision_is_recorded_and_applied() -> None:
     assert conditions(cluster)["MetricsAvailable"] == "True"
     assert ("Normal", "ScaledUp") in [(t, r) for t, r, _ in cluster.events]
     assert source.targets[0].pod_prefixes == ("bert-ondemand", "bert-spot")
+
+
+def test_status_event_and_metric_say_the_same_decision() -> None:
+    cluster, autoscaler, source = setup()
+    labels = {"namespace": "nlp", "name": "bert", "verdict": "Panic"}
+    before = REGISTRY.get_sample_value("tritonscale_autoscaler_decisions_total", labels) or 0.0
+    source.next = overload()
+    autoscaler.tick("nlp", "bert")
+    reason = status(cluster)["lastScale"]["reason"]  # type: ignore[index]
+    assert "panic, scaling up 2 -> " in reason  # 180 ms on a 100 ms objective
+    assert [m for t, r, m in cluster.events if r == "ScaledUp"] == [reason]
+    assert REGISTRY.get_sample_value("tritonscale_autoscaler_decisions_total", labels) == before + 1
 
 
 def test_missing_metrics_hold_and_warn_once() -> None:

@@ -7,7 +7,13 @@ from dataclasses import replace
 import pytest
 
 from tritonscale.api.observation import Observation
-from tritonscale.policy.autoscaling import AutoscalerSettings, AutoscalerState, Decision, LatencyAutoscaler
+from tritonscale.policy.autoscaling import (
+    AutoscalerSettings,
+    AutoscalerState,
+    Decision,
+    LatencyAutoscaler,
+    Verdict,
+)
 
 SETTINGS = AutoscalerSettings(target_ms=100.0, percentile=95.0, min_replicas=1, max_replicas=20, max_batch=8)
 
@@ -184,3 +190,28 @@ def test_nan_or_absent_latency_with_traffic_holds(latency: float | None) -> None
     observation = Observation(arrival_rate_rps=50.0, latency_ms=finite_or_none(latency), ready_replicas=5)
     (decision,), _ = run([(10.0, observation)], current=5)
     assert decision.metrics_missing and decision.desired == 5
+
+
+@pytest.mark.parametrize(
+    ("decision", "reason"),
+    [
+        (
+            Decision(6, 4, Verdict.PANIC, 100.0, 99.0, 250.0, 800.0, 5, 90.0),
+            "p99 250 ms > 100 ms at 800 req/s; model says 5; panic, scaling up 4 -> 6",
+        ),
+        (
+            Decision(2, 4, Verdict.SCALE_DOWN, 100.0, 95.0, 30.0, 50.0, 1, 20.0, "min", 2),
+            "p95 30 ms <= 100 ms at 50 req/s; model says 1; scaling down 4 -> 2 (held at minReplicas 2)",
+        ),
+        (
+            Decision(4, 4, Verdict.WAIT_FOR_HISTORY, 100.0, 95.0, 30.0, 50.0, 1, stabilization_s=300.0),
+            "p95 30 ms <= 100 ms at 50 req/s; model says 1; holding until 300s of history",
+        ),
+        (
+            Decision(3, 3, Verdict.METRICS_MISSING, 100.0, missing="no ready Triton pods"),
+            "metrics missing (no ready Triton pods); holding 3",
+        ),
+    ],
+)
+def test_the_reason_is_rendered_from_the_decision_fields(decision: Decision, reason: str) -> None:
+    assert decision.reason == reason

@@ -28,6 +28,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from enum import StrEnum
+from typing import Literal
 
 from tritonscale.api.observation import Observation
 from tritonscale.api.spec import AutoscalingSpec
@@ -95,18 +97,43 @@ class AutoscalerState:
     ready_changed_s: float | None = None  # when the ready count was last seen to change
 
 
+class Verdict(StrEnum):
+    """What a decision does, and why, in one word (a metric label and the log's key)."""
+
+    METRICS_MISSING = "MetricsMissing"  # no usable observation: hold, never scale down
+    SCALE_UP = "ScaleUp"  # the model needs more replicas
+    PANIC = "Panic"  # far over target where the model saw no need: up in proportion
+    SCALE_DOWN = "ScaleDown"  # the whole stabilization window needed fewer
+    WAIT_FOR_HISTORY = "WaitForHistory"  # fewer would do, but the window is not filled yet
+    HOLD = "Hold"
+
+
+_VERDICT_WORDS = {
+    Verdict.SCALE_UP: "scaling up",
+    Verdict.PANIC: "panic, scaling up",
+    Verdict.SCALE_DOWN: "scaling down",
+    Verdict.HOLD: "holding",
+}
+
+
 @dataclass(frozen=True)
 class Decision:
-    """The outcome of one autoscaling step."""
+    """The outcome of one autoscaling step, as fields; `reason` renders them, so status,
+    Events, metrics and logs all say the same thing."""
 
     desired: int
     current: int
-    reason: str
-    model_replicas: int | None = None
-    limited: str | None = None  # "max" or "min" when the clamp bound the decision
-    panic: bool = False
-    metrics_missing: bool = False
-    predicted_ms: float | None = None
+    verdict: Verdict
+    target_ms: float = 0.0
+    percentile: float = 95.0
+    observed_ms: float | None = None
+    rate_rps: float | None = None
+    model_replicas: int | None = None  # what the queueing model asks for
+    predicted_ms: float | None = None  # the model's percentile at model_replicas
+    limited: Literal["max", "min"] | None = None  # the clamp bound the decision
+    bound: int | None = None  # the value of that bound
+    stabilization_s: float = 0.0
+    missing: str | None = None  # why there was no usable observation
 
     @property
     def direction(self) -> str:
@@ -115,6 +142,41 @@ class Decision:
         if self.desired < self.current:
             return "down"
         return "hold"
+
+    @property
+    def metrics_missing(self) -> bool:
+        return self.verdict is Verdict.METRICS_MISSING
+
+    @property
+    def panic(self) -> bool:
+        return self.verdict is Verdict.PANIC
+
+    @property
+    def reason(self) -> str:
+        if self.verdict is Verdict.METRICS_MISSING:
+            return f"metrics missing ({self.missing}); holding {self.desired}"
+        observed = self.observed_ms or 0.0
+        summary = (
+            f"p{self.percentile:g} {observed:.0f} ms {'>' if observed > self.target_ms else '<='} "
+            f"{self.target_ms:g} ms at {self.rate_rps or 0.0:.0f} req/s; model says {self.model_replicas}"
+        )
+        if self.verdict is Verdict.WAIT_FOR_HISTORY:
+            action = f"holding until {self.stabilization_s:g}s of history"
+        else:
+            action = _VERDICT_WORDS[self.verdict]
+        if self.desired != self.current:
+            action += f" {self.current} -> {self.desired}"
+        if self.limited == "max":
+            action += f" (limited by maxReplicas {self.bound})"
+        elif self.limited == "min":
+            action += f" (held at minReplicas {self.bound})"
+        return f"{summary}; {action}"
+
+
+@dataclass(frozen=True)
+class _Phase:
+    settled: bool  # the last change has had time to show in the metrics
+    serving_settled: bool  # so has the last change in ready replicas
 
 
 @dataclass(frozen=True)
@@ -211,125 +273,156 @@ class LatencyAutoscaler:
     def decide(
         self, observation: Observation, state: AutoscalerState, now: float, current: int
     ) -> tuple[Decision, AutoscalerState]:
-        """One decision at time `now` (seconds) given `current` desired replicas."""
+        """One decision at time `now` (seconds) given `current` desired replicas, in stages:
+        learn, size for the expected rate, panic, stabilize and step, clamp."""
         s = self.settings
-        pct = f"p{s.percentile:g}"
         if not observation.usable or observation.sample_age_s > s.stale_after_s:
-            why = observation.missing or f"metrics {observation.sample_age_s:.0f}s old"
-            held = min(max(current, s.min_replicas), s.max_replicas)
-            return (
-                Decision(held, current, f"metrics missing ({why}); holding {held}", metrics_missing=True),
-                state,
-            )
+            return self._hold_without_metrics(observation, current), state
         assert observation.arrival_rate_rps is not None
-        rate = observation.arrival_rate_rps
         observed = observation.latency_ms if observation.latency_ms is not None else 0.0
         if observation.latency_ms is None:
             observation = replace(observation, latency_ms=0.0)  # idle: nothing waited
+        state, service, phase = self._learn(observation, state, now, current)
+        sizing = self._size(observation, state, now, service)
+        panic = self._panics(observation, phase, current)
+        wanted_up = self._wanted_up(observation, sizing, panic)
+        # What is asked for now (panic included) is held for the whole stabilization window.
+        recommendation = max(sizing.down, wanted_up)
+        recent = [r for t, r in state.recommendations if t >= now - s.stabilization_s] + [recommendation]
+        state = replace(state, recommendations=(*state.recommendations, (now, recommendation)))
+        # Right after a change the metrics still mix old and new counts: while the percentile is
+        # within the objective, wait for them to settle rather than trust the model alone.
+        if not phase.settled and observed <= s.up_threshold * s.target_ms and not panic:
+            wanted_up = min(wanted_up, current)
+        desired, verdict = self._stabilize(state, now, current, wanted_up, max(recent))
+        if verdict is Verdict.SCALE_UP and panic and wanted_up > sizing.up:
+            verdict = Verdict.PANIC
+        clamped, limited, bound = self._clamp(desired, sizing.up)
+        if clamped != current:
+            state = self._record_change(state, now, up=clamped > current)
+        decision = Decision(
+            desired=clamped,
+            current=current,
+            verdict=verdict,
+            target_ms=s.target_ms,
+            percentile=s.percentile,
+            observed_ms=observed,
+            rate_rps=observation.arrival_rate_rps,
+            model_replicas=sizing.up,
+            predicted_ms=sizing.predicted_ms,
+            limited=limited,
+            bound=bound,
+            stabilization_s=s.stabilization_s,
+        )
+        return decision, state
+
+    def _hold_without_metrics(self, observation: Observation, current: int) -> Decision:
+        s = self.settings
+        return Decision(
+            desired=min(max(current, s.min_replicas), s.max_replicas),
+            current=current,
+            verdict=Verdict.METRICS_MISSING,
+            target_ms=s.target_ms,
+            percentile=s.percentile,
+            missing=observation.missing or f"metrics {observation.sample_age_s:.0f}s old",
+        )
+
+    def _learn(
+        self, observation: Observation, state: AutoscalerState, now: float, current: int
+    ) -> tuple[AutoscalerState, ServiceTime | None, _Phase]:
+        """Remember the observation, fit tau(b), and blend in the model's error when steady."""
+        s = self.settings
+        assert observation.latency_ms is not None
         state = self._remember(observation, state, now)
         service, alpha = _fit_service_time(state.service_samples, s.max_batch, state.per_item_ms)
         state = replace(state, per_item_ms=alpha)
-        settled = state.last_change_s is None or now - state.last_change_s >= s.settle_s
         if observation.ready_replicas != state.ready_seen:
             changed = now if state.ready_seen is not None else None
             state = replace(state, ready_seen=observation.ready_replicas, ready_changed_s=changed)
-        # Capacity that just became ready has not shown its effect in the metrics window yet.
-        serving_settled = state.ready_changed_s is None or now - state.ready_changed_s >= s.settle_s
+        phase = _Phase(
+            settled=state.last_change_s is None or now - state.last_change_s >= s.settle_s,
+            # Capacity that just became ready has not shown its effect in the metrics window yet.
+            serving_settled=state.ready_changed_s is None or now - state.ready_changed_s >= s.settle_s,
+        )
         # Learn only from steady states: not while a change settles, and not from an overload
         # (a backlog says nothing about how the model fits the load).
         steady = (
-            settled
-            and serving_settled
+            phase.settled
+            and phase.serving_settled
             and observation.ready_replicas == current
-            and observed <= s.panic_ratio * s.target_ms
+            and observation.latency_ms <= s.panic_ratio * s.target_ms
         )
         if service is not None and steady:
             state = self._update_feedback(observation, state, service, now)
-        sizing = self._size(observation, state, now, service)
+        return state, service, phase
 
-        # Far over target although the model says the serving replicas should cope: the model is
-        # wrong here, so add capacity in proportion to the overshoot (what is on its way counts).
-        # When the model does explain the overshoot (a backlog, too few replicas) it sizes alone.
-        panic = (
-            settled
-            and serving_settled
-            and observed > s.panic_ratio * s.target_ms
-            and observation.ready_replicas > 0
-            and observation.ready_replicas >= current  # no capacity still on its way
-        )
-        wanted_up = sizing.up
-        backlog = (observation.pending_requests or 0.0) > rate * s.target_ms / 1000.0
-        if panic and not backlog and sizing.explains_at(observation.ready_replicas) <= s.target_ms:
-            proportional = math.ceil(
-                observation.ready_replicas * min(observed / s.target_ms, s.panic_max_factor)
-            )
-            wanted_up = max(wanted_up, proportional)
-        # What is asked for now (panic included) is held for the whole stabilization window.
-        recommendation = max(sizing.down, wanted_up)
-        window_start = now - s.stabilization_s
-        recent = [r for t, r in state.recommendations if t >= window_start] + [recommendation]
-        state = replace(state, recommendations=(*state.recommendations, (now, recommendation)))
-
-        summary = (
-            f"{pct} {observed:.0f} ms {'>' if observed > s.target_ms else '<='} {s.target_ms:g} ms "
-            f"at {rate:.0f} req/s; model says {sizing.up}"
-        )
-        # Right after a change the metrics still mix old and new counts: while the percentile is
-        # within the objective, wait for them to settle rather than trust the model alone.
-        if not settled and observed <= s.up_threshold * s.target_ms and not panic:
-            wanted_up = min(wanted_up, current)
-        if wanted_up > current:
-            desired, verdict = (
-                wanted_up,
-                "panic, scaling up" if panic and wanted_up > sizing.up else "scaling up",
-            )
-        else:
-            stable_need = max(recent)
-            filled = state.first_seen_s is not None and state.first_seen_s <= window_start
-            if stable_need < current and filled:
-                step = max(1, math.floor(current * s.max_step_down_percent / 100))
-                desired, verdict = max(stable_need, current - step), "scaling down"
-            elif stable_need < current:
-                desired, verdict = current, f"holding until {s.stabilization_s:g}s of history"
-            else:
-                desired, verdict = current, "holding"
-        clamped = min(max(desired, s.min_replicas), s.max_replicas)
-        limited = None
-        if clamped != desired or (sizing.up > s.max_replicas and clamped == s.max_replicas):
-            limited = "max" if clamped == s.max_replicas else "min"
-        if clamped != current:
-            verdict = f"{verdict} {current} -> {clamped}"
-            direction = 1 if clamped > current else -1
-            reversed_down = (
-                direction > 0
-                and state.last_direction < 0
-                and state.last_change_s is not None
-                and now - state.last_change_s <= s.stabilization_s
-            )
-            state = replace(
-                state,
-                last_change_s=now,
-                last_direction=direction,
-                reversals=(*(r for r in state.reversals if r >= now - s.history_s), now)
-                if reversed_down
-                else state.reversals,
-            )
-        if limited == "max":
-            verdict += f" (limited by maxReplicas {s.max_replicas})"
-        elif limited == "min":
-            verdict += f" (held at minReplicas {s.min_replicas})"
+    def _panics(self, observation: Observation, phase: _Phase, current: int) -> bool:
+        """Far over target once the serving replicas have shown their effect, with no capacity
+        still on its way."""
+        s = self.settings
+        assert observation.latency_ms is not None
         return (
-            Decision(
-                desired=clamped,
-                current=current,
-                reason=f"{summary}; {verdict}",
-                model_replicas=sizing.up,
-                limited=limited,
-                panic=panic,
-                predicted_ms=sizing.predicted_ms,
-            ),
-            state,
+            phase.settled
+            and phase.serving_settled
+            and observation.latency_ms > s.panic_ratio * s.target_ms
+            and observation.ready_replicas > 0
+            and observation.ready_replicas >= current
         )
+
+    def _wanted_up(self, observation: Observation, sizing: _Sizing, panic: bool) -> int:
+        """The model's count; in a panic where the model says the serving replicas should cope
+        (so the model is wrong here), at least in proportion to the overshoot. When the model
+        does explain the overshoot (a backlog, too few replicas) it sizes alone."""
+        s = self.settings
+        assert observation.arrival_rate_rps is not None and observation.latency_ms is not None
+        backlog = (observation.pending_requests or 0.0) > observation.arrival_rate_rps * s.target_ms / 1000.0
+        if panic and not backlog and sizing.explains_at(observation.ready_replicas) <= s.target_ms:
+            overshoot = min(observation.latency_ms / s.target_ms, s.panic_max_factor)
+            return max(sizing.up, math.ceil(observation.ready_replicas * overshoot))
+        return sizing.up
+
+    def _stabilize(
+        self, state: AutoscalerState, now: float, current: int, wanted_up: int, window_need: int
+    ) -> tuple[int, Verdict]:
+        """Up at once; down only to the window's highest need, by at most maxStepPercent, and
+        only once the window holds that much history."""
+        s = self.settings
+        if wanted_up > current:
+            return wanted_up, Verdict.SCALE_UP
+        filled = state.first_seen_s is not None and state.first_seen_s <= now - s.stabilization_s
+        if window_need < current and filled:
+            step = max(1, math.floor(current * s.max_step_down_percent / 100))
+            return max(window_need, current - step), Verdict.SCALE_DOWN
+        if window_need < current:
+            return current, Verdict.WAIT_FOR_HISTORY
+        return current, Verdict.HOLD
+
+    def _clamp(
+        self, desired: int, model_replicas: int
+    ) -> tuple[int, Literal["max", "min"] | None, int | None]:
+        """min..max, and which bound (if any) stopped the decision or the model's wish."""
+        s = self.settings
+        clamped = min(max(desired, s.min_replicas), s.max_replicas)
+        if clamped != desired or (model_replicas > s.max_replicas and clamped == s.max_replicas):
+            if clamped == s.max_replicas:
+                return clamped, "max", s.max_replicas
+            return clamped, "min", s.min_replicas
+        return clamped, None, None
+
+    def _record_change(self, state: AutoscalerState, now: float, *, up: bool) -> AutoscalerState:
+        """Remember the change; a scale-up that undoes a scale-down within the window is a
+        reversal, which keeps headroom for surges for the next hour (see `_size`)."""
+        s = self.settings
+        reversed_down = (
+            up
+            and state.last_direction < 0
+            and state.last_change_s is not None
+            and now - state.last_change_s <= s.stabilization_s
+        )
+        reversals = state.reversals
+        if reversed_down:
+            reversals = (*(r for r in state.reversals if r >= now - s.history_s), now)
+        return replace(state, last_change_s=now, last_direction=1 if up else -1, reversals=reversals)
 
     def _remember(self, observation: Observation, state: AutoscalerState, now: float) -> AutoscalerState:
         s = self.settings

@@ -198,6 +198,14 @@ class AutoscaleReconciler:
         if decision.direction != "hold":
             reason = "ScaledUp" if decision.direction == "up" else "ScaledDown"
             self.api.post_event(body, "Normal", reason, decision.reason)
+            log.info(
+                "%s/%s %s: %s",
+                service.namespace,
+                service.name,
+                decision.verdict.value,
+                decision.reason,
+                extra={"verdict": decision.verdict.value},
+            )
         was_missing = self._was_missing.get(key, False)
         if decision.metrics_missing and not was_missing:
             self.api.post_event(
