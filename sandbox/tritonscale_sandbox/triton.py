@@ -58,6 +58,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from tritonscale.ports import GRPC_PORT, HTTP_PORT, METRICS_PORT
 from tritonscale_sandbox.net import wait_for_port
 from tritonscale_sandbox.paths import cache_root
 
@@ -70,9 +71,6 @@ SIMULATED_MODEL = "simulated"
 INSTANT_MODEL = "instant"
 IRIS_MODEL = "iris"
 
-HTTP_PORT = 8000
-GRPC_PORT = 8001
-METRICS_PORT = 8002
 
 MODELS_DIR = Path(__file__).with_name("models")
 """Package data: model templates copied by `model_repository`."""

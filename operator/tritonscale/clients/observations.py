@@ -23,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from urllib3.util.retry import Retry
 
 from tritonscale.api.observation import Observation, ScalingTarget, finite_or_none
+from tritonscale.ports import HTTP_PORT, METRICS_PORT
 
 log = logging.getLogger(__name__)
 
@@ -276,8 +277,8 @@ class TritonSource:
     def __init__(
         self,
         endpoints: Callable[[ScalingTarget], list[str]],
-        http_port: int = 8000,
-        metrics_port: int = 8002,
+        http_port: int = HTTP_PORT,
+        metrics_port: int = METRICS_PORT,
         timeout_s: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:

@@ -12,6 +12,8 @@ import hashlib
 import re
 from typing import Final
 
+from tritonscale.ports import HTTP_PORT
+
 MAX_NAME: Final = 63
 HASH_LENGTH: Final = 8
 _DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -108,4 +110,4 @@ class StackNames:
 
     @property
     def endpoint_url(self) -> str:
-        return f"http://{self.endpoint_service}.{self.namespace}.svc:8000"
+        return f"http://{self.endpoint_service}.{self.namespace}.svc:{HTTP_PORT}"

@@ -11,18 +11,17 @@ import jinja2
 
 from tritonscale.api.resource import InferenceService
 from tritonscale.api.spec import BalancePolicy
+from tritonscale.ports import GRPC_PORT, HTTP_PORT, ROUTER_METRICS_PORT
 from tritonscale.render.names import COMPONENT_ROUTER, StackNames
-from tritonscale.render.presets import pool_node_requirements, required_node_affinity
-from tritonscale.render.triton import (
-    GRPC_PORT,
-    HTTP_PORT,
+from tritonscale.render.pods import (
     container_resources,
+    deployment,
     restricted_container_security,
     restricted_pod_security,
     spread_constraints,
 )
+from tritonscale.render.presets import pool_node_requirements, required_node_affinity
 
-ROUTER_METRICS_PORT: Final = 8404
 HAPROXY_UID: Final = 99  # the `haproxy` user of the official image
 CONFIG_DIR: Final = "/usr/local/etc/haproxy"
 CONFIG_FILE: Final = "haproxy.cfg"
@@ -185,29 +184,17 @@ def render_router_deployment(service: InferenceService, names: StackNames, confi
     affinity = required_node_affinity(requirements)
     if affinity is not None:
         pod_spec["affinity"] = affinity
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": names.router_deployment, "namespace": names.namespace, "labels": labels},
-        "spec": {
-            "replicas": router.replicas,
-            "revisionHistoryLimit": 3,
-            "selector": {"matchLabels": selector},
-            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
-            "template": {
-                "metadata": {
-                    "labels": labels,
-                    "annotations": {
-                        CONFIG_HASH_ANNOTATION: config_hash(config),
-                        "prometheus.io/scrape": "true",
-                        "prometheus.io/port": str(ROUTER_METRICS_PORT),
-                        "prometheus.io/path": "/metrics",
-                    },
-                },
-                "spec": pod_spec,
-            },
-        },
-    }
+    return deployment(
+        name=names.router_deployment,
+        namespace=names.namespace,
+        labels=labels,
+        selector=selector,
+        replicas=router.replicas,
+        max_surge=1,
+        pod_spec=pod_spec,
+        metrics_port=ROUTER_METRICS_PORT,
+        annotations={CONFIG_HASH_ANNOTATION: config_hash(config)},
+    )
 
 
 def render_endpoint_service(names: StackNames) -> dict[str, Any]:

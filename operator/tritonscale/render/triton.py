@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any, Final
 
 from tritonscale.api.resource import InferenceService
-from tritonscale.api.spec import ResourceRequirements
+from tritonscale.ports import GRPC_PORT, HTTP_PORT, METRICS_PORT
 from tritonscale.render.names import (
     COMPONENT_TRITON,
     LABEL_POOL,
     POOL_ON_DEMAND,
     POOL_SPOT,
     StackNames,
+)
+from tritonscale.render.pods import (
+    container_resources,
+    deployment,
+    restricted_container_security,
+    restricted_pod_security,
+    spread_constraints,
 )
 from tritonscale.render.presets import (
     accelerator_tolerations,
@@ -22,12 +28,7 @@ from tritonscale.render.presets import (
     required_node_affinity,
 )
 
-HTTP_PORT: Final = 8000
-GRPC_PORT: Final = 8001
-METRICS_PORT: Final = 8002
 TRITON_UID: Final = 1000  # the `triton-server` user of NVIDIA's images
-ZONE_KEY: Final = "topology.kubernetes.io/zone"
-HOSTNAME_KEY: Final = "kubernetes.io/hostname"
 
 
 DEFAULT_SUMMARY_QUANTILES = ((0.5, 0.05), (0.9, 0.01), (0.95, 0.001), (0.99, 0.001))
@@ -64,44 +65,6 @@ DEFAULT_TRITON_REQUESTS: Final = {"cpu": "1", "memory": "2Gi", "ephemeral-storag
 MODEL_DOWNLOAD_DIR: Final = "/tmp"  # where tritonserver downloads s3://, gs:// and as:// models
 
 
-def container_resources(
-    resources: ResourceRequirements, extra_limits: dict[str, int], defaults: Mapping[str, str]
-) -> dict[str, Any]:
-    """Pod-spec resources; extended resources (accelerators) must appear in limits. A resource
-    in `defaults` that the spec names neither in requests nor in limits is requested at its
-    default (a limit alone already sets the request)."""
-    requests = {key: str(value) for key, value in sorted(resources.requests.items())}
-    limits = {key: str(value) for key, value in sorted(resources.limits.items())}
-    for key, value in defaults.items():
-        if key not in requests and key not in limits:
-            requests[key] = value
-    requests = dict(sorted(requests.items()))
-    for key, count in extra_limits.items():
-        limits[key] = str(count)
-        requests[key] = str(count)
-    out: dict[str, Any] = {}
-    if requests:
-        out["requests"] = requests
-    if limits:
-        out["limits"] = limits
-    return out
-
-
-def restricted_container_security() -> dict[str, Any]:
-    """What the Pod Security `restricted` level asks of every container."""
-    return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
-
-
-def restricted_pod_security(uid: int) -> dict[str, Any]:
-    return {
-        "runAsNonRoot": True,
-        "runAsUser": uid,
-        "runAsGroup": uid,
-        "fsGroup": uid,
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-
-
 def _http_probe(path: str, period: int, failures: int) -> dict[str, Any]:
     return {
         "httpGet": {"path": path, "port": "http"},
@@ -118,19 +81,6 @@ def _affinity(service: InferenceService, spot: bool) -> dict[str, Any] | None:
         key = product_label_key(service.spec.capacity, accelerator)
         requirements.append({"key": key, "operator": "In", "values": [accelerator.product]})
     return required_node_affinity(requirements)
-
-
-def spread_constraints(selector: dict[str, str]) -> list[dict[str, Any]]:
-    """Spread replicas over zones and nodes when possible, without blocking scheduling."""
-    return [
-        {
-            "maxSkew": 1,
-            "topologyKey": key,
-            "whenUnsatisfiable": "ScheduleAnyway",
-            "labelSelector": {"matchLabels": selector},
-        }
-        for key in (ZONE_KEY, HOSTNAME_KEY)
-    ]
 
 
 def render_triton_deployment(
@@ -192,33 +142,16 @@ def render_triton_deployment(
     if not pod_spec["tolerations"]:
         del pod_spec["tolerations"]
 
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {
-            "name": names.spot_deployment if spot else names.on_demand_deployment,
-            "namespace": names.namespace,
-            "labels": labels,
-        },
-        "spec": {
-            "replicas": replicas,
-            "revisionHistoryLimit": 3,
-            "selector": {"matchLabels": selector},
-            # Never drop ready capacity during a rollout: surge first, then retire.
-            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0}},
-            "template": {
-                "metadata": {
-                    "labels": labels,
-                    "annotations": {
-                        "prometheus.io/scrape": "true",
-                        "prometheus.io/port": str(METRICS_PORT),
-                        "prometheus.io/path": "/metrics",
-                    },
-                },
-                "spec": pod_spec,
-            },
-        },
-    }
+    return deployment(
+        name=names.spot_deployment if spot else names.on_demand_deployment,
+        namespace=names.namespace,
+        labels=labels,
+        selector=selector,
+        replicas=replicas,
+        max_surge="25%",
+        pod_spec=pod_spec,
+        metrics_port=METRICS_PORT,
+    )
 
 
 def render_headless_service(names: StackNames) -> dict[str, Any]:

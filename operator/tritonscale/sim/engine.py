@@ -24,6 +24,7 @@ from typing import Protocol
 import numpy as np
 
 from tritonscale.api.observation import Observation
+from tritonscale.policy.queueing import ServiceTime
 
 
 @dataclass(frozen=True)
@@ -41,8 +42,13 @@ class SimEnvironment:
     min_replicas: int = 1
     max_replicas: int = 40
 
+    @property
+    def service(self) -> ServiceTime:
+        """The replicas' tau(b): the same type and formulas the policy's queueing model uses."""
+        return ServiceTime(self.base_ms, self.per_item_ms, self.max_batch)
+
     def batch_s(self, batch: int) -> float:
-        return (self.base_ms + self.per_item_ms * batch) / 1000.0
+        return self.service.batch_ms(batch) / 1000.0
 
 
 class ClusterView(Protocol):
@@ -326,9 +332,8 @@ class _Run:
         dropped = ~np.isfinite(ends)
         batch_sizes = np.where(dropped, 0, sizes).astype(float)
         self.batch[first:last] = np.repeat(batch_sizes, sizes)
-        per_batch = np.where(
-            dropped, np.nan, (self.env.base_ms + self.env.per_item_ms * batch_sizes) / 1000.0
-        )
+        batch_s = np.array([self.env.batch_s(b) for b in range(self.env.max_batch + 1)])
+        per_batch = np.where(dropped, np.nan, batch_s[batch_sizes.astype(int)])
         self.execution[first:last] = np.repeat(per_batch, sizes)
         self.materialized = records
 

@@ -313,7 +313,7 @@ def capacity_table(
     Measured with the simulator itself (binary search on the rate for each c), up to the first c
     that carries `up_to_rps` or env.max_replicas.
     """
-    single = 1000.0 * env.max_batch / (env.base_ms + env.per_item_ms * env.max_batch)
+    single = env.service.capacity_rps()
     table = [0.0]
     while table[-1] < up_to_rps and len(table) <= env.max_replicas:
         replicas = len(table)
