@@ -46,12 +46,14 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, TypeVar
+from typing import Any, TypeVar
 
 import yaml
 
 from tritonscale_sandbox.net import free_port, wait_for_port
 from tritonscale_sandbox.paths import cache_root
+from tritonscale_sandbox.process import log_tail, spawn
+from tritonscale_sandbox.process import stop as stop_process
 
 __all__ = [
     "CAPACITY_TYPE_LABEL",
@@ -508,17 +510,12 @@ class _Component:
     argv: list[str]
     log_path: Path
     process: subprocess.Popen[bytes]
-    log_file: IO[bytes]
 
     def alive(self) -> bool:
         return self.process.poll() is None
 
     def log_tail(self, lines: int = _LOG_TAIL_LINES) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError as exc:
-            return f"(cannot read {self.log_path}: {exc})"
-        return "\n".join(text.splitlines()[-lines:])
+        return log_tail(self.log_path, lines)
 
 
 @dataclass
@@ -622,19 +619,14 @@ class Cluster:
         if self._stopped:
             return
         self._stopped = True
+        # Signal all first, then wait on each against one deadline: they stop in parallel.
         for comp in reversed(self._components):
             if comp.alive():
                 with contextlib.suppress(ProcessLookupError):
                     comp.process.terminate()
         deadline = time.monotonic() + 10.0
         for comp in reversed(self._components):
-            try:
-                comp.process.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    comp.process.kill()
-                comp.process.wait(timeout=10)
-            comp.log_file.close()
+            stop_process(comp.process, max(0.1, deadline - time.monotonic()))
         if keep_logs:
             print(f"tritonscale cluster: logs kept in {self.logs_dir}", file=sys.stderr)
         else:
@@ -799,19 +791,14 @@ class Cluster:
 
     def _spawn(self, name: str, argv: list[str]) -> None:
         log_path = self.logs_dir / f"{name}.log"
-        log_file = log_path.open("ab")
-        log_file.write(f"$ {' '.join(argv)}\n".encode())
-        log_file.flush()
-        process = subprocess.Popen(
+        process = spawn(
             argv,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
+            log_path,
             cwd=self.workdir,
-            start_new_session=True,
-            preexec_fn=_set_parent_death_signal if self._kill_with_parent else None,  # noqa: PLW1509
+            banner=f"$ {' '.join(argv)}",
+            preexec_fn=_set_parent_death_signal if self._kill_with_parent else None,
         )
-        self._components.append(_Component(name, argv, log_path, process, log_file))
+        self._components.append(_Component(name, argv, log_path, process))
 
     def _check_alive(self) -> None:
         for comp in self._components:

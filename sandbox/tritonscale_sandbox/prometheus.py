@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
 import subprocess
 import tempfile
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -18,6 +16,8 @@ from types import TracebackType
 import yaml
 
 from tritonscale_sandbox.net import free_port
+from tritonscale_sandbox.process import spawn, wait_until
+from tritonscale_sandbox.process import stop as stop_process
 
 
 @dataclass(frozen=True)
@@ -91,33 +91,29 @@ class LocalPrometheus:
             "--storage.tsdb.retention.time=1h",
             "--web.enable-lifecycle",
         ]
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        self.process = spawn(command, self.log_path)
+
+        def ready() -> bool:
+            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as response:
+                return bool(response.status == 200)
+
+        try:
+            wait_until(
+                ready,
+                process=self.process,
+                log_path=self.log_path,
+                what="prometheus",
+                timeout_s=timeout_s,
+                interval_s=0.2,
             )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"prometheus exited: {self.log_path.read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as response:
-                    if response.status == 200:
-                        return self
-            except (urllib.error.URLError, OSError):
-                time.sleep(0.2)
-        raise TimeoutError(
-            f"prometheus not ready after {timeout_s:.0f}s: {self.log_path.read_text()[-2000:]}"
-        )
+        except BaseException:
+            self.stop()
+            raise
+        return self
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        if self.process is not None:
+            stop_process(self.process, 10.0)
 
     def query(self, promql: str) -> list[dict[str, object]]:
         """An instant query's result vector (for tests and checks)."""

@@ -48,6 +48,8 @@ from tritonscale.api.resource import InferenceService
 from tritonscale.render.names import StackNames
 from tritonscale.render.router import RouterOptions, render_router_config
 from tritonscale_sandbox.net import free_port
+from tritonscale_sandbox.process import log_tail, spawn, wait_until
+from tritonscale_sandbox.process import stop as stop_process
 
 DEFAULT_DISCOVERY_NAME = "triton.test"
 HTTP_BACKEND = "triton_http"
@@ -61,13 +63,6 @@ _LOOPBACK = ipaddress.IPv4Network("127.0.0.0/8")
 
 class RouterError(RuntimeError):
     """A router process failed to start or answer; the message carries its log's tail."""
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
 
 
 def _loopback(address: str, what: str) -> str:
@@ -91,18 +86,6 @@ def _free_udp_and_tcp_port(host: str) -> int:
                 continue
         return port
     raise RouterError(f"found no port free for TCP and UDP on {host}")
-
-
-def _stop_process(process: subprocess.Popen[bytes], sig: signal.Signals, timeout_s: float) -> int:
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            process.send_signal(sig)
-        try:
-            process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    return int(process.returncode)
 
 
 # --------------------------------------------------------------------------------------------
@@ -254,14 +237,7 @@ class DnsServer:
         if not Path(self.binary).exists():
             raise RouterError(f"{self.binary} not found: run scripts/install-system-deps.sh")
         self._write_hosts()
-        with self.log_path.open("ab") as log:
-            self._process = subprocess.Popen(
-                self.command(),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        self._process = spawn(self.command(), self.log_path)
         try:
             self.wait_answer(self._addresses, timeout_s)
         except BaseException:
@@ -279,7 +255,9 @@ class DnsServer:
         seen: list[str] | str = "nothing"
         while True:
             if self._process is not None and self._process.poll() is not None:
-                raise RouterError(f"dnsmasq exited with {self._process.returncode}:\n{_tail(self.log_path)}")
+                raise RouterError(
+                    f"dnsmasq exited with {self._process.returncode}:\n{log_tail(self.log_path)}"
+                )
             try:
                 seen = self.resolve(0.5)
                 if seen == wanted:
@@ -289,7 +267,7 @@ class DnsServer:
             if time.monotonic() > deadline:
                 raise RouterError(
                     f"dnsmasq on {self.nameserver} answered {seen} for {self.name}, wanted {wanted}:\n"
-                    f"{_tail(self.log_path)}"
+                    f"{log_tail(self.log_path)}"
                 )
             time.sleep(0.02)
 
@@ -306,7 +284,7 @@ class DnsServer:
     def stop(self) -> None:
         """Stop dnsmasq (SIGTERM, then SIGKILL after 5 s); a work dir it made itself goes too."""
         if self._process is not None:
-            _stop_process(self._process, signal.SIGTERM, 5.0)
+            stop_process(self._process, 5.0)
         if self._owns_work_dir:
             shutil.rmtree(self.work_dir, ignore_errors=True)
 
@@ -468,14 +446,7 @@ class LocalRouter:
         self._socket_dir.mkdir(mode=0o700, exist_ok=True)
         self.config_path.write_text(self.config, encoding="utf-8")
         self.check()
-        with self.log_path.open("ab") as log:
-            self._process = subprocess.Popen(
-                [self.binary, "-db", "-f", str(self.config_path)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        self._process = spawn([self.binary, "-db", "-f", str(self.config_path)], self.log_path)
         try:
             self._wait_healthy(timeout_s)
         except BaseException:
@@ -483,21 +454,26 @@ class LocalRouter:
             raise
 
     def _wait_healthy(self, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            self._raise_if_exited()
-            with contextlib.suppress(OSError), urllib.request.urlopen(self.health_url, timeout=1) as response:
-                if response.status == 200:
-                    return
-            if time.monotonic() > deadline:
-                raise RouterError(f"haproxy not healthy after {timeout_s:.0f}s:\n{_tail(self.log_path)}")
-            time.sleep(0.02)
+        def healthy() -> bool:
+            with urllib.request.urlopen(self.health_url, timeout=1) as response:
+                return bool(response.status == 200)
+
+        assert self._process is not None
+        wait_until(
+            healthy,
+            process=self._process,
+            log_path=self.log_path,
+            what="haproxy",
+            timeout_s=timeout_s,
+            error=RouterError,
+            interval_s=0.02,
+        )
 
     def _raise_if_exited(self) -> None:
         if self._process is None:
             raise RouterError("haproxy was not started")
         if self._process.poll() is not None:
-            raise RouterError(f"haproxy exited with {self._process.returncode}:\n{_tail(self.log_path)}")
+            raise RouterError(f"haproxy exited with {self._process.returncode}:\n{log_tail(self.log_path)}")
 
     def wait_ready(
         self,
@@ -531,7 +507,7 @@ class LocalRouter:
                 states = ", ".join(f"{s.backend}/{s.name}={s.address or '-'} {s.status}" for s in servers)
                 raise RouterError(
                     f"router not ready after {timeout_s:.0f}s (wanted {wanted_hosts or servers_up}): "
-                    f"{states}\n{_tail(self.log_path)}"
+                    f"{states}\n{log_tail(self.log_path)}"
                 )
             time.sleep(0.05)
 
@@ -539,7 +515,7 @@ class LocalRouter:
         """Stop HAProxy (SIGTERM: hard stop, open connections close) and remove its socket dir
         (and its work dir when it made that itself)."""
         if self._process is not None:
-            _stop_process(self._process, signal.SIGTERM, 5.0)
+            stop_process(self._process, 5.0)
         shutil.rmtree(self._socket_dir, ignore_errors=True)
         if self._owns_work_dir:
             shutil.rmtree(self.work_dir, ignore_errors=True)

@@ -61,6 +61,7 @@ from typing import Any
 from tritonscale.ports import GRPC_PORT, HTTP_PORT, METRICS_PORT
 from tritonscale_sandbox.net import wait_for_port
 from tritonscale_sandbox.paths import cache_root
+from tritonscale_sandbox.process import spawn, wait_until
 
 TRITON_VERSION = "2.51.0"
 """The tritonserver version inside nvidia-pytriton 0.7.0."""
@@ -134,7 +135,7 @@ def install_script() -> Path:
     configured = os.environ.get("TRITONSCALE_INSTALL_TRITON")
     if configured:
         return Path(configured)
-    return Path(__file__).resolve().parents[3] / "scripts" / "install-triton.sh"
+    return Path(__file__).resolve().parents[2] / "scripts" / "install-triton.sh"
 
 
 _install_lock = threading.Lock()
@@ -303,13 +304,6 @@ def _next_start_id() -> int:
     with _counter_lock:
         _start_counter += 1
         return _start_counter
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
 
 
 class TritonServerError(RuntimeError):
@@ -481,19 +475,13 @@ class TritonServer:
         )
         env.update(self.env)
         command = self.command()
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log:
-            stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
-            log.write(f"==== tritonscale: start #{self.starts} at {stamp}: {' '.join(command)}\n".encode())
-            log.flush()
-            self._process = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,
-            )
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+        self._process = spawn(
+            command,
+            self.log_path,
+            env=env,
+            banner=f"==== tritonscale: start #{self.starts} at {stamp}: {' '.join(command)}",
+        )
 
     def is_ready(self) -> bool:
         """`GET /v2/health/ready` answers 200 (with strict readiness: every model is ready)."""
@@ -510,24 +498,16 @@ class TritonServer:
         started = time.monotonic()
         deadline = started + timeout_s
         wanted = self.models if models is None else tuple(models)
-        while True:
-            process = self._process
-            if process is None:
-                raise TritonServerError(f"{self.name} was not started")
-            code = process.poll()
-            if code is not None:
-                raise TritonServerError(
-                    f"tritonserver {self.name} exited with {code} before it was ready; "
-                    f"log {self.log_path}:\n{_tail(self.log_path)}"
-                )
-            if self.is_ready() and all(self.is_model_ready(m) for m in wanted):
-                break
-            if time.monotonic() > deadline:
-                raise TritonServerError(
-                    f"tritonserver {self.name} not ready after {timeout_s:.0f}s; "
-                    f"log {self.log_path}:\n{_tail(self.log_path)}"
-                )
-            time.sleep(0.05)
+        if self._process is None:
+            raise TritonServerError(f"{self.name} was not started")
+        wait_until(
+            lambda: self.is_ready() and all(self.is_model_ready(m) for m in wanted),
+            process=self._process,
+            log_path=self.log_path,
+            what=f"tritonserver {self.name}",
+            timeout_s=timeout_s,
+            error=TritonServerError,
+        )
         # Metrics start after HTTP; gRPC before it.
         wait_for_port(self.host, self.metrics_port, max(1.0, deadline - time.monotonic()))
         return time.monotonic() - started

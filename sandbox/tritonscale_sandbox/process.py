@@ -1,0 +1,87 @@
+"""Child processes of the sandbox (tritonserver, HAProxy, dnsmasq, Prometheus, the control
+plane): each runs in its own session, so a signal to its group reaches its helpers too, with
+its output appended to a log whose tail explains a failure."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+
+def log_tail(path: Path, lines: int = 30) -> str:
+    """The last `lines` lines of a log, for error messages."""
+    try:
+        return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
+    except OSError as error:
+        return f"(cannot read {path}: {error})"
+
+
+def spawn(
+    argv: Sequence[str],
+    log_path: Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    banner: str | None = None,
+    preexec_fn: Callable[[], None] | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start `argv` in a new session with stdout and stderr appended to `log_path` (after
+    `banner`, when given, so restarts are told apart in one log)."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        if banner is not None:
+            log.write(f"{banner}\n".encode())
+            log.flush()
+        return subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=None if env is None else dict(env),
+            cwd=cwd,
+            start_new_session=True,
+            preexec_fn=preexec_fn,  # noqa: PLW1509 - only the parent-death signal, no locks taken
+        )
+
+
+def stop(process: subprocess.Popen[bytes], timeout_s: float, sig: signal.Signals = signal.SIGTERM) -> int:
+    """Send `sig`, wait up to `timeout_s`, then SIGKILL; return the exit code."""
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(sig)
+        try:
+            process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            process.wait()
+    return int(process.returncode)
+
+
+def wait_until(
+    ready: Callable[[], bool],
+    *,
+    process: subprocess.Popen[bytes],
+    log_path: Path,
+    what: str,
+    timeout_s: float,
+    error: type[Exception] = RuntimeError,
+    interval_s: float = 0.05,
+) -> float:
+    """Poll `ready` until it holds; raise `error` with the log's tail when the process exits
+    first or `timeout_s` passes. Returns the seconds waited."""
+    started = time.monotonic()
+    while True:
+        code = process.poll()
+        if code is not None:
+            raise error(f"{what} exited with {code}; log {log_path}:\n{log_tail(log_path)}")
+        with contextlib.suppress(OSError):
+            if ready():
+                return time.monotonic() - started
+        if time.monotonic() - started > timeout_s:
+            raise error(f"{what} not ready after {timeout_s:.0f}s; log {log_path}:\n{log_tail(log_path)}")
+        time.sleep(interval_s)
