@@ -14,6 +14,7 @@ from tritonscale.clients.kube import KubeClient
 from tritonscale.clients.observations import (
     KubernetesEndpoints,
     PrometheusSource,
+    TritonModelConfigs,
     TritonSource,
     UnavailableSource,
 )
@@ -81,7 +82,13 @@ def build_memo(config: OperatorConfig) -> kopf.Memo:
     )
     memo.bodies = {}  # (namespace, name) -> the newest InferenceService the watch delivered
     memo.autoscaler = AutoscaleReconciler(
-        kube, memo.reconciler, SourceChooser(config, kube), read=lambda ns, name: memo.bodies.get((ns, name))
+        kube,
+        memo.reconciler,
+        SourceChooser(config, kube),
+        read=lambda ns, name: memo.bodies.get((ns, name)),
+        read_model_configs=TritonModelConfigs()
+        if config.read_triton_pods
+        else (lambda target, hosts: "reading Triton pods is switched off for this operator"),
     )
     memo.autoscale_scheduler = Scheduler(
         memo.autoscaler.tick,

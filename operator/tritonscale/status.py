@@ -260,6 +260,7 @@ _NO_MEASUREMENTS: dict[str, object] = {
     "observed_rate_rps": None,
     "target_latency_milliseconds": None,
     "latency_percentile": None,
+    "capacity_model": None,
 }
 
 

@@ -17,6 +17,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -505,6 +506,7 @@ def test_kubectl_get_shows_the_printer_columns(cluster: Cluster, examples: dict[
         "LeastConnections",
     )
     assert resnet["TARGET"] == ""  # no latency objective without autoscaling
+
     assert (bert["READY"], bert["REPLICAS"], bert["SPOT"], bert["TARGET"], bert["POLICY"]) == (
         "True",
         "2",
@@ -524,6 +526,35 @@ def test_kubectl_get_shows_the_printer_columns(cluster: Cluster, examples: dict[
 
 # --------------------------------------------------------------------------------------------
 # changes, scaling, deletion
+
+
+def test_the_autoscaler_learns_the_cold_start_from_the_services_own_pods(
+    cluster: Cluster, examples: dict[str, dict[str, Any]]
+) -> None:
+    """The kwok pods' creation and Ready times are real API data; the figure is their median."""
+
+    def learnt() -> dict[str, Any] | None:
+        model = _get(cluster, "nlp", "bert").get("status", {}).get("capacityModel")
+        return model if model and model["coldStartSource"].startswith("median") else None
+
+    cluster.wait_until(lambda: learnt() is not None, "bert's cold start learnt from its pods")
+    model = learnt()
+    assert model is not None
+    pods = cluster.get_json(
+        "pods", "-l", "app.kubernetes.io/instance=bert,app.kubernetes.io/component=triton", namespace="nlp"
+    )["items"]
+    starts = sorted(
+        (
+            datetime.fromisoformat(c["lastTransitionTime"])
+            - datetime.fromisoformat(p["metadata"]["creationTimestamp"])
+        ).total_seconds()
+        for p in pods
+        for c in p["status"].get("conditions", [])
+        if c["type"] == "Ready" and c["status"] == "True"
+    )
+    assert starts and min(starts) <= model["coldStartSeconds"] <= max(starts)
+    # The operator runs with reading Triton pods switched off here: the batch limit says so.
+    assert model["maxBatch"] == 1 and "switched off" in model["maxBatchSource"]
 
 
 def test_a_spec_change_is_rolled_out(cluster: Cluster, operator: OperatorThread) -> None:

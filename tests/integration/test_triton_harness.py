@@ -16,7 +16,8 @@ import pytest
 import tritonclient.http as httpclient
 
 from tritonscale.api.observation import ScalingTarget
-from tritonscale.clients.observations import TritonSource
+from tritonscale.clients.observations import TritonModelConfigs, TritonSource
+from tritonscale.policy.service_facts import batching
 from tritonscale_sandbox.triton import (
     INSTANT_MODEL,
     IRIS_MODEL,
@@ -308,11 +309,11 @@ def test_the_operator_reads_rates_latency_and_batches_from_real_triton_statistic
     target = ScalingTarget(
         namespace="t",
         name="t",
-        instance="t",
         models=(SIMULATED_MODEL,),
         percentile=95.0,
         pod_prefixes=("t-ondemand",),
         ready_replicas=len(servers),
+        pod_selector={"app.kubernetes.io/instance": "t"},
     )
     first = source.observe(target)
     assert first.missing is not None and "first sample" in first.missing
@@ -331,3 +332,30 @@ def test_the_operator_reads_rates_latency_and_batches_from_real_triton_statistic
     assert second.mean_compute_ms is not None and 20.0 <= second.mean_compute_ms < 60.0
     assert second.latency_ms is not None and second.latency_ms >= 20.0
     assert second.batch_profile and second.batch_profile[0][0] >= 2.0
+
+
+def test_the_operator_reads_batching_from_real_triton_model_configurations(triton_pool: TritonPool) -> None:
+    """`TritonModelConfigs` + `batching`: what the autoscaler assumes about a model's batches."""
+    server = triton_pool.servers[0]
+    reader = TritonModelConfigs(http_port=server.http_port)
+
+    def target(*models: str) -> ScalingTarget:
+        return ScalingTarget(
+            namespace="t",
+            name="t",
+            models=models,
+            percentile=95.0,
+            pod_prefixes=(),
+            ready_replicas=1,
+            pod_selector={},
+        )
+
+    configs = reader(target(SIMULATED_MODEL), ["127.255.255.254", server.host])  # the first does not answer
+    assert isinstance(configs, list) and configs[0]["name"] == SIMULATED_MODEL
+    expected = int(configs[0]["max_batch_size"])
+    assert expected > 1
+    found = batching(configs)
+    assert found.from_model_config and found.max_batch == expected
+    assert "dynamic batching" in found.source
+    missing = reader(target("no-such-model"), [server.host])
+    assert isinstance(missing, str) and server.host in missing

@@ -11,6 +11,7 @@ from tests.unit.fakes import FakeCluster
 from tritonscale.api.observation import Observation, ScalingTarget
 from tritonscale.api.resource import PAUSE_ANNOTATION
 from tritonscale.handlers.operator import ignored_manual_scale
+from tritonscale.policy.autoscaling import Verdict
 from tritonscale.reconcilers.autoscale import AutoscaleReconciler
 from tritonscale.reconcilers.stack import StackReconciler
 
@@ -80,14 +81,26 @@ def test_a_decision_is_recorded_and_applied() -> None:
 
 def test_status_event_and_metric_say_the_same_decision() -> None:
     cluster, autoscaler, source = setup()
-    labels = {"namespace": "nlp", "name": "bert", "verdict": "Panic"}
-    before = REGISTRY.get_sample_value("tritonscale_autoscaler_decisions_total", labels) or 0.0
+
+    def counts() -> dict[Verdict, float]:
+        return {
+            verdict: REGISTRY.get_sample_value(
+                "tritonscale_autoscaler_decisions_total",
+                {"namespace": "nlp", "name": "bert", "verdict": verdict.value},
+            )
+            or 0.0
+            for verdict in Verdict
+        }
+
+    before = counts()
     source.next = overload()
     autoscaler.tick("nlp", "bert")
+    after = counts()
     reason = status(cluster)["lastScale"]["reason"]  # type: ignore[index]
-    assert "panic, scaling up 2 -> " in reason  # 180 ms on a 100 ms objective
+    assert "; scaling up 2 -> " in reason  # 180 ms on a 100 ms objective
     assert [m for t, r, m in cluster.events if r == "ScaledUp"] == [reason]
-    assert REGISTRY.get_sample_value("tritonscale_autoscaler_decisions_total", labels) == before + 1
+    assert [v for v in Verdict if after[v] != before[v]] == [Verdict.SCALE_UP]
+    assert after[Verdict.SCALE_UP] == before[Verdict.SCALE_UP] + 1
 
 
 def test_missing_metrics_hold_and_warn_once() -> None:
@@ -162,3 +175,77 @@ def test_kubectl_scale_of_an_autoscaled_service_is_answered_not_silently_dropped
     assert ignored_manual_scale(body, diff) is None  # type: ignore[arg-type]
     manual = make_inference_service(name="bert", namespace="nlp")
     assert ignored_manual_scale(manual, diff) is None  # type: ignore[arg-type]
+
+
+def triton_pod(name: str, created: str, ready_at: str, ip: str) -> dict[str, object]:
+    return {
+        "metadata": {
+            "name": name,
+            "namespace": "nlp",
+            "creationTimestamp": created,
+            "labels": {
+                "app.kubernetes.io/instance": "bert",
+                "app.kubernetes.io/component": "triton",
+                "app.kubernetes.io/managed-by": "tritonscale",
+            },
+        },
+        "status": {
+            "podIP": ip,
+            "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": ready_at}],
+        },
+    }
+
+
+def test_cold_start_and_batching_are_learnt_from_the_service_and_shown() -> None:
+    cluster, autoscaler, source = setup()
+    asked: list[list[str]] = []
+
+    def configs(target: ScalingTarget, hosts: list[str]) -> list[dict[str, object]] | str:
+        asked.append(hosts)
+        return [{"max_batch_size": 4, "dynamic_batching": {}}]
+
+    autoscaler.read_model_configs = configs
+    cluster.pods[("nlp", "bert-a")] = triton_pod(
+        "bert-a", "2026-01-01T00:00:00Z", "2026-01-01T00:00:40Z", "10.0.0.1"
+    )
+    cluster.pods[("nlp", "bert-b")] = triton_pod(
+        "bert-b", "2026-01-01T00:01:00Z", "2026-01-01T00:01:50Z", "10.0.0.2"
+    )
+    source.next = Observation(
+        arrival_rate_rps=40.0, latency_ms=50.0, ready_replicas=2, mean_compute_ms=23.0, average_batch=1.0
+    )
+    autoscaler.tick("nlp", "bert")
+    model = status(cluster)["capacityModel"]
+    assert model == {
+        "coldStartSeconds": 45.0,
+        "coldStartSource": "median of the last 2 pod starts",
+        "maxBatch": 4,
+        "maxBatchSource": "model configuration (dynamic batching, max_batch_size 4)",
+    }
+    assert asked == [["10.0.0.1", "10.0.0.2"]]
+    autoscaler.tick("nlp", "bert")  # nothing changed: nothing re-read
+    assert len(asked) == 1
+    cluster.pods[("nlp", "bert-c")] = triton_pod(
+        "bert-c", "2026-01-01T00:02:00Z", "2026-01-01T00:03:40Z", "10.0.0.3"
+    )
+    source.next = Observation(
+        arrival_rate_rps=40.0, latency_ms=50.0, ready_replicas=3, mean_compute_ms=23.0, average_batch=1.0
+    )
+    autoscaler.tick("nlp", "bert")  # one more ready pod: a new start to learn from
+    assert len(asked) == 2
+    assert status(cluster)["capacityModel"]["coldStartSeconds"] == 50.0  # type: ignore[index]
+
+
+def test_the_spec_cold_start_wins_and_an_unreadable_configuration_says_why() -> None:
+    cluster, autoscaler, source = setup(coldStartSeconds=120)
+    autoscaler.read_model_configs = lambda target, hosts: "10.0.0.1 connection refused"
+    cluster.pods[("nlp", "bert-a")] = triton_pod(
+        "bert-a", "2026-01-01T00:00:00Z", "2026-01-01T00:00:40Z", "10.0.0.1"
+    )
+    source.next = Observation(arrival_rate_rps=40.0, latency_ms=50.0, ready_replicas=1, mean_compute_ms=23.0)
+    autoscaler.tick("nlp", "bert")
+    model = status(cluster)["capacityModel"]
+    assert model["coldStartSeconds"] == 120.0  # type: ignore[index]
+    assert model["coldStartSource"] == "spec.autoscaling.coldStartSeconds"  # type: ignore[index]
+    assert model["maxBatch"] == 1  # type: ignore[index]
+    assert "connection refused" in model["maxBatchSource"]  # type: ignore[index]

@@ -23,11 +23,11 @@ from tritonscale.clients.observations import (
 TARGET = ScalingTarget(
     namespace="vision",
     name="resnet",
-    instance="resnet",
     models=("resnet50", "re.sn"),
     percentile=95.0,
     pod_prefixes=("resnet-ondemand", "resnet-spot"),
     ready_replicas=3,
+    pod_selector={"app.kubernetes.io/instance": "resnet", "app.kubernetes.io/component": "triton"},
 )
 
 

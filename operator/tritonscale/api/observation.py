@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 
@@ -60,10 +61,10 @@ class ScalingTarget:
 
     namespace: str
     name: str
-    instance: str  # the app.kubernetes.io/instance label value of its pods
     models: tuple[str, ...]
     percentile: float
     pod_prefixes: tuple[str, ...]  # the Triton Deployments' names; pods are <prefix>-<hash>-<id>
     ready_replicas: int
+    pod_selector: Mapping[str, str]  # labels of its Triton pods (render.names, the one definition)
     latency_query: str | None = None
     rate_query: str | None = None

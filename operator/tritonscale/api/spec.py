@@ -479,6 +479,13 @@ class AutoscalingSpec(ApiModel):
     period_seconds: int = Field(
         default=10, ge=1, le=300, description="Seconds between autoscaling decisions."
     )
+    cold_start_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        le=3600,
+        description="Seconds from a new Triton pod's creation to Ready, which the autoscaler sizes "
+        "ahead for. Unset: the median of this service's recent pod starts (30 until one is seen).",
+    )
     latency: LatencyObjective = Field(default_factory=LatencyObjective, description="The latency objective.")
     metrics: MetricsSpec = Field(
         default_factory=MetricsSpec, description="Where latency and load are measured."

@@ -47,6 +47,15 @@ class ScaleEvent(ApiModel):
     reason: str = Field(max_length=1024, description="Why, in numbers.")
 
 
+class CapacityModel(ApiModel):
+    """What the autoscaler assumes about this service, and where each figure comes from."""
+
+    cold_start_seconds: float = Field(ge=0, description="Seconds a new Triton pod takes to become Ready.")
+    cold_start_source: str = Field(max_length=256, description="Where the cold start comes from.")
+    max_batch: int = Field(ge=1, description="Largest batch one replica runs from separate requests.")
+    max_batch_source: str = Field(max_length=512, description="Where the batch limit comes from.")
+
+
 class InferenceServiceStatus(ApiModel):
     """Observed state of the stack."""
 
@@ -84,6 +93,9 @@ class InferenceServiceStatus(ApiModel):
         default=None, ge=0, description="Arrival rate, last measured (req/s)."
     )
     last_scale: ScaleEvent | None = Field(default=None, description="The last change of desired replicas.")
+    capacity_model: CapacityModel | None = Field(
+        default=None, description="What the autoscaler assumes about this service; unset while it is off."
+    )
     endpoint: str | None = Field(default=None, description="URL clients call (HTTP); gRPC is on port 8001.")
     conditions: list[Condition] = Field(
         default_factory=list,

@@ -382,6 +382,33 @@ class TritonSource:
         )
 
 
+class TritonModelConfigs:
+    """Triton's model configurations (GET v2/models/<name>/config), from the first of a
+    service's ready pods that answers."""
+
+    def __init__(self, http_port: int = HTTP_PORT, timeout_s: float = 2.0) -> None:
+        self.http_port = http_port
+        self.timeout_s = timeout_s
+
+    def __call__(self, target: ScalingTarget, hosts: list[str]) -> list[dict[str, Any]] | str:
+        failure = "no ready Triton pod"
+        for host in hosts:
+            try:
+                configs = []
+                for model in target.models:
+                    reply = requests.get(
+                        f"http://{host}:{self.http_port}/v2/models/{quote(model, safe='')}/config",
+                        timeout=self.timeout_s,
+                    )
+                    reply.raise_for_status()
+                    configs.append(reply.json())
+                return configs
+            except (requests.exceptions.RequestException, ValueError) as error:
+                log.info("reading model configuration from %s failed: %s", host, error)
+                failure = f"{host} {connection_failure(error)}"
+        return failure
+
+
 class KubernetesEndpoints:
     """Addresses of an InferenceService's ready Triton pods, from the Kubernetes API."""
 
@@ -389,10 +416,7 @@ class KubernetesEndpoints:
         self.core_api = core_api
 
     def __call__(self, target: ScalingTarget) -> list[str]:
-        selector = (
-            f"app.kubernetes.io/instance={target.instance},app.kubernetes.io/component=triton,"
-            "app.kubernetes.io/managed-by=tritonscale"
-        )
+        selector = ",".join(f"{key}={value}" for key, value in sorted(target.pod_selector.items()))
         pods = self.core_api.list_namespaced_pod(
             target.namespace, label_selector=selector, _request_timeout=5
         )

@@ -34,6 +34,7 @@ from typing import Literal
 from tritonscale.api.observation import Observation
 from tritonscale.api.spec import AutoscalingSpec
 from tritonscale.policy.queueing import ServiceTime, fewest_replicas, predicted_latency_ms
+from tritonscale.policy.service_facts import DEFAULT_COLD_START_S, DEFAULT_MAX_BATCH
 
 LOAD_BUCKET_BASE = math.log(1.1)
 
@@ -521,13 +522,13 @@ class LatencyAutoscaler:
 
 
 def settings_from_spec(
-    autoscaling: AutoscalingSpec, cold_start_s: float = 30.0, max_batch: int = 8
+    autoscaling: AutoscalingSpec,
+    cold_start_s: float = DEFAULT_COLD_START_S,
+    max_batch: int = DEFAULT_MAX_BATCH,
 ) -> AutoscalerSettings:
-    """The policy's settings for one InferenceService's autoscaling spec.
-
-    Cold start and batch limit are not in the spec (the first depends on the cluster, the
-    second on the model's config); the service-time fit raises the batch limit to what it sees.
-    """
+    """The policy's settings for one InferenceService's autoscaling spec, with the cold start
+    and batch limit learnt from the service itself (policy.service_facts); the service-time fit
+    raises the batch limit to what it sees."""
     return AutoscalerSettings(
         target_ms=autoscaling.latency.target_milliseconds,
         percentile=autoscaling.latency.percentile,

@@ -7,18 +7,20 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
 from tritonscale.api.observation import Observation, ScalingTarget
 from tritonscale.api.resource import InferenceService, InvalidInferenceService, parse_inference_service
-from tritonscale.api.status import InferenceServiceStatus
-from tritonscale.errors import ConflictError, RejectedError
+from tritonscale.api.status import CapacityModel, InferenceServiceStatus
+from tritonscale.errors import ConflictError, RejectedError, TransientError
 from tritonscale.metrics import AUTOSCALER
 from tritonscale.policy.autoscaling import AutoscalerState, Decision, LatencyAutoscaler, settings_from_spec
 from tritonscale.policy.replicas import reconciled_replicas
+from tritonscale.policy.service_facts import Batching, batching, cold_start, pod_starts, ready_pod_addresses
 from tritonscale.reconcilers.stack import ClusterApi, StackReconciler, utc_now
-from tritonscale.render.names import StackNames
+from tritonscale.render.names import COMPONENT_TRITON, StackNames
 from tritonscale.status import autoscaling_status, paused_autoscaling, without_autoscaling
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,7 @@ _CLEARABLE = (
     "observedRateRps",
     "targetLatencyMilliseconds",
     "latencyPercentile",
+    "capacityModel",
 )
 
 
@@ -54,11 +57,11 @@ def scaling_target(service: InferenceService, cluster_domain: str = "cluster.loc
     return ScalingTarget(
         namespace=service.namespace,
         name=service.name,
-        instance=names.instance,
         models=tuple(spec.model.names),
         percentile=spec.autoscaling.latency.percentile,
         pod_prefixes=(names.on_demand_deployment, names.spot_deployment),
         ready_replicas=service.status.replicas,
+        pod_selector=names.component_selector(COMPONENT_TRITON),
         latency_query=spec.autoscaling.metrics.latency_query,
         rate_query=spec.autoscaling.metrics.rate_query,
     )
@@ -66,7 +69,27 @@ def scaling_target(service: InferenceService, cluster_domain: str = "cluster.loc
 
 # Reads an InferenceService as last seen (the watch's copy in the operator), None when gone.
 BodyReader = Callable[[str, str], dict[str, Any] | None]
+# Reads Triton's model configurations from one of these pod addresses; a reason when it cannot.
+ModelConfigReader = Callable[[ScalingTarget, list[str]], list[dict[str, Any]] | str]
 CONFLICT_RETRY_S = 1.0  # a status write lost to a concurrent one is retried this soon
+FACTS_REFRESH_S = 600.0  # re-learn cold start and batching at least this often
+FACTS_RETRY_S = 60.0  # ... and this soon when the model configuration could not be read
+
+
+@dataclass(frozen=True)
+class _Facts:
+    """What was learnt about a service's pods and models, and when."""
+
+    starts: tuple[tuple[datetime, float], ...]
+    batching: Batching
+    ready: int
+    models: tuple[str, ...]
+    at: float
+
+    def stale(self, target: ScalingTarget, ready: int, now: float) -> bool:
+        retry = FACTS_REFRESH_S if self.batching.from_model_config else FACTS_RETRY_S
+        # More ready pods than last time: a start to learn from, and a pod to read configs from.
+        return ready > self.ready or target.models != self.models or now - self.at >= retry
 
 
 class AutoscaleReconciler:
@@ -80,6 +103,7 @@ class AutoscaleReconciler:
         clock: Callable[[], datetime] = utc_now,
         monotonic: Callable[[], float] = time.monotonic,
         read: BodyReader | None = None,
+        read_model_configs: ModelConfigReader | None = None,
     ) -> None:
         self.api = api
         self.stack = stack
@@ -89,11 +113,14 @@ class AutoscaleReconciler:
         self.read = read or api.get_inference_service
         self._states: dict[tuple[str, str], AutoscalerState] = {}
         self._was_missing: dict[tuple[str, str], bool] = {}
+        self.read_model_configs = read_model_configs or (lambda target, hosts: "not configured")
+        self._facts: dict[tuple[str, str], _Facts] = {}
 
     def forget(self, namespace: str, name: str) -> None:
         """Drop the memory and metrics of a service that is gone or no longer autoscaled."""
         self._states.pop((namespace, name), None)
         self._was_missing.pop((namespace, name), None)
+        self._facts.pop((namespace, name), None)
         AUTOSCALER.forget(namespace, name)
 
     def _autoscaled(self, namespace: str, name: str) -> tuple[dict[str, Any], InferenceService] | None:
@@ -131,7 +158,9 @@ class AutoscaleReconciler:
         _, service = found
         started = time.perf_counter()
         source, source_name = self.choose_source(service)
-        observation = source.observe(scaling_target(service, self.stack.options.cluster_domain))
+        target = scaling_target(service, self.stack.options.cluster_domain)
+        observation = source.observe(target)
+        facts = self._learn_facts(target, observation.ready_replicas)
         with self.stack.lock(namespace, name):
             found = self._autoscaled(namespace, name)
             if found is None:
@@ -139,7 +168,9 @@ class AutoscaleReconciler:
             body, service = found
             autoscaling = service.spec.autoscaling
             assert autoscaling is not None
-            decision, state = self._decide(service, observation)
+            assert autoscaling is not None
+            cold = cold_start(facts.starts, autoscaling.cold_start_seconds)
+            decision, state = self._decide(service, observation, cold.seconds, facts.batching.max_batch)
             AUTOSCALER.decision_seconds.observe(time.perf_counter() - started)
             current = decision.current
             status = autoscaling_status(
@@ -158,6 +189,12 @@ class AutoscaleReconciler:
                 update={
                     "target_latency_milliseconds": autoscaling.latency.target_milliseconds,
                     "latency_percentile": autoscaling.latency.percentile,
+                    "capacity_model": CapacityModel(
+                        cold_start_seconds=cold.seconds,
+                        cold_start_source=cold.source,
+                        max_batch=facts.batching.max_batch,
+                        max_batch_source=facts.batching.source,
+                    ),
                 }
             )
             if status != service.status:
@@ -182,12 +219,36 @@ class AutoscaleReconciler:
                 )
         return float(autoscaling.period_seconds)
 
+    def _learn_facts(self, target: ScalingTarget, ready: int) -> _Facts:
+        """Cold start from the service's own pods and batching from Triton's model
+        configuration, re-read when more pods are ready, the models change, or it is old.
+        Called outside the service's lock: it may wait on the API server or a pod."""
+        key = (target.namespace, target.name)
+        now = self.monotonic()
+        known = self._facts.get(key)
+        if known is not None and not known.stale(target, ready, now):
+            return known
+        try:
+            pods = self.api.list_pods(target.namespace, dict(target.pod_selector))
+        except TransientError as error:
+            log.info("listing Triton pods of %s/%s failed: %s", *key, error)
+            pods = []
+        starts = pod_starts(pods) or (known.starts if known is not None else ())
+        addresses = ready_pod_addresses(pods)
+        configs = self.read_model_configs(target, addresses) if addresses else "no ready Triton pod"
+        found = batching(configs)
+        if not found.from_model_config and known is not None and known.batching.from_model_config:
+            found = known.batching  # a pod that did not answer this time: keep what one said before
+        facts = _Facts(starts, found, ready, target.models, now)
+        self._facts[key] = facts
+        return facts
+
     def _decide(
-        self, service: InferenceService, observation: Observation
+        self, service: InferenceService, observation: Observation, cold_start_s: float, max_batch: int
     ) -> tuple[Decision, AutoscalerState]:
         assert service.spec.autoscaling is not None
         key = (service.namespace, service.name)
-        policy = LatencyAutoscaler(settings_from_spec(service.spec.autoscaling))
+        policy = LatencyAutoscaler(settings_from_spec(service.spec.autoscaling, cold_start_s, max_batch))
         current = service.status.desired_replicas or reconciled_replicas(service)
         return policy.decide(observation, self._states.get(key, AutoscalerState()), self.monotonic(), current)
 
