@@ -17,8 +17,7 @@ crd:
 golden:
 	UPDATE_GOLDEN=1 .venv/bin/pytest tests/unit/test_render.py -q
 
-# The main job. Until the local sandbox lands it renders every example into the manifests the
-# operator would apply.
+# The main job: renders every example into the manifests the operator would apply.
 demo:
 	scripts/bootstrap.sh
 	.venv/bin/tritonscale render $(patsubst %,-f %,$(wildcard examples/*.yaml))
