@@ -10,6 +10,8 @@ import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
 
 
 def log_tail(path: Path, lines: int = 30) -> str:
@@ -85,3 +87,43 @@ def wait_until(
         if time.monotonic() - started > timeout_s:
             raise error(f"{what} not ready after {timeout_s:.0f}s; log {log_path}:\n{log_tail(log_path)}")
         time.sleep(interval_s)
+
+
+class LocalProcess:
+    """What every sandbox component that runs one child process shares: its state, its log,
+    and use as a context manager (start on entry, stop on exit)."""
+
+    log_path: Path
+    _process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Any:
+        raise NotImplementedError
+
+    def stop(self) -> Any:
+        raise NotImplementedError
+
+    @property
+    def is_running(self) -> bool:
+        """True while the process is alive."""
+        return self._process is not None and self._process.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        """Process id while it runs, else None."""
+        return self._process.pid if self._process is not None and self.is_running else None
+
+    def log_text(self) -> str:
+        """The process's log so far (its stdout and stderr)."""
+        try:
+            return self.log_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

@@ -11,12 +11,11 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
 import yaml
 
 from tritonscale_sandbox.net import free_port
-from tritonscale_sandbox.process import spawn, wait_until
+from tritonscale_sandbox.process import LocalProcess, spawn, wait_until
 from tritonscale_sandbox.process import stop as stop_process
 
 
@@ -28,7 +27,7 @@ class ScrapeTarget:
     labels: dict[str, str]
 
 
-class LocalPrometheus:
+class LocalPrometheus(LocalProcess):
     """Prometheus on a loopback port, scraping targets from a file that can change while it runs."""
 
     def __init__(
@@ -49,7 +48,7 @@ class LocalPrometheus:
         self.binary = binary or shutil.which("prometheus") or "/usr/bin/prometheus"
         self.targets_file = self.work_dir / "targets.json"
         self.log_path = self.work_dir / "prometheus.log"
-        self.process: subprocess.Popen[bytes] | None = None
+        self._process: subprocess.Popen[bytes] | None = None
         self.set_targets(targets)
 
     @property
@@ -91,7 +90,7 @@ class LocalPrometheus:
             "--storage.tsdb.retention.time=1h",
             "--web.enable-lifecycle",
         ]
-        self.process = spawn(command, self.log_path)
+        self._process = spawn(command, self.log_path)
 
         def ready() -> bool:
             with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as response:
@@ -100,7 +99,7 @@ class LocalPrometheus:
         try:
             wait_until(
                 ready,
-                process=self.process,
+                process=self._process,
                 log_path=self.log_path,
                 what="prometheus",
                 timeout_s=timeout_s,
@@ -112,8 +111,8 @@ class LocalPrometheus:
         return self
 
     def stop(self) -> None:
-        if self.process is not None:
-            stop_process(self.process, 10.0)
+        if self._process is not None:
+            stop_process(self._process, 10.0)
 
     def query(self, promql: str) -> list[dict[str, object]]:
         """An instant query's result vector (for tests and checks)."""
@@ -122,11 +121,3 @@ class LocalPrometheus:
             payload = json.loads(response.read())
         result: list[dict[str, object]] = payload["data"]["result"]
         return result
-
-    def __enter__(self) -> LocalPrometheus:
-        return self.start()
-
-    def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
-    ) -> None:
-        self.stop()

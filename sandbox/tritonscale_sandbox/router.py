@@ -41,14 +41,12 @@ import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 from tritonscale.api.resource import InferenceService
 from tritonscale.render.names import StackNames
 from tritonscale.render.router import RouterOptions, render_router_config
 from tritonscale_sandbox.net import free_port
-from tritonscale_sandbox.process import log_tail, spawn, wait_until
+from tritonscale_sandbox.process import LocalProcess, log_tail, spawn, wait_until
 from tritonscale_sandbox.process import stop as stop_process
 
 DEFAULT_DISCOVERY_NAME = "triton.test"
@@ -148,7 +146,7 @@ def resolve_a(nameserver: tuple[str, int], name: str, timeout_s: float = 1.0) ->
 # DNS
 
 
-class DnsServer:
+class DnsServer(LocalProcess):
     """dnsmasq answering A records for one name (the local stand-in for a headless Service).
 
     Listens on `host`:`port` (default 127.0.0.1 and a free port, UDP and TCP). It is
@@ -193,10 +191,6 @@ class DnsServer:
     def addresses(self) -> list[str]:
         """The addresses the name resolves to (as last set)."""
         return list(self._addresses)
-
-    @property
-    def is_running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
 
     def command(self) -> list[str]:
         """The dnsmasq command line."""
@@ -288,22 +282,6 @@ class DnsServer:
         if self._owns_work_dir:
             shutil.rmtree(self.work_dir, ignore_errors=True)
 
-    def log_text(self) -> str:
-        """dnsmasq's log so far."""
-        try:
-            return self.log_path.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return ""
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
     def __repr__(self) -> str:
         return f"DnsServer({self.name!r} at {self.nameserver}, {self._addresses})"
 
@@ -342,7 +320,7 @@ def _int(value: str) -> int:
     return int(value) if value.strip() else 0
 
 
-class LocalRouter:
+class LocalRouter(LocalProcess):
     """A real HAProxy running exactly the haproxy.cfg rendered for `service`.
 
     The config comes from `render_router_config(service, StackNames(...), options)` with
@@ -414,14 +392,6 @@ class LocalRouter:
         return f"http://{self.bind_address}:{self.options.metrics_port}/healthz"
 
     # ---- process
-
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self.is_running and self._process is not None else None
-
-    @property
-    def is_running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
 
     def check(self) -> None:
         """`haproxy -c` on the config file; raises RouterError with HAProxy's complaint."""
@@ -569,22 +539,6 @@ class LocalRouter:
                 return bytes(response.read()).decode()
         except urllib.error.URLError as error:
             raise RouterError(f"{self.metrics_url}: {error}") from error
-
-    def log_text(self) -> str:
-        """HAProxy's log so far (its stdout and stderr)."""
-        try:
-            return self.log_path.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return ""
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         state = f"pid {self.pid}" if self.is_running else "stopped"

@@ -61,7 +61,7 @@ from typing import Any
 from tritonscale.ports import GRPC_PORT, HTTP_PORT, METRICS_PORT
 from tritonscale_sandbox.net import wait_for_port
 from tritonscale_sandbox.paths import cache_root
-from tritonscale_sandbox.process import spawn, wait_until
+from tritonscale_sandbox.process import LocalProcess, spawn, wait_until
 
 TRITON_VERSION = "2.51.0"
 """The tritonserver version inside nvidia-pytriton 0.7.0."""
@@ -310,7 +310,7 @@ class TritonServerError(RuntimeError):
     """A server failed to start or become ready; the message carries the log's tail."""
 
 
-class TritonServer:
+class TritonServer(LocalProcess):
     """One tritonserver process on its own loopback address.
 
     Started with `--model-control-mode none` (all models in the repository load at start),
@@ -396,16 +396,6 @@ class TritonServer:
         return self._install
 
     # ---- process state
-
-    @property
-    def pid(self) -> int | None:
-        """Process id of the running server, else None."""
-        return self._process.pid if self.is_running and self._process is not None else None
-
-    @property
-    def is_running(self) -> bool:
-        """True while the tritonserver process is alive (ready or not)."""
-        return self._process is not None and self._process.poll() is None
 
     @property
     def slow_factor(self) -> float | None:
