@@ -131,7 +131,8 @@ def overhead(pool: TritonPool, work: Path) -> dict[str, Any]:
                 order = [("direct", direct), ("router", routed)]
                 for path, endpoint in order if pair % 2 == 0 else reversed(order):
                     document, _ = bench(
-                        "--url", endpoint, "--protocol", protocol, "--model", "instant",
+                        "--url", endpoint, "--protocol", protocol,
+                        "--model", "instant", "--shape", "INPUT0:1",
                         "--rate", str(OVERHEAD_RATE), "--duration", str(OVERHEAD_SECONDS), "--warmup", "0.5",
                         "--seed", str(pair),
                     )  # fmt: skip
@@ -167,7 +168,8 @@ def policies(pool: TritonPool, work: Path) -> dict[str, Any]:
         pin_server(pool[slow_index])
         with router_for(policy, pool.addresses, len(pool), work) as router:
             document, _ = bench(
-                "--url", router.http_endpoint, "--model", WORK_MODEL, "--rate", str(rate),
+                "--url", router.http_endpoint, "--model", WORK_MODEL, "--shape", "INPUT0:1",
+                "--rate", str(rate),
                 "--duration", str(POLICY_SECONDS), "--warmup", "2", "--timeout", str(POLICY_TIMEOUT_S),
                 "--connections", "2000", "--seed", "7",
             )  # fmt: skip
@@ -201,8 +203,9 @@ def ceiling(pool: TritonPool) -> dict[str, Any]:
     for name, args in cases.items():
         started = time.monotonic()
         document, cpu_s = bench(
-            *args, "--model", "instant", "--duration", str(CEILING_SECONDS), "--warmup", "1"
-        )
+            *args, "--model", "instant", "--shape", "INPUT0:1",
+            "--duration", str(CEILING_SECONDS), "--warmup", "1",
+        )  # fmt: skip
         wall = time.monotonic() - started
         run = document["runs"][0]
         row = {

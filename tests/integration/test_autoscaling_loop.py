@@ -174,6 +174,8 @@ def test_replicas_follow_a_load_step_and_hold_without_metrics(
             router.http_endpoint,
             "--model",
             "simulated",
+            "--shape",
+            "INPUT0:1",
             "--schedule",
             f"step:{BASE_RPS}@0,{STEP_RPS}@{STEP_AT_S},{BASE_RPS}@{DROP_AT_S}",
             "--duration",

@@ -19,7 +19,8 @@ import tritonclient.http as httpclient
 
 from tests.builders import make_inference_service
 from tritonscale.api.resource import parse_inference_service
-from tritonscale.clients.triton import inference_client, request_for_model
+from tritonscale.bench.inputs import model_spec, random_request
+from tritonscale.clients.triton import inference_client
 from tritonscale_sandbox.router import GRPC_BACKEND, HTTP_BACKEND, DnsServer, LocalRouter
 from tritonscale_sandbox.triton import INSTANT_MODEL, SIMULATED_MODEL, TritonInstall, TritonPool
 
@@ -160,7 +161,11 @@ def test_http_and_grpc_inference_through_the_router(
 
     async def through_project_client(protocol: str, endpoint: str) -> set[str | None]:
         async with inference_client(protocol, endpoint) as client:  # type: ignore[arg-type]
-            request = request_for_model(INSTANT_MODEL)
+            # The request is built from the model's metadata, read through the router too.
+            description = await client.describe(INSTANT_MODEL)
+            request = random_request(
+                model_spec(description.metadata, description.config), shapes={"INPUT0": (1,)}
+            )
             replies = await asyncio.gather(*(client.infer(request) for _ in range(12)))
         return {reply.replica for reply in replies}
 

@@ -44,10 +44,40 @@ def test_bad_schedules_say_why(spec: str, message: str) -> None:
 def test_trace_files(tmp_path: Path) -> None:
     trace = tmp_path / "trace.csv"
     trace.write_text("time_s,rate_rps\n0,5\n10,50\n")
-    assert load_trace(trace).rate_at(12) == 50
+    schedule = load_trace(trace)
+    assert schedule.rate_at(0) == 5 and schedule.rate_at(9.9) == 5 and schedule.rate_at(12) == 50
+    assert schedule.describe() == "trace trace.csv"
     trace.write_text("t,r\n0,5\n")
     with pytest.raises(ScheduleError, match="header"):
         load_trace(trace)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("time_s,rate_rps\n0,5\n10,ten\n", r"trace\.csv:3: rate_rps 'ten' is not a number"),
+        ("time_s,rate_rps\n5,5\n", r"trace\.csv:2: the first row must be at time_s 0"),
+        ("time_s,rate_rps\n0,5\n10,6\n10,7\n", r"trace\.csv:4: time_s 10 does not come after"),
+        ("time_s,rate_rps\n0,-5\n", r"trace\.csv:2: rate_rps -5 is not in"),
+        ("time_s,rate_rps\n", "no rows"),
+        # The bench's arrivals are Poisson: a trace asking for other variation is refused...
+        ("time_s,rate_rps,cv\n0,5,1\n10,5,2\n", r"trace\.csv:3: cv 2: the bench sends Poisson"),
+    ],
+)
+def test_bad_trace_files_say_which_line(tmp_path: Path, text: str, message: str) -> None:
+    trace = tmp_path / "trace.csv"
+    trace.write_text(text)
+    with pytest.raises(ScheduleError, match=message):
+        load_trace(trace)
+
+
+def test_trace_with_a_cv_of_one_is_poisson(tmp_path: Path) -> None:
+    # ...but one whose cv is 1 throughout is what the bench does anyway.
+    trace = tmp_path / "trace.csv"
+    trace.write_text("time_s,rate_rps,cv\n0,5,1\n10,50,\n")
+    assert load_trace(trace).points == ((0.0, 5.0), (10.0, 50.0))
+    with pytest.raises(ScheduleError, match="cannot read trace"):
+        load_trace(tmp_path / "missing.csv")
 
 
 def test_poisson_arrivals_follow_the_schedule() -> None:

@@ -118,9 +118,24 @@ def test_trace_files_are_read_and_checked(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="header"):
         from_trace(bad)
     decreasing = tmp_path / "decreasing.csv"
-    decreasing.write_text("time_s,rate_rps\n10,1\n5,2\n")
-    with pytest.raises(ValueError, match=r":3: "):
+    decreasing.write_text("time_s,rate_rps\n0,1\n10,1\n5,2\n")
+    with pytest.raises(ValueError, match=r"decreasing\.csv:4: time_s 5 does not come after"):
         from_trace(decreasing)
+    late = tmp_path / "late.csv"  # the same rules as `bench --trace`: the first row is at 0
+    late.write_text("time_s,rate_rps\n10,1\n")
+    with pytest.raises(ValueError, match=r"late\.csv:2: the first row must be at time_s 0"):
+        from_trace(late)
+    for text, message in (
+        ("time_s,rate_rps,cv\n0,1,0\n", r":2: cv 0 must be > 0"),
+        ("time_s,rate_rps\n0,-1\n", r":2: rate_rps -1 is not in"),
+        ("time_s,rate_rps\n0,x\n", r":2: rate_rps 'x' is not a number"),
+        ("time_s,rate_rps\n", "no rows"),
+    ):
+        bad.write_text(text)
+        with pytest.raises(ValueError, match=message):
+            from_trace(bad)
+    untimed = from_trace(good)
+    assert untimed.name == "trace" and untimed.duration_s == 120  # a minute after the last row
 
 
 def test_capacity_grows_with_replicas_and_shrinks_with_burstiness() -> None:

@@ -16,10 +16,11 @@ import random
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from tritonscale.bench.inputs import ModelSpec, model_spec
 from tritonscale.bench.schedule import RateSchedule, constant_rate, poisson_arrivals
 from tritonscale.bench.stats import RunSamples
 from tritonscale.clients.triton import (
@@ -28,7 +29,6 @@ from tritonscale.clients.triton import (
     InferenceRequest,
     Protocol,
     inference_client,
-    request_for_model,
 )
 
 BATCH_WINDOW_S = 0.00005
@@ -44,7 +44,6 @@ class Target:
     protocol: Protocol
     endpoint: str
     model: str
-    batch: int = 1
     timeout_s: float = 30.0
     connections: int = 64
 
@@ -179,7 +178,11 @@ def _pace(
 
 
 async def _open_loop(
-    client: InferenceClient, request: InferenceRequest, plan: LoadPlan, target: Target, live: LiveCounters
+    client: InferenceClient,
+    next_request: Callable[[], InferenceRequest],
+    plan: LoadPlan,
+    target: Target,
+    live: LiveCounters,
 ) -> RunSamples:
     loop = asyncio.get_running_loop()
     samples = RunSamples("open", plan.duration_s)
@@ -197,7 +200,7 @@ async def _open_loop(
             if len(tasks) >= plan.max_inflight:
                 samples.dropped += measured
                 continue
-            task = loop.create_task(recorder.call(loop, client, request, start + offset, offset))
+            task = loop.create_task(recorder.call(loop, client, next_request(), start + offset, offset))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
 
@@ -222,7 +225,11 @@ async def _open_loop(
 
 
 async def _closed_loop(
-    client: InferenceClient, request: InferenceRequest, plan: LoadPlan, target: Target, live: LiveCounters
+    client: InferenceClient,
+    next_request: Callable[[], InferenceRequest],
+    plan: LoadPlan,
+    target: Target,
+    live: LiveCounters,
 ) -> RunSamples:
     loop = asyncio.get_running_loop()
     samples = RunSamples("closed", plan.duration_s)
@@ -235,7 +242,7 @@ async def _closed_loop(
             offset = now - start
             live.elapsed_s = offset
             live.phase = "warm-up" if offset < plan.warmup_s else "measuring"
-            await recorder.call(loop, client, request, now, offset)
+            await recorder.call(loop, client, next_request(), now, offset)
 
     users = {loop.create_task(user()) for _ in range(plan.concurrency)}
     await asyncio.wait(users, timeout=plan.warmup_s + plan.duration_s)
@@ -244,20 +251,32 @@ async def _closed_loop(
     return samples
 
 
-async def check_reachable(target: Target) -> None:
+async def describe_model(target: Target) -> ModelSpec:
+    """What the target's model takes, as its server reports it; raises InferenceFailed."""
+    async with inference_client(target.protocol, target.endpoint, timeout_s=target.timeout_s) as client:
+        description = await client.describe(target.model)
+    return model_spec(description.metadata, description.config)
+
+
+async def check_reachable(target: Target, request: InferenceRequest) -> None:
     """One inference, to fail fast with a clear error when the target cannot serve."""
     async with inference_client(target.protocol, target.endpoint, timeout_s=target.timeout_s) as client:
-        await client.infer(request_for_model(target.model, target.batch))
+        await client.infer(request)
 
 
-async def run_once(target: Target, plan: LoadPlan, live: LiveCounters | None = None) -> RunSamples:
-    """One run: warm-up (not recorded), then `plan.duration_s` of measured load."""
+async def run_once(
+    target: Target, plan: LoadPlan, requests: Sequence[InferenceRequest], live: LiveCounters | None = None
+) -> RunSamples:
+    """One run: warm-up (not recorded), then `plan.duration_s` of measured load, sending
+    `requests` in turn (see `tritonscale.bench.inputs.build_requests`)."""
+    if not requests:
+        raise ValueError("a run needs at least one request to send")
     live = live or LiveCounters()
     live.total_s = plan.warmup_s + plan.duration_s
-    request = request_for_model(target.model, target.batch)
+    next_request = itertools.cycle(requests).__next__
     async with inference_client(
         target.protocol, target.endpoint, timeout_s=target.timeout_s, connections=target.connections
     ) as client:
         if plan.mode == "open":
-            return await _open_loop(client, request, plan, target, live)
-        return await _closed_loop(client, request, plan, target, live)
+            return await _open_loop(client, next_request, plan, target, live)
+        return await _closed_loop(client, next_request, plan, target, live)

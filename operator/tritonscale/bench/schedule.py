@@ -3,13 +3,13 @@
 A `RateSchedule` is a piecewise function of time since the start of measurement (seconds) to
 requests per second: constant (`--rate`), steps (`step:100@0,400@30`: 100 req/s from 0 s,
 400 req/s from 30 s), a linear ramp (`ramp:100:1000:60`: 100 to 1000 req/s over 60 s, then
-1000), or a trace file (CSV `time_s,rate_rps`, each rate holding until the next row's time).
+1000), or a trace file (`tritonscale.traces`: CSV `time_s,rate_rps`, each rate holding until the
+next row's time).
 """
 
 from __future__ import annotations
 
 import bisect
-import csv
 import itertools
 import math
 import random
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-MAX_RATE = 1_000_000.0
+from tritonscale.traces import MAX_RATE_RPS, TraceError, read_rate_trace
 
 
 class ScheduleError(ValueError):
@@ -44,8 +44,8 @@ class RateSchedule:
         if any(b <= a for a, b in itertools.pairwise(times)):
             raise ScheduleError(f"schedule times must increase: {times}")
         for t, rate in self.points:
-            if not (math.isfinite(t) and math.isfinite(rate)) or rate < 0 or rate > MAX_RATE:
-                raise ScheduleError(f"rate {rate} at {t}s is not in [0, {MAX_RATE:.0f}] req/s")
+            if not (math.isfinite(t) and math.isfinite(rate)) or rate < 0 or rate > MAX_RATE_RPS:
+                raise ScheduleError(f"rate {rate} at {t}s is not in [0, {MAX_RATE_RPS:.0f}] req/s")
 
     def rate_at(self, t: float) -> float:
         """Requests per second at `t` seconds (times before 0 get the first rate)."""
@@ -129,24 +129,21 @@ def parse_schedule(spec: str) -> RateSchedule:
 
 
 def load_trace(path: Path) -> RateSchedule:
-    """A schedule from a CSV file with header `time_s,rate_rps` (each rate holds until the next
-    row; the first row must be at time 0)."""
+    """A step schedule from a trace file (`tritonscale.traces`: header `time_s,rate_rps`, the
+    first row at time 0, each rate holding until the next row). The bench's arrivals are
+    Poisson, so a `cv` column other than 1 is refused rather than ignored."""
     try:
-        with path.open(newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            if reader.fieldnames is None or {"time_s", "rate_rps"} - set(reader.fieldnames):
-                raise ScheduleError(f"{path}: the header must be time_s,rate_rps, got {reader.fieldnames}")
-            points = []
-            for line, row in enumerate(reader, start=2):
-                spec = f"{path}:{line}"
-                points.append(
-                    (_number(row["time_s"], "time_s", spec), _number(row["rate_rps"], "rate_rps", spec))
-                )
-    except OSError as error:
-        raise ScheduleError(f"cannot read trace {path}: {error}") from error
-    if not points:
-        raise ScheduleError(f"{path}: no rows")
-    return RateSchedule(tuple(points), "step", label=f"trace {path.name}")
+        trace = read_rate_trace(path)
+    except TraceError as error:
+        raise ScheduleError(str(error)) from error
+    bursty = next((point for point in trace.points if point.cv != 1.0), None)
+    if bursty is not None:
+        raise ScheduleError(
+            f"{path}:{bursty.line}: cv {bursty.cv:g}: the bench sends Poisson arrivals (cv 1); "
+            "drop the cv column (tritonscale simulate replays it)"
+        )
+    points = tuple((point.time_s, point.rate_rps) for point in trace.points)
+    return RateSchedule(points, "step", label=f"trace {path.name}")
 
 
 def poisson_arrivals(schedule: RateSchedule, duration_s: float, rng: random.Random) -> Iterator[float]:

@@ -15,11 +15,21 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from tritonscale import __version__
+from tritonscale.bench.inputs import (
+    Dims,
+    InputData,
+    InputError,
+    build_requests,
+    describe_requests,
+    format_dims,
+    parse_shapes,
+    read_input_data,
+)
 from tritonscale.bench.report import print_report, write_json, write_plot
-from tritonscale.bench.runner import LiveCounters, LoadPlan, Target, check_reachable, run_once
+from tritonscale.bench.runner import LiveCounters, LoadPlan, Target, check_reachable, describe_model, run_once
 from tritonscale.bench.schedule import RateSchedule, ScheduleError, constant_rate, load_trace, parse_schedule
 from tritonscale.bench.stats import RunSamples, summarize_run, summarize_runs
-from tritonscale.clients.triton import PROTOCOLS, InferenceFailed, Protocol
+from tritonscale.clients.triton import PROTOCOLS, InferenceFailed, InferenceRequest, Protocol
 
 MAX_DURATION_S = 3600.0
 MAX_REPEAT = 100
@@ -73,12 +83,30 @@ def _load_plan(
     return plan, f"open loop, Poisson, {rates.describe()}"
 
 
+@dataclasses.dataclass(frozen=True)
+class Inputs:
+    """What to send: `--batch`, `--shape` and `--input-data` (None: random data from `seed`)."""
+
+    batch: int
+    shapes: dict[str, Dims]
+    data: InputData | None
+    seed: int
+
+    def describe(self) -> str:
+        return f"random data, seed {self.seed}" if self.data is None else self.data.source
+
+
 async def _run_with_progress(
-    target: Target, plan: LoadPlan, console: Console, label: str, show: bool
+    target: Target,
+    plan: LoadPlan,
+    requests: list[InferenceRequest],
+    console: Console,
+    label: str,
+    show: bool,
 ) -> RunSamples:
     live = LiveCounters()
     if not show:
-        return await run_once(target, plan, live)
+        return await run_once(target, plan, requests, live)
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -89,7 +117,7 @@ async def _run_with_progress(
     # Refreshed from the event loop, not a thread, so it never competes with the generator.
     with Progress(*columns, console=console, auto_refresh=False, transient=True) as progress:
         task = progress.add_task(label, total=plan.warmup_s + plan.duration_s, phase="starting", counts="")
-        run = asyncio.ensure_future(run_once(target, plan, live))
+        run = asyncio.ensure_future(run_once(target, plan, requests, live))
         previous_done, previous_time = 0, time.monotonic()
         while not run.done():
             await asyncio.wait({run}, timeout=PROGRESS_INTERVAL_S)
@@ -107,21 +135,41 @@ async def _run_with_progress(
         return run.result()
 
 
-async def _bench(
-    target: Target, plan: LoadPlan, repeat: int, console: Console, progress: bool
-) -> list[RunSamples]:
+async def _prepare(target: Target, inputs: Inputs) -> list[InferenceRequest]:
+    """Requests valid for the target's model, from what its server says the model takes."""
+    cannot_serve = f"{target.protocol}://{target.endpoint} cannot serve model {target.model}"
     try:
-        await check_reachable(target)
+        spec = await describe_model(target)
     except InferenceFailed as failure:
-        raise click.ClickException(
-            f"{target.protocol}://{target.endpoint} cannot serve model {target.model}: {failure}"
-        ) from failure
+        raise click.ClickException(f"{cannot_serve}: {failure}") from failure
+    try:
+        requests = build_requests(
+            spec, batch=inputs.batch, shapes=inputs.shapes, data=inputs.data, seed=inputs.seed
+        )
+    except InputError as error:
+        raise click.UsageError(str(error)) from error
+    try:
+        await check_reachable(target, requests[0])
+    except InferenceFailed as failure:
+        raise click.ClickException(f"{cannot_serve}: {failure}") from failure
+    return requests
+
+
+async def _bench(
+    target: Target, inputs: Inputs, plan: LoadPlan, repeat: int, console: Console, progress: bool
+) -> tuple[list[InferenceRequest], list[RunSamples]]:
+    requests = await _prepare(target, inputs)
+    sent = "; ".join(
+        f"{item['name']} {item['datatype']} {' '.join(format_dims(shape) for shape in item['shapes'])}"
+        for item in describe_requests(requests)
+    )
+    console.print(f"model {target.model}: {sent or 'no inputs'} ({inputs.describe()})")
     results = []
     for index in range(repeat):
         label = f"run {index + 1}/{repeat}"
         run_plan = dataclasses.replace(plan, seed=plan.seed + index)
-        results.append(await _run_with_progress(target, run_plan, console, label, progress))
-    return results
+        results.append(await _run_with_progress(target, run_plan, requests, console, label, progress))
+    return requests, results
 
 
 @click.command()
@@ -134,11 +182,34 @@ async def _bench(
 @click.option("--protocol", type=click.Choice(PROTOCOLS), default="http", show_default=True)
 @click.option(
     "--model",
-    default="instant",
-    show_default=True,
-    help="Model to infer (iris* models get FEATURES, others INPUT0).",
+    required=True,
+    help="Model to infer; what it takes is read from the server's model metadata and configuration.",
 )
-@click.option("--batch", type=click.IntRange(1, 1024), default=1, show_default=True, help="Rows per request.")
+@click.option(
+    "--batch",
+    type=click.IntRange(1, 1024),
+    default=1,
+    show_default=True,
+    help="Rows per request: the batch dimension of every input (at most the model's max_batch_size; "
+    "1 for models that do not batch).",
+)
+@click.option(
+    "--shape",
+    "shape_options",
+    metavar="NAME:D1,D2,...",
+    multiple=True,
+    help="Shape of input NAME without the batch dimension, giving the sizes of its dynamic (-1) "
+    "dimensions, as in perf_analyzer. Repeat for several inputs.",
+)
+@click.option(
+    "--input-data",
+    "input_data_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    metavar="FILE",
+    help='Send data from this JSON file instead of random values: {"data": [{"NAME": [values...] '
+    'or {"content": [values...], "shape": [dims...]}, ...}, ...]}, one batch row per entry; '
+    "requests cycle through the entries.",
+)
 @click.option(
     "--rate",
     type=click.FloatRange(min=0, min_open=True, max=1_000_000),
@@ -152,7 +223,8 @@ async def _bench(
 @click.option(
     "--trace",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Open loop following a CSV with header time_s,rate_rps.",
+    help="Open loop following a trace CSV: header time_s,rate_rps, the first row at time 0, each rate "
+    "holding until the next row.",
 )
 @click.option(
     "--concurrency",
@@ -202,7 +274,13 @@ async def _bench(
     show_default=True,
     help="Open loop: outstanding requests beyond which sends are dropped (and reported).",
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the arrival process.")
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Seed of the arrival process and of the random input data.",
+)
 @click.option(
     "--json", "json_out", metavar="FILE", help="Write the results as JSON to FILE, or to stdout with '-'."
 )
@@ -222,6 +300,8 @@ def bench(
     protocol: Protocol,
     model: str,
     batch: int,
+    shape_options: tuple[str, ...],
+    input_data_path: Path | None,
     rate: float | None,
     schedule: str | None,
     trace: Path | None,
@@ -237,20 +317,44 @@ def bench(
     plot: Path | None,
     progress: bool,
 ) -> None:
-    """Benchmark Triton inference over HTTP or gRPC, in open loop (--rate, --schedule, --trace)
-    or closed loop (--concurrency); report throughput, errors and latency percentiles."""
+    """Benchmark Triton inference for any model over HTTP or gRPC, in open loop (--rate,
+    --schedule, --trace) or closed loop (--concurrency); report throughput, errors and latency
+    percentiles.
+
+    Before the run, bench reads the model's metadata and configuration from the server and
+    builds valid requests: every input by name, datatype and shape, with a batch dimension of
+    --batch rows when the model batches. Dynamic dimensions (-1) need --shape. The data is
+    random (seeded, generated once and re-sent), or comes from --input-data. Optional inputs
+    with an unknown shape are left out.
+
+    \b
+    Examples:
+      tritonscale bench --url 127.0.0.1:8000 --model resnet50 --batch 8 --rate 200
+      tritonscale bench --model bert --shape INPUT_IDS:128 --shape MASK:128 --concurrency 16
+      tritonscale bench --model bert --input-data requests.json --protocol grpc --rate 100
+    """
     plan, load = _load_plan(rate, schedule, trace, concurrency, duration, warmup, max_inflight, seed)
+    try:
+        inputs = Inputs(
+            batch=batch,
+            shapes=parse_shapes(shape_options),
+            data=read_input_data(input_data_path) if input_data_path else None,
+            seed=seed,
+        )
+    except InputError as error:
+        raise click.UsageError(str(error)) from error
     target = Target(
         protocol=protocol,
         endpoint=endpoint or f"127.0.0.1:{DEFAULT_PORTS[protocol]}",
         model=model,
-        batch=batch,
         timeout_s=timeout_s,
         connections=connections,
     )
     # With the JSON on stdout, everything for people goes to stderr.
     console = Console(stderr=json_out == "-")
-    runs = asyncio.run(_bench(target, plan, repeat, console, progress and console.is_terminal))
+    requests, runs = asyncio.run(
+        _bench(target, inputs, plan, repeat, console, progress and console.is_terminal)
+    )
     summaries = [summarize_run(run) for run in runs]
     document: dict[str, Any] = {
         "tool": f"tritonscale {__version__}",
@@ -259,6 +363,9 @@ def bench(
             "endpoint": target.endpoint,
             "model": model,
             "batch": batch,
+            "inputs": describe_requests(requests),
+            "input_data": str(input_data_path) if input_data_path else None,
+            "shapes": {name: list(dims) for name, dims in inputs.shapes.items()},
             "mode": plan.mode,
             "load": load,
             "concurrency": plan.concurrency if plan.mode == "closed" else None,

@@ -1,10 +1,12 @@
 """Asynchronous inference against Triton (or a router in front of it) over HTTP/REST or gRPC.
 
 Built on tritonclient's asyncio clients (`tritonclient.http.aio`, `tritonclient.grpc.aio`);
-nothing above this module imports tritonclient. Callers describe a request once
-(`InferenceRequest`, e.g. `request_for_model("simulated")`), open a client with
-`inference_client("grpc", "127.0.0.1:8001")` and await `infer(request)` as often as they
-like: the client prepares each request's tensors once and re-uses them.
+nothing above this module imports tritonclient. Callers open a client with
+`inference_client("grpc", "127.0.0.1:8001")`, may ask it what a model takes
+(`describe(model)`: the model's metadata and configuration as Triton reports them; see
+`tritonscale.bench.inputs` for building valid inputs from them), describe a request once
+(`InferenceRequest`) and await `infer(request)` as often as they like: the client prepares each
+request's tensors once and re-uses them.
 
 Every failure comes out as `InferenceFailed` with a short, stable `kind` for counting:
 `connection` (refused, reset, closed early), `timeout`, `http-<status>` (e.g. `http-503`
@@ -14,9 +16,10 @@ when a router has no server), `grpc-<code>` (e.g. `grpc-unavailable`), or `clien
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, ClassVar, Literal, Self
+from typing import Any, ClassVar, Literal, Self, TypeVar
 
 import aiohttp
 import numpy as np
@@ -25,17 +28,29 @@ import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as grpcaio
 import tritonclient.http as httpclient
 import tritonclient.http.aio as httpaio
-from tritonclient.utils import InferenceServerException
+from tritonclient.utils import InferenceServerException, triton_to_np_dtype
 
 Protocol = Literal["http", "grpc"]
 PROTOCOLS: tuple[Protocol, ...] = ("http", "grpc")
 
-IRIS_INPUT = "FEATURES"
-SIMULATED_INPUT = "INPUT0"
 REPLICA_OUTPUT = "REPLICA"
 
-# A typical versicolor flower: sepal length/width, petal length/width in cm.
-_IRIS_SAMPLE = (5.9, 3.0, 4.2, 1.5)
+DATATYPES = (
+    "BOOL", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64",
+    "FP16", "BF16", "FP32", "FP64", "BYTES",
+)  # fmt: skip
+"""The tensor datatypes of the KServe v2 protocol, as Triton names them in model metadata."""
+
+_Result = TypeVar("_Result")
+
+
+def numpy_dtype(datatype: str) -> np.dtype[Any]:
+    """The numpy dtype tritonclient sends a `datatype` tensor from (BYTES: object, holding
+    bytes; BF16: whatever this tritonclient version wants, ml_dtypes.bfloat16 in recent ones)."""
+    if datatype not in DATATYPES:
+        raise ValueError(f"unknown datatype {datatype!r}; Triton's are {', '.join(DATATYPES)}")
+    dtype: np.dtype[Any] = np.dtype(triton_to_np_dtype(datatype))
+    return dtype
 
 
 @dataclass(frozen=True, eq=False)
@@ -58,16 +73,15 @@ class InferenceRequest:
     model_version: str = ""
 
 
-def request_for_model(model: str, batch: int = 1) -> InferenceRequest:
-    """A valid request for the sandbox's test models: `iris*` takes FEATURES FP32 [batch, 4];
-    every other model (`simulated`, `instant`, ...) INPUT0 FP32 [batch, 1]."""
-    if batch < 1:
-        raise ValueError(f"batch must be >= 1, got {batch}")
-    if model.startswith("iris"):
-        features = np.tile(np.array(_IRIS_SAMPLE, dtype=np.float32), (batch, 1))
-        return InferenceRequest(model, (TensorData(IRIS_INPUT, "FP32", features),))
-    values = np.arange(batch, dtype=np.float32).reshape(batch, 1)
-    return InferenceRequest(model, (TensorData(SIMULATED_INPUT, "FP32", values),))
+@dataclass(frozen=True)
+class ModelDescription:
+    """What a server says about a model, as JSON documents: `metadata` (KServe v2 model
+    metadata: name, versions, inputs and outputs with datatype and shape) and `config` (Triton's
+    model configuration: max_batch_size, input with optional, ...). Over gRPC, 64-bit integers
+    such as dims come as strings and fields at their default value are left out."""
+
+    metadata: dict[str, Any]
+    config: dict[str, Any]
 
 
 class InferenceFailed(Exception):
@@ -143,6 +157,10 @@ class InferenceClient(ABC):
         """Run one inference; raises InferenceFailed."""
 
     @abstractmethod
+    async def describe(self, model: str, version: str = "") -> ModelDescription:
+        """The model's metadata and configuration; raises InferenceFailed."""
+
+    @abstractmethod
     async def close(self) -> None:
         """Close the connections."""
 
@@ -174,12 +192,9 @@ class HttpInferenceClient(InferenceClient):
         outputs = [httpclient.InferRequestedOutput(name, binary_data=True) for name in request.outputs]
         return _Prepared(request, inputs, outputs or None)
 
-    async def infer(self, request: InferenceRequest) -> InferenceReply:
-        prepared = self._prepare(request)
+    async def _call(self, call: Awaitable[_Result]) -> _Result:
         try:
-            result = await self._client.infer(
-                request.model, prepared.inputs, model_version=request.model_version, outputs=prepared.outputs
-            )
+            return await call
         except InferenceServerException as error:
             raise InferenceFailed(_http_kind(error.status()), str(error.message())) from error
         except TimeoutError as error:
@@ -188,7 +203,20 @@ class HttpInferenceClient(InferenceClient):
             ) from error
         except (aiohttp.ClientError, OSError) as error:
             raise InferenceFailed("connection", f"{type(error).__name__}: {error}") from error
+
+    async def infer(self, request: InferenceRequest) -> InferenceReply:
+        prepared = self._prepare(request)
+        result = await self._call(
+            self._client.infer(
+                request.model, prepared.inputs, model_version=request.model_version, outputs=prepared.outputs
+            )
+        )
         return InferenceReply(result)
+
+    async def describe(self, model: str, version: str = "") -> ModelDescription:
+        metadata = await self._call(self._client.get_model_metadata(model, version))
+        config = await self._call(self._client.get_model_config(model, version))
+        return ModelDescription(metadata, config)
 
     async def close(self) -> None:
         await self._client.close()
@@ -220,23 +248,41 @@ class GrpcInferenceClient(InferenceClient):
         outputs = [grpcclient.InferRequestedOutput(name) for name in request.outputs]
         return _Prepared(request, inputs, outputs or None)
 
-    async def infer(self, request: InferenceRequest) -> InferenceReply:
-        prepared = self._prepare(request)
+    def _next_client(self) -> Any:
         client = self._clients[self._next]
         self._next = (self._next + 1) % len(self._clients)
+        return client
+
+    async def _call(self, call: Awaitable[_Result]) -> _Result:
         try:
-            result = await client.infer(
+            return await call
+        except InferenceServerException as error:
+            raise InferenceFailed(_grpc_kind(error.status()), str(error.message())) from error
+        except TimeoutError as error:
+            raise InferenceFailed("timeout", f"no answer from {self.endpoint}") from error
+
+    async def infer(self, request: InferenceRequest) -> InferenceReply:
+        prepared = self._prepare(request)
+        result = await self._call(
+            self._next_client().infer(
                 request.model,
                 prepared.inputs,
                 model_version=request.model_version,
                 outputs=prepared.outputs,
                 client_timeout=self.timeout_s,
             )
-        except InferenceServerException as error:
-            raise InferenceFailed(_grpc_kind(error.status()), str(error.message())) from error
-        except TimeoutError as error:
-            raise InferenceFailed("timeout", f"no answer from {self.endpoint}") from error
+        )
         return InferenceReply(result)
+
+    async def describe(self, model: str, version: str = "") -> ModelDescription:
+        client = self._next_client()
+        metadata = await self._call(
+            client.get_model_metadata(model, version, as_json=True, client_timeout=self.timeout_s)
+        )
+        config = await self._call(
+            client.get_model_config(model, version, as_json=True, client_timeout=self.timeout_s)
+        )
+        return ModelDescription(metadata, config.get("config", {}))
 
     async def close(self) -> None:
         for client in self._clients:

@@ -6,13 +6,14 @@ until the next step. Arrivals are Poisson (cv 1) or a Gamma renewal process with
 
 from __future__ import annotations
 
-import csv
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from tritonscale.traces import read_rate_trace
 
 BUILT_IN = ("diurnal", "bursty", "flash-crowd", "smooth")
 
@@ -145,23 +146,10 @@ def _shape(name: str, duration_s: float, mean_rps: float, rng: np.random.Generat
 
 
 def from_trace(path: Path, duration_s: float | None = None) -> Workload:
-    """A CSV trace with header `time_s,rate_rps` and an optional `cv` column."""
-    with path.open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        if reader.fieldnames is None or not {"time_s", "rate_rps"} <= set(reader.fieldnames):
-            raise ValueError(f"{path}: the header must have time_s,rate_rps (and optionally cv)")
-        steps: list[RateStep] = []
-        for line, row in enumerate(reader, start=2):
-            try:
-                step = RateStep(float(row["time_s"]), float(row["rate_rps"]), float(row.get("cv") or 1.0))
-            except ValueError as error:
-                raise ValueError(f"{path}:{line}: {error}") from None
-            if step.rate_rps < 0 or step.cv <= 0 or (steps and step.start_s <= steps[-1].start_s):
-                raise ValueError(f"{path}:{line}: rates must be >= 0, cv > 0 and times increasing")
-            steps.append(step)
-    if not steps:
-        raise ValueError(f"{path}: no rows")
-    if steps[0].start_s > 0:
-        steps.insert(0, RateStep(0.0, 0.0))
+    """A workload from a trace file (`tritonscale.traces`: header `time_s,rate_rps` and an
+    optional `cv` column, the first row at time 0); it lasts `duration_s`, by default until a
+    minute after the last row. Raises TraceError (a ValueError) naming the line."""
+    trace = read_rate_trace(path)
+    steps = tuple(RateStep(point.time_s, point.rate_rps, point.cv) for point in trace.points)
     end = duration_s if duration_s is not None else steps[-1].start_s + 60.0
-    return Workload(path.stem, tuple(steps), end)
+    return Workload(trace.name, steps, end)
