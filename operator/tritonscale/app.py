@@ -24,7 +24,7 @@ from tritonscale.handlers.operator import (  # (importing registers the handlers
     resync_job,
     status_recheck_job,
 )
-from tritonscale.metrics import TICK_LATENESS
+from tritonscale.metrics import SERVICES, TICK_LATENESS
 from tritonscale.reconcilers.autoscale import AutoscaleReconciler, ObservationSource
 from tritonscale.reconcilers.scheduler import Scheduler
 from tritonscale.reconcilers.stack import StackReconciler
@@ -101,6 +101,8 @@ def build_memo(config: OperatorConfig) -> kopf.Memo:
         status_recheck_job(memo.reconciler), workers=SCHEDULER_WORKERS, name="status"
     )
     memo.schedulers = (memo.autoscale_scheduler, memo.resync_scheduler, memo.status_scheduler)
+    # /metrics reads every service's newest copy; list() of a dict's values is atomic under the GIL.
+    SERVICES.source = lambda: list(memo.bodies.values())
     return memo
 
 

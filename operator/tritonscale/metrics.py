@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import math
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
 
-from tritonscale.api.observation import Observation
+from tritonscale.api.status import ConditionStatus, InferenceServiceStatus
 from tritonscale.policy.autoscaling import Decision, Verdict
 
 RECONCILES = Counter(
@@ -27,24 +31,106 @@ TICK_LATENESS = Histogram(
 )
 
 
+class InferenceServiceCollector:
+    """Series for every InferenceService, autoscaled or not, read at scrape time from the
+    watch's copy of each resource (as kube-state-metrics does): its status is the one source, so
+    a deleted service has no series left behind and `ready < desired` can be alerted on for all."""
+
+    def __init__(self) -> None:
+        self.source: Callable[[], Iterable[Mapping[str, Any]]] = list
+
+    def describe(self) -> list[Metric]:
+        return []  # no fixed description: the series come and go with the resources
+
+    def collect(self) -> Iterator[Metric]:
+        labels = ["namespace", "name"]
+        desired = GaugeMetricFamily(
+            "tritonscale_desired_replicas", "Triton replicas the operator wants.", labels=labels
+        )
+        ready = GaugeMetricFamily(
+            "tritonscale_ready_replicas",
+            "Ready Triton replicas, by capacity type (on-demand, spot).",
+            labels=[*labels, "capacity_type"],
+        )
+        routers = GaugeMetricFamily(
+            "tritonscale_router_ready_replicas", "Ready router replicas.", labels=labels
+        )
+        bounds = GaugeMetricFamily(
+            "tritonscale_autoscaling_replicas_limit",
+            "The autoscaler's minReplicas and maxReplicas (bound: min, max).",
+            labels=[*labels, "bound"],
+        )
+        latency = GaugeMetricFamily(
+            "tritonscale_observed_latency_milliseconds",
+            "Measured latency at the objective's percentile.",
+            labels=[*labels, "percentile"],
+        )
+        target = GaugeMetricFamily(
+            "tritonscale_target_latency_milliseconds",
+            "The latency objective, at its percentile.",
+            labels=[*labels, "percentile"],
+        )
+        rate = GaugeMetricFamily(
+            "tritonscale_observed_rate_rps", "Measured arrival rate (requests per second).", labels=labels
+        )
+        conditions = GaugeMetricFamily(
+            "tritonscale_condition",
+            "1 for a condition's current status (true, false, unknown), 0 for the others.",
+            labels=[*labels, "condition", "status"],
+        )
+        for body in self.source():
+            metadata = body.get("metadata", {})
+            key = [str(metadata.get("namespace")), str(metadata.get("name"))]
+            try:
+                status = InferenceServiceStatus.model_validate(body.get("status") or {})
+            except ValueError:
+                continue  # a status this version cannot read: no series rather than wrong ones
+            if status.desired_replicas is not None:
+                desired.add_metric(key, status.desired_replicas)
+            ready.add_metric([*key, "on-demand"], status.on_demand_replicas or 0)
+            ready.add_metric([*key, "spot"], status.spot_replicas or 0)
+            routers.add_metric(key, status.router_replicas or 0)
+            autoscaling = (body.get("spec") or {}).get("autoscaling") or {}
+            if autoscaling.get("enabled", True) and autoscaling:
+                for bound, field in (("min", "minReplicas"), ("max", "maxReplicas")):
+                    if isinstance(autoscaling.get(field), int):
+                        bounds.add_metric([*key, bound], autoscaling[field])
+            if status.latency_percentile is not None:
+                percentile = f"{status.latency_percentile:g}"
+                if status.observed_latency_milliseconds is not None:
+                    latency.add_metric([*key, percentile], status.observed_latency_milliseconds)
+                if status.target_latency_milliseconds is not None:
+                    target.add_metric([*key, percentile], status.target_latency_milliseconds)
+            if status.observed_rate_rps is not None:
+                rate.add_metric(key, status.observed_rate_rps)
+            for condition in status.conditions:
+                for value in ConditionStatus:
+                    conditions.add_metric(
+                        [*key, condition.type, value.value.lower()], 1.0 if condition.status == value else 0.0
+                    )
+        yield from (desired, ready, routers, bounds, latency, target, rate, conditions)
+
+
+SERVICES = InferenceServiceCollector()
+REGISTRY.register(SERVICES)
+
+
 class AutoscalerMetrics:
-    """Per-InferenceService gauges and counters of the autoscaling loop."""
+    """What only the autoscaling loop knows: its decisions (the rest is in status, above)."""
 
     def __init__(self) -> None:
         labels = ["namespace", "name"]
-        self.desired = Gauge("tritonscale_desired_replicas", "Triton replicas the autoscaler wants.", labels)
-        self.ready = Gauge("tritonscale_ready_replicas", "Ready Triton replicas, as observed.", labels)
-        self.latency = Gauge(
-            "tritonscale_observed_latency_milliseconds",
-            "Measured latency at the objective's percentile.",
+        self.model_replicas = Gauge(
+            "tritonscale_autoscaler_model_replicas",
+            "Triton replicas the queueing model asks for at the expected rate (before the "
+            "stabilization window, the step limit and min/max).",
             labels,
         )
-        self.rate = Gauge(
-            "tritonscale_observed_rate_rps", "Measured arrival rate (requests per second).", labels
-        )
-        self.target = Gauge("tritonscale_target_latency_milliseconds", "The latency objective.", labels)
-        self.metrics_available = Gauge(
-            "tritonscale_metrics_available", "1 when the last observation could be trusted, else 0.", labels
+        self.predicted_latency = Gauge(
+            "tritonscale_autoscaler_predicted_latency_milliseconds",
+            "The model's latency at the objective's percentile for the replicas it asks for: "
+            "the headroom is the target minus this.",
+            labels,
         )
         self.scale_events = Counter(
             "tritonscale_scale_events_total",
@@ -63,22 +149,17 @@ class AutoscalerMetrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
         )
 
-    def record(
-        self, namespace: str, name: str, decision: Decision, observation: Observation, target_ms: float
-    ) -> None:
-        self.desired.labels(namespace, name).set(decision.desired)
-        self.ready.labels(namespace, name).set(observation.ready_replicas)
-        self.target.labels(namespace, name).set(target_ms)
-        self.metrics_available.labels(namespace, name).set(0 if decision.metrics_missing else 1)
-        if not decision.metrics_missing:
-            self.latency.labels(namespace, name).set(observation.latency_ms or 0.0)
-            self.rate.labels(namespace, name).set(observation.arrival_rate_rps or 0.0)
+    def record(self, namespace: str, name: str, decision: Decision) -> None:
+        if decision.model_replicas is not None:
+            self.model_replicas.labels(namespace, name).set(decision.model_replicas)
+        if decision.predicted_ms is not None and math.isfinite(decision.predicted_ms):
+            self.predicted_latency.labels(namespace, name).set(decision.predicted_ms)
         if decision.direction != "hold":
             self.scale_events.labels(namespace, name, decision.direction).inc()
         self.decisions.labels(namespace, name, decision.verdict.value).inc()
 
     def forget(self, namespace: str, name: str) -> None:
-        for gauge in (self.desired, self.ready, self.latency, self.rate, self.target, self.metrics_available):
+        for gauge in (self.model_replicas, self.predicted_latency):
             with contextlib.suppress(KeyError):
                 gauge.remove(namespace, name)
         for direction in ("up", "down"):

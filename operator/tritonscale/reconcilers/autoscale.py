@@ -209,7 +209,7 @@ class AutoscaleReconciler:
                     return CONFLICT_RETRY_S  # decided on an old copy: decide again on the new one
             self._states[(namespace, name)] = state
             self._announce(body, service, decision, source_name)
-            AUTOSCALER.record(namespace, name, decision, observation, autoscaling.latency.target_milliseconds)
+            AUTOSCALER.record(namespace, name, decision)
         if decision.desired != current:
             try:
                 self.stack.reconcile(namespace, name)
