@@ -93,3 +93,34 @@ def test_every_accepted_exception_is_still_needed(kube_score: Path, manifests: P
         if not _findings(kube_score, manifests, flags, [c for c in checks if c != check])
     ]
     assert not unneeded, f"these exceptions no longer fire; remove them: {unneeded}"
+
+
+def test_the_chart_wraps_the_checked_rules_file_with_its_values(cluster: Cluster) -> None:
+    """The PrometheusRule carries files/rules.yaml (what promtool tests), with the objective
+    ratio and runbook base URL from the values."""
+    rendered = cluster.helm(
+        "template",
+        "tritonscale",
+        str(CHART),
+        "--set",
+        "monitoring.prometheusRule.enabled=true",
+        "--set-json",
+        "monitoring.prometheusRule.objectiveRatio=0.995",
+        "--set",
+        "monitoring.prometheusRule.runbookBaseURL=https://wiki.example/runbooks/",
+        "-s",
+        "templates/prometheusrule.yaml",
+    ).stdout
+    (rule,) = [d for d in yaml.safe_load_all(rendered) if d]
+    assert rule["kind"] == "PrometheusRule"
+    expected = (
+        (CHART / "files" / "rules.yaml")
+        .read_text()
+        .replace(
+            "https://github.com/tritonscale/tritonscale/blob/main/docs/runbooks",
+            "https://wiki.example/runbooks",
+        )
+        .replace("(1 - 0.99)", "(1 - 0.995)")
+    )
+    assert rule["spec"]["groups"] == yaml.safe_load(expected)["groups"]
+    assert "0.99)" not in rendered.replace("0.995)", "")
