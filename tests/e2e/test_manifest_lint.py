@@ -124,3 +124,36 @@ def test_the_chart_wraps_the_checked_rules_file_with_its_values(cluster: Cluster
     )
     assert rule["spec"]["groups"] == yaml.safe_load(expected)["groups"]
     assert "0.99)" not in rendered.replace("0.995)", "")
+
+
+def test_the_chart_pod_monitors_select_the_rendered_triton_and_router_pods(cluster: Cluster) -> None:
+    rendered = cluster.helm(
+        "template",
+        "tritonscale",
+        str(CHART),
+        "--set",
+        "monitoring.podMonitors.enabled=true",
+        "-s",
+        "templates/podmonitors.yaml",
+    ).stdout
+    monitors = {d["metadata"]["name"].rsplit("-", 1)[-1]: d for d in yaml.safe_load_all(rendered) if d}
+    assert set(monitors) == {"triton", "router"}
+    service = parse_inference_service(load_example(REPO / "examples" / "gpu-spot.yaml"))
+    stack = render_stack(service, split_replicas(reconciled_replicas(service), service.spec.capacity))
+    deployments = [o for o in stack if o["kind"] == "Deployment"]
+    for component, monitor in monitors.items():
+        wanted = monitor["spec"]["selector"]["matchLabels"]
+        selected = [
+            d for d in deployments if wanted.items() <= d["spec"]["template"]["metadata"]["labels"].items()
+        ]
+        assert selected, f"the {component} PodMonitor selects no rendered pod"
+        assert {
+            d["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"] for d in selected
+        } == {component}
+        for deployment in selected:
+            ports = {
+                p["name"]
+                for c in deployment["spec"]["template"]["spec"]["containers"]
+                for p in c.get("ports", [])
+            }
+            assert monitor["spec"]["podMetricsEndpoints"][0]["port"] in ports
