@@ -9,6 +9,7 @@ import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,8 +40,15 @@ class LocalPrometheus(LocalProcess):
         host: str = "127.0.0.1",
         port: int | None = None,
         binary: str | None = None,
+        rule_files: Sequence[Path] = (),
+        honor_labels: bool = False,
     ) -> None:
+        """`rule_files` are evaluated every scrape interval; with `honor_labels` a scraped
+        series keeps its own `namespace` (as the chart's ServiceMonitor has it for the operator,
+        whose series name the InferenceService's namespace) rather than the target's."""
         self.host = host
+        self.rule_files = tuple(rule_files)
+        self.honor_labels = honor_labels
         self.port = port or free_port(host)
         self.scrape_interval_s = scrape_interval_s
         self.work_dir = work_dir or Path(tempfile.mkdtemp(prefix="tritonscale-prometheus-"))
@@ -71,10 +79,13 @@ class LocalPrometheus(LocalProcess):
                     "job_name": "triton",
                     "scrape_interval": interval,
                     "scrape_timeout": interval,
+                    "honor_labels": self.honor_labels,
                     "file_sd_configs": [{"files": [str(self.targets_file)], "refresh_interval": "1s"}],
                 }
             ],
         }
+        if self.rule_files:
+            config["rule_files"] = [str(path) for path in self.rule_files]
         path = self.work_dir / "prometheus.yml"
         path.write_text(yaml.safe_dump(config))
         return path

@@ -19,16 +19,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.builders import make_inference_service
-from tritonscale.api.resource import parse_inference_service
+from tests.integration.process_stack import process_stack
 from tritonscale.clients.observations import PrometheusSource
 from tritonscale.reconcilers.autoscale import AutoscaleReconciler
 from tritonscale.reconcilers.stack import StackReconciler
-from tritonscale.render.names import StackNames
 from tritonscale_sandbox.local_stack import ProcessBackedCluster
-from tritonscale_sandbox.prometheus import LocalPrometheus, ScrapeTarget
-from tritonscale_sandbox.router import DnsServer, LocalRouter
-from tritonscale_sandbox.triton import SimulatedModel, TritonInstall, TritonPool, model_repository
+from tritonscale_sandbox.prometheus import LocalPrometheus
+from tritonscale_sandbox.router import LocalRouter
+from tritonscale_sandbox.triton import SimulatedModel, TritonInstall
 
 pytestmark = pytest.mark.integration
 
@@ -74,17 +72,13 @@ def stack(
     triton_install: TritonInstall, tmp_path: Path
 ) -> Iterator[tuple[ProcessBackedCluster, LocalRouter, LocalPrometheus]]:
     # 40 ms per batch of up to 2: one replica serves ~45 req/s flat out.
-    repository = model_repository(
-        tmp_path / "models",
-        [SimulatedModel("simulated", base_ms=40, per_item_ms=2, max_batch_size=2, max_queue_delay_us=0)],
-    )
-    body = make_inference_service(
-        name=NAME,
+    with process_stack(
+        tmp_path,
+        triton_install,
         namespace=NAMESPACE,
-        spec__model={"repository": str(repository), "names": ["simulated"]},
-        spec__replicas=1,
-        spec__loadBalancing={"policy": "LeastConnections"},
-        spec__autoscaling={
+        name=NAME,
+        model=SimulatedModel("simulated", base_ms=40, per_item_ms=2, max_batch_size=2, max_queue_delay_us=0),
+        autoscaling={
             "minReplicas": 1,
             "maxReplicas": 4,
             "periodSeconds": PERIOD_S,
@@ -92,42 +86,8 @@ def stack(
             "metrics": {"source": "prometheus"},
             "scaleDown": {"stabilizationSeconds": STABILIZATION_S},
         },
-    )
-    names = StackNames(NAME, NAMESPACE)
-    pool = TritonPool(
-        0, repository, install=triton_install, log_dir=tmp_path / "triton-logs", models=("simulated",)
-    )
-    with DnsServer(work_dir=tmp_path / "dns") as dns:
-        cluster = ProcessBackedCluster(body, pool, dns)
-        prometheus = LocalPrometheus([], scrape_interval_s=1.0, work_dir=tmp_path / "prometheus")
-        router = LocalRouter(parse_inference_service(body), dns, work_dir=tmp_path / "router")
-        stop = threading.Event()
-
-        def publish() -> None:
-            # What kubelets, endpoints and Prometheus' service discovery do in a cluster.
-            while not stop.is_set():
-                cluster.sync_dns()
-                prometheus.set_targets(
-                    [
-                        ScrapeTarget(
-                            f"{server.host}:{server.metrics_port}",
-                            {"namespace": NAMESPACE, "pod": f"{names.on_demand_deployment}-{index}"},
-                        )
-                        for index, server in enumerate(pool.servers)
-                    ]
-                )
-                stop.wait(0.5)
-
-        publisher = threading.Thread(target=publish, daemon=True)
-        try:
-            with prometheus, router:
-                publisher.start()
-                yield cluster, router, prometheus
-        finally:
-            stop.set()
-            publisher.join(timeout=5)
-            pool.stop(graceful=False)
-            cluster.close()
+    ) as parts:
+        yield parts
 
 
 def _run_loop(

@@ -1,0 +1,87 @@
+"""One InferenceService's stack on real local processes, for integration tests: real
+tritonservers (started and stopped as the reconciler applies replica counts), dnsmasq answering
+for the headless name with the ready ones, the real HAProxy router rendered for the service, and
+a real Prometheus scraping every replica and the router with the labels a cluster's PodMonitors
+give them. Only the Kubernetes API is replaced, by ProcessBackedCluster."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from tests.builders import make_inference_service
+from tritonscale.api.resource import parse_inference_service
+from tritonscale.render.names import StackNames
+from tritonscale_sandbox.local_stack import ProcessBackedCluster
+from tritonscale_sandbox.prometheus import LocalPrometheus, ScrapeTarget
+from tritonscale_sandbox.router import DnsServer, LocalRouter
+from tritonscale_sandbox.triton import SimulatedModel, TritonInstall, TritonPool, model_repository
+
+
+@contextlib.contextmanager
+def process_stack(
+    tmp_path: Path,
+    triton_install: TritonInstall,
+    *,
+    namespace: str,
+    name: str,
+    model: SimulatedModel,
+    autoscaling: dict[str, Any],
+    extra_targets: Callable[[], list[ScrapeTarget]] = list,
+    prometheus_options: dict[str, Any] | None = None,
+) -> Iterator[tuple[ProcessBackedCluster, LocalRouter, LocalPrometheus]]:
+    repository = model_repository(tmp_path / "models", [model])
+    body = make_inference_service(
+        name=name,
+        namespace=namespace,
+        spec__model={"repository": str(repository), "names": [model.name]},
+        spec__replicas=1,
+        spec__loadBalancing={"policy": "LeastConnections"},
+        spec__autoscaling=autoscaling,
+    )
+    names = StackNames(name, namespace)
+    pool = TritonPool(
+        0, repository, install=triton_install, log_dir=tmp_path / "triton-logs", models=(model.name,)
+    )
+    with DnsServer(work_dir=tmp_path / "dns") as dns:
+        cluster = ProcessBackedCluster(body, pool, dns)
+        prometheus = LocalPrometheus(
+            [], scrape_interval_s=1.0, work_dir=tmp_path / "prometheus", **(prometheus_options or {})
+        )
+        router = LocalRouter(parse_inference_service(body), dns, work_dir=tmp_path / "router")
+        stop = threading.Event()
+        labels = {"namespace": namespace, "inferenceservice": name}
+
+        def publish() -> None:
+            # What kubelets, endpoints and Prometheus' service discovery do in a cluster.
+            while not stop.is_set():
+                cluster.sync_dns()
+                router_address = router.metrics_url.removeprefix("http://").removesuffix("/metrics")
+                prometheus.set_targets(
+                    [
+                        *(
+                            ScrapeTarget(
+                                f"{server.host}:{server.metrics_port}",
+                                {**labels, "pod": f"{names.on_demand_deployment}-{index}"},
+                            )
+                            for index, server in enumerate(pool.servers)
+                        ),
+                        ScrapeTarget(router_address, {**labels, "pod": f"{names.router_deployment}-0"}),
+                        *extra_targets(),
+                    ]
+                )
+                stop.wait(0.5)
+
+        publisher = threading.Thread(target=publish, daemon=True)
+        try:
+            with prometheus, router:
+                publisher.start()
+                yield cluster, router, prometheus
+        finally:
+            stop.set()
+            publisher.join(timeout=5)
+            pool.stop(graceful=False)
+            cluster.close()
