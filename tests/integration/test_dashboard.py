@@ -6,6 +6,7 @@ panel query that finds no series, fails."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -25,6 +26,7 @@ from tritonscale.clients.observations import PrometheusSource
 from tritonscale.metrics import SERVICES
 from tritonscale.reconcilers.autoscale import AutoscaleReconciler
 from tritonscale.reconcilers.stack import StackReconciler
+from tritonscale_sandbox.dashboard import render_dashboard_png
 from tritonscale_sandbox.local_stack import ProcessBackedCluster
 from tritonscale_sandbox.net import free_port
 from tritonscale_sandbox.prometheus import LocalPrometheus, ScrapeTarget
@@ -98,9 +100,10 @@ def observed_stack(
 
 @pytest.mark.timeout(300)
 def test_every_dashboard_query_and_rule_runs_on_real_data(
-    observed_stack: tuple[ProcessBackedCluster, LocalRouter, LocalPrometheus],
+    observed_stack: tuple[ProcessBackedCluster, LocalRouter, LocalPrometheus], tmp_path: Path
 ) -> None:
     cluster, router, prometheus = observed_stack
+    started = time.time()
     reconciler = StackReconciler(cluster)
     reconciler.reconcile(NAMESPACE, NAME)
     deadline = time.monotonic() + 60
@@ -113,7 +116,10 @@ def test_every_dashboard_query_and_rule_runs_on_real_data(
 
     def tick() -> None:
         while not stop.is_set():
-            stop.wait(autoscaler.tick(NAMESPACE, NAME) or 2.0)
+            period = autoscaler.tick(NAMESPACE, NAME) or 2.0
+            # What the operator does on each child Deployment event: status shows ready replicas.
+            reconciler.refresh_status(NAMESPACE, NAME)
+            stop.wait(period)
 
     ticker = threading.Thread(target=tick, daemon=True)
     ticker.start()
@@ -168,3 +174,9 @@ def test_every_dashboard_query_and_rule_runs_on_real_data(
     # The rules were loaded and evaluated on this data, not just parsed.
     met = query(prometheus, f'tritonscale:objective_met:bool{{namespace="{NAMESPACE}",name="{NAME}"}}')
     assert met["data"]["result"], "the recording rules did not evaluate"
+    # The same queries drawn (the README's picture: TRITONSCALE_DASHBOARD_PNG=docs/dashboard.png).
+    picture = Path(os.environ.get("TRITONSCALE_DASHBOARD_PNG") or tmp_path / "dashboard.png")
+    drawn = render_dashboard_png(
+        prometheus.url, CHART_FILES / "dashboard.json", substitutions, started, time.time(), picture
+    )
+    assert drawn >= len(panel_queries()) - 1 and picture.stat().st_size > 10_000
