@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The project's test command (README, .ci/run): set-up, static checks, then every test tier.
-#   scripts/test.sh            lint + unit + integration + e2e
+#   scripts/test.sh            lint + unit + integration + e2e + image
 #   TIERS="unit" scripts/test.sh   only the listed tiers
 set -euo pipefail
 cd "$(dirname "$0")/.."
-tiers=${TIERS:-"unit integration e2e"}
+tiers=${TIERS:-"unit integration e2e image"}
 scripts/bootstrap.sh
 
 echo "== static checks"
@@ -23,6 +23,7 @@ for tier in $tiers; do
         continue
       fi
       .venv/bin/pytest -m "$tier" "tests/$tier" ;;
+    image) .venv/bin/pytest -m image tests/image ;;
     *) echo "unknown tier $tier" >&2; exit 2 ;;
   esac
 done
