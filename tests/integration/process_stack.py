@@ -7,6 +7,7 @@ give them. Only the Kubernetes API is replaced, by ProcessBackedCluster."""
 from __future__ import annotations
 
 import contextlib
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,6 +20,14 @@ from tritonscale_sandbox.local_stack import ProcessBackedCluster
 from tritonscale_sandbox.prometheus import LocalPrometheus, ScrapeTarget
 from tritonscale_sandbox.router import DnsServer, LocalRouter
 from tritonscale_sandbox.triton import SimulatedModel, TritonInstall, TritonPool, model_repository
+
+
+def bench_simulated(url: str, *options: str) -> list[str]:
+    """`tritonscale bench` against the `simulated` model through `url`, with no warm-up."""
+    return [
+        sys.executable, "-m", "tritonscale.cli", "bench", "--url", url,
+        "--model", "simulated", "--shape", "INPUT0:1", "--warmup", "0", *options,
+    ]  # fmt: skip
 
 
 @contextlib.contextmanager

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.process_stack import process_stack
+from tests.integration.process_stack import bench_simulated, process_stack
 from tritonscale.clients.observations import PrometheusSource
 from tritonscale.reconcilers.autoscale import AutoscaleReconciler
 from tritonscale.reconcilers.stack import StackReconciler
@@ -125,29 +124,18 @@ def test_replicas_follow_a_load_step_and_hold_without_metrics(
     loop.start()
     report = tmp_path / "bench.json"
     bench = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tritonscale.cli",
-            "bench",
-            "--url",
+        bench_simulated(
             router.http_endpoint,
-            "--model",
-            "simulated",
-            "--shape",
-            "INPUT0:1",
             "--schedule",
             f"step:{BASE_RPS}@0,{STEP_RPS}@{STEP_AT_S},{BASE_RPS}@{DROP_AT_S}",
             "--duration",
             str(LOAD_S),
-            "--warmup",
-            "0",
             "--timeout",
             "15",
             "--no-progress",
             "--json",
             str(report),
-        ],
+        ),
         capture_output=True,
         text=True,
         timeout=LOAD_S + 120,

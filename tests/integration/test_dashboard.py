@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import threading
 import time
 import urllib.parse
@@ -21,7 +20,7 @@ import pytest
 import yaml
 from prometheus_client import start_http_server
 
-from tests.integration.process_stack import process_stack
+from tests.integration.process_stack import bench_simulated, process_stack
 from tritonscale.clients.observations import PrometheusSource
 from tritonscale.metrics import SERVICES
 from tritonscale.reconcilers.autoscale import AutoscaleReconciler
@@ -125,24 +124,7 @@ def test_every_dashboard_query_and_rule_runs_on_real_data(
     ticker.start()
     try:
         bench = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "tritonscale.cli",
-                "bench",
-                "--url",
-                router.http_endpoint,
-                "--model",
-                "simulated",
-                "--shape",
-                "INPUT0:1",
-                "--rate",
-                "40",
-                "--duration",
-                str(LOAD_S),
-                "--warmup",
-                "0",
-            ],
+            bench_simulated(router.http_endpoint, "--rate", "40", "--duration", str(LOAD_S)),
             capture_output=True,
             text=True,
             timeout=LOAD_S + 60,
