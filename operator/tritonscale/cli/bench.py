@@ -30,10 +30,11 @@ from tritonscale.bench.runner import LiveCounters, LoadPlan, Target, check_reach
 from tritonscale.bench.schedule import RateSchedule, ScheduleError, constant_rate, load_trace, parse_schedule
 from tritonscale.bench.stats import RunSamples, summarize_run, summarize_runs
 from tritonscale.clients.triton import PROTOCOLS, InferenceFailed, InferenceRequest, Protocol
+from tritonscale.ports import GRPC_PORT, HTTP_PORT
 
 MAX_DURATION_S = 3600.0
 MAX_REPEAT = 100
-DEFAULT_PORTS = {"http": 8000, "grpc": 8001}
+DEFAULT_PORTS = {"http": HTTP_PORT, "grpc": GRPC_PORT}
 PROGRESS_INTERVAL_S = 0.25
 
 
