@@ -174,14 +174,16 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def run(count: int, changes: int, steady_s: float) -> dict[str, Any]:
-    bin_dir = Path(
-        subprocess.run(
-            ["bash", str(ROOT / "scripts" / "build-testenv.sh")], capture_output=True, text=True, check=True
-        )
-        .stdout.strip()
-        .splitlines()[-1]
+def testenv_bin_dir() -> Path:
+    """The control plane's binaries (scripts/build-testenv.sh builds them once)."""
+    built = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "build-testenv.sh")], capture_output=True, text=True, check=True
     )
+    return Path(built.stdout.strip().splitlines()[-1])
+
+
+def run(count: int, changes: int, steady_s: float) -> dict[str, Any]:
+    bin_dir = testenv_bin_dir()
     workdir = Path(tempfile.mkdtemp(prefix="tritonscale-scale-"))
     say(f"starting the control plane with kwok nodes in {workdir}")
     cluster = Cluster.start(workdir / "cluster", bin_dir, [*default_node_pools(), bench_pool(count)])
@@ -335,13 +337,7 @@ def floor(count: int) -> dict[str, Any]:
     from tritonscale.policy.replicas import reconciled_replicas
     from tritonscale.render.stack import RenderOptions, render_stack
 
-    bin_dir = Path(
-        subprocess.run(
-            ["bash", str(ROOT / "scripts" / "build-testenv.sh")], capture_output=True, text=True, check=True
-        )
-        .stdout.strip()
-        .splitlines()[-1]
-    )
+    bin_dir = testenv_bin_dir()
     workdir = Path(tempfile.mkdtemp(prefix="tritonscale-floor-"))
     say(f"starting the control plane with kwok nodes in {workdir}")
     cluster = Cluster.start(workdir / "cluster", bin_dir, [*default_node_pools(), bench_pool(count)])
