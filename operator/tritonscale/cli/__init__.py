@@ -32,6 +32,11 @@ COMMANDS: dict[str, LazyCommand] = {
     "simulate": LazyCommand(
         "tritonscale.cli.simulate", "Replay a workload against autoscaling policies.", needs_tools=True
     ),
+    "status": LazyCommand(
+        "tritonscale.cli.status",
+        "Show InferenceServices: replicas, latency vs target, scale decisions.",
+        needs_tools=True,
+    ),
 }
 
 

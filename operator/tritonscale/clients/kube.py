@@ -6,13 +6,16 @@ model classes; API failures come out as TransientError or RejectedError.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import os
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Final
 
 import kubernetes
@@ -24,7 +27,14 @@ from tritonscale.errors import ConflictError, NamespaceTerminatingError, Rejecte
 from tritonscale.render.names import FIELD_MANAGER
 
 APPLY_CONTENT_TYPE: Final = "application/apply-patch+yaml"
+# Reads for a person at a terminal give up rather than hang on a server that does not answer.
+READ_TIMEOUT_S: Final = 20.0
+IN_CLUSTER_NAMESPACE_FILE: Final = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 log = logging.getLogger(__name__)
+
+
+class KubeconfigError(Exception):
+    """No usable credentials: the kubeconfig is missing or invalid, or has no such context."""
 
 
 def _api_message(error: ApiException) -> str:
@@ -90,11 +100,28 @@ class KubeClient:
     def __init__(self, api_client: kubernetes.client.ApiClient, field_manager: str = FIELD_MANAGER) -> None:
         self.api_client = api_client
         self.field_manager = field_manager
-        self.core = kubernetes.client.CoreV1Api(api_client)
-        self.apps = kubernetes.client.AppsV1Api(api_client)
-        self.policy = kubernetes.client.PolicyV1Api(api_client)
-        self.custom = kubernetes.client.CustomObjectsApi(api_client)
-        self._readers: dict[str, Callable[..., Any]] = {
+
+    # Each generated API object takes about a second to build (kubernetes 37 validates hundreds
+    # of methods): built on first use, so a short-lived command pays only for what it calls.
+    @functools.cached_property
+    def core(self) -> Any:
+        return kubernetes.client.CoreV1Api(self.api_client)
+
+    @functools.cached_property
+    def apps(self) -> Any:
+        return kubernetes.client.AppsV1Api(self.api_client)
+
+    @functools.cached_property
+    def policy(self) -> Any:
+        return kubernetes.client.PolicyV1Api(self.api_client)
+
+    @functools.cached_property
+    def custom(self) -> Any:
+        return kubernetes.client.CustomObjectsApi(self.api_client)
+
+    @functools.cached_property
+    def _readers(self) -> dict[str, Callable[..., Any]]:
+        return {
             "ConfigMap": self.core.read_namespaced_config_map,
             "Service": self.core.read_namespaced_service,
             "Deployment": self.apps.read_namespaced_deployment,
@@ -116,6 +143,48 @@ class KubeClient:
         else:
             kubernetes.config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)  # type: ignore[no-untyped-call]
         return cls(kubernetes.client.ApiClient(configuration))
+
+    @classmethod
+    def connect_like_kubectl(
+        cls, kubeconfig: str | None = None, context: str | None = None
+    ) -> tuple[KubeClient, str]:
+        """Find the cluster as kubectl does: the kubeconfig (given, else $KUBECONFIG, else
+        ~/.kube/config) at `context` or its current one, and only when there is no kubeconfig the
+        pod's in-cluster credentials. Returns the client and the namespace kubectl would use (the
+        context's, else the pod's own, else "default"). Never writes to the kubeconfig."""
+        paths = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
+        found = [p for p in paths.split(os.pathsep) if p and Path(p).expanduser().exists()]
+        if kubeconfig is not None and not found:
+            raise KubeconfigError(f"kubeconfig {kubeconfig} not found")
+        configuration = kubernetes.client.Configuration()
+        # One retry: with READ_TIMEOUT_S each, an unreachable server is reported within a minute.
+        configuration.retries = 1
+        try:
+            if not found and context is None:
+                try:
+                    kubernetes.config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+                except kubernetes.config.ConfigException:
+                    raise KubeconfigError(
+                        f"no kubeconfig at {paths} and not running in a pod: pass --kubeconfig"
+                    ) from None
+                namespace = "default"
+                if IN_CLUSTER_NAMESPACE_FILE.exists():
+                    namespace = IN_CLUSTER_NAMESPACE_FILE.read_text().strip() or namespace
+                return cls(kubernetes.client.ApiClient(configuration)), namespace
+            contexts, current = kubernetes.config.list_kube_config_contexts(config_file=paths)  # type: ignore[no-untyped-call]
+            chosen = current if context is None else next((c for c in contexts if c["name"] == context), None)
+            if chosen is None:
+                raise KubeconfigError(f"context {context!r} not found in {paths}")
+            kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=paths,
+                context=chosen["name"],
+                client_configuration=configuration,
+                persist_config=False,
+            )
+        except (kubernetes.config.ConfigException, OSError, ValueError, KeyError, TypeError) as error:
+            raise KubeconfigError(f"kubeconfig {paths}: {error}") from error
+        namespace = str((chosen.get("context") or {}).get("namespace") or "default")
+        return cls(kubernetes.client.ApiClient(configuration)), namespace
 
     def connection(self) -> Connection:
         """This client's server and credentials, read anew each time (an in-cluster token is
@@ -158,6 +227,55 @@ class KubeClient:
                     return None
                 raise
         return self._json(response)
+
+    def list_inference_services(
+        self, namespace: str | None = None, name: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The InferenceServices in `namespace` (all namespaces when None), only the one called
+        `name` when given (an empty list when there is none)."""
+        where = f"in {namespace}" if namespace else "in all namespaces"
+        options: dict[str, Any] = {"_preload_content": False, "_request_timeout": READ_TIMEOUT_S}
+        if name is not None:
+            options["field_selector"] = f"metadata.name={name}"
+        with _translated(f"list InferenceServices {where}"):
+            try:
+                if namespace is None:
+                    response = self.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL, **options)
+                else:
+                    response = self.custom.list_namespaced_custom_object(
+                        GROUP, VERSION, namespace, PLURAL, **options
+                    )
+            except ApiException as error:
+                # The resource type itself is unknown: say so rather than "Not Found".
+                if error.status == 404:
+                    raise RejectedError(
+                        f"the server has no {PLURAL}.{GROUP}: is the tritonscale CRD installed?"
+                    ) from error
+                raise
+        items: list[dict[str, Any]] = self._json(response)["items"]
+        return items
+
+    def list_events(self, namespace: str | None, involved_object: Mapping[str, str]) -> list[dict[str, Any]]:
+        """core/v1 Events whose involvedObject has these fields, e.g. {"kind": KIND, "uid": ...};
+        in all namespaces when `namespace` is None."""
+        field_selector = ",".join(
+            f"involvedObject.{key}={value}" for key, value in sorted(involved_object.items())
+        )
+        where = f"in {namespace}" if namespace else "in all namespaces"
+        with _translated(f"list Events {where}"):
+            if namespace is None:
+                response = self.core.list_event_for_all_namespaces(
+                    field_selector=field_selector, _preload_content=False, _request_timeout=READ_TIMEOUT_S
+                )
+            else:
+                response = self.core.list_namespaced_event(
+                    namespace,
+                    field_selector=field_selector,
+                    _preload_content=False,
+                    _request_timeout=READ_TIMEOUT_S,
+                )
+        items: list[dict[str, Any]] = self._json(response)["items"]
+        return items
 
     def get_object(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         """A child kind's object as stored, or None when there is none of that name."""
@@ -263,7 +381,7 @@ class KubeClient:
             "count": 1,
         }
         try:
-            self.core.create_namespaced_event(metadata["namespace"], body, _preload_content=False)  # type: ignore[arg-type]
+            self.core.create_namespaced_event(metadata["namespace"], body, _preload_content=False)
         except ApiException as error:
             message = _api_message(error)
             # Nothing can be created in a namespace being deleted, and nobody will read it there.
