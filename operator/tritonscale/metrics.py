@@ -73,6 +73,11 @@ class InferenceServiceCollector:
         rate = GaugeMetricFamily(
             "tritonscale_observed_rate_rps", "Measured arrival rate (requests per second).", labels=labels
         )
+        stand_ins = GaugeMetricFamily(
+            "tritonscale_spot_fallback_replicas",
+            "On-demand replicas standing in for spot replicas that cannot be scheduled (services with spot).",
+            labels=labels,
+        )
         conditions = GaugeMetricFamily(
             "tritonscale_condition",
             "1 for a condition's current status (true, false, unknown), 0 for the others.",
@@ -103,12 +108,14 @@ class InferenceServiceCollector:
                     target.add_metric([*key, percentile], status.target_latency_milliseconds)
             if status.observed_rate_rps is not None:
                 rate.add_metric(key, status.observed_rate_rps)
+            if status.spot_fallback is not None:
+                stand_ins.add_metric(key, status.spot_fallback.stand_ins)
             for condition in status.conditions:
                 for value in ConditionStatus:
                     conditions.add_metric(
                         [*key, condition.type, value.value.lower()], 1.0 if condition.status == value else 0.0
                     )
-        yield from (desired, ready, routers, bounds, latency, target, rate, conditions)
+        yield from (desired, ready, routers, bounds, latency, target, rate, stand_ins, conditions)
 
 
 SERVICES = InferenceServiceCollector()

@@ -13,8 +13,10 @@ from tritonscale.api.status import (
     ConditionType,
     InferenceServiceStatus,
     ScaleEvent,
+    SpotFallbackStatus,
 )
 from tritonscale.policy.placement import no_spot_reason
+from tritonscale.policy.spot_fallback import return_window_s
 
 
 @dataclass(frozen=True)
@@ -43,8 +45,11 @@ class StackState:
     spot: DeploymentState | None
     router: DeploymentState | None
     problem: tuple[str, str] | None = None  # (reason, message) of a failed reconcile
-    # Pods the scheduler could not place: (pod count, the scheduler's message), most common first.
+    # Pods the scheduler could not place: (pod count, the scheduler's message), most common first;
+    # spot pods are left out while on-demand stand-ins cover them (the fallback is not a fault).
     unschedulable: tuple[tuple[int, str], ...] = ()
+    fallback: SpotFallbackStatus | None = None  # None while spot is off
+    unschedulable_spot: int = 0  # spot pods the scheduler could not place
 
     @property
     def triton(self) -> list[DeploymentState]:
@@ -108,6 +113,42 @@ def _ready_condition(
     return ConditionStatus.TRUE, "Serving", summary if note is None else f"{summary}; {note}"
 
 
+def _spot_fallback_condition(
+    capacity: CapacitySpec, state: StackState
+) -> tuple[ConditionStatus, str, str] | None:
+    """Whether on-demand replicas stand in for spot ones, and why, in words; None without spot."""
+    fallback = state.fallback
+    if fallback is None or not capacity.spot.enabled:
+        return None
+    wanted, ready = (state.spot.desired, state.spot.ready) if state.spot is not None else (0, 0)
+    after = capacity.spot.fallback_after_seconds
+    pods = f"{state.unschedulable_spot} of {wanted} spot pods cannot be scheduled"
+    if fallback.stand_ins and fallback.missing_since is not None:
+        since = fallback.missing_since.strftime("%H:%M:%SZ")
+        return (
+            ConditionStatus.TRUE,
+            "SpotUnavailable",
+            f"{pods} (since {since}, longer than capacity.spot.fallbackAfterSeconds {after}): "
+            f"{fallback.stand_ins} on-demand replicas stand in for them",
+        )
+    if fallback.stand_ins:
+        return (
+            ConditionStatus.TRUE,
+            "ReturningToSpot",
+            f"{ready}/{wanted} spot replicas ready again; the {fallback.stand_ins} on-demand stand-ins "
+            f"leave, half at a time, each time spot has stayed ready for {return_window_s(after):g}s",
+        )
+    if fallback.missing_since is not None:
+        since = fallback.missing_since.strftime("%H:%M:%SZ")
+        return (
+            ConditionStatus.FALSE,
+            "WaitingForSpot",
+            f"{pods} (since {since}); on-demand replicas stand in once that lasts "
+            f"capacity.spot.fallbackAfterSeconds ({after}s)",
+        )
+    return ConditionStatus.FALSE, "SpotAvailable", f"{ready}/{wanted} spot replicas ready"
+
+
 def _progressing_condition(state: StackState) -> tuple[ConditionStatus, str, str]:
     if state.problem is not None:
         return (
@@ -145,11 +186,18 @@ def stack_status(
     previous = service.status
     generation = service.metadata.generation
     conditions = list(previous.conditions)
-    for condition_type, (status, reason, message) in (
+    computed = [
         (ConditionType.READY, _ready_condition(desired, state, service.spec.capacity)),
         (ConditionType.PROGRESSING, _progressing_condition(state)),
         (ConditionType.DEGRADED, _degraded_condition(state)),
-    ):
+    ]
+    spot = _spot_fallback_condition(service.spec.capacity, state)
+    if spot is not None:
+        computed.append((ConditionType.SPOT_FALLBACK, spot))
+    elif previous.condition(ConditionType.SPOT_FALLBACK) is not None:
+        spot_off = (ConditionStatus.FALSE, "SpotDisabled", "capacity.spot.enabled is false")
+        computed.append((ConditionType.SPOT_FALLBACK, spot_off))
+    for condition_type, (status, reason, message) in computed:
         conditions = set_condition(conditions, condition_type, status, reason, message, now, generation)
     order = list(ConditionType)
     conditions.sort(key=lambda c: order.index(ConditionType(c.type)) if c.type in order else len(order))
@@ -162,6 +210,7 @@ def stack_status(
             "on_demand_replicas": _ready(state.on_demand),
             "spot_replicas": _ready(state.spot),
             "router_replicas": _ready(state.router),
+            "spot_fallback": state.fallback,
             "endpoint": endpoint,
             "conditions": conditions,
         }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -276,3 +276,92 @@ def test_a_spec_change_writes_only_what_it_changes() -> None:
         ("apply", "Deployment", "vision", "resnet-ondemand")
     ]
     assert outcome is not None and outcome.applied == 1
+
+
+def _spot_pod(index: int, scheduled: bool) -> dict[str, Any]:
+    condition = {"type": "PodScheduled", "status": "True"}
+    if not scheduled:
+        condition = {
+            "type": "PodScheduled",
+            "status": "False",
+            "reason": "Unschedulable",
+            "message": "0/4 nodes are available: 4 node(s) didn't match Pod's node affinity/selector.",
+        }
+    return {
+        "metadata": {
+            "name": f"resnet-spot-{index}",
+            "labels": {
+                "app.kubernetes.io/instance": "resnet",
+                "app.kubernetes.io/managed-by": "tritonscale",
+                "tritonscale.io/pool": "spot",
+            },
+        },
+        "status": {"conditions": [condition]},
+    }
+
+
+def test_on_demand_stands_in_for_unschedulable_spot_and_leaves_once_spot_is_back() -> None:
+    """The whole loop on the in-memory cluster: trouble, stand-ins, an Event each way, the
+    condition in words, and no drop below desired while spot comes back."""
+    clock = [NOW]
+    cluster = FakeCluster()
+    cluster.add_service(
+        make_inference_service(
+            name="resnet",
+            namespace="vision",
+            spec__replicas=4,
+            spec__capacity={"onDemandBase": 1, "spot": {"enabled": True, "fallbackAfterSeconds": 30}},
+        )
+    )
+    reconciler = StackReconciler(cluster, clock=lambda: clock[0])
+
+    def advance(seconds: float) -> None:
+        clock[0] = clock[0] + timedelta(seconds=seconds)
+        reconciler.refresh_status("vision", "resnet")
+
+    def replicas(pool: str) -> int:
+        count: int = cluster.deployment("vision", f"resnet-{pool}")["spec"]["replicas"]
+        return count
+
+    reconciler.reconcile("vision", "resnet")
+    assert (replicas("ondemand"), replicas("spot")) == (1, 3)
+    cluster.make_ready("vision", "resnet-router")
+    cluster.make_ready("vision", "resnet-ondemand")
+    cluster.make_ready("vision", "resnet-spot", ready=0)
+    for index in range(3):
+        cluster.pods[("vision", f"resnet-spot-{index}")] = _spot_pod(index, scheduled=False)
+    advance(0)
+    assert conditions(cluster)["SpotFallback"] == ("False", "WaitingForSpot")
+    assert conditions(cluster)["Degraded"] == ("True", "Unschedulable")
+    advance(29)
+    assert replicas("ondemand") == 1
+    advance(1)  # 30 s of unschedulable spot: three stand in at once
+    assert (replicas("ondemand"), replicas("spot")) == (4, 3)
+    status = cluster.services[("vision", "resnet")]["status"]
+    assert status["spotFallback"]["standIns"] == 3
+    assert conditions(cluster)["SpotFallback"] == ("True", "SpotUnavailable")
+    cluster.make_ready("vision", "resnet-ondemand")
+    advance(5)
+    assert conditions(cluster)["Ready"][0] == "True"  # 4 of 4 desired ready, on on-demand
+    assert conditions(cluster)["Degraded"] == ("False", "AsExpected")  # the waiting spot pods are covered
+    assert [r for t, r, _ in cluster.events if r == "SpotFallback"] == ["SpotFallback"]
+
+    # Spot is back: pods placed and ready; the stand-ins leave half at a time, one window each.
+    for index in range(3):
+        cluster.pods[("vision", f"resnet-spot-{index}")] = _spot_pod(index, scheduled=True)
+    cluster.make_ready("vision", "resnet-spot")
+    seen = []
+    for _ in range(40):
+        advance(5)
+        seen.append(replicas("ondemand"))
+        cluster.make_ready("vision", "resnet-ondemand")
+        ready = sum(
+            cluster.deployment("vision", f"resnet-{pool}")["status"]["readyReplicas"]
+            for pool in ("ondemand", "spot")
+        )
+        assert ready >= 4
+    assert seen[0] == 4 and seen[-1] == 1
+    assert sorted(set(seen), reverse=True) == [4, 2, 1]  # 3 -> 1 -> 0 stand-ins, 60 s apart
+    assert [r for t, r, _ in cluster.events if r == "SpotReturn"] == ["SpotReturn", "SpotReturn"]
+    assert cluster.services[("vision", "resnet")]["status"]["spotFallback"]["standIns"] == 0
+    assert conditions(cluster)["SpotFallback"] == ("False", "SpotAvailable")

@@ -181,18 +181,49 @@ class TritonSpec(ApiModel):
         return env
 
 
+TPU_RESOURCE = "google.com/tpu"
+# Accelerators whose product every built-in preset can select on, and those only the karpenter
+# preset can (render/presets.py maps each to its node label); the custom preset names its own.
+PRODUCT_LABELLED_RESOURCES = ("nvidia.com/gpu", "amd.com/gpu", TPU_RESOURCE)
+KARPENTER_PRODUCT_LABELLED_RESOURCES = ("aws.amazon.com/neuron", "aws.amazon.com/neuroncore")
+# GKE's TPU slice topologies: chips per dimension, 2 or 3 dimensions (2x4, 4x4x4).
+TPU_TOPOLOGY_PATTERN = r"^[1-9][0-9]{0,2}(x[1-9][0-9]{0,2}){1,2}$"
+
+
 class AcceleratorSpec(ApiModel):
     """Accelerators each Triton replica needs."""
 
+    rules = (
+        Rule(
+            field="topology",
+            message=f"topology applies to {TPU_RESOURCE} only",
+            cel=f"!has(self.topology) || self.resource == '{TPU_RESOURCE}'",
+            holds=lambda self: self.topology is None or self.resource == TPU_RESOURCE,
+        ),
+    )
+
     resource: ResourceName = Field(
-        description="Extended resource name: nvidia.com/gpu, google.com/tpu, amd.com/gpu, aws.amazon.com/neuron, ..."
+        description=(
+            "Extended resource requested per replica (limits and requests): nvidia.com/gpu, "
+            "amd.com/gpu, google.com/tpu, aws.amazon.com/neuron, or any other device plugin's "
+            "resource such as an FPGA or ASIC."
+        )
     )
     count: int = Field(default=1, ge=1, le=64, description="Accelerators per replica.")
     product: LabelValue | None = Field(
         default=None,
         description=(
-            "Accelerator product, e.g. NVIDIA-A100-SXM4-40GB; becomes a node-label requirement "
-            "whose key depends on capacity.nodePoolPreset."
+            "Accelerator product, required as the value of a node label whose key depends on "
+            "capacity.nodePoolPreset and the resource, e.g. a100 (karpenter), nvidia-tesla-a100 "
+            "(gke), NVIDIA-A100-SXM4-40GB (eks and aks: GPU feature discovery's "
+            "nvidia.com/gpu.product), tpu-v5-lite-podslice (google.com/tpu)."
+        ),
+    )
+    topology: Annotated[str, StringConstraints(pattern=TPU_TOPOLOGY_PATTERN, max_length=16)] | None = Field(
+        default=None,
+        description=(
+            "TPU slice topology, e.g. 2x4 (google.com/tpu only): required as the value of the node "
+            "label cloud.google.com/gke-tpu-topology."
         ),
     )
 
@@ -254,7 +285,10 @@ class CustomPreset(ApiModel):
     spot: PoolPlacement = Field(default_factory=PoolPlacement, description="Placement of spot replicas.")
     accelerator_product_label: LabelKey | None = Field(
         default=None,
-        description="Node label whose value is the accelerator product (for accelerator.product).",
+        description=(
+            "Node label whose value is the accelerator product (for accelerator.product). Pods "
+            "that request no accelerator (CPU-only Triton replicas, routers) avoid nodes carrying it."
+        ),
     )
 
 
@@ -278,9 +312,9 @@ class SpotSpec(ApiModel):
         default=60,
         ge=0,
         le=3600,
-        description="Not acted on yet: the automatic move of spot replicas that stay unschedulable "
-        "this long to on-demand capacity is still being built. Today unschedulable spot replicas are "
-        "reported in the Ready and Degraded conditions (reason Unschedulable) and nothing moves.",
+        description="Seconds spot pods may stay unschedulable before as many on-demand replicas "
+        "stand in for them (the SpotFallback condition says when); the stand-ins leave, half at a "
+        "time, once spot has stayed ready for twice this long (at least 60 s).",
     )
 
 

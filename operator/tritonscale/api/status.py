@@ -23,6 +23,7 @@ class ConditionType(StrEnum):
     METRICS_AVAILABLE = "MetricsAvailable"
     SCALING_LIMITED = "ScalingLimited"
     SCALING_ACTIVE = "ScalingActive"
+    SPOT_FALLBACK = "SpotFallback"
 
 
 class Condition(ApiModel):
@@ -45,6 +46,21 @@ class ScaleEvent(ApiModel):
     from_: int = Field(alias="from", ge=0, description="Desired replicas before.")
     to: int = Field(ge=0, description="Desired replicas after.")
     reason: str = Field(max_length=1024, description="Why, in numbers.")
+
+
+class SpotFallbackStatus(ApiModel):
+    """On-demand replicas standing in for spot replicas that cannot run, and the clocks that
+    move them (kept in status so that a restarted operator carries on)."""
+
+    stand_ins: int = Field(
+        default=0, ge=0, description="On-demand replicas standing in for missing spot replicas."
+    )
+    missing_since: datetime | None = Field(
+        default=None, description="Since when spot replicas have been missing (not ready)."
+    )
+    healthy_since: datetime | None = Field(
+        default=None, description="Since when every spot replica has been ready while stand-ins run."
+    )
 
 
 class CapacityModel(ApiModel):
@@ -93,6 +109,9 @@ class InferenceServiceStatus(ApiModel):
         default=None, ge=0, description="Arrival rate, last measured (req/s)."
     )
     last_scale: ScaleEvent | None = Field(default=None, description="The last change of desired replicas.")
+    spot_fallback: SpotFallbackStatus | None = Field(
+        default=None, description="Spot fallback state; unset while spot is off."
+    )
     capacity_model: CapacityModel | None = Field(
         default=None, description="What the autoscaler assumes about this service; unset while it is off."
     )
@@ -100,7 +119,7 @@ class InferenceServiceStatus(ApiModel):
     conditions: list[Condition] = Field(
         default_factory=list,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
-        description="Ready, Progressing, Degraded, MetricsAvailable, ScalingLimited, ScalingActive.",
+        description="Ready, Progressing, Degraded, MetricsAvailable, ScalingLimited, ScalingActive, SpotFallback.",
     )
 
     def condition(self, condition_type: ConditionType) -> Condition | None:

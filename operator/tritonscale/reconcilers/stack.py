@@ -17,11 +17,20 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from tritonscale.api.resource import InferenceService, InvalidInferenceService, parse_inference_service
-from tritonscale.api.status import ConditionStatus, ConditionType, InferenceServiceStatus
+from tritonscale.api.status import ConditionStatus, ConditionType, InferenceServiceStatus, SpotFallbackStatus
 from tritonscale.errors import NameConflictError, NamespaceTerminatingError, RejectedError
 from tritonscale.policy.placement import Placement, split_replicas
 from tritonscale.policy.replicas import reconciled_replicas
-from tritonscale.render.names import FIELD_MANAGER, LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY, StackNames
+from tritonscale.policy.spot_fallback import next_fallback, with_stand_ins
+from tritonscale.render.names import (
+    FIELD_MANAGER,
+    LABEL_INSTANCE,
+    LABEL_MANAGED_BY,
+    LABEL_POOL,
+    MANAGED_BY,
+    POOL_SPOT,
+    StackNames,
+)
 from tritonscale.render.stack import RenderOptions, render_stack
 from tritonscale.status import DeploymentState, StackState, set_condition, stack_status
 
@@ -77,6 +86,14 @@ def deployment_state(deployment: dict[str, Any]) -> DeploymentState:
         >= int(deployment["metadata"].get("generation", 0)),
         failure=failure,
     )
+
+
+NO_FALLBACK = SpotFallbackStatus()
+
+
+def _pool(pod: dict[str, Any]) -> str | None:
+    labels: dict[str, str] = pod.get("metadata", {}).get("labels", {})
+    return labels.get(LABEL_POOL)
 
 
 def unschedulable_pods(pods: list[dict[str, Any]]) -> tuple[tuple[int, str], ...]:
@@ -208,24 +225,33 @@ class StackReconciler:
                 raise RejectedError(f"invalid InferenceService {namespace}/{name}: {invalid}") from invalid
             names = StackNames(service.name, service.namespace, self.options.cluster_domain)
             desired = reconciled_replicas(service)
+            owned = self._owned_deployments(service, names)
+            pods = self._pods_if_unsettled(service, names, owned)
+            fallback = self._next_fallback(service, names, desired, owned, pods)
+            placement = with_stand_ins(
+                split_replicas(desired, service.spec.capacity), fallback or NO_FALLBACK
+            )
+            previous = service.status.spot_fallback or NO_FALLBACK
+            # Stand-ins come or go on a status refresh too: that is when spot trouble shows.
+            apply = apply or (fallback or NO_FALLBACK).stand_ins != previous.stand_ins
             problem: tuple[str, str] | None = None
             applied = 0
-            owned: list[dict[str, Any]] | None = None
             if apply:
                 try:
-                    applied, owned = self._apply(service, names, desired)
+                    applied, owned = self._apply(service, names, placement)
                 except RejectedError as rejected:
                     problem = (rejected.reason, str(rejected))
             else:
                 # A pool left behind (spot switched off) goes as soon as the on-demand pool is
                 # ready to carry its replicas, which a child event tells, not at the next resync.
-                placement = split_replicas(desired, service.spec.capacity)
                 owned = self._prune_deployments(
-                    service, names, render_stack(service, placement, self.options), placement
+                    service, names, render_stack(service, placement, self.options), placement, owned
                 )
-            state = self._observe(service, names, problem, owned)
-            if not state.unschedulable and any(d.ready < d.desired for d in state.triton):
-                self.on_unsettled(namespace, name)
+            state = self._observe(names, problem, owned, pods, fallback)
+            if (not state.unschedulable and any(d.ready < d.desired for d in state.triton)) or (
+                fallback is not None and (fallback.stand_ins or fallback.missing_since)
+            ):
+                self.on_unsettled(namespace, name)  # also the fallback's and the return's clocks
             status = stack_status(
                 service, desired, state, self.clock(), names.triton_selector_string, names.endpoint_url
             )
@@ -234,11 +260,44 @@ class StackReconciler:
                 raise RejectedError(problem[1])
             return Outcome(status=status, applied=applied)
 
+    def _pods_if_unsettled(
+        self, service: InferenceService, names: StackNames, owned: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """The stack's pods, read only when some Deployment lacks ready replicas: a settled
+        stack costs no pod list."""
+        if not any(deployment_state(d).ready < deployment_state(d).desired for d in owned):
+            return []
+        selector = {LABEL_INSTANCE: names.instance, LABEL_MANAGED_BY: MANAGED_BY}
+        return self.api.list_pods(service.namespace, selector)
+
+    def _next_fallback(
+        self,
+        service: InferenceService,
+        names: StackNames,
+        desired: int,
+        owned: list[dict[str, Any]],
+        pods: list[dict[str, Any]],
+    ) -> SpotFallbackStatus | None:
+        """The spot fallback's next state (policy.spot_fallback); None while spot is off."""
+        capacity = service.spec.capacity
+        if not capacity.spot.enabled:
+            return None
+        spot = next((d for d in owned if d["metadata"]["name"] == names.spot_deployment), None)
+        ready = deployment_state(spot).ready if spot is not None else 0
+        unschedulable = sum(n for n, _ in unschedulable_pods([p for p in pods if _pool(p) == POOL_SPOT]))
+        return next_fallback(
+            service.status.spot_fallback or NO_FALLBACK,
+            split_replicas(desired, capacity).spot,
+            ready,
+            unschedulable,
+            self.clock(),
+            capacity.spot.fallback_after_seconds,
+        )
+
     def _apply(
-        self, service: InferenceService, names: StackNames, desired: int
+        self, service: InferenceService, names: StackNames, placement: Placement
     ) -> tuple[int, list[dict[str, Any]]]:
         """Write the stack; returns how many objects were written and the owned Deployments."""
-        placement = split_replicas(desired, service.spec.capacity)
         objects = [with_applied_hash(obj) for obj in render_stack(service, placement, self.options)]
         existing = {
             (obj["kind"], obj["metadata"]["name"]): self.api.get_object(
@@ -264,7 +323,9 @@ class StackReconciler:
             self.api.apply(obj, dry_run=True)
         for obj in changed:
             self.api.apply(obj)
-        return len(changed), self._prune_deployments(service, names, objects, placement)
+        return len(changed), self._prune_deployments(
+            service, names, objects, placement, self._owned_deployments(service, names)
+        )
 
     def _owned_deployments(self, service: InferenceService, names: StackNames) -> list[dict[str, Any]]:
         selector = {LABEL_INSTANCE: names.instance, LABEL_MANAGED_BY: MANAGED_BY}
@@ -280,6 +341,7 @@ class StackReconciler:
         names: StackNames,
         rendered: list[dict[str, Any]],
         placement: Placement,
+        owned: list[dict[str, Any]],
     ) -> list[dict[str, Any]]:
         """Remove Deployments no longer rendered (the spot pool after spot is disabled), but
         only once the on-demand pool carries its share and is ready: capacity never dips.
@@ -289,7 +351,6 @@ class StackReconciler:
         raises the on-demand replicas, when the old, smaller on-demand pool looks rolled out.
         """
         wanted = {obj["metadata"]["name"] for obj in rendered if obj["kind"] == "Deployment"}
-        owned = self._owned_deployments(service, names)
         stale = [d for d in owned if d["metadata"]["name"] not in wanted]
         if not stale:
             return owned
@@ -312,26 +373,25 @@ class StackReconciler:
 
     def _observe(
         self,
-        service: InferenceService,
         names: StackNames,
         problem: tuple[str, str] | None,
-        owned: list[dict[str, Any]] | None,
+        owned: list[dict[str, Any]],
+        pods: list[dict[str, Any]],
+        fallback: SpotFallbackStatus | None,
     ) -> StackState:
-        """What the children report; `owned` is the Deployment list already read, if any."""
-        if owned is None:
-            owned = self._owned_deployments(service, names)
+        """What the children report, from the Deployments and pods already read."""
         by_name = {d["metadata"]["name"]: deployment_state(d) for d in owned}
-        unschedulable: tuple[tuple[int, str], ...] = ()
-        # Pods are read only when some are missing: a settled stack costs no pod list.
-        if any(d.ready < d.desired for d in by_name.values()):
-            selector = {LABEL_INSTANCE: names.instance, LABEL_MANAGED_BY: MANAGED_BY}
-            unschedulable = unschedulable_pods(self.api.list_pods(service.namespace, selector))
+        spot_pods = [p for p in pods if _pool(p) == POOL_SPOT]
+        covered = fallback is not None and fallback.stand_ins > 0
         return StackState(
             on_demand=by_name.get(names.on_demand_deployment),
             spot=by_name.get(names.spot_deployment),
             router=by_name.get(names.router_deployment),
             problem=problem,
-            unschedulable=unschedulable,
+            # Spot pods that wait while stand-ins carry their load are the fallback, not a fault.
+            unschedulable=unschedulable_pods([p for p in pods if not (covered and _pool(p) == POOL_SPOT)]),
+            fallback=fallback,
+            unschedulable_spot=sum(n for n, _ in unschedulable_pods(spot_pods)),
         )
 
     def _write_status(
@@ -371,6 +431,24 @@ class StackReconciler:
                 "Reconciled",
                 f"applied generation {status.observed_generation}: {applied} objects, "
                 f"{status.desired_replicas} Triton replicas desired",
+            )
+        was = (previous.spot_fallback or NO_FALLBACK).stand_ins
+        now = (status.spot_fallback or NO_FALLBACK).stand_ins
+        if now > was:
+            spot = status.condition(ConditionType.SPOT_FALLBACK)
+            self.api.post_event(
+                body,
+                "Warning",
+                "SpotFallback",
+                f"{now - was} more on-demand replicas stand in for spot ({now} in all): "
+                f"{spot.message if spot else 'spot pods cannot be scheduled'}",
+            )
+        elif now < was:
+            self.api.post_event(
+                body,
+                "Normal",
+                "SpotReturn",
+                f"spot stayed ready: {was - now} on-demand stand-ins removed, {now} left",
             )
         before, after = previous.condition(ConditionType.READY), status.condition(ConditionType.READY)
         if after is not None and (before is None or before.status != after.status):
