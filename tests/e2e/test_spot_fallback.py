@@ -1,0 +1,130 @@
+"""Spot fallback and return on the real control plane: kwok nodes, the real scheduler and the
+taint-eviction controller. Spot nodes reclaimed (a NoExecute taint evicts the replicas, which then
+cannot be placed) bring the full replica count back on on-demand; spot capacity given back moves
+replicas back without ready replicas ever falling below desired, sampled throughout."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from tests.builders import make_inference_service
+from tests.e2e.conftest import OperatorThread
+from tests.e2e.test_operator import _condition, _get, _yaml
+from tritonscale_sandbox.cluster import Cluster, NodePool, node_manifests
+
+pytestmark = pytest.mark.e2e
+
+NS, NAME = "e2e-fallback", "flaky"
+RECLAIM_TAINT = "tritonscale.test/reclaimed=true:NoExecute"
+POOLS = [
+    NodePool(
+        name=f"e2e-fallback-{kind}",
+        count=2,
+        labels={"e2e-fallback": kind},
+        allocatable={"cpu": "16", "memory": "64Gi", "ephemeral-storage": "200Gi", "pods": "110"},
+        zones=("zone-a", "zone-b"),
+    )
+    for kind in ("ondemand", "spot")
+]
+
+
+def _ready_replicas(cluster: Cluster) -> dict[str, int]:
+    deployments = cluster.get_json("deployments", "-l", f"app.kubernetes.io/instance={NAME}", namespace=NS)
+    return {
+        d["metadata"]["name"].removeprefix(f"{NAME}-"): int(d.get("status", {}).get("readyReplicas") or 0)
+        for d in deployments["items"]
+    }
+
+
+def _wanted(cluster: Cluster, pool: str) -> int:
+    deployment: dict[str, Any] = cluster.get_json("deployment", f"{NAME}-{pool}", namespace=NS)
+    return int(deployment["spec"]["replicas"])
+
+
+def test_reclaimed_spot_falls_back_to_on_demand_and_returns_without_a_dip(
+    cluster: Cluster, operator: OperatorThread
+) -> None:
+    cluster.apply_yaml(node_manifests(POOLS))
+    spot_nodes = POOLS[1].node_names()
+    cluster.create_namespace(NS)
+    service = make_inference_service(
+        NAME,
+        NS,
+        spec__replicas=4,
+        spec__triton={"resources": {"requests": {"cpu": "1"}}},
+        spec__capacity={
+            "nodePoolPreset": "custom",
+            "custom": {
+                "onDemand": {"nodeSelector": {"e2e-fallback": "ondemand"}},
+                "spot": {"nodeSelector": {"e2e-fallback": "spot"}},
+            },
+            "onDemandBase": 1,
+            "spot": {"enabled": True, "maxFraction": 0.75, "fallbackAfterSeconds": 5},
+        },
+    )
+    samples: list[tuple[float, int]] = []
+    stop = threading.Event()
+    try:
+        cluster.kubectl("apply", "-f", "-", input=_yaml(service))
+        cluster.wait_until(
+            lambda: (
+                _ready_replicas(cluster).get("ondemand") == 1 and _ready_replicas(cluster).get("spot") == 3
+            ),
+            "1 on-demand and 3 spot replicas ready",
+            timeout_s=90,
+        )
+
+        # Spot is reclaimed: every spot node gets a NoExecute taint, its replicas are evicted and
+        # their replacements cannot be placed anywhere.
+        reclaimed = time.monotonic()
+        cluster.kubectl("taint", "nodes", *spot_nodes, RECLAIM_TAINT)
+        cluster.wait_until(
+            lambda: _ready_replicas(cluster).get("ondemand", 0) >= 4,
+            "4 ready on-demand replicas after spot was reclaimed",
+            timeout_s=120,
+        )
+        recovered_s = time.monotonic() - reclaimed
+        print(f"full capacity back on on-demand {recovered_s:.1f} s after every spot node was reclaimed")
+        status = _get(cluster, NS, NAME)["status"]
+        assert status["spotFallback"]["standIns"] == 3
+        spot = _condition(_get(cluster, NS, NAME), "SpotFallback")
+        assert spot is not None and (spot["status"], spot["reason"]) == ("True", "SpotUnavailable")
+        assert "3 on-demand replicas stand in" in spot["message"]
+        assert recovered_s <= 60, f"full capacity took {recovered_s:.1f} s to come back"
+
+        # Spot comes back; sample the ready replicas until every stand-in has left.
+        def sample() -> None:
+            while not stop.is_set():
+                ready = _ready_replicas(cluster)
+                samples.append((time.monotonic(), ready.get("ondemand", 0) + ready.get("spot", 0)))
+                stop.wait(0.5)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        cluster.kubectl("taint", "nodes", *spot_nodes, RECLAIM_TAINT.split("=", maxsplit=1)[0] + "-")
+        cluster.wait_until(
+            lambda: _wanted(cluster, "ondemand") == 1 and _ready_replicas(cluster).get("spot") == 3,
+            "every stand-in gone and 3 spot replicas ready",
+            timeout_s=240,
+        )
+        stop.set()
+        sampler.join(timeout=5)
+        assert len(samples) > 100, "too few samples to say capacity never dipped"
+        assert min(ready for _, ready in samples) >= 4, "ready replicas fell below desired during the return"
+        spot = _condition(_get(cluster, NS, NAME), "SpotFallback")
+        assert spot is not None and (spot["status"], spot["reason"]) == ("False", "SpotAvailable")
+        reasons = [
+            e["reason"]
+            for e in cluster.get_json(
+                "events", "--field-selector", f"involvedObject.name={NAME}", namespace=NS
+            )["items"]
+        ]
+        assert "SpotFallback" in reasons and "SpotReturn" in reasons
+    finally:
+        stop.set()
+        cluster.kubectl("delete", "namespace", NS, "--wait=false")
+        cluster.kubectl("delete", "node", *POOLS[0].node_names(), *spot_nodes, "--wait=false")
