@@ -39,6 +39,7 @@ def process_stack(
     name: str,
     model: SimulatedModel,
     autoscaling: dict[str, Any],
+    capacity: dict[str, Any] | None = None,
     extra_targets: Callable[[], list[ScrapeTarget]] = list,
     prometheus_options: dict[str, Any] | None = None,
 ) -> Iterator[tuple[ProcessBackedCluster, LocalRouter, LocalPrometheus]]:
@@ -50,6 +51,7 @@ def process_stack(
         spec__replicas=1,
         spec__loadBalancing={"policy": "LeastConnections"},
         spec__autoscaling=autoscaling,
+        **({"spec__capacity": capacity} if capacity is not None else {}),
     )
     names = StackNames(name, namespace)
     pool = TritonPool(

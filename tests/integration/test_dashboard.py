@@ -75,6 +75,8 @@ def observed_stack(
         model=SimulatedModel(
             "simulated", base_ms=20, per_item_ms=2, max_batch_size=4, max_queue_delay_us=2000
         ),
+        # Spot on, so the spot fallback's series exist too (local processes are never unschedulable).
+        capacity={"onDemandBase": 1, "spot": {"enabled": True, "maxFraction": 0.5}},
         autoscaling={
             "minReplicas": 1,
             "maxReplicas": 3,
