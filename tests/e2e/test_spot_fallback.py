@@ -5,6 +5,7 @@ replicas back without ready replicas ever falling below desired, sampled through
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from typing import Any
@@ -20,28 +21,56 @@ pytestmark = pytest.mark.e2e
 
 NS, NAME = "e2e-fallback", "flaky"
 RECLAIM_TAINT = "tritonscale.test/reclaimed=true:NoExecute"
-POOLS = [
-    NodePool(
-        name=f"e2e-fallback-{kind}",
-        count=2,
-        labels={"e2e-fallback": kind},
-        allocatable={"cpu": "16", "memory": "64Gi", "ephemeral-storage": "200Gi", "pods": "110"},
-        zones=("zone-a", "zone-b"),
+
+
+def pools(prefix: str) -> list[NodePool]:
+    """An on-demand and a spot pool of two kwok nodes each, for one test alone."""
+    return [
+        NodePool(
+            name=f"{prefix}-{kind}",
+            count=2,
+            labels={prefix: kind},
+            allocatable={"cpu": "16", "memory": "64Gi", "ephemeral-storage": "200Gi", "pods": "110"},
+            zones=("zone-a", "zone-b"),
+        )
+        for kind in ("ondemand", "spot")
+    ]
+
+
+def spot_service(prefix: str, namespace: str) -> dict[str, Any]:
+    """4 replicas: 1 on on-demand, 3 on spot; stand-ins after 5 s of unschedulable spot."""
+    return make_inference_service(
+        NAME,
+        namespace,
+        spec__replicas=4,
+        spec__triton={"resources": {"requests": {"cpu": "1"}}},
+        spec__capacity={
+            "nodePoolPreset": "custom",
+            "custom": {
+                "onDemand": {"nodeSelector": {prefix: "ondemand"}},
+                "spot": {"nodeSelector": {prefix: "spot"}},
+            },
+            "onDemandBase": 1,
+            "spot": {"enabled": True, "maxFraction": 0.75, "fallbackAfterSeconds": 5},
+        },
     )
-    for kind in ("ondemand", "spot")
-]
 
 
-def _ready_replicas(cluster: Cluster) -> dict[str, int]:
-    deployments = cluster.get_json("deployments", "-l", f"app.kubernetes.io/instance={NAME}", namespace=NS)
+POOLS = pools("e2e-fallback")
+
+
+def _ready_replicas(cluster: Cluster, namespace: str = NS) -> dict[str, int]:
+    deployments = cluster.get_json(
+        "deployments", "-l", f"app.kubernetes.io/instance={NAME}", namespace=namespace
+    )
     return {
         d["metadata"]["name"].removeprefix(f"{NAME}-"): int(d.get("status", {}).get("readyReplicas") or 0)
         for d in deployments["items"]
     }
 
 
-def _wanted(cluster: Cluster, pool: str) -> int:
-    deployment: dict[str, Any] = cluster.get_json("deployment", f"{NAME}-{pool}", namespace=NS)
+def _wanted(cluster: Cluster, pool: str, namespace: str = NS) -> int:
+    deployment: dict[str, Any] = cluster.get_json("deployment", f"{NAME}-{pool}", namespace=namespace)
     return int(deployment["spec"]["replicas"])
 
 
@@ -51,21 +80,7 @@ def test_reclaimed_spot_falls_back_to_on_demand_and_returns_without_a_dip(
     cluster.apply_yaml(node_manifests(POOLS))
     spot_nodes = POOLS[1].node_names()
     cluster.create_namespace(NS)
-    service = make_inference_service(
-        NAME,
-        NS,
-        spec__replicas=4,
-        spec__triton={"resources": {"requests": {"cpu": "1"}}},
-        spec__capacity={
-            "nodePoolPreset": "custom",
-            "custom": {
-                "onDemand": {"nodeSelector": {"e2e-fallback": "ondemand"}},
-                "spot": {"nodeSelector": {"e2e-fallback": "spot"}},
-            },
-            "onDemandBase": 1,
-            "spot": {"enabled": True, "maxFraction": 0.75, "fallbackAfterSeconds": 5},
-        },
-    )
+    service = spot_service("e2e-fallback", NS)
     samples: list[tuple[float, int]] = []
     stop = threading.Event()
     try:
@@ -128,3 +143,46 @@ def test_reclaimed_spot_falls_back_to_on_demand_and_returns_without_a_dip(
         stop.set()
         cluster.kubectl("delete", "namespace", NS, "--wait=false")
         cluster.kubectl("delete", "node", *POOLS[0].node_names(), *spot_nodes, "--wait=false")
+
+
+def test_a_spot_market_that_flaps_every_minute_does_not_make_replicas_ping_pong(
+    cluster: Cluster, operator: OperatorThread
+) -> None:
+    """Spot reclaimed for 30 s, back for 30 s, four times: the on-demand count goes up once to
+    cover spot and stays there; it never moves back and forth."""
+    prefix, namespace = "e2e-flap", "e2e-flap"
+    flap_pools = pools(prefix)
+    spot_nodes = flap_pools[1].node_names()
+    cluster.apply_yaml(node_manifests(flap_pools))
+    cluster.create_namespace(namespace)
+    counts: list[int] = []
+    stop = threading.Event()
+    try:
+        cluster.kubectl("apply", "-f", "-", input=_yaml(spot_service(prefix, namespace)))
+        cluster.wait_until(
+            lambda: _ready_replicas(cluster, namespace).get("spot") == 3,
+            "3 spot replicas ready",
+            timeout_s=90,
+        )
+
+        def sample() -> None:
+            while not stop.is_set():
+                counts.append(_wanted(cluster, "ondemand", namespace))
+                stop.wait(1.0)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        for _ in range(4):
+            cluster.kubectl("taint", "nodes", *spot_nodes, RECLAIM_TAINT)
+            time.sleep(30)
+            cluster.kubectl("taint", "nodes", *spot_nodes, RECLAIM_TAINT.split("=", maxsplit=1)[0] + "-")
+            time.sleep(30)
+        stop.set()
+        sampler.join(timeout=5)
+        changes = [(a, b) for a, b in itertools.pairwise(counts) if a != b]
+        print(f"on-demand replicas over the flapping market: {sorted(set(counts))}, changes {changes}")
+        assert changes == [(1, 4)], f"on-demand replicas moved back and forth: {changes}"
+    finally:
+        stop.set()
+        cluster.kubectl("delete", "namespace", namespace, "--wait=false")
+        cluster.kubectl("delete", "node", *flap_pools[0].node_names(), *spot_nodes, "--wait=false")

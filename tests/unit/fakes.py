@@ -49,13 +49,8 @@ class FakeCluster:
             raise ConflictError(f"{namespace}/{name} changed: {resource_version} != {stored_version}")
         self.services[(namespace, name)]["metadata"]["resourceVersion"] = str(int(stored_version) + 1)
         self.calls.append(("status", namespace, name))
-        # A JSON merge patch: null removes a key, anything else replaces it.
         current = self.services[(namespace, name)].setdefault("status", {})
-        for key, value in status.items():
-            if value is None:
-                current.pop(key, None)
-            else:
-                current[key] = copy.deepcopy(value)
+        _merge_patch(current, status)
 
     # --- children ----------------------------------------------------------
     def get_object(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
@@ -135,3 +130,16 @@ class FakeCluster:
         if self.fail_next is not None:
             message, self.fail_next = self.fail_next, None
             raise TransientError(message, delay=1.0)
+
+
+def _merge_patch(target: dict[str, Any], patch: dict[str, Any]) -> None:
+    """A JSON merge patch (RFC 7386), as the API server applies one: null removes a key, an
+    object merges into an object key by key (keys it leaves out are kept), anything else
+    replaces."""
+    for key, value in patch.items():
+        if value is None:
+            target.pop(key, None)
+        elif isinstance(value, dict) and isinstance(target.get(key), dict):
+            _merge_patch(target[key], value)
+        else:
+            target[key] = copy.deepcopy(value)

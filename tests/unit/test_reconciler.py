@@ -365,3 +365,35 @@ def test_on_demand_stands_in_for_unschedulable_spot_and_leaves_once_spot_is_back
     assert [r for t, r, _ in cluster.events if r == "SpotReturn"] == ["SpotReturn", "SpotReturn"]
     assert cluster.services[("vision", "resnet")]["status"]["spotFallback"]["standIns"] == 0
     assert conditions(cluster)["SpotFallback"] == ("False", "SpotAvailable")
+
+
+def test_a_flapping_spot_market_keeps_the_stand_ins_through_status_round_trips() -> None:
+    """The fallback's clocks live in status and go through JSON merge patches: a clock that is
+    cleared must be cleared in the stored status too, or an old healthySince comes back and a
+    stand-in leaves while spot flaps."""
+    clock = [NOW]
+    cluster = FakeCluster()
+    cluster.add_service(
+        make_inference_service(
+            name="resnet",
+            namespace="vision",
+            spec__replicas=4,
+            spec__capacity={"onDemandBase": 1, "spot": {"enabled": True, "fallbackAfterSeconds": 5}},
+        )
+    )
+    reconciler = StackReconciler(cluster, clock=lambda: clock[0])
+    reconciler.reconcile("vision", "resnet")
+    cluster.make_ready("vision", "resnet-router")
+    on_demand: list[int] = []
+    for cycle in range(6):
+        gone = cycle % 2 == 0
+        for index in range(3):
+            cluster.pods[("vision", f"resnet-spot-{index}")] = _spot_pod(index, scheduled=not gone)
+        cluster.make_ready("vision", "resnet-spot", ready=0 if gone else 3)
+        for _ in range(6):  # 30 s in 5 s steps
+            clock[0] += timedelta(seconds=5)
+            reconciler.refresh_status("vision", "resnet")
+            cluster.make_ready("vision", "resnet-ondemand")
+            on_demand.append(cluster.deployment("vision", "resnet-ondemand")["spec"]["replicas"])
+    assert on_demand[-1] == 4 and sorted(set(on_demand)) == [1, 4]
+    assert on_demand == sorted(on_demand), f"stand-ins left while spot flapped: {on_demand}"

@@ -91,6 +91,16 @@ def deployment_state(deployment: dict[str, Any]) -> DeploymentState:
 NO_FALLBACK = SpotFallbackStatus()
 
 
+def stack_status_patch(status: InferenceServiceStatus) -> dict[str, Any]:
+    """The status as a JSON merge patch. A merge patch keeps what it leaves out, so the spot
+    fallback's state goes whole, with its cleared clocks as explicit nulls (or null itself when
+    spot is off): a stale clock read back would move stand-ins at the wrong time."""
+    patch = status.to_wire()
+    fallback = status.spot_fallback
+    patch["spotFallback"] = None if fallback is None else fallback.model_dump(by_alias=True, mode="json")
+    return patch
+
+
 def _pool(pod: dict[str, Any]) -> str | None:
     labels: dict[str, str] = pod.get("metadata", {}).get("labels", {})
     return labels.get(LABEL_POOL)
@@ -399,7 +409,9 @@ class StackReconciler:
     ) -> None:
         previous = service.status
         if status != previous:
-            self.api.patch_inference_service_status(service.namespace, service.name, status.to_wire())
+            self.api.patch_inference_service_status(
+                service.namespace, service.name, stack_status_patch(status)
+            )
         self._post_events(body, previous, status, applied)
 
     def _post_events(
