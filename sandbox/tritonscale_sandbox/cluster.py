@@ -56,11 +56,19 @@ from tritonscale_sandbox.process import log_tail, spawn
 from tritonscale_sandbox.process import stop as stop_process
 
 __all__ = [
+    "AKS_GPU_PRODUCT",
     "CAPACITY_TYPE_LABEL",
+    "EKS_GPU_PRODUCT",
+    "GAUDI_PRODUCT",
+    "GAUDI_PRODUCT_LABEL",
+    "GKE_GPU_PRODUCT",
     "GPU_PRODUCT",
+    "KARPENTER_GPU_NAME",
     "KWOK_ANNOTATION",
     "KWOK_NODE_LABEL",
     "REQUIRED_BINARIES",
+    "TPU_PRODUCT",
+    "TPU_TOPOLOGY",
     "Cluster",
     "ClusterError",
     "KubectlError",
@@ -161,35 +169,65 @@ ON_DEMAND = "on-demand"
 SPOT = "spot"
 CAPACITY_TYPE_LABEL = "karpenter.sh/capacity-type"
 GPU_PRODUCT = "NVIDIA-A100-SXM4-40GB"
+#: The accelerator products of the pools below, as each preset names them.
+KARPENTER_GPU_NAME = "a100"
+GKE_GPU_PRODUCT = "nvidia-tesla-a100"
+EKS_GPU_PRODUCT = "NVIDIA-L4"
+AKS_GPU_PRODUCT = "NVIDIA-A100-SXM4-80GB"
+TPU_PRODUCT = "tpu-v5-lite-podslice"
+TPU_TOPOLOGY = "2x4"
+GAUDI_PRODUCT = "gaudi2"
+#: The node label the on-premises Gaudi pool names its product with (a custom preset's).
+GAUDI_PRODUCT_LABEL = "accelerator.example.com/product"
+
+
+def _gpu_allocatable(cpu: str, memory: str, resource: str = "nvidia.com/gpu") -> dict[str, str]:
+    return {"cpu": cpu, "memory": memory, "ephemeral-storage": "800Gi", "pods": "110", resource: "8"}
 
 
 def default_node_pools() -> list[NodePool]:
-    """The node pools of a small Karpenter-on-EKS-like cluster, spread over zone-a and zone-b.
+    """The node pools of a small Karpenter-on-EKS-like cluster, spread over zone-a and zone-b,
+    with tainted pools that look like GKE, EKS managed node groups, AKS and an on-premises
+    custom cluster beside them (a real cluster has one provider; these let one control plane
+    check every preset).
 
     - ``cpu-ondemand``: 2 on-demand CPU nodes (m5.4xlarge: 16 CPU, 64Gi).
-    - ``gpu-ondemand``: 2 on-demand GPU nodes (p4d.24xlarge: 96 CPU, 1152Gi, 8 x A100).
+    - ``gpu-ondemand``: 2 on-demand GPU nodes (p4d.24xlarge: 96 CPU, 1152Gi, 8 x A100), not
+      tainted (Karpenter taints nothing by itself).
     - ``gpu-spot``: 2 spot GPU nodes like the above, tainted
       ``karpenter.sh/capacity-type=spot:NoSchedule``.
 
-    Every node has ``karpenter.sh/capacity-type: on-demand|spot``; GPU nodes have
+    Every node of these three has ``karpenter.sh/capacity-type: on-demand|spot``; GPU nodes have
     ``nvidia.com/gpu.product: NVIDIA-A100-SXM4-40GB``, ``nvidia.com/gpu.count: "8"`` and
     ``karpenter.k8s.aws/instance-gpu-name: a100``.
+
+    - ``gke-a100``, ``gke-a100-spot``: GKE A100 nodes (a2-highgpu-8g), tainted
+      ``nvidia.com/gpu=present:NoSchedule`` as GKE does; the spot ones labelled
+      ``cloud.google.com/gke-spot: "true"`` and tainted with it, as GKE recommends.
+    - ``gke-tpu-v5e``: GKE TPU v5e nodes (ct5lp-hightpu-8t, 2x4, 8 ``google.com/tpu``), tainted
+      ``google.com/tpu=present:NoSchedule`` as GKE does.
+    - ``eks-l4-spot``: an EKS managed spot node group (``eks.amazonaws.com/capacityType: SPOT``)
+      of L4 nodes (g6.48xlarge) with GPU feature discovery's labels, tainted
+      ``nvidia.com/gpu=true:NoSchedule`` by its owner (EKS adds no taint).
+    - ``aks-a100-spot``: an AKS spot pool of A100 80GB nodes (Standard_ND96amsr_A100_v4) with
+      AKS's ``kubernetes.azure.com/scalesetpriority=spot:NoSchedule`` taint and label, the
+      ``kubernetes.azure.com/accelerator: nvidia`` label, GPU feature discovery's labels and the
+      ``sku=gpu:NoSchedule`` taint of AKS's GPU guide.
+    - ``gaudi``: on-premises nodes with 8 ``habana.ai/gaudi`` each, labelled
+      ``accelerator.example.com/product: gaudi2`` by their owner and tainted
+      ``habana.ai/gaudi:NoSchedule``.
     """
     gpu_labels = {
         "nvidia.com/gpu.product": GPU_PRODUCT,
         "nvidia.com/gpu.count": "8",
         "nvidia.com/gpu.present": "true",
-        "karpenter.k8s.aws/instance-gpu-name": "a100",
+        "karpenter.k8s.aws/instance-gpu-name": KARPENTER_GPU_NAME,
         "karpenter.k8s.aws/instance-gpu-manufacturer": "nvidia",
         "karpenter.k8s.aws/instance-gpu-count": "8",
     }
-    gpu_allocatable = {
-        "cpu": "96",
-        "memory": "1152Gi",
-        "ephemeral-storage": "800Gi",
-        "pods": "110",
-        "nvidia.com/gpu": "8",
-    }
+    gpu_allocatable = _gpu_allocatable("96", "1152Gi")
+    gke_gpu_labels = {"cloud.google.com/gke-accelerator": GKE_GPU_PRODUCT}
+    gke_gpu_taint = Taint("nvidia.com/gpu", "present", "NoSchedule")
     return [
         NodePool(
             name="cpu-ondemand",
@@ -212,6 +250,79 @@ def default_node_pools() -> list[NodePool]:
             taints=(Taint(CAPACITY_TYPE_LABEL, SPOT, "NoSchedule"),),
             allocatable=gpu_allocatable,
             instance_type="p4d.24xlarge",
+        ),
+        NodePool(
+            name="gke-a100",
+            count=2,
+            labels={**gke_gpu_labels, "cloud.google.com/gke-nodepool": "gke-a100"},
+            taints=(gke_gpu_taint,),
+            allocatable=_gpu_allocatable("96", "680Gi"),
+            instance_type="a2-highgpu-8g",
+        ),
+        NodePool(
+            name="gke-a100-spot",
+            count=2,
+            labels={
+                **gke_gpu_labels,
+                "cloud.google.com/gke-nodepool": "gke-a100-spot",
+                "cloud.google.com/gke-spot": "true",
+                "cloud.google.com/gke-provisioning": "spot",
+            },
+            taints=(gke_gpu_taint, Taint("cloud.google.com/gke-spot", "true", "NoSchedule")),
+            allocatable=_gpu_allocatable("96", "680Gi"),
+            instance_type="a2-highgpu-8g",
+        ),
+        NodePool(
+            name="gke-tpu-v5e",
+            count=2,
+            labels={
+                "cloud.google.com/gke-nodepool": "gke-tpu-v5e",
+                "cloud.google.com/gke-tpu-accelerator": TPU_PRODUCT,
+                "cloud.google.com/gke-tpu-topology": TPU_TOPOLOGY,
+            },
+            taints=(Taint("google.com/tpu", "present", "NoSchedule"),),
+            allocatable=_gpu_allocatable("224", "384Gi", resource="google.com/tpu"),
+            instance_type="ct5lp-hightpu-8t",
+        ),
+        NodePool(
+            name="eks-l4-spot",
+            count=2,
+            labels={
+                "eks.amazonaws.com/capacityType": "SPOT",
+                "eks.amazonaws.com/nodegroup": "eks-l4-spot",
+                "nvidia.com/gpu.product": EKS_GPU_PRODUCT,
+                "nvidia.com/gpu.count": "8",
+                "nvidia.com/gpu.present": "true",
+            },
+            taints=(Taint("nvidia.com/gpu", "true", "NoSchedule"),),
+            allocatable=_gpu_allocatable("192", "768Gi"),
+            instance_type="g6.48xlarge",
+        ),
+        NodePool(
+            name="aks-a100-spot",
+            count=2,
+            labels={
+                "kubernetes.azure.com/scalesetpriority": "spot",
+                "kubernetes.azure.com/accelerator": "nvidia",
+                "kubernetes.azure.com/agentpool": "a100spot",
+                "nvidia.com/gpu.product": AKS_GPU_PRODUCT,
+                "nvidia.com/gpu.count": "8",
+                "nvidia.com/gpu.present": "true",
+            },
+            taints=(
+                Taint("kubernetes.azure.com/scalesetpriority", "spot", "NoSchedule"),
+                Taint("sku", "gpu", "NoSchedule"),
+            ),
+            allocatable=_gpu_allocatable("96", "1900Gi"),
+            instance_type="Standard_ND96amsr_A100_v4",
+        ),
+        NodePool(
+            name="gaudi",
+            count=2,
+            labels={GAUDI_PRODUCT_LABEL: GAUDI_PRODUCT},
+            taints=(Taint("habana.ai/gaudi", "", "NoSchedule"),),
+            allocatable=_gpu_allocatable("160", "1000Gi", resource="habana.ai/gaudi"),
+            instance_type="gaudi2-server",
         ),
     ]
 

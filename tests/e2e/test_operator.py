@@ -27,7 +27,13 @@ import yaml
 from tests.builders import INVALID_CASES, load_example, make_inference_service, make_invalid
 from tests.e2e.conftest import CHART, REPO, ChartRelease, OperatorThread
 from tests.e2e.interrupted_operator import PAUSED
-from tritonscale_sandbox.cluster import CAPACITY_TYPE_LABEL, GPU_PRODUCT, Cluster, KubectlError
+from tritonscale_sandbox.cluster import (
+    CAPACITY_TYPE_LABEL,
+    GPU_PRODUCT,
+    KARPENTER_GPU_NAME,
+    Cluster,
+    KubectlError,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -40,7 +46,7 @@ CHILD_KINDS = "configmaps,services,deployments,poddisruptionbudgets"
 ALL_KINDS = f"{CHILD_KINDS},replicasets,pods"
 READY_TIMEOUT_S = 90.0
 GPU_SPOT = {
-    "accelerator": {"resource": "nvidia.com/gpu", "count": 1, "product": GPU_PRODUCT},
+    "accelerator": {"resource": "nvidia.com/gpu", "count": 1, "product": KARPENTER_GPU_NAME},
     "capacity": {
         "nodePoolPreset": "karpenter",
         "onDemandBase": 1,
@@ -212,10 +218,21 @@ def assert_one_replicaset_per_deployment(cluster: Cluster, namespace: str, name:
         assert not failures, (rs["metadata"]["name"], failures)
 
 
+def _accelerator_nodes(cluster: Cluster) -> set[str]:
+    """Nodes with an extended resource (nvidia.com/gpu, google.com/tpu, habana.ai/gaudi)."""
+    return {
+        n["metadata"]["name"]
+        for n in cluster.get_json("nodes")["items"]
+        if any("/" in resource for resource in n["status"].get("allocatable", {}))
+    }
+
+
 def assert_placement(cluster: Cluster, namespace: str, name: str, gpu: bool, spot_pods: int) -> None:
-    """Triton pods on the right pools (GPU nodes for GPU pods; spot pool on spot nodes only,
-    on-demand pool never on spot); routers never on spot; every pod Running and Ready."""
+    """Triton pods on the right pools (GPU nodes for GPU pods, never for CPU-only ones; spot pool
+    on spot nodes only, on-demand pool never on spot); routers never on spot nor on accelerator
+    nodes; every pod Running and Ready."""
     nodes = _node_labels(cluster)
+    accelerators = _accelerator_nodes(cluster)
     triton = _pods(cluster, namespace, f"{INSTANCE}={name},app.kubernetes.io/component=triton")
     routers = _pods(cluster, namespace, f"{INSTANCE}={name},app.kubernetes.io/component=router")
     for pod in triton + routers:
@@ -228,8 +245,13 @@ def assert_placement(cluster: Cluster, namespace: str, name: str, gpu: bool, spo
         assert node[CAPACITY_TYPE_LABEL] == wanted_capacity, where
         if gpu:
             assert node.get("nvidia.com/gpu.product") == GPU_PRODUCT, where
+            assert node.get("karpenter.k8s.aws/instance-gpu-name") == KARPENTER_GPU_NAME, where
+        else:
+            assert pod["spec"]["nodeName"] not in accelerators, where
     for pod in routers:
-        assert nodes[pod["spec"]["nodeName"]][CAPACITY_TYPE_LABEL] != "spot", pod["metadata"]["name"]
+        where = (pod["metadata"]["name"], pod["spec"]["nodeName"])
+        assert nodes[pod["spec"]["nodeName"]][CAPACITY_TYPE_LABEL] != "spot", where
+        assert pod["spec"]["nodeName"] not in accelerators, where
     assert sum(pod["metadata"]["labels"][POOL] == "spot" for pod in triton) == spot_pods
 
 

@@ -137,7 +137,7 @@ def test_pool_selectors_do_not_overlap_and_the_service_spans_both() -> None:
 @pytest.mark.parametrize(
     ("preset", "spot_key", "spot_value", "product_key"),
     [
-        ("karpenter", "karpenter.sh/capacity-type", "spot", "nvidia.com/gpu.product"),
+        ("karpenter", "karpenter.sh/capacity-type", "spot", "karpenter.k8s.aws/instance-gpu-name"),
         ("gke", "cloud.google.com/gke-spot", "true", "cloud.google.com/gke-accelerator"),
         ("eks", "eks.amazonaws.com/capacityType", "SPOT", "nvidia.com/gpu.product"),
         ("aks", "kubernetes.azure.com/scalesetpriority", "spot", "nvidia.com/gpu.product"),
@@ -146,6 +146,7 @@ def test_pool_selectors_do_not_overlap_and_the_service_spans_both() -> None:
 def test_presets_place_spot_and_accelerators(
     preset: str, spot_key: str, spot_value: str, product_key: str
 ) -> None:
+    """The short version; tests/unit/test_presets.py has every preset, pool and accelerator."""
     obj = make_inference_service(
         name="g",
         spec__capacity={"nodePoolPreset": preset, "spot": {"enabled": True}},
@@ -159,7 +160,8 @@ def test_presets_place_spot_and_accelerators(
     ]
     assert {"key": spot_key, "operator": "In", "values": [spot_value]} in term["matchExpressions"]
     assert {"key": product_key, "operator": "In", "values": ["A100"]} in term["matchExpressions"]
-    assert any(t["key"] == spot_key for t in pod["tolerations"])
+    # EKS taints no spot node (and refuses taint keys under eks.amazonaws.com/).
+    assert any(t["key"] == spot_key for t in pod["tolerations"]) == (preset != "eks")
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
     resources = pod["containers"][0]["resources"]
     assert resources["limits"]["nvidia.com/gpu"] == "2" and resources["requests"]["nvidia.com/gpu"] == "2"
@@ -234,15 +236,20 @@ def test_router_config_hash_follows_the_config() -> None:
     assert router_hash("RoundRobin", 2) != router_hash("LeastConnections", 2)
 
 
-def test_router_keeps_off_spot_capacity() -> None:
-    obj = make_inference_service(spec__capacity={"spot": {"enabled": True}})
+def test_router_keeps_off_spot_capacity_and_accelerator_nodes() -> None:
+    obj = make_inference_service(
+        spec__capacity={"spot": {"enabled": True}}, spec__accelerator={"resource": "nvidia.com/gpu"}
+    )
     router = by_kind_name(stack_of(service_from(obj)))[("Deployment", "svc-router")]
     (term,) = router["spec"]["template"]["spec"]["affinity"]["nodeAffinity"][
         "requiredDuringSchedulingIgnoredDuringExecution"
     ]["nodeSelectorTerms"]
-    assert term["matchExpressions"] == [
-        {"key": "karpenter.sh/capacity-type", "operator": "NotIn", "values": ["spot"]}
-    ]
+    expressions = term["matchExpressions"]
+    assert expressions[0] == {"key": "karpenter.sh/capacity-type", "operator": "NotIn", "values": ["spot"]}
+    absent = {e["key"] for e in expressions[1:] if e["operator"] == "DoesNotExist"}
+    assert {"karpenter.k8s.aws/instance-gpu-name", "nvidia.com/gpu.product"} <= absent
+    assert len(absent) == len(expressions) - 1
+    assert "tolerations" not in router["spec"]["template"]["spec"]
 
 
 def test_status_selector_selects_triton_pods_of_both_pools() -> None:

@@ -292,6 +292,18 @@ class CustomPreset(ApiModel):
     )
 
 
+def product_has_a_label(accelerator: AcceleratorSpec, capacity: CapacitySpec) -> bool:
+    """Whether accelerator.product can become a node-label requirement under this preset."""
+    if accelerator.product is None:
+        return True
+    if capacity.node_pool_preset == NodePoolPreset.CUSTOM:
+        return capacity.custom is not None and capacity.custom.accelerator_product_label is not None
+    return accelerator.resource in PRODUCT_LABELLED_RESOURCES or (
+        capacity.node_pool_preset == NodePoolPreset.KARPENTER
+        and accelerator.resource in KARPENTER_PRODUCT_LABELLED_RESOURCES
+    )
+
+
 class SpotSpec(ApiModel):
     """Use of spot (preemptible) capacity."""
 
@@ -546,20 +558,22 @@ class InferenceServiceSpec(ApiModel):
         ),
         Rule(
             field="accelerator.product",
-            message="accelerator.product with the custom preset needs capacity.custom.acceleratorProductLabel",
+            message=(
+                "accelerator.product needs a node label naming the product: the built-in presets "
+                f"have one for {', '.join(PRODUCT_LABELLED_RESOURCES)}, karpenter also for "
+                f"{', '.join(KARPENTER_PRODUCT_LABELLED_RESOURCES)}; otherwise use the custom preset "
+                "with capacity.custom.acceleratorProductLabel"
+            ),
             cel=(
                 "!has(self.accelerator) || !has(self.accelerator.product) || "
-                "self.capacity.nodePoolPreset != 'custom' || "
-                "(has(self.capacity.custom) && has(self.capacity.custom.acceleratorProductLabel))"
+                "(self.capacity.nodePoolPreset == 'custom' ? "
+                "(has(self.capacity.custom) && has(self.capacity.custom.acceleratorProductLabel)) : "
+                f"(self.accelerator.resource in {_cel_list(PRODUCT_LABELLED_RESOURCES)} || "
+                "(self.capacity.nodePoolPreset == 'karpenter' && "
+                f"self.accelerator.resource in {_cel_list(KARPENTER_PRODUCT_LABELLED_RESOURCES)})))"
             ),
             holds=lambda self: (
-                self.accelerator is None
-                or self.accelerator.product is None
-                or self.capacity.node_pool_preset != NodePoolPreset.CUSTOM
-                or (
-                    self.capacity.custom is not None
-                    and self.capacity.custom.accelerator_product_label is not None
-                )
+                self.accelerator is None or product_has_a_label(self.accelerator, self.capacity)
             ),
         ),
     )

@@ -20,7 +20,7 @@ from tritonscale.render.pods import (
     restricted_pod_security,
     spread_constraints,
 )
-from tritonscale.render.presets import pool_node_requirements, required_node_affinity
+from tritonscale.render.presets import node_requirements, required_node_affinity
 
 HAPROXY_UID: Final = 99  # the `haproxy` user of the official image
 CONFIG_DIR: Final = "/usr/local/etc/haproxy"
@@ -140,8 +140,9 @@ def render_router_deployment(service: InferenceService, names: StackNames, confi
     router = service.spec.load_balancing.router
     selector = names.component_selector(COMPONENT_ROUTER)
     labels = names.common_labels(COMPONENT_ROUTER)
-    # Routers hold every client connection: keep them off spot capacity.
-    requirements = pool_node_requirements(service.spec.capacity, spot=False)
+    # Routers hold every client connection: keep them off spot capacity, and (they need no
+    # accelerator) off accelerator nodes.
+    requirements = node_requirements(service.spec.capacity, None, spot=False)
     pod_spec: dict[str, Any] = {
         "automountServiceAccountToken": False,
         "securityContext": restricted_pod_security(HAPROXY_UID),

@@ -22,9 +22,8 @@ from tritonscale.render.pods import (
 )
 from tritonscale.render.presets import (
     accelerator_tolerations,
-    pool_node_requirements,
+    node_requirements,
     pool_tolerations,
-    product_label_key,
     required_node_affinity,
 )
 
@@ -74,15 +73,6 @@ def _http_probe(path: str, period: int, failures: int) -> dict[str, Any]:
     }
 
 
-def _affinity(service: InferenceService, spot: bool) -> dict[str, Any] | None:
-    requirements = pool_node_requirements(service.spec.capacity, spot)
-    accelerator = service.spec.accelerator
-    if accelerator is not None and accelerator.product is not None:
-        key = product_label_key(service.spec.capacity, accelerator)
-        requirements.append({"key": key, "operator": "In", "values": [accelerator.product]})
-    return required_node_affinity(requirements)
-
-
 def render_triton_deployment(
     service: InferenceService, names: StackNames, pool: str, replicas: int
 ) -> dict[str, Any]:
@@ -123,7 +113,8 @@ def render_triton_deployment(
         "containers": [container],
         "securityContext": restricted_pod_security(TRITON_UID),
         "terminationGracePeriodSeconds": 30,
-        "tolerations": pool_tolerations(spec.capacity, spot) + accelerator_tolerations(spec.accelerator),
+        "tolerations": pool_tolerations(spec.capacity, spot)
+        + accelerator_tolerations(spec.capacity, spec.accelerator),
         "topologySpreadConstraints": spread_constraints(names.component_selector(COMPONENT_TRITON)),
         # The Python backend exchanges tensors through shared memory; the default 64 MiB is too small.
         # Models from object storage are downloaded here, counted against ephemeral-storage.
@@ -136,7 +127,8 @@ def render_triton_deployment(
         pod_spec["serviceAccountName"] = spec.triton.service_account_name
     else:
         pod_spec["automountServiceAccountToken"] = False
-    affinity = _affinity(service, spot)
+    # CPU-only replicas are kept off accelerator nodes, accelerator replicas on their product.
+    affinity = required_node_affinity(node_requirements(spec.capacity, spec.accelerator, spot))
     if affinity is not None:
         pod_spec["affinity"] = affinity
     if not pod_spec["tolerations"]:
