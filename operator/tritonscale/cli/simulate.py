@@ -12,13 +12,16 @@ from typing import Any
 
 import click
 import numpy as np
+from click.core import ParameterSource
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from tritonscale.api.spec import CapacitySpec
 from tritonscale.sim.engine import SimEnvironment, SimResult
 from tritonscale.sim.policies import POLICIES, Objective
-from tritonscale.sim.runner import Scenario, run_scenario
+from tritonscale.sim.runner import Scenario, run_scenario, run_spot_scenario
+from tritonscale.sim.spot import BANDS, STRATEGIES, STRESSED_SCALE, SpotMarket, spot_capacity
 from tritonscale.sim.workloads import BUILT_IN, Workload, built_in, from_trace
 
 
@@ -59,6 +62,68 @@ def result_record(result: SimResult, scenario: Scenario, oracle_hours: float | N
         "latency_metrics": scenario.latency_source,
     }
     return record
+
+
+def spot_records(
+    results: list[SimResult], scenario: Scenario, capacity: CapacitySpec, market: SpotMarket
+) -> list[dict[str, Any]]:
+    """Records of a --spot run: each policy's strategies, with cost and attainment relative to
+    the same policy on on-demand capacity only."""
+    baseline = {r.policy: r for r in results if r.capacity is not None and r.capacity.strategy == "on-demand"}
+    records = []
+    for result in results:
+        record = result_record(result, scenario, None)
+        reference = baseline.get(result.policy)
+        if reference is not None and reference.capacity is not None and result.capacity is not None:
+            record["cost_vs_on_demand_only"] = round(result.capacity.cost / reference.capacity.cost, 4)
+            record["attainment_vs_on_demand_only_points"] = round(
+                100 * (result.slo_attainment - reference.slo_attainment), 4
+            )
+        record["spot_market"] = market.describe()
+        record["capacity"] = {
+            "on_demand_base": capacity.on_demand_base,
+            "spot_max_fraction": capacity.spot.max_fraction,
+            "fallback_after_s": capacity.spot.fallback_after_seconds,
+        }
+        records.append(record)
+    return records
+
+
+def spot_table(records: list[dict[str, Any]], title: str) -> Table:
+    table = Table(title=title)
+    for column in (
+        "policy",
+        "capacity",
+        "attain",
+        "vs OD pts",
+        "p99 ms",
+        "OD rep-h",
+        "spot rep-h",
+        "cost",
+        "x OD-only",
+        "reclaims",
+        "outages",
+        "stand-in min",
+    ):
+        table.add_column(
+            column, justify="left" if column in ("policy", "capacity") else "right", no_wrap=True
+        )
+    for r in records:
+        table.add_row(
+            r["policy"],
+            r["capacity_strategy"],
+            f"{100 * r['slo_attainment']:.2f} %",
+            f"{r.get('attainment_vs_on_demand_only_points', 0.0):+.2f}",
+            "timeouts" if r["p99_ms"] is None else f"{r['p99_ms']:.0f}",
+            f"{r['replica_hours_on_demand']:.2f}",
+            f"{r['replica_hours_spot']:.2f}",
+            f"{r['cost']:.2f}",
+            f"{r.get('cost_vs_on_demand_only', 1.0):.3f}",
+            str(r["reclaims"]),
+            str(r["pool_outages"]),
+            f"{r['stand_in_s'] / 60:.1f}",
+        )
+    return table
 
 
 def results_table(records: list[dict[str, Any]], title: str) -> Table:
@@ -139,6 +204,98 @@ def plot_results(results: list[SimResult], scenario: Scenario, path: Path) -> No
     plt.close(figure)
 
 
+def plot_spot_results(results: list[SimResult], scenario: Scenario, path: Path) -> None:
+    """Load, then replicas by capacity type for each strategy (spot outages shaded), then latency."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    duration = scenario.workload.duration_s
+    bin_s = max(10.0, duration / 600)
+    edges = np.arange(0.0, duration + bin_s, bin_s)
+    centers_min = (edges[:-1] + bin_s / 2) / 60.0
+    rows = 2 + len(results)
+    figure, axes = plt.subplots(rows, 1, figsize=(12, 2.2 * rows + 1), sharex=True)
+    load_axis, latency_axis = axes[0], axes[-1]
+    arrivals = results[0].arrivals
+    counts, _ = np.histogram(arrivals, bins=edges)
+    load_axis.plot(centers_min, counts / bin_s, color="black", linewidth=1)
+    load_axis.set_ylabel("arrivals (req/s)")
+    load_axis.set_title(
+        f"{scenario.workload.name}: p{scenario.objective.percentile:g} objective "
+        f"{scenario.objective.target_ms:g} ms, seed {scenario.seed}"
+    )
+    index = np.digitize(arrivals, edges) - 1
+    top = max((max(c[1] + c[2] + c[3] for c in r.capacity.changes) for r in results if r.capacity), default=1)
+    for axis, result in zip(axes[1:-1], results, strict=True):
+        report = result.capacity
+        assert report is not None
+        times = [c[0] / 60.0 for c in report.changes] + [duration / 60.0]
+        last = report.changes[-1]
+        on_demand, spot, pending, stand_ins = (
+            [c[1] for c in report.changes] + [last[1]],
+            [c[2] for c in report.changes] + [last[2]],
+            [c[3] for c in report.changes] + [last[3]],
+            [c[4] for c in report.changes] + [last[4]],
+        )
+        axis.stackplot(
+            times,
+            on_demand,
+            spot,
+            step="post",
+            labels=["on-demand (incl. stand-ins)", "spot"],
+            colors=["#4c72b0", "#dd8452"],
+            alpha=0.85,
+        )
+        axis.step(
+            times, stand_ins, where="post", color="#1b3a6b", linestyle="--", linewidth=1, label="stand-ins"
+        )
+        axis.step(
+            times,
+            [a + b + c for a, b, c in zip(on_demand, spot, pending, strict=True)],
+            where="post",
+            color="#c44e52",
+            linewidth=0.8,
+            label="+ unschedulable spot pods",
+        )
+        for start, end in report.outages:
+            axis.axvspan(start / 60.0, min(end, duration) / 60.0, color="grey", alpha=0.2, linewidth=0)
+        axis.set_ylim(0, top * 1.15 + 1)
+        axis.set_ylabel("replicas")
+        cost = f"cost {report.cost:.1f}, {report.reclaims} reclaims, {report.pool_outages} outages (grey)"
+        axis.set_title(f"{result.policy} / {report.strategy}: {cost}", fontsize=9, loc="left")
+        axis.legend(loc="upper left", ncol=4, fontsize=7)
+        quantiles = np.full(len(edges) - 1, np.nan)
+        for bucket in range(len(edges) - 1):
+            chosen = result.latencies_s[index == bucket]
+            if chosen.size:
+                value = float(np.percentile(chosen, scenario.objective.percentile, method="inverted_cdf"))
+                quantiles[bucket] = 1000.0 * value if math.isfinite(value) else np.nan
+        latency_axis.plot(centers_min, quantiles, label=f"{result.policy} / {report.strategy}", linewidth=1)
+    latency_axis.axhline(scenario.objective.target_ms, color="red", linestyle="--", label="objective")
+    latency_axis.set_yscale("log")
+    latency_axis.set_ylabel(f"p{scenario.objective.percentile:g} latency (ms)")
+    latency_axis.set_xlabel("time (minutes)")
+    latency_axis.legend(loc="upper left", ncol=4, fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+SPOT_OPTIONS = (
+    "spot_band",
+    "interruption_scale",
+    "spot_notice_s",
+    "spot_discount",
+    "pool_loss_share",
+    "outage_median_s",
+    "on_demand_base",
+    "spot_max_fraction",
+    "fallback_after_s",
+)
+
+
 @click.command()
 @click.option(
     "--policy",
@@ -205,6 +362,69 @@ def plot_results(results: list[SimResult], scenario: Scenario, path: Path) -> No
 )
 @click.option("--max-replicas", type=click.IntRange(1, 1000), default=100, show_default=True)
 @click.option(
+    "--spot",
+    is_flag=True,
+    help="Compare capacity strategies for each policy: on-demand only, a static spot mix "
+    "(no fallback) and the operator's spot fallback, on a simulated spot market.",
+)
+@click.option(
+    "--spot-band",
+    type=click.Choice(list(BANDS)),
+    default="10-15",
+    show_default=True,
+    help="AWS Spot Advisor interruption band (% of instances per month); its midpoint, 25 for >20.",
+)
+@click.option(
+    "--interruption-scale",
+    type=click.FloatRange(min=0),
+    default=1.0,
+    show_default=True,
+    help=f"Multiplies every interruption rate: 1 is the band's honest rate; {STRESSED_SCALE:g} "
+    "puts a year of interruptions in every hour (the benchmark's stressed market).",
+)
+@click.option(
+    "--spot-notice-s",
+    type=click.FloatRange(min=0),
+    default=120.0,
+    show_default=True,
+    help="Interruption notice: 120 on AWS, 30 on GCP and Azure.",
+)
+@click.option(
+    "--spot-discount",
+    type=click.FloatRange(0.6, 0.9),
+    default=0.7,
+    show_default=True,
+    help="Spot's discount on the on-demand price (on-demand is 1.0 per replica-hour).",
+)
+@click.option(
+    "--pool-loss-share",
+    type=click.FloatRange(0, 1),
+    default=0.5,
+    show_default=True,
+    help="Share of interruptions that take the whole spot pool at once (and leave it without capacity).",
+)
+@click.option(
+    "--outage-median-s",
+    type=click.FloatRange(min=1),
+    default=1800.0,
+    show_default=True,
+    help="Median time the spot pool stays without capacity after a pool-wide loss (log-normal, sigma 1.2).",
+)
+@click.option("--on-demand-base", type=click.IntRange(0, 1000), default=1, show_default=True)
+@click.option(
+    "--spot-max-fraction",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=0.75,
+    show_default=True,
+)
+@click.option(
+    "--fallback-after-s",
+    type=click.IntRange(0, 3600),
+    default=60,
+    show_default=True,
+    help="capacity.spot.fallbackAfterSeconds of the spot-fallback strategy.",
+)
+@click.option(
     "--json",
     "json_path",
     type=click.Path(dir_okay=False, allow_dash=True),
@@ -234,6 +454,16 @@ def simulate(
     period_s: float,
     latency_metrics: str,
     max_replicas: int,
+    spot: bool,
+    spot_band: str,
+    interruption_scale: float,
+    spot_notice_s: float,
+    spot_discount: float,
+    pool_loss_share: float,
+    outage_median_s: float,
+    on_demand_base: int,
+    spot_max_fraction: float,
+    fallback_after_s: int,
     json_path: str | None,
     plot_path: Path | None,
 ) -> None:
@@ -243,7 +473,18 @@ def simulate(
     per-item-ms x batch), new ones serve after the cold start, and Prometheus-fed policies (hpa,
     keda) see metrics a scrape interval and a lag late. The latency policy is the operator's own
     code, reading Triton's statistics each period (or Prometheus, with --latency-metrics).
+
+    With --spot, each policy runs three times: on on-demand capacity only, on a static spot mix
+    (capacity.onDemandBase, then at most --spot-max-fraction on spot), and with the operator's
+    spot fallback, on a spot market that reclaims replicas at the band's rate; the table adds
+    replica-hours by capacity type, cost relative to on-demand only, reclaims and stand-in time.
     """
+    context = click.get_current_context()
+    stray = [
+        name for name in SPOT_OPTIONS if context.get_parameter_source(name) == ParameterSource.COMMANDLINE
+    ]
+    if stray and not spot:
+        raise click.UsageError(f"--{stray[0].replace('_', '-')} only applies with --spot")
     names = _policy_list(policies)
     try:
         chosen: Workload = (
@@ -271,7 +512,8 @@ def simulate(
         console=console,
         transient=True,
     ) as progress:
-        task = progress.add_task("measuring capacity (for the oracle)", total=len(names))
+        runs = len(names) * (len(STRATEGIES) if spot else 1)
+        task = progress.add_task("measuring capacity (for the oracle)", total=runs)
         done = 0
 
         def on_start(name: str) -> None:
@@ -279,16 +521,38 @@ def simulate(
             progress.update(task, description=f"simulating {name}", completed=done)
             done += 1
 
-        results = run_scenario(scenario, names, on_start=on_start)
-        progress.update(task, completed=len(names))
+        capacity = spot_capacity(on_demand_base, spot_max_fraction, fallback_after_s)
+        market = SpotMarket(
+            interruptions_per_month=BANDS[spot_band],
+            interruption_scale=interruption_scale,
+            notice_s=spot_notice_s,
+            pool_share=pool_loss_share,
+            outage_median_s=outage_median_s,
+            discount=spot_discount,
+            seed=seed,
+        )
+        if spot:
+            results = run_spot_scenario(scenario, names, capacity, market, on_start=on_start)
+        else:
+            results = run_scenario(scenario, names, on_start=on_start)
+        progress.update(task, completed=runs)
     elapsed = time.perf_counter() - started
-    oracle = next((r for r in results if r.policy == "oracle"), None)
-    records = [result_record(r, scenario, oracle.replica_hours if oracle else None) for r in results]
     title = (
         f"{chosen.name}, {chosen.duration_s / 3600:g} h, mean {chosen.mean_rate_rps:.0f} req/s, "
         f"p{percentile:g} <= {slo_ms:g} ms ({elapsed:.1f} s)"
     )
-    Console(stderr=json_path == "-", width=max(Console().width, 100)).print(results_table(records, title))
+    if spot:
+        records = spot_records(results, scenario, capacity, market)
+        title += (
+            f"; spot band {spot_band} % x{interruption_scale:g}, notice {spot_notice_s:g} s, "
+            f"discount {100 * spot_discount:g} %"
+        )
+        table = spot_table(records, title)
+    else:
+        oracle = next((r for r in results if r.policy == "oracle"), None)
+        records = [result_record(r, scenario, oracle.replica_hours if oracle else None) for r in results]
+        table = results_table(records, title)
+    Console(stderr=json_path == "-", width=max(Console().width, 150 if spot else 100)).print(table)
     if json_path:
         payload = json.dumps(records[0] if len(records) == 1 else records, indent=2)
         if json_path == "-":
@@ -296,5 +560,5 @@ def simulate(
         else:
             Path(json_path).write_text(payload + "\n")
     if plot_path:
-        plot_results(results, scenario, plot_path)
+        (plot_spot_results if spot else plot_results)(results, scenario, plot_path)
         console.print(f"plot written to {plot_path}")

@@ -8,7 +8,9 @@ Model, chosen to be fast enough for a day of traffic in seconds:
 - a request that waited longer than the queue timeout is dropped (a miss);
 - a new replica serves only after a cold start; a removed one finishes its batch and leaves;
 - policies act every `period_s` and see metrics as a scraper would: values over a window, as
-  of the last scrape, some seconds late.
+  of the last scrape, some seconds late;
+- with a `CapacityPlan` (sim.spot), replicas run on on-demand or spot capacity, placed as the
+  operator places them, and a spot market reclaims them (see sim.spot for that model).
 
 The hot loop is one iteration per batch; per-request arrays are filled in bulk between decisions.
 """
@@ -24,7 +26,9 @@ from typing import Protocol
 import numpy as np
 
 from tritonscale.api.observation import Observation
+from tritonscale.policy.placement import Placement
 from tritonscale.policy.queueing import ServiceTime
+from tritonscale.sim.spot import CapacityPlan, CapacityReport, MarketTimeline, integrate, make_strategy
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,7 @@ class SimResult:
     arrivals: np.ndarray = field(repr=False)
     latencies_s: np.ndarray = field(repr=False)
     timeline: Timeline = field(repr=False)
+    capacity: CapacityReport | None = field(default=None, repr=False)
 
     def summary(self) -> dict[str, float | int | str | None]:
         def finite(value: float) -> float | None:
@@ -121,6 +126,7 @@ class SimResult:
             "scale_actions": self.scale_actions,
             "flaps": self.flaps,
             "flaps_per_hour": round(self.flaps / (self.duration_s / 3600.0), 3),
+            **(self.capacity.summary() if self.capacity is not None else {}),
         }
 
 
@@ -146,8 +152,17 @@ class Simulation:
         self.slo_s = slo_ms / 1000.0
         self.percentile = percentile
 
-    def run(self, policy: SimPolicy, initial_replicas: int, duration_s: float) -> SimResult:
-        return _Run(self, policy, initial_replicas, duration_s).execute()
+    def run(
+        self,
+        policy: SimPolicy,
+        initial_replicas: int,
+        duration_s: float,
+        capacity: CapacityPlan | None = None,
+    ) -> SimResult:
+        """One policy's run; with `capacity`, replicas have capacity types and a spot market."""
+        if capacity is None:
+            return _Run(self, policy, initial_replicas, duration_s).execute()
+        return _CapacityRun(self, policy, initial_replicas, duration_s, capacity).execute()
 
 
 class _Run:
@@ -176,6 +191,9 @@ class _Run:
         self.head = 0
         self._now = 0.0
         self.timeline = Timeline()
+        self._start(initial_replicas)
+
+    def _start(self, initial_replicas: int) -> None:
         self._add(initial_replicas, ready_at=0.0)
 
     # --- ClusterView ---------------------------------------------------------
@@ -244,15 +262,18 @@ class _Run:
         )
 
     # --- replicas ------------------------------------------------------------
-    def _add(self, count: int, ready_at: float) -> None:
+    def _add(self, count: int, ready_at: float) -> list[int]:
+        added = []
         for _ in range(count):
             server = self.next_server
             self.next_server += 1
             self.ready_at[server] = ready_at
             self.free_at[server] = ready_at
             heapq.heappush(self.heap, (ready_at, server))
+            added.append(server)
+        return added
 
-    def _remove(self, count: int) -> None:
+    def _remove(self, count: int, among: list[int] | None = None) -> None:
         """Cancel cold starts first, then retire idle replicas, then the ones that free up first."""
         now = self._now
 
@@ -260,10 +281,14 @@ class _Run:
             warming = self.ready_at[server] > now
             return (not warming, -self.ready_at[server] if warming else self.free_at[server])
 
-        order = sorted(self.ready_at, key=removal_order)
+        order = sorted(self.ready_at if among is None else among, key=removal_order)
         for server in order[:count]:
-            del self.ready_at[server]
-            self.removed.add(server)
+            self._retire(server)
+
+    def _retire(self, server: int) -> None:
+        """The replica takes no more work (its batch in flight completes) and is no longer paid for."""
+        del self.ready_at[server]
+        self.removed.add(server)
 
     def _scale_to(self, desired: int) -> None:
         desired = min(max(desired, self.env.min_replicas), self.env.max_replicas)
@@ -357,6 +382,17 @@ class _Run:
         self._materialize()
         return self._result()
 
+    def _replica_seconds(self) -> float:
+        changes = self.timeline.provisioned_changes
+        replica_seconds = 0.0
+        for index, (time, replicas) in enumerate(changes):
+            end = changes[index + 1][0] if index + 1 < len(changes) else self.duration_s
+            replica_seconds += replicas * max(0.0, end - time)
+        return replica_seconds
+
+    def _capacity_report(self) -> CapacityReport | None:
+        return None
+
     def _result(self) -> SimResult:
         latencies = self.completion - self.sim.arrivals
         latencies[np.isnan(latencies)] = math.inf
@@ -364,10 +400,12 @@ class _Run:
         dropped = int(np.count_nonzero(np.isinf(latencies)))
         within = int(np.count_nonzero(latencies <= self.sim.slo_s))
         changes = self.timeline.provisioned_changes
-        replica_seconds = 0.0
-        for index, (time, replicas) in enumerate(changes):
-            end = changes[index + 1][0] if index + 1 < len(changes) else self.duration_s
-            replica_seconds += replicas * max(0.0, end - time)
+        capacity = self._capacity_report()
+        replica_seconds = (
+            self._replica_seconds()
+            if capacity is None
+            else 3600.0 * (capacity.on_demand_replica_hours + capacity.spot_replica_hours)
+        )
         p50, p95, p99 = (
             (1000.0 * float(v) for v in np.percentile(latencies, [50, 95, 99], method="inverted_cdf"))
             if requests
@@ -388,4 +426,219 @@ class _Run:
             arrivals=self.sim.arrivals,
             latencies_s=latencies,
             timeline=self.timeline,
+            capacity=capacity,
+        )
+
+
+ON_DEMAND, SPOT = "on-demand", "spot"
+
+
+class _CapacityRun(_Run):
+    """A run whose replicas have capacity types: the simulated operator places the autoscaler's
+    desired count with the plan's strategy, and the spot market notices, evicts and takes spot
+    replicas (sim.spot describes the model). Policies see `provisioned` as the count they asked
+    for (the operator's status.desiredReplicas) and `ready` as every serving replica."""
+
+    def __init__(
+        self, sim: Simulation, policy: SimPolicy, initial_replicas: int, duration_s: float, plan: CapacityPlan
+    ) -> None:
+        self.plan = plan
+        self.strategy = make_strategy(plan.strategy, plan.capacity)
+        max_spot = max(sim.env.max_replicas, initial_replicas)
+        self.market: MarketTimeline = plan.timeline or plan.market.timeline(duration_s, max_spot)
+        self.kind: dict[int, str] = {}
+        self.pending = 0  # spot pods the scheduler cannot place
+        self.draining: dict[int, float] = {}  # spot replicas under notice -> when their node goes
+        self.spot_up = True
+        self.target = Placement(on_demand=0, spot=0)
+        self.desired_total = initial_replicas
+        self.reclaims = 0
+        self.pool_outages = 0
+        self.changes: list[tuple[float, int, int, int, int]] = []
+        super().__init__(sim, policy, initial_replicas, duration_s)
+
+    @property
+    def provisioned(self) -> int:
+        return self.desired_total
+
+    def _start(self, initial_replicas: int) -> None:
+        self.target = self.strategy.plan(initial_replicas, 0, 0, 0.0)
+        for server in self._add(self.target.on_demand, ready_at=0.0):
+            self.kind[server] = ON_DEMAND
+        for server in self._add(self.target.spot, ready_at=0.0):
+            self.kind[server] = SPOT
+        self._snapshot()
+
+    def _retire(self, server: int) -> None:
+        super()._retire(server)
+        self.draining.pop(server, None)
+        del self.kind[server]
+
+    def _servers(self, kind: str) -> list[int]:
+        return [server for server in self.ready_at if self.kind[server] == kind]
+
+    # --- the operator ---------------------------------------------------------
+    def _reconcile(self) -> None:
+        """The stack reconciler: placement (and fallback) from the pools as they are now."""
+        ready_spot = sum(1 for server in self._servers(SPOT) if self.ready_at[server] <= self._now)
+        self.target = self.strategy.plan(self.desired_total, ready_spot, self.pending, self._now)
+        self._scale_pool(ON_DEMAND, self.target.on_demand)
+        self._scale_pool(SPOT, self.target.spot)
+        self._drain()
+
+    def _scale_pool(self, kind: str, target: int) -> None:
+        """The pool's Deployment at `target` pods: new pods start (spot ones only where the pool
+        has capacity), surplus ones go: unschedulable ones first, then as the scale-down order says."""
+        servers = self._servers(kind)
+        pods = len(servers) + (self.pending if kind == SPOT else 0)
+        if target > pods:
+            if kind == SPOT and not self.spot_up:
+                self.pending += target - pods
+                return
+            for server in self._add(target - pods, ready_at=self._now + self.env.cold_start_s):
+                self.kind[server] = kind
+        elif target < pods:
+            surplus = pods - target
+            if kind == SPOT:
+                cancelled = min(surplus, self.pending)
+                self.pending -= cancelled
+                surplus -= cancelled
+            if surplus:
+                self._remove(surplus, among=servers)
+
+    # --- the spot market and the node drain ------------------------------------
+    def _notice(self, server: int) -> None:
+        self.draining[server] = self._now + self.plan.market.notice_s
+        self.reclaims += 1
+
+    def _drain(self) -> None:
+        """Evict noticed replicas as the PodDisruptionBudget (maxUnavailable 1, unhealthy pods
+        always evictable) allows; each evicted pod is replaced at once."""
+        if not self.draining:
+            return
+        expected = self.target.on_demand + self.target.spot
+        healthy = sum(1 for ready_at in self.ready_at.values() if ready_at <= self._now)
+        for server in sorted(self.draining, key=lambda s: (self.draining[s], s)):
+            if self.ready_at[server] > self._now:
+                self._lose(server)
+            elif healthy >= expected:
+                self._lose(server)
+                healthy -= 1
+
+    def _lose(self, server: int) -> None:
+        self._retire(server)
+        self._scale_pool(SPOT, self.target.spot)
+
+    def _expire(self) -> None:
+        """Nodes whose notice has run out are gone, with whatever still ran on them."""
+        for server, gone_at in list(self.draining.items()):
+            if gone_at <= self._now:
+                self._lose(server)
+
+    def _pool_lost(self) -> None:
+        self.spot_up = False
+        self.pool_outages += 1
+        for server in self._servers(SPOT):
+            if server not in self.draining:
+                self._notice(server)
+
+    def _pool_back(self) -> None:
+        self.spot_up = True
+        if self.pending:
+            waiting, self.pending = self.pending, 0
+            for server in self._add(waiting, ready_at=self._now + self.env.cold_start_s):
+                self.kind[server] = SPOT
+
+    def _reclaim_candidate(self, draw: float) -> None:
+        if not self.spot_up:
+            return  # every spot replica already has its notice
+        up = [server for server in self._servers(SPOT) if server not in self.draining]
+        victim = self.market.victim(draw, len(up))
+        if victim is not None:
+            self._notice(up[victim])
+
+    def _snapshot(self) -> None:
+        on_demand = sum(1 for server in self.ready_at if self.kind[server] == ON_DEMAND)
+        entry = (self._now, on_demand, len(self.ready_at) - on_demand, self.pending, self.strategy.stand_ins)
+        if self.changes and self.changes[-1][1:] == entry[1:]:
+            return
+        if self.changes and self.changes[-1][0] == self._now:
+            self.changes[-1] = entry
+        else:
+            self.changes.append(entry)
+
+    # --- the event loop ------------------------------------------------------
+    def execute(self) -> SimResult:
+        period, tick = self.policy.period_s, self.plan.tick_s
+        next_decision, next_tick = period, tick
+        outages, candidates = self.market.outages, self.market.candidates
+        next_outage, next_candidate = 0, 0
+        outage_end: float | None = None
+        self.timeline.provisioned_changes.append((0.0, self.provisioned))
+        while True:
+            upcoming = [next_decision, next_tick]
+            if outage_end is not None:
+                upcoming.append(outage_end)
+            elif next_outage < len(outages):
+                upcoming.append(outages[next_outage][0])
+            if next_candidate < len(candidates):
+                upcoming.append(candidates[next_candidate][0])
+            if self.draining:
+                upcoming.append(min(self.draining.values()))
+            now = min(upcoming)
+            if now >= self.duration_s:
+                break
+            self._serve_until(now)
+            self._now = now
+            if outage_end is not None and outage_end <= now:
+                self._pool_back()
+                outage_end = None
+            if outage_end is None and next_outage < len(outages) and outages[next_outage][0] <= now:
+                outage_end = outages[next_outage][1]
+                next_outage += 1
+                self._pool_lost()
+            while next_candidate < len(candidates) and candidates[next_candidate][0] <= now:
+                self._reclaim_candidate(candidates[next_candidate][1])
+                next_candidate += 1
+            self._expire()
+            self._drain()
+            if next_decision <= now:
+                desired, reason = self.policy.step(self)
+                desired = min(max(desired, self.env.min_replicas), self.env.max_replicas)
+                if desired != self.desired_total:
+                    self.timeline.provisioned_changes.append((now, desired))
+                    self.desired_total = desired
+                self._reconcile()
+                self.timeline.decision_times.append(now)
+                self.timeline.desired.append(desired)
+                self.timeline.ready.append(self.ready)
+                self.timeline.reasons.append(reason)
+                next_decision += period
+            if next_tick <= now:
+                self._reconcile()
+                next_tick += tick
+            self._snapshot()
+        self._now = self.duration_s
+        self._serve_until(math.inf)
+        self._materialize()
+        return self._result()
+
+    def _capacity_report(self) -> CapacityReport:
+        changes = tuple(self.changes)
+        on_demand_s, spot_s, pending_s, stand_in_s, with_stand_ins_s = integrate(changes, self.duration_s)
+        outages = tuple((start, end) for start, end in self.market.outages if start < self.duration_s)
+        unavailable = sum(min(end, self.duration_s) - start for start, end in outages)
+        return CapacityReport(
+            strategy=self.strategy.name,
+            on_demand_replica_hours=on_demand_s / 3600.0,
+            spot_replica_hours=spot_s / 3600.0,
+            stand_in_replica_hours=stand_in_s / 3600.0,
+            unschedulable_pod_hours=pending_s / 3600.0,
+            spot_price=self.plan.market.spot_price,
+            reclaims=self.reclaims,
+            pool_outages=self.pool_outages,
+            spot_unavailable_s=unavailable,
+            stand_in_s=with_stand_ins_s,
+            changes=changes,
+            outages=outages,
         )

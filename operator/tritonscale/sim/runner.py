@@ -1,4 +1,5 @@
-"""Run several policies on one workload: same arrivals, same environment, same start."""
+"""Run several policies on one workload: same arrivals, same environment, same start; and, with
+a spot market, each policy under every capacity strategy (sim.spot)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tritonscale.api.spec import CapacitySpec
 from tritonscale.sim.engine import SimEnvironment, SimPolicy, SimResult, Simulation
 from tritonscale.sim.policies import (
     ORACLE_WINDOW_S,
@@ -23,6 +25,7 @@ from tritonscale.sim.policies import (
     capacity_table,
     replicas_per_window,
 )
+from tritonscale.sim.spot import STRATEGIES, CapacityPlan, SpotMarket
 from tritonscale.sim.workloads import Workload, arrivals
 
 
@@ -59,14 +62,14 @@ def make_policy(name: str, scenario: Scenario, needed: list[int], table: list[fl
 
 
 @dataclass(frozen=True)
-class _Prepared:
+class Prepared:
     simulation: Simulation
     needed: list[int]
     table: list[float]
     initial: int
 
 
-def _prepare(scenario: Scenario, rate_factor: float = 1.0) -> _Prepared:
+def prepare(scenario: Scenario, rate_factor: float = 1.0) -> Prepared:
     """Arrivals, the capacity table (up to `rate_factor` x the peak rate) and the oracle's needs."""
     workload = scenario.workload
     times = arrivals(workload, scenario.seed)
@@ -80,7 +83,7 @@ def _prepare(scenario: Scenario, rate_factor: float = 1.0) -> _Prepared:
     lead = math.ceil((scenario.env.cold_start_s + ORACLE_WINDOW_S) / ORACLE_WINDOW_S) + 1
     initial = max(needed[:lead])
     simulation = Simulation(times, scenario.env, scenario.objective.target_ms, scenario.objective.percentile)
-    return _Prepared(simulation, needed, table, initial)
+    return Prepared(simulation, needed, table, initial)
 
 
 def run_scenario(
@@ -94,7 +97,7 @@ def run_scenario(
     for name in policy_names:
         if name not in POLICIES:
             raise ValueError(f"unknown policy {name!r}; known: {', '.join(POLICIES)}")
-    prepared = _prepare(scenario, max((1.0, *reference_headrooms)))
+    prepared = prepare(scenario, max((1.0, *reference_headrooms)))
     duration = scenario.workload.duration_s
     results = []
     for name in policy_names:
@@ -107,4 +110,40 @@ def run_scenario(
         if on_start is not None:
             on_start(reference.name)
         results.append(prepared.simulation.run(reference, prepared.initial, duration))
+    return results
+
+
+def run_capacity(
+    prepared: Prepared,
+    scenario: Scenario,
+    policy_name: str,
+    strategy: str,
+    capacity: CapacitySpec,
+    market: SpotMarket,
+) -> SimResult:
+    """One policy with its replicas placed by `strategy` on a spot market."""
+    policy = make_policy(policy_name, scenario, prepared.needed, prepared.table)
+    plan = CapacityPlan(strategy, capacity, market)
+    return prepared.simulation.run(policy, prepared.initial, scenario.workload.duration_s, capacity=plan)
+
+
+def run_spot_scenario(
+    scenario: Scenario,
+    policy_names: Sequence[str],
+    capacity: CapacitySpec,
+    market: SpotMarket,
+    strategies: Sequence[str] = STRATEGIES,
+    on_start: Callable[[str], None] | None = None,
+) -> list[SimResult]:
+    """Every named policy under every capacity strategy, on the same arrivals and the same market."""
+    for name in policy_names:
+        if name not in POLICIES:
+            raise ValueError(f"unknown policy {name!r}; known: {', '.join(POLICIES)}")
+    prepared = prepare(scenario)
+    results = []
+    for name in policy_names:
+        for strategy in strategies:
+            if on_start is not None:
+                on_start(f"{name} {strategy}")
+            results.append(run_capacity(prepared, scenario, name, strategy, capacity, market))
     return results
