@@ -135,7 +135,26 @@ def test_trace_files_are_read_and_checked(tmp_path: Path) -> None:
         with pytest.raises(ValueError, match=message):
             from_trace(bad)
     untimed = from_trace(good)
-    assert untimed.name == "trace" and untimed.duration_s == 120  # a minute after the last row
+    assert untimed.name == "trace" and untimed.duration_s == 120  # the last row plus its interval
+    assert from_trace(good, 90).duration_s == 90  # its beginning
+    with pytest.raises(
+        ValueError, match=r"the trace lasts 120 s; a duration of 121 s would run past its end"
+    ):
+        from_trace(good, 121)
+
+
+def test_simulate_runs_a_trace_for_its_own_length_and_refuses_to_run_past_it(tmp_path: Path) -> None:
+    trace = tmp_path / "short.csv"
+    trace.write_text("time_s,rate_rps\n0,20\n300,40\n600,20\n")
+    out = tmp_path / "run.json"
+    result = CliRunner().invoke(
+        simulate, ["--trace", str(trace), "--policy", "static-peak", "--json", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.read_text())["workload"]["duration_s"] == 900  # one policy: one record
+    refused = CliRunner().invoke(simulate, ["--trace", str(trace), "--duration-s", "3600"])
+    assert refused.exit_code == 2
+    assert "the trace lasts 900 s; a duration of 3600 s would run past its end" in refused.output
 
 
 def test_capacity_grows_with_replicas_and_shrinks_with_burstiness() -> None:

@@ -24,6 +24,8 @@ from tritonscale.sim.runner import Scenario, run_scenario, run_spot_scenario
 from tritonscale.sim.spot import BANDS, STRATEGIES, STRESSED_SCALE, SpotMarket, spot_capacity
 from tritonscale.sim.workloads import BUILT_IN, Workload, built_in, from_trace
 
+DEFAULT_DURATION_S = 4 * 3600.0  # how long a built-in workload runs unless told
+
 
 def _policy_list(values: tuple[str, ...]) -> list[str]:
     names: list[str] = []
@@ -317,7 +319,13 @@ SPOT_OPTIONS = (
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="CSV with header time_s,rate_rps (and optionally cv); each rate holds until the next row.",
 )
-@click.option("--duration-s", type=click.FloatRange(min=60), default=4 * 3600.0, show_default=True)
+@click.option(
+    "--duration-s",
+    type=click.FloatRange(min=60),
+    default=None,
+    help="Simulated seconds. Default: 4 h for a built-in workload, the trace's own length for --trace "
+    "(a longer one is refused).",
+)
 @click.option(
     "--mean-rps",
     type=click.FloatRange(min=0.1),
@@ -440,7 +448,7 @@ def simulate(
     policies: tuple[str, ...],
     workload: str,
     trace: Path | None,
-    duration_s: float,
+    duration_s: float | None,
     mean_rps: float,
     seed: int,
     slo_ms: float,
@@ -488,7 +496,11 @@ def simulate(
     names = _policy_list(policies)
     try:
         chosen: Workload = (
-            from_trace(trace, duration_s) if trace else built_in(workload, duration_s, mean_rps, seed)
+            from_trace(trace, duration_s)
+            if trace
+            else built_in(
+                workload, duration_s if duration_s is not None else DEFAULT_DURATION_S, mean_rps, seed
+            )
         )
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--trace" if trace else "--workload") from error

@@ -147,9 +147,17 @@ def _shape(name: str, duration_s: float, mean_rps: float, rng: np.random.Generat
 
 def from_trace(path: Path, duration_s: float | None = None) -> Workload:
     """A workload from a trace file (`tritonscale.traces`: header `time_s,rate_rps` and an
-    optional `cv` column, the first row at time 0); it lasts `duration_s`, by default until a
-    minute after the last row. Raises TraceError (a ValueError) naming the line."""
+    optional `cv` column, the first row at time 0). It lasts the trace's length by default: up
+    to its last row plus that row's interval (the one before it; a minute for a one-row trace).
+    A shorter `duration_s` replays its beginning; a longer one is refused, since holding the
+    last rate for hours would be a workload nobody recorded. Raises TraceError (a ValueError)
+    naming the line, or ValueError naming the length."""
     trace = read_rate_trace(path)
     steps = tuple(RateStep(point.time_s, point.rate_rps, point.cv) for point in trace.points)
-    end = duration_s if duration_s is not None else steps[-1].start_s + 60.0
-    return Workload(trace.name, steps, end)
+    last_interval = steps[-1].start_s - steps[-2].start_s if len(steps) > 1 else 60.0
+    length = steps[-1].start_s + last_interval
+    if duration_s is not None and duration_s > length + 1e-9:
+        raise ValueError(
+            f"{path}: the trace lasts {length:g} s; a duration of {duration_s:g} s would run past its end"
+        )
+    return Workload(trace.name, steps, length if duration_s is None else duration_s)
