@@ -79,7 +79,9 @@ def build_memo(config: OperatorConfig) -> kopf.Memo:
         on_unsettled=lambda namespace, name: memo.status_scheduler.run_within(
             namespace, name, UNSETTLED_RECHECK_S
         ),
+        troubled_nodes=lambda: dict(memo.troubled_nodes),  # a copy: the watch changes it
     )
+    memo.troubled_nodes = {}  # node name -> why its pods are about to go (handlers.watch)
     memo.bodies = {}  # (namespace, name) -> the newest InferenceService the watch delivered
     memo.autoscaler = AutoscaleReconciler(
         kube,

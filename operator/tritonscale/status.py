@@ -15,7 +15,7 @@ from tritonscale.api.status import (
     ScaleEvent,
     SpotFallbackStatus,
 )
-from tritonscale.policy.placement import no_spot_reason
+from tritonscale.policy.placement import no_spot_reason, split_explanation
 from tritonscale.policy.spot_fallback import return_window_s
 
 
@@ -50,6 +50,7 @@ class StackState:
     unschedulable: tuple[tuple[int, str], ...] = ()
     fallback: SpotFallbackStatus | None = None  # None while spot is off
     unschedulable_spot: int = 0  # spot pods the scheduler could not place
+    interrupted_spot: tuple[str, ...] = ()  # per spot pod on a node being interrupted: "node: why"
 
     @property
     def triton(self) -> list[DeploymentState]:
@@ -86,13 +87,17 @@ def set_condition(
 def _unschedulable_summary(state: StackState) -> str:
     count = sum(n for n, _ in state.unschedulable)
     first = state.unschedulable[0][1] if state.unschedulable else ""
-    return f"{count} pod{'s' if count != 1 else ''} cannot be scheduled: {first}"
+    return (
+        f"{count} pod{'s' if count != 1 else ''} cannot be scheduled: {first.rstrip('. ')}. "
+        "Add nodes they fit on, or lower spec.resources or the replica count"
+    )
 
 
 def _ready_condition(
-    desired: int, state: StackState, capacity: CapacitySpec
+    desired: int, state: StackState, capacity: CapacitySpec, selector: str
 ) -> tuple[ConditionStatus, str, str]:
-    """Ready means serving the desired capacity: every desired Triton replica and a router ready."""
+    """Ready means serving the desired capacity: every desired Triton replica and a router ready.
+    Short of that, the message says what is missing and where to look next."""
     triton_ready = sum(d.ready for d in state.triton)
     router = state.router
     summary = (
@@ -100,17 +105,36 @@ def _ready_condition(
         f"{_ready(router)}/{router.desired if router else 0} routers ready"
     )
     if desired == 0:
-        return ConditionStatus.FALSE, "ScaledToZero", summary
+        return (
+            ConditionStatus.FALSE,
+            "ScaledToZero",
+            f"{summary}; spec.replicas is 0, so nothing serves: raise it to serve again",
+        )
     if triton_ready == 0:
-        return ConditionStatus.FALSE, "NoReadyReplicas", summary
+        if state.unschedulable:
+            return ConditionStatus.FALSE, "Unschedulable", f"{summary}; {_unschedulable_summary(state)}"
+        return (
+            ConditionStatus.FALSE,
+            "NoReadyReplicas",
+            f"{summary}; if this lasts, see why with kubectl describe pods -l {selector}",
+        )
     if _ready(router) == 0:
-        return ConditionStatus.FALSE, "RouterUnavailable", summary
+        where = (
+            f"kubectl describe deployment {router.name}" if router is not None else "the router Deployment"
+        )
+        return ConditionStatus.FALSE, "RouterUnavailable", f"{summary}; clients get no answer: see {where}"
     if triton_ready < desired:
         if state.unschedulable:
             return ConditionStatus.FALSE, "Unschedulable", f"{summary}; {_unschedulable_summary(state)}"
         return ConditionStatus.FALSE, "ScalingUp", f"{summary}; the others are starting"
-    note = no_spot_reason(desired, capacity)
-    return ConditionStatus.TRUE, "Serving", summary if note is None else f"{summary}; {note}"
+    if not capacity.spot.enabled:
+        return ConditionStatus.TRUE, "Serving", summary
+    # Why this many on each pool, so "why 3 of them on-demand?" is answered where it is asked.
+    split = no_spot_reason(desired, capacity) or split_explanation(desired, capacity)
+    stand_ins = state.fallback.stand_ins if state.fallback is not None else 0
+    if stand_ins:
+        split += f", plus {stand_ins} on-demand standing in for spot (see SpotFallback)"
+    return ConditionStatus.TRUE, "Serving", f"{summary}; {split}"
 
 
 def _spot_fallback_condition(
@@ -123,6 +147,15 @@ def _spot_fallback_condition(
     wanted, ready = (state.spot.desired, state.spot.ready) if state.spot is not None else (0, 0)
     after = capacity.spot.fallback_after_seconds
     pods = f"{state.unschedulable_spot} of {wanted} spot pods cannot be scheduled"
+    if fallback.stand_ins and state.interrupted_spot:
+        nodes = "; ".join(sorted(set(state.interrupted_spot)))
+        return (
+            ConditionStatus.TRUE,
+            "SpotInterrupted",
+            f"{len(state.interrupted_spot)} of {wanted} spot pods are on nodes being interrupted ({nodes}): "
+            f"{fallback.stand_ins} on-demand replicas stand in, and each spot pod is drained once they "
+            "are ready",
+        )
     if fallback.stand_ins and fallback.missing_since is not None:
         since = fallback.missing_since.strftime("%H:%M:%SZ")
         return (
@@ -170,7 +203,13 @@ def _degraded_condition(state: StackState) -> tuple[ConditionStatus, str, str]:
         return ConditionStatus.TRUE, "Unschedulable", _unschedulable_summary(state)
     failing = [d for d in [*state.triton, state.router] if d is not None and d.failure]
     if failing:
-        return ConditionStatus.TRUE, "DeploymentFailing", "; ".join(f"{d.name}: {d.failure}" for d in failing)
+        details = "; ".join(f"{d.name}: {d.failure}" for d in failing)
+        names = " ".join(d.name for d in failing)
+        return (
+            ConditionStatus.TRUE,
+            "DeploymentFailing",
+            f"{details} (see kubectl describe deployment {names})",
+        )
     return ConditionStatus.FALSE, "AsExpected", "no failures reported"
 
 
@@ -187,7 +226,7 @@ def stack_status(
     generation = service.metadata.generation
     conditions = list(previous.conditions)
     computed = [
-        (ConditionType.READY, _ready_condition(desired, state, service.spec.capacity)),
+        (ConditionType.READY, _ready_condition(desired, state, service.spec.capacity, selector)),
         (ConditionType.PROGRESSING, _progressing_condition(state)),
         (ConditionType.DEGRADED, _degraded_condition(state)),
     ]
@@ -264,14 +303,26 @@ def autoscaling_status(
             ConditionType.METRICS_AVAILABLE,
             ConditionStatus.FALSE,
             "MetricsMissing",
-            f"{missing} ({source}); holding replicas",
+            f"{missing} ({source}); the replica count is held until metrics return, "
+            "never scaled down without them",
             now,
             generation,
         )
     if limited is not None:
         at = "AtMaxReplicas" if limited == "max" else "AtMinReplicas"
+        advice = (
+            "; raise spec.autoscaling.maxReplicas to let it hold the objective"
+            if limited == "max"
+            else "; lower spec.autoscaling.minReplicas to let it scale further down"
+        )
         conditions = set_condition(
-            conditions, ConditionType.SCALING_LIMITED, ConditionStatus.TRUE, at, reason, now, generation
+            conditions,
+            ConditionType.SCALING_LIMITED,
+            ConditionStatus.TRUE,
+            at,
+            reason + advice,
+            now,
+            generation,
         )
     else:
         conditions = set_condition(

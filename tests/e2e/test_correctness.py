@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from tests.e2e.test_operator import (
     wait_settled,
 )
 from tritonscale.api.resource import PAUSE_ANNOTATION
+from tritonscale.clients.kube import KubeClient
 from tritonscale.config import OperatorConfig
 from tritonscale_sandbox.cluster import Cluster, NodePool, node_manifests
 
@@ -148,8 +150,9 @@ def test_an_unschedulable_gpu_product_shows_the_schedulers_reason(
     # Within a minute, not after a ten-minute progress deadline.
     degraded = _wait_condition(cluster, operator, ns, name, "Degraded", "True", "Unschedulable")
     assert "1 pod cannot be scheduled: 0/" in degraded["message"] and "node" in degraded["message"]
-    ready = _condition(_get(cluster, ns, name), "Ready")
-    assert ready is not None and ready["status"] == "False"
+    assert "Add nodes they fit on" in degraded["message"]
+    # No replica is ready because none can be placed: Ready says so rather than a vague reason.
+    _wait_condition(cluster, operator, ns, name, "Ready", "False", "Unschedulable")
     cluster.wait_until(
         lambda: "Unschedulable" in _reasons(cluster, ns, name, "Warning"), "an Unschedulable Warning Event"
     )
@@ -404,3 +407,27 @@ def test_an_inference_service_is_deleted_after_the_operator_is_uninstalled(
         cluster.wait_until(lambda: not _children(cluster, ns, "orphan", ALL_KINDS), "garbage collection")
     finally:
         operator.start()
+
+
+# --------------------------------------------------------------------------------------------
+# Events an admin reads
+
+
+def test_repeated_events_raise_a_count_and_many_similar_ones_are_combined(
+    cluster: Cluster, operator_kubeconfig: Path
+) -> None:
+    """With the operator's own identity, as `kubectl describe` shows them."""
+    client = KubeClient.connect(str(operator_kubeconfig))
+    service = {"metadata": {"namespace": "default", "name": "events-probe", "uid": str(uuid.uuid4())}}
+    for _ in range(3):
+        client.post_event(service, "Warning", "Unschedulable", "0/3 nodes are available")
+    for n in range(12):
+        client.post_event(service, "Normal", "ScaledUp", f"{n} -> {n + 1}")
+
+    events = _events(cluster, "default", "events-probe")
+    unschedulable = [e for e in events if e["reason"] == "Unschedulable"]
+    assert [(e["count"], e["message"]) for e in unschedulable] == [(3, "0/3 nodes are available")]
+    scaled = sorted(e["message"] for e in events if e["reason"] == "ScaledUp")
+    assert len(scaled) == 10, scaled  # nine on their own, then one combined from the rest
+    combined = [e for e in events if e["message"].startswith("(combined from similar events)")]
+    assert [(e["count"], e["message"]) for e in combined] == [(3, "(combined from similar events): 11 -> 12")]

@@ -106,6 +106,15 @@ class FakeCluster:
     def post_event(self, service: dict[str, Any], event_type: str, reason: str, message: str) -> None:
         self.events.append((event_type, reason, message))
 
+    def evict_pod(self, namespace: str, name: str) -> bool:
+        """Like the Eviction API without a budget in the way: the pod starts terminating."""
+        pod = self.pods.get((namespace, name))
+        if pod is None or pod["metadata"].get("deletionTimestamp"):
+            return False
+        self.calls.append(("evict", namespace, name))
+        pod["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+        return True
+
     # --- test controls -----------------------------------------------------
     def deployment(self, namespace: str, name: str) -> dict[str, Any]:
         return self.objects[("Deployment", namespace, name)]

@@ -110,7 +110,10 @@ def test_missing_metrics_hold_and_warn_once() -> None:
         autoscaler.tick("nlp", "bert")
     assert status(cluster)["desiredReplicas"] == 2
     assert conditions(cluster)["MetricsAvailable"] == "False"
+    missing = next(c for c in status(cluster)["conditions"] if c["type"] == "MetricsAvailable")
+    assert "never scaled down without them" in missing["message"]
     assert "observedLatencyMilliseconds" not in status(cluster)
+    assert status(cluster)["latencyOfObjective"] == "p95 -/100ms"
     assert [r for _, r, _ in cluster.events].count("MetricsUnavailable") == 1
     source.next = Observation(arrival_rate_rps=10.0, latency_ms=30.0, ready_replicas=2, mean_compute_ms=23.0)
     autoscaler.tick("nlp", "bert")
@@ -126,6 +129,13 @@ def test_max_replicas_bound_is_a_condition() -> None:
     autoscaler.tick("nlp", "bert")
     assert status(cluster)["desiredReplicas"] == 3
     assert conditions(cluster)["ScalingLimited"] == "True"
+    limited = next(c for c in status(cluster)["conditions"] if c["type"] == "ScalingLimited")
+    assert limited["reason"] == "AtMaxReplicas"
+    assert "(limited by maxReplicas 3)" in limited["message"]
+    assert limited["message"].endswith("raise spec.autoscaling.maxReplicas to let it hold the objective")
+    # kubectl get shows ready of desired and the latency against the objective.
+    assert status(cluster)["readyOfDesired"] == "2/3"
+    assert status(cluster)["latencyOfObjective"] == "p95 900/100ms"
 
 
 def test_switching_autoscaling_off_clears_its_status() -> None:

@@ -64,7 +64,7 @@ def test_names_and_subresources() -> None:
 
 def test_printer_columns() -> None:
     columns = [c["name"] for c in _version()["additionalPrinterColumns"] if c.get("priority", 0) == 0]
-    assert columns == ["Ready", "Replicas", "Spot", "Latency", "Target", "Policy", "Age"]
+    assert columns == ["Ready", "Status", "On-Demand", "Spot", "Latency", "Rate", "Policy", "Age"]
 
 
 def test_every_field_is_described_and_typed() -> None:

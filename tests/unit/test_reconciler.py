@@ -231,7 +231,8 @@ def test_unschedulable_pods_surface_with_a_warning_once() -> None:
     reconciler.refresh_status("vision", "resnet")
     assert conditions(cluster)["Degraded"] == ("True", "Unschedulable")
     assert [m for t, r, m in cluster.events if (t, r) == ("Warning", "Unschedulable")] == [
-        f"2 pods cannot be scheduled: {message}"
+        f"2 pods cannot be scheduled: {message.rstrip('.')}. "
+        "Add nodes they fit on, or lower spec.resources or the replica count"
     ]
 
 
@@ -397,3 +398,59 @@ def test_a_flapping_spot_market_keeps_the_stand_ins_through_status_round_trips()
             on_demand.append(cluster.deployment("vision", "resnet-ondemand")["spec"]["replicas"])
     assert on_demand[-1] == 4 and sorted(set(on_demand)) == [1, 4]
     assert on_demand == sorted(on_demand), f"stand-ins left while spot flapped: {on_demand}"
+
+
+def test_spot_pods_on_an_interrupted_node_get_stand_ins_at_once_and_are_drained_once_those_are_ready() -> (
+    None
+):
+    clock = [NOW]
+    trouble: dict[str, str] = {}
+    cluster = FakeCluster()
+    cluster.add_service(
+        make_inference_service(
+            name="resnet",
+            namespace="vision",
+            spec__replicas=4,
+            spec__capacity={"onDemandBase": 1, "spot": {"enabled": True, "fallbackAfterSeconds": 300}},
+        )
+    )
+    reconciler = StackReconciler(cluster, clock=lambda: clock[0], troubled_nodes=lambda: dict(trouble))
+    reconciler.reconcile("vision", "resnet")
+    cluster.make_all_ready()
+    for index in range(3):
+        pod = _spot_pod(index, scheduled=True)
+        pod["spec"] = {"nodeName": "spot-a" if index < 2 else "spot-b"}
+        cluster.pods[("vision", f"resnet-spot-{index}")] = pod
+    reconciler.refresh_status("vision", "resnet")
+    assert cluster.deployment("vision", "resnet-ondemand")["spec"]["replicas"] == 1
+
+    # spot-a gets AWS's 2-minute notice: two stand-ins at once, not after fallbackAfterSeconds.
+    trouble["spot-a"] = "AWS spot interruption notice (aws-node-termination-handler/spot-itn)"
+    clock[0] += timedelta(seconds=1)
+    reconciler.refresh_status("vision", "resnet")
+    assert cluster.deployment("vision", "resnet-ondemand")["spec"]["replicas"] == 3
+    found = conditions(cluster)["SpotFallback"]
+    assert found == ("True", "SpotInterrupted")
+    message = next(
+        c["message"]
+        for c in cluster.services[("vision", "resnet")]["status"]["conditions"]
+        if c["type"] == "SpotFallback"
+    )
+    assert message.startswith(
+        "2 of 3 spot pods are on nodes being interrupted (spot-a: AWS spot interruption"
+    )
+    # Surge first: nothing is evicted while the stand-ins start.
+    assert not [c for c in cluster.calls if c[0] == "evict"]
+
+    cluster.make_ready("vision", "resnet-ondemand")
+    clock[0] += timedelta(seconds=20)
+    reconciler.refresh_status("vision", "resnet")
+    assert sorted(c for c in cluster.calls if c[0] == "evict") == [
+        ("evict", "vision", "resnet-spot-0"),
+        ("evict", "vision", "resnet-spot-1"),
+    ]
+    assert [r for _, r, _ in cluster.events].count("SpotDrained") == 1
+    # Evicted pods are terminating: not evicted again, and the stand-ins stay.
+    reconciler.refresh_status("vision", "resnet")
+    assert len([c for c in cluster.calls if c[0] == "evict"]) == 2
+    assert cluster.deployment("vision", "resnet-ondemand")["spec"]["replicas"] == 3

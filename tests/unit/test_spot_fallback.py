@@ -67,3 +67,14 @@ def test_a_flapping_spot_market_does_not_make_replicas_ping_pong() -> None:
 def test_stand_ins_never_exceed_what_spot_is_asked_to_carry() -> None:
     state = next_fallback(SpotFallbackStatus(stand_ins=6), 2, 2, 0, at(0), AFTER)
     assert state.stand_ins == 2
+
+
+def test_interrupted_spot_pods_get_stand_ins_at_once_and_pending_ones_join_after_the_delay() -> None:
+    state = next_fallback(SpotFallbackStatus(), 6, 6, 0, at(0), AFTER, interrupted_spot=2)
+    assert state.stand_ins == 2 and state.missing_since == at(0)
+    # Evicted and replaced by pods that cannot be placed: the stand-ins stay...
+    state = next_fallback(state, 6, 4, 2, at(10), AFTER)
+    assert state.stand_ins == 2
+    # ...and more pending pods count once the delay has passed since the trouble began.
+    state = next_fallback(state, 6, 3, 3, at(60), AFTER)
+    assert state.stand_ins == 3

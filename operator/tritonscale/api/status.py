@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from pydantic import Field
 
@@ -116,11 +117,39 @@ class InferenceServiceStatus(ApiModel):
         default=None, description="What the autoscaler assumes about this service; unset while it is off."
     )
     endpoint: str | None = Field(default=None, description="URL clients call (HTTP); gRPC is on port 8001.")
+    ready_of_desired: str | None = Field(
+        default=None,
+        max_length=64,
+        description="Ready of desired Triton replicas as 'ready/desired' (derived, for kubectl get).",
+    )
+    latency_of_objective: str | None = Field(
+        default=None,
+        max_length=64,
+        description=(
+            "Measured latency against the objective, as 'p95 82/100ms' ('-' before the first "
+            "measurement; derived, for kubectl get); unset while the autoscaler is off or paused."
+        ),
+    )
     conditions: list[Condition] = Field(
         default_factory=list,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
         description="Ready, Progressing, Degraded, MetricsAvailable, ScalingLimited, ScalingActive, SpotFallback.",
     )
+
+    def to_wire(self) -> dict[str, Any]:
+        """As stored, with the derived kubectl columns recomputed from the fields they show."""
+        wire = super().to_wire()
+        wire.pop("readyOfDesired", None)
+        wire.pop("latencyOfObjective", None)
+        if self.desired_replicas is not None:
+            wire["readyOfDesired"] = f"{self.replicas}/{self.desired_replicas}"
+        if self.target_latency_milliseconds is not None:
+            observed = self.observed_latency_milliseconds
+            shown = "-" if observed is None else f"{observed:.0f}"
+            wire["latencyOfObjective"] = (
+                f"p{self.latency_percentile or 95:g} {shown}/{self.target_latency_milliseconds:g}ms"
+            )
+        return wire
 
     def condition(self, condition_type: ConditionType) -> Condition | None:
         """The condition of that type, if present."""

@@ -34,7 +34,7 @@ from tritonscale.api.resource import (
 )
 from tritonscale.api.status import Condition, ConditionStatus, ConditionType, InferenceServiceStatus
 from tritonscale.errors import RejectedError, TransientError
-from tritonscale.policy.placement import split_replicas
+from tritonscale.policy.placement import split_explanation, split_replicas
 from tritonscale.policy.replicas import reconciled_replicas
 
 RECENT_EVENTS = 5
@@ -235,18 +235,6 @@ def _desired(report: ServiceReport) -> int | None:
     return None if report.service is None else reconciled_replicas(report.service)
 
 
-def split_text(service: InferenceService, desired: int) -> str:
-    """How the desired replicas are split over on-demand and spot, and by which settings."""
-    capacity = service.spec.capacity
-    if not capacity.spot.enabled:
-        return f"all {desired} on on-demand (spot off)"
-    planned = split_replicas(desired, capacity)
-    return (
-        f"onDemandBase {capacity.on_demand_base}, then at most {capacity.spot.max_fraction:.0%} on spot: "
-        f"{desired} = {planned.on_demand} on-demand + {planned.spot} spot"
-    )
-
-
 def latency_within(status: InferenceServiceStatus) -> bool | None:
     observed, target = status.observed_latency_milliseconds, status.target_latency_milliseconds
     if observed is None or target is None:
@@ -430,7 +418,7 @@ def _summary_grid(report: ServiceReport, now: datetime) -> Table:
     if service is not None:
         grid.add_row("Sizing", sizing_text(service))
         if desired is not None:
-            grid.add_row("Split", split_text(service, desired))
+            grid.add_row("Split", split_explanation(desired, service.spec.capacity))
     latency = Text()
     if status.observed_latency_milliseconds is None and status.target_latency_milliseconds is None:
         latency.append("no latency objective running", style="dim")

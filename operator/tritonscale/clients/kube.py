@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import socket
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from tritonscale.api.resource import GROUP, KIND, PLURAL, VERSION
+from tritonscale.clients.events import Drop, EventCorrelator, Update
 from tritonscale.errors import ConflictError, NamespaceTerminatingError, RejectedError, TransientError
 from tritonscale.render.names import FIELD_MANAGER
 
@@ -97,9 +99,16 @@ class Connection:
 class KubeClient:
     """Reads, server-side applies and deletes the objects of InferenceService stacks."""
 
-    def __init__(self, api_client: kubernetes.client.ApiClient, field_manager: str = FIELD_MANAGER) -> None:
+    def __init__(
+        self,
+        api_client: kubernetes.client.ApiClient,
+        field_manager: str = FIELD_MANAGER,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.api_client = api_client
         self.field_manager = field_manager
+        self.events = EventCorrelator()
+        self.monotonic = monotonic
 
     # Each generated API object takes about a second to build (kubernetes 37 validates hundreds
     # of methods): built on first use, so a short-lived command pays only for what it calls.
@@ -343,6 +352,28 @@ class KubeClient:
                 if error.status not in (404, 409):
                     raise
 
+    def evict_pod(self, namespace: str, name: str) -> bool:
+        """Evict a pod through the Eviction API, so its PodDisruptionBudget is honoured. False when
+        the budget refuses now (429, try again later) or the pod is already gone."""
+        body = {
+            "apiVersion": "policy/v1",
+            "kind": "Eviction",
+            "metadata": {"name": name, "namespace": namespace},
+        }
+        try:
+            self.core.create_namespaced_pod_eviction(name, namespace, body, _preload_content=False)
+        except ApiException as error:
+            # 429: the budget refuses for now; 404: already gone. Anything else (forbidden, the
+            # API down) is logged: failing to drain early never fails a reconcile, the node's own
+            # drain still comes.
+            level = logging.INFO if error.status in (404, 429) else logging.WARNING
+            log.log(level, "eviction of %s/%s not done: %s", namespace, name, _api_message(error))
+            return False
+        except (urllib3.exceptions.HTTPError, OSError) as error:
+            log.warning("eviction of %s/%s not done: %s", namespace, name, error)
+            return False
+        return True
+
     def patch_inference_service_status(
         self, namespace: str, name: str, status: dict[str, Any], resource_version: str | None = None
     ) -> None:
@@ -357,44 +388,59 @@ class KubeClient:
             )
 
     def post_event(self, service: dict[str, Any], event_type: str, reason: str, message: str) -> None:
-        """Record an Event on the InferenceService; failing to do so never fails a reconcile."""
+        """Record an Event on the InferenceService, folded into an earlier one or dropped as
+        client-go's EventCorrelator would (see clients/events.py); failing to post never fails
+        a reconcile."""
         metadata = service["metadata"]
+        namespace, name = metadata["namespace"], metadata["name"]
+        involved = metadata.get("uid") or f"{namespace}/{name}"
+        action = self.events.decide(involved, event_type, reason, message[:1024], self.monotonic())
+        if isinstance(action, Drop):
+            log.debug(
+                "event %s on %s/%s dropped: the object's event budget is spent", reason, namespace, name
+            )
+            return
         now = datetime.now(UTC).isoformat()
-        body = {
-            "metadata": {"generateName": f"{metadata['name']}.", "namespace": metadata["namespace"]},
-            "involvedObject": {
-                "apiVersion": f"{GROUP}/{VERSION}",
-                "kind": KIND,
-                "name": metadata["name"],
-                "namespace": metadata["namespace"],
-                "uid": metadata.get("uid"),
-                "resourceVersion": metadata.get("resourceVersion"),
-            },
-            "type": event_type,
-            "reason": reason,
-            "message": message[:1024],
-            "source": {"component": FIELD_MANAGER},
-            "reportingComponent": FIELD_MANAGER,
-            "reportingInstance": socket.gethostname()[:128],
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-            "count": 1,
-        }
         try:
-            self.core.create_namespaced_event(metadata["namespace"], body, _preload_content=False)
+            if isinstance(action, Update):
+                self._raise_event_count(namespace, action, now)
+                return
+            body = {
+                "metadata": {"generateName": f"{name}.", "namespace": namespace},
+                "involvedObject": {
+                    "apiVersion": f"{GROUP}/{VERSION}",
+                    "kind": KIND,
+                    "name": name,
+                    "namespace": namespace,
+                    "uid": metadata.get("uid"),
+                    "resourceVersion": metadata.get("resourceVersion"),
+                },
+                "type": event_type,
+                "reason": reason,
+                "message": action.message[:1024],
+                "source": {"component": FIELD_MANAGER},
+                "reportingComponent": FIELD_MANAGER,
+                "reportingInstance": socket.gethostname()[:128],
+                "firstTimestamp": now,
+                "lastTimestamp": now,
+                "count": 1,
+            }
+            created = self.core.create_namespaced_event(namespace, body, _preload_content=False)
+            self.events.created(action.key, json.loads(created.data)["metadata"]["name"])
         except ApiException as error:
-            message = _api_message(error)
+            text = _api_message(error)
             # Nothing can be created in a namespace being deleted, and nobody will read it there.
-            level = logging.DEBUG if "being terminated" in message else logging.WARNING
-            log.log(
-                level,
-                "could not post event %s on %s/%s: %s",
-                reason,
-                metadata["namespace"],
-                metadata["name"],
-                message,
-            )
-        except (urllib3.exceptions.HTTPError, OSError) as error:
-            log.warning(
-                "could not post event %s on %s/%s: %s", reason, metadata["namespace"], metadata["name"], error
-            )
+            level = logging.DEBUG if "being terminated" in text else logging.WARNING
+            log.log(level, "could not post event %s on %s/%s: %s", reason, namespace, name, text)
+        except (urllib3.exceptions.HTTPError, OSError, ValueError, KeyError) as error:
+            log.warning("could not post event %s on %s/%s: %s", reason, namespace, name, error)
+
+    def _raise_event_count(self, namespace: str, update: Update, now: str) -> None:
+        patch = {"count": update.count, "lastTimestamp": now, "message": update.message[:1024]}
+        try:
+            self.core.patch_namespaced_event(update.name, namespace, patch, _preload_content=False)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+            # The Event expired (the API server keeps them an hour): the next one starts afresh.
+            self.events.forget(update.key)

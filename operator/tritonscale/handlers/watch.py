@@ -10,6 +10,7 @@ from typing import Any
 import kopf
 
 from tritonscale.api.resource import GROUP, PLURAL, VERSION, InvalidInferenceService, parse_inference_service
+from tritonscale.policy.interruption import node_trouble
 from tritonscale.reconcilers.scheduler import Scheduler
 from tritonscale.status import AUTOSCALER_CONDITIONS
 
@@ -48,3 +49,27 @@ async def track(*, type: str | None, body: kopf.Body, memo: Any, **_: Any) -> No
     resync.track(namespace, name, delay=RESYNC_S)
     if needs_ticks(memo.bodies[(namespace, name)]):
         autoscale.track(namespace, name, delay=FIRST_TICK_DELAY_S)
+
+
+def _spot_enabled(body: dict[str, Any]) -> bool:
+    spot = ((body.get("spec") or {}).get("capacity") or {}).get("spot") or {}
+    return bool(spot.get("enabled"))
+
+
+@kopf.on.event("", "v1", "nodes")
+async def node_changed(*, type: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
+    """Keep the nodes being interrupted, drained or lost (policy.interruption); when one starts
+    or stops, every service with spot looks at its pods at once (no apply unless stand-ins
+    change). Runs in the event loop and never blocks."""
+    name = body.metadata.name
+    trouble = None if type == "DELETED" else node_trouble(body)
+    known: dict[str, str] = memo.troubled_nodes
+    if known.get(name) == trouble:
+        return
+    if trouble is None:
+        known.pop(name, None)
+    else:
+        known[name] = trouble
+    for (namespace, service), service_body in list(memo.bodies.items()):
+        if _spot_enabled(service_body):
+            memo.status_scheduler.run_within(namespace, service, 0.0)

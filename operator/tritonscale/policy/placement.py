@@ -49,3 +49,14 @@ def no_spot_reason(total: int, capacity: CapacitySpec) -> str | None:
         f"spot gets no replica: capacity.spot.maxFraction ({capacity.spot.max_fraction:g}) of {total} "
         "replicas rounds down to 0"
     )
+
+
+def split_explanation(desired: int, capacity: CapacitySpec) -> str:
+    """How the desired replicas are split over on-demand and spot, and by which settings."""
+    if not capacity.spot.enabled:
+        return f"all {desired} on on-demand (spot off)"
+    planned = split_replicas(desired, capacity)
+    return (
+        f"onDemandBase {capacity.on_demand_base}, then at most {capacity.spot.max_fraction:.0%} on spot: "
+        f"{desired} = {planned.on_demand} on-demand + {planned.spot} spot"
+    )

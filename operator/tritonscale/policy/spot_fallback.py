@@ -7,7 +7,9 @@ out (the operator keeps it in `status.spotFallback`, so it survives a restart).
 - Trouble is spot pods the scheduler cannot place (no spot node left, or every one reclaimed,
   tainted or gone, so their evicted replicas wait in Pending) for longer than
   `fallbackAfterSeconds`. Then as many on-demand replicas as spot pods are unschedulable are
-  added at once, and more if more become unschedulable. Nothing is taken from the spot pool: its pods keep
+  added at once, and more if more become unschedulable. Spot pods on nodes being interrupted
+  (policy.interruption) are trouble at once: the notice is the warning, and a replacement
+  started now is ready before a 2-minute notice runs out. Nothing is taken from the spot pool: its pods keep
   waiting for capacity, so the move back needs no new decision from the scheduler's side.
 - Return: only once every wanted spot replica has been ready for a whole return window (twice
   `fallbackAfterSeconds`, at least a minute) are stand-ins removed, half of them (at least one)
@@ -38,17 +40,21 @@ def next_fallback(
     unschedulable_spot: int,
     now: datetime,
     fallback_after_s: float,
+    interrupted_spot: int = 0,
 ) -> SpotFallbackStatus:
-    """The state after seeing `ready_spot` of `wanted_spot` spot replicas ready and
-    `unschedulable_spot` spot pods the scheduler cannot place, at `now`.
+    """The state after seeing `ready_spot` of `wanted_spot` spot replicas ready,
+    `unschedulable_spot` spot pods the scheduler cannot place and `interrupted_spot` on nodes
+    being interrupted, at `now`.
 
-    Only unschedulable pods count as trouble: a spot pod that is scheduled and still starting
-    (a model loading for minutes) is not, or every scale-up would call for stand-ins."""
+    A spot pod that is scheduled and still starting (a model loading for minutes) is no
+    trouble, or every scale-up would call for stand-ins."""
     stand_ins = min(state.stand_ins, wanted_spot)  # never more than spot is asked to carry
-    if unschedulable_spot > 0:
+    if unschedulable_spot > 0 or interrupted_spot > 0:
         since = state.missing_since or now
+        missing = interrupted_spot
         if (now - since).total_seconds() >= fallback_after_s:
-            stand_ins = max(stand_ins, min(unschedulable_spot, wanted_spot))
+            missing += unschedulable_spot
+        stand_ins = max(stand_ins, min(missing, wanted_spot))
         return SpotFallbackStatus(stand_ins=stand_ins, missing_since=since)
     if stand_ins == 0:
         return SpotFallbackStatus()

@@ -40,6 +40,7 @@ _CLEARABLE = (
     "targetLatencyMilliseconds",
     "latencyPercentile",
     "capacityModel",
+    "latencyOfObjective",
 )
 
 

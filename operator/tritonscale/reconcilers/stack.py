@@ -11,7 +11,7 @@ import hashlib
 import json
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from tritonscale.api.resource import InferenceService, InvalidInferenceService, parse_inference_service
 from tritonscale.api.status import ConditionStatus, ConditionType, InferenceServiceStatus, SpotFallbackStatus
 from tritonscale.errors import NameConflictError, NamespaceTerminatingError, RejectedError
+from tritonscale.policy.interruption import pods_on_troubled_nodes
 from tritonscale.policy.placement import Placement, split_replicas
 from tritonscale.policy.replicas import reconciled_replicas
 from tritonscale.policy.spot_fallback import next_fallback, with_stand_ins
@@ -57,6 +58,8 @@ class ClusterApi(Protocol):
     ) -> None: ...
 
     def post_event(self, service: dict[str, Any], event_type: str, reason: str, message: str) -> None: ...
+
+    def evict_pod(self, namespace: str, name: str) -> bool: ...
 
 
 # Not ready for a reason that is routine (new replicas starting): no Warning for it.
@@ -186,6 +189,7 @@ class StackReconciler:
         options: RenderOptions | None = None,
         clock: Callable[[], datetime] = utc_now,
         on_unsettled: Callable[[str, str], None] = lambda namespace, name: None,
+        troubled_nodes: Callable[[], Mapping[str, str]] = dict,
     ) -> None:
         self.api = api
         self.options = options or RenderOptions()
@@ -193,6 +197,8 @@ class StackReconciler:
         # Called when replicas are missing for no reason seen yet: the scheduler's verdict on
         # new pods comes after the Deployment event that woke us, so the caller looks again soon.
         self.on_unsettled = on_unsettled
+        # Nodes being interrupted, drained or lost (name -> why), kept by a watch of Nodes.
+        self.troubled_nodes = troubled_nodes
         self._locks: dict[tuple[str, str], threading.RLock] = {}
         self._locks_guard = threading.Lock()
 
@@ -236,8 +242,10 @@ class StackReconciler:
             names = StackNames(service.name, service.namespace, self.options.cluster_domain)
             desired = reconciled_replicas(service)
             owned = self._owned_deployments(service, names)
-            pods = self._pods_if_unsettled(service, names, owned)
-            fallback = self._next_fallback(service, names, desired, owned, pods)
+            trouble = self.troubled_nodes() if service.spec.capacity.spot.enabled else {}
+            pods = self._pods_if_unsettled(service, names, owned, bool(trouble))
+            interrupted = pods_on_troubled_nodes([p for p in pods if _pool(p) == POOL_SPOT], trouble)
+            fallback = self._next_fallback(service, names, desired, owned, pods, len(interrupted))
             placement = with_stand_ins(
                 split_replicas(desired, service.spec.capacity), fallback or NO_FALLBACK
             )
@@ -257,7 +265,9 @@ class StackReconciler:
                 owned = self._prune_deployments(
                     service, names, render_stack(service, placement, self.options), placement, owned
                 )
-            state = self._observe(names, problem, owned, pods, fallback)
+            state = self._observe(names, problem, owned, pods, fallback, interrupted)
+            if interrupted and problem is None:
+                self._drain_interrupted(body, service, state, placement, interrupted)
             if (not state.unschedulable and any(d.ready < d.desired for d in state.triton)) or (
                 fallback is not None and (fallback.stand_ins or fallback.missing_since)
             ):
@@ -271,11 +281,17 @@ class StackReconciler:
             return Outcome(status=status, applied=applied)
 
     def _pods_if_unsettled(
-        self, service: InferenceService, names: StackNames, owned: list[dict[str, Any]]
+        self,
+        service: InferenceService,
+        names: StackNames,
+        owned: list[dict[str, Any]],
+        nodes_in_trouble: bool,
     ) -> list[dict[str, Any]]:
-        """The stack's pods, read only when some Deployment lacks ready replicas: a settled
-        stack costs no pod list."""
-        if not any(deployment_state(d).ready < deployment_state(d).desired for d in owned):
+        """The stack's pods, read only when some Deployment lacks ready replicas or some node is
+        in trouble: a settled stack costs no pod list."""
+        if not nodes_in_trouble and not any(
+            deployment_state(d).ready < deployment_state(d).desired for d in owned
+        ):
             return []
         selector = {LABEL_INSTANCE: names.instance, LABEL_MANAGED_BY: MANAGED_BY}
         return self.api.list_pods(service.namespace, selector)
@@ -287,6 +303,7 @@ class StackReconciler:
         desired: int,
         owned: list[dict[str, Any]],
         pods: list[dict[str, Any]],
+        interrupted: int,
     ) -> SpotFallbackStatus | None:
         """The spot fallback's next state (policy.spot_fallback); None while spot is off."""
         capacity = service.spec.capacity
@@ -302,7 +319,42 @@ class StackReconciler:
             unschedulable,
             self.clock(),
             capacity.spot.fallback_after_seconds,
+            interrupted_spot=interrupted,
         )
+
+    def _drain_interrupted(
+        self,
+        body: dict[str, Any],
+        service: InferenceService,
+        state: StackState,
+        placement: Placement,
+        interrupted: list[tuple[dict[str, Any], str]],
+    ) -> None:
+        """Evict spot pods on nodes being interrupted once their on-demand stand-ins are ready:
+        surge first, drain after. A terminating pod leaves its Service's endpoints at once, so
+        the router stops sending to it before the node takes it down; its graceful shutdown
+        lets the requests in flight finish. The eviction honours the PodDisruptionBudget."""
+        on_demand = state.on_demand
+        if (
+            on_demand is None
+            or on_demand.desired < placement.on_demand
+            or on_demand.ready < placement.on_demand
+        ):
+            return  # stand-ins still starting: the spot pods keep serving meanwhile
+        drained = [
+            (pod, why)
+            for pod, why in interrupted
+            if self.api.evict_pod(service.namespace, pod["metadata"]["name"])
+        ]
+        if drained:
+            nodes = "; ".join(sorted({why for _, why in drained}))
+            self.api.post_event(
+                body,
+                "Normal",
+                "SpotDrained",
+                f"{len(drained)} spot replicas drained from nodes being interrupted ({nodes}); "
+                f"{on_demand.ready} on-demand replicas are ready to carry their load",
+            )
 
     def _apply(
         self, service: InferenceService, names: StackNames, placement: Placement
@@ -388,6 +440,7 @@ class StackReconciler:
         owned: list[dict[str, Any]],
         pods: list[dict[str, Any]],
         fallback: SpotFallbackStatus | None,
+        interrupted: list[tuple[dict[str, Any], str]],
     ) -> StackState:
         """What the children report, from the Deployments and pods already read."""
         by_name = {d["metadata"]["name"]: deployment_state(d) for d in owned}
@@ -402,6 +455,7 @@ class StackReconciler:
             unschedulable=unschedulable_pods([p for p in pods if not (covered and _pool(p) == POOL_SPOT)]),
             fallback=fallback,
             unschedulable_spot=sum(n for n, _ in unschedulable_pods(spot_pods)),
+            interrupted_spot=tuple(why for _, why in interrupted),
         )
 
     def _write_status(
@@ -471,7 +525,10 @@ class StackReconciler:
 
     def _report_invalid(self, body: dict[str, Any], invalid: InvalidInferenceService) -> None:
         """Say on the resource itself why nothing was applied."""
-        message = "; ".join(str(problem) for problem in invalid.problems)
+        message = (
+            "; ".join(str(problem) for problem in invalid.problems)
+            + ". Nothing was applied: fix the field named and apply again"
+        )
         try:
             previous = InferenceServiceStatus.model_validate(body.get("status", {}))
         except ValueError:
