@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 
 import kopf
@@ -19,7 +20,7 @@ from tritonscale.clients.observations import (
     UnavailableSource,
 )
 from tritonscale.config import OperatorConfig
-from tritonscale.handlers import watch as _watch  # noqa: F401  (registers the watch handler)
+from tritonscale.handlers import watch as _watch  # (importing registers the watch handlers)
 from tritonscale.handlers.operator import (  # (importing registers the handlers)
     resync_job,
     status_recheck_job,
@@ -119,6 +120,9 @@ def run_operator(
     liveness = f"http://0.0.0.0:{config.health_port}/healthz" if config.health_port else None
     if stop_flag is not None:
         asyncio.set_event_loop(asyncio.new_event_loop())
+    quiet = logging.getLogger("kopf.objects")
+    if not any(isinstance(f, _watch.QuietWatchHandlers) for f in quiet.filters):
+        quiet.addFilter(_watch.QuietWatchHandlers())
     kopf.run(
         standalone=True,
         clusterwide=not config.namespaces,

@@ -186,3 +186,101 @@ def test_a_spot_market_that_flaps_every_minute_does_not_make_replicas_ping_pong(
         stop.set()
         cluster.kubectl("delete", "namespace", namespace, "--wait=false")
         cluster.kubectl("delete", "node", *flap_pools[0].node_names(), *spot_nodes, "--wait=false")
+
+
+def _serving_addresses(cluster: Cluster, namespace: str) -> set[str]:
+    """The Triton pod addresses the router resolves: ready endpoints of the headless Service."""
+    slices = cluster.get_json(
+        "endpointslices", "-l", f"kubernetes.io/service-name={NAME}-triton", namespace=namespace
+    )["items"]
+    return {
+        address
+        for endpoint_slice in slices
+        for endpoint in endpoint_slice.get("endpoints") or []
+        if (endpoint.get("conditions") or {}).get("ready")
+        for address in endpoint.get("addresses", [])
+    }
+
+
+def _spot_pod_ips(cluster: Cluster, namespace: str, spot_nodes: list[str]) -> set[str]:
+    pods = cluster.get_json("pods", "-l", f"app.kubernetes.io/instance={NAME}", namespace=namespace)["items"]
+    return {
+        p["status"]["podIP"]
+        for p in pods
+        if p["spec"].get("nodeName") in spot_nodes and p.get("status", {}).get("podIP")
+    }
+
+
+def test_an_interruption_notice_brings_stand_ins_first_then_drains_spot_out_of_the_router(
+    cluster: Cluster, operator: OperatorThread
+) -> None:
+    """Karpenter's disruption taint (NoSchedule: nothing evicts the pods by itself) on every spot
+    node: on-demand stand-ins start at once, without waiting for fallbackAfterSeconds; once
+    they are ready the spot pods are evicted and leave the router's endpoints; ready replicas
+    never fall below desired, sampled throughout."""
+    prefix, namespace = "e2e-notice", "e2e-notice"
+    notice_pools = pools(prefix)
+    spot_nodes = notice_pools[1].node_names()
+    cluster.apply_yaml(node_manifests(notice_pools))
+    cluster.create_namespace(namespace)
+    service = spot_service(prefix, namespace)
+    service["spec"]["capacity"]["spot"]["fallbackAfterSeconds"] = 600  # the notice must not wait for it
+    samples: list[int] = []
+    stop = threading.Event()
+    try:
+        cluster.kubectl("apply", "-f", "-", input=_yaml(service))
+        cluster.wait_until(
+            lambda: _ready_replicas(cluster, namespace) == {"ondemand": 1, "spot": 3, "router": 2},
+            "1 on-demand, 3 spot and 2 router replicas ready",
+            timeout_s=90,
+        )
+        spot_ips = _spot_pod_ips(cluster, namespace, spot_nodes)
+        assert len(spot_ips) == 3
+        # The endpoints follow readiness a moment later.
+        cluster.wait_until(
+            lambda: spot_ips <= _serving_addresses(cluster, namespace), "the spot pods in the endpoints"
+        )
+
+        def sample() -> None:
+            while not stop.is_set():
+                ready = _ready_replicas(cluster, namespace)
+                samples.append(ready.get("ondemand", 0) + ready.get("spot", 0))
+                stop.wait(0.5)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        noticed = time.monotonic()
+        cluster.kubectl("taint", "nodes", *spot_nodes, "karpenter.sh/disrupted:NoSchedule")
+        cluster.wait_until(
+            lambda: _ready_replicas(cluster, namespace).get("ondemand", 0) >= 4,
+            "3 on-demand stand-ins ready after the notice",
+            timeout_s=60,
+        )
+        stand_ins_s = time.monotonic() - noticed
+        spot = _condition(_get(cluster, namespace, NAME), "SpotFallback")
+        assert spot is not None and (spot["status"], spot["reason"]) == ("True", "SpotInterrupted"), spot
+        assert "Karpenter is disrupting the node (karpenter.sh/disrupted)" in spot["message"]
+        cluster.wait_until(
+            lambda: not (spot_ips & _serving_addresses(cluster, namespace)),
+            "the noticed spot pods out of the router's endpoints",
+            timeout_s=60,
+        )
+        drained_s = time.monotonic() - noticed
+        print(
+            f"interruption notice: stand-ins ready {stand_ins_s:.1f} s after it, "
+            f"spot pods out of the router {drained_s:.1f} s after it"
+        )
+        time.sleep(10)  # and while the evicted pods' replacements wait for spot
+        stop.set()
+        sampler.join(timeout=5)
+        assert len(samples) > 10, "too few samples to say capacity never dipped"
+        assert min(samples) >= 4, f"ready replicas fell below desired during the drain: {samples}"
+        events = cluster.get_json(
+            "events", "--field-selector", f"involvedObject.name={NAME}", namespace=namespace
+        )["items"]
+        assert {"SpotFallback", "SpotDrained"} <= {e["reason"] for e in events}
+        assert _wanted(cluster, "ondemand", namespace) == 4
+    finally:
+        stop.set()
+        cluster.kubectl("delete", "namespace", namespace, "--wait=false")
+        cluster.kubectl("delete", "node", *notice_pools[0].node_names(), *spot_nodes, "--wait=false")

@@ -273,10 +273,12 @@ def test_a_spec_change_writes_only_what_it_changes() -> None:
     cluster.calls.clear()
     cluster.services[("vision", "resnet")]["spec"]["replicas"] = 3
     outcome = reconciler.reconcile("vision", "resnet")
+    # The Deployment, and the Triton budget whose minAvailable follows the desired count.
     assert [c for c in cluster.calls if c[0] == "apply"] == [
-        ("apply", "Deployment", "vision", "resnet-ondemand")
+        ("apply", "Deployment", "vision", "resnet-ondemand"),
+        ("apply", "PodDisruptionBudget", "vision", "resnet-triton"),
     ]
-    assert outcome is not None and outcome.applied == 1
+    assert outcome is not None and outcome.applied == 2
 
 
 def _spot_pod(index: int, scheduled: bool) -> dict[str, Any]:

@@ -292,6 +292,18 @@ def test_placement_is_passed_through() -> None:
     assert objects[("Deployment", "p-spot")]["spec"]["replicas"] == 5
 
 
+def test_the_triton_budget_counts_against_the_desired_replicas_not_the_stand_ins() -> None:
+    """One replica at a time in normal times; with three stand-ins ready, the three spot pods
+    on nodes being interrupted may all be evicted (7 desired, 10 pods: minAvailable 6)."""
+    service = service_from(make_inference_service(name="p", spec__capacity={"spot": {"enabled": True}}))
+    calm = by_kind_name(render_stack(service, Placement(on_demand=2, spot=5)))
+    assert calm[("PodDisruptionBudget", "p-triton")]["spec"]["minAvailable"] == 6
+    covered = by_kind_name(render_stack(service, Placement(on_demand=5, spot=5, stand_ins=3)))
+    assert covered[("PodDisruptionBudget", "p-triton")]["spec"]["minAvailable"] == 6
+    assert "maxUnavailable" not in covered[("PodDisruptionBudget", "p-triton")]["spec"]
+    assert covered[("PodDisruptionBudget", "p-router")]["spec"]["maxUnavailable"] == 1
+
+
 def _triton_container(**overrides: object) -> dict[str, Any]:
     service = parse_inference_service(make_inference_service(**overrides))
     objects = render_stack(service, split_replicas(2, service.spec.capacity))

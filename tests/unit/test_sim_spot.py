@@ -117,13 +117,13 @@ def test_a_pool_outage_makes_spot_unschedulable_and_stand_ins_come_then_leave() 
     assert fallback.capacity is not None and static.capacity is not None
     assert fallback.capacity.reclaims == 6 and fallback.capacity.pool_outages == 1
 
-    # At the outage every spot node is cordoned; the PodDisruptionBudget lets one replica go at
-    # once (its pod cannot be placed); the rest serve until the 30 s notice runs out.
-    assert state_at(fallback, 300) == (2, 5, 1, 0)
-    assert state_at(fallback, 330) == (2, 0, 6, 0)
-    # fallbackAfterSeconds (60) after the first unschedulable pod: six on-demand stand-ins at once.
-    assert state_at(fallback, 359) == (2, 0, 6, 0)
-    assert state_at(fallback, 360) == (8, 0, 6, 6)
+    # At the outage every spot node gets its notice and is cordoned; the PodDisruptionBudget lets
+    # one replica go at once (its pod cannot be placed); the rest serve until the 30 s notice runs
+    # out. The operator sees the notice: six on-demand stand-ins at once, without waiting for
+    # fallbackAfterSeconds (the pending pod counts too, as the drained pod's replacement).
+    assert state_at(fallback, 299) == (2, 6, 0, 0)
+    assert state_at(fallback, 300) == (8, 5, 1, 6)
+    assert state_at(fallback, 330) == (8, 0, 6, 6)
     # Spot is back at 900, ready after its cold start (930); the stand-ins leave half at a time,
     # one return window (2 x fallbackAfterSeconds, 120 s) apart.
     window = return_window_s(60)
@@ -132,7 +132,7 @@ def test_a_pool_outage_makes_spot_unschedulable_and_stand_ins_come_then_leave() 
     assert state_at(fallback, 930 + window) == (5, 6, 0, 3)
     assert state_at(fallback, 930 + 2 * window) == (3, 6, 0, 1)
     assert state_at(fallback, 930 + 3 * window) == (2, 6, 0, 0)
-    assert fallback.capacity.stand_in_s == pytest.approx(930 + 3 * window - 360)
+    assert fallback.capacity.stand_in_s == pytest.approx(930 + 3 * window - 300)
 
     # The static mix waits for spot: six pods unschedulable for the whole outage, no stand-in.
     assert state_at(static, 600) == (2, 0, 6, 0)
@@ -149,9 +149,9 @@ def test_cost_accounting_by_capacity_type() -> None:
     assert report is not None
     # Spot: six until 300, five until the notice ends at 330, none until 900, six after.
     spot_s = 6 * 300 + 5 * 30 + 6 * 600
-    # On-demand: the base two all along, plus the stand-ins from 360: six until 1050, three
-    # until 1170, one until 1290.
-    stand_in_s = 6 * 690 + 3 * 120 + 1 * 120
+    # On-demand: the base two all along, plus the stand-ins from the notice at 300: six until
+    # 1050, three until 1170, one until 1290.
+    stand_in_s = 6 * 750 + 3 * 120 + 1 * 120
     assert report.spot_replica_hours == pytest.approx(spot_s / 3600)
     assert report.on_demand_replica_hours == pytest.approx((2 * 1500 + stand_in_s) / 3600)
     assert report.stand_in_replica_hours == pytest.approx(stand_in_s / 3600)
@@ -213,8 +213,10 @@ def test_policies_see_the_count_they_asked_for_and_every_serving_replica() -> No
     Simulation(light(400), ENV, 100, 95).run(Peek(8), 8, 400, capacity=plan)
     by_time = {t: (provisioned, ready) for t, provisioned, ready in seen}
     assert by_time[90] == (8, 8)
-    assert by_time[150] == (8, 2)  # spot gone at 130, stand-ins asked for at 160
-    assert by_time[200] == (8, 8)  # six stand-ins ready at 190
+    assert by_time[110] == (8, 7)  # the notice at 100: the drain evicted one replica at once
+    # Six stand-ins asked for at the notice are ready at 130, when the spot nodes go.
+    assert by_time[130] == (8, 8)
+    assert by_time[200] == (8, 8)
 
 
 def test_latency_policy_keeps_running_through_an_outage() -> None:

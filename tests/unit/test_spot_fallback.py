@@ -25,7 +25,8 @@ def test_stand_ins_come_only_after_the_fallback_delay_and_cover_every_unschedula
     assert state.stand_ins == 4
     state = next_fallback(state, 6, 0, 6, at(70), AFTER)  # more lost: more stand in, at once
     assert state.stand_ins == 6
-    assert with_stand_ins(Placement(on_demand=2, spot=6), state) == Placement(on_demand=8, spot=6)
+    placed = with_stand_ins(Placement(on_demand=2, spot=6), state)
+    assert placed == Placement(on_demand=8, spot=6, stand_ins=6) and placed.desired == 8
 
 
 def test_starting_spot_pods_are_not_trouble() -> None:

@@ -5,6 +5,7 @@ every RESYNC_S (not a kopf timer, which would add a finalizer and a task per res
 from __future__ import annotations
 
 import copy
+import logging
 from typing import Any
 
 import kopf
@@ -13,6 +14,19 @@ from tritonscale.api.resource import GROUP, PLURAL, VERSION, InvalidInferenceSer
 from tritonscale.policy.interruption import node_trouble
 from tritonscale.reconcilers.scheduler import Scheduler
 from tritonscale.status import AUTOSCALER_CONDITIONS
+
+
+class QuietWatchHandlers(logging.Filter):
+    """Drop kopf's "Handler 'x' succeeded." for the watch handlers: they run on every event of
+    every InferenceService, child Deployment and Node (node heartbeats included), and say
+    nothing an admin needs; failures are still logged."""
+
+    HANDLERS = ("track", "child_deployment_changed", "node_changed")
+    _QUIET = frozenset(f"Handler '{name}' succeeded." for name in HANDLERS)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() not in self._QUIET
+
 
 FIRST_TICK_DELAY_S = 5.0  # let the first reconcile create the stack before observing it
 RESYNC_S = 300.0  # a deleted Deployment is recreated at once, on its own event

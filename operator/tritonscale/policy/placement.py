@@ -14,10 +14,16 @@ class Placement:
 
     on_demand: int
     spot: int
+    stand_ins: int = 0  # of the on-demand replicas, those standing in for missing spot ones
 
     @property
     def total(self) -> int:
         return self.on_demand + self.spot
+
+    @property
+    def desired(self) -> int:
+        """The replicas asked for, without the stand-ins."""
+        return self.total - self.stand_ins
 
 
 def split_replicas(total: int, capacity: CapacitySpec) -> Placement:

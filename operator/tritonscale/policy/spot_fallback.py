@@ -8,8 +8,9 @@ out (the operator keeps it in `status.spotFallback`, so it survives a restart).
   tainted or gone, so their evicted replicas wait in Pending) for longer than
   `fallbackAfterSeconds`. Then as many on-demand replicas as spot pods are unschedulable are
   added at once, and more if more become unschedulable. Spot pods on nodes being interrupted
-  (policy.interruption) are trouble at once: the notice is the warning, and a replacement
-  started now is ready before a 2-minute notice runs out. Nothing is taken from the spot pool: its pods keep
+  (policy.interruption) are trouble at once, and so are unschedulable spot pods while a notice
+  is in effect (the drain's evicted pods wait as those): the notice is the warning, and a
+  replacement started now is ready before a 2-minute notice runs out. Nothing is taken from the spot pool: its pods keep
   waiting for capacity, so the move back needs no new decision from the scheduler's side.
 - Return: only once every wanted spot replica has been ready for a whole return window (twice
   `fallbackAfterSeconds`, at least a minute) are stand-ins removed, half of them (at least one)
@@ -52,7 +53,9 @@ def next_fallback(
     if unschedulable_spot > 0 or interrupted_spot > 0:
         since = state.missing_since or now
         missing = interrupted_spot
-        if (now - since).total_seconds() >= fallback_after_s:
+        # Pending spot pods during a notice are the noticed pods' replacements (the node's drain
+        # evicted them first): no reason to wait for them either.
+        if interrupted_spot > 0 or (now - since).total_seconds() >= fallback_after_s:
             missing += unschedulable_spot
         stand_ins = max(stand_ins, min(missing, wanted_spot))
         return SpotFallbackStatus(stand_ins=stand_ins, missing_since=since)
@@ -69,4 +72,6 @@ def next_fallback(
 
 def with_stand_ins(placement: Placement, state: SpotFallbackStatus) -> Placement:
     """The pools' replica counts with the stand-ins added to on-demand (spot keeps its own)."""
-    return Placement(on_demand=placement.on_demand + state.stand_ins, spot=placement.spot)
+    return Placement(
+        on_demand=placement.on_demand + state.stand_ins, spot=placement.spot, stand_ins=state.stand_ins
+    )

@@ -64,7 +64,9 @@ def render_stack(
     objects += [
         render_router_deployment(service, names, config),
         render_endpoint_service(names),
-        render_disruption_budget(names, names.triton_disruption_budget, COMPONENT_TRITON),
+        render_disruption_budget(
+            names, names.triton_disruption_budget, COMPONENT_TRITON, desired=placement.desired
+        ),
         render_disruption_budget(names, names.router_disruption_budget, COMPONENT_ROUTER),
     ]
     if service.metadata.uid is not None:

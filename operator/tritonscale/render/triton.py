@@ -169,14 +169,26 @@ def render_headless_service(names: StackNames) -> dict[str, Any]:
     }
 
 
-def render_disruption_budget(names: StackNames, name: str, component: str) -> dict[str, Any]:
-    """Node drains take one replica of the component at a time."""
+def render_disruption_budget(
+    names: StackNames, name: str, component: str, desired: int | None = None
+) -> dict[str, Any]:
+    """Node drains take one replica of the component at a time.
+
+    With `desired` (the Triton replicas asked for) the budget is `minAvailable: desired - 1`
+    rather than `maxUnavailable: 1`: the same single replica in normal times, but it counts
+    against what was asked for, not against every pod that exists, so spot pods on a node being
+    interrupted can all be evicted once on-demand stand-ins for them are ready (maxUnavailable
+    counts the stand-ins as expected pods too and lets one go at a time, while the evicted
+    pods' replacements cannot be placed)."""
+    budget: dict[str, int] = (
+        {"maxUnavailable": 1} if desired is None else {"minAvailable": max(desired - 1, 0)}
+    )
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
         "metadata": {"name": name, "namespace": names.namespace, "labels": names.common_labels(component)},
         "spec": {
-            "maxUnavailable": 1,
+            **budget,
             "selector": {"matchLabels": names.component_selector(component)},
             # A crash-looping pod must not block a drain forever.
             "unhealthyPodEvictionPolicy": "AlwaysAllow",

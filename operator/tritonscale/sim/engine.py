@@ -481,7 +481,9 @@ class _CapacityRun(_Run):
     def _reconcile(self) -> None:
         """The stack reconciler: placement (and fallback) from the pools as they are now."""
         ready_spot = sum(1 for server in self._servers(SPOT) if self.ready_at[server] <= self._now)
-        self.target = self.strategy.plan(self.desired_total, ready_spot, self.pending, self._now)
+        self.target = self.strategy.plan(
+            self.desired_total, ready_spot, self.pending, self._now, interrupted_spot=len(self.draining)
+        )
         self._scale_pool(ON_DEMAND, self.target.on_demand)
         self._scale_pool(SPOT, self.target.spot)
         self._drain()
@@ -512,11 +514,12 @@ class _CapacityRun(_Run):
         self.reclaims += 1
 
     def _drain(self) -> None:
-        """Evict noticed replicas as the PodDisruptionBudget (maxUnavailable 1, unhealthy pods
-        always evictable) allows; each evicted pod is replaced at once."""
+        """Evict noticed replicas as the PodDisruptionBudget (minAvailable desired - 1, unhealthy
+        pods always evictable) allows; each evicted pod is replaced at once. Ready stand-ins count
+        as available, so once they are up every noticed replica may go."""
         if not self.draining:
             return
-        expected = self.target.on_demand + self.target.spot
+        expected = self.target.desired
         healthy = sum(1 for ready_at in self.ready_at.values() if ready_at <= self._now)
         for server in sorted(self.draining, key=lambda s: (self.draining[s], s)):
             if self.ready_at[server] > self._now:

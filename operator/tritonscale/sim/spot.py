@@ -7,11 +7,13 @@ Strategies (the placement runs THE SAME pure functions the operator runs, `polic
 - spot-static: `split_replicas` (onDemandBase first, then at most maxFraction on spot) and nothing
   else: spot pods that cannot be placed wait until spot comes back.
 - spot-fallback: the operator's loop: `split_replicas` of the autoscaler's desired count, then
-  `next_fallback` from how many spot pods are unschedulable and how many spot replicas are ready,
-  then `with_stand_ins`: on-demand = base + stand-ins, spot = the split's spot.
+  `next_fallback` from how many spot pods are unschedulable, how many spot replicas are under an
+  interruption notice (the operator sees the node's taint) and how many are ready, then
+  `with_stand_ins`: on-demand = base + stand-ins, spot = the split's spot.
 The operator reconciles the stack on pod events and rechecks an unsettled stack within 15 s
 (`app.UNSETTLED_RECHECK_S`); the simulated operator reconciles after every autoscaler decision and
-every `tick_s` (5 s), so stand-ins come 60-65 s after the first spot pod turned unschedulable.
+every `tick_s` (5 s), so stand-ins come 60-65 s after the first spot pod turned unschedulable,
+and within 5 s of an interruption notice.
 
 The spot market, and where its numbers come from:
 - Interruption frequency per instance and month, in the bands of the AWS Spot Instance Advisor
@@ -34,9 +36,9 @@ The spot market, and where its numbers come from:
   through Scheduled Events). At the notice the node is cordoned and drained (Karpenter's
   interruption handling or aws-node-termination-handler; the eviction API honours
   PodDisruptionBudgets, per Karpenter's interruption-handling design): a replica is evicted when the
-  operator's PodDisruptionBudget (maxUnavailable 1, unhealthyPodEvictionPolicy AlwaysAllow)
-  allows, i.e. when no other Triton replica is missing; otherwise it keeps serving until the notice
-  ends and the node is gone. An evicted or lost replica's pod is replaced at once: with a cold
+  operator's PodDisruptionBudget (minAvailable desired - 1, unhealthyPodEvictionPolicy
+  AlwaysAllow) allows, i.e. when at least the desired count is ready (ready stand-ins count);
+  otherwise it keeps serving until the notice ends and the node is gone. An evicted or lost replica's pod is replaced at once: with a cold
   start on spot if the pool has capacity, otherwise it waits as an unschedulable pod (the
   trouble the fallback counts). New spot pods during an outage wait likewise. GKE's graceful node
   shutdown does not honour PodDisruptionBudgets, so with 30 s notices blocked replicas here serve
@@ -193,7 +195,9 @@ class CapacityStrategy(Protocol):
 
     name: str
 
-    def plan(self, desired: int, ready_spot: int, unschedulable_spot: int, now_s: float) -> Placement: ...
+    def plan(
+        self, desired: int, ready_spot: int, unschedulable_spot: int, now_s: float, interrupted_spot: int = 0
+    ) -> Placement: ...
 
     @property
     def stand_ins(self) -> int: ...
@@ -203,7 +207,9 @@ class OnDemandOnly:
     name = "on-demand"
     stand_ins = 0
 
-    def plan(self, desired: int, ready_spot: int, unschedulable_spot: int, now_s: float) -> Placement:
+    def plan(
+        self, desired: int, ready_spot: int, unschedulable_spot: int, now_s: float, interrupted_spot: int = 0
+    ) -> Placement:
         return Placement(on_demand=desired, spot=0)
 
 
@@ -216,7 +222,9 @@ class StaticSpot:
     def __init__(self, capacity: CapacitySpec) -> None:
         self.capacity = capacity
 
-    def plan(self, desired: int, ready_spot: int, unschedulable_spot: int, now_s: float) -> Placement:
+    def plan(
+        self, desired: int, ready_spot: int, unschedulable_spot: int, now_s: float, interrupted_spot: int = 0
+    ) -> Placement:
         return split_replicas(desired, self.capacity)
 
 
@@ -233,7 +241,9 @@ class SpotFallback:
     def stand_ins(self) -> int:
         return self.state.stand_ins
 
-    def plan(self, desired: int, ready_spot: int, unschedulable_spot: int, now_s: float) -> Placement:
+    def plan(
+        self, desired: int, ready_spot: int, unschedulable_spot: int, now_s: float, interrupted_spot: int = 0
+    ) -> Placement:
         split = split_replicas(desired, self.capacity)
         self.state = next_fallback(
             self.state,
@@ -242,6 +252,7 @@ class SpotFallback:
             unschedulable_spot,
             EPOCH + timedelta(seconds=now_s),
             self.capacity.spot.fallback_after_seconds,
+            interrupted_spot=interrupted_spot,
         )
         return with_stand_ins(split, self.state)
 
