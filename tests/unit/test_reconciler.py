@@ -58,6 +58,9 @@ def test_status_follows_the_pods_and_ready_is_announced_once() -> None:
     assert cluster.services[("vision", "resnet")]["status"]["replicas"] == 2
     reconciler.refresh_status("vision", "resnet")
     assert [r for _, r, _ in cluster.events].count("Ready") == 1
+    # The rollout's end is announced once, with what is serving.
+    rolled = [m for _, r, m in cluster.events if r == "RolledOut"]
+    assert rolled == ["generation 1 rolled out: 2 Triton replicas and 2 routers ready"]
 
 
 def test_reconciling_again_changes_nothing() -> None:

@@ -516,6 +516,23 @@ class StackReconciler:
                 "SpotReturn",
                 f"spot stayed ready: {was - now} on-demand stand-ins removed, {now} left",
             )
+        rolling, rolled = (
+            previous.condition(ConditionType.PROGRESSING),
+            status.condition(ConditionType.PROGRESSING),
+        )
+        if (
+            rolling is not None
+            and rolling.reason == "RollingOut"
+            and rolled is not None
+            and rolled.reason == "RolledOut"
+        ):
+            self.api.post_event(
+                body,
+                "Normal",
+                "RolledOut",
+                f"generation {status.observed_generation} rolled out: {status.replicas} Triton replicas "
+                f"and {status.router_replicas} routers ready",
+            )
         before, after = previous.condition(ConditionType.READY), status.condition(ConditionType.READY)
         if after is not None and (before is None or before.status != after.status):
             if after.status == ConditionStatus.TRUE:
