@@ -11,8 +11,20 @@ import pytest
 from click.testing import CliRunner
 
 from tritonscale.cli.simulate import simulate
-from tritonscale.sim.engine import SimEnvironment, Simulation, count_flaps
-from tritonscale.sim.policies import HpaPolicy, KpaPolicy, Objective, RayPolicy, capacity_table
+from tritonscale.sim.engine import SimEnvironment, Simulation, count_flaps, flap_stats, window_attainment
+from tritonscale.sim.policies import (
+    FRESH_FEED,
+    HpaAverageValuePolicy,
+    HpaPercentilePolicy,
+    KedaPolicy,
+    KpaPolicy,
+    Objective,
+    RayPolicy,
+    capacity_table,
+    load_test,
+    parse_policy_name,
+    prometheus_feed,
+)
 from tritonscale.sim.runner import Scenario, run_scenario
 from tritonscale.sim.workloads import BUILT_IN, RateStep, Workload, arrivals, built_in, from_trace
 
@@ -167,7 +179,16 @@ def test_capacity_grows_with_replicas_and_shrinks_with_burstiness() -> None:
 def test_baselines_follow_their_rules_on_a_step() -> None:
     times = arrivals(Workload("step", (RateStep(0, 100), RateStep(600, 600)), 1200), 5)
     sim = Simulation(times, ENV, 100, 95)
-    for policy in (HpaPolicy(ENV, OBJECTIVE), KpaPolicy(ENV, target_concurrency=8.0), RayPolicy(ENV)):
+    feed = prometheus_feed(ENV)
+    for policy in (
+        HpaAverageValuePolicy(ENV, "rps", 100.0, feed, "hpa-rps"),
+        HpaAverageValuePolicy(ENV, "inflight", 3.0, feed, "hpa-inflight"),
+        HpaPercentilePolicy(ENV, OBJECTIVE, feed),
+        KedaPolicy(ENV, "rps", 100.0, feed, "keda-rps"),
+        KpaPolicy(ENV, target_concurrency=8.0),
+        KpaPolicy(ENV, target_concurrency=8.0, scale_down_delay_s=300.0, name="kpa-delay"),
+        RayPolicy(ENV),
+    ):
         result = sim.run(policy, 1, 1200)
         after = [n for t, n in result.timeline.provisioned_changes if t > 600]
         assert after and max(after) >= 3, f"{policy.name} did not react to a 6x step"
@@ -205,7 +226,7 @@ def test_simulate_command_writes_json_and_plot(tmp_path: Path) -> None:
         simulate,
         [
             "--policy",
-            "latency,hpa",
+            "latency,hpa-rps@0.6",
             "--workload",
             "smooth",
             "--duration-s",
@@ -220,7 +241,7 @@ def test_simulate_command_writes_json_and_plot(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     records = json.loads(out.read_text())
-    assert [r["policy"] for r in records] == ["latency", "hpa"]
+    assert [r["policy"] for r in records] == ["latency", "hpa-rps@0.6"]
     for key in (
         "requests",
         "slo_attainment",
@@ -230,9 +251,12 @@ def test_simulate_command_writes_json_and_plot(tmp_path: Path) -> None:
         "replica_hours",
         "scale_actions",
         "flaps",
+        "flap_replicas",
+        "window_attainment",
         "environment",
     ):
         assert key in records[0]
+    assert records[0]["environment"]["feed"] == "prometheus"
     assert records[0]["environment"]["cold_start_s"] == 30.0
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -240,3 +264,63 @@ def test_simulate_command_writes_json_and_plot(tmp_path: Path) -> None:
 def test_simulate_rejects_unknown_policy() -> None:
     result = CliRunner().invoke(simulate, ["--policy", "magic", "--duration-s", "60"])
     assert result.exit_code == 2 and "unknown policy" in result.output
+
+
+def test_hpa_on_requests_per_pod_sizes_the_fleet_from_the_total_rate() -> None:
+    """600 req/s at a target of 100 req/s per pod: six pods, whatever the fleet was."""
+    times = arrivals(Workload("steady", (RateStep(0, 600),), 600), 3)
+    sim = Simulation(times, ENV, 100, 95)
+    result = sim.run(HpaAverageValuePolicy(ENV, "rps", 100.0, FRESH_FEED, "hpa-rps"), 2, 600)
+    assert result.timeline.provisioned_changes[-1][1] in (6, 7)  # 10 % tolerance around 6
+
+
+def test_the_p95_anti_pattern_multiplies_by_ready_pods() -> None:
+    """Pods still starting are not counted: the recommendation is ratio x ready, as HPA does."""
+    times = arrivals(Workload("steady", (RateStep(0, 300),), 300), 3)
+    sim = Simulation(times, ENV, 100, 95)
+    result = sim.run(HpaPercentilePolicy(ENV, OBJECTIVE, FRESH_FEED), 1, 300)
+    assert result.timeline.provisioned_changes[0] == (0.0, 1)
+    assert len(result.timeline.provisioned_changes) > 1
+
+
+def test_kpa_scale_down_delay_holds_the_highest_decision_of_the_window() -> None:
+    times = arrivals(Workload("drop", (RateStep(0, 600), RateStep(300, 50)), 900), 4)
+    sim = Simulation(times, ENV, 100, 95)
+    plain = sim.run(KpaPolicy(ENV, target_concurrency=8.0), 4, 900)
+    held = sim.run(KpaPolicy(ENV, target_concurrency=8.0, scale_down_delay_s=300.0), 4, 900)
+    # Both carry 5 replicas before the drop at 300 s; the delay keeps them for 300 s after the
+    # last decision that wanted them.
+    first_down = next(t for t, n in plain.timeline.provisioned_changes if t > 300 and n < 5)
+    held_down = next((t for t, n in held.timeline.provisioned_changes if t > 300 and n < 5), 900.0)
+    assert held_down - first_down >= 240
+
+
+def test_load_test_measures_what_one_replica_carries() -> None:
+    table = capacity_table(ENV, OBJECTIVE, up_to_rps=200, seed=1)
+    tested = load_test(ENV, OBJECTIVE, table)
+    assert tested.rps == table[1]
+    assert 0 < tested.queued < tested.in_flight  # Little's law: waiting is part of the time in flight
+
+
+def test_policy_names_take_a_utilisation_only_when_tunable() -> None:
+    assert parse_policy_name("hpa-rps@0.6") == ("hpa-rps", 0.6)
+    assert parse_policy_name("kpa") == ("kpa", 0.7)
+    with pytest.raises(ValueError, match="takes no"):
+        parse_policy_name("latency@0.5")
+    with pytest.raises(ValueError, match="unknown policy"):
+        parse_policy_name("hpa")
+    with pytest.raises(ValueError, match="must be a number"):
+        parse_policy_name("ray-tuned@x")
+
+
+def test_flaps_count_reversals_and_the_replicas_they_move() -> None:
+    changes = [(0.0, 4), (60.0, 8), (120.0, 5), (1000.0, 9), (1100.0, 8)]
+    assert flap_stats(changes) == (2, 4)  # 8 -> 5 (3 back) and 9 -> 8 (1 back); 5 -> 9 came late
+    assert count_flaps(changes) == 2
+
+
+def test_window_attainment_counts_minutes_whose_percentile_met_the_objective() -> None:
+    arrivals_s = np.array([1.0, 2.0, 3.0, 61.0, 62.0, 63.0, 121.0])
+    latencies = np.array([0.05, 0.05, 0.05, 0.05, 0.5, 0.5, np.inf])
+    # minute 1: p95 50 ms (met); minute 2: p95 500 ms; minute 3: a drop; minute 4: no request
+    assert window_attainment(arrivals_s, latencies, 0.1, 95.0, 240.0) == 0.5

@@ -19,7 +19,7 @@ from rich.table import Table
 
 from tritonscale.api.spec import CapacitySpec
 from tritonscale.sim.engine import SimEnvironment, SimResult
-from tritonscale.sim.policies import POLICIES, Objective
+from tritonscale.sim.policies import POLICIES, TUNABLE, Objective, parse_policy_name
 from tritonscale.sim.runner import Scenario, run_scenario, run_spot_scenario
 from tritonscale.sim.spot import BANDS, STRATEGIES, STRESSED_SCALE, SpotMarket, spot_capacity
 from tritonscale.sim.workloads import BUILT_IN, Workload, built_in, from_trace
@@ -35,10 +35,10 @@ def _policy_list(values: tuple[str, ...]) -> list[str]:
             if name == "all":
                 names.extend(POLICIES)
             elif name:
-                if name not in POLICIES:
-                    raise click.BadParameter(
-                        f"unknown policy {name!r}; choose from {', '.join(POLICIES)} or all"
-                    )
+                try:
+                    parse_policy_name(name)
+                except ValueError as error:
+                    raise click.BadParameter(f"{error}; or all") from None
                 names.append(name)
     return list(dict.fromkeys(names)) or ["latency"]
 
@@ -61,7 +61,7 @@ def result_record(result: SimResult, scenario: Scenario, oracle_hours: float | N
     record["environment"] = {
         **dataclasses.asdict(scenario.env),
         "controller_period_s": scenario.period_s,
-        "latency_metrics": scenario.latency_source,
+        "feed": scenario.feed,
     }
     return record
 
@@ -305,7 +305,10 @@ SPOT_OPTIONS = (
     multiple=True,
     default=("latency",),
     show_default=True,
-    help=f"Policies to compare (comma-separated or repeated): {', '.join(POLICIES)}, or all.",
+    help=(
+        f"Policies to compare (comma-separated or repeated): {', '.join(POLICIES)}, or all; "
+        f"{', '.join(TUNABLE)} take a utilisation after '@' (hpa-rps@0.6)."
+    ),
 )
 @click.option(
     "--workload",
@@ -362,11 +365,15 @@ SPOT_OPTIONS = (
     help="Controller period of the latency policy.",
 )
 @click.option(
-    "--latency-metrics",
-    type=click.Choice(["triton", "prometheus"]),
-    default="triton",
+    "--feed",
+    type=click.Choice(["prometheus", "fresh"]),
+    default="prometheus",
     show_default=True,
-    help="Where the latency policy reads metrics: each replica's Triton, or Prometheus (scrape + lag).",
+    help=(
+        "Where every policy reads its metrics (equal information): Prometheus (rates over 30 s, "
+        "scraped every --scrape-interval-s, --metric-lag-s late) or fresh (the last 10 s, read "
+        "directly, as the operator reads each Triton replica's statistics)."
+    ),
 )
 @click.option("--max-replicas", type=click.IntRange(1, 1000), default=100, show_default=True)
 @click.option(
@@ -460,7 +467,7 @@ def simulate(
     scrape_interval_s: float,
     metric_lag_s: float,
     period_s: float,
-    latency_metrics: str,
+    feed: str,
     max_replicas: int,
     spot: bool,
     spot_band: str,
@@ -477,10 +484,11 @@ def simulate(
 ) -> None:
     """Replay a workload against simulated Triton replicas under each autoscaling policy.
 
-    Every policy sees the same requests. Replicas batch dynamically (service time base-ms +
-    per-item-ms x batch), new ones serve after the cold start, and Prometheus-fed policies (hpa,
-    keda) see metrics a scrape interval and a lag late. The latency policy is the operator's own
-    code, reading Triton's statistics each period (or Prometheus, with --latency-metrics).
+    Every policy sees the same requests and the same metric feed. Replicas batch dynamically
+    (service time base-ms + per-item-ms x batch) and new ones serve after the cold start. The
+    latency policy is the operator's own code. Tunable baselines (hpa-rps, hpa-inflight, keda-rps,
+    keda-queue, kpa, kpa-delay, ray-tuned) take a target utilisation after '@' (hpa-rps@0.6;
+    default 0.7) of what one replica carries at the objective in a load test.
 
     With --spot, each policy runs three times: on on-demand capacity only, on a static spot mix
     (capacity.onDemandBase, then at most --spot-max-fraction on spot), and with the operator's
@@ -513,7 +521,7 @@ def simulate(
         metric_lag_s=metric_lag_s,
         max_replicas=max_replicas,
     )
-    scenario = Scenario(chosen, seed, env, Objective(slo_ms, percentile), period_s, latency_metrics)
+    scenario = Scenario(chosen, seed, env, Objective(slo_ms, percentile), period_s, feed)
     console = Console(stderr=True)
     started = time.perf_counter()
     with Progress(

@@ -107,7 +107,10 @@ class SimResult:
     duration_s: float
     arrivals: np.ndarray = field(repr=False)
     latencies_s: np.ndarray = field(repr=False)
+    waits_s: np.ndarray = field(repr=False)  # queued before a batch took it (inf when dropped)
     timeline: Timeline = field(repr=False)
+    window_attainment: float = 1.0  # share of 1-minute windows whose percentile met the objective
+    flap_replicas: int = 0  # replicas moved by the reversals counted in `flaps`
     capacity: CapacityReport | None = field(default=None, repr=False)
 
     def summary(self) -> dict[str, float | int | str | None]:
@@ -123,24 +126,63 @@ class SimResult:
             "p95_ms": finite(self.p95_ms),
             "p99_ms": finite(self.p99_ms),
             "replica_hours": round(self.replica_hours, 4),
+            "window_attainment": round(self.window_attainment, 6),
             "scale_actions": self.scale_actions,
             "flaps": self.flaps,
             "flaps_per_hour": round(self.flaps / (self.duration_s / 3600.0), 3),
+            "flap_replicas": self.flap_replicas,
             **(self.capacity.summary() if self.capacity is not None else {}),
         }
 
 
 def count_flaps(changes: list[tuple[float, int]], within_s: float = 300.0) -> int:
     """Direction reversals of the replica count that follow the previous change within `within_s`."""
-    flaps = 0
+    return flap_stats(changes, within_s)[0]
+
+
+def flap_stats(changes: list[tuple[float, int]], within_s: float = 300.0) -> tuple[int, int]:
+    """(reversals, replicas they moved): a reversal is a change against the direction of the
+    previous one, within `within_s` of it; its size is how many replicas it moved back."""
+    flaps = moved = 0
     previous: tuple[float, int] | None = None  # (time, direction)
     for index in range(1, len(changes)):
         time, count = changes[index]
-        direction = 1 if count > changes[index - 1][1] else -1
+        step = count - changes[index - 1][1]
+        direction = 1 if step > 0 else -1
         if previous is not None and direction != previous[1] and time - previous[0] <= within_s:
             flaps += 1
+            moved += abs(step)
         previous = (time, direction)
-    return flaps
+    return flaps, moved
+
+
+WINDOW_S = 60.0
+
+
+def window_attainment(
+    arrivals: np.ndarray, latencies_s: np.ndarray, slo_s: float, percentile: float, duration_s: float
+) -> float:
+    """The share of 1-minute windows (by arrival) whose percentile met the objective; drops count
+    as infinitely slow, windows without requests as met."""
+    if arrivals.size == 0:
+        return 1.0
+    windows = max(1, math.ceil(duration_s / WINDOW_S))
+    index = np.minimum((arrivals // WINDOW_S).astype(np.int64), windows - 1)
+    order = np.lexsort((latencies_s, index))
+    sorted_index = index[order]
+    starts = np.searchsorted(sorted_index, np.arange(windows), side="left")
+    ends = np.searchsorted(sorted_index, np.arange(windows), side="right")
+    sorted_latencies = latencies_s[order]
+    met = 0
+    for start, end in zip(starts, ends, strict=True):
+        count = end - start
+        if count == 0:
+            met += 1
+            continue
+        # inverted-CDF percentile, as everywhere else here
+        rank = max(1, math.ceil(percentile / 100.0 * count))
+        met += bool(sorted_latencies[start + rank - 1] <= slo_s)
+    return met / windows
 
 
 class Simulation:
@@ -396,10 +438,13 @@ class _Run:
     def _result(self) -> SimResult:
         latencies = self.completion - self.sim.arrivals
         latencies[np.isnan(latencies)] = math.inf
+        waits = self.completion - self.execution - self.sim.arrivals
+        waits[~np.isfinite(waits)] = math.inf
         requests = latencies.size
         dropped = int(np.count_nonzero(np.isinf(latencies)))
         within = int(np.count_nonzero(latencies <= self.sim.slo_s))
         changes = self.timeline.provisioned_changes
+        flaps, flap_replicas = flap_stats(changes)
         capacity = self._capacity_report()
         replica_seconds = (
             self._replica_seconds()
@@ -421,10 +466,15 @@ class _Run:
             p99_ms=p99,
             replica_hours=replica_seconds / 3600.0,
             scale_actions=len(changes) - 1,
-            flaps=count_flaps(changes),
+            flaps=flaps,
             duration_s=self.duration_s,
             arrivals=self.sim.arrivals,
             latencies_s=latencies,
+            waits_s=waits,
+            window_attainment=window_attainment(
+                self.sim.arrivals, latencies, self.sim.slo_s, self.sim.percentile, self.duration_s
+            ),
+            flap_replicas=flap_replicas,
             timeline=self.timeline,
             capacity=capacity,
         )

@@ -1,18 +1,26 @@
-"""Autoscalers under simulation: ours, and baselines written from their documented algorithms.
+"""Autoscalers under simulation: ours, and baselines written from their documented algorithms,
+each configured as a careful user would configure it.
+
+Every tunable baseline's target is a utilisation (0.7 unless named, e.g. hpa-rps@0.6) of what one
+replica carries at the objective, measured by the same load test the oracle uses (`load_test`).
+Every policy reads the same metric feed (`Feed`): Prometheus (equal information: rates over
+30 s, a 15 s scrape, 5 s late) or fresh (the last 10 s, read directly).
 
 - latency: Tritonscale's LatencyAutoscaler, the very object the operator runs.
-- hpa: Kubernetes HPA on the latency percentile as an Object metric: desired = ceil(current *
-  metric / target), tolerance 0.1, sync 15 s; scale-up max(+100 %, +4 pods) per 15 s with no
-  stabilization; scale-down 100 % per 15 s to the highest recommendation of the last 300 s.
-- keda: a KEDA Prometheus trigger on the percentile with AverageValue semantics (desired =
-  ceil(metric / threshold)), polled every 30 s, fed into the same HPA behaviour.
-- kpa: Knative's KPA: average concurrency over a 60 s stable and a 6 s panic window against a
-  per-replica target (target utilisation 0.7), panic at 200 %, no scale-down while panicking
-  (panic ends after 60 s calm), scale-down at most by half per step. Knative's default target
-  (100 in flight) would be absurd for a model that serves ~150 req/s; the runner sets the
-  concurrency one replica carries within the objective.
-- ray: Ray Serve's default autoscaling: 2 ongoing requests per replica target, metrics every 10 s
-  averaged over 30 s, a decision must persist 30 s to scale up and 600 s to scale down.
+- hpa-rps, hpa-inflight: HPA on a Pods metric with an AverageValue target, requests per second
+  or requests in flight per pod (replica_calculator.go: ceil(usage ratio x ready pods), tolerance
+  0.1, sync 15 s; default behaviour: up by max(+100 %, +4 pods) per 15 s, down to the highest
+  recommendation of the last 300 s).
+- hpa-p95: HPA on the latency percentile itself: the anti-pattern (a saturation metric that a
+  proportional rule cannot hold), kept to show it.
+- keda-rps, keda-queue: a KEDA Prometheus trigger (AverageValue, no metric cache) on the summed
+  request rate or on Triton's pending requests, driving the same HPA behaviour.
+- kpa, kpa-delay: Knative's KPA on concurrency (60 s stable and 6 s panic windows, panic at
+  200 %, scale-down at most by half per step); kpa-delay adds a 300 s scale-down-delay, the
+  window our policy also holds capacity for.
+- ray: Ray Serve's defaults (2 ongoing requests per replica, metrics every 10 s over 30 s, 30 s
+  upscale and 600 s downscale delays); ray-tuned: target ongoing requests from the load test,
+  10 s upscale and 300 s downscale delays.
 - static-peak: a fixed count, enough for the peak 10 s window.
 - oracle: offline, the fewest replicas for every 10 s window that meet the objective given the
   actual arrivals, provisioned one cold start ahead (a lower bound on replica-hours).
@@ -36,7 +44,43 @@ from tritonscale.policy.autoscaling import AutoscalerSettings, AutoscalerState, 
 from tritonscale.sim.engine import ClusterView, SimEnvironment, Simulation
 from tritonscale.sim.workloads import RateStep, Workload, arrivals
 
-POLICIES = ("latency", "hpa", "keda", "kpa", "ray", "static-peak", "oracle")
+POLICIES = (
+    "latency",
+    "hpa-rps",
+    "hpa-inflight",
+    "hpa-p95",
+    "keda-rps",
+    "keda-queue",
+    "kpa",
+    "kpa-delay",
+    "ray",
+    "ray-tuned",
+    "static-peak",
+    "oracle",
+)
+# Baselines a user tunes by a target utilisation (of what one replica carries at the objective).
+TUNABLE = ("hpa-rps", "hpa-inflight", "keda-rps", "keda-queue", "kpa", "kpa-delay", "ray-tuned")
+DEFAULT_UTILIZATION = 0.7
+
+
+def parse_policy_name(name: str) -> tuple[str, float]:
+    """'hpa-rps@0.6' -> ('hpa-rps', 0.6); a tunable baseline without '@' gets 0.7."""
+    base, _, knob = name.partition("@")
+    if base not in POLICIES:
+        raise ValueError(f"unknown policy {name!r}; known: {', '.join(POLICIES)}")
+    if not knob:
+        return base, DEFAULT_UTILIZATION
+    if base not in TUNABLE:
+        raise ValueError(f"{base} takes no '@' knob; tunable: {', '.join(TUNABLE)}")
+    try:
+        utilization = float(knob)
+    except ValueError:
+        raise ValueError(f"{name!r}: the knob after '@' must be a number, e.g. {base}@0.7") from None
+    if not 0.05 <= utilization <= 2.0:
+        raise ValueError(f"{name!r}: utilisation must be between 0.05 and 2")
+    return base, utilization
+
+
 ORACLE_WINDOW_S = 10.0
 
 
@@ -95,8 +139,55 @@ class LatencyPolicy:
         return decision.desired, decision.reason
 
 
+@dataclass(frozen=True)
+class Feed:
+    """How a baseline's metrics reach it: values over `window_s` as of the last scrape (every
+    `scrape_s`), visible `lag_s` after it. The same feed for every policy is equal information."""
+
+    name: str
+    window_s: float
+    scrape_s: float
+    lag_s: float
+
+
+def prometheus_feed(env: SimEnvironment) -> Feed:
+    """Through Prometheus: rates over 30 s, a scrape every 15 s, visible 5 s later (the
+    environment's values)."""
+    return Feed("prometheus", env.metric_window_s, env.scrape_interval_s, env.metric_lag_s)
+
+
+# Read directly, as the operator reads Triton's statistics: the last 10 s, no scrape, no lag.
+FRESH_FEED = Feed("fresh", 10.0, 1.0, 0.0)
+
+
+@dataclass(frozen=True)
+class LoadTest:
+    """What one replica carries at the objective, measured once (sim.policies.load_test), and
+    what every tunable baseline derives its target from, as a careful user would from a load
+    test: requests per second, requests in flight (queued and executing) and requests queued."""
+
+    rps: float
+    in_flight: float
+    queued: float
+
+
+def load_test(env: SimEnvironment, objective: Objective, table: list[float], seed: int = 1) -> LoadTest:
+    """One replica at the highest rate it serves within the objective (table[1]); in flight and
+    queued by Little's law from the measured latencies and waits."""
+    rate = table[1] if len(table) > 1 else env.service.capacity_rps()
+    duration = max(60.0, 20000.0 / max(rate, 1.0))
+    times = arrivals(Workload("load-test", (RateStep(0.0, rate),), duration), seed)
+    result = Simulation(times, env, objective.target_ms, objective.percentile).run(_Fixed(1), 1, duration)
+    served = np.isfinite(result.latencies_s)
+    mean_latency = float(np.mean(result.latencies_s[served])) if served.any() else 0.0
+    mean_wait = float(np.mean(result.waits_s[served])) if served.any() else 0.0
+    return LoadTest(rps=rate, in_flight=rate * mean_latency, queued=rate * mean_wait)
+
+
 class _HpaBehavior:
-    """The HPA controller's default behaviour around a recommendation."""
+    """The HPA controller's default behaviour around a recommendation: scale-up by max(+100 %,
+    +4 pods) per 15 s with no stabilization; scale-down to the highest recommendation of the last
+    300 s."""
 
     def __init__(self, env: SimEnvironment) -> None:
         self.env = env
@@ -114,77 +205,121 @@ class _HpaBehavior:
         return min(max(desired, self.env.min_replicas), self.env.max_replicas)
 
 
-class HpaPolicy:
-    """HPA with the latency percentile as an Object metric (Value target)."""
+def _hpa_recommendation(ready: int, current: int, usage_ratio: float) -> int:
+    """replica_calculator.go: within the 10 % tolerance nothing changes; otherwise
+    ceil(usage ratio x ready pods), the metric being averaged over the ready pods."""
+    if abs(usage_ratio - 1.0) <= 0.1:
+        return current
+    return max(1, math.ceil(usage_ratio * max(ready, 1)))
 
-    name = "hpa"
+
+class HpaAverageValuePolicy:
+    """HPA on a Pods metric with an AverageValue target (through prometheus-adapter), synced every
+    15 s. `metric` is `rps` (requests per second per pod) or `inflight` (requests in flight per
+    pod); the target is `utilization` x what one replica carries at the objective (load test)."""
+
     period_s = 15.0
 
-    def __init__(self, env: SimEnvironment, objective: Objective) -> None:
-        self.env = env
-        self.objective = objective
+    def __init__(self, env: SimEnvironment, metric: str, target: float, feed: Feed, name: str) -> None:
+        if metric not in ("rps", "inflight"):
+            raise ValueError(f"unknown HPA metric {metric!r}")
+        self.env, self.metric, self.target, self.feed, self.name = env, metric, target, feed, name
         self.behavior = _HpaBehavior(env)
 
     def step(self, view: ClusterView) -> tuple[int, str]:
-        env = self.env
-        observation = view.observation(env.metric_window_s, env.scrape_interval_s, env.metric_lag_s)
-        current = view.provisioned
+        observation = view.observation(self.feed.window_s, self.feed.scrape_s, self.feed.lag_s)
+        current, ready = view.provisioned, max(view.ready, 1)
+        total = observation.arrival_rate_rps if self.metric == "rps" else observation.concurrency
+        if total is None or observation.missing:
+            return current, "metric missing; no change"
+        ratio = total / ready / self.target
+        recommendation = _hpa_recommendation(ready, current, ratio)
+        desired = self.behavior.apply(view.now, current, recommendation)
+        return (
+            desired,
+            f"{self.metric} {total / ready:.1f}/pod vs {self.target:.1f}: recommend {recommendation}",
+        )
+
+
+class HpaPercentilePolicy:
+    """The anti-pattern, kept for comparison: HPA on the latency percentile itself (an Object
+    metric, Value target = the objective). A saturation metric that a proportional rule cannot
+    control: it halves the fleet when latency is low, overloads, and doubles back."""
+
+    name = "hpa-p95"
+    period_s = 15.0
+
+    def __init__(self, env: SimEnvironment, objective: Objective, feed: Feed) -> None:
+        self.env, self.objective, self.feed = env, objective, feed
+        self.behavior = _HpaBehavior(env)
+
+    def step(self, view: ClusterView) -> tuple[int, str]:
+        observation = view.observation(self.feed.window_s, self.feed.scrape_s, self.feed.lag_s)
+        current, ready = view.provisioned, max(view.ready, 1)
         if observation.latency_ms is None or observation.missing:
             return current, "metric missing; no change"
         ratio = observation.latency_ms / self.objective.target_ms
-        recommendation = current if abs(ratio - 1.0) <= 0.1 else math.ceil(current * ratio)
-        desired = self.behavior.apply(view.now, current, max(recommendation, 1))
-        return desired, f"ratio {ratio:.2f}: recommend {recommendation}"
+        recommendation = _hpa_recommendation(ready, current, ratio)
+        desired = self.behavior.apply(view.now, current, recommendation)
+        return desired, f"p95 ratio {ratio:.2f}: recommend {recommendation}"
 
 
 class KedaPolicy:
-    """KEDA Prometheus trigger on the percentile, AverageValue, polled every 30 s."""
+    """A KEDA ScaledObject with a Prometheus trigger, metricType AverageValue (KEDA's default):
+    the query returns a fleet total, the HPA it drives divides by the threshold. No metric cache
+    (useCachedMetrics false), so the HPA's 15 s sync reads Prometheus each time. `metric` is `rps`
+    (sum of the request rate) or `queue` (Triton's pending requests, queued and not executing)."""
 
-    name = "keda"
     period_s = 15.0
-    polling_s = 30.0
 
-    def __init__(self, env: SimEnvironment, objective: Objective) -> None:
-        self.env = env
-        self.objective = objective
+    def __init__(self, env: SimEnvironment, metric: str, threshold: float, feed: Feed, name: str) -> None:
+        if metric not in ("rps", "queue"):
+            raise ValueError(f"unknown KEDA metric {metric!r}")
+        self.env, self.metric, self.threshold, self.feed, self.name = env, metric, threshold, feed, name
         self.behavior = _HpaBehavior(env)
-        self.cached: float | None = None
-        self.polled_at = -math.inf
 
     def step(self, view: ClusterView) -> tuple[int, str]:
-        env = self.env
-        current = view.provisioned
-        if view.now - self.polled_at >= self.polling_s:
-            observation = view.observation(env.metric_window_s, env.scrape_interval_s, env.metric_lag_s)
-            self.cached = None if observation.missing else observation.latency_ms
-            self.polled_at = view.now
-        if self.cached is None:
+        observation = view.observation(self.feed.window_s, self.feed.scrape_s, self.feed.lag_s)
+        current, ready = view.provisioned, max(view.ready, 1)
+        total = observation.arrival_rate_rps if self.metric == "rps" else observation.pending_requests
+        if total is None or (self.metric == "rps" and observation.missing):
             return current, "metric missing; no change"
-        usage_ratio = self.cached / (self.objective.target_ms * current)
-        if abs(usage_ratio - 1.0) <= 0.1:
-            recommendation = current
-        else:
-            recommendation = math.ceil(self.cached / self.objective.target_ms)
-        desired = self.behavior.apply(view.now, current, max(recommendation, 1))
-        return desired, f"value {self.cached:.0f} ms: recommend {recommendation}"
+        recommendation = _hpa_recommendation(ready, current, total / ready / self.threshold)
+        desired = self.behavior.apply(view.now, current, recommendation)
+        return (
+            desired,
+            f"{self.metric} {total:.1f} vs {self.threshold:.1f}/replica: recommend {recommendation}",
+        )
 
 
 class KpaPolicy:
-    """Knative Pod Autoscaler on concurrency."""
+    """Knative Pod Autoscaler on concurrency: a 60 s stable and a 6 s panic window against the
+    per-replica target x utilisation, panic at 200 %, no scale-down while panicking (panic ends
+    after 60 s calm), scale-down at most by half per step; with `scale_down_delay_s`, the highest
+    decision of that window (Knative's scale-down-delay)."""
 
-    name = "kpa"
     period_s = 2.0
 
     def __init__(
-        self, env: SimEnvironment, target_concurrency: float = 10.0, utilization: float = 0.7
+        self,
+        env: SimEnvironment,
+        target_concurrency: float = 10.0,
+        utilization: float = 0.7,
+        scale_down_delay_s: float = 0.0,
+        feed: Feed = FRESH_FEED,
+        name: str = "kpa",
     ) -> None:
         self.env = env
         self.target = target_concurrency * utilization
+        self.scale_down_delay_s = scale_down_delay_s
+        self.feed = feed
+        self.name = name
         self.panic_until = -math.inf
+        self.decisions: deque[tuple[float, int]] = deque()
 
     def step(self, view: ClusterView) -> tuple[int, str]:
-        stable = view.observation(60.0, 1.0, 0.0).concurrency
-        panic = view.observation(6.0, 1.0, 0.0).concurrency
+        stable = view.observation(60.0, self.feed.scrape_s, self.feed.lag_s).concurrency
+        panic = view.observation(6.0, self.feed.scrape_s, self.feed.lag_s).concurrency
         current, ready = view.provisioned, max(view.ready, 1)
         if stable is None or panic is None:
             return current, "no concurrency data; no change"
@@ -198,13 +333,19 @@ class KpaPolicy:
             desired, mode = desired_stable, "stable"
         desired = max(desired, math.ceil(ready / 2))  # max scale-down rate 2
         desired = min(desired, ready * 1000)
+        if self.scale_down_delay_s > 0:
+            self.decisions.append((view.now, desired))
+            while self.decisions[0][0] < view.now - self.scale_down_delay_s:
+                self.decisions.popleft()
+            desired = max(d for _, d in self.decisions)
         return desired, f"{mode}: concurrency {stable:.1f} (60 s) {panic:.1f} (6 s)"
 
 
 class RayPolicy:
-    """Ray Serve's default request-based autoscaling."""
+    """Ray Serve's request-based autoscaling: replicas report ongoing requests every 10 s,
+    averaged over 30 s; a decision must persist `upscale_delay_s` to scale up and
+    `downscale_delay_s` to scale down. Defaults are Ray's (2 ongoing per replica, 30 s, 600 s)."""
 
-    name = "ray"
     period_s = 1.0
 
     def __init__(
@@ -213,17 +354,21 @@ class RayPolicy:
         target_ongoing: float = 2.0,
         upscale_delay_s: float = 30.0,
         downscale_delay_s: float = 600.0,
+        feed: Feed | None = None,
+        name: str = "ray",
     ) -> None:
         self.env = env
         self.target_ongoing = target_ongoing
         self.upscale_delay_s = upscale_delay_s
         self.downscale_delay_s = downscale_delay_s
+        self.feed = feed or Feed("ray", 30.0, 10.0, 0.0)  # pushed every 10 s
+        self.name = name
         self.up_for = 0.0
         self.down_for = 0.0
 
     def step(self, view: ClusterView) -> tuple[int, str]:
         current = view.provisioned
-        ongoing = view.observation(30.0, 10.0, 0.0).concurrency
+        ongoing = view.observation(30.0, self.feed.scrape_s, self.feed.lag_s).concurrency
         if ongoing is None:
             return current, "no metrics; no change"
         wanted = max(1, math.ceil(ongoing / self.target_ongoing))

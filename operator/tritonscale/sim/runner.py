@@ -12,17 +12,24 @@ import numpy as np
 from tritonscale.api.spec import CapacitySpec
 from tritonscale.sim.engine import SimEnvironment, SimPolicy, SimResult, Simulation
 from tritonscale.sim.policies import (
+    FRESH_FEED,
     ORACLE_WINDOW_S,
     POLICIES,
-    HpaPolicy,
+    TUNABLE,
+    HpaAverageValuePolicy,
+    HpaPercentilePolicy,
     KedaPolicy,
     KpaPolicy,
     LatencyPolicy,
+    LoadTest,
     Objective,
     RayPolicy,
     ReactiveReference,
     SchedulePolicy,
     capacity_table,
+    load_test,
+    parse_policy_name,
+    prometheus_feed,
     replicas_per_window,
 )
 from tritonscale.sim.spot import STRATEGIES, CapacityPlan, SpotMarket
@@ -36,27 +43,52 @@ class Scenario:
     env: SimEnvironment
     objective: Objective
     period_s: float = 10.0  # the latency policy's controller period
-    latency_source: str = "triton"  # where the latency policy reads metrics: triton or prometheus
+    # Where every policy's metrics come from: "prometheus" (equal information, as most clusters
+    # run) or "fresh" (read directly each second; the operator's Triton source).
+    feed: str = "prometheus"
 
 
-def make_policy(name: str, scenario: Scenario, needed: list[int], table: list[float]) -> SimPolicy:
+def make_policy(
+    name: str, scenario: Scenario, needed: list[int], table: list[float], tested: LoadTest
+) -> SimPolicy:
+    """A policy by name; tunable baselines take their utilisation after '@' (hpa-rps@0.6), else
+    0.7, and derive their targets from the load test."""
     env, objective = scenario.env, scenario.objective
-    if name == "latency":
-        return LatencyPolicy(env, objective, scenario.period_s, scenario.latency_source)
-    if name == "hpa":
-        return HpaPolicy(env, objective)
-    if name == "keda":
-        return KedaPolicy(env, objective)
-    if name == "kpa":
-        # Tuned as a careful Knative user would: the concurrency one replica carries within the
-        # objective (Little's law, mean latency taken as half the target).
-        one_replica_rps = table[1] if len(table) > 1 else 1.0
-        return KpaPolicy(env, target_concurrency=max(1.0, one_replica_rps * objective.target_ms / 2000.0))
-    if name == "ray":
-        return RayPolicy(env)
-    if name == "static-peak":
+    base, utilization = parse_policy_name(name)
+    feed = FRESH_FEED if scenario.feed == "fresh" else prometheus_feed(env)
+    label = f"{base}@{utilization:g}" if base in TUNABLE else base
+    if base == "latency":
+        source = "triton" if scenario.feed == "fresh" else "prometheus"
+        return LatencyPolicy(env, objective, scenario.period_s, source)
+    if base in ("hpa-rps", "hpa-inflight"):
+        metric = base.removeprefix("hpa-")
+        per_replica = tested.rps if metric == "rps" else tested.in_flight
+        return HpaAverageValuePolicy(env, metric, utilization * per_replica, feed, label)
+    if base == "hpa-p95":
+        return HpaPercentilePolicy(env, objective, feed)
+    if base in ("keda-rps", "keda-queue"):
+        metric = base.removeprefix("keda-")
+        per_replica = tested.rps if metric == "rps" else max(tested.queued, 0.1)
+        return KedaPolicy(env, metric, utilization * per_replica, feed, label)
+    if base in ("kpa", "kpa-delay"):
+        delay = 300.0 if base == "kpa-delay" else 0.0
+        return KpaPolicy(env, tested.in_flight, utilization, delay, feed, label)
+    if base == "ray":
+        return RayPolicy(env, feed=None if scenario.feed == "fresh" else feed)
+    if base == "ray-tuned":
+        # Ray's guide: target_ongoing_requests from the latency objective and a load test;
+        # max_ongoing_requests at least the batch a replica runs (the simulator does not cap it).
+        return RayPolicy(
+            env,
+            target_ongoing=utilization * tested.in_flight,
+            upscale_delay_s=10.0,
+            downscale_delay_s=300.0,
+            feed=None if scenario.feed == "fresh" else feed,
+            name=label,
+        )
+    if base == "static-peak":
         return SchedulePolicy("static-peak", [max(needed)], env)
-    if name == "oracle":
+    if base == "oracle":
         return SchedulePolicy("oracle", needed, env)
     raise ValueError(f"unknown policy {name!r}; known: {', '.join(POLICIES)}")
 
@@ -67,6 +99,7 @@ class Prepared:
     needed: list[int]
     table: list[float]
     initial: int
+    tested: LoadTest
 
 
 def prepare(scenario: Scenario, rate_factor: float = 1.0) -> Prepared:
@@ -83,7 +116,8 @@ def prepare(scenario: Scenario, rate_factor: float = 1.0) -> Prepared:
     lead = math.ceil((scenario.env.cold_start_s + ORACLE_WINDOW_S) / ORACLE_WINDOW_S) + 1
     initial = max(needed[:lead])
     simulation = Simulation(times, scenario.env, scenario.objective.target_ms, scenario.objective.percentile)
-    return Prepared(simulation, needed, table, initial)
+    tested = load_test(scenario.env, scenario.objective, table, seed=scenario.seed)
+    return Prepared(simulation, needed, table, initial, tested)
 
 
 def run_scenario(
@@ -95,15 +129,14 @@ def run_scenario(
     """Every named policy on the scenario's arrivals, then the reactive reference at each
     headroom; all start with the replicas the first minute needs, ready."""
     for name in policy_names:
-        if name not in POLICIES:
-            raise ValueError(f"unknown policy {name!r}; known: {', '.join(POLICIES)}")
+        parse_policy_name(name)
     prepared = prepare(scenario, max((1.0, *reference_headrooms)))
     duration = scenario.workload.duration_s
     results = []
     for name in policy_names:
         if on_start is not None:
             on_start(name)
-        policy = make_policy(name, scenario, prepared.needed, prepared.table)
+        policy = make_policy(name, scenario, prepared.needed, prepared.table, prepared.tested)
         results.append(prepared.simulation.run(policy, prepared.initial, duration))
     for headroom in reference_headrooms:
         reference = ReactiveReference(scenario.workload, prepared.table, scenario.env, headroom)
@@ -122,7 +155,7 @@ def run_capacity(
     market: SpotMarket,
 ) -> SimResult:
     """One policy with its replicas placed by `strategy` on a spot market."""
-    policy = make_policy(policy_name, scenario, prepared.needed, prepared.table)
+    policy = make_policy(policy_name, scenario, prepared.needed, prepared.table, prepared.tested)
     plan = CapacityPlan(strategy, capacity, market)
     return prepared.simulation.run(policy, prepared.initial, scenario.workload.duration_s, capacity=plan)
 
@@ -137,8 +170,7 @@ def run_spot_scenario(
 ) -> list[SimResult]:
     """Every named policy under every capacity strategy, on the same arrivals and the same market."""
     for name in policy_names:
-        if name not in POLICIES:
-            raise ValueError(f"unknown policy {name!r}; known: {', '.join(POLICIES)}")
+        parse_policy_name(name)
     prepared = prepare(scenario)
     results = []
     for name in policy_names:
