@@ -5,8 +5,8 @@ report on another, everyone on the same metric feed.
     .venv/bin/python benchmarks/autoscaling.py --quick    # smoke: 1 train and 1 test seed, 20 min
     .venv/bin/python benchmarks/autoscaling.py --no-traces  # built-in workloads only
 
-1. Train: the four built-in workloads with seeds 1-3 (1 h each, mean 1000 req/s, p95 <= 100 ms,
-   30 s cold start), through Prometheus. Every tunable baseline (sim.policies.TUNABLE) runs at
+1. Train: the four built-in workloads with seeds 1-3 (30 min each, mean 1000 req/s, p95 <= 100
+   ms, 30 s cold start), through Prometheus. Every tunable baseline (sim.policies.TUNABLE) runs at
    target utilisations 0.5, 0.7 and 0.9 of what one replica carries at the objective (its load test);
    each keeps the utilisation that reaches >= 99 % of requests within the objective over the
    training runs at the fewest replica-hours (or, if none does, its best attainment). Nothing of
@@ -14,9 +14,10 @@ report on another, everyone on the same metric feed.
 2. Test: the built-in workloads with seeds 4-6 and the six real production traces in
    ../shared/traces (read in place, never copied, never tuned on; skipped with a note when the
    folder is absent), each for its own length. Headline feed: Prometheus for every policy (rates
-   over 30 s, 15 s scrape, 5 s late); each tunable baseline is drawn as a curve over its sweep and
-   shown in the tables at its trained utilisation. Second table: the fresh feed (the last 10 s,
-   read directly) for every policy at its operating point.
+   over 30 s, 15 s scrape, 5 s late); each tunable baseline is drawn as a curve over its sweep on
+   the built-in workloads and shown in the tables at its trained utilisation (the traces, 21 h in
+   all, run the operating points only). Second table: the fresh feed (the last 10 s, read
+   directly) for every policy at its operating point, on the built-in workloads.
 
 Scores: the share of requests within the objective (drops are misses), the share of 1-minute
 windows whose p95 met it, replica-hours relative to the oracle, scale actions, flaps (reversals
@@ -289,7 +290,7 @@ def plot(summary: dict[str, dict[str, dict[str, float]]], path: Path) -> None:
         axis.set_xlabel("replica-hours / oracle")
         axis.set_ylabel("requests within objective %")
         low = min(100 * f["slo_attainment"] for f in policies.values())
-        axis.set_ylim(max(low - 0.5, 80.0), 100.3)
+        axis.set_ylim(max(low - 1.0, 50.0), 100.3)
         axis.set_xlim(0.8, min(6.0, max(f["replica_hours_vs_oracle"] for f in policies.values()) + 0.2))
         axis.set_title(f"{workload} (Prometheus feed)", fontsize=10)
     for axis in list(axes.flat)[len(workloads) :]:
@@ -325,7 +326,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="1 train and 1 test seed, 20 min, no traces")
-    parser.add_argument("--duration-s", type=float, default=3600.0, help="built-in workloads' length")
+    parser.add_argument("--duration-s", type=float, default=1800.0, help="built-in workloads' length")
     parser.add_argument("--mean-rps", type=float, default=1000.0)
     parser.add_argument("--no-traces", action="store_true", help="skip ../shared/traces")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
@@ -336,10 +337,9 @@ def main() -> None:
     started = time.perf_counter()
 
     train = [
-        Job("train", w, seed, "prometheus", policies, duration, args.mean_rps)
+        Job("train", w, seed, "prometheus", ("latency", *swept(TUNABLE)), duration, args.mean_rps)
         for w in BUILT_IN
         for seed in train_seeds
-        for policies in chunks(("latency", *swept(TUNABLE)), 12)
     ]
     console.print(
         f"train: {len(train)} jobs (built-in workloads, seeds {train_seeds}) on {args.workers} workers"
@@ -360,29 +360,25 @@ def main() -> None:
     if traces_note:
         console.print(traces_note)
     headline = tuple(dict.fromkeys((*points, *swept(TUNABLE))))
-    test: list[Job] = []
-    for w in BUILT_IN:
-        for seed in test_seeds:
-            test += [
-                Job(
-                    "test",
-                    w,
-                    seed,
-                    "prometheus",
-                    policies,
-                    duration,
-                    args.mean_rps,
-                    references=index == 0 and w in REFERENCE_WORKLOADS,
-                )
-                for index, policies in enumerate(chunks(headline, 14))
-            ]
-            test.append(Job("test", w, seed, "fresh", points, duration, args.mean_rps))
+    # One job per scenario and feed, so each measures its capacity table once; the long traces
+    # run the operating points only (their sweeps would take hours on 2 cores).
+    test = [
+        Job(
+            "test",
+            w,
+            seed,
+            feed,
+            names,
+            duration,
+            args.mean_rps,
+            references=feed == "prometheus" and w in REFERENCE_WORKLOADS,
+        )
+        for w in BUILT_IN
+        for seed in test_seeds
+        for feed, names in (("prometheus", headline), ("fresh", points))
+    ]
     for trace in traces:
-        test += [
-            Job("test", trace, 1, "prometheus", policies, 0.0, args.mean_rps)
-            for policies in chunks(headline, 7)
-        ]
-        test.append(Job("test", trace, 1, "fresh", points, 0.0, args.mean_rps))
+        test += [Job("test", trace, 1, "prometheus", half, 0.0, args.mean_rps) for half in chunks(points, 6)]
     console.print(f"test: {len(test)} jobs (seeds {test_seeds}, {len(traces)} real traces)")
     test_records = run_jobs(test, args.workers, console, "test")
 
