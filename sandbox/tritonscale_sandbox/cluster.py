@@ -206,14 +206,13 @@ def default_node_pools() -> list[NodePool]:
       ``cloud.google.com/gke-spot: "true"`` and tainted with it, as GKE recommends.
     - ``gke-tpu-v5e``: GKE TPU v5e nodes (ct5lp-hightpu-8t, 2x4, 8 ``google.com/tpu``), tainted
       ``google.com/tpu=present:NoSchedule`` as GKE does.
-    - ``eks-l4-spot`` and ``eks-l4``: EKS managed node groups (``eks.amazonaws.com/capacityType``
-      ``SPOT`` and ``ON_DEMAND``) of L4 nodes (g6.48xlarge) with GPU feature discovery's labels,
-      tainted ``nvidia.com/gpu=true:NoSchedule`` by their owner (EKS adds no taint).
+    - ``eks-l4-spot``: an EKS managed spot node group (``eks.amazonaws.com/capacityType: SPOT``)
+      of L4 nodes (g6.48xlarge) with GPU feature discovery's labels, tainted
+      ``nvidia.com/gpu=true:NoSchedule`` by its owner (EKS adds no taint).
     - ``aks-a100-spot``: an AKS spot pool of A100 80GB nodes (Standard_ND96amsr_A100_v4) with
       AKS's ``kubernetes.azure.com/scalesetpriority=spot:NoSchedule`` taint and label, the
       ``kubernetes.azure.com/accelerator: nvidia`` label, GPU feature discovery's labels and the
-      ``sku=gpu:NoSchedule`` taint of AKS's GPU guide; ``aks-a100``: its regular (on-demand)
-      twin, which AKS neither labels nor taints for priority.
+      ``sku=gpu:NoSchedule`` taint of AKS's GPU guide.
     - ``gaudi``: on-premises nodes with 8 ``habana.ai/gaudi`` each, labelled
       ``accelerator.example.com/product: gaudi2`` by their owner and tainted
       ``habana.ai/gaudi:NoSchedule``.
@@ -286,20 +285,6 @@ def default_node_pools() -> list[NodePool]:
             instance_type="ct5lp-hightpu-8t",
         ),
         NodePool(
-            name="eks-l4",
-            count=1,
-            labels={
-                "eks.amazonaws.com/capacityType": "ON_DEMAND",
-                "eks.amazonaws.com/nodegroup": "eks-l4",
-                "nvidia.com/gpu.product": EKS_GPU_PRODUCT,
-                "nvidia.com/gpu.count": "8",
-                "nvidia.com/gpu.present": "true",
-            },
-            taints=(Taint("nvidia.com/gpu", "true", "NoSchedule"),),
-            allocatable=_gpu_allocatable("192", "768Gi"),
-            instance_type="g6.48xlarge",
-        ),
-        NodePool(
             name="eks-l4-spot",
             count=2,
             labels={
@@ -328,20 +313,6 @@ def default_node_pools() -> list[NodePool]:
                 Taint("kubernetes.azure.com/scalesetpriority", "spot", "NoSchedule"),
                 Taint("sku", "gpu", "NoSchedule"),
             ),
-            allocatable=_gpu_allocatable("96", "1900Gi"),
-            instance_type="Standard_ND96amsr_A100_v4",
-        ),
-        NodePool(
-            name="aks-a100",
-            count=1,
-            labels={
-                "kubernetes.azure.com/accelerator": "nvidia",
-                "kubernetes.azure.com/agentpool": "a100",
-                "nvidia.com/gpu.product": AKS_GPU_PRODUCT,
-                "nvidia.com/gpu.count": "8",
-                "nvidia.com/gpu.present": "true",
-            },
-            taints=(Taint("sku", "gpu", "NoSchedule"),),
             allocatable=_gpu_allocatable("96", "1900Gi"),
             instance_type="Standard_ND96amsr_A100_v4",
         ),

@@ -103,22 +103,22 @@ PRESET_CASES = [
         Expected(replicas=3, on_demand=1, spot=2),
         {"on-demand": "gke-a100", "spot": "gke-a100-spot"},
     ),
-    # EKS marks on-demand nodes ON_DEMAND; AKS marks only spot ones (on-demand is its absence).
+    # The EKS and AKS pools are spot only: every replica goes there.
     PresetCase(
         "eks",
         EKS_GPU_PRODUCT,
         "nvidia.com/gpu.product",
-        {"onDemandBase": 1, "spot": {"enabled": True, "maxFraction": 0.75}},
-        Expected(replicas=3, on_demand=1, spot=2),
-        {"on-demand": "eks-l4", "spot": "eks-l4-spot"},
+        {"onDemandBase": 0, "spot": {"enabled": True, "maxFraction": 1.0}},
+        Expected(replicas=2, on_demand=0, spot=2),
+        {"spot": "eks-l4-spot"},
     ),
     PresetCase(
         "aks",
         AKS_GPU_PRODUCT,
         "nvidia.com/gpu.product",
-        {"onDemandBase": 1, "spot": {"enabled": True, "maxFraction": 0.75}},
-        Expected(replicas=3, on_demand=1, spot=2),
-        {"on-demand": "aks-a100", "spot": "aks-a100-spot"},
+        {"onDemandBase": 0, "spot": {"enabled": True, "maxFraction": 1.0}},
+        Expected(replicas=2, on_demand=0, spot=2),
+        {"spot": "aks-a100-spot"},
     ),
 ]
 
