@@ -80,8 +80,9 @@ def test_json_of_all_namespaces_matches_kubectl_get(
         key = (example.namespace, example.name)
         record, row = records[key], printed[key]
         stored = settled_examples[example.name]["status"]
-        assert record["ready"]["status"] == row["READY"] == "True", key
-        assert str(record["replicas"]["ready"]) == row["REPLICAS"], key
+        assert record["ready"]["status"] == "True" and row["STATUS"] == "Serving", key
+        assert row["READY"] == f"{record['replicas']['ready']}/{record['replicas']['desired']}", key
+        assert str(record["replicas"]["onDemand"]) == row["ON-DEMAND"], key
         assert str(record["replicas"]["spot"]) == (row["SPOT"] or "0"), key
         assert record["replicas"] == {
             "ready": example.expected.replicas,
