@@ -135,11 +135,6 @@ class SimResult:
         }
 
 
-def count_flaps(changes: list[tuple[float, int]], within_s: float = 300.0) -> int:
-    """Direction reversals of the replica count that follow the previous change within `within_s`."""
-    return flap_stats(changes, within_s)[0]
-
-
 def flap_stats(changes: list[tuple[float, int]], within_s: float = 300.0) -> tuple[int, int]:
     """(reversals, replicas they moved): a reversal is a change against the direction of the
     previous one, within `within_s` of it; its size is how many replicas it moved back."""
