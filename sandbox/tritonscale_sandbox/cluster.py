@@ -91,6 +91,8 @@ REQUIRED_BINARIES = (
 KWOK_ANNOTATION = ("kwok.x-k8s.io/node", "fake")
 #: The label every fake node carries (handy as a selector).
 KWOK_NODE_LABEL = ("type", "kwok")
+PROCESS_NODE_LABEL = ("tritonscale.io/sandbox-node", "process")
+"""Marks nodes whose pods run as local processes (`tritonscale_sandbox.node_agent`), not in kwok."""
 
 ADMIN_USER = "tritonscale-admin"
 SERVICE_CLUSTER_IP_RANGE = "10.96.0.0/16"
@@ -159,6 +161,10 @@ class NodePool:
     zones: tuple[str, ...] = ("zone-a", "zone-b")
     instance_type: str = "kwok.standard"
     region: str = "sandbox-1"
+    process_backed: bool = False
+    """Pods bound to these nodes run as real local processes under a
+    `tritonscale_sandbox.node_agent.NodeAgent` (which also keeps the nodes Ready); kwok leaves
+    them alone."""
 
     def node_names(self) -> list[str]:
         """Names of the nodes of this pool."""
@@ -342,9 +348,12 @@ def node_manifests(pools: Iterable[NodePool]) -> list[dict[str, Any]]:
                 "topology.kubernetes.io/region": pool.region,
                 "topology.kubernetes.io/zone": pool.zones[i % len(pool.zones)],
                 "karpenter.sh/nodepool": pool.name,
-                KWOK_NODE_LABEL[0]: KWOK_NODE_LABEL[1],
+                **dict([PROCESS_NODE_LABEL if pool.process_backed else KWOK_NODE_LABEL]),
                 **pool.labels,
             }
+            annotations = {"node.alpha.kubernetes.io/ttl": "0"}
+            if not pool.process_backed:
+                annotations[KWOK_ANNOTATION[0]] = KWOK_ANNOTATION[1]
             spec: dict[str, Any] = {}
             if pool.taints:
                 spec["taints"] = [t.to_manifest() for t in pool.taints]
@@ -355,10 +364,7 @@ def node_manifests(pools: Iterable[NodePool]) -> list[dict[str, Any]]:
                     "metadata": {
                         "name": name,
                         "labels": labels,
-                        "annotations": {
-                            KWOK_ANNOTATION[0]: KWOK_ANNOTATION[1],
-                            "node.alpha.kubernetes.io/ttl": "0",
-                        },
+                        "annotations": annotations,
                     },
                     "spec": spec,
                     "status": {
@@ -950,7 +956,8 @@ class Cluster:
 
     def _nodes_ready(self) -> bool:
         nodes = self.get_json("nodes", "-l", f"{KWOK_NODE_LABEL[0]}={KWOK_NODE_LABEL[1]}")["items"]
-        expected = {n for pool in self.node_pools for n in pool.node_names()}
+        # Process-backed nodes turn Ready when their node agent runs, which starts later.
+        expected = {n for pool in self.node_pools if not pool.process_backed for n in pool.node_names()}
         # Ready, and the node lifecycle controller has lifted its not-ready taint, so the
         # scheduler can use the node.
         ready = {
@@ -1020,6 +1027,30 @@ class Cluster:
         """``kubectl get <args> -o json``, parsed. Raises :class:`KubectlError` if it fails."""
         ns = ["-n", namespace] if namespace else []
         return json.loads(self.kubectl("get", *args, *ns, "-o", "json").stdout)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        content_type: str = "application/json",
+        timeout_s: float = 10.0,
+    ) -> Any:
+        """One call to the API server as the admin, without a kubectl process (for loops that
+        poll every second): ``path`` such as ``/api/v1/pods``; ``body`` is sent as JSON (use
+        ``content_type="application/merge-patch+json"`` for a merge patch). Returns the parsed
+        response; raises :class:`urllib.error.HTTPError` (``.code``) when the server refuses."""
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(
+            f"{self.server}{path}",
+            data=data,
+            method=method,
+            headers={"Authorization": f"Bearer {self._admin_token}", "Content-Type": content_type},
+        )
+        with urllib.request.urlopen(request, timeout=timeout_s, context=self._ssl_context()) as response:
+            payload = response.read()
+        return json.loads(payload) if payload else None
 
     def get_raw(self, path: str) -> Any:
         """``kubectl get --raw <path>`` parsed as JSON, e.g. ``get_raw("/version")``."""

@@ -38,7 +38,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -152,7 +152,8 @@ class DnsServer(LocalProcess):
     Listens on `host`:`port` (default 127.0.0.1 and a free port, UDP and TCP). It is
     authoritative for `name` only: no upstream servers, /etc/hosts and /etc/resolv.conf are not
     read, other names are refused. Answers carry a TTL of `ttl_s` seconds. `set_addresses`
-    changes the answer while it runs.
+    changes the answer while it runs. `set_records` serves more names under `name` (so
+    `DnsServer("cluster.local")` can play a whole cluster domain).
     """
 
     def __init__(
@@ -180,6 +181,7 @@ class DnsServer(LocalProcess):
         self.log_queries = log_queries
         self.binary = binary or shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
         self._addresses = [_loopback(a, "discovered address") for a in addresses]
+        self._records: dict[str, list[str]] = {}
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -219,7 +221,13 @@ class DnsServer(LocalProcess):
 
     def _write_hosts(self) -> None:
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        text = "".join(f"{address} {self.name}\n" for address in self._addresses)
+        lines = [f"{address} {self.name}\n" for address in self._addresses]
+        lines += [
+            f"{address} {name}\n"
+            for name, addresses in sorted(self._records.items())
+            for address in addresses
+        ]
+        text = "".join(lines)
         tmp = self.hosts_path.with_suffix(".tmp")
         tmp.write_text(text, encoding="utf-8")
         tmp.replace(self.hosts_path)
@@ -274,6 +282,27 @@ class DnsServer(LocalProcess):
             self._process.send_signal(signal.SIGHUP)  # re-reads --addn-hosts files
             if wait:
                 self.wait_answer(self._addresses)
+
+    def set_records(self, records: Mapping[str, Iterable[str]]) -> bool:
+        """Serve A records for names under `name` (replacing the previous set); returns whether
+        anything changed. Resolvers see a change when their cached answer expires."""
+        suffix = f".{self.name}"
+        wanted: dict[str, list[str]] = {}
+        for record_name, addresses in records.items():
+            if not record_name.endswith(suffix) or not _DNS_NAME.match(record_name):
+                raise ValueError(f"{record_name!r} is not a DNS name under {self.name}")
+            wanted[record_name] = sorted(set(addresses), key=ipaddress.IPv4Address)
+        if wanted == self._records:
+            return False
+        self._records = wanted
+        self._write_hosts()
+        if self._process is not None and self._process.poll() is None:
+            self._process.send_signal(signal.SIGHUP)  # re-reads --addn-hosts files
+        return True
+
+    def resolve_name(self, name: str, timeout_s: float = 1.0) -> list[str]:
+        """What the server answers for `name` right now (sorted)."""
+        return resolve_a((self.host, self.port), name, timeout_s)
 
     def stop(self) -> None:
         """Stop dnsmasq (SIGTERM, then SIGKILL after 5 s); a work dir it made itself goes too."""
