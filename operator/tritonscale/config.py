@@ -20,6 +20,8 @@ class OperatorConfig:
     cluster_domain: str = "cluster.local"
     metrics_port: int = 8080
     health_port: int = 8081
+    listen_address: str = "0.0.0.0"
+    """Where the metrics and health servers bind; the sandbox gives each pod its own address."""
     read_triton_pods: bool = True  # off where pod addresses are not reachable (e.g. kwok nodes)
     # Threads for reconciles (kopf's executor) and for autoscaling ticks: fixed, whatever the
     # number of InferenceServices, since no handler holds a thread for longer than one pass.

@@ -51,6 +51,12 @@ from tritonscale.config import OperatorConfig
     "--health-port", type=int, default=8081, show_default=True, help="Liveness /healthz port (0: off)."
 )
 @click.option(
+    "--listen-address",
+    default="0.0.0.0",
+    show_default=True,
+    help="Address the metrics and health servers bind (every address by default).",
+)
+@click.option(
     "--read-triton-pods/--no-read-triton-pods",
     default=True,
     show_default=True,
@@ -81,6 +87,7 @@ def run(
     verbose: bool,
     metrics_port: int,
     health_port: int,
+    listen_address: str,
     read_triton_pods: bool,
     reconcile_workers: int,
     autoscale_workers: int,
@@ -109,6 +116,7 @@ def run(
             cluster_domain=cluster_domain,
             metrics_port=metrics_port,
             health_port=health_port,
+            listen_address=listen_address,
             read_triton_pods=read_triton_pods,
             reconcile_workers=reconcile_workers,
             autoscale_workers=autoscale_workers,
