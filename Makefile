@@ -17,7 +17,9 @@ crd:
 golden:
 	UPDATE_GOLDEN=1 .venv/bin/pytest tests/unit/test_render.py -q
 
-# The main job: renders every example into the manifests the operator would apply.
+# The main job: the whole product on this machine from real components (`tritonscale demo`).
+# The first run builds the control plane (~15 min on 2 cores) and downloads tritonserver; later
+# runs reuse the cache. DEMO_FLAGS passes options, e.g. DEMO_FLAGS=--keep.
 demo:
 	scripts/bootstrap.sh
-	.venv/bin/tritonscale render $(patsubst %,-f %,$(wildcard examples/*.yaml))
+	.venv/bin/tritonscale demo --results demo-results $(DEMO_FLAGS)

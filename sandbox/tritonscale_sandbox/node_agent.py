@@ -228,7 +228,8 @@ def run_operator(ctx: PodContext) -> Launch:
     env.update(ctx.env())
     env["KUBECONFIG"] = str(kubeconfig)
     env["HOME"] = str(ctx.host_path("/tmp"))
-    return Launch([binary, *[ctx.host_path(a) for a in argv]], env)
+    # The pod's network namespace: its metrics and health servers on its own address.
+    return Launch([binary, *[ctx.host_path(a) for a in argv], f"--listen-address={ctx.ip}"], env)
 
 
 DEFAULT_RUNNERS: dict[str, Runner] = {
@@ -766,9 +767,9 @@ class NodeAgent:
 
     def processes(self) -> Iterator[tuple[str, int]]:
         """(pod, pid) of every pod process alive."""
-        for key, pod in list(self.pods.items()):
+        for pod in list(self.pods.values()):
             if pod.process is not None and pod.process.poll() is None:
-                yield key, pod.process.pid
+                yield pod.key, pod.process.pid
 
     # ---- the loop
 

@@ -8,6 +8,7 @@ which the operator image does not install.
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 from dataclasses import dataclass
 
 import click
@@ -23,6 +24,12 @@ class LazyCommand:
     module: str
     summary: str
     needs_tools: bool = False
+    plugin: str | None = None
+    """The distribution that provides the command through the `tritonscale.commands` entry point
+    group (the operator package never imports it), and how to get it when it is missing."""
+
+
+PLUGIN_GROUP = "tritonscale.commands"
 
 
 COMMANDS: dict[str, LazyCommand] = {
@@ -37,6 +44,11 @@ COMMANDS: dict[str, LazyCommand] = {
         "Show InferenceServices: replicas, latency vs target, scale decisions.",
         needs_tools=True,
     ),
+    "demo": LazyCommand(
+        "tritonscale_sandbox.demo",
+        "Run the whole product on this machine from real components (needs the sandbox).",
+        plugin="the sandbox (pip install -e ./sandbox from a clone of the repository; `make demo` does it all)",
+    ),
 }
 
 
@@ -50,6 +62,13 @@ class LazyGroup(click.Group):
         lazy = COMMANDS.get(cmd_name)
         if lazy is None:
             return super().get_command(ctx, cmd_name)
+        if lazy.plugin is not None:
+            found = [ep for ep in importlib.metadata.entry_points(group=PLUGIN_GROUP) if ep.name == cmd_name]
+            if not found:
+                raise click.ClickException(f"`tritonscale {cmd_name}` needs {lazy.plugin}")
+            plugin = found[0].load()
+            assert isinstance(plugin, click.Command)
+            return plugin
         try:
             module = importlib.import_module(lazy.module)
         except ModuleNotFoundError as missing:

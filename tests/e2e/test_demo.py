@@ -1,0 +1,71 @@
+"""The closed-loop test of the whole product: `tritonscale demo`'s scenario, shortened.
+
+Real control plane, process-backed nodes running real tritonservers, HAProxy routers and the
+operator pod from the Helm chart; Prometheus scraping through the chart's monitors; load from
+the bench's open loop. Asserts what a user watching the demo would check.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from tritonscale_sandbox.demo import OBJECTIVE_MS, OPERATOR_NAMESPACE, Scenario, run_demo
+from tritonscale_sandbox.node_agent import OPERATOR_IMAGE, image_repository
+from tritonscale_sandbox.triton import install_triton
+
+pytestmark = pytest.mark.e2e
+
+# Issue 11's placement target: full capacity back within 60 s of losing every spot node.
+FALLBACK_TARGET_S = 60.0
+
+
+@pytest.mark.timeout(900)
+def test_the_demo_scales_rides_out_a_spot_loss_and_leaves_nothing_behind(
+    testenv_bin: Path, tmp_path: Path
+) -> None:
+    install_triton()
+    scenario = Scenario.short()
+    output = io.StringIO()
+    console = Console(file=output, width=120)
+    result = run_demo(
+        tmp_path / "work", scenario, console, keep=False, live=False, results_dir=tmp_path / "results"
+    )
+    log = output.getvalue()
+    summary, samples = result.summary, result.timeline.samples
+    assert summary is not None, log
+    timeline = [(round(s.at_s), s.desired, s.on_demand_ready, s.spot_ready) for s in samples]
+
+    # The operator runs as a pod of the chart's Deployment, from the operator image, Ready.
+    pod = result.operator_pod
+    assert pod["metadata"]["namespace"] == OPERATOR_NAMESPACE
+    assert pod["metadata"]["ownerReferences"][0]["kind"] == "ReplicaSet"
+    assert image_repository(pod["spec"]["containers"][0]["image"]) == OPERATOR_IMAGE
+    assert any(c["type"] == "Ready" and c["status"] == "True" for c in pod["status"]["conditions"])
+    assert any(name == f"{OPERATOR_NAMESPACE}/{pod['metadata']['name']}" for name, _ in result.processes)
+
+    # Replicas rise during the surge, and the percentile comes back under the objective.
+    before = [s.desired or 0 for s in samples if s.at_s < scenario.surge_at_s]
+    during = [s.desired or 0 for s in samples if scenario.surge_at_s <= s.at_s < scenario.surge_end_at_s]
+    assert max(during) > min(before), timeline
+    assert summary.surge_recovered_s is not None, log
+    assert summary.attainment > 0.9, log
+
+    # Every spot node lost: capacity is back within the placement target, all on on-demand.
+    assert summary.fallback_s is not None and summary.fallback_s <= FALLBACK_TARGET_S, timeline
+    reclaimed = [s for s in samples if scenario.spot_reclaim_at_s + 5 < s.at_s < scenario.spot_return_at_s]
+    assert reclaimed and all(s.spot_ready == 0 for s in reclaimed), timeline
+    assert any(s.on_demand_ready >= (s.desired or 0) for s in reclaimed), timeline
+    assert any(f"within {OBJECTIVE_MS:g} ms" in line for line in log.splitlines()), log
+
+    # Replicas fall once the surge is over.
+    assert summary.replicas_after_surge is not None and summary.replicas_after_surge < max(during), timeline
+    assert summary.scale_downs >= 1, log
+
+    # Nothing is left running.
+    assert result.processes, "the demo recorded no processes"
+    assert result.left_behind == [], log
+    assert (tmp_path / "results" / "demo.png").stat().st_size > 10_000
