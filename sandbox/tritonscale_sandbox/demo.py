@@ -772,7 +772,7 @@ def _alive(pid: int) -> bool:
 @click.option(
     "--short",
     is_flag=True,
-    help="The shortened scenario (3 minutes of load, as the closed-loop test runs it).",
+    help="The shortened scenario (about 4 minutes of load with the warm-up), as the closed-loop test runs it.",
 )
 @click.option(
     "--keep",
