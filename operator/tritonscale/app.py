@@ -117,7 +117,8 @@ def run_operator(
     """Run until stopped (SIGINT/SIGTERM, or `stop_flag` when run in a thread by tests)."""
     if config.metrics_port:
         start_http_server(config.metrics_port, addr=config.listen_address)
-    liveness = f"http://{config.listen_address}:{config.health_port}/healthz" if config.health_port else None
+    host = f"[{config.listen_address}]" if ":" in config.listen_address else config.listen_address
+    liveness = f"http://{host}:{config.health_port}/healthz" if config.health_port else None
     if stop_flag is not None:
         asyncio.set_event_loop(asyncio.new_event_loop())
     quiet = logging.getLogger("kopf.objects")

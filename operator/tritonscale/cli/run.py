@@ -54,7 +54,7 @@ from tritonscale.config import OperatorConfig
     "--listen-address",
     default="0.0.0.0",
     show_default=True,
-    help="Address the metrics and health servers bind (every address by default).",
+    help="Address the metrics and health servers bind: every IPv4 address by default; :: for IPv6.",
 )
 @click.option(
     "--read-triton-pods/--no-read-triton-pods",
