@@ -333,6 +333,7 @@ class PodProcess:
     message: str = ""
     started_at: str = ""
     mounts: dict[str, Path] = field(default_factory=dict)
+    node_lost: bool = False
     _thread: threading.Thread | None = None
 
     @property
@@ -590,10 +591,19 @@ class PodProcess:
 
     # ---- status
 
+    def mark_node_lost(self) -> None:
+        """The pod's node is gone: not ready, its container terminated (the pod object stays
+        until the control plane's pod GC removes it)."""
+        self.node_lost, self.ready, self.started = True, False, False
+        self.message = f"node {self.pod['spec']['nodeName']} is gone"
+        self._write_status()
+
     def _write_status(self) -> None:
         container = self.container
         state: dict[str, Any]
-        if self.waiting_reason is not None:
+        if self.node_lost:
+            state = {"terminated": {"exitCode": 137, "reason": "NodeLost", "message": self.message}}
+        elif self.waiting_reason is not None:
             state = {"waiting": {"reason": self.waiting_reason, "message": self.message}}
         else:
             state = {"running": {"startedAt": self.started_at}}
@@ -820,6 +830,10 @@ class NodeAgent:
                 tracked.gone.set()
                 if tracked.process is not None:
                     kill_group(tracked.process)
+                if node_gone and uid in listed and not tracked.node_lost:
+                    # What the node lifecycle controller does once a machine stops answering:
+                    # its pods are no longer Ready (the pod object stays until pod GC).
+                    tracked.mark_node_lost()
             if tracked.gone.is_set() and (tracked.process is None or tracked.process.poll() is not None):
                 del self.pods[uid]
         services = self.cluster.request("GET", "/api/v1/services")["items"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import sys
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -93,6 +94,15 @@ def _alive(pid: int) -> bool:
     return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
 
 
+def _ready_if_present(cluster: Cluster, name: str) -> bool:
+    try:
+        return _ready(_get(cluster, name))
+    except urllib.error.HTTPError as error:
+        if error.code == 404:
+            return False
+        raise
+
+
 def _restarts(pod: dict[str, Any]) -> int:
     return int(pod["status"]["containerStatuses"][0]["restartCount"])
 
@@ -154,3 +164,5 @@ def test_the_agent_runs_probes_restarts_and_stops_pods_like_a_kubelet(
     assert doomed is not None
     cluster.kubectl("delete", "node", "proc-1", "--wait=false")
     cluster.wait_until(lambda: not _alive(doomed), "doomed's process to die with its node", timeout_s=10)
+    # ... and its pod, until pod GC removes it, is no longer Ready (so no Service answers with it).
+    cluster.wait_until(lambda: not _ready_if_present(cluster, "doomed"), "doomed not Ready", timeout_s=5)
