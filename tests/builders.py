@@ -117,6 +117,8 @@ INVALID_CASES: list[tuple[str, dict[str, Any], str]] = [
         "spec.accelerator.product",
     ),
     ("args-override-port", {"spec.triton": {"args": ["--http-port=9000"]}}, "spec.triton.args"),
+    # tritonserver takes any unambiguous prefix of a long option for the option.
+    ("args-abbreviate-port", {"spec.triton": {"args": ["--http-po=9000"]}}, "spec.triton.args"),
     (
         "args-override-repository",
         {"spec.triton": {"args": ["--model-repository", "/x"]}},

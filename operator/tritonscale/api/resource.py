@@ -42,7 +42,9 @@ class ObjectMeta(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 
     name: str = Field(min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
-    namespace: str = "default"
+    # A DNS-1123 label, as the API server requires; checked here too because `tritonscale
+    # render` reads files, and the renderers refuse any other namespace (it reaches haproxy.cfg).
+    namespace: str = Field(default="default", max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
     uid: str | None = None
     generation: int | None = None
     labels: dict[str, str] = Field(default_factory=dict)

@@ -17,9 +17,8 @@ QUANTITY_PATTERN = (
     r"([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
 )
 # A qualified Kubernetes name such as `nvidia.com/gpu` or `cpu`.
-RESOURCE_NAME_PATTERN = (
-    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$"
-)
+# The name after the prefix is at most 63 characters, as in any qualified name.
+RESOURCE_NAME_PATTERN = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[a-z0-9]([-a-z0-9_.]{0,61}[a-z0-9])?$"
 LABEL_KEY_PATTERN = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
 LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
@@ -39,6 +38,13 @@ MANAGED_TRITON_FLAGS = (
     "--allow-http",
     "--allow-grpc",
     "--allow-metrics",
+)
+# tritonserver parses its command line with getopt_long, which takes any unambiguous prefix of a
+# long option for the option: `--http-po=9000` sets --http-port, `--model-repo=/x` adds a model
+# repository. So args may not start with a prefix of a managed flag either (none of
+# tritonserver's own options is one; an ambiguous prefix only makes tritonserver exit).
+MANAGED_TRITON_FLAG_PREFIXES = tuple(
+    sorted({flag[:end] for flag in MANAGED_TRITON_FLAGS for end in range(len("--x"), len(flag) + 1)})
 )
 
 Quantity = int | Annotated[str, StringConstraints(pattern=QUANTITY_PATTERN, max_length=64)]
@@ -122,16 +128,17 @@ class TritonSpec(ApiModel):
     rules = (
         Rule(
             field="args",
-            message="args must not set flags the operator manages: " + ", ".join(MANAGED_TRITON_FLAGS),
+            message="args must not set flags the operator manages, nor abbreviate them: "
+            + ", ".join(MANAGED_TRITON_FLAGS),
             cel=(
                 "!has(self.args) || "
-                f"self.args.all(a, !{_cel_list(MANAGED_TRITON_FLAGS)}.exists(f, a == f || a.startsWith(f + '=')))"
+                f"self.args.all(a, !{_cel_list(MANAGED_TRITON_FLAG_PREFIXES)}.exists(f, a == f || a.startsWith(f + '=')))"
             ),
             holds=lambda self: (
                 not any(
                     arg == flag or arg.startswith(flag + "=")
                     for arg in self.args
-                    for flag in MANAGED_TRITON_FLAGS
+                    for flag in MANAGED_TRITON_FLAG_PREFIXES
                 )
             ),
         ),
@@ -168,7 +175,8 @@ class TritonSpec(ApiModel):
     service_account_name: str | None = Field(
         default=None,
         max_length=253,
-        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        # A DNS-1123 subdomain, as the API server requires of the pod's serviceAccountName.
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
         description="ServiceAccount the Triton pods run as (for example to read a private model bucket).",
     )
 
