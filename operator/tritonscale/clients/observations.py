@@ -34,6 +34,8 @@ _REGEX_SPECIAL = re.compile(r"([\\.+*?()|\[\]{}^$])")
 def promql_string(value: str) -> str:
     """A PromQL double-quoted string literal holding exactly `value`."""
     escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    # Prometheus's lexer refuses a raw U+FFFD inside quotes ("invalid UTF-8 rune"); escaped is fine.
+    escaped = escaped.replace("\ufffd", "\\ufffd")
     return f'"{escaped}"'
 
 
