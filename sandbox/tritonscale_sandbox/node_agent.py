@@ -372,7 +372,10 @@ class PodProcess:
             self.waiting_reason = "CreateContainerError"
             self.agent.log(f"{self.key}: cannot start: {error}")
             self._write_status()
-            self.gone.wait()
+            # Nothing runs; once the pod is deleted, confirm it (or it would stay Terminating).
+            while not self.terminating and not self.gone.wait(POLL_S):
+                pass
+            self._terminate()
             return
         backoff = BACKOFF_INITIAL_S
         while not self.terminating and not self.gone.is_set():

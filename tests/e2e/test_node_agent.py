@@ -158,6 +158,30 @@ def test_the_agent_runs_probes_restarts_and_stops_pods_like_a_kubelet(
         lambda: cluster.kubectl("get", "pod", "web", check=False).returncode != 0, "web gone", timeout_s=15
     )
 
+    # An image with no runner: the reason in the pod's status, and deleting it still completes.
+    unknown = _pod("unknown", "proc-0")
+    unknown["spec"]["containers"][0]["image"] = "example.test/nothing:1"
+    cluster.apply_yaml(unknown)
+    cluster.wait_until(
+        lambda: _when(
+            _get(cluster, "unknown"),
+            lambda p: (
+                (p["status"].get("containerStatuses") or [{}])[0]
+                .get("state", {})
+                .get("waiting", {})
+                .get("reason")
+                == "CreateContainerError"
+            ),
+        ),
+        "unknown to report CreateContainerError",
+    )
+    cluster.kubectl("delete", "pod", "unknown", "--wait=false")
+    cluster.wait_until(
+        lambda: cluster.kubectl("get", "pod", "unknown", check=False).returncode != 0,
+        "unknown gone",
+        timeout_s=15,
+    )
+
     # A node deleted takes its pods' processes with it at once.
     cluster.wait_until(lambda: _ready(_get(cluster, "doomed")), "doomed Ready")
     doomed = _pid(node_agent, "doomed")
