@@ -52,8 +52,9 @@ import yaml
 
 from tritonscale_sandbox.cluster import Cluster
 from tritonscale_sandbox.net import free_port
-from tritonscale_sandbox.process import LocalProcess, spawn, wait_until
+from tritonscale_sandbox.process import LocalProcess
 from tritonscale_sandbox.process import stop as stop_process
+from tritonscale_sandbox.prometheus import launch_prometheus
 
 __all__ = [
     "MONITORING_API",
@@ -804,36 +805,17 @@ class ClusterPrometheus(LocalProcess):
         ready, then keep its config in step with the cluster from a daemon thread."""
         if self.is_running:
             raise RuntimeError("prometheus is already running")
-        if not Path(self.binary).exists():
-            raise FileNotFoundError(f"{self.binary} not found: run scripts/install-system-deps.sh")
         self._applied = None
         self.sync()
-        command = [
+        self._process = launch_prometheus(
             self.binary,
-            f"--config.file={self.config_path}",
-            f"--storage.tsdb.path={self.work_dir / 'data'}",
-            f"--web.listen-address={self.host}:{self.port}",
-            "--storage.tsdb.retention.time=1h",
-            "--web.enable-lifecycle",
-        ]
-        self._process = spawn(command, self.log_path, banner=f"$ {' '.join(command)}")
-
-        def ready() -> bool:
-            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as response:
-                return bool(response.status == 200)
-
-        try:
-            wait_until(
-                ready,
-                process=self._process,
-                log_path=self.log_path,
-                what="prometheus",
-                timeout_s=timeout_s,
-                interval_s=0.2,
-            )
-        except BaseException:
-            self.stop()
-            raise
+            self.config_path,
+            self.work_dir / "data",
+            self.host,
+            self.port,
+            self.log_path,
+            timeout_s,
+        )
         self._stop_sync = threading.Event()
         self._thread = threading.Thread(target=self._sync_loop, name="cluster-prometheus-sync", daemon=True)
         self._thread.start()

@@ -20,6 +20,37 @@ from tritonscale_sandbox.process import LocalProcess, spawn, wait_until
 from tritonscale_sandbox.process import stop as stop_process
 
 
+def launch_prometheus(
+    binary: str, config: Path, data_dir: Path, host: str, port: int, log_path: Path, timeout_s: float
+) -> subprocess.Popen[bytes]:
+    """Start Prometheus with `config` (reloadable through /-/reload) and wait until /-/ready;
+    on failure it is stopped and the error carries its log's tail."""
+    if not Path(binary).exists():
+        raise FileNotFoundError(f"{binary} not found: run scripts/install-system-deps.sh")
+    command = [
+        binary,
+        f"--config.file={config}",
+        f"--storage.tsdb.path={data_dir}",
+        f"--web.listen-address={host}:{port}",
+        "--storage.tsdb.retention.time=1h",
+        "--web.enable-lifecycle",
+    ]
+    process = spawn(command, log_path, banner=f"$ {' '.join(command)}")
+
+    def ready() -> bool:
+        with urllib.request.urlopen(f"http://{host}:{port}/-/ready", timeout=1) as response:
+            return bool(response.status == 200)
+
+    try:
+        wait_until(
+            ready, process=process, log_path=log_path, what="prometheus", timeout_s=timeout_s, interval_s=0.2
+        )
+    except BaseException:
+        stop_process(process, 10.0)
+        raise
+    return process
+
+
 @dataclass(frozen=True)
 class ScrapeTarget:
     """One metrics endpoint (host:port) and the labels its series get (e.g. namespace, pod)."""
@@ -91,34 +122,15 @@ class LocalPrometheus(LocalProcess):
         return path
 
     def start(self, timeout_s: float = 30.0) -> LocalPrometheus:
-        if not Path(self.binary).exists():
-            raise FileNotFoundError(f"{self.binary} not found: run scripts/install-system-deps.sh")
-        command = [
+        self._process = launch_prometheus(
             self.binary,
-            f"--config.file={self._config()}",
-            f"--storage.tsdb.path={self.work_dir / 'data'}",
-            f"--web.listen-address={self.host}:{self.port}",
-            "--storage.tsdb.retention.time=1h",
-            "--web.enable-lifecycle",
-        ]
-        self._process = spawn(command, self.log_path)
-
-        def ready() -> bool:
-            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as response:
-                return bool(response.status == 200)
-
-        try:
-            wait_until(
-                ready,
-                process=self._process,
-                log_path=self.log_path,
-                what="prometheus",
-                timeout_s=timeout_s,
-                interval_s=0.2,
-            )
-        except BaseException:
-            self.stop()
-            raise
+            self._config(),
+            self.work_dir / "data",
+            self.host,
+            self.port,
+            self.log_path,
+            timeout_s,
+        )
         return self
 
     def stop(self) -> None:
