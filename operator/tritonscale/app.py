@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import http.server
 import logging
+import os
+import socket
 import threading
+from collections.abc import Iterator
 
 import kopf
 from prometheus_client import start_http_server
@@ -12,6 +17,7 @@ from prometheus_client import start_http_server
 from tritonscale.api.resource import InferenceService
 from tritonscale.api.spec import MetricsSourceKind
 from tritonscale.clients.kube import KubeClient
+from tritonscale.clients.leader import Leadership
 from tritonscale.clients.observations import (
     KubernetesEndpoints,
     PrometheusSource,
@@ -25,14 +31,15 @@ from tritonscale.handlers.operator import (  # (importing registers the handlers
     resync_job,
     status_recheck_job,
 )
-from tritonscale.metrics import SERVICES, TICK_LATENESS
+from tritonscale.metrics import LEADER, SERVICES, TICK_LATENESS
 from tritonscale.reconcilers.autoscale import AutoscaleReconciler, ObservationSource
 from tritonscale.reconcilers.scheduler import Scheduler
 from tritonscale.reconcilers.stack import StackReconciler
 from tritonscale.render.stack import RenderOptions
 
 SCHEDULER_WORKERS = 2  # threads of the resync and of the status-recheck schedulers, each
-UNSETTLED_RECHECK_S = 15.0  # how soon a stack with replicas missing is looked at again
+UNSETTLED_RECHECK_S = 15.0
+LOST_LEADERSHIP_EXIT = 3  # the exit code of a leader that lost its Lease  # how soon a stack with replicas missing is looked at again
 
 
 class SourceChooser:
@@ -65,12 +72,16 @@ class SourceChooser:
         return self.prometheus[url], f"prometheus {url}"
 
 
-def build_memo(config: OperatorConfig) -> kopf.Memo:
-    """Clients and reconcilers shared by every handler."""
-    kube = KubeClient.connect(
+def connect(config: OperatorConfig) -> KubeClient:
+    return KubeClient.connect(
         config.kubeconfig,
         connections=config.reconcile_workers + config.autoscale_workers + 2 * SCHEDULER_WORKERS + 4,
     )
+
+
+def build_memo(config: OperatorConfig, kube: KubeClient | None = None) -> kopf.Memo:
+    """Clients and reconcilers shared by every handler."""
+    kube = kube or connect(config)
     memo = kopf.Memo()
     memo.config = config
     memo.kube = kube
@@ -114,22 +125,86 @@ def run_operator(
     stop_flag: threading.Event | None = None,
     ready_flag: threading.Event | None = None,
 ) -> None:
-    """Run until stopped (SIGINT/SIGTERM, or `stop_flag` when run in a thread by tests)."""
+    """Run until stopped (SIGINT/SIGTERM, or `stop_flag` when run in a thread by tests).
+
+    With a leader-election namespace, first wait as a standby (healthy, writing nothing) until
+    this replica holds the Lease; a leader that loses it exits at once."""
     if config.metrics_port:
         start_http_server(config.metrics_port, addr=config.listen_address)
     host = f"[{config.listen_address}]" if ":" in config.listen_address else config.listen_address
     liveness = f"http://{host}:{config.health_port}/healthz" if config.health_port else None
+    kube = connect(config)
+    leadership = None
+    if config.leader_election_namespace:
+        leadership = Leadership(
+            kube, config.leader_election_namespace, config.identity or default_identity(), _exit_now
+        )
+        with standby_health(config):
+            if not leadership.wait(stop_flag):
+                return
+        LEADER.set(1)
     if stop_flag is not None:
         asyncio.set_event_loop(asyncio.new_event_loop())
     quiet = logging.getLogger("kopf.objects")
     if not any(isinstance(f, _watch.QuietWatchHandlers) for f in quiet.filters):
         quiet.addFilter(_watch.QuietWatchHandlers())
-    kopf.run(
-        standalone=True,
-        clusterwide=not config.namespaces,
-        namespaces=config.namespaces,
-        liveness_endpoint=liveness,
-        memo=build_memo(config),
-        stop_flag=stop_flag,
-        ready_flag=ready_flag,
-    )
+    try:
+        kopf.run(
+            standalone=True,
+            clusterwide=not config.namespaces,
+            namespaces=config.namespaces,
+            liveness_endpoint=liveness,
+            memo=build_memo(config, kube),
+            stop_flag=stop_flag,
+            ready_flag=ready_flag,
+        )
+    finally:
+        if leadership is not None:
+            leadership.release()
+            LEADER.set(0)
+
+
+def default_identity() -> str:
+    """The pod's name (its hostname in a cluster) and the process, unique among replicas."""
+    return f"{os.environ.get('POD_NAME') or socket.gethostname()}_{os.getpid()}"
+
+
+def _exit_now() -> None:
+    """A leader that lost its Lease stops every write at once: no clean shutdown, which would
+    let handlers finish their writes while a standby may already lead."""
+    logging.shutdown()
+    os._exit(LOST_LEADERSHIP_EXIT)
+
+
+class _StandbyHealth(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        ok = self.path == "/healthz"
+        body = b"standby: waiting for the leader Lease\n" if ok else b"not found\n"
+        self.send_response(200 if ok else 404)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:  # probes every few seconds
+        pass
+
+
+@contextlib.contextmanager
+def standby_health(config: OperatorConfig) -> Iterator[None]:
+    """Answer liveness probes while standing by, on the port kopf's probe takes over after."""
+    if not config.health_port:
+        yield
+        return
+
+    class Server(http.server.ThreadingHTTPServer):
+        address_family = socket.AF_INET6 if ":" in config.listen_address else socket.AF_INET
+
+    server = Server((config.listen_address, config.health_port), _StandbyHealth)
+    thread = threading.Thread(target=server.serve_forever, name="standby-health", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()

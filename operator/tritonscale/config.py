@@ -27,3 +27,7 @@ class OperatorConfig:
     # number of InferenceServices, since no handler holds a thread for longer than one pass.
     reconcile_workers: int = 8
     autoscale_workers: int = 16
+    leader_election_namespace: str | None = None
+    """Where the leader Lease lives; None runs without leader election (one replica only)."""
+    identity: str = ""
+    """This replica's name in the Lease (the pod's name in a cluster)."""

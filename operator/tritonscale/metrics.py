@@ -24,6 +24,11 @@ RECONCILE_SECONDS = Histogram(
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 
+LEADER = Gauge(
+    "tritonscale_leader",
+    "1 while this operator replica holds the leader Lease and writes; 0 while it stands by.",
+)
+
 TICK_LATENESS = Histogram(
     "tritonscale_autoscale_tick_lateness_seconds",
     "How late an autoscaling tick started against its schedule.",

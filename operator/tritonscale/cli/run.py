@@ -77,6 +77,12 @@ from tritonscale.config import OperatorConfig
     show_default=True,
     help="Threads that run autoscaling ticks, whatever the number of InferenceServices.",
 )
+@click.option(
+    "--leader-election-namespace",
+    metavar="NS",
+    help="Run as one of several replicas: lead only while holding the Lease tritonscale-operator in "
+    "this namespace, stand by otherwise. Default: no election (run one replica only).",
+)
 def run(
     namespaces: tuple[str, ...],
     kubeconfig: str | None,
@@ -91,6 +97,7 @@ def run(
     read_triton_pods: bool,
     reconcile_workers: int,
     autoscale_workers: int,
+    leader_election_namespace: str | None,
 ) -> None:
     """Run the operator until interrupted."""
     if metrics_port and metrics_port == health_port:
@@ -120,5 +127,6 @@ def run(
             read_triton_pods=read_triton_pods,
             reconcile_workers=reconcile_workers,
             autoscale_workers=autoscale_workers,
+            leader_election_namespace=leader_election_namespace,
         )
     )
