@@ -299,7 +299,12 @@ def test_chart_lints_and_renders_with_the_built_helm(testenv_bin: Path, tmp_path
         d for d in yaml.safe_load_all(run("template", "ts", str(CHART), "-n", "ops", "--skip-tests")) if d
     ]
     kinds = sorted(d["kind"] for d in rendered)
-    assert kinds == ["ClusterRole", "ClusterRoleBinding", "Deployment", "Service", "ServiceAccount"]
+    assert kinds == [
+        "ClusterRole", "ClusterRole", "ClusterRoleBinding", "ClusterRoleBinding", "Deployment", "Role",
+        "RoleBinding", "Service", "ServiceAccount",
+    ]  # fmt: skip
+    leader_role = next(d for d in rendered if d["kind"] == "Role")
+    assert [r["resources"] for r in leader_role["rules"]] == [["leases"], ["leases"]]
     assert (
         next(d for d in rendered if d["kind"] == "Deployment")["spec"]["template"]["spec"][
             "serviceAccountName"
@@ -314,9 +319,16 @@ def test_chart_lints_and_renders_with_the_built_helm(testenv_bin: Path, tmp_path
         )
         if d
     ]
-    bindings = sorted(d["metadata"]["namespace"] for d in namespaced if d["kind"] == "RoleBinding")
+    bindings = sorted(
+        d["metadata"]["namespace"]
+        for d in namespaced
+        if d["kind"] == "RoleBinding" and d["roleRef"]["kind"] == "ClusterRole"
+    )
     assert bindings == ["nlp", "vision"]
-    assert not [d for d in namespaced if d["kind"] == "ClusterRoleBinding"]
+    # Only nodes, which have no namespace, stay bound cluster-wide.
+    assert [d["roleRef"]["name"] for d in namespaced if d["kind"] == "ClusterRoleBinding"] == [
+        "ts-tritonscale-nodes"
+    ]
 
 
 def test_chart_installs_the_crd_and_a_least_privilege_identity(
