@@ -28,6 +28,11 @@ from tritonscale.render.names import LABEL_MANAGED_BY, MANAGED_BY
 log = logging.getLogger(__name__)
 ANNOTATION_PREFIX = "tritonscale.io"
 LIVENESS_TIMEOUT_S = 20.0
+# Retries of kopf's own requests (watches included) while the API server is away: soon at first,
+# then every 5 s for ten minutes. kopf's default (1, 1, 2, 3, 5, 8, 13, 21) gives up after 54 s
+# and, near its end, sees the API server back up to 21 s late: an API server restart of 30 s
+# left spec changes unapplied for 52 s.
+API_RETRY_BACKOFFS_S = (1.0, 2.0, 4.0) + (5.0,) * 120
 CHILD_EVENT_COALESCE_S = 1.0  # child events within this long cause one status refresh
 
 
@@ -46,6 +51,7 @@ def configure_settings(settings: kopf.OperatorSettings, workers: int) -> None:
     settings.posting.level = logging.WARNING
     # Watching CRDs/namespaces for new resources would need cluster-wide rights we do not use.
     settings.scanning.disabled = True
+    settings.networking.error_backoffs = API_RETRY_BACKOFFS_S
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
 
