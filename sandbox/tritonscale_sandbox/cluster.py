@@ -101,6 +101,17 @@ KWOK_POD_CIDR = "10.244.0.0/16"
 KWOK_NODE_IP = "10.243.0.1"
 
 _LOG_TAIL_LINES = 40
+# What the API server's audit log keeps: every request by a ServiceAccount (operators under
+# test run as one), with metadata only; nothing of the control plane's own chatter.
+AUDIT_POLICY: dict[str, Any] = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived"],
+    "rules": [
+        {"level": "Metadata", "userGroups": ["system:serviceaccounts"]},
+        {"level": "None"},
+    ],
+}
 _T = TypeVar("_T")
 
 
@@ -674,6 +685,7 @@ class Cluster:
         self.logs_dir = self.workdir / "logs"
         self.kubeconfig = self.workdir / "admin.kubeconfig"
         self.ca_file = self.workdir / "pki" / "apiserver" / "apiserver.crt"
+        self.audit_log = self.logs_dir / "audit.jsonl"
         self.server = ""
         self.startup_seconds = 0.0
         self._admin_token = secrets.token_hex(24)
@@ -758,6 +770,7 @@ class Cluster:
         ports = _Ports(*(free_port("127.0.0.1") for _ in range(6)))
         self.server = f"https://127.0.0.1:{ports.apiserver}"
         self._write_pki()
+        (self.workdir / "audit-policy.yaml").write_text(yaml.safe_dump(AUDIT_POLICY, sort_keys=False))
 
         self._spawn("etcd", self._etcd_argv(ports))
         self._wait(lambda: _port_open(ports.etcd_client), "etcd to listen", deadline)
@@ -825,6 +838,10 @@ class Cluster:
             "--endpoint-reconciler-type=none",
             "--allow-privileged=true",
             "--profiling=false",
+            f"--audit-policy-file={self.workdir / 'audit-policy.yaml'}",
+            f"--audit-log-path={self.audit_log}",
+            "--audit-log-format=json",
+            "--audit-log-maxsize=200",
             "--v=1",
         ]
 
@@ -1182,6 +1199,48 @@ class Cluster:
         user = f"system:serviceaccount:{namespace}:{service_account}"
         self._write_kubeconfig(Path(path), user=user, token=token, namespace=namespace)
         return Path(path)
+
+    def audit_events(self, user: str | None = None) -> list[dict[str, Any]]:
+        """The API server's audit log (requests by ServiceAccounts: AUDIT_POLICY), oldest first;
+        only ``user``'s when given. Each event has verb, objectRef, user (with the token's
+        ``authentication.kubernetes.io/credential-id`` in ``extra``), responseStatus and times."""
+        if not self.audit_log.exists():
+            return []
+        events = []
+        for line in self.audit_log.read_text().splitlines():
+            with contextlib.suppress(ValueError):
+                event = json.loads(line)
+                if user is None or event.get("user", {}).get("username") == user:
+                    events.append(event)
+        return events
+
+    def restart(self, name: str, *, downtime_s: float = 0.0, timeout_s: float = 60.0) -> float:
+        """Stop one component (SIGTERM, then SIGKILL), wait ``downtime_s``, start it again with
+        the same command line; returns the seconds it was unreachable. For the API server,
+        waits for /readyz."""
+        began = time.monotonic()
+        component = self._component(name)
+        stop_process(component.process, 10.0)
+        self._components.remove(component)
+        time.sleep(downtime_s)
+        self._spawn(name, component.argv)
+        if name == "kube-apiserver":
+            self._wait(self._readyz, "kube-apiserver /readyz after a restart", time.monotonic() + timeout_s)
+        return time.monotonic() - began
+
+    def pause(self, name: str) -> None:
+        """Freeze a component (SIGSTOP): its sockets stay open and nothing answers."""
+        os.kill(self._component(name).process.pid, signal.SIGSTOP)
+
+    def resume(self, name: str) -> None:
+        """Thaw a component frozen by :meth:`pause` (SIGCONT)."""
+        os.kill(self._component(name).process.pid, signal.SIGCONT)
+
+    def _component(self, name: str) -> _Component:
+        found = next((c for c in self._components if c.name == name), None)
+        if found is None:
+            raise ClusterError(f"no component {name!r}; there are {[c.name for c in self._components]}")
+        return found
 
     def component_logs(self) -> dict[str, Path]:
         """The log file of each component, by name."""

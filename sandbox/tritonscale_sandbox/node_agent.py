@@ -116,8 +116,20 @@ class PodContext:
         return path
 
     def env(self) -> dict[str, str]:
-        """The container's literal `env` values (valueFrom is not supported here)."""
-        return {e["name"]: str(e.get("value", "")) for e in self.container.get("env") or [] if "name" in e}
+        """The container's `env`: literal values, and the downward API's pod name, namespace and
+        IP (other `valueFrom` sources are not supported here and come out empty)."""
+        fields = {
+            "metadata.name": self.pod["metadata"]["name"],
+            "metadata.namespace": self.pod["metadata"].get("namespace", ""),
+            "status.podIP": self.ip,
+        }
+        values = {}
+        for entry in self.container.get("env") or []:
+            if "name" not in entry:
+                continue
+            field_path = (entry.get("valueFrom") or {}).get("fieldRef", {}).get("fieldPath")
+            values[entry["name"]] = str(fields.get(field_path, "") if field_path else entry.get("value", ""))
+        return values
 
 
 @dataclass(frozen=True)

@@ -159,3 +159,25 @@ def test_a_probe_passes_and_fails_by_its_thresholds() -> None:
     assert not probe.passed and probe.failed
     probe.record(True, now=6.0)
     assert probe.passed and not probe.failed
+
+
+def test_env_has_literal_values_and_the_downward_apis_pod_fields(tmp_path: Path) -> None:
+    context = _context(tmp_path)
+    context = PodContext(
+        **{
+            **context.__dict__,
+            "container": {
+                "name": "c",
+                "env": [
+                    {"name": "LITERAL", "value": "x"},
+                    {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                    {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+                    {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                    {"name": "SECRET", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}},
+                ],
+            },
+        }
+    )
+    assert context.env() == {
+        "LITERAL": "x", "POD_NAME": "p", "POD_NAMESPACE": "ns", "POD_IP": "127.42.0.9", "SECRET": "",
+    }  # fmt: skip
