@@ -15,6 +15,7 @@ import pytest
 from tests.builders import make_inference_service
 from tests.e2e.conftest import OperatorThread
 from tests.e2e.test_operator import _condition, _get, _yaml
+from tests.reliability import record
 from tritonscale_sandbox.cluster import Cluster, NodePool, node_manifests
 
 pytestmark = pytest.mark.e2e
@@ -139,6 +140,13 @@ def test_reclaimed_spot_falls_back_to_on_demand_and_returns_without_a_dip(
             )["items"]
         ]
         assert "SpotFallback" in reasons and "SpotReturn" in reasons
+        record(
+            "spot loss",
+            "every spot node of a 1 on-demand + 3 spot service tainted NoExecute (reclaimed), then back",
+            "on-demand stand-ins for all 3; ready replicas never below 4 on the way back",
+            capacity_back_s=round(recovered_s, 1),
+            min_ready_during_return=min(ready for _, ready in samples),
+        )
     finally:
         stop.set()
         cluster.kubectl("delete", "namespace", NS, "--wait=false")

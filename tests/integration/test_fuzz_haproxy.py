@@ -23,6 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from tests.fuzzing import accepted_bodies, hostile_text, with_hostile_names
+from tests.reliability import record
 from tritonscale.api.resource import InvalidInferenceService, parse_inference_service
 from tritonscale.policy.placement import split_replicas
 from tritonscale.policy.replicas import reconciled_replicas
@@ -114,3 +115,9 @@ def test_every_fuzzed_haproxy_cfg_passes_haproxy_check(tmp_path: Path) -> None:
         failures[:5]
     )
     assert len(paths) >= EXAMPLES // 2  # most examples differ in name, namespace, policy or size
+    record(
+        "bad input",
+        f"{EXAMPLES} fuzzed services, hostile names and namespaces included, rendered to haproxy.cfg",
+        "every distinct config passes the real `haproxy -c`",
+        configs_checked=len(paths),
+    )

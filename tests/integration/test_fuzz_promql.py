@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.fuzzing import hostile_text
+from tests.reliability import record
 from tritonscale.api.observation import ScalingTarget
 from tritonscale.clients.observations import prometheus_queries
 
@@ -93,3 +94,9 @@ def test_fuzzed_queries_parse_in_prometheus(tmp_path: Path) -> None:
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[:4000]
     assert f"SUCCESS: {len(queries)} rules found" in output, output[:4000]
+    record(
+        "bad input",
+        "PromQL for fuzzed targets (hostile names, namespaces, pod and model names)",
+        "every query passes the real `promtool check rules`",
+        queries_checked=len(queries),
+    )
