@@ -280,6 +280,7 @@ def autoscaling_status(
     source: str,
     now: datetime,
     generation: int | None,
+    partial: str | None = None,
 ) -> InferenceServiceStatus:
     """The status after one autoscaling decision: desired replicas, what was measured, the last
     scale, and the MetricsAvailable and ScalingLimited conditions."""
@@ -292,8 +293,10 @@ def autoscaling_status(
             conditions,
             ConditionType.METRICS_AVAILABLE,
             ConditionStatus.TRUE,
-            "MetricsFresh",
-            measured,
+            "MetricsFresh" if partial is None else "MetricsPartial",
+            measured
+            if partial is None
+            else f"{measured}, {partial}; scaled to every ready pod, no scale-down",
             now,
             generation,
         )

@@ -3,7 +3,9 @@ time, dynamic batching, metrics, slow replicas and failures."""
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import socket
 import statistics
 import subprocess
@@ -15,6 +17,7 @@ import numpy as np
 import pytest
 import tritonclient.http as httpclient
 
+from tests.reliability import record
 from tritonscale.api.observation import ScalingTarget
 from tritonscale.clients.observations import TritonModelConfigs, TritonSource
 from tritonscale.policy.service_facts import batching
@@ -332,6 +335,51 @@ def test_the_operator_reads_rates_latency_and_batches_from_real_triton_statistic
     assert second.mean_compute_ms is not None and 20.0 <= second.mean_compute_ms < 60.0
     assert second.latency_ms is not None and second.latency_ms >= 20.0
     assert second.batch_profile and second.batch_profile[0][0] >= 2.0
+
+
+def test_with_one_replica_hung_the_triton_source_uses_the_others_and_says_so(triton_pool: TritonPool) -> None:
+    """A tritonserver frozen (SIGSTOP: connections accepted, nothing answered) while the other
+    serves: the observation comes from the one that answers, scaled to both, marked partial with
+    the frozen one named (so the autoscaler may scale up on it, never down)."""
+    servers = triton_pool.servers
+    ((http_port, metrics_port),) = {(s.http_port, s.metrics_port) for s in servers}
+    source = TritonSource(
+        lambda target: [s.host for s in servers],
+        http_port=http_port,
+        metrics_port=metrics_port,
+        timeout_s=1.0,
+    )
+    target = ScalingTarget(
+        namespace="t", name="hung", models=(SIMULATED_MODEL,), percentile=95.0, pod_prefixes=("t-ondemand",),
+        ready_replicas=len(servers), pod_selector={"app.kubernetes.io/instance": "t"},
+    )  # fmt: skip
+    source.observe(target)
+    frozen = servers[1]
+    assert frozen.pid is not None
+    os.kill(frozen.pid, signal.SIGSTOP)
+    try:
+        c = client(servers[0])
+        try:
+            for _ in range(10):
+                infer_simulated(c, rows=1)
+        finally:
+            c.close()
+        observation = source.observe(target)
+    finally:
+        os.kill(frozen.pid, signal.SIGCONT)
+    assert observation.usable, observation.missing
+    assert observation.partial is not None and observation.partial.startswith(
+        "statistics from 1 of 2 ready pods"
+    )
+    assert frozen.host in observation.partial
+    assert observation.arrival_rate_rps is not None and observation.arrival_rate_rps > 0
+    record(
+        "metrics source degraded",
+        "1 of 2 tritonservers frozen (SIGSTOP) while the Triton statistics source reads them",
+        "observation from the other, scaled to both, flagged partial: scale-up allowed, never down",
+        partial=observation.partial.split(";")[0],
+    )
+    triton_pool.wait_ready()
 
 
 def test_the_operator_reads_batching_from_real_triton_model_configurations(triton_pool: TritonPool) -> None:

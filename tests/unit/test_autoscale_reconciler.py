@@ -121,6 +121,20 @@ def test_missing_metrics_hold_and_warn_once() -> None:
     assert "MetricsAvailable" in [r for _, r, _ in cluster.events]
 
 
+def test_partial_metrics_are_said_in_the_condition_and_the_reason() -> None:
+    cluster, autoscaler, source = setup()
+    partial = "statistics from 1 of 2 ready pods; 10.0.0.2 connection refused"
+    source.next = Observation(
+        arrival_rate_rps=1.0, latency_ms=5.0, ready_replicas=2, mean_compute_ms=23.0, partial=partial
+    )
+    for _ in range(3):
+        autoscaler.tick("nlp", "bert")
+    metrics = next(c for c in status(cluster)["conditions"] if c["type"] == "MetricsAvailable")  # type: ignore[attr-defined]
+    assert (metrics["status"], metrics["reason"]) == ("True", "MetricsPartial")
+    assert partial in metrics["message"] and "no scale-down" in metrics["message"]
+    assert status(cluster)["desiredReplicas"] == 2
+
+
 def test_max_replicas_bound_is_a_condition() -> None:
     cluster, autoscaler, source = setup(maxReplicas=3)
     source.next = Observation(

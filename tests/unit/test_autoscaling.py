@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -18,7 +19,7 @@ from tritonscale.policy.autoscaling import (
 SETTINGS = AutoscalerSettings(target_ms=100.0, percentile=95.0, min_replicas=1, max_replicas=20, max_batch=8)
 
 
-def observe(rate: float, latency: float | None, ready: int, **extra: float) -> Observation:
+def observe(rate: float, latency: float | None, ready: int, **extra: Any) -> Observation:
     """An observation from replicas with tau(b) = 20 + 3b ms at batch ~1."""
     batch = extra.pop("batch", 1.0)
     return Observation(
@@ -215,3 +216,16 @@ def test_nan_or_absent_latency_with_traffic_holds(latency: float | None) -> None
 )
 def test_the_reason_is_rendered_from_the_decision_fields(decision: Decision, reason: str) -> None:
     assert decision.reason == reason
+
+
+def test_partial_metrics_scale_up_but_never_down() -> None:
+    quiet = [
+        (float(t), observe(20, 24, 10, partial="statistics from 9 of 10 ready pods"))
+        for t in range(10, 600, 10)
+    ]
+    decisions, _ = run(quiet, current=10)
+    assert all(d.desired == 10 for d in decisions), "scaled down on partial metrics"
+    assert "no scale-down on partial metrics: statistics from 9 of 10 ready pods" in decisions[-1].reason
+    busy = [(10.0, observe(400, 240, 2, partial="statistics from 1 of 2 ready pods"))]
+    (up,), _ = run(busy, current=2)
+    assert up.direction == "up"

@@ -149,12 +149,37 @@ def test_triton_source_turns_counters_into_rates_between_reads() -> None:
     assert first.missing and "first sample" in first.missing
     second = source.observe(TARGET)
     assert second.usable
-    assert second.arrival_rate_rps == pytest.approx(50.0)  # the restarted replica's delta is dropped
+    # The restarted replica's delta is unknown: the other's rate stands for both, flagged.
+    assert second.arrival_rate_rps == pytest.approx(100.0)
+    assert second.partial == "statistics from 1 of 2 ready pods"
     assert second.latency_ms == pytest.approx(80.0)
     assert second.mean_compute_ms == pytest.approx(20.0)
     assert second.average_batch == pytest.approx(2.0)
     assert second.pending_requests == 3 and second.ready_replicas == 2
     assert second.batch_profile == ((1.0, 20.0, 100.0), (3.0, 80.0, 100.0))
+
+
+def test_a_pod_that_does_not_answer_leaves_a_partial_observation_scaled_to_every_pod() -> None:
+    clock = iter([0.0, 10.0, 20.0, 30.0])
+    hosts = ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
+    reads = {h: [_Counters(0, 0, 0, 0, 0, 0), _Counters(10, 400, 4e9, 8e9, 400, 400, 70.0, 2)] for h in hosts}
+
+    def read(host: str, target: ScalingTarget) -> _Counters:
+        if host == "10.0.0.3" and not reads[host]:
+            raise ConnectionRefusedError("connection refused")
+        return reads[host].pop(0)
+
+    source = TritonSource(lambda target: hosts, clock=lambda: next(clock))
+    source._read = read  # type: ignore[method-assign]
+    reads["10.0.0.3"].pop()  # it answers the first read only
+    source.observe(TARGET)
+    observation = source.observe(TARGET)
+    assert observation.usable
+    assert observation.arrival_rate_rps == pytest.approx(3 * 40.0)  # two measured, scaled to three
+    assert observation.latency_ms == pytest.approx(70.0)
+    assert observation.pending_requests == pytest.approx(3 * 2.0)  # two in queue on each
+    assert observation.partial is not None
+    assert observation.partial.startswith("statistics from 2 of 3 ready pods; 10.0.0.3")
 
 
 def test_triton_source_without_ready_pods_is_missing() -> None:

@@ -28,6 +28,9 @@ class Observation:
     batch_profile: tuple[tuple[float, float, float], ...] = ()
     sample_age_s: float = 0.0
     missing: str | None = None
+    # Measured on some of the ready replicas only (e.g. "statistics from 2 of 3 ready pods; ...
+    # unreachable"): usable to scale up, never to scale down.
+    partial: str | None = None
 
     @staticmethod
     def unavailable(reason: str, ready_replicas: int, sample_age_s: float = math.inf) -> Observation:

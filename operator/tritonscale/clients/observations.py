@@ -352,11 +352,24 @@ class TritonSource:
         if not deltas:
             return Observation.unavailable("first sample (rates need two reads)", len(hosts), 0.0)
         success = sum(d.success for d in deltas)
-        rate = sum(d.success / d.at for d in deltas)
-        pending = sum(d.pending for d in current.values())
+        # Pods that did not answer serve their share too (the router balances): the rate and
+        # queue are scaled up to every ready pod, and the observation is marked partial.
+        share = len(hosts) / len(deltas)
+        rate = sum(d.success / d.at for d in deltas) * share
+        pending = sum(d.pending for d in current.values()) * len(hosts) / len(current)
+        partial = (
+            f"statistics from {len(deltas)} of {len(hosts)} ready pods"
+            + (f"; {', '.join(failures)}" if failures else "")
+            if len(deltas) < len(hosts)
+            else None
+        )
         if success <= 0:
             return Observation(
-                arrival_rate_rps=0.0, latency_ms=None, ready_replicas=len(hosts), pending_requests=pending
+                arrival_rate_rps=0.0,
+                latency_ms=None,
+                ready_replicas=len(hosts),
+                pending_requests=pending,
+                partial=partial,
             )
         weighted = [(d.quantile_ms, d.success) for d in deltas if d.quantile_ms is not None and d.success > 0]
         latency = sum(q * w for q, w in weighted) / sum(w for _, w in weighted) if weighted else None
@@ -381,6 +394,7 @@ class TritonSource:
             batch_profile=profile,
             sample_age_s=0.0,
             missing=None if latency is not None else "no latency summary from Triton",
+            partial=partial,
         )
 
 

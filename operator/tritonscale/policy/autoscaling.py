@@ -135,6 +135,7 @@ class Decision:
     bound: int | None = None  # the value of that bound
     stabilization_s: float = 0.0
     missing: str | None = None  # why there was no usable observation
+    partial: str | None = None  # the observation covered some replicas only: no scale-down
 
     @property
     def direction(self) -> str:
@@ -171,6 +172,8 @@ class Decision:
             action += f" (limited by maxReplicas {self.bound})"
         elif self.limited == "min":
             action += f" (held at minReplicas {self.bound})"
+        if self.partial is not None:
+            action += f" (no scale-down on partial metrics: {self.partial})"
         return f"{summary}; {action}"
 
 
@@ -296,6 +299,8 @@ class LatencyAutoscaler:
         if not phase.settled and observed <= s.up_threshold * s.target_ms and not panic:
             wanted_up = min(wanted_up, current)
         desired, verdict = self._stabilize(state, now, current, wanted_up, max(recent))
+        if observation.partial is not None and desired < current:
+            desired, verdict = current, Verdict.HOLD  # the replicas not measured may be busy
         if verdict is Verdict.SCALE_UP and panic and wanted_up > sizing.up:
             verdict = Verdict.PANIC
         clamped, limited, bound = self._clamp(desired, sizing.up)
@@ -314,6 +319,7 @@ class LatencyAutoscaler:
             limited=limited,
             bound=bound,
             stabilization_s=s.stabilization_s,
+            partial=observation.partial,
         )
         return decision, state
 

@@ -183,6 +183,7 @@ class AutoscaleReconciler:
                 latency_ms=None if decision.metrics_missing else observation.latency_ms,
                 rate_rps=None if decision.metrics_missing else observation.arrival_rate_rps,
                 missing=(observation.missing or decision.reason) if decision.metrics_missing else None,
+                partial=observation.partial,
                 source=source_name,
                 now=self.clock(),
                 generation=service.metadata.generation,
