@@ -501,7 +501,8 @@ def _lowest_ready(events: list[dict[str, Any]], full: dict[str, int]) -> dict[st
 def test_a_drained_node_keeps_the_serving_capacity_the_disruption_budgets_promise(
     fault_cluster: Cluster, tmp_path: Path
 ) -> None:
-    """`kubectl drain` of the node holding the most Triton replicas of a 4-replica service: the
+    """`kubectl drain` of the node holding the most Triton replicas of a 4-replica service (its
+    pods only: other tests' stacks, with no operator running, share the node): the
     eviction API consults the operator's PodDisruptionBudgets (Triton: minAvailable desired-1,
     router: maxUnavailable 1), so ready Triton replicas never fall below 3 and a router is
     always ready (every pod change watched), while every pod leaves the node and the service
@@ -537,6 +538,7 @@ def test_a_drained_node_keeps_the_serving_capacity_the_disruption_budgets_promis
                 "--ignore-daemonsets",
                 "--delete-emptydir-data",
                 "--timeout=180s",
+                f"--pod-selector={INSTANCE}=drained",
                 timeout_s=200,
             )
             drained_s = time.monotonic() - began
