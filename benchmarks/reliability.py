@@ -2,7 +2,8 @@
 and write docs/reliability.md from what they measured.
 
     .venv/bin/python benchmarks/reliability.py           # about 15 minutes on 2 cores
-    .venv/bin/python benchmarks/reliability.py --from build/reliability.jsonl   # rewrite only
+    TRITONSCALE_RELIABILITY_REPORT=$PWD/build/ci.jsonl make test   # or: rows from every tier
+    .venv/bin/python benchmarks/reliability.py --from build/ci.jsonl  # then write from them
 
 Each test asserts its behaviour and records its figures (tests/reliability.py); this script
 runs them with ``TRITONSCALE_RELIABILITY_REPORT`` set, reads pytest's verdict per test from a
@@ -101,8 +102,12 @@ def render(rows: list[dict[str, Any]], verdicts: dict[str, str]) -> str:
         "",
         "    .venv/bin/python benchmarks/reliability.py",
         "",
-        f"Tests run: {len(verdicts)}; failed: {len(failed)}"
-        + (f" ({', '.join(failed)})" if failed else "")
+        (
+            f"Tests run: {len(verdicts)}; failed: {len(failed)}"
+            + (f" ({', '.join(failed)})" if failed else "")
+            if verdicts
+            else "Rows recorded by a passing run of every tier (`make test` with TRITONSCALE_RELIABILITY_REPORT set)"
+        )
         + f". Written {time.strftime('%Y-%m-%d', time.gmtime())}.",
         "",
         "| fault | injected | seen | figures |",
@@ -125,9 +130,9 @@ def main() -> None:
     parser.add_argument("--from", dest="rows", type=Path, help="Only rewrite the report from these rows.")
     args = parser.parse_args()
     if args.rows:
+        # Rows from another run (e.g. `make test` with the variable set): that run's verdict is
+        # its own; no JUnit files are read.
         verdicts: dict[str, str] = {}
-        for junit in sorted(VERDICTS_FILE.parent.glob(f"{VERDICTS_FILE.stem}.*.xml")):
-            verdicts.update(read_verdicts(junit))
         rows = load_rows(args.rows)
     else:
         verdicts = run_suites()
