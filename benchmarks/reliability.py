@@ -106,7 +106,8 @@ def render(rows: list[dict[str, Any]], verdicts: dict[str, str]) -> str:
             f"Tests run: {len(verdicts)}; failed: {len(failed)}"
             + (f" ({', '.join(failed)})" if failed else "")
             if verdicts
-            else "Rows recorded by a passing run of every tier (`make test` with TRITONSCALE_RELIABILITY_REPORT set)"
+            else "Rows recorded by a run of every tier (`make test` with TRITONSCALE_RELIABILITY_REPORT set); "
+            "a test records its row only once its assertions have passed"
         )
         + f". Written {time.strftime('%Y-%m-%d', time.gmtime())}.",
         "",
