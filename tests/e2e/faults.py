@@ -9,6 +9,7 @@ attempts per second: what a hot retry loop would drive up.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -17,10 +18,13 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import yaml
 
+from tritonscale.clients.leader import LEASE_NAME
 from tritonscale_sandbox.cluster import Cluster
 
 
@@ -157,3 +161,16 @@ def running(*operators: OperatorProcess) -> Iterator[None]:
     finally:
         for op in operators:
             op.kill()
+
+
+def audit_time(event: dict[str, Any]) -> float:
+    """When the API server received an audited request, as a Unix time."""
+    return datetime.fromisoformat(event["requestReceivedTimestamp"].replace("Z", "+00:00")).timestamp()
+
+
+def lease_holder(cluster: Cluster, namespace: str) -> str:
+    """The leader Lease's holder in `namespace` ("" when there is none yet)."""
+    result = cluster.kubectl("get", "lease", LEASE_NAME, "-n", namespace, "-o", "json", check=False)
+    return (
+        str(json.loads(result.stdout)["spec"].get("holderIdentity") or "") if result.returncode == 0 else ""
+    )

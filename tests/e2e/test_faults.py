@@ -17,7 +17,6 @@ import re
 import threading
 import time
 from collections.abc import Callable, Generator
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +26,17 @@ import yaml
 
 from tests.builders import make_inference_service
 from tests.e2e.conftest import CHART, OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT, RELEASE
-from tests.e2e.faults import ConnectionCounter, OperatorProcess, api_port, running, through_relay
+from tests.e2e.faults import (
+    ConnectionCounter,
+    OperatorProcess,
+    api_port,
+    audit_time,
+    lease_holder,
+    running,
+    through_relay,
+)
 from tests.reliability import record
-from tritonscale.clients.leader import LEASE_DURATION_S, LEASE_NAME
+from tritonscale.clients.leader import LEASE_DURATION_S
 from tritonscale.permissions import LEADER_NEEDS, NODE_NEEDS, OPERATOR_NEEDS
 from tritonscale_sandbox.cluster import Cluster
 
@@ -93,10 +100,6 @@ def _writes(cluster: Cluster, credential: str) -> list[dict[str, Any]]:
         and credential in e["user"].get("extra", {}).get(CREDENTIAL_ID, [])
         and 200 <= e.get("responseStatus", {}).get("code", 0) < 300
     ]
-
-
-def _when(event: dict[str, Any]) -> float:
-    return datetime.fromisoformat(event["requestReceivedTimestamp"].replace("Z", "+00:00")).timestamp()
 
 
 def _status_settled(cluster: Cluster, namespace: str, name: str, replicas: int) -> bool:
@@ -357,7 +360,7 @@ def test_the_operator_rides_out_a_frozen_etcd(fault_cluster: Cluster, tmp_path: 
         e
         for e in cluster.audit_events(user)
         if credential in e["user"].get("extra", {}).get(CREDENTIAL_ID, [])
-        and began_wall <= _when(e) < ended_wall
+        and began_wall <= audit_time(e) < ended_wall
     ]
     record(
         "etcd frozen",
@@ -373,23 +376,12 @@ def test_the_operator_rides_out_a_frozen_etcd(fault_cluster: Cluster, tmp_path: 
 # two replicas, one leader
 
 
-def _holder(cluster: Cluster) -> str | None:
-    lease = cluster.get_json("lease", LEASE_NAME, namespace=OPERATOR_NAMESPACE)
-    holder: str | None = lease["spec"].get("holderIdentity")
-    return holder
-
-
 def _wait_holder(cluster: Cluster, prefix: str, timeout_s: float, check: Callable[[], None]) -> float:
     began = time.monotonic()
 
     def held() -> bool:
         check()
-        result = cluster.kubectl(
-            "get", "lease", LEASE_NAME, "-n", OPERATOR_NAMESPACE, "-o", "json", check=False
-        )
-        if result.returncode != 0:
-            return False
-        return str(json.loads(result.stdout)["spec"].get("holderIdentity") or "").startswith(prefix)
+        return lease_holder(cluster, OPERATOR_NAMESPACE).startswith(prefix)
 
     cluster.wait_until(held, f"{prefix} to hold the Lease", timeout_s=timeout_s)
     return time.monotonic() - began
@@ -419,7 +411,7 @@ def test_a_standby_takes_over_from_a_killed_leader_and_they_never_both_write(
         _wait_settled(cluster, first, ns, {"ha": 2})
         second.start()
         time.sleep(8)  # the standby has started and campaigned a few times
-        assert str(_holder(cluster)).startswith("first_")
+        assert lease_holder(cluster, OPERATOR_NAMESPACE).startswith("first_")
         assert _writes(cluster, _credential(second_kc)) == [], "the standby wrote"
 
         killed_wall = time.time()
@@ -435,8 +427,8 @@ def test_a_standby_takes_over_from_a_killed_leader_and_they_never_both_write(
             e for e in _writes(cluster, _credential(second_kc)) if e["objectRef"]["resource"] != "leases"
         ]
         assert first_writes and second_writes
-        assert max(_when(e) for e in first_writes) < killed_wall
-        assert max(_when(e) for e in first_writes) < min(_when(e) for e in second_writes)
+        assert max(audit_time(e) for e in first_writes) < killed_wall
+        assert max(audit_time(e) for e in first_writes) < min(audit_time(e) for e in second_writes)
         assert takeover_s <= 60.0
 
         # A clean stop releases the Lease: the next replica leads in seconds, not a lease duration.

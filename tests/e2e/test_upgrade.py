@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Generator
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +19,8 @@ import pytest
 import yaml
 
 from tests.e2e.conftest import CHART, OPERATOR_NAMESPACE, RELEASE
+from tests.e2e.faults import audit_time, lease_holder
 from tests.reliability import record
-from tritonscale.clients.leader import LEASE_NAME
 from tritonscale_sandbox.cluster import Cluster, NodePool, Taint, default_node_pools
 from tritonscale_sandbox.node_agent import NodeAgent
 
@@ -131,17 +130,6 @@ def _operator_pods(cluster: Cluster) -> list[dict[str, Any]]:
     )
 
 
-def _lease_holder(cluster: Cluster) -> str:
-    result = cluster.kubectl("get", "lease", LEASE_NAME, "-n", OPERATOR_NAMESPACE, "-o", "json", check=False)
-    return (
-        str(json.loads(result.stdout)["spec"].get("holderIdentity") or "") if result.returncode == 0 else ""
-    )
-
-
-def _when(event: dict[str, Any]) -> float:
-    return datetime.fromisoformat(event["requestReceivedTimestamp"].replace("Z", "+00:00")).timestamp()
-
-
 def _reconciled_by(cluster: Cluster, pod_name: str, since: float) -> set[str]:
     """namespace/name of the Deployments that pod's operator read since then: a reconcile reads
     each child before deciding to write it (and leaves one that is as it should be alone)."""
@@ -151,7 +139,7 @@ def _reconciled_by(cluster: Cluster, pod_name: str, since: float) -> set[str]:
         if e["verb"] == "get"
         and e.get("objectRef", {}).get("resource") == "deployments"
         and pod_name in e["user"].get("extra", {}).get(POD_NAME_EXTRA, [])
-        and _when(e) >= since
+        and audit_time(e) >= since
         and e.get("responseStatus", {}).get("code") == 200
     }
 
@@ -222,7 +210,9 @@ def test_an_upgrade_keeps_old_resources_valid_and_restarts_no_serving_pod(upgrad
     assert len(new_pods) == 1 and new_pods[0]["spec"]["containers"][0]["image"].endswith(":next"), new_pods
     new_pod = new_pods[0]["metadata"]["name"]
     cluster.wait_until(
-        lambda: _lease_holder(cluster).startswith(f"{new_pod}_"), "the new operator to lead", timeout_s=90
+        lambda: lease_holder(cluster, OPERATOR_NAMESPACE).startswith(f"{new_pod}_"),
+        "the new operator to lead",
+        timeout_s=90,
     )
     leading_s = time.monotonic() - began
     # The new operator resumes every service: it reconciles each stack once.
@@ -247,7 +237,7 @@ def test_an_upgrade_keeps_old_resources_valid_and_restarts_no_serving_pod(upgrad
                     str(e["user"].get("extra", {}).get(POD_NAME_EXTRA)),
                 )
                 for e in cluster.audit_events()
-                if _when(e) >= started and e.get("objectRef")
+                if audit_time(e) >= started and e.get("objectRef")
             }
         )
         raise AssertionError(f"{error}: {new_pod}, {stacks}; requests since the upgrade: {seen}") from None
