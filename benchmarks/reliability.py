@@ -36,6 +36,7 @@ SUITES: list[tuple[str, list[str]]] = [
         "integration",
         [
             "tests/integration/test_faults_dataplane.py",
+            "tests/integration/test_autoscaling_loop.py::test_a_prometheus_outage_of_minutes_holds_replicas_and_recovers_on_its_own",
             "tests/integration/test_triton_harness.py::test_with_one_replica_hung_the_triton_source_uses_the_others_and_says_so",
         ],
     ),

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.process_stack import bench_simulated, process_stack
+from tests.reliability import record
 from tritonscale.clients.observations import PrometheusSource
 from tritonscale.reconcilers.autoscale import AutoscaleReconciler
 from tritonscale.reconcilers.stack import StackReconciler
@@ -189,3 +190,108 @@ def test_replicas_follow_a_load_step_and_hold_without_metrics(
     print(json.dumps({"bench": results.get("summary", results)}, indent=1)[:2000])
     for sample in recorder.samples[:: max(1, len(recorder.samples) // 60)]:
         print(f"{sample.at:6.1f}s desired {sample.desired} ready {sample.ready} p95 {sample.latency_ms}")
+
+
+OUTAGE_WARMUP_S = 40
+"""Load at BASE_RPS before Prometheus goes away: the rate window fills and one replica holds."""
+OUTAGE_S = 150
+"""Prometheus is away for minutes (issue 13's fault matrix)."""
+SURGE_RPS = 40
+"""Load during the second half of the outage: more than one replica holds under the objective
+(it serves ~45 req/s flat out), so the autoscaler must scale up once it can see again."""
+RECOVERY_BOUND_S = 45
+"""From Prometheus back to a scale-up: its readiness, two scrapes into the 10 s rate window, one
+autoscaler period, and scheduling on a loaded 2-core machine."""
+
+
+@pytest.mark.timeout(600)
+def test_a_prometheus_outage_of_minutes_holds_replicas_and_recovers_on_its_own(
+    stack: tuple[ProcessBackedCluster, LocalRouter, LocalPrometheus], tmp_path: Path
+) -> None:
+    """Prometheus stops for 150 s while the load rises to more than one replica serves well:
+    the replica count holds throughout with MetricsAvailable=False, and when Prometheus is back
+    the autoscaler sees again and scales up, with nobody touching it."""
+    cluster, router, prometheus = stack
+    reconciler = StackReconciler(cluster)
+    reconciler.reconcile(NAMESPACE, NAME)
+    deadline = time.monotonic() + 60
+    while not cluster.ready_servers() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    router.wait_ready(servers_up=1)
+    source = PrometheusSource(prometheus.url, window="10s", stale_after_s=15)
+    autoscaler = AutoscaleReconciler(cluster, reconciler, lambda service: (source, "prometheus"))
+
+    surge_at = OUTAGE_WARMUP_S + OUTAGE_S // 2
+    back_at = OUTAGE_WARMUP_S + OUTAGE_S
+    load_s = back_at + RECOVERY_BOUND_S + 15
+    recorder, stop = Recorder(), threading.Event()
+    started = time.monotonic()
+    loop = threading.Thread(
+        target=_run_loop, args=(autoscaler, cluster, recorder, started, stop), daemon=True
+    )
+    loop.start()
+    bench = subprocess.Popen(
+        bench_simulated(
+            router.http_endpoint,
+            "--schedule",
+            f"step:{BASE_RPS}@0,{SURGE_RPS}@{surge_at}",
+            "--duration",
+            str(load_s),
+            "--timeout",
+            "15",
+            "--no-progress",
+        ),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(OUTAGE_WARMUP_S)
+        before = [s for s in recorder.samples if s.metrics_available == "True"]
+        assert before, f"no metrics before the outage: {recorder.samples}"
+        held = cluster.body["status"]["desiredReplicas"]
+        prometheus.stop()
+        stopped_at = time.monotonic() - started
+        time.sleep(OUTAGE_S)
+        prometheus.start()
+        restarted_at = time.monotonic() - started
+
+        def scaled_up() -> Sample | None:
+            return next((s for s in recorder.samples if s.at > restarted_at and s.desired > held), None)
+
+        deadline = time.monotonic() + RECOVERY_BOUND_S + 30
+        while scaled_up() is None and time.monotonic() < deadline:
+            time.sleep(1)
+        timeline = [
+            (round(s.at), s.desired, s.ready, s.latency_ms, s.metrics_available) for s in recorder.samples
+        ]
+        outage = [s for s in recorder.samples if stopped_at + 2 * PERIOD_S < s.at < restarted_at]
+        assert len(outage) >= OUTAGE_S // (2 * PERIOD_S), f"the loop stalled without Prometheus: {timeline}"
+        assert all(s.metrics_available == "False" for s in outage), timeline
+        assert all(s.desired == held for s in outage), f"replicas moved without metrics: {timeline}"
+        back = next(
+            (s for s in recorder.samples if s.at > restarted_at and s.metrics_available == "True"), None
+        )
+        assert back is not None, f"MetricsAvailable never came back: {timeline}"
+        up = scaled_up()
+        assert up is not None, f"no scale-up after Prometheus came back under {SURGE_RPS} req/s: {timeline}"
+        assert up.at - restarted_at <= RECOVERY_BOUND_S, timeline
+        reasons = [reason for _, reason, _ in cluster.events]
+        assert "MetricsUnavailable" in reasons and "MetricsAvailable" in reasons, reasons
+    finally:
+        stop.set()
+        loop.join(timeout=30)
+        bench.kill()
+        bench.wait(timeout=30)
+    record(
+        "Prometheus down",
+        f"Prometheus stopped for {OUTAGE_S} s; load {BASE_RPS} -> {SURGE_RPS} req/s halfway through",
+        f"{held} replica(s) held with MetricsAvailable=False; metrics back {back.at - restarted_at:.0f}s and "
+        f"scaled up to {up.desired} {up.at - restarted_at:.0f}s after Prometheus restarted",
+        outage_s=round(restarted_at - stopped_at),
+        decisions_during_outage=len(outage),
+        replicas_held=held,
+        metrics_back_s=round(back.at - restarted_at, 1),
+        scaled_up_s=round(up.at - restarted_at, 1),
+        scale_up_bound_s=RECOVERY_BOUND_S,
+    )
