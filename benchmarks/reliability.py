@@ -40,7 +40,15 @@ SUITES: list[tuple[str, list[str]]] = [
             "tests/integration/test_triton_harness.py::test_with_one_replica_hung_the_triton_source_uses_the_others_and_says_so",
         ],
     ),
-    ("e2e", ["tests/e2e/test_faults.py", "tests/e2e/test_upgrade.py", "tests/e2e/test_spot_fallback.py"]),
+    (
+        "e2e",
+        [
+            "tests/e2e/test_faults.py",
+            "tests/e2e/test_upgrade.py",
+            "tests/e2e/test_spot_fallback.py",
+            "tests/e2e/test_hostile_input.py",
+        ],
+    ),
 ]
 
 
@@ -121,6 +129,7 @@ def render(rows: list[dict[str, Any]], verdicts: dict[str, str]) -> str:
         "",
         "Where a figure is a bound the test enforces, the test's docstring says which; the tests",
         "are in tests/e2e/test_faults.py, tests/e2e/test_upgrade.py, tests/e2e/test_spot_fallback.py,",
+        "tests/e2e/test_hostile_input.py, tests/integration/test_autoscaling_loop.py,",
         "tests/integration/test_faults_dataplane.py and the fuzzing tests (tests/fuzzing.py).",
         "",
     ]

@@ -143,19 +143,29 @@ hostile_text = st.one_of(
 
 
 def without_whitespace(text: str) -> str:
-    """What a `^[^\\s]+$` pattern lets through (str.isspace is a superset of regex \\s)."""
-    return "".join(c for c in text if not c.isspace()) or "x"
+    """What a `^[^\\s\\x00]+$` pattern lets through (str.isspace is a superset of regex \\s)."""
+    return "".join(c for c in text if not c.isspace() and c != "\x00") or "x"
 
 
 @functools.cache
 def nonblank(limit: int) -> st.SearchStrategy[str]:
-    """Hostile text a `^[^\\s]+$` field of at most `limit` characters accepts."""
+    """Hostile text a `^[^\\s\\x00]+$` field of at most `limit` characters accepts."""
     return hostile_text.map(lambda text: without_whitespace(text)[:limit])
 
 
 @functools.cache
 def bounded(limit: int, min_size: int = 0) -> st.SearchStrategy[str]:
     return hostile_text.map(lambda text: text[:limit]).filter(lambda text: len(text) >= min_size)
+
+
+@functools.cache
+def c_strings(limit: int, min_size: int = 0) -> st.SearchStrategy[str]:
+    """Hostile text for what reaches a process (arguments, environment): anything but NUL."""
+    return (
+        bounded(limit, min_size)
+        .map(lambda text: text.replace("\x00", ""))
+        .filter(lambda text: len(text) >= min_size)
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -296,7 +306,7 @@ def sets_a_managed_flag(arg: str) -> bool:
     return len(name) > len("--") and any(flag.startswith(name) for flag in MANAGED_TRITON_FLAGS)
 
 
-triton_args = bounded(1024, min_size=1).filter(lambda arg: not sets_a_managed_flag(arg))
+triton_args = c_strings(1024, min_size=1).filter(lambda arg: not sets_a_managed_flag(arg))
 
 
 @st.composite
@@ -328,7 +338,7 @@ _annotations = st.dictionaries(st.one_of(st.just(PAUSE_ANNOTATION), hostile_text
 _model_name_lists = st.lists(model_names, min_size=1, max_size=3, unique=True)
 _arg_lists = st.lists(triton_args, max_size=3)
 _env_lists = st.lists(
-    st.fixed_dictionaries({"name": env_names}, optional={"value": bounded(4096)}),
+    st.fixed_dictionaries({"name": env_names}, optional={"value": c_strings(4096)}),
     max_size=2,
     unique_by=lambda var: var["name"],
 )

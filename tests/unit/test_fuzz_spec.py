@@ -514,7 +514,7 @@ FIELD_FORMATS = [
     (
         "spec.triton.args[0]",
         {"spec__triton": {"args": [VALUE]}},
-        lambda arg: not sets_a_managed_flag(arg),
+        lambda arg: not sets_a_managed_flag(arg) and "\x00" not in arg,
         near_args,
     ),
 ]

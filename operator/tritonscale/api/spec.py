@@ -22,7 +22,10 @@ RESOURCE_NAME_PATTERN = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[
 LABEL_KEY_PATTERN = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
 LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
-IMAGE_PATTERN = r"^[^\s]+$"
+# What reaches a process (arguments, environment, the image reference) is a C string: the
+# container runtime cannot pass a NUL, and pods whose spec holds one never start.
+IMAGE_PATTERN = r"^[^\s\x00]+$"
+C_STRING_PATTERN = r"^[^\x00]*$"
 
 # tritonserver flags the operator sets itself; letting args override them would break probes,
 # the router and metrics.
@@ -52,7 +55,7 @@ ResourceName = Annotated[str, StringConstraints(pattern=RESOURCE_NAME_PATTERN, m
 LabelKey = Annotated[str, StringConstraints(pattern=LABEL_KEY_PATTERN, max_length=317)]
 LabelValue = Annotated[str, StringConstraints(pattern=LABEL_VALUE_PATTERN, max_length=63)]
 ModelName = Annotated[str, StringConstraints(pattern=MODEL_NAME_PATTERN, min_length=1, max_length=128)]
-TritonArg = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+TritonArg = Annotated[str, StringConstraints(pattern=C_STRING_PATTERN, min_length=1, max_length=1024)]
 
 
 def _cel_list(values: tuple[str, ...]) -> str:
@@ -80,7 +83,7 @@ class ModelSource(ApiModel):
     repository: str = Field(
         min_length=1,
         max_length=2048,
-        pattern=r"^[^\s]+$",
+        pattern=IMAGE_PATTERN,
         description=(
             "Model repository passed to `tritonserver --model-repository`: a local path, "
             "s3://, gs:// or as:// URL."
@@ -113,7 +116,7 @@ class EnvVar(ApiModel):
         pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$",
         description="Variable name.",
     )
-    value: str = Field(default="", max_length=4096, description="Variable value.")
+    value: str = Field(default="", max_length=4096, pattern=C_STRING_PATTERN, description="Variable value.")
 
 
 class PullPolicy(StrEnum):
@@ -482,7 +485,7 @@ class MetricsSpec(ApiModel):
         default=None,
         alias="prometheusURL",
         max_length=2048,
-        pattern=r"^https?://[^\s]+$",
+        pattern=r"^https?://[^\s\x00]+$",
         description="Prometheus base URL, e.g. http://prometheus.monitoring:9090.",
     )
     latency_query: str | None = Field(
