@@ -132,6 +132,10 @@ def cluster(
         c.stop(keep_logs=pytestconfig.stash.get(_failed_key, False))
 
 
+RESTRICTED = {f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "warn", "audit")}
+"""Namespace labels: Pod Security `restricted`, enforced, warned and audited."""
+
+
 @dataclass(frozen=True)
 class ChartRelease:
     """The chart as installed by ``helm install``: where, and the identity it created."""
@@ -146,8 +150,10 @@ def chart_release(cluster: Cluster) -> ChartRelease:
     """``helm install`` of charts/tritonscale into tritonscale-system (CRD, RBAC, ServiceAccount).
 
     The chart's Deployment gets a kwok "pod" that runs nothing; what matters here is what the
-    chart installs around it.
+    chart installs around it. The release namespace enforces Pod Security `restricted`, so the
+    chart's own pod must pass it.
     """
+    cluster.create_namespace(OPERATOR_NAMESPACE, labels=RESTRICTED)
     cluster.helm(
         "install",
         RELEASE,

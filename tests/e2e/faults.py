@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -26,27 +26,50 @@ import yaml
 
 from tritonscale.clients.leader import LEASE_NAME
 from tritonscale_sandbox.cluster import Cluster
+from tritonscale_sandbox.net import free_port
 
 
 class OperatorProcess:
     """`tritonscale run` in a process of its own, with a kubeconfig and extra flags."""
 
-    def __init__(self, kubeconfig: Path, log_path: Path, *args: str, pod_name: str = "") -> None:
+    def __init__(
+        self,
+        kubeconfig: Path,
+        log_path: Path,
+        *args: str,
+        pod_name: str = "",
+        serve_ports: bool = False,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        """With `serve_ports`, /metrics and /healthz on free loopback ports (`metrics_url`,
+        `health_url`); `env` is added to the process's environment."""
         self.kubeconfig = kubeconfig
         self.log_path = log_path
         self.args = args
         self.pod_name = pod_name
+        self.env = dict(env or {})
+        self.metrics_port = free_port("127.0.0.1") if serve_ports else 0
+        self.health_port = free_port("127.0.0.1") if serve_ports else 0
         self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+    @property
+    def health_url(self) -> str:
+        return f"http://127.0.0.1:{self.health_port}/healthz"
 
     def start(self) -> None:
         assert self.process is None or self.process.poll() is not None, "already running"
-        env = dict(os.environ)
+        env = {**os.environ, **self.env}
         if self.pod_name:
             env["POD_NAME"] = self.pod_name
         with self.log_path.open("ab") as log:
             argv = [
                 sys.executable, "-m", "tritonscale.cli", "run", f"--kubeconfig={self.kubeconfig}",
-                "--metrics-port=0", "--health-port=0", "--no-read-triton-pods", "--log-format=plain",
+                f"--metrics-port={self.metrics_port}", f"--health-port={self.health_port}",
+                "--listen-address=127.0.0.1", "--no-read-triton-pods", "--log-format=plain",
                 *self.args,
             ]  # fmt: skip
             self.process = subprocess.Popen(

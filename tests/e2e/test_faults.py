@@ -16,6 +16,8 @@ import random
 import re
 import threading
 import time
+import urllib.request
+import uuid
 from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
@@ -400,9 +402,19 @@ def test_a_standby_takes_over_from_a_killed_leader_and_they_never_both_write(
     first_kc = _token_kubeconfig(cluster, tmp_path / "first.kubeconfig")
     second_kc = _token_kubeconfig(cluster, tmp_path / "second.kubeconfig")
     election = f"--leader-election-namespace={OPERATOR_NAMESPACE}"
-    first = OperatorProcess(first_kc, tmp_path / "first.log", f"--namespace={ns}", election, pod_name="first")
-    second = OperatorProcess(
-        second_kc, tmp_path / "second.log", f"--namespace={ns}", election, pod_name="second"
+    # Secrets a pod's environment could hold, to look for on the metrics and health ports.
+    secret_env = {"AWS_SECRET_ACCESS_KEY": f"e2e-secret-{uuid.uuid4().hex}"}
+    first, second = (
+        OperatorProcess(
+            kubeconfig,
+            tmp_path / f"{name}.log",
+            f"--namespace={ns}",
+            election,
+            pod_name=name,
+            serve_ports=True,
+            env=secret_env,
+        )
+        for name, kubeconfig in (("first", first_kc), ("second", second_kc))
     )
     cluster.apply_yaml(make_inference_service("ha", ns, spec__replicas=2))
     try:
@@ -413,6 +425,9 @@ def test_a_standby_takes_over_from_a_killed_leader_and_they_never_both_write(
         time.sleep(8)  # the standby has started and campaigned a few times
         assert lease_holder(cluster, OPERATOR_NAMESPACE).startswith("first_")
         assert _writes(cluster, _credential(second_kc)) == [], "the standby wrote"
+        scraped = _assert_ports_carry_nothing_secret(
+            [first, second], [first_kc, second_kc], list(secret_env.values())
+        )
 
         killed_wall = time.time()
         first.kill()
@@ -451,6 +466,39 @@ def test_a_standby_takes_over_from_a_killed_leader_and_they_never_both_write(
         clean_handover_s=round(handover_s, 1),
         lease_duration_s=LEASE_DURATION_S,
     )
+    record(
+        "metrics and health ports",
+        "/metrics and /healthz of a leader and a standby, scraped; their tokens and a secret in "
+        "their environment looked for",
+        f"{scraped} bytes served, no token, key, certificate or environment secret in them",
+        bytes_scraped=scraped,
+    )
+
+
+def _assert_ports_carry_nothing_secret(
+    operators: list[OperatorProcess], kubeconfigs: list[Path], secrets: list[str]
+) -> int:
+    """What /metrics and /healthz serve holds no credential the operators have: their tokens
+    (nor any 16-character piece of one), the kubeconfig's certificates, PEM blocks, or `secrets`
+    from their environment. Returns the bytes scraped."""
+    needles = list(secrets)
+    for kubeconfig in kubeconfigs:
+        config = yaml.safe_load(kubeconfig.read_text())
+        token = config["users"][0]["user"]["token"]
+        needles += [token[i : i + 16] for i in range(0, len(token) - 16, 8)]
+        needles += [config["clusters"][0]["cluster"].get("certificate-authority-data", "")[:40]]
+    needles = [n for n in needles if n]
+    scraped = 0
+    for operator in operators:
+        for url in (operator.metrics_url, operator.health_url):
+            with urllib.request.urlopen(url, timeout=5) as response:
+                body = response.read().decode(errors="replace")
+            scraped += len(body)
+            assert body, url
+            found = [n for n in needles if n in body]
+            assert not found, f"{url} serves a secret: {found[:3]}"
+            assert "BEGIN " not in body and "PRIVATE KEY" not in body, url
+    return scraped
 
 
 # --------------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from tests.builders import INVALID_CASES, load_example, make_inference_service, make_invalid
-from tests.e2e.conftest import CHART, REPO, ChartRelease, OperatorThread
+from tests.e2e.conftest import CHART, REPO, RESTRICTED, ChartRelease, OperatorThread
 from tests.e2e.interrupted_operator import PAUSED
 from tritonscale_sandbox.cluster import (
     CAPACITY_TYPE_LABEL,
@@ -329,6 +329,46 @@ def test_chart_lints_and_renders_with_the_built_helm(testenv_bin: Path, tmp_path
     assert [d["roleRef"]["name"] for d in namespaced if d["kind"] == "ClusterRoleBinding"] == [
         "ts-tritonscale-nodes"
     ]
+
+
+def _privileged_pod(namespace: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "privileged", "namespace": namespace},
+        "spec": {
+            "containers": [{"name": "main", "image": "busybox:1.36", "securityContext": {"privileged": True}}]
+        },
+    }
+
+
+def test_the_charts_pods_are_admitted_under_restricted_pod_security(
+    cluster: Cluster, chart_release: ChartRelease
+) -> None:
+    """The release namespace enforces `restricted` (chart_release): the operator's pod was
+    admitted, and so is the chart's `helm test` pod; a privileged pod is not."""
+    ns = chart_release.namespace
+    labels = cluster.get_json("namespace", ns)["metadata"]["labels"]
+    assert RESTRICTED.items() <= labels.items(), labels
+    pods = cluster.get_json("pods", "-l", f"app.kubernetes.io/instance={chart_release.name}", namespace=ns)[
+        "items"
+    ]
+    assert pods, "no operator pod was admitted"
+    failed = cluster.get_json("events", "--field-selector", "reason=FailedCreate", namespace=ns)["items"]
+    assert not failed, [e["message"] for e in failed]
+    test_pod = cluster.helm(
+        "template",
+        chart_release.name,
+        str(CHART),
+        "-n",
+        ns,
+        "--show-only",
+        "templates/tests/test-health.yaml",
+    ).stdout
+    admitted = cluster.kubectl("apply", "--dry-run=server", "-n", ns, "-f", "-", input=test_pod)
+    assert "Warning" not in admitted.stderr, admitted.stderr
+    with pytest.raises(KubectlError, match="violates PodSecurity"):
+        cluster.apply_yaml(_privileged_pod(ns))
 
 
 def test_chart_installs_the_crd_and_a_least_privilege_identity(
@@ -723,14 +763,7 @@ def test_deleting_the_inference_service_garbage_collects_every_child(
 
 def test_everything_is_admitted_in_a_restricted_namespace(cluster: Cluster, operator: OperatorThread) -> None:
     ns = "e2e-restricted-stack"
-    cluster.create_namespace(
-        ns,
-        labels={
-            "pod-security.kubernetes.io/enforce": "restricted",
-            "pod-security.kubernetes.io/warn": "restricted",
-            "pod-security.kubernetes.io/audit": "restricted",
-        },
-    )
+    cluster.create_namespace(ns, labels=RESTRICTED)
     manifest = load_example(EXAMPLES / "gpu-spot.yaml")
     manifest["metadata"]["namespace"] = ns
     applied = cluster.kubectl("apply", "-f", "-", input=_yaml(manifest))
@@ -744,16 +777,8 @@ def test_everything_is_admitted_in_a_restricted_namespace(cluster: Cluster, oper
     assert not failed, [e["message"] for e in failed]
     assert_one_replicaset_per_deployment(cluster, ns, name)
     # And a pod that breaks the profile is refused there, so the namespace really enforces it.
-    privileged = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "privileged", "namespace": ns},
-        "spec": {
-            "containers": [{"name": "main", "image": "busybox:1.36", "securityContext": {"privileged": True}}]
-        },
-    }
     with pytest.raises(KubectlError, match="violates PodSecurity"):
-        cluster.apply_yaml(privileged)
+        cluster.apply_yaml(_privileged_pod(ns))
 
 
 # --------------------------------------------------------------------------------------------
