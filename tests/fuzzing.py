@@ -333,6 +333,27 @@ pool_placements = st.fixed_dictionaries(
 
 _names = st.one_of(subdomains, st.sampled_from(["x", "triton", "a-tritonx", "a..b", "0.-9"]))
 _now_and_then = st.sampled_from([False] * 9 + [True])
+
+
+@st.composite
+def _label_selectors(draw: st.DrawFn) -> dict[str, Any]:
+    selector: dict[str, Any] = {}
+    if draw(st.booleans()):
+        selector["matchLabels"] = draw(st.dictionaries(label_keys, label_values, max_size=2))
+    if draw(st.booleans()):
+        operator = draw(st.sampled_from(["In", "NotIn", "Exists", "DoesNotExist"]))
+        values = draw(st.lists(label_values, min_size=1, max_size=2)) if operator in ("In", "NotIn") else []
+        selector["matchExpressions"] = [
+            {"key": draw(label_keys), "operator": operator, **({"values": values} if values else {})}
+        ]
+    return selector
+
+
+_router_clients = st.one_of(
+    st.fixed_dictionaries({"podSelector": _label_selectors()}),
+    st.fixed_dictionaries({"namespaceSelector": _label_selectors()}),
+    st.fixed_dictionaries({"namespaceSelector": _label_selectors(), "podSelector": _label_selectors()}),
+)
 _labels = st.dictionaries(hostile_text, hostile_text, max_size=1)
 _annotations = st.dictionaries(st.one_of(st.just(PAUSE_ANNOTATION), hostile_text), hostile_text, max_size=1)
 _model_name_lists = st.lists(model_names, min_size=1, max_size=3, unique=True)
@@ -414,6 +435,8 @@ def accepted_bodies(draw: st.DrawFn) -> dict[str, Any]:
             "timeoutSeconds": draw(bounded_ints(1, 3600)),
         },
     }
+    if draw(_now_and_then):
+        spec["loadBalancing"]["router"]["clients"] = draw(st.lists(_router_clients, min_size=1, max_size=3))
 
     on_demand_base_most = 1000
     spec.pop("autoscaling", None)
@@ -756,6 +779,7 @@ NAME_RULES = {
     "ConfigMap": is_dns_subdomain,
     "Deployment": is_dns_subdomain,
     "PodDisruptionBudget": is_dns_subdomain,
+    "NetworkPolicy": is_dns_subdomain,
 }
 
 

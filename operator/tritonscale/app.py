@@ -87,7 +87,7 @@ def build_memo(config: OperatorConfig, kube: KubeClient | None = None) -> kopf.M
     memo.kube = kube
     memo.reconciler = StackReconciler(
         kube,
-        RenderOptions(cluster_domain=config.cluster_domain),
+        RenderOptions(cluster_domain=config.cluster_domain, network=config.network_policies),
         on_unsettled=lambda namespace, name: memo.status_scheduler.run_within(
             namespace, name, UNSETTLED_RECHECK_S
         ),

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from tritonscale.render.network import NetworkPolicyOptions
 
 
 @dataclass(frozen=True)
@@ -31,3 +33,4 @@ class OperatorConfig:
     """Where the leader Lease lives; None runs without leader election (one replica only)."""
     identity: str = ""
     """This replica's name in the Lease (the pod's name in a cluster)."""
+    network_policies: NetworkPolicyOptions = field(default_factory=NetworkPolicyOptions)

@@ -30,6 +30,8 @@ OPERATOR_NEEDS: tuple[Need, ...] = (
     Need("", "services", ("get", "create", "patch"), "the router and headless Services"),
     Need("", "configmaps", ("get", "create", "patch"), "the router's haproxy.cfg"),
     Need("policy", "poddisruptionbudgets", ("get", "create", "patch"), "Triton and router PDBs"),
+    Need("networking.k8s.io", "networkpolicies", ("get", "create", "patch", "delete"),
+         "Triton and router NetworkPolicies of guarded services; removed when guarding is switched off"),
     Need("", "events", ("create", "patch"), "Events; a repeated one raises its count"),
     Need("", "pods", ("list",), "scheduling failures in status; the Triton source's ready replicas"),
     Need("", "pods/eviction", ("create",),

@@ -118,9 +118,9 @@ class ProcessBackedCluster:
                 deployments.append(shown)
             return deployments
 
-    def delete_deployment(self, namespace: str, name: str, uid: str) -> None:
+    def delete_object(self, kind: str, namespace: str, name: str, uid: str) -> None:
         with self._lock:
-            removed = self.objects.pop(("Deployment", name), None)
+            removed = self.objects.pop((kind, name), None)
             if removed is not None and self._is_triton(removed):
                 self._scale_pool()
 

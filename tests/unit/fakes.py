@@ -96,9 +96,9 @@ class FakeCluster:
             if ns == namespace and selector.items() <= p["metadata"]["labels"].items()
         ]
 
-    def delete_deployment(self, namespace: str, name: str, uid: str) -> None:
+    def delete_object(self, kind: str, namespace: str, name: str, uid: str) -> None:
         self._maybe_fail()
-        key = ("Deployment", namespace, name)
+        key = (kind, namespace, name)
         if key in self.objects and self.objects[key]["metadata"]["uid"] == uid:
             self.calls.append(("delete", *key))
             del self.objects[key]

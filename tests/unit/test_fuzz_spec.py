@@ -225,6 +225,13 @@ def assert_valid_for_kubernetes(service: InferenceService, objects: list[dict[st
         if service.metadata.uid is not None:
             (reference,) = metadata["ownerReferences"]
             assert reference["name"] == service.name and reference["uid"] == service.metadata.uid
+        if kind == "NetworkPolicy":
+            for rule in obj["spec"]["ingress"]:
+                for peer in rule["from"]:
+                    for selector in peer.values():
+                        for requirement in selector.get("matchExpressions", []):
+                            assert is_qualified_name(requirement["key"]), requirement
+                            assert all(is_label_value(v) for v in requirement.get("values", [])), requirement
         if kind == "Deployment":
             template = obj["spec"]["template"]
             selector = obj["spec"]["selector"]["matchLabels"]

@@ -404,6 +404,66 @@ class RouterResources(ResourceRequirements):
     )
 
 
+class SelectorOperator(StrEnum):
+    IN = "In"
+    NOT_IN = "NotIn"
+    EXISTS = "Exists"
+    DOES_NOT_EXIST = "DoesNotExist"
+
+
+class LabelSelectorRequirement(ApiModel):
+    """One requirement of a label selector, as in Kubernetes."""
+
+    rules = (
+        Rule(
+            field="values",
+            message="values must be set with operator In or NotIn, and left out with Exists or DoesNotExist",
+            cel="(self.operator in ['In', 'NotIn']) == (has(self.values) && size(self.values) > 0)",
+            holds=lambda self: (
+                (self.operator in (SelectorOperator.IN, SelectorOperator.NOT_IN)) == bool(self.values)
+            ),
+        ),
+    )
+
+    key: LabelKey = Field(description="Label key.")
+    operator: SelectorOperator = Field(description="In, NotIn, Exists or DoesNotExist.")
+    values: list[LabelValue] = Field(
+        default_factory=list, max_length=64, description="Label values (with In and NotIn)."
+    )
+
+
+class LabelSelector(ApiModel):
+    """A Kubernetes label selector; empty selects everything."""
+
+    match_labels: dict[LabelKey, LabelValue] = Field(
+        default_factory=dict, max_length=16, description="Labels that must all be present with these values."
+    )
+    match_expressions: list[LabelSelectorRequirement] = Field(
+        default_factory=list, max_length=16, description="Requirements that must all hold."
+    )
+
+
+class RouterClient(ApiModel):
+    """Pods that may call the router, as a NetworkPolicy peer."""
+
+    rules = (
+        Rule(
+            field="podSelector",
+            message="set podSelector, namespaceSelector or both",
+            cel="has(self.podSelector) || has(self.namespaceSelector)",
+            holds=lambda self: self.pod_selector is not None or self.namespace_selector is not None,
+        ),
+    )
+
+    namespace_selector: LabelSelector | None = Field(
+        default=None,
+        description="Namespaces the clients run in; left out, this InferenceService's own; {} for every namespace.",
+    )
+    pod_selector: LabelSelector | None = Field(
+        default=None, description="The client pods in those namespaces; left out, every pod there."
+    )
+
+
 class RouterSpec(ApiModel):
     """The HAProxy router in front of the Triton replicas."""
 
@@ -423,6 +483,18 @@ class RouterSpec(ApiModel):
         ge=1,
         le=3600,
         description="Longest a single inference request may take through the router.",
+    )
+    clients: list[RouterClient] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=16,
+        description=(
+            "Who may call the router once NetworkPolicies guard this service (declaring clients "
+            "turns them on for it; the chart's networkPolicy.enabled turns them on for every "
+            "service). Then only these pods reach the router, and only the router (besides "
+            "metrics scrapes and the operator) reaches Triton. Not declared: pods in this "
+            "namespace. Enforced by the cluster's network plugin."
+        ),
     )
 
 

@@ -13,6 +13,7 @@ import yaml
 from tritonscale.api.resource import API_VERSION, KIND, InvalidInferenceService, parse_inference_service
 from tritonscale.policy.placement import split_replicas
 from tritonscale.policy.replicas import reconciled_replicas
+from tritonscale.render.network import NetworkPolicyOptions
 from tritonscale.render.stack import RenderOptions, render_stack
 from tritonscale.yamlfmt import dump_all
 
@@ -44,7 +45,13 @@ def _documents(paths: tuple[str, ...]) -> Iterator[tuple[str, int, Any]]:
 @click.option(
     "--cluster-domain", default="cluster.local", show_default=True, help="The cluster's DNS domain."
 )
-def render(paths: tuple[str, ...], cluster_domain: str) -> None:
+@click.option(
+    "--network-policies",
+    is_flag=True,
+    help="Render NetworkPolicies for every service, as `tritonscale run --network-policies` does "
+    "(services that declare router clients get them either way).",
+)
+def render(paths: tuple[str, ...], cluster_domain: str, network_policies: bool) -> None:
     """Print every object the operator would create, as YAML, without a cluster.
 
     Problems are printed one per line, each starting with the field's dotted path, and the
@@ -53,7 +60,9 @@ def render(paths: tuple[str, ...], cluster_domain: str) -> None:
     for path in paths:
         if path != "-" and not Path(path).exists():
             raise click.BadParameter(f"no such file: {path}", param_hint="-f")
-    options = RenderOptions(cluster_domain=cluster_domain)
+    options = RenderOptions(
+        cluster_domain=cluster_domain, network=NetworkPolicyOptions(enabled=network_policies)
+    )
     objects: list[dict[str, Any]] = []
     problems: list[str] = []
     for path, index, document in _documents(paths):

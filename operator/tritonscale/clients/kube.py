@@ -71,6 +71,7 @@ _CHILD_PATHS: Final = {
     "Service": "/api/v1/namespaces/{namespace}/services/{name}",
     "Deployment": "/apis/apps/v1/namespaces/{namespace}/deployments/{name}",
     "PodDisruptionBudget": "/apis/policy/v1/namespaces/{namespace}/poddisruptionbudgets/{name}",
+    "NetworkPolicy": "/apis/networking.k8s.io/v1/namespaces/{namespace}/networkpolicies/{name}",
 }
 
 
@@ -125,6 +126,10 @@ class KubeClient:
         return kubernetes.client.PolicyV1Api(self.api_client)
 
     @functools.cached_property
+    def networking(self) -> Any:
+        return kubernetes.client.NetworkingV1Api(self.api_client)
+
+    @functools.cached_property
     def custom(self) -> Any:
         return kubernetes.client.CustomObjectsApi(self.api_client)
 
@@ -135,6 +140,7 @@ class KubeClient:
             "Service": self.core.read_namespaced_service,
             "Deployment": self.apps.read_namespaced_deployment,
             "PodDisruptionBudget": self.policy.read_namespaced_pod_disruption_budget,
+            "NetworkPolicy": self.networking.read_namespaced_network_policy,
         }
 
     @classmethod
@@ -339,18 +345,28 @@ class KubeClient:
         items: list[dict[str, Any]] = self._json(response)["items"]
         return items
 
-    def delete_deployment(self, namespace: str, name: str, uid: str) -> None:
-        """Delete the Deployment only if it is still the object we looked at (uid precondition)."""
-        body = kubernetes.client.V1DeleteOptions(
-            preconditions=kubernetes.client.V1Preconditions(uid=uid), propagation_policy="Background"
-        )
-        with _translated(f"delete Deployment {namespace}/{name}"):
-            try:
-                self.apps.delete_namespaced_deployment(name, namespace, body=body)
-            except ApiException as error:
-                # Already gone, or replaced by another object of that name: nothing to do.
-                if error.status not in (404, 409):
-                    raise
+    def delete_object(self, kind: str, namespace: str, name: str, uid: str) -> None:
+        """Delete a child only if it is still the object we looked at (uid precondition)."""
+        body = {
+            "apiVersion": "v1",
+            "kind": "DeleteOptions",
+            "preconditions": {"uid": uid},
+            "propagationPolicy": "Background",
+        }
+        path = _CHILD_PATHS[kind].format(namespace=namespace, name=name)
+        with _translated(f"delete {kind} {namespace}/{name}"):
+            method, url, headers, serialized, _ = self.api_client.param_serialize(
+                "DELETE",
+                path,
+                header_params={"Content-Type": "application/json", "Accept": "application/json"},
+                body=body,
+                auth_settings=["BearerToken"],
+            )
+            response = self.api_client.call_api(method, url, header_params=headers, body=serialized)
+            response.read()  # type: ignore[no-untyped-call]
+            # Already gone (404), or replaced by another object of that name (409): nothing to do.
+            if not 200 <= response.status < 300 and response.status not in (404, 409):
+                raise ApiException(http_resp=response)
 
     def evict_pod(self, namespace: str, name: str) -> bool:
         """Evict a pod through the Eviction API, so its PodDisruptionBudget is honoured. False when

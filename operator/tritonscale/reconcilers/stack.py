@@ -51,7 +51,7 @@ class ClusterApi(Protocol):
 
     def list_pods(self, namespace: str, selector: dict[str, str]) -> list[dict[str, Any]]: ...
 
-    def delete_deployment(self, namespace: str, name: str, uid: str) -> None: ...
+    def delete_object(self, kind: str, namespace: str, name: str, uid: str) -> None: ...
 
     def patch_inference_service_status(
         self, namespace: str, name: str, status: dict[str, Any], resource_version: str | None = None
@@ -385,9 +385,23 @@ class StackReconciler:
             self.api.apply(obj, dry_run=True)
         for obj in changed:
             self.api.apply(obj)
+        self._prune_network_policies(service, names, objects)
         return len(changed), self._prune_deployments(
             service, names, objects, placement, self._owned_deployments(service, names)
         )
+
+    def _prune_network_policies(
+        self, service: InferenceService, names: StackNames, rendered: list[dict[str, Any]]
+    ) -> None:
+        """Remove this service's NetworkPolicies once they are no longer rendered (guarding
+        switched off), never another owner's object of that name."""
+        wanted = {obj["metadata"]["name"] for obj in rendered if obj["kind"] == "NetworkPolicy"}
+        for name in (names.triton_network_policy, names.router_network_policy):
+            if name in wanted:
+                continue
+            existing = self.api.get_object("NetworkPolicy", service.namespace, name)
+            if existing is not None and name_conflict(service, existing, existing) is None:
+                self.api.delete_object("NetworkPolicy", service.namespace, name, existing["metadata"]["uid"])
 
     def _owned_deployments(self, service: InferenceService, names: StackNames) -> list[dict[str, Any]]:
         selector = {LABEL_INSTANCE: names.instance, LABEL_MANAGED_BY: MANAGED_BY}
@@ -429,7 +443,7 @@ class StackReconciler:
             if deployment_state(deployment).ready > 0 and not on_demand_ready:
                 log.info("keeping %s until %s is ready", metadata["name"], names.on_demand_deployment)
                 continue
-            self.api.delete_deployment(service.namespace, metadata["name"], metadata["uid"])
+            self.api.delete_object("Deployment", service.namespace, metadata["name"], metadata["uid"])
             deleted.add(metadata["name"])
         return [d for d in owned if d["metadata"]["name"] not in deleted]
 

@@ -78,6 +78,8 @@ class StackNames:
         self.router_config = child_name(name, "router")
         self.triton_disruption_budget = child_name(name, "triton")
         self.router_disruption_budget = child_name(name, "router")
+        self.triton_network_policy = child_name(name, "triton")
+        self.router_network_policy = child_name(name, "router")
 
     def common_labels(self, component: str) -> dict[str, str]:
         return {

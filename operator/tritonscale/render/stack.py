@@ -8,6 +8,7 @@ from typing import Any
 from tritonscale.api.resource import InferenceService
 from tritonscale.policy.placement import Placement
 from tritonscale.render.names import COMPONENT_ROUTER, COMPONENT_TRITON, POOL_ON_DEMAND, POOL_SPOT, StackNames
+from tritonscale.render.network import NetworkPolicyOptions, guarded, render_network_policies
 from tritonscale.render.router import (
     RouterOptions,
     render_endpoint_service,
@@ -28,6 +29,7 @@ class RenderOptions:
 
     cluster_domain: str = "cluster.local"
     router: RouterOptions = field(default_factory=RouterOptions)
+    network: NetworkPolicyOptions = field(default_factory=NetworkPolicyOptions)
 
 
 def owner_reference(service: InferenceService) -> dict[str, Any]:
@@ -47,14 +49,18 @@ def render_stack(
 ) -> list[dict[str, Any]]:
     """Every child object, dependencies first (config before the pods that mount it).
 
-    The spot Deployment is rendered only when spot is enabled; the reconciler removes a spot
-    Deployment it no longer renders. Owner references are set when the service has a uid (it
+    The spot Deployment is rendered only when spot is enabled, the NetworkPolicies only when
+    the service is guarded (render.network); the reconciler removes what it no longer renders. Owner references are set when the service has a uid (it
     does when read from the API server; `tritonscale render` on a file has none).
     """
     options = options or RenderOptions()
     names = StackNames(service.name, service.namespace, options.cluster_domain)
     config = render_router_config(service, names, options.router)
-    objects = [
+    # Policies first: pods never run unguarded when they are asked for.
+    objects = (
+        render_network_policies(service, names, options.network) if guarded(service, options.network) else []
+    )
+    objects += [
         render_router_configmap(names, config),
         render_headless_service(names),
         render_triton_deployment(service, names, POOL_ON_DEMAND, placement.on_demand),
