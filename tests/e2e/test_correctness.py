@@ -29,6 +29,7 @@ from tests.e2e.test_operator import (
     wait_settled,
 )
 from tritonscale.api.resource import PAUSE_ANNOTATION
+from tritonscale.cli.run import run
 from tritonscale.clients.kube import KubeClient
 from tritonscale.config import OperatorConfig
 from tritonscale_sandbox.cluster import Cluster, NodePool, node_manifests
@@ -431,3 +432,166 @@ def test_repeated_events_raise_a_count_and_many_similar_ones_are_combined(
     assert len(scaled) == 10, scaled  # nine on their own, then one combined from the rest
     combined = [e for e in events if e["message"].startswith("(combined from similar events)")]
     assert [(e["count"], e["message"]) for e in combined] == [(3, "(combined from similar events): 11 -> 12")]
+
+
+# --------------------------------------------------------------------------------------------
+# network policies
+
+
+def _selector_string(selector: dict[str, Any]) -> str:
+    """A LabelSelector as kubectl's -l takes it."""
+    terms = [f"{k}={v}" for k, v in selector.get("matchLabels", {}).items()]
+    for requirement in selector.get("matchExpressions", []):
+        key, operator, values = requirement["key"], requirement["operator"], requirement.get("values", [])
+        terms.append(
+            {
+                "In": f"{key} in ({','.join(values)})",
+                "NotIn": f"{key} notin ({','.join(values)})",
+                "Exists": key,
+                "DoesNotExist": f"!{key}",
+            }[operator]
+        )
+    return ",".join(terms)
+
+
+def _selected(
+    cluster: Cluster, kind: str, selector: dict[str, Any], namespace: str | None = None
+) -> set[str]:
+    args = [kind, "-l", _selector_string(selector)] if _selector_string(selector) else [kind]
+    items = (
+        cluster.get_json(*args, namespace=namespace)["items"]
+        if namespace
+        else cluster.get_json(*args)["items"]
+    )
+    return {item["metadata"]["name"] for item in items}
+
+
+def _bare_pod(name: str, namespace: str, labels: dict[str, str]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "spec": {"nodeName": "no-such-node", "containers": [{"name": "main", "image": "busybox:1.36"}]},
+    }
+
+
+def test_declared_clients_guard_the_stack_with_network_policies_that_select_the_right_pods(
+    cluster: Cluster, operator: OperatorThread
+) -> None:
+    """Declaring router clients guards the service: the API server accepts both NetworkPolicies,
+    each selects exactly its component's pods, Triton admits only this service's routers, the
+    router only the declared clients (their selectors evaluated by the API server against real
+    pods and namespaces); dropping the clients removes the policies. The sandbox runs no network
+    plugin, so whether packets are dropped is the plugin's part and is not tested here."""
+    ns, clients_ns, name = "e2e-netpol", "e2e-netpol-clients", "guarded"
+    cluster.create_namespace(ns)
+    cluster.create_namespace(clients_ns, labels={"team": "web"})
+    cluster.create_namespace("e2e-netpol-others", labels={"team": "ads"})
+    cluster.apply_yaml(
+        [
+            _bare_pod("shop", clients_ns, {"app": "shop", "tier": "api"}),
+            _bare_pod("batch", clients_ns, {"app": "batch"}),
+            _bare_pod("shop", "e2e-netpol-others", {"app": "shop"}),
+            _bare_pod("neighbour", ns, {"app": "neighbour"}),
+        ]
+    )
+    clients = [
+        {
+            "namespaceSelector": {"matchLabels": {"team": "web"}},
+            "podSelector": {"matchExpressions": [{"key": "app", "operator": "In", "values": ["shop"]}]},
+        }
+    ]
+    body = make_inference_service(
+        name, ns, spec__replicas=2, spec__loadBalancing={"router": {"clients": clients}}
+    )
+    cluster.kubectl("apply", "-f", "-", input=_yaml(body))
+    wait_settled(cluster, operator, ns, name, Expected(replicas=2, on_demand=2, spot=0))
+
+    policies = {p["metadata"]["name"]: p for p in _children(cluster, ns, name, "networkpolicies")}
+    assert sorted(policies) == [f"{name}-router", f"{name}-triton"]
+    uid = _get(cluster, ns, name)["metadata"]["uid"]
+    assert all(p["metadata"]["ownerReferences"][0]["uid"] == uid for p in policies.values())
+    triton_pods = {
+        p["metadata"]["name"]
+        for p in _pods(cluster, ns, f"{INSTANCE}={name},app.kubernetes.io/component=triton")
+    }
+    router_pods = {
+        p["metadata"]["name"]
+        for p in _pods(cluster, ns, f"{INSTANCE}={name},app.kubernetes.io/component=router")
+    }
+    assert len(triton_pods) == 2 and len(router_pods) == 2
+
+    triton = policies[f"{name}-triton"]["spec"]
+    assert _selected(cluster, "pods", triton["podSelector"], ns) == triton_pods
+    inference = [rule for rule in triton["ingress"] if {p["port"] for p in rule["ports"]} & {8000, 8001}]
+    (only_routers,) = inference
+    (peer,) = only_routers["from"]
+    assert set(peer) == {"podSelector"}  # this namespace only
+    assert _selected(cluster, "pods", peer["podSelector"], ns) == router_pods
+
+    router = policies[f"{name}-router"]["spec"]
+    assert _selected(cluster, "pods", router["podSelector"], ns) == router_pods
+    (client_rule,) = [rule for rule in router["ingress"] if {p["port"] for p in rule["ports"]} & {8000, 8001}]
+    (client_peer,) = client_rule["from"]
+    assert _selected(cluster, "namespaces", client_peer["namespaceSelector"]) == {clients_ns}
+    assert _selected(cluster, "pods", client_peer["podSelector"], clients_ns) == {"shop"}
+    # The router reaches only this service's Triton pods (and DNS).
+    (to_triton,) = [rule for rule in router["egress"] if "to" in rule]
+    (triton_peer,) = to_triton["to"]
+    assert _selected(cluster, "pods", triton_peer["podSelector"], ns) == triton_pods
+
+    # Clients no longer declared (and the operator guards nothing by default): policies go.
+    cluster.kubectl(
+        "patch", "tis", name, "-n", ns, "--type=json", "-p", '[{"op":"remove","path":"/spec/loadBalancing"}]'
+    )
+    cluster.wait_until(
+        lambda: not _children(cluster, ns, name, "networkpolicies"), "the NetworkPolicies to be removed"
+    )
+    wait_settled(cluster, operator, ns, name, Expected(replicas=2, on_demand=2, spot=0))
+    cluster.kubectl("delete", "namespace", ns, clients_ns, "e2e-netpol-others", "--wait=false")
+
+
+def test_the_chart_with_network_policies_is_accepted_and_passes_its_flags(cluster: Cluster) -> None:
+    """`networkPolicy.enabled`: the operator's own NetworkPolicy passes the API server, and the
+    Deployment passes the flags `tritonscale run` takes."""
+    rendered = list(
+        yaml.safe_load_all(
+            cluster.helm(
+                "template", "np", str(CHART), "-n", "default", "--set", "networkPolicy.enabled=true",
+                "--set", "networkPolicy.metricsNamespaceLabels.team=monitoring",
+            ).stdout
+        )
+    )  # fmt: skip
+    policies = {d["metadata"]["name"]: d for d in rendered if d and d["kind"] == "NetworkPolicy"}
+    assert sorted(policies) == ["np-tritonscale", "np-tritonscale-test"]
+    for policy in policies.values():
+        cluster.kubectl("apply", "--dry-run=server", "-f", "-", input=_yaml(policy))
+    (deployment,) = [d for d in rendered if d and d["kind"] == "Deployment"]
+    test_pod = yaml.safe_load(
+        cluster.helm(
+            "template", "np", str(CHART), "-n", "default", "--show-only", "templates/tests/test-health.yaml"
+        ).stdout
+    )
+    pod_labels = {
+        "operator": deployment["spec"]["template"]["metadata"]["labels"],
+        "test": test_pod["metadata"]["labels"],
+    }
+    for name, component in (("np-tritonscale", "operator"), ("np-tritonscale-test", "test")):
+        selector = policies[name]["spec"]["podSelector"]["matchLabels"]
+        assert selector.items() <= pod_labels[component].items(), (name, selector)
+        other = pod_labels["test" if component == "operator" else "operator"]
+        assert not selector.items() <= other.items(), name
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--network-policies" in args
+    assert "--network-policy-operator-namespace=default" in args
+    assert "--network-policy-metrics-namespace-label=team=monitoring" in args
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    operator_labels = dict(
+        a.split("=", 1)[1].split("=", 1) for a in args if a.startswith("--network-policy-operator-label=")
+    )
+    assert operator_labels and operator_labels.items() <= labels.items()
+    # The flags parse into what the renderer is given (make_context parses and checks, runs nothing).
+    params = run.make_context("run", args[1:]).params
+    assert params["network_policies"] and params["network_policy_operator_namespace"] == "default"
+    assert dict(params["operator_labels"]) == operator_labels
+    assert params["metrics_namespace_labels"] == (("team", "monitoring"),)

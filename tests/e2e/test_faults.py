@@ -44,7 +44,7 @@ from tritonscale_sandbox.cluster import Cluster
 
 pytestmark = pytest.mark.e2e
 
-CHILD_KINDS = "configmaps,services,deployments,poddisruptionbudgets"
+CHILD_KINDS = "configmaps,services,deployments,poddisruptionbudgets,networkpolicies"
 INSTANCE = "app.kubernetes.io/instance"
 MANAGED = "app.kubernetes.io/managed-by=tritonscale"
 WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}

@@ -18,7 +18,8 @@ from tests.e2e.conftest import CHART, REPO
 from tritonscale.api.resource import parse_inference_service
 from tritonscale.policy.placement import split_replicas
 from tritonscale.policy.replicas import reconciled_replicas
-from tritonscale.render.stack import render_stack
+from tritonscale.render.network import NetworkPolicyOptions
+from tritonscale.render.stack import RenderOptions, render_stack
 from tritonscale.yamlfmt import dump_all
 from tritonscale_sandbox.cluster import Cluster
 
@@ -42,7 +43,8 @@ def kube_score() -> Path:
 
 @pytest.fixture(scope="module")
 def manifests(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The chart as `helm template` renders it (monitoring on) and every example's stack."""
+    """The chart as `helm template` renders it (monitoring and network policies on) and every
+    example's stack as that operator renders it (guarded by NetworkPolicies)."""
     folder = tmp_path_factory.mktemp("lint")
     chart = cluster.helm(
         "template",
@@ -52,12 +54,16 @@ def manifests(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Pat
         "tritonscale-system",
         "--set",
         "monitoring.serviceMonitor.enabled=true",
+        "--set",
+        "networkPolicy.enabled=true",
     ).stdout
     documents = [d for d in yaml.safe_load_all(chart) if d and d.get("kind") != "ServiceMonitor"]
     for example in sorted((REPO / "examples").glob("*.yaml")):
         service = parse_inference_service(load_example(example))
         documents += render_stack(
-            service, split_replicas(reconciled_replicas(service), service.spec.capacity)
+            service,
+            split_replicas(reconciled_replicas(service), service.spec.capacity),
+            RenderOptions(network=NetworkPolicyOptions(enabled=True)),
         )
     path = folder / "all.yaml"
     path.write_text(dump_all(documents))

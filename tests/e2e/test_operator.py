@@ -41,7 +41,7 @@ EXAMPLES = REPO / "examples"
 INSTANCE = "app.kubernetes.io/instance"
 POOL = "tritonscale.io/pool"
 CONFIG_HASH = "tritonscale.io/config-hash"
-CHILD_KINDS = "configmaps,services,deployments,poddisruptionbudgets"
+CHILD_KINDS = "configmaps,services,deployments,poddisruptionbudgets,networkpolicies"
 # Every kind that exists because of an InferenceService, directly or through a Deployment.
 ALL_KINDS = f"{CHILD_KINDS},replicasets,pods"
 READY_TIMEOUT_S = 90.0
