@@ -4,6 +4,8 @@ Ready InferenceService, as a user's `kubectl apply --server-side` would apply th
 Each is refused by the API server (schema, CEL, strict field validation, size limits); or
 accepted and reported in status by the operator (Degraded=True, InvalidSpec) where the schema
 cannot say it; or it changes nothing the operator reads (a `status` sent to the main resource).
+A drawn body that the API server would store as a valid spec (it drops null fields, as users
+unset a field) is not hostile: a server-side dry run tells, and it is counted, not applied.
 A schema can only refuse what is applied under it: resources stored under an earlier CRD keep
 what it let through. So the cases that a newer CRD refuses (NUL characters, which no process can
 receive) are also applied under the previous release's CRD (tests/e2e/data/release-2026-12-01),
@@ -266,7 +268,20 @@ class Corpus:
 
     def apply(self, case: str, body: Any) -> str:
         cluster, operator = self.cluster, self.operator
-        generation = _get(cluster, NAMESPACE, NAME)["metadata"]["generation"]
+        current = _get(cluster, NAMESPACE, NAME)
+        generation = current["metadata"]["generation"]
+        # What the API server would store, first: a drawn body may turn valid once admitted
+        # (a null field is dropped, as `kubectl apply` users unset a field), and such a spec
+        # is not hostile; it is counted and not applied.
+        admitted = cluster.kubectl(
+            "apply", "--server-side", f"--field-manager={FIELD_MANAGER}", "--dry-run=server", "-o", "json",
+            "-f", "-", input=_dump(body), check=False,
+        )  # fmt: skip
+        if admitted.returncode == 0:
+            would_store = json.loads(admitted.stdout)
+            if not _refused_by_the_model(would_store) and would_store.get("spec") != current.get("spec"):
+                self.outcomes[case] = "valid once admitted"
+                return "valid once admitted"
         accepted, message = _apply(cluster, _dump(body))
         if not accepted:
             assert _get(cluster, NAMESPACE, NAME)["metadata"]["generation"] == generation, case
@@ -307,17 +322,24 @@ def test_hostile_resources_are_refused_or_reported_and_never_touch_children(
     cases = [(case, _named(overrides)) for case, overrides in NAMED_CASES] + _drawn()
     assert len(cases) >= len(NAMED_CASES) + DRAWN_CASES // 2, "too few drawn cases the model refuses"
     began = time.time()
-    for case, body in cases:
-        corpus.apply(case, body)
-    refused_by_this_crd = sorted(case for case, outcome in corpus.outcomes.items() if outcome == "refused")
     try:
-        _switch_crd(cluster, PREVIOUS_CRD, nul_accepted=True)
-        under_previous = {
-            case: corpus.apply(f"{case} (previous CRD)", _named(dict(NAMED_CASES)[case]))
-            for case in STORED_UNDER_PREVIOUS_CRD
-        }
+        for case, body in cases:
+            corpus.apply(case, body)
+        refused_by_this_crd = sorted(
+            case for case, outcome in corpus.outcomes.items() if outcome == "refused"
+        )
+        try:
+            _switch_crd(cluster, PREVIOUS_CRD, nul_accepted=True)
+            under_previous = {
+                case: corpus.apply(f"{case} (previous CRD)", _named(dict(NAMED_CASES)[case]))
+                for case in STORED_UNDER_PREVIOUS_CRD
+            }
+        finally:
+            _switch_crd(cluster, CURRENT_CRD, nul_accepted=False)
     finally:
-        _switch_crd(cluster, CURRENT_CRD, nul_accepted=False)
+        # Whatever failed, the service goes back to its healthy spec (a drawn body may ask for
+        # capacity other tests need).
+        _apply(cluster, corpus.healthy)
 
     audited = _operator_writes(cluster, began)
     # The audit log does see this operator: it wrote the status of each reported case.
@@ -328,20 +350,29 @@ def test_hostile_resources_are_refused_or_reported_and_never_touch_children(
     wait_settled(cluster, operator, NAMESPACE, NAME, Expected(replicas=2, on_demand=2, spot=0))
     print(json.dumps(corpus.outcomes, indent=1))
     assert set(STORED_UNDER_PREVIOUS_CRD) <= set(refused_by_this_crd)
+    named = {case for case, _ in NAMED_CASES}
+    assert not [c for c, o in corpus.outcomes.items() if c in named and o == "valid once admitted"], (
+        corpus.outcomes
+    )
     assert under_previous == dict.fromkeys(STORED_UNDER_PREVIOUS_CRD, "reported"), under_previous
-    refused, reported, unchanged = (corpus.count(o) for o in ("refused", "reported", "unchanged"))
+    refused, reported, unchanged, valid = (
+        corpus.count(o) for o in ("refused", "reported", "unchanged", "valid once admitted")
+    )
     record(
         "Hostile resources",
         f"{len(cases)} hostile InferenceServices applied over a Ready one ({len(NAMED_CASES)} named: "
         "huge values, unicode, control characters, conflicting fields, wrong types; "
         f"{len(cases) - len(NAMED_CASES)} drawn by hypothesis); {len(under_previous)} NUL cases again "
         "as stored under the previous release's CRD",
-        f"{refused} refused by the API server, {unchanged} changed nothing (status sent to the main resource); "
+        f"{refused} refused by the API server, {unchanged} changed nothing (status sent to the main resource), "
+        f"{valid} drawn turned valid once admitted (null fields dropped) and were not applied; "
         f"under the previous CRD {reported} of {len(under_previous)} reported InvalidSpec in status; "
         f"0 child writes",
         cases=len(cases) + len(under_previous),
         refused=refused,
         reported=reported,
         unchanged=unchanged,
+        valid_once_admitted=valid,
         child_writes=len(writes),
     )
+    cluster.kubectl("delete", "namespace", NAMESPACE, "--wait=false")
