@@ -11,13 +11,13 @@ from prometheus_api_client.exceptions import PrometheusApiClientException
 
 from tritonscale.api.observation import ScalingTarget
 from tritonscale.clients.observations import (
+    SERIES_QUERIES,
     VALUE_LABEL,
     PrometheusSource,
     TritonSource,
     _Counters,
     prometheus_queries,
     promql_string,
-    quantile_label,
 )
 
 TARGET = ScalingTarget(
@@ -47,11 +47,32 @@ def test_model_names_are_matched_literally() -> None:
     assert "[1m]" in rate and "[30s]" in prometheus_queries(TARGET, window="30s")["rate"]
 
 
-def test_percentile_picks_the_summary_quantile() -> None:
+def test_latency_comes_from_every_pods_summary_and_what_it_served() -> None:
+    queries = prometheus_queries(TARGET)
+    assert "latency" not in queries
     assert (
-        quantile_label(95) == "0.95" and quantile_label(99.9) == "0.999" and quantile_label(97.5) == "0.975"
+        queries["summary"].startswith("nv_inference_request_summary_us{")
+        and "quantile" not in queries["summary"]
     )
-    assert 'quantile="0.95"' in prometheus_queries(TARGET)["latency"]
+    assert queries["served"].startswith("sum by (pod, model) (rate(nv_inference_request_success{")
+
+
+def test_the_fleet_percentile_weights_each_pods_summary_by_what_it_served() -> None:
+    """A fast busy pod and a slow quiet one: not their mean, not the slower one's value."""
+    fast = {"pod": "resnet-ondemand-0", "model": "resnet50"}
+    slow = {"pod": "resnet-spot-0", "model": "resnet50"}
+    summary = [
+        ({**fast, "quantile": q}, us)
+        for q, us in (("0.5", 20e3), ("0.9", 40e3), ("0.95", 50e3), ("0.99", 70e3))
+    ] + [
+        ({**slow, "quantile": q}, us)
+        for q, us in (("0.5", 200e3), ("0.9", 400e3), ("0.95", 500e3), ("0.99", 700e3))
+    ]
+    served = [(fast, 90.0), (slow, 10.0)]
+    observation = source_with({**GOOD, "summary": summary, "served": served}).observe(TARGET)
+    assert observation.latency_ms is not None and 70.0 < observation.latency_ms < 500.0
+    alone = source_with({**GOOD, "summary": summary[:4], "served": served[:1]}).observe(TARGET)
+    assert alone.latency_ms == pytest.approx(50.0)
 
 
 def test_overrides_replace_the_default_queries_with_placeholders_filled() -> None:
@@ -71,6 +92,12 @@ class FakePrometheus:
         self.queries.append(query)
         result = []
         for key, part in prometheus_queries(TARGET).items():
+            if key in SERIES_QUERIES:
+                if f"label_replace({part}, " not in query:
+                    continue
+                for labels, value in self.answers.get(key, []):
+                    result.append({"metric": {**labels, VALUE_LABEL: key}, "value": [0, str(value)]})
+                continue
             if f"max({part})" not in query:
                 continue
             value = self.answers.get(key)
@@ -87,9 +114,11 @@ def source_with(answers: dict[str, Any]) -> PrometheusSource:
     return source
 
 
-GOOD = {
+POD = {"pod": "resnet-ondemand-0", "model": "resnet50"}
+GOOD: dict[str, Any] = {
     "rate": 310.0,
-    "latency": 142.0,
+    "summary": [({**POD, "quantile": "0.5"}, 60e3), ({**POD, "quantile": "0.95"}, 142e3)],
+    "served": [(POD, 310.0)],
     "compute": 25.0,
     "batch": 2.0,
     "pending": 3.0,
@@ -102,10 +131,8 @@ def test_a_full_answer_is_an_observation_from_one_request() -> None:
     observation = source.observe(TARGET)
     assert len(source.client.queries) == 1  # type: ignore[attr-defined]
     assert observation.usable
-    assert (observation.arrival_rate_rps, observation.latency_ms, observation.average_batch) == (
-        310.0,
-        142.0,
-        2.0,
+    assert (observation.arrival_rate_rps, observation.latency_ms, observation.average_batch) == pytest.approx(
+        (310.0, 142.0, 2.0)
     )
     assert observation.sample_age_s == 4.0 and observation.ready_replicas == 3
 
@@ -116,7 +143,10 @@ def test_a_full_answer_is_an_observation_from_one_request() -> None:
         ({**GOOD, "rate": None}, "no Triton request metrics"),
         ({**GOOD, "rate": float("nan")}, "no Triton request metrics"),
         ({**GOOD, "age": 900.0}, "900s old"),
-        ({**GOOD, "latency": float("nan"), "mean_latency": None}, "no latency samples"),
+        (
+            {**GOOD, "summary": [({**POD, "quantile": "0.95"}, float("nan"))], "mean_latency": None},
+            "no latency samples",
+        ),
         (
             {**GOOD, "rate": requests.exceptions.ConnectionError("refused")},
             "Prometheus at http://prometheus.test:9090 unreachable",
@@ -130,7 +160,7 @@ def test_bad_answers_are_missing_never_zero(answers: dict[str, Any], reason: str
 
 
 def test_without_a_summary_the_mean_stands_in() -> None:
-    observation = source_with({**GOOD, "latency": None, "mean_latency": 60.0}).observe(TARGET)
+    observation = source_with({**GOOD, "summary": [], "mean_latency": 60.0}).observe(TARGET)
     assert observation.latency_ms == 60.0
 
 
@@ -138,10 +168,36 @@ def test_triton_source_turns_counters_into_rates_between_reads() -> None:
     clock = iter([0.0, 10.0, 20.0, 30.0])
     readings: dict[str, list[_Counters]] = {
         "10.0.0.1": [
-            _Counters(0, 100, 1e9, 2e9, 100, 100, batches={1.0: (100, 2e9)}),
-            _Counters(10, 600, 6e9, 1.2e10, 600, 1100, 80.0, 2, batches={1.0: (200, 4e9), 3.0: (100, 8e9)}),
+            _Counters(
+                0, 100, 1e9, 2e9, 100, 100, batches={1.0: (100, 2e9)}, success_by_model={"resnet50": 100}
+            ),
+            _Counters(
+                10,
+                600,
+                6e9,
+                1.2e10,
+                600,
+                1100,
+                2,
+                batches={1.0: (200, 4e9), 3.0: (100, 8e9)},
+                success_by_model={"resnet50": 600},
+                summaries={"resnet50": {0.95: 80.0}},
+            ),
         ],
-        "10.0.0.2": [_Counters(0, 50, 0, 0, 50, 50), _Counters(10, 10, 0, 0, 10, 10, 90.0, 1)],  # restarted
+        "10.0.0.2": [  # restarted
+            _Counters(0, 50, 0, 0, 50, 50),
+            _Counters(
+                10,
+                10,
+                0,
+                0,
+                10,
+                10,
+                1,
+                success_by_model={"resnet50": 10},
+                summaries={"resnet50": {0.95: 90.0}},
+            ),
+        ],
     }
     source = TritonSource(lambda target: sorted(readings), clock=lambda: next(clock))
     source._read = lambda host, target: readings[host].pop(0)  # type: ignore[method-assign]
@@ -162,7 +218,23 @@ def test_triton_source_turns_counters_into_rates_between_reads() -> None:
 def test_a_pod_that_does_not_answer_leaves_a_partial_observation_scaled_to_every_pod() -> None:
     clock = iter([0.0, 10.0, 20.0, 30.0])
     hosts = ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
-    reads = {h: [_Counters(0, 0, 0, 0, 0, 0), _Counters(10, 400, 4e9, 8e9, 400, 400, 70.0, 2)] for h in hosts}
+    reads = {
+        h: [
+            _Counters(0, 0, 0, 0, 0, 0),
+            _Counters(
+                10,
+                400,
+                4e9,
+                8e9,
+                400,
+                400,
+                2,
+                success_by_model={"resnet50": 400},
+                summaries={"resnet50": {0.95: 70.0}},
+            ),
+        ]
+        for h in hosts
+    }
 
     def read(host: str, target: ScalingTarget) -> _Counters:
         if host == "10.0.0.3" and not reads[host]:

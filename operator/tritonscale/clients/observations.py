@@ -7,6 +7,7 @@ missing with the reason, never zeros, so the autoscaler holds its replicas.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import string
@@ -23,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from urllib3.util.retry import Retry
 
 from tritonscale.api.observation import Observation, ScalingTarget, finite_or_none
+from tritonscale.policy.fleet_percentile import ReplicaLatency, fleet_percentile_ms
 from tritonscale.ports import HTTP_PORT, METRICS_PORT
 
 log = logging.getLogger(__name__)
@@ -44,13 +46,9 @@ def promql_regex_alternatives(values: Sequence[str], suffix: str = "") -> str:
     return promql_string("|".join(_REGEX_SPECIAL.sub(r"\\\1", value) + suffix for value in values))
 
 
-def quantile_label(percentile: float) -> str:
-    """The quantile label Triton gives a percentile: 95 -> "0.95"."""
-    return format(percentile / 100.0, "g")
-
-
 def prometheus_queries(target: ScalingTarget, window: str = "1m") -> dict[str, str]:
     """The PromQL the Prometheus source runs, label values escaped so no name changes a query.
+    Each is one value, except those in SERIES_QUERIES (a series per pod and model).
 
     Series are selected by the `namespace` and `pod` labels (set by the usual kubernetes-pods
     scrape job and by PodMonitors) and the `model` label Triton sets.
@@ -67,10 +65,9 @@ def prometheus_queries(target: ScalingTarget, window: str = "1m") -> dict[str, s
     success = rate("nv_inference_request_success")
     queries = {
         "rate": success,
-        "latency": (
-            f"max(nv_inference_request_summary_us{{{selector},quantile={promql_string(quantile_label(target.percentile))}}})"
-            " / 1000"
-        ),
+        # Per series, not one value: every replica's latency summary, and what each served.
+        "summary": f"nv_inference_request_summary_us{{{selector}}}",
+        "served": f"sum by (pod, model) (rate(nv_inference_request_success{{{selector}}}[{window}]))",
         "mean_latency": f"{rate('nv_inference_request_duration_us')} / {success} / 1000",
         "compute": f"{rate('nv_inference_compute_infer_duration_us')} / {success} / 1000",
         "batch": f"{rate('nv_inference_count')} / {rate('nv_inference_exec_count')}",
@@ -112,6 +109,7 @@ def prometheus_error(error: PrometheusApiClientException) -> str:
 
 
 VALUE_LABEL = "tritonscale_value"  # names each part of the combined query in its answer
+SERIES_QUERIES = frozenset({"summary", "served"})
 
 
 class PrometheusSource:
@@ -144,21 +142,30 @@ class PrometheusSource:
             timeout=max(1, round(timeout_s)),
         )
 
-    def _values(self, queries: dict[str, str]) -> dict[str, float | None]:
-        """Every query's value in one request: each becomes `max(...)` labelled with its key,
-        joined with `or`. A value is None when its query has no series or is NaN."""
+    def _values(
+        self, queries: dict[str, str]
+    ) -> tuple[dict[str, float | None], dict[str, list[tuple[dict[str, str], float]]]]:
+        """Every query's answer in one request, each labelled with its key and joined with
+        `or`: one value per query (`max(...)`; None when it has no series or is NaN), and the
+        finite series of SERIES_QUERIES with their labels."""
         combined = " or ".join(
-            f'label_replace(max({query}), "{VALUE_LABEL}", "{key}", "", "")' for key, query in queries.items()
+            f'label_replace({query if key in SERIES_QUERIES else f"max({query})"}, "{VALUE_LABEL}", "{key}", "", "")'
+            for key, query in queries.items()
         )
         result: list[dict[str, Any]] = self.client.custom_query(
             combined, params={"timeout": f"{max(1, round(self.timeout_s))}s"}
         )
-        values: dict[str, float | None] = dict.fromkeys(queries)
+        values: dict[str, float | None] = {key: None for key in queries if key not in SERIES_QUERIES}
+        series: dict[str, list[tuple[dict[str, str], float]]] = {key: [] for key in SERIES_QUERIES}
         for item in result:
-            key = item.get("metric", {}).get(VALUE_LABEL)
+            labels = item.get("metric", {})
+            key = labels.get(VALUE_LABEL)
+            value = finite_or_none(float(item["value"][1]))
             if key in values:
-                values[key] = finite_or_none(float(item["value"][1]))
-        return values
+                values[key] = value
+            elif key in series and value is not None:
+                series[key].append((labels, value))
+        return values, series
 
     def observe(self, target: ScalingTarget) -> Observation:
         down = self._down
@@ -168,7 +175,7 @@ class PrometheusSource:
             )
         queries = prometheus_queries(target, self.window)
         try:
-            values = self._values(queries)
+            values, series = self._values(queries)
         except PrometheusApiClientException as error:
             log.info(
                 "Prometheus at %s refused a query for %s/%s: %s",
@@ -192,7 +199,7 @@ class PrometheusSource:
             return Observation.unavailable("no Triton request metrics in Prometheus", target.ready_replicas)
         if age is not None and age > self.stale_after_s:
             return Observation.unavailable(f"newest sample {age:.0f}s old", target.ready_replicas, age)
-        latency = values["latency"]
+        latency = values["latency"] if target.latency_query else fleet_latency_ms(series, target.percentile)
         missing = None
         if latency is None and not target.latency_query:
             latency = values["mean_latency"]  # no summary for this percentile: the mean at least
@@ -211,6 +218,21 @@ class PrometheusSource:
         )
 
 
+def fleet_latency_ms(
+    series: dict[str, list[tuple[dict[str, str], float]]], percentile: float
+) -> float | None:
+    """The fleet's percentile from each pod's summary quantiles (µs) weighted by what it served."""
+    served = {(labels.get("pod"), labels.get("model")): rate for labels, rate in series["served"]}
+    summaries: dict[tuple[str | None, str | None], dict[float, float]] = {}
+    for labels, value in series["summary"]:
+        with contextlib.suppress(KeyError, ValueError):
+            quantile = float(labels["quantile"])
+            summaries.setdefault((labels.get("pod"), labels.get("model")), {})[quantile] = value / 1000.0
+    return fleet_percentile_ms(
+        [ReplicaLatency(served.get(key, 0.0), quantiles) for key, quantiles in summaries.items()], percentile
+    )
+
+
 @dataclass
 class _Counters:
     """Cumulative statistics of one replica at one moment."""
@@ -221,9 +243,10 @@ class _Counters:
     compute_ns: float = 0.0
     batch_requests: float = 0.0  # sum over executions of batch size
     batch_squares: float = 0.0  # sum over executions of batch size squared
-    quantile_ms: float | None = None
     pending: float = 0.0
     batches: dict[float, tuple[float, float]] = field(default_factory=dict)  # size -> (executions, ns)
+    success_by_model: dict[str, float] = field(default_factory=dict)
+    summaries: dict[str, dict[float, float]] = field(default_factory=dict)  # model -> quantile -> ms
 
     def minus(self, earlier: _Counters) -> _Counters | None:
         delta = _Counters(
@@ -233,8 +256,12 @@ class _Counters:
             compute_ns=self.compute_ns - earlier.compute_ns,
             batch_requests=self.batch_requests - earlier.batch_requests,
             batch_squares=self.batch_squares - earlier.batch_squares,
-            quantile_ms=self.quantile_ms,
             pending=self.pending,
+            success_by_model={
+                model: count - earlier.success_by_model.get(model, 0.0)
+                for model, count in self.success_by_model.items()
+            },
+            summaries=self.summaries,
             batches={
                 size: (
                     count - earlier.batches.get(size, (0.0, 0.0))[0],
@@ -253,28 +280,28 @@ class _History:
     previous: dict[str, _Counters] = field(default_factory=dict)
 
 
-def _summary_quantile_ms(
-    metrics_text: str, models: Sequence[str], quantile: str
-) -> tuple[float | None, float]:
-    """(largest request-latency quantile over the models in ms, pending requests) from /metrics."""
-    values: list[float] = []
+def _summaries(metrics_text: str, models: Sequence[str]) -> tuple[dict[str, dict[float, float]], float]:
+    """(each model's latency summary, quantile -> ms; pending requests) from /metrics."""
+    summaries: dict[str, dict[float, float]] = {}
     pending = 0.0
     for family in text_string_to_metric_families(metrics_text):
         for sample in family.samples:
-            if sample.labels.get("model") not in models:
+            model = sample.labels.get("model")
+            if model is None or model not in models:
                 continue
-            if sample.name == "nv_inference_request_summary_us" and sample.labels.get("quantile") == quantile:
+            if sample.name == "nv_inference_request_summary_us" and "quantile" in sample.labels:
                 value = finite_or_none(sample.value)
                 if value is not None:
-                    values.append(value / 1000.0)
+                    summaries.setdefault(model, {})[float(sample.labels["quantile"])] = value / 1000.0
             elif sample.name == "nv_inference_pending_request_count":
                 pending += sample.value
-    return (max(values) if values else None), pending
+    return summaries, pending
 
 
 class TritonSource:
     """Observations read from every ready Triton replica: the statistics API for counters (turned
-    into rates between two reads) and the metrics endpoint for the latency summary quantile."""
+    into rates between two reads) and the metrics endpoint for the latency summaries, from
+    which the fleet's percentile is estimated (policy/fleet_percentile.py)."""
 
     def __init__(
         self,
@@ -307,6 +334,9 @@ class TritonSource:
             for stats in reply.json().get("model_stats", []):
                 inference = stats["inference_stats"]
                 counters.success += float(inference["success"]["count"])
+                counters.success_by_model[model] = counters.success_by_model.get(model, 0.0) + float(
+                    inference["success"]["count"]
+                )
                 counters.queue_ns += float(inference["queue"]["ns"])
                 counters.compute_ns += float(inference["compute_infer"]["ns"])
                 for batch in stats.get("batch_stats", []):
@@ -321,9 +351,7 @@ class TritonSource:
         metrics = requests.get(f"http://{host}:{self.metrics_port}/metrics", timeout=self.timeout_s)
         metrics.raise_for_status()
         text = metrics.text
-        counters.quantile_ms, counters.pending = _summary_quantile_ms(
-            text, target.models, quantile_label(target.percentile)
-        )
+        counters.summaries, counters.pending = _summaries(text, target.models)
         return counters
 
     def observe(self, target: ScalingTarget) -> Observation:
@@ -371,8 +399,14 @@ class TritonSource:
                 pending_requests=pending,
                 partial=partial,
             )
-        weighted = [(d.quantile_ms, d.success) for d in deltas if d.quantile_ms is not None and d.success > 0]
-        latency = sum(q * w for q, w in weighted) / sum(w for _, w in weighted) if weighted else None
+        latency = fleet_percentile_ms(
+            [
+                ReplicaLatency(d.success_by_model.get(model, 0.0), summary)
+                for d in deltas
+                for model, summary in d.summaries.items()
+            ],
+            target.percentile,
+        )
         batch_requests = sum(d.batch_requests for d in deltas)
         per_size: dict[float, tuple[float, float]] = {}
         for delta in deltas:
