@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import csv
 import random
 from pathlib import Path
 
 import pytest
 
+from tritonscale.bench.report import write_request_log
 from tritonscale.bench.schedule import ScheduleError, load_trace, parse_schedule, poisson_arrivals
 from tritonscale.bench.stats import RunSamples, summarize_run, summarize_runs
 
@@ -105,3 +107,19 @@ def test_summaries_count_errors_and_order_percentiles() -> None:
     assert run["schedule"]["fell_behind"] is False
     both = summarize_runs([run, run])
     assert both["runs"] == 2 and both["error_count"] == 20
+
+
+def test_the_request_log_has_every_request_in_order(tmp_path: Path) -> None:
+    samples = RunSamples(mode="open", duration_s=10.0)
+    samples.add_success(2.0, 0.050, 0.040)
+    samples.add_error(1.0, "timeout", "deadline", 30.0)
+    samples.add_success(0.5, 0.010, 0.009)
+    path = tmp_path / "requests.csv"
+    write_request_log([samples, samples], path)
+    rows = list(csv.DictReader(path.open()))
+    assert [(r["run"], r["due_s"], r["latency_ms"], r["error"]) for r in rows[:3]] == [
+        ("1", "0.500000", "10.000", ""),
+        ("1", "1.000000", "", "timeout"),
+        ("1", "2.000000", "50.000", ""),
+    ]
+    assert len(rows) == 6 and rows[2]["service_latency_ms"] == "40.000"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 from pathlib import Path
@@ -94,6 +95,33 @@ def write_json(document: dict[str, Any], destination: str) -> None:
         print(text, end="")
     else:
         Path(destination).write_text(text, encoding="utf-8")
+
+
+REQUEST_LOG_FIELDS = ("run", "due_s", "latency_ms", "service_latency_ms", "error")
+
+
+def write_request_log(runs: list[RunSamples], path: Path) -> None:
+    """Every measured request as a CSV row: its run (1-based), when it was due (seconds into
+    the measured window), its latency from then and from its actual send (ms; both empty for a
+    failure, whose kind fills `error`). For what a summary cannot answer, e.g. the exact
+    percentile of any window."""
+    with path.open("w", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(REQUEST_LOG_FIELDS)
+        for number, run in enumerate(runs, start=1):
+            rows: list[tuple[int, float, str, str, str]] = [
+                (number, due, f"{latency * 1000:.3f}", f"{service * 1000:.3f}", "")
+                for due, latency, service in zip(
+                    run.offsets, run.latencies, run.service_latencies, strict=True
+                )
+            ]
+            rows += [
+                (number, due, "", "", kind)
+                for due, kind in zip(run.error_offsets, run.error_kinds, strict=True)
+            ]
+            writer.writerows(
+                (n, f"{due:.6f}", *rest) for n, due, *rest in sorted(rows, key=lambda row: row[1])
+            )
 
 
 def write_plot(samples: list[RunSamples], title: str, path: Path) -> None:

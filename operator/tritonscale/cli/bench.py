@@ -25,7 +25,7 @@ from tritonscale.bench.inputs import (
     parse_shapes,
     read_input_data,
 )
-from tritonscale.bench.report import print_report, write_json, write_plot
+from tritonscale.bench.report import print_report, write_json, write_plot, write_request_log
 from tritonscale.bench.runner import LiveCounters, LoadPlan, Target, check_reachable, describe_model, run_once
 from tritonscale.bench.schedule import RateSchedule, ScheduleError, constant_rate, load_trace, parse_schedule
 from tritonscale.bench.stats import RunSamples, summarize_run, summarize_runs
@@ -286,6 +286,11 @@ async def _bench(
     "--json", "json_out", metavar="FILE", help="Write the results as JSON to FILE, or to stdout with '-'."
 )
 @click.option(
+    "--requests-log",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write every measured request (when due, latency, error) as CSV to this file.",
+)
+@click.option(
     "--plot",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write a PNG: latency over time and a latency histogram.",
@@ -315,6 +320,7 @@ def bench(
     max_inflight: int,
     seed: int,
     json_out: str | None,
+    requests_log: Path | None,
     plot: Path | None,
     progress: bool,
 ) -> None:
@@ -388,6 +394,8 @@ def bench(
     print_report(document, console)
     if json_out:
         write_json(document, json_out)
+    if requests_log:
+        write_request_log(runs, requests_log)
     if plot:
         write_plot(runs, f"{protocol} {target.endpoint} {model}: {load}", plot)
         console.print(f"plot written to {plot}")
