@@ -342,6 +342,7 @@ class TritonServer(LocalProcess):
         env: Mapping[str, str] | None = None,
         extra_args: Sequence[str] = (),
         exit_timeout_s: int = 3,
+        summary_latencies: bool = True,
     ) -> None:
         self.model_repositories = (
             [model_repository] if isinstance(model_repository, Path) else list(model_repository)
@@ -358,6 +359,9 @@ class TritonServer(LocalProcess):
         self.env = dict(env or {})
         self.extra_args = list(extra_args)
         self.exit_timeout_s = exit_timeout_s
+        # Latency quantiles on the metrics endpoint; off only to measure what they cost
+        # (tritonserver keeps the first value of a repeated --metrics-config key).
+        self.summary_latencies = summary_latencies
         self._slow_factor = slow_factor
         self._process: subprocess.Popen[bytes] | None = None
         self._shm_prefix = ""
@@ -438,7 +442,7 @@ class TritonServer(LocalProcess):
             f"--grpc-port={self.grpc_port}",
             f"--metrics-address={self.host}",
             f"--metrics-port={self.metrics_port}",
-            "--metrics-config=summary_latencies=true",
+            f"--metrics-config=summary_latencies={str(self.summary_latencies).lower()}",
             "--allow-gpu-metrics=false",
         ]
         return args + self.extra_args
