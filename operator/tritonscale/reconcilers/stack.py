@@ -156,16 +156,19 @@ def up_to_date(obj: dict[str, Any], existing: dict[str, Any] | None) -> bool:
     )
 
 
+def owned_by(service: InferenceService, obj: dict[str, Any]) -> bool:
+    """Whether `obj` carries an owner reference to this InferenceService."""
+    return any(ref.get("uid") == service.metadata.uid for ref in obj["metadata"].get("ownerReferences", []))
+
+
 def name_conflict(
     service: InferenceService, obj: dict[str, Any], existing: dict[str, Any] | None
 ) -> str | None:
     """Why `obj` must not be written, when an object of its name exists that this
     InferenceService does not own (server-side apply with force would adopt it)."""
-    if existing is None:
+    if existing is None or owned_by(service, existing):
         return None
     references = existing["metadata"].get("ownerReferences", [])
-    if any(ref.get("uid") == service.metadata.uid for ref in references):
-        return None
     owners = ", ".join(f"{ref.get('kind')} {ref.get('name')}" for ref in references)
     return f"{obj['kind']} {obj['metadata']['name']} already exists and belongs to " + (
         owners or "no InferenceService"
@@ -400,16 +403,12 @@ class StackReconciler:
             if name in wanted:
                 continue
             existing = self.api.get_object("NetworkPolicy", service.namespace, name)
-            if existing is not None and name_conflict(service, existing, existing) is None:
+            if existing is not None and owned_by(service, existing):
                 self.api.delete_object("NetworkPolicy", service.namespace, name, existing["metadata"]["uid"])
 
     def _owned_deployments(self, service: InferenceService, names: StackNames) -> list[dict[str, Any]]:
         selector = {LABEL_INSTANCE: names.instance, LABEL_MANAGED_BY: MANAGED_BY}
-        return [
-            d
-            for d in self.api.list_deployments(service.namespace, selector)
-            if any(ref.get("uid") == service.metadata.uid for ref in d["metadata"].get("ownerReferences", []))
-        ]
+        return [d for d in self.api.list_deployments(service.namespace, selector) if owned_by(service, d)]
 
     def _prune_deployments(
         self,
