@@ -9,12 +9,16 @@ from __future__ import annotations
 import contextlib
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from tests.builders import make_inference_service
 from tritonscale.api.resource import parse_inference_service
+from tritonscale.clients.observations import PrometheusSource
+from tritonscale.reconcilers.autoscale import AutoscaleReconciler
+from tritonscale.reconcilers.stack import StackReconciler
 from tritonscale.render.names import StackNames
 from tritonscale_sandbox.local_stack import ProcessBackedCluster
 from tritonscale_sandbox.prometheus import LocalPrometheus, ScrapeTarget
@@ -96,3 +100,18 @@ def process_stack(
             publisher.join(timeout=5)
             pool.stop(graceful=False)
             cluster.close()
+
+
+def prometheus_autoscaler(
+    cluster: ProcessBackedCluster, router: LocalRouter, prometheus: LocalPrometheus, namespace: str, name: str
+) -> AutoscaleReconciler:
+    """The stack reconciled and serving (a ready Triton replica behind a ready router), and an
+    autoscaler reading it through Prometheus with a 10 s window."""
+    reconciler = StackReconciler(cluster)
+    reconciler.reconcile(namespace, name)
+    deadline = time.monotonic() + 60
+    while not cluster.ready_servers() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    router.wait_ready(servers_up=1)
+    source = PrometheusSource(prometheus.url, window="10s", stale_after_s=15)
+    return AutoscaleReconciler(cluster, reconciler, lambda service: (source, "prometheus"))

@@ -18,11 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.process_stack import bench_simulated, process_stack
+from tests.integration.process_stack import bench_simulated, process_stack, prometheus_autoscaler
 from tests.reliability import record
-from tritonscale.clients.observations import PrometheusSource
 from tritonscale.reconcilers.autoscale import AutoscaleReconciler
-from tritonscale.reconcilers.stack import StackReconciler
 from tritonscale_sandbox.local_stack import ProcessBackedCluster
 from tritonscale_sandbox.prometheus import LocalPrometheus
 from tritonscale_sandbox.router import LocalRouter
@@ -108,14 +106,7 @@ def test_replicas_follow_a_load_step_and_hold_without_metrics(
     stack: tuple[ProcessBackedCluster, LocalRouter, LocalPrometheus], tmp_path: Path
 ) -> None:
     cluster, router, prometheus = stack
-    reconciler = StackReconciler(cluster)
-    reconciler.reconcile(NAMESPACE, NAME)
-    deadline = time.monotonic() + 60
-    while not cluster.ready_servers() and time.monotonic() < deadline:
-        time.sleep(0.5)
-    router.wait_ready(servers_up=1)
-    source = PrometheusSource(prometheus.url, window="10s", stale_after_s=15)
-    autoscaler = AutoscaleReconciler(cluster, reconciler, lambda service: (source, "prometheus"))
+    autoscaler = prometheus_autoscaler(cluster, router, prometheus, NAMESPACE, NAME)
 
     recorder, stop = Recorder(), threading.Event()
     started = time.monotonic()
@@ -212,14 +203,7 @@ def test_a_prometheus_outage_of_minutes_holds_replicas_and_recovers_on_its_own(
     the replica count holds throughout with MetricsAvailable=False, and when Prometheus is back
     the autoscaler sees again and scales up, with nobody touching it."""
     cluster, router, prometheus = stack
-    reconciler = StackReconciler(cluster)
-    reconciler.reconcile(NAMESPACE, NAME)
-    deadline = time.monotonic() + 60
-    while not cluster.ready_servers() and time.monotonic() < deadline:
-        time.sleep(0.5)
-    router.wait_ready(servers_up=1)
-    source = PrometheusSource(prometheus.url, window="10s", stale_after_s=15)
-    autoscaler = AutoscaleReconciler(cluster, reconciler, lambda service: (source, "prometheus"))
+    autoscaler = prometheus_autoscaler(cluster, router, prometheus, NAMESPACE, NAME)
 
     surge_at = OUTAGE_WARMUP_S + OUTAGE_S // 2
     back_at = OUTAGE_WARMUP_S + OUTAGE_S

@@ -20,11 +20,8 @@ import pytest
 import yaml
 from prometheus_client import start_http_server
 
-from tests.integration.process_stack import bench_simulated, process_stack
-from tritonscale.clients.observations import PrometheusSource
+from tests.integration.process_stack import bench_simulated, process_stack, prometheus_autoscaler
 from tritonscale.metrics import SERVICES
-from tritonscale.reconcilers.autoscale import AutoscaleReconciler
-from tritonscale.reconcilers.stack import StackReconciler
 from tritonscale_sandbox.dashboard import render_dashboard_png
 from tritonscale_sandbox.local_stack import ProcessBackedCluster
 from tritonscale_sandbox.net import free_port
@@ -105,21 +102,14 @@ def test_every_dashboard_query_and_rule_runs_on_real_data(
 ) -> None:
     cluster, router, prometheus = observed_stack
     started = time.time()
-    reconciler = StackReconciler(cluster)
-    reconciler.reconcile(NAMESPACE, NAME)
-    deadline = time.monotonic() + 60
-    while not cluster.ready_servers() and time.monotonic() < deadline:
-        time.sleep(0.5)
-    router.wait_ready(servers_up=1)
-    source = PrometheusSource(prometheus.url, window="10s", stale_after_s=15)
-    autoscaler = AutoscaleReconciler(cluster, reconciler, lambda service: (source, "prometheus"))
+    autoscaler = prometheus_autoscaler(cluster, router, prometheus, NAMESPACE, NAME)
     stop = threading.Event()
 
     def tick() -> None:
         while not stop.is_set():
             period = autoscaler.tick(NAMESPACE, NAME) or 2.0
             # What the operator does on each child Deployment event: status shows ready replicas.
-            reconciler.refresh_status(NAMESPACE, NAME)
+            autoscaler.stack.refresh_status(NAMESPACE, NAME)
             stop.wait(period)
 
     ticker = threading.Thread(target=tick, daemon=True)
