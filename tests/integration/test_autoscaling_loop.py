@@ -33,7 +33,10 @@ TARGET_MS = 100.0
 STABILIZATION_S = 40
 PERIOD_S = 2
 BASE_RPS, STEP_RPS = 12, 48
-STEP_AT_S, DROP_AT_S, LOAD_S = 30, 160, 250
+STEP_AT_S, DROP_AT_S, LOAD_S = 30, 160, 310
+# 150 s after the drop: Triton's latency summaries cover its last 48-60 s (prometheus-cpp's fixed
+# max age), so the observed percentile falls up to a minute after the load does; then one
+# stabilization window per step down (4 -> 3 -> 2 took 105 s in a CI run that had only 90 s).
 
 
 @dataclass
@@ -101,7 +104,7 @@ def _run_loop(
         stop.wait(period if period is not None else 5.0)
 
 
-@pytest.mark.timeout(600)  # a 250 s load schedule plus set-up and the Prometheus outage
+@pytest.mark.timeout(660)  # a 310 s load schedule plus set-up and the Prometheus outage
 def test_replicas_follow_a_load_step_and_hold_without_metrics(
     stack: tuple[ProcessBackedCluster, LocalRouter, LocalPrometheus], tmp_path: Path
 ) -> None:
