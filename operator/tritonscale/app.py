@@ -25,6 +25,7 @@ from tritonscale.clients.observations import (
     TritonSource,
     UnavailableSource,
 )
+from tritonscale.clients.router import HaproxyStats
 from tritonscale.config import OperatorConfig
 from tritonscale.handlers import watch as _watch  # (importing registers the watch handlers)
 from tritonscale.handlers.operator import (  # (importing registers the handlers)
@@ -103,6 +104,8 @@ def build_memo(config: OperatorConfig, kube: KubeClient | None = None) -> kopf.M
         read_model_configs=TritonModelConfigs()
         if config.read_triton_pods
         else (lambda target, hosts: "reading Triton pods is switched off for this operator"),
+        read_router=HaproxyStats() if config.read_routers else None,
+        on_surge=lambda namespace, name: memo.autoscale_scheduler.run_within(namespace, name, 0.0),
     )
     memo.autoscale_scheduler = Scheduler(
         memo.autoscaler.tick,
@@ -114,7 +117,14 @@ def build_memo(config: OperatorConfig, kube: KubeClient | None = None) -> kopf.M
     memo.status_scheduler = Scheduler(
         status_recheck_job(memo.reconciler), workers=SCHEDULER_WORKERS, name="status"
     )
-    memo.schedulers = (memo.autoscale_scheduler, memo.resync_scheduler, memo.status_scheduler)
+    # The routers' counts every 2 s: its own threads, so reading them never delays a tick.
+    memo.router_scheduler = Scheduler(memo.autoscaler.router_tick, workers=SCHEDULER_WORKERS, name="router")
+    memo.schedulers = (
+        memo.autoscale_scheduler,
+        memo.router_scheduler,
+        memo.resync_scheduler,
+        memo.status_scheduler,
+    )
     # /metrics reads every service's newest copy; list() of a dict's values is atomic under the GIL.
     SERVICES.source = lambda: list(memo.bodies.values())
     return memo

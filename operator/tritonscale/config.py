@@ -25,6 +25,7 @@ class OperatorConfig:
     listen_address: str = "0.0.0.0"
     """Where the metrics and health servers bind; the sandbox gives each pod its own address."""
     read_triton_pods: bool = True  # off where pod addresses are not reachable (e.g. kwok nodes)
+    read_routers: bool = True  # the routers' counts every 2 s for the autoscaler (policy.surge)
     # Threads for reconciles (kopf's executor) and for autoscaling ticks: fixed, whatever the
     # number of InferenceServices, since no handler holds a thread for longer than one pass.
     reconcile_workers: int = 8

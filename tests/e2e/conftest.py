@@ -319,7 +319,11 @@ def operator(cluster: Cluster, operator_kubeconfig: Path) -> Generator[OperatorT
     """The operator, cluster-wide as the chart runs it by default, with the chart's RBAC."""
     # kwok pods have made-up addresses: the autoscaler must not try to reach them.
     config = OperatorConfig(
-        kubeconfig=str(operator_kubeconfig), metrics_port=0, health_port=0, read_triton_pods=False
+        kubeconfig=str(operator_kubeconfig),
+        metrics_port=0,
+        health_port=0,
+        read_triton_pods=False,
+        read_routers=False,
     )
     runner = OperatorThread(config, cluster.logs_dir / "operator.log")
     runner.start()

@@ -69,7 +69,7 @@ class OperatorProcess:
             argv = [
                 sys.executable, "-m", "tritonscale.cli", "run", f"--kubeconfig={self.kubeconfig}",
                 f"--metrics-port={self.metrics_port}", f"--health-port={self.health_port}",
-                "--listen-address=127.0.0.1", "--no-read-triton-pods", "--log-format=plain",
+                "--listen-address=127.0.0.1", "--no-read-triton-pods", "--no-read-routers", "--log-format=plain",
                 *self.args,
             ]  # fmt: skip
             self.process = subprocess.Popen(

@@ -41,6 +41,7 @@ def main(kubeconfig: str, namespace: str, writes_before_pause: int) -> None:
             metrics_port=0,
             health_port=0,
             read_triton_pods=False,
+            read_routers=False,
         )
     )
 

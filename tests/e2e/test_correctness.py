@@ -388,6 +388,7 @@ def test_an_inference_service_is_deleted_after_the_operator_is_uninstalled(
             metrics_port=0,
             health_port=0,
             read_triton_pods=False,
+            read_routers=False,
         ),
         cluster.logs_dir / "second-operator.log",
     )

@@ -61,6 +61,7 @@ def _helm_values(tag: str) -> list[str]:
     return [
         "--set", f"image.tag={tag}",
         "--set", "operator.readTritonPods=false",  # kwok pods have made-up addresses
+        "--set", "operator.readRouters=false",
         "--set", "operator.logFormat=plain",
         "--set-json", "nodeSelector=" + json.dumps({SYSTEM_POOL[0]: SYSTEM_POOL[1]}),
         "--set-json", "tolerations=" + json.dumps([{"key": SYSTEM_POOL[0], "operator": "Exists"}]),

@@ -63,9 +63,8 @@ def process_stack(
     )
     with DnsServer(work_dir=tmp_path / "dns") as dns:
         cluster = ProcessBackedCluster(body, pool, dns)
-        prometheus = LocalPrometheus(
-            [], scrape_interval_s=1.0, work_dir=tmp_path / "prometheus", **(prometheus_options or {})
-        )
+        options = {"scrape_interval_s": 1.0, **(prometheus_options or {})}
+        prometheus = LocalPrometheus([], work_dir=tmp_path / "prometheus", **options)
         router = LocalRouter(parse_inference_service(body), dns, work_dir=tmp_path / "router")
         stop = threading.Event()
         labels = {"namespace": namespace, "inferenceservice": name}

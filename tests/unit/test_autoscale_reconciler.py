@@ -8,12 +8,13 @@ from prometheus_client import REGISTRY
 
 from tests.builders import make_inference_service
 from tests.unit.fakes import FakeCluster
-from tritonscale.api.observation import Observation, ScalingTarget
+from tritonscale.api.observation import Observation, RouterReading, ScalingTarget
 from tritonscale.api.resource import PAUSE_ANNOTATION
 from tritonscale.handlers.operator import ignored_manual_scale
 from tritonscale.policy.autoscaling import Verdict
 from tritonscale.reconcilers.autoscale import AutoscaleReconciler
 from tritonscale.reconcilers.stack import StackReconciler
+from tritonscale.render.names import COMPONENT_ROUTER, StackNames
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -273,3 +274,123 @@ def test_the_spec_cold_start_wins_and_an_unreadable_configuration_says_why() -> 
     assert model["coldStartSource"] == "spec.autoscaling.coldStartSeconds"  # type: ignore[index]
     assert model["maxBatch"] == 1  # type: ignore[index]
     assert "connection refused" in model["maxBatchSource"]  # type: ignore[index]
+
+
+def _router_setup(
+    readings: dict[str, RouterReading | str],
+) -> tuple[FakeCluster, AutoscaleReconciler, ScriptedSource, list[float], list[tuple[str, str]]]:
+    """A service with two Ready router pods read through `readings` (address -> counters or why
+    not), a clock the test moves, and the surges the router job asked ticks for."""
+    cluster = FakeCluster()
+    spec = {"minReplicas": 1, "maxReplicas": 40, "periodSeconds": 10}
+    cluster.add_service(
+        make_inference_service(name="bert", namespace="nlp", spec__replicas=2, spec__autoscaling=spec)
+    )
+    stack = StackReconciler(cluster, clock=lambda: NOW)
+    stack.reconcile("nlp", "bert")
+    cluster.make_all_ready()
+    for index, address in enumerate(("10.0.0.1", "10.0.0.2")):
+        cluster.pods[("nlp", f"bert-router-{index}")] = {
+            "metadata": {
+                "name": f"bert-router-{index}",
+                "labels": StackNames("bert", "nlp").component_selector(COMPONENT_ROUTER),
+                "creationTimestamp": "2026-01-01T00:00:00Z",
+            },
+            "status": {
+                "podIP": address,
+                "conditions": [
+                    {"type": "Ready", "status": "True", "lastTransitionTime": "2026-01-01T00:00:05Z"}
+                ],
+            },
+        }
+    source = ScriptedSource()
+    now = [0.0]
+    asked: list[tuple[str, str]] = []
+    autoscaler = AutoscaleReconciler(
+        cluster,
+        stack,
+        lambda s: (source, "prometheus"),
+        clock=lambda: NOW,
+        monotonic=lambda: now[0],
+        read_router=lambda address: readings[address],
+        on_surge=lambda namespace, name: asked.append((namespace, name)),
+    )
+    return cluster, autoscaler, source, now, asked
+
+
+def test_the_router_job_sums_the_routers_and_asks_for_a_tick_when_they_surge() -> None:
+    readings: dict[str, RouterReading | str] = {
+        "10.0.0.1": RouterReading(routed=1000.0, in_flight=3.0),
+        "10.0.0.2": RouterReading(routed=5000.0, in_flight=4.0),
+    }
+    cluster, autoscaler, source, now, asked = _router_setup(readings)
+    source.next = Observation(
+        arrival_rate_rps=100.0, latency_ms=50.0, ready_replicas=2, mean_compute_ms=23.0, average_batch=1.0
+    )
+    # 100 req/s in all for a minute (60 + 40 per 2 s), a decision at that rate...
+    for step in range(31):
+        now[0] = 2.0 * step
+        assert autoscaler.router_tick("nlp", "bert") == 2.0
+        readings["10.0.0.1"] = RouterReading(readings["10.0.0.1"].routed + 120, 3.0)  # type: ignore[union-attr]
+        readings["10.0.0.2"] = RouterReading(readings["10.0.0.2"].routed + 80, 4.0)  # type: ignore[union-attr]
+    autoscaler.tick("nlp", "bert")
+    assert asked == []
+    before = status(cluster)["desiredReplicas"]
+    # ... then 1000 req/s: within a few reads the job asks for a tick, and the tick scales up
+    # for the routers' rate while the metrics still say 100 req/s.
+    for step in range(31, 35):
+        now[0] = 2.0 * step
+        autoscaler.router_tick("nlp", "bert")
+        readings["10.0.0.1"] = RouterReading(readings["10.0.0.1"].routed + 1200, 30.0)  # type: ignore[union-attr]
+        readings["10.0.0.2"] = RouterReading(readings["10.0.0.2"].routed + 800, 40.0)  # type: ignore[union-attr]
+    assert asked and asked[0] == ("nlp", "bert")
+    autoscaler.tick("nlp", "bert")
+    after = status(cluster)["desiredReplicas"]
+    assert isinstance(before, int) and isinstance(after, int) and after > before
+    assert "router 1000 req/s" in status(cluster)["lastScale"]["reason"]  # type: ignore[index]
+
+
+def test_a_router_that_goes_away_or_restarts_is_not_a_surge() -> None:
+    readings: dict[str, RouterReading | str] = {
+        "10.0.0.1": RouterReading(routed=1000.0, in_flight=1.0),
+        "10.0.0.2": RouterReading(routed=1000.0, in_flight=1.0),
+    }
+    _, autoscaler, source, now, asked = _router_setup(readings)
+    source.next = Observation(
+        arrival_rate_rps=100.0, latency_ms=50.0, ready_replicas=2, mean_compute_ms=23.0, average_batch=1.0
+    )
+    for step in range(40):
+        now[0] = 2.0 * step
+        autoscaler.router_tick("nlp", "bert")
+        if step == 10:
+            autoscaler.tick("nlp", "bert")
+        if step == 15:
+            readings["10.0.0.2"] = "connection refused"
+        elif step == 20:
+            readings["10.0.0.2"] = RouterReading(routed=7.0, in_flight=1.0)  # restarted
+        else:
+            for address, reading in readings.items():
+                if isinstance(reading, RouterReading):
+                    readings[address] = RouterReading(reading.routed + 100, 1.0)
+    assert asked == []
+    signal = autoscaler._router_signal("nlp", "bert")
+    assert signal is not None and not signal.surged
+
+
+def test_with_no_router_answering_the_job_waits_and_the_ticks_go_on_without() -> None:
+    readings: dict[str, RouterReading | str] = {"10.0.0.1": "timeout", "10.0.0.2": "timeout"}
+    _, autoscaler, source, now, asked = _router_setup(readings)
+    source.next = Observation(
+        arrival_rate_rps=100.0, latency_ms=50.0, ready_replicas=2, mean_compute_ms=23.0, average_batch=1.0
+    )
+    calls = []
+    autoscaler.read_router = lambda address: calls.append(address) or readings[address]  # type: ignore[func-returns-value]
+    assert autoscaler.router_tick("nlp", "bert") == 2.0
+    now[0] = 10.0
+    assert autoscaler.router_tick("nlp", "bert") == 2.0  # within the retry delay: no read
+    assert len(calls) == 2
+    now[0] = 31.0
+    autoscaler.router_tick("nlp", "bert")
+    assert len(calls) == 4
+    assert autoscaler.tick("nlp", "bert") == 10.0 and asked == []
+    assert autoscaler._router_signal("nlp", "bert") is None

@@ -108,9 +108,11 @@ def test_guarding_every_service_lets_only_the_router_reach_triton() -> None:
     ]
     assert _ports(operator) == [HTTP_PORT]
     # No client declared: the router takes requests from its own namespace.
-    clients, router_metrics = router["ingress"]
+    # The operator's pods on the stats port (the routers' counts for the autoscaler).
+    clients, router_metrics, router_operator = router["ingress"]
     assert clients["from"] == [{"podSelector": {}}] and _ports(clients) == [HTTP_PORT, GRPC_PORT]
     assert _ports(router_metrics) == [ROUTER_METRICS_PORT]
+    assert router_operator["from"] == operator["from"] and _ports(router_operator) == [ROUTER_METRICS_PORT]
 
 
 def test_declaring_clients_guards_the_service_with_exactly_those_peers() -> None:
@@ -120,6 +122,7 @@ def test_declaring_clients_guards_the_service_with_exactly_those_peers() -> None
     assert clients["from"] == CLIENTS
     # The operator is not known to be in the cluster: no rule lets it in.
     assert len(policies["echo-triton"]["spec"]["ingress"]) == 2
+    assert len(policies["echo-router"]["spec"]["ingress"]) == 2
 
 
 def test_metrics_scrapes_come_only_from_the_namespaces_selected() -> None:

@@ -8,6 +8,53 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True, slots=True)
+class RouterReading:
+    """One router pod's counters as read."""
+
+    routed: float  # requests routed since its process started (HTTP requests and gRPC calls)
+    in_flight: float  # requests at the replicas or queued in the router
+
+
+@dataclass(frozen=True, slots=True)
+class RouterSample:
+    """All routers of one service at one moment."""
+
+    at: float  # seconds, monotonic
+    requests: float  # cumulative requests routed
+    in_flight: float  # requests at the replicas or queued in the router
+
+
+@dataclass(frozen=True, slots=True)
+class RouterSignal:
+    """What the router samples say about the present load."""
+
+    rate_rps: float  # since the last change point, or over the whole history without one
+    since_s: float  # the length of that segment
+    # The rate at the newest sample and its slope (req/s per s) on a line through the counts
+    # since the change point, when the slope stands clear of counting noise; else rate_rps, 0.
+    present_rps: float
+    slope_rps_per_s: float
+    previous_rps: float | None  # the rate before the change point, when there is one
+    in_flight: float  # at the newest sample
+    age_s: float  # how old the newest sample is
+
+    @property
+    def surged(self) -> bool:
+        """The rate rose at a change point within the history."""
+        return self.previous_rps is not None and self.rate_rps > self.previous_rps
+
+    def describe(self) -> str:
+        if self.previous_rps is None:
+            return (
+                f"router {self.rate_rps:.0f} req/s over {self.since_s:.0f}s, {self.in_flight:.0f} in flight"
+            )
+        return (
+            f"router {self.present_rps:.0f} req/s, {self.slope_rps_per_s:+.0f}/s, "
+            f"since a change {self.since_s:.0f}s ago from {self.previous_rps:.0f}; {self.in_flight:.0f} in flight"
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Observation:
     """One sample of a stack's load and latency, from Prometheus or from Triton directly.
 
@@ -31,6 +78,8 @@ class Observation:
     # Measured on some of the ready replicas only (e.g. "statistics from 2 of 3 ready pods; ...
     # unreachable"): usable to scale up, never to scale down.
     partial: str | None = None
+    # The routers' counts, read every 2 s (policy.surge): fresher than any metrics window.
+    router: RouterSignal | None = None
 
     @staticmethod
     def unavailable(reason: str, ready_replicas: int, sample_age_s: float = math.inf) -> Observation:

@@ -80,6 +80,14 @@ def _labels(
     "(off where the operator cannot reach pod addresses).",
 )
 @click.option(
+    "--read-routers/--no-read-routers",
+    default=True,
+    show_default=True,
+    help="Read each autoscaled service's router pods (HAProxy's stats) every 2 s, so a surge is "
+    "seen seconds after it starts rather than a metrics window later (off where the operator "
+    "cannot reach pod addresses).",
+)
+@click.option(
     "--reconcile-workers",
     type=click.IntRange(1, 256),
     default=OperatorConfig.reconcile_workers,
@@ -140,6 +148,7 @@ def run(
     health_port: int,
     listen_address: str,
     read_triton_pods: bool,
+    read_routers: bool,
     reconcile_workers: int,
     autoscale_workers: int,
     leader_election_namespace: str | None,
@@ -174,6 +183,7 @@ def run(
             health_port=health_port,
             listen_address=listen_address,
             read_triton_pods=read_triton_pods,
+            read_routers=read_routers,
             reconcile_workers=reconcile_workers,
             autoscale_workers=autoscale_workers,
             leader_election_namespace=leader_election_namespace,

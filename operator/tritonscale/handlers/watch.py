@@ -53,16 +53,20 @@ async def track(*, type: str | None, body: kopf.Body, memo: Any, **_: Any) -> No
     if namespace is None or name is None:
         return
     autoscale: Scheduler = memo.autoscale_scheduler
+    routers: Scheduler = memo.router_scheduler
     resync: Scheduler = memo.resync_scheduler
     if type == "DELETED":
         memo.bodies.pop((namespace, name), None)
         autoscale.untrack(namespace, name)
+        routers.untrack(namespace, name)
         resync.untrack(namespace, name)
         return
     memo.bodies[(namespace, name)] = copy.deepcopy(dict(body))
     resync.track(namespace, name, delay=RESYNC_S)
     if needs_ticks(memo.bodies[(namespace, name)]):
         autoscale.track(namespace, name, delay=FIRST_TICK_DELAY_S)
+        if memo.config.read_routers:
+            routers.track(namespace, name, delay=FIRST_TICK_DELAY_S)
 
 
 def _spot_enabled(body: dict[str, Any]) -> bool:

@@ -31,12 +31,13 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Literal
 
-from tritonscale.api.observation import Observation
+from tritonscale.api.observation import Observation, RouterSignal
 from tritonscale.api.spec import AutoscalingSpec
 from tritonscale.policy.queueing import ServiceTime, fewest_replicas, predicted_latency_ms
 from tritonscale.policy.service_facts import DEFAULT_COLD_START_S, DEFAULT_MAX_BATCH
 
 LOAD_BUCKET_BASE = math.log(1.1)
+RATE_SPACING_S = 5.0  # the rate history keeps at most one sample per this many seconds
 
 
 def load_bucket(per_replica_rps: float) -> int:
@@ -96,6 +97,7 @@ class AutoscalerState:
     reversals: tuple[float, ...] = ()  # when a scale-up undid a recent scale-down
     ready_seen: int | None = None  # ready replicas at the previous decision
     ready_changed_s: float | None = None  # when the ready count was last seen to change
+    sized_for_rps: float | None = None  # the present rate the last decision sized for
 
 
 class Verdict(StrEnum):
@@ -136,6 +138,7 @@ class Decision:
     stabilization_s: float = 0.0
     missing: str | None = None  # why there was no usable observation
     partial: str | None = None  # the observation covered some replicas only: no scale-down
+    surge: str | None = None  # the routers' counts showed a surge the metrics do not show yet
 
     @property
     def direction(self) -> str:
@@ -162,6 +165,9 @@ class Decision:
             f"p{self.percentile:g} {observed:.0f} ms {'>' if observed > self.target_ms else '<='} "
             f"{self.target_ms:g} ms at {self.rate_rps or 0.0:.0f} req/s; model says {self.model_replicas}"
         )
+        if self.surge is not None:
+            summary += f" ({self.surge})"
+
         if self.verdict is Verdict.WAIT_FOR_HISTORY:
             action = f"holding until {self.stabilization_s:g}s of history"
         else:
@@ -185,6 +191,7 @@ class _Phase:
 
 @dataclass(frozen=True)
 class _Sizing:
+    present_rate: float
     expected_rate: float
     up: int
     down: int
@@ -241,6 +248,15 @@ def _trend_rate(rates: tuple[tuple[float, float], ...], now: float, ahead_s: flo
     return max(latest, latest + max(slopes) * ahead_s)
 
 
+def _surge(observation: Observation, stale_after_s: float) -> RouterSignal | None:
+    """The routers' signal when it shows a surge above the metrics' rate, fresh enough to use."""
+    router = observation.router
+    if router is None or not router.surged or router.age_s > stale_after_s:
+        return None
+    assert observation.arrival_rate_rps is not None
+    return router if router.present_rps > observation.arrival_rate_rps else None
+
+
 def _growth(rates: tuple[tuple[float, float], ...], horizon_s: float, quantile: float) -> float:
     """How much the rate grew within `horizon_s`, at `quantile` of the history (at least 1).
 
@@ -287,7 +303,9 @@ class LatencyAutoscaler:
         if observation.latency_ms is None:
             observation = replace(observation, latency_ms=0.0)  # idle: nothing waited
         state, service, phase = self._learn(observation, state, now, current)
-        sizing = self._size(observation, state, now, service)
+        surge = _surge(observation, s.stale_after_s)
+        sizing = self._size(observation, state, now, service, surge, current)
+        state = replace(state, sized_for_rps=sizing.present_rate)
         panic = self._panics(observation, phase, current)
         wanted_up = self._wanted_up(observation, sizing, panic)
         # What is asked for now (panic included) is held for the whole stabilization window.
@@ -296,7 +314,8 @@ class LatencyAutoscaler:
         state = replace(state, recommendations=(*state.recommendations, (now, recommendation)))
         # Right after a change the metrics still mix old and new counts: while the percentile is
         # within the objective, wait for them to settle rather than trust the model alone.
-        if not phase.settled and observed <= s.up_threshold * s.target_ms and not panic:
+        # (The routers' counts are fresh: a surge they show is not a mix of old and new.)
+        if not phase.settled and observed <= s.up_threshold * s.target_ms and not panic and surge is None:
             wanted_up = min(wanted_up, current)
         desired, verdict = self._stabilize(state, now, current, wanted_up, max(recent))
         if observation.partial is not None and desired < current:
@@ -320,6 +339,7 @@ class LatencyAutoscaler:
             bound=bound,
             stabilization_s=s.stabilization_s,
             partial=observation.partial,
+            surge=surge.describe() if surge is not None and sizing.up > current else None,
         )
         return decision, state
 
@@ -436,6 +456,11 @@ class LatencyAutoscaler:
         horizon = now - max(s.stabilization_s, s.trend_window_s)
         assert observation.arrival_rate_rps is not None
         rates = tuple((t, r) for t, r in state.rates if t >= now - s.history_s)
+        if len(rates) >= 2 and rates[-1][0] - rates[-2][0] < RATE_SPACING_S:
+            # Decisions come faster in a surge (the routers ask for them): the history keeps
+            # one rate per few seconds, and the newest, so a surge does not fill the growth
+            # statistics. (The newest is dropped once a newer one comes while it is too close.)
+            rates = rates[:-1]
         samples = state.service_samples
         if observation.batch_profile:
             # Execution time per batch size (Triton's batch statistics): tau(b) point by point.
@@ -452,15 +477,27 @@ class LatencyAutoscaler:
         )
 
     def _size(
-        self, observation: Observation, state: AutoscalerState, now: float, service: ServiceTime | None
+        self,
+        observation: Observation,
+        state: AutoscalerState,
+        now: float,
+        service: ServiceTime | None,
+        surge: RouterSignal | None,
+        current: int,
     ) -> _Sizing:
         s = self.settings
         assert observation.arrival_rate_rps is not None and observation.latency_ms is not None
-        latest = observation.arrival_rate_rps
-        expected = max(
-            _trend_rate(state.rates, now, s.cold_start_s, s.trend_window_s),
-            latest * _growth(state.rates, s.cold_start_s, s.growth_quantile),
-        )
+        # The present rate: the metrics' window, or the routers' rate since a surge began when
+        # that is higher (they see it seconds after it starts, the metrics tens of seconds).
+        latest = max(observation.arrival_rate_rps, surge.present_rps if surge is not None else 0.0)
+        if surge is not None:
+            # In a surge the trend comes from the routers: a ramp carried forward no further than
+            # it has been seen rising. (The metrics' own trend would count the surge twice: their
+            # rise is the routers' news of tens of seconds ago.)
+            trend = latest + surge.slope_rps_per_s * min(s.cold_start_s, surge.since_s)
+        else:
+            trend = _trend_rate(state.rates, now, s.cold_start_s, s.trend_window_s)
+        expected = max(trend, latest * _growth(state.rates, s.cold_start_s, s.growth_quantile))
         if service is None:
             # No execution times (e.g. only overridden latency and rate queries): scale in
             # proportion to the observed latency, like a plain ratio controller.
@@ -468,7 +505,7 @@ class LatencyAutoscaler:
             base = max(observation.ready_replicas, 1)
             up = max(1, math.ceil(base * ratio))
             down = max(1, math.ceil(base * ratio * (1 + s.down_rate_margin)))
-            return _Sizing(expected, up, max(up, down), math.nan, lambda replicas: math.inf)
+            return _Sizing(latest, expected, up, max(up, down), math.nan, lambda replicas: math.inf)
 
         def corrected_ms(replicas: int, rate: float) -> float:
             model = predicted_latency_ms(replicas, rate, service, s.percentile)
@@ -481,9 +518,17 @@ class LatencyAutoscaler:
         # ready (arrivals beyond what the serving replicas can do, over a cold start), gone
         # within drain_s once it is there, at full batches (the most a replica can do).
         pending = observation.pending_requests or 0.0
+        if observation.router is not None and observation.router.age_s <= s.stale_after_s:
+            # In flight at the routers beyond what the ready replicas can be executing waits;
+            # fresher than the metrics' pending count.
+            executing = observation.ready_replicas * service.max_batch
+            pending = max(pending, observation.router.in_flight - executing)
         full_rps = 0.9 * service.capacity_rps()
-        shortfall_rps = max(0.0, latest - observation.ready_replicas * full_rps)
-        backlog = pending + shortfall_rps * s.cold_start_s
+        # Replicas already on their way arrive within a cold start, half of one on average.
+        ready = observation.ready_replicas
+        short_of_ready = max(0.0, latest - ready * full_rps)
+        short_of_current = max(0.0, latest - max(current, ready) * full_rps)
+        backlog = pending + (short_of_ready + short_of_current) * s.cold_start_s / 2
         if backlog > latest * s.target_ms / 1000.0:
             up = max(up, math.ceil((expected + backlog / s.drain_s) / full_rps))
         margin = expected * (1 + s.down_rate_margin)
@@ -492,6 +537,7 @@ class LatencyAutoscaler:
             margin = max(margin, latest * _growth(state.rates, s.stabilization_s, s.surge_growth_quantile))
         down = fewest_replicas(lambda n: corrected_ms(n, margin) <= limit, most)
         return _Sizing(
+            latest,
             expected,
             up,
             max(up, down),

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol
 
-from tritonscale.api.observation import Observation, ScalingTarget
+from tritonscale.api.observation import Observation, RouterReading, RouterSample, RouterSignal, ScalingTarget
 from tritonscale.api.resource import InferenceService, InvalidInferenceService, parse_inference_service
 from tritonscale.api.status import CapacityModel, InferenceServiceStatus
 from tritonscale.errors import ConflictError, RejectedError, TransientError
@@ -19,8 +20,9 @@ from tritonscale.metrics import AUTOSCALER
 from tritonscale.policy.autoscaling import AutoscalerState, Decision, LatencyAutoscaler, settings_from_spec
 from tritonscale.policy.replicas import reconciled_replicas
 from tritonscale.policy.service_facts import Batching, batching, cold_start, pod_starts, ready_pod_addresses
+from tritonscale.policy.surge import ROUTER_PERIOD_S, combined_sample, remember, router_signal, wants_decision
 from tritonscale.reconcilers.stack import ClusterApi, StackReconciler, utc_now
-from tritonscale.render.names import COMPONENT_TRITON, StackNames
+from tritonscale.render.names import COMPONENT_ROUTER, COMPONENT_TRITON, StackNames
 from tritonscale.status import autoscaling_status, paused_autoscaling, without_autoscaling
 
 log = logging.getLogger(__name__)
@@ -75,6 +77,21 @@ ModelConfigReader = Callable[[ScalingTarget, list[str]], list[dict[str, Any]] | 
 CONFLICT_RETRY_S = 1.0  # a status write lost to a concurrent one is retried this soon
 FACTS_REFRESH_S = 600.0  # re-learn cold start and batching at least this often
 FACTS_RETRY_S = 60.0  # ... and this soon when the model configuration could not be read
+# Reads one router pod's counters by address (clients.router); a reason when it cannot.
+RouterReader = Callable[[str], RouterReading | str]
+ROUTER_PODS_REFRESH_S = 30.0  # re-list the router pods at least this often
+ROUTER_RETRY_S = 30.0  # after no router answered, try again this much later
+
+
+@dataclass
+class _RouterWatch:
+    """One service's routers as last read (clients.router) and the samples of the last minute."""
+
+    addresses: list[str] = field(default_factory=list)
+    listed_at: float = -math.inf
+    readings: dict[str, RouterReading] = field(default_factory=dict)
+    samples: tuple[RouterSample, ...] = ()
+    retry_at: float = -math.inf
 
 
 @dataclass(frozen=True)
@@ -105,6 +122,8 @@ class AutoscaleReconciler:
         monotonic: Callable[[], float] = time.monotonic,
         read: BodyReader | None = None,
         read_model_configs: ModelConfigReader | None = None,
+        read_router: RouterReader | None = None,
+        on_surge: Callable[[str, str], None] = lambda namespace, name: None,
     ) -> None:
         self.api = api
         self.stack = stack
@@ -116,12 +135,16 @@ class AutoscaleReconciler:
         self._was_missing: dict[tuple[str, str], bool] = {}
         self.read_model_configs = read_model_configs or (lambda target, hosts: "not configured")
         self._facts: dict[tuple[str, str], _Facts] = {}
+        self.read_router = read_router
+        self.on_surge = on_surge  # asks for a tick now (the operator: the autoscale scheduler)
+        self._routers: dict[tuple[str, str], _RouterWatch] = {}
 
     def forget(self, namespace: str, name: str) -> None:
         """Drop the memory and metrics of a service that is gone or no longer autoscaled."""
         self._states.pop((namespace, name), None)
         self._was_missing.pop((namespace, name), None)
         self._facts.pop((namespace, name), None)
+        self._routers.pop((namespace, name), None)
         AUTOSCALER.forget(namespace, name)
 
     def _autoscaled(self, namespace: str, name: str) -> tuple[dict[str, Any], InferenceService] | None:
@@ -160,7 +183,7 @@ class AutoscaleReconciler:
         started = time.perf_counter()
         source, source_name = self.choose_source(service)
         target = scaling_target(service, self.stack.options.cluster_domain)
-        observation = source.observe(target)
+        observation = replace(source.observe(target), router=self._router_signal(namespace, name))
         facts = self._learn_facts(target, observation.ready_replicas)
         with self.stack.lock(namespace, name):
             found = self._autoscaled(namespace, name)
@@ -220,6 +243,56 @@ class AutoscaleReconciler:
                     "applying %s replicas to %s/%s failed: %s", decision.desired, namespace, name, error
                 )
         return float(autoscaling.period_seconds)
+
+    def router_tick(self, namespace: str, name: str) -> float | None:
+        """Read the service's routers (every ROUTER_PERIOD_S) and, when they show a surge the
+        last decision did not size for, ask for a tick now; None when the service is gone, no
+        longer autoscaled, or no router reader is set."""
+        key = (namespace, name)
+        if self.read_router is None or self._autoscaled(namespace, name) is None:
+            self._routers.pop(key, None)
+            return None
+        now = self.monotonic()
+        watch = self._routers.setdefault(key, _RouterWatch())
+        if now < watch.retry_at:
+            return ROUTER_PERIOD_S
+        if now - watch.listed_at >= ROUTER_PODS_REFRESH_S:
+            selector = StackNames(name, namespace).component_selector(COMPONENT_ROUTER)
+            try:
+                watch.addresses = ready_pod_addresses(self.api.list_pods(namespace, selector))
+                watch.listed_at = now
+            except TransientError as error:
+                log.info("listing router pods of %s/%s failed: %s", namespace, name, error)
+        readings: dict[str, RouterReading] = {}
+        for address in watch.addresses:
+            reading = self.read_router(address)
+            if isinstance(reading, str):
+                log.debug("router %s of %s/%s unreadable: %s", address, namespace, name, reading)
+                watch.listed_at = -math.inf  # a router gone or replaced: list them again
+            else:
+                readings[address] = reading
+        if not readings:
+            # No router answers (none ready yet, or unreachable from here): the autoscaler
+            # does without their counts until one does.
+            self._routers[key] = _RouterWatch(watch.addresses, watch.listed_at, retry_at=now + ROUTER_RETRY_S)
+            return ROUTER_PERIOD_S
+        if readings.keys() != watch.readings.keys():
+            # Other routers counted than last time: a rate across the two would show a jump or
+            # a dip that is not in the load, so the history starts afresh.
+            watch.samples = ()
+        last = watch.samples[-1] if watch.samples else None
+        sample = combined_sample(now, readings, watch.readings, last)
+        watch.samples, watch.readings = remember(watch.samples, sample), readings
+        state = self._states.get(key)
+        if state is not None and wants_decision(router_signal(watch.samples, now), state.sized_for_rps):
+            self.on_surge(namespace, name)
+        return ROUTER_PERIOD_S
+
+    def _router_signal(self, namespace: str, name: str) -> RouterSignal | None:
+        watch = self._routers.get((namespace, name))
+        if watch is None:
+            return None
+        return router_signal(watch.samples, self.monotonic())
 
     def _learn_facts(self, target: ScalingTarget, ready: int) -> _Facts:
         """Cold start from the service's own pods and batching from Triton's model

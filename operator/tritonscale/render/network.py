@@ -4,7 +4,7 @@ the declared clients reach the router, and the router reaches only Triton (and D
 Both allow what the stack needs besides: metrics scrapes (Prometheus, from the namespaces
 `NetworkPolicyOptions.metrics_namespace_labels` selects) and the operator itself on Triton's
 HTTP port (it reads model configs and, for the Triton statistics source, each replica's
-statistics). Health probes come from the kubelet on the node, which network plugins let
+statistics) and on the routers' stats port (their counts, every 2 s). Health probes come from the kubelet on the node, which network plugins let
 through whatever a policy says.
 """
 
@@ -105,26 +105,24 @@ def render_network_policies(
         "ports": _ports(HTTP_PORT, GRPC_PORT),
     }
     triton_ingress = [from_router, _metrics_rule(options, METRICS_PORT)]
+    from_operator: list[dict[str, Any]] = []
     if options.operator_namespace is not None:
-        triton_ingress.append(
+        from_operator = [
             {
-                "from": [
-                    {
-                        "namespaceSelector": {
-                            "matchLabels": {NAMESPACE_NAME_LABEL: options.operator_namespace}
-                        },
-                        "podSelector": {"matchLabels": dict(options.operator_labels)},
-                    }
-                ],
-                "ports": _ports(HTTP_PORT),
+                "namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: options.operator_namespace}},
+                "podSelector": {"matchLabels": dict(options.operator_labels)},
             }
-        )
+        ]
+        triton_ingress.append({"from": from_operator, "ports": _ports(HTTP_PORT)})
     clients = service.spec.load_balancing.router.clients
     client_peers = [_client_peer(c) for c in clients] if clients is not None else [{"podSelector": {}}]
     router_ingress = [
         {"from": client_peers, "ports": _ports(HTTP_PORT, GRPC_PORT)},
         _metrics_rule(options, ROUTER_METRICS_PORT),
     ]
+    if from_operator:
+        # The autoscaler reads the routers' counts from their stats page (clients.router).
+        router_ingress.append({"from": from_operator, "ports": _ports(ROUTER_METRICS_PORT)})
     # The router only ever calls this service's Triton pods, and DNS to find them.
     router_egress = [
         {

@@ -25,7 +25,7 @@ from typing import Protocol
 
 import numpy as np
 
-from tritonscale.api.observation import Observation
+from tritonscale.api.observation import Observation, RouterSample
 from tritonscale.policy.placement import Placement
 from tritonscale.policy.queueing import ServiceTime
 from tritonscale.sim.spot import CapacityPlan, CapacityReport, MarketTimeline, integrate, make_strategy
@@ -68,6 +68,8 @@ class ClusterView(Protocol):
     def ready(self) -> int: ...
 
     def observation(self, window_s: float, scrape_s: float, lag_s: float) -> Observation: ...
+
+    def router_sample(self) -> RouterSample: ...
 
 
 class SimPolicy(Protocol):
@@ -297,6 +299,24 @@ class _Run:
             batch_profile=profile,
             sample_age_s=self._now - visible,
         )
+
+    def router_sample(self) -> RouterSample:
+        """What the operator reads from the routers now (clients.router): every request routed
+        so far, and those in flight (at a replica or waiting; a request that will be dropped
+        waits until its queue timeout)."""
+        self._materialize()
+        arrivals = self.sim.arrivals
+        routed = int(np.searchsorted(arrivals, self._now, side="right"))
+        reach = self.env.queue_timeout_s + self.env.batch_s(self.env.max_batch)
+        first = int(np.searchsorted(arrivals, self._now - reach))
+        completion = self.completion[first:routed]
+        with np.errstate(invalid="ignore"):
+            done = completion <= self._now
+            timed_out = np.isinf(completion) & (
+                arrivals[first:routed] + self.env.queue_timeout_s <= self._now
+            )
+        in_flight = int(completion.size - np.count_nonzero(done | timed_out))
+        return RouterSample(at=self._now, requests=float(routed), in_flight=float(in_flight))
 
     # --- replicas ------------------------------------------------------------
     def _add(self, count: int, ready_at: float) -> list[int]:

@@ -6,7 +6,9 @@ replica carries at the objective, measured by the same load test the oracle uses
 Every policy reads the same metric feed (`Feed`): Prometheus (equal information: rates over
 30 s, a 15 s scrape, 5 s late) or fresh (the last 10 s, read directly).
 
-- latency: Tritonscale's LatencyAutoscaler, the very object the operator runs.
+- latency: Tritonscale's LatencyAutoscaler, the very object the operator runs, on the feed and
+  on the routers' counts every 2 s (policy.surge), as the operator runs it; latency-metrics-only:
+  the same without the routers' counts.
 - hpa-rps, hpa-inflight: HPA on a Pods metric with an AverageValue target, requests per second
   or requests in flight per pod (replica_calculator.go: ceil(usage ratio x ready pods), tolerance
   0.1, sync 15 s; default behaviour: up by max(+100 %, +4 pods) per 15 s, down to the highest
@@ -40,12 +42,15 @@ from typing import Any
 
 import numpy as np
 
+from tritonscale.api.observation import RouterSample
 from tritonscale.policy.autoscaling import AutoscalerSettings, AutoscalerState, LatencyAutoscaler
+from tritonscale.policy.surge import ROUTER_PERIOD_S, remember, router_signal, wants_decision
 from tritonscale.sim.engine import ClusterView, SimEnvironment, Simulation
 from tritonscale.sim.workloads import RateStep, Workload, arrivals
 
 POLICIES = (
     "latency",
+    "latency-metrics-only",
     "hpa-rps",
     "hpa-inflight",
     "hpa-p95",
@@ -91,9 +96,10 @@ class Objective:
 
 
 class LatencyPolicy:
-    """The operator's autoscaler, fed Prometheus-like observations."""
-
-    name = "latency"
+    """The operator's autoscaler, fed Prometheus-like observations and, with `router`, the
+    routers' counts every ROUTER_PERIOD_S as the operator reads them: a decision every
+    `period_s`, and one at once when those counts show a surge the last decision did not size
+    for (policy.surge.wants_decision, as the operator's router job asks for one)."""
 
     def __init__(
         self,
@@ -101,10 +107,16 @@ class LatencyPolicy:
         objective: Objective,
         period_s: float = 10.0,
         source: str = "triton",
+        router: bool = True,
         **overrides: Any,
     ) -> None:
         self.env = env
-        self.period_s = period_s
+        self.decision_period_s = period_s
+        self.period_s = ROUTER_PERIOD_S if router else period_s
+        self.router = router
+        self.name = "latency" if router else "latency-metrics-only"
+        self.router_samples: tuple[RouterSample, ...] = ()
+        self.last_decision: tuple[float, int, str] | None = None  # (when, desired, reason)
         self.source = source
         # Prometheus: rates over the metric window, a scrape and a lag late. Triton's own
         # statistics: counters read at each decision, so rates cover the last period (at least
@@ -132,10 +144,23 @@ class LatencyPolicy:
         self.state = AutoscalerState()
 
     def step(self, view: ClusterView) -> tuple[int, str]:
+        signal = None
+        if self.router:
+            self.router_samples = remember(self.router_samples, view.router_sample())
+            signal = router_signal(self.router_samples, view.now)
+            due = (
+                self.last_decision is None
+                or view.now - self.last_decision[0] >= self.decision_period_s - 1e-9
+            )
+            if not due and not wants_decision(signal, self.state.sized_for_rps):
+                assert self.last_decision is not None
+                return view.provisioned, self.last_decision[2]
         observation = view.observation(self.window_s, self.scrape_s, self.lag_s)
         if self.source == "prometheus":
             observation = replace(observation, batch_profile=())  # Prometheus has no batch statistics
+        observation = replace(observation, router=signal)
         decision, self.state = self.autoscaler.decide(observation, self.state, view.now, view.provisioned)
+        self.last_decision = (view.now, decision.desired, decision.reason)
         return decision.desired, decision.reason
 
 

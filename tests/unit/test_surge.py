@@ -1,0 +1,210 @@
+"""The routers' counts: the change-point test, the rate since the change, and their use by the
+autoscaler and the simulator."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from tests.unit.test_autoscaling import observe
+from tritonscale.api.observation import RouterSample, RouterSignal
+from tritonscale.policy.autoscaling import (
+    RATE_SPACING_S,
+    AutoscalerSettings,
+    AutoscalerState,
+    LatencyAutoscaler,
+)
+from tritonscale.policy.surge import (
+    HISTORY_S,
+    ROUTER_PERIOD_S,
+    remember,
+    router_signal,
+    wants_decision,
+)
+from tritonscale.sim.engine import SimEnvironment, Simulation
+from tritonscale.sim.policies import LatencyPolicy, Objective
+
+
+def samples_for(rates: list[float], seed: int, period: float = ROUTER_PERIOD_S) -> list[RouterSample]:
+    """Router samples every `period` s of Poisson arrivals at the given rate per interval."""
+    rng = np.random.default_rng(seed)
+    total, out = 0.0, [RouterSample(at=0.0, requests=0.0, in_flight=0.0)]
+    for index, rate in enumerate(rates, start=1):
+        total += float(rng.poisson(rate * period))
+        out.append(RouterSample(at=index * period, requests=total, in_flight=5.0))
+    return out
+
+
+def history(samples: list[RouterSample]) -> tuple[RouterSample, ...]:
+    kept: tuple[RouterSample, ...] = ()
+    for sample in samples:
+        kept = remember(kept, sample)
+    return kept
+
+
+def test_a_steady_load_shows_no_change_and_is_measured_over_the_whole_history() -> None:
+    false_alarms = 0
+    for seed in range(300):
+        kept = history(samples_for([500.0] * 40, seed))
+        signal = router_signal(kept, kept[-1].at)
+        assert signal is not None
+        false_alarms += signal.previous_rps is not None
+        assert signal.since_s == pytest.approx(HISTORY_S, abs=ROUTER_PERIOD_S)
+        assert signal.rate_rps == pytest.approx(500.0, rel=0.03)
+    assert false_alarms == 0
+
+
+def test_a_step_is_found_within_seconds_and_measured_from_the_requests_since() -> None:
+    kept = history(samples_for([500.0] * 20 + [800.0] * 2, seed=1))
+    signal = router_signal(kept, kept[-1].at)
+    assert signal is not None and signal.surged
+    assert signal.since_s == pytest.approx(4.0)
+    assert signal.rate_rps == pytest.approx(800.0, rel=0.05)
+    assert signal.previous_rps == pytest.approx(500.0, rel=0.05)
+    assert "since a change 4s ago from 50" in signal.describe()
+
+
+def test_a_drop_is_a_change_but_not_a_surge() -> None:
+    kept = history(samples_for([800.0] * 20 + [400.0] * 3, seed=2))
+    signal = router_signal(kept, kept[-1].at)
+    assert signal is not None and signal.previous_rps is not None
+    assert not signal.surged and not wants_decision(signal, 800.0)
+
+
+def test_a_ramp_is_carried_to_the_newest_sample() -> None:
+    ramp = [500.0] * 15 + [500.0 + 30.0 * 2 * step for step in range(1, 11)]
+    kept = history(samples_for(ramp, seed=3))
+    signal = router_signal(kept, kept[-1].at)
+    assert signal is not None and signal.surged
+    assert signal.slope_rps_per_s == pytest.approx(30.0, rel=0.35)
+    assert signal.present_rps > signal.rate_rps
+    assert signal.present_rps == pytest.approx(ramp[-1], rel=0.1)
+
+
+def test_the_history_keeps_a_minute_and_restarts_when_a_counter_goes_back() -> None:
+    kept = history(samples_for([100.0] * 60, seed=4))
+    assert kept[-1].at - kept[1].at < HISTORY_S <= kept[-1].at - kept[0].at
+    restarted = remember(kept, RouterSample(at=kept[-1].at + 2, requests=3.0, in_flight=0.0))
+    assert len(restarted) == 1
+    assert router_signal(restarted, restarted[-1].at) is None
+
+
+def test_a_decision_is_asked_for_only_when_the_surge_outgrows_what_was_sized_for() -> None:
+    signal = RouterSignal(
+        rate_rps=900.0,
+        since_s=6.0,
+        present_rps=950.0,
+        slope_rps_per_s=10.0,
+        previous_rps=500.0,
+        in_flight=40.0,
+        age_s=0.0,
+    )
+    assert wants_decision(signal, None)
+    assert wants_decision(signal, 800.0)
+    assert not wants_decision(signal, 900.0)
+    steady = RouterSignal(
+        rate_rps=900.0,
+        since_s=60.0,
+        present_rps=900.0,
+        slope_rps_per_s=0.0,
+        previous_rps=None,
+        in_flight=40.0,
+        age_s=0.0,
+    )
+    assert not wants_decision(steady, 100.0)
+
+
+SETTINGS = AutoscalerSettings(target_ms=100.0, percentile=95.0, min_replicas=1, max_replicas=40, max_batch=8)
+
+
+def _decide_after_calm(router: RouterSignal | None, rate: float = 300.0) -> int:
+    """Desired replicas when, after a calm load at 300 req/s on 3 replicas, the metrics still say
+    `rate` and the routers say what `router` says."""
+    policy, state, current = LatencyAutoscaler(SETTINGS), AutoscalerState(), 3
+    for now in range(10, 300, 10):
+        decision, state = policy.decide(observe(300, 60, 3), state, float(now), current)
+        current = decision.desired
+    decision, _ = policy.decide(observe(rate, 60, 3, router=router), state, 300.0, current)
+    return decision.desired
+
+
+def _signal(present: float, previous: float | None, slope: float = 0.0, age: float = 0.0) -> RouterSignal:
+    return RouterSignal(
+        rate_rps=present,
+        since_s=6.0,
+        present_rps=present,
+        slope_rps_per_s=slope,
+        previous_rps=previous,
+        in_flight=10.0,
+        age_s=age,
+    )
+
+
+def test_a_surge_the_routers_see_scales_up_before_the_metrics_show_it() -> None:
+    metrics_only = _decide_after_calm(None)
+    assert _decide_after_calm(_signal(3000.0, 300.0)) > metrics_only
+    # A rising ramp asks for more than the level it has reached.
+    assert _decide_after_calm(_signal(3000.0, 300.0, slope=40.0)) > _decide_after_calm(_signal(3000.0, 300.0))
+
+
+def test_routers_without_a_surge_or_too_old_change_nothing() -> None:
+    metrics_only = _decide_after_calm(None)
+    assert _decide_after_calm(_signal(300.0, None)) == metrics_only
+    assert _decide_after_calm(_signal(3000.0, 300.0, age=600.0)) == metrics_only
+    # The routers never lower what the metrics ask for.
+    assert _decide_after_calm(_signal(100.0, 300.0), rate=3000.0) == _decide_after_calm(None, rate=3000.0)
+
+
+def test_requests_piling_up_at_the_routers_add_capacity_to_drain_them() -> None:
+    piled = RouterSignal(
+        rate_rps=300.0,
+        since_s=60.0,
+        present_rps=300.0,
+        slope_rps_per_s=0.0,
+        previous_rps=None,
+        in_flight=20000.0,
+        age_s=0.0,
+    )
+    assert _decide_after_calm(piled) > _decide_after_calm(None)
+
+
+def test_the_simulated_router_counts_what_arrived_and_what_is_in_flight() -> None:
+    env = SimEnvironment(
+        base_ms=1000.0, per_item_ms=0.0, max_batch=1, cold_start_s=0.0, queue_timeout_s=100.0
+    )
+    arrivals = np.array([0.1, 0.2, 0.3, 5.5])
+    policy = LatencyPolicy(env, Objective(100.0, 95.0), source="triton")
+    seen: list[RouterSample] = []
+
+    class Recording:
+        name, period_s = "recording", ROUTER_PERIOD_S
+
+        def step(self, view):  # type: ignore[no-untyped-def]
+            seen.append(view.router_sample())
+            return view.provisioned, ""
+
+    Simulation(arrivals, env, 100.0, 95.0).run(Recording(), 1, 8.0)
+    # One replica, 1 s per request: at 2 s the first is done, the second runs, the third waits;
+    # at 4 s all are done; at 6 s the fourth runs.
+    assert [(s.at, s.requests, s.in_flight) for s in seen] == [
+        (2.0, 3.0, 2.0),
+        (4.0, 3.0, 0.0),
+        (6.0, 4.0, 1.0),
+    ]
+    assert policy.period_s == ROUTER_PERIOD_S and policy.name == "latency"
+    assert LatencyPolicy(env, Objective(100.0, 95.0), router=False).name == "latency-metrics-only"
+
+
+def test_decisions_every_two_seconds_keep_one_rate_per_few_seconds() -> None:
+    """In a surge the routers ask for decisions every read; the growth statistics must not be
+    filled with the surge's samples (they would keep headroom for an hour)."""
+    policy, state, current = LatencyAutoscaler(SETTINGS), AutoscalerState(), 3
+    for step in range(60):
+        decision, state = policy.decide(observe(300 + 10 * step, 60, 3), state, 2.0 * step, current)
+        current = decision.desired
+    times = [t for t, _ in state.rates]
+    assert min(b - a for a, b in itertools.pairwise(times[:-1])) >= RATE_SPACING_S
+    assert len(times) >= 120 / (RATE_SPACING_S + 2)
+    assert times[-1] == 118.0 and state.rates[-1][1] == 890.0
