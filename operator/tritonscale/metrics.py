@@ -10,6 +10,7 @@ from typing import Any
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 
+from tritonscale.api.observation import RouterSignal
 from tritonscale.api.status import ConditionStatus, InferenceServiceStatus
 from tritonscale.policy.autoscaling import Decision, Verdict
 
@@ -155,6 +156,29 @@ class AutoscalerMetrics:
             "MetricsMissing): the same word the decision's status reason and log line render.",
             [*labels, "verdict"],
         )
+        self.router_rate = Gauge(
+            "tritonscale_autoscaler_router_rate_rps",
+            "The arrival rate the routers' counts show now (read every 2 s; since the last change "
+            "point, carried to the present on a rising ramp).",
+            labels,
+        )
+        self.router_in_flight = Gauge(
+            "tritonscale_autoscaler_router_in_flight_requests",
+            "Requests at the Triton replicas or queued in the routers, summed over the routers.",
+            labels,
+        )
+        self.surge_decisions = Counter(
+            "tritonscale_autoscaler_surge_decisions_total",
+            "Decisions asked for at once because the routers showed a surge over what the last "
+            "decision sized for.",
+            labels,
+        )
+        self.router_read_failures = Counter(
+            "tritonscale_autoscaler_router_read_failures_total",
+            "Router pods whose stats page could not be read (the autoscaler then runs on its "
+            "metrics alone for the moment).",
+            labels,
+        )
         self.decision_seconds = Histogram(
             "tritonscale_autoscaler_decision_duration_seconds",
             "Time one autoscaling decision took, observation included.",
@@ -170,10 +194,26 @@ class AutoscalerMetrics:
             self.scale_events.labels(namespace, name, decision.direction).inc()
         self.decisions.labels(namespace, name, decision.verdict.value).inc()
 
+    def record_routers(self, namespace: str, name: str, signal: RouterSignal | None) -> None:
+        if signal is None:
+            for gauge in (self.router_rate, self.router_in_flight):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(namespace, name)
+            return
+        self.router_rate.labels(namespace, name).set(signal.present_rps)
+        self.router_in_flight.labels(namespace, name).set(signal.in_flight)
+
     def forget(self, namespace: str, name: str) -> None:
-        for gauge in (self.model_replicas, self.predicted_latency):
+        for metric in (
+            self.model_replicas,
+            self.predicted_latency,
+            self.router_rate,
+            self.router_in_flight,
+            self.surge_decisions,
+            self.router_read_failures,
+        ):
             with contextlib.suppress(KeyError):
-                gauge.remove(namespace, name)
+                metric.remove(namespace, name)
         for direction in ("up", "down"):
             with contextlib.suppress(KeyError):
                 self.scale_events.remove(namespace, name, direction)

@@ -344,6 +344,10 @@ def test_the_router_job_sums_the_routers_and_asks_for_a_tick_when_they_surge() -
         readings["10.0.0.1"] = RouterReading(readings["10.0.0.1"].routed + 1200, 30.0)  # type: ignore[union-attr]
         readings["10.0.0.2"] = RouterReading(readings["10.0.0.2"].routed + 800, 40.0)  # type: ignore[union-attr]
     assert asked and asked[0] == ("nlp", "bert")
+    labels = {"namespace": "nlp", "name": "bert"}
+    assert REGISTRY.get_sample_value("tritonscale_autoscaler_surge_decisions_total", labels) >= len(asked)
+    assert REGISTRY.get_sample_value("tritonscale_autoscaler_router_rate_rps", labels) == 1000.0
+    assert REGISTRY.get_sample_value("tritonscale_autoscaler_router_in_flight_requests", labels) == 70.0
     autoscaler.tick("nlp", "bert")
     after = status(cluster)["desiredReplicas"]
     assert isinstance(before, int) and isinstance(after, int) and after > before
@@ -383,14 +387,44 @@ def test_with_no_router_answering_the_job_waits_and_the_ticks_go_on_without() ->
     source.next = Observation(
         arrival_rate_rps=100.0, latency_ms=50.0, ready_replicas=2, mean_compute_ms=23.0, average_batch=1.0
     )
+    labels = {"namespace": "nlp", "name": "bert"}
+    failures = REGISTRY.get_sample_value("tritonscale_autoscaler_router_read_failures_total", labels) or 0.0
     calls = []
     autoscaler.read_router = lambda address: calls.append(address) or readings[address]  # type: ignore[func-returns-value]
     assert autoscaler.router_tick("nlp", "bert") == 2.0
     now[0] = 10.0
     assert autoscaler.router_tick("nlp", "bert") == 2.0  # within the retry delay: no read
     assert len(calls) == 2
+    assert (
+        REGISTRY.get_sample_value("tritonscale_autoscaler_router_read_failures_total", labels) == failures + 2
+    )
+    assert REGISTRY.get_sample_value("tritonscale_autoscaler_router_rate_rps", labels) is None
     now[0] = 31.0
     autoscaler.router_tick("nlp", "bert")
     assert len(calls) == 4
     assert autoscaler.tick("nlp", "bert") == 10.0 and asked == []
     assert autoscaler._router_signal("nlp", "bert") is None
+
+
+def test_a_surge_asks_for_one_decision_even_when_that_decision_cannot_act() -> None:
+    """Metrics missing: the tick holds and sizes for nothing, so the router job must not ask
+    again at every read for the same surge."""
+    readings: dict[str, RouterReading | str] = {
+        "10.0.0.1": RouterReading(routed=0.0, in_flight=1.0),
+        "10.0.0.2": RouterReading(routed=0.0, in_flight=1.0),
+    }
+    _, autoscaler, source, now, asked = _router_setup(readings)
+    source.next = Observation.unavailable("Prometheus unreachable", ready_replicas=2)
+    for step in range(60):
+        now[0] = 2.0 * step
+        autoscaler.router_tick("nlp", "bert")
+        if step == 5:
+            autoscaler.tick("nlp", "bert")  # a state exists: the job may ask from now on
+        per_router = 100 if step < 30 else 1000  # a tenfold surge at 60 s
+        for address, reading in readings.items():
+            assert isinstance(reading, RouterReading)
+            readings[address] = RouterReading(reading.routed + per_router, 1.0)
+        if step > 30 and asked:
+            autoscaler.tick("nlp", "bert")  # what the scheduler does when asked
+    # Once per 10 % rise of the estimate as the segment after the change fills, not every read.
+    assert 1 <= len(asked) <= 3, asked

@@ -4,21 +4,25 @@ autoscaler and the simulator."""
 from __future__ import annotations
 
 import itertools
+import socket
 
 import numpy as np
 import pytest
 
 from tests.unit.test_autoscaling import observe
-from tritonscale.api.observation import RouterSample, RouterSignal
+from tritonscale.api.observation import RouterReading, RouterSample, RouterSignal
+from tritonscale.clients.router import HaproxyStats, RouterUnreadable, parse_stats
 from tritonscale.policy.autoscaling import (
     RATE_SPACING_S,
     AutoscalerSettings,
     AutoscalerState,
+    Decision,
     LatencyAutoscaler,
 )
 from tritonscale.policy.surge import (
     HISTORY_S,
     ROUTER_PERIOD_S,
+    combined_sample,
     remember,
     router_signal,
     wants_decision,
@@ -119,15 +123,19 @@ def test_a_decision_is_asked_for_only_when_the_surge_outgrows_what_was_sized_for
 SETTINGS = AutoscalerSettings(target_ms=100.0, percentile=95.0, min_replicas=1, max_replicas=40, max_batch=8)
 
 
-def _decide_after_calm(router: RouterSignal | None, rate: float = 300.0) -> int:
-    """Desired replicas when, after a calm load at 300 req/s on 3 replicas, the metrics still say
+def _decision_after_calm(router: RouterSignal | None, rate: float = 300.0) -> Decision:
+    """The decision when, after a calm load at 300 req/s on 3 replicas, the metrics still say
     `rate` and the routers say what `router` says."""
     policy, state, current = LatencyAutoscaler(SETTINGS), AutoscalerState(), 3
     for now in range(10, 300, 10):
         decision, state = policy.decide(observe(300, 60, 3), state, float(now), current)
         current = decision.desired
     decision, _ = policy.decide(observe(rate, 60, 3, router=router), state, 300.0, current)
-    return decision.desired
+    return decision
+
+
+def _decide_after_calm(router: RouterSignal | None, rate: float = 300.0) -> int:
+    return _decision_after_calm(router, rate).desired
 
 
 def _signal(present: float, previous: float | None, slope: float = 0.0, age: float = 0.0) -> RouterSignal:
@@ -208,3 +216,65 @@ def test_decisions_every_two_seconds_keep_one_rate_per_few_seconds() -> None:
     assert min(b - a for a, b in itertools.pairwise(times[:-1])) >= RATE_SPACING_S
     assert len(times) >= 120 / (RATE_SPACING_S + 2)
     assert times[-1] == 118.0 and state.rates[-1][1] == 890.0
+
+
+def test_the_routers_never_ask_for_less_than_the_metrics_alone_on_a_ramp() -> None:
+    """A steep ramp the metrics see rising, and routers a little above them with a fresh change
+    point (no slope yet): from the same memory, never fewer replicas than without the routers."""
+    policy, state, current = LatencyAutoscaler(SETTINGS), AutoscalerState(), 3
+    for step in range(60):
+        now = 10.0 * step
+        rate = 300.0 if step < 30 else 300.0 + 150.0 * (step - 30)
+        for factor in (1.12, 1.2, 1.5):
+            router = RouterSignal(rate * factor, 4.0, rate * factor, 0.0, rate, 10.0, 0.0)
+            with_routers, _ = policy.decide(observe(rate, 60, current, router=router), state, now, current)
+            alone, _ = policy.decide(observe(rate, 60, current), state, now, current)
+            assert with_routers.model_replicas is not None and alone.model_replicas is not None
+            assert with_routers.model_replicas >= alone.model_replicas, (step, factor, with_routers.reason)
+            assert with_routers.desired >= alone.desired, (step, factor, with_routers.reason)
+        decision, state = policy.decide(observe(rate, 60, current), state, now, current)
+        current = decision.desired
+
+
+def test_routers_a_little_above_the_metrics_are_not_a_surge() -> None:
+    """The routers also count readiness and metadata calls: within 10 % of the metrics' rate
+    their surge is not taken; well above it, it is (and the reason says so)."""
+    close = _decision_after_calm(_signal(3200.0, 300.0), rate=3000.0)
+    assert close.desired > 3 and close.surge is None, close.reason
+    taken = _decision_after_calm(_signal(6000.0, 300.0), rate=3000.0)
+    assert taken.surge is not None and "router 6000 req/s" in taken.reason
+
+
+def test_a_router_restarting_in_place_carries_the_count_forward() -> None:
+    previous = {
+        "a": RouterReading(routed=1000.0, in_flight=2.0),
+        "b": RouterReading(routed=500.0, in_flight=1.0),
+    }
+    last = RouterSample(at=10.0, requests=42.0, in_flight=3.0)
+    # a routed 100 more; b restarted and has routed 30 since.
+    readings = {
+        "a": RouterReading(routed=1100.0, in_flight=4.0),
+        "b": RouterReading(routed=30.0, in_flight=5.0),
+    }
+    assert combined_sample(12.0, readings, previous, last) == RouterSample(
+        at=12.0, requests=172.0, in_flight=9.0
+    )
+
+
+def test_the_stats_page_is_summed_over_both_backends_and_an_unreadable_router_says_why() -> None:
+    csv_text = (
+        "# pxname,svname,qcur,qmax,scur,smax,slim,stot,bin\n"
+        "http,FRONTEND,,,3,9,100,900,0\n"
+        "triton_http,triton1,0,0,2,5,,400,0\n"
+        "triton_http,BACKEND,1,3,2,5,100,410,0\n"
+        "triton_grpc,BACKEND,0,0,4,6,100,90,0\n"
+        "monitoring,FRONTEND,,,1,1,100,7,0\n"
+    )
+    assert parse_stats(csv_text) == RouterReading(routed=500.0, in_flight=7.0)
+    with pytest.raises(RouterUnreadable):
+        parse_stats("# pxname,svname,stot\nhttp,FRONTEND,3\n")
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    reason = HaproxyStats(port=port, timeout_s=0.2)("127.0.0.1")
+    assert isinstance(reason, str) and "ConnectionError" in reason

@@ -44,20 +44,21 @@ def parse_stats(text: str) -> RouterReading:
 
 
 class HaproxyStats:
-    """Reads one router pod by address; short timeouts, since it runs every 2 s."""
+    """Reads one router pod by address; short timeouts, since it runs every 2 s. Says why in a
+    string when the pod cannot be read (the autoscaler then does without it)."""
 
     def __init__(self, port: int = ROUTER_METRICS_PORT, timeout_s: float = 0.5) -> None:
         self.port = port
         self.timeout_s = timeout_s
         self._local = threading.local()  # a Session per worker thread: they are not thread-safe
 
-    def __call__(self, address: str) -> RouterReading:
+    def __call__(self, address: str) -> RouterReading | str:
         host = f"[{address}]" if ":" in address else address
         try:
             if not hasattr(self._local, "session"):
                 self._local.session = requests.Session()
             reply = self._local.session.get(f"http://{host}:{self.port}/stats;csv", timeout=self.timeout_s)
             reply.raise_for_status()
-        except requests.exceptions.RequestException as error:
-            raise RouterUnreadable(str(error)) from error
-        return parse_stats(reply.text)
+            return parse_stats(reply.text)
+        except (requests.exceptions.RequestException, RouterUnreadable) as error:
+            return f"{type(error).__name__}: {error}"

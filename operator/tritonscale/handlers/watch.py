@@ -60,6 +60,7 @@ async def track(*, type: str | None, body: kopf.Body, memo: Any, **_: Any) -> No
         autoscale.untrack(namespace, name)
         routers.untrack(namespace, name)
         resync.untrack(namespace, name)
+        memo.autoscaler.forget(namespace, name)  # its policy memory, router samples and series
         return
     memo.bodies[(namespace, name)] = copy.deepcopy(dict(body))
     resync.track(namespace, name, delay=RESYNC_S)

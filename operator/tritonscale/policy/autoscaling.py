@@ -35,6 +35,8 @@ from tritonscale.api.observation import Observation, RouterSignal
 from tritonscale.api.spec import AutoscalingSpec
 from tritonscale.policy.queueing import ServiceTime, fewest_replicas, predicted_latency_ms
 from tritonscale.policy.service_facts import DEFAULT_COLD_START_S, DEFAULT_MAX_BATCH
+from tritonscale.policy.surge import RETRIGGER_RATIO
+from tritonscale.policy.surge import STALE_S as ROUTER_STALE_S
 
 LOAD_BUCKET_BASE = math.log(1.1)
 RATE_SPACING_S = 5.0  # the rate history keeps at most one sample per this many seconds
@@ -248,13 +250,18 @@ def _trend_rate(rates: tuple[tuple[float, float], ...], now: float, ahead_s: flo
     return max(latest, latest + max(slopes) * ahead_s)
 
 
-def _surge(observation: Observation, stale_after_s: float) -> RouterSignal | None:
-    """The routers' signal when it shows a surge above the metrics' rate, fresh enough to use."""
+def _fresh_router(observation: Observation) -> RouterSignal | None:
     router = observation.router
-    if router is None or not router.surged or router.age_s > stale_after_s:
+    return router if router is not None and router.age_s <= ROUTER_STALE_S else None
+
+
+def _surge(observation: Observation) -> RouterSignal | None:
+    """The routers' signal when it shows a surge clearly above the metrics' rate, fresh."""
+    router = _fresh_router(observation)
+    if router is None or not router.surged:
         return None
     assert observation.arrival_rate_rps is not None
-    return router if router.present_rps > observation.arrival_rate_rps else None
+    return router if router.present_rps > RETRIGGER_RATIO * observation.arrival_rate_rps else None
 
 
 def _growth(rates: tuple[tuple[float, float], ...], horizon_s: float, quantile: float) -> float:
@@ -303,7 +310,7 @@ class LatencyAutoscaler:
         if observation.latency_ms is None:
             observation = replace(observation, latency_ms=0.0)  # idle: nothing waited
         state, service, phase = self._learn(observation, state, now, current)
-        surge = _surge(observation, s.stale_after_s)
+        surge = _surge(observation)
         sizing = self._size(observation, state, now, service, surge, current)
         state = replace(state, sized_for_rps=sizing.present_rate)
         panic = self._panics(observation, phase, current)
@@ -490,14 +497,14 @@ class LatencyAutoscaler:
         # The present rate: the metrics' window, or the routers' rate since a surge began when
         # that is higher (they see it seconds after it starts, the metrics tens of seconds).
         latest = max(observation.arrival_rate_rps, surge.present_rps if surge is not None else 0.0)
-        if surge is not None:
-            # In a surge the trend comes from the routers: a ramp carried forward no further than
-            # it has been seen rising. (The metrics' own trend would count the surge twice: their
-            # rise is the routers' news of tens of seconds ago.)
-            trend = latest + surge.slope_rps_per_s * min(s.cold_start_s, surge.since_s)
-        else:
-            trend = _trend_rate(state.rates, now, s.cold_start_s, s.trend_window_s)
-        expected = max(trend, latest * _growth(state.rates, s.cold_start_s, s.growth_quantile))
+        # In a surge the routers' ramp is carried forward no further than it has been seen
+        # rising; the metrics' own trend still counts, so the routers never ask for less.
+        expected = max(
+            _trend_rate(state.rates, now, s.cold_start_s, s.trend_window_s),
+            latest * _growth(state.rates, s.cold_start_s, s.growth_quantile),
+            latest
+            + (surge.slope_rps_per_s * min(s.cold_start_s, surge.since_s) if surge is not None else 0.0),
+        )
         if service is None:
             # No execution times (e.g. only overridden latency and rate queries): scale in
             # proportion to the observed latency, like a plain ratio controller.
@@ -518,11 +525,12 @@ class LatencyAutoscaler:
         # ready (arrivals beyond what the serving replicas can do, over a cold start), gone
         # within drain_s once it is there, at full batches (the most a replica can do).
         pending = observation.pending_requests or 0.0
-        if observation.router is not None and observation.router.age_s <= s.stale_after_s:
+        router = _fresh_router(observation)
+        if router is not None:
             # In flight at the routers beyond what the ready replicas can be executing waits;
             # fresher than the metrics' pending count.
             executing = observation.ready_replicas * service.max_batch
-            pending = max(pending, observation.router.in_flight - executing)
+            pending = max(pending, router.in_flight - executing)
         full_rps = 0.9 * service.capacity_rps()
         # Replicas already on their way arrive within a cold start, half of one on average.
         ready = observation.ready_replicas

@@ -80,6 +80,7 @@ FACTS_RETRY_S = 60.0  # ... and this soon when the model configuration could not
 # Reads one router pod's counters by address (clients.router); a reason when it cannot.
 RouterReader = Callable[[str], RouterReading | str]
 ROUTER_PODS_REFRESH_S = 30.0  # re-list the router pods at least this often
+ROUTER_RELIST_S = 10.0  # ... and, while one does not answer, at most this often
 ROUTER_RETRY_S = 30.0  # after no router answered, try again this much later
 
 
@@ -92,6 +93,7 @@ class _RouterWatch:
     readings: dict[str, RouterReading] = field(default_factory=dict)
     samples: tuple[RouterSample, ...] = ()
     retry_at: float = -math.inf
+    asked_for_rps: float = 0.0  # the rate the job last asked a decision for (asked once per rise)
 
 
 @dataclass(frozen=True)
@@ -268,13 +270,16 @@ class AutoscaleReconciler:
             reading = self.read_router(address)
             if isinstance(reading, str):
                 log.debug("router %s of %s/%s unreadable: %s", address, namespace, name, reading)
-                watch.listed_at = -math.inf  # a router gone or replaced: list them again
+                AUTOSCALER.router_read_failures.labels(namespace, name).inc()
+                # A router gone or replaced: list them again soon.
+                watch.listed_at = min(watch.listed_at, now - ROUTER_PODS_REFRESH_S + ROUTER_RELIST_S)
             else:
                 readings[address] = reading
         if not readings:
             # No router answers (none ready yet, or unreachable from here): the autoscaler
             # does without their counts until one does.
             self._routers[key] = _RouterWatch(watch.addresses, watch.listed_at, retry_at=now + ROUTER_RETRY_S)
+            AUTOSCALER.record_routers(namespace, name, None)
             return ROUTER_PERIOD_S
         if readings.keys() != watch.readings.keys():
             # Other routers counted than last time: a rate across the two would show a jump or
@@ -283,8 +288,18 @@ class AutoscaleReconciler:
         last = watch.samples[-1] if watch.samples else None
         sample = combined_sample(now, readings, watch.readings, last)
         watch.samples, watch.readings = remember(watch.samples, sample), readings
+        signal = router_signal(watch.samples, now)
+        AUTOSCALER.record_routers(namespace, name, signal)
+        if signal is None or not signal.surged:
+            watch.asked_for_rps = 0.0  # the surge is over (or was never): the next one asks again
         state = self._states.get(key)
-        if state is not None and wants_decision(router_signal(watch.samples, now), state.sized_for_rps):
+        sized_for = max(state.sized_for_rps or 0.0, watch.asked_for_rps) if state is not None else None
+        if sized_for is not None and wants_decision(signal, sized_for):
+            # Asked once per rise: a tick that cannot act (metrics missing) is not asked again
+            # every read for the same surge.
+            assert signal is not None
+            watch.asked_for_rps = signal.present_rps
+            AUTOSCALER.surge_decisions.labels(namespace, name).inc()
             self.on_surge(namespace, name)
         return ROUTER_PERIOD_S
 
