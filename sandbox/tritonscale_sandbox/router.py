@@ -44,14 +44,12 @@ from pathlib import Path
 
 from tritonscale.api.resource import InferenceService
 from tritonscale.render.names import StackNames
-from tritonscale.render.router import RouterOptions, render_router_config
+from tritonscale.render.router import GRPC_BACKEND, HTTP_BACKEND, RouterOptions, render_router_config
 from tritonscale_sandbox.net import free_port
 from tritonscale_sandbox.process import LocalProcess, log_tail, spawn, wait_until
 from tritonscale_sandbox.process import stop as stop_process
 
 DEFAULT_DISCOVERY_NAME = "triton.test"
-HTTP_BACKEND = "triton_http"
-GRPC_BACKEND = "triton_grpc"
 
 _DNS_NAME = re.compile(
     r"^(?=.{1,253}$)([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)+$"

@@ -277,4 +277,4 @@ def test_the_stats_page_is_summed_over_both_backends_and_an_unreadable_router_sa
         unused.bind(("127.0.0.1", 0))
         port = unused.getsockname()[1]
     reason = HaproxyStats(port=port, timeout_s=0.2)("127.0.0.1")
-    assert isinstance(reason, str) and "ConnectionError" in reason
+    assert isinstance(reason, str) and "ConnectionRefusedError" in reason

@@ -1,42 +1,57 @@
-"""Reads a router pod's counters from HAProxy's stats page (`/stats;csv` on the monitoring port
-Prometheus scrapes), for the autoscaler's 2 s view of the load (policy.surge).
+"""Reads a router pod's counters from HAProxy's stats page (the monitoring port Prometheus
+scrapes), for the autoscaler's 2 s view of the load (policy.surge).
 
 Per backend HAProxy reports `stot` (streams since the process started: one per HTTP request or
 gRPC call), `scur` (streams at a server now) and `qcur` (waiting in HAProxy's own queue). The
 router's two backends (HTTP and gRPC, render/router.py) are summed.
+
+The page is asked for the two backends only (`scope`) and for servers that are UP only (`;up`):
+1.8 KB instead of 17 KB with every server slot, read with http.client on a fresh connection
+and only the BACKEND rows split: 0.6 ms of the operator's CPU a read, where `requests` and a
+csv.DictReader over the whole page took 2.8 ms (benchmarks/router_reads.py).
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import threading
-
-import requests
+import http.client
 
 from tritonscale.api.observation import RouterReading
 from tritonscale.ports import ROUTER_METRICS_PORT
+from tritonscale.render.router import BACKEND_SCOPE, GRPC_BACKEND, HTTP_BACKEND
 
-BACKENDS = ("triton_http", "triton_grpc")
+BACKENDS = (HTTP_BACKEND, GRPC_BACKEND)
+STATS_PATH = f"/stats;csv;up?scope={BACKEND_SCOPE}"
+_FIELDS = ("pxname", "svname", "stot", "scur", "qcur")
 
 
 class RouterUnreadable(RuntimeError):
-    """The stats page could not be fetched or had no backend rows."""
+    """The stats page had no usable backend rows."""
 
 
 def parse_stats(text: str) -> RouterReading:
-    """The counters of the router's backends from HAProxy's CSV stats."""
-    rows = csv.DictReader(io.StringIO(text.lstrip("# ")))
+    """The counters of the router's backends from HAProxy's CSV stats (only the BACKEND rows
+    are split: there is one per backend, and a row per server besides)."""
+    lines = text.splitlines()
+    header = lines[0].lstrip("# ").split(",") if lines else []
+    try:
+        pxname, svname, stot, scur, qcur = (header.index(field) for field in _FIELDS)
+    except ValueError as error:
+        raise RouterUnreadable(f"stats without the expected columns: {error}") from error
     routed = in_flight = 0.0
     found = 0
-    for row in rows:
-        if row.get("svname") != "BACKEND" or row.get("pxname") not in BACKENDS:
+    for line in lines[1:]:
+        if ",BACKEND," not in line:
+            continue
+        fields = line.split(",")
+        if len(fields) <= max(pxname, svname, stot, scur, qcur) or fields[svname] != "BACKEND":
+            continue
+        if fields[pxname] not in BACKENDS:
             continue
         try:
-            routed += float(row["stot"])
-            in_flight += float(row["scur"] or 0) + float(row["qcur"] or 0)
-        except (KeyError, ValueError) as error:
-            raise RouterUnreadable(f"backend {row.get('pxname')}: {error}") from error
+            routed += float(fields[stot])
+            in_flight += float(fields[scur] or 0) + float(fields[qcur] or 0)
+        except ValueError as error:
+            raise RouterUnreadable(f"backend {fields[pxname]}: {error}") from error
         found += 1
     if not found:
         raise RouterUnreadable("no router backend in the stats")
@@ -44,21 +59,25 @@ def parse_stats(text: str) -> RouterReading:
 
 
 class HaproxyStats:
-    """Reads one router pod by address; short timeouts, since it runs every 2 s. Says why in a
+    """Reads one router pod by address; a short timeout, since it runs every 2 s. Says why in a
     string when the pod cannot be read (the autoscaler then does without it)."""
 
     def __init__(self, port: int = ROUTER_METRICS_PORT, timeout_s: float = 0.5) -> None:
         self.port = port
         self.timeout_s = timeout_s
-        self._local = threading.local()  # a Session per worker thread: they are not thread-safe
 
     def __call__(self, address: str) -> RouterReading | str:
-        host = f"[{address}]" if ":" in address else address
+        # A fresh connection a read: no socket held per router between reads (hundreds of
+        # services), for 0.1 ms more than keeping one alive.
+        connection = http.client.HTTPConnection(address, self.port, timeout=self.timeout_s)
         try:
-            if not hasattr(self._local, "session"):
-                self._local.session = requests.Session()
-            reply = self._local.session.get(f"http://{host}:{self.port}/stats;csv", timeout=self.timeout_s)
-            reply.raise_for_status()
-            return parse_stats(reply.text)
-        except (requests.exceptions.RequestException, RouterUnreadable) as error:
+            connection.request("GET", STATS_PATH, headers={"Connection": "close"})
+            reply = connection.getresponse()
+            body = reply.read()
+            if reply.status != 200:
+                return f"HTTP {reply.status} from the stats page"
+            return parse_stats(body.decode("utf-8", errors="replace"))
+        except (OSError, http.client.HTTPException, RouterUnreadable) as error:
             return f"{type(error).__name__}: {error}"
+        finally:
+            connection.close()

@@ -27,6 +27,9 @@ CONFIG_DIR: Final = "/usr/local/etc/haproxy"
 CONFIG_FILE: Final = "haproxy.cfg"
 RUNTIME_DIR: Final = "/var/run/haproxy"
 CONFIG_HASH_ANNOTATION: Final = "tritonscale.io/config-hash"
+HTTP_BACKEND: Final = "triton_http"
+GRPC_BACKEND: Final = "triton_grpc"
+BACKEND_SCOPE: Final = "triton"  # a substring of both backends' names and of no other proxy's
 
 BALANCE_ALGORITHMS: Final = {
     BalancePolicy.ROUND_ROBIN: "roundrobin",
@@ -113,6 +116,8 @@ def render_router_config(service: InferenceService, names: StackNames, options: 
         metrics_port=int(options.metrics_port),
         triton_http_port=HTTP_PORT,
         triton_grpc_port=GRPC_PORT,
+        http_backend=HTTP_BACKEND,
+        grpc_backend=GRPC_BACKEND,
         threads=int(options.threads),
         max_connections=int(options.max_connections),
     )
