@@ -17,9 +17,10 @@ from typing import Any
 from tests.builders import make_inference_service
 from tritonscale.api.resource import parse_inference_service
 from tritonscale.clients.observations import PrometheusSource
+from tritonscale.clients.router import HaproxyStats
 from tritonscale.reconcilers.autoscale import AutoscaleReconciler
 from tritonscale.reconcilers.stack import StackReconciler
-from tritonscale.render.names import StackNames
+from tritonscale.render.names import COMPONENT_ROUTER, StackNames
 from tritonscale_sandbox.local_stack import ProcessBackedCluster
 from tritonscale_sandbox.prometheus import LocalPrometheus, ScrapeTarget
 from tritonscale_sandbox.router import DnsServer, LocalRouter
@@ -101,11 +102,42 @@ def process_stack(
             cluster.close()
 
 
+def list_router_pods(cluster: ProcessBackedCluster, router: LocalRouter, namespace: str, name: str) -> None:
+    """Make the cluster list the router as the Kubernetes API would: one Ready pod at its
+    (loopback) address, so the autoscaler's router job finds it."""
+    selector = StackNames(name, namespace).component_selector(COMPONENT_ROUTER)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    pod = {
+        "metadata": {"name": f"{name}-router-0", "creationTimestamp": stamp, "labels": selector},
+        "status": {
+            "podIP": router.bind_address,
+            "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": stamp}],
+        },
+    }
+    listed = cluster.list_pods
+
+    def list_pods(pods_namespace: str, wanted: dict[str, str]) -> list[dict[str, Any]]:
+        if selector.items() <= wanted.items():
+            return [pod]
+        return listed(pods_namespace, wanted)
+
+    cluster.list_pods = list_pods  # type: ignore[method-assign]
+
+
 def prometheus_autoscaler(
-    cluster: ProcessBackedCluster, router: LocalRouter, prometheus: LocalPrometheus, namespace: str, name: str
+    cluster: ProcessBackedCluster,
+    router: LocalRouter,
+    prometheus: LocalPrometheus,
+    namespace: str,
+    name: str,
+    *,
+    read_routers: bool = False,
 ) -> AutoscaleReconciler:
     """The stack reconciled and serving (a ready Triton replica behind a ready router), and an
-    autoscaler reading it through Prometheus with a 10 s window."""
+    autoscaler reading it through Prometheus with a 10 s window; with `read_routers`, its router
+    job (`router_tick`) reads the real router's stats page."""
+    if read_routers:
+        list_router_pods(cluster, router, namespace, name)
     reconciler = StackReconciler(cluster)
     reconciler.reconcile(namespace, name)
     deadline = time.monotonic() + 60
@@ -113,4 +145,9 @@ def prometheus_autoscaler(
         time.sleep(0.5)
     router.wait_ready(servers_up=1)
     source = PrometheusSource(prometheus.url, window="10s", stale_after_s=15)
-    return AutoscaleReconciler(cluster, reconciler, lambda service: (source, "prometheus"))
+    return AutoscaleReconciler(
+        cluster,
+        reconciler,
+        lambda service: (source, "prometheus"),
+        read_router=HaproxyStats(port=router.options.metrics_port) if read_routers else None,
+    )

@@ -102,7 +102,7 @@ def test_every_dashboard_query_and_rule_runs_on_real_data(
 ) -> None:
     cluster, router, prometheus = observed_stack
     started = time.time()
-    autoscaler = prometheus_autoscaler(cluster, router, prometheus, NAMESPACE, NAME)
+    autoscaler = prometheus_autoscaler(cluster, router, prometheus, NAMESPACE, NAME, read_routers=True)
     stop = threading.Event()
 
     def tick() -> None:
@@ -112,8 +112,13 @@ def test_every_dashboard_query_and_rule_runs_on_real_data(
             autoscaler.stack.refresh_status(NAMESPACE, NAME)
             stop.wait(period)
 
-    ticker = threading.Thread(target=tick, daemon=True)
-    ticker.start()
+    def read_routers() -> None:
+        while not stop.is_set():
+            stop.wait(autoscaler.router_tick(NAMESPACE, NAME) or 2.0)
+
+    threads = [threading.Thread(target=target, daemon=True) for target in (tick, read_routers)]
+    for thread in threads:
+        thread.start()
     try:
         bench = subprocess.run(
             bench_simulated(router.http_endpoint, "--rate", "40", "--duration", str(LOAD_S)),
@@ -126,7 +131,8 @@ def test_every_dashboard_query_and_rule_runs_on_real_data(
         time.sleep(5)  # a few more scrapes and rule evaluations after the load
     finally:
         stop.set()
-        ticker.join(timeout=30)
+        for thread in threads:
+            thread.join(timeout=30)
 
     substitutions = {"$namespace": NAMESPACE, "$service": NAME, "$__rate_interval": "30s"}
     empty, failed = [], []

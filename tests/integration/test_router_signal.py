@@ -12,19 +12,17 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
-from tests.integration.process_stack import bench_simulated, process_stack
+from tests.integration.process_stack import bench_simulated, list_router_pods, process_stack
 from tritonscale.clients.observations import PrometheusSource
 from tritonscale.clients.router import HaproxyStats
 from tritonscale.reconcilers.autoscale import AutoscaleReconciler
 from tritonscale.reconcilers.stack import StackReconciler
-from tritonscale.render.names import COMPONENT_ROUTER, StackNames
 from tritonscale_sandbox.local_stack import ProcessBackedCluster
 from tritonscale_sandbox.prometheus import LocalPrometheus
 from tritonscale_sandbox.router import LocalRouter
@@ -61,18 +59,6 @@ def stack(
         yield parts
 
 
-def _router_pod(router: LocalRouter) -> dict[str, Any]:
-    """The router as the Kubernetes API would list it: Ready, at its (loopback) address."""
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    return {
-        "metadata": {"name": f"{NAME}-router-0", "creationTimestamp": stamp},
-        "status": {
-            "podIP": router.bind_address,
-            "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": stamp}],
-        },
-    }
-
-
 def _infer(router: LocalRouter, http_requests: int, grpc_requests: int) -> None:
     data = np.ones((1, 1), dtype=np.float32)
     http = httpclient.InferenceServerClient(router.http_endpoint)
@@ -94,15 +80,7 @@ def test_the_routers_counts_scale_up_for_a_surge_before_the_metrics_show_it(
     stack: tuple[ProcessBackedCluster, LocalRouter, LocalPrometheus],
 ) -> None:
     cluster, router, prometheus = stack
-    names = StackNames(NAME, NAMESPACE)
-    listed = cluster.list_pods
-
-    def list_pods(namespace: str, selector: dict[str, str]) -> list[dict[str, Any]]:
-        if names.component_selector(COMPONENT_ROUTER).items() <= selector.items():
-            return [_router_pod(router)]
-        return listed(namespace, selector)
-
-    cluster.list_pods = list_pods  # type: ignore[method-assign]
+    list_router_pods(cluster, router, NAMESPACE, NAME)
     stack_reconciler = StackReconciler(cluster)
     stack_reconciler.reconcile(NAMESPACE, NAME)
     deadline = time.monotonic() + 60

@@ -99,7 +99,9 @@ class LatencyPolicy:
     """The operator's autoscaler, fed Prometheus-like observations and, with `router`, the
     routers' counts every ROUTER_PERIOD_S as the operator reads them: a decision every
     `period_s`, and one at once when those counts show a surge the last decision did not size
-    for (policy.surge.wants_decision, as the operator's router job asks for one)."""
+    for (policy.surge.wants_decision, as the operator's router job asks for one). Decisions then
+    fall on the 2 s grid (a 15 s period runs every 16 s), and the simulated routers always answer
+    on time, where the operator's may not (it then runs on the metrics alone)."""
 
     def __init__(
         self,
