@@ -132,10 +132,13 @@ def prometheus_autoscaler(
     name: str,
     *,
     read_routers: bool = False,
+    window: str = "10s",
+    stale_after_s: float = 15,
+    on_surge: Callable[[str, str], None] = lambda namespace, name: None,
 ) -> AutoscaleReconciler:
     """The stack reconciled and serving (a ready Triton replica behind a ready router), and an
-    autoscaler reading it through Prometheus with a 10 s window; with `read_routers`, its router
-    job (`router_tick`) reads the real router's stats page."""
+    autoscaler reading it through Prometheus (rates over `window`); with `read_routers`, its
+    router job (`router_tick`) reads the real router's stats page and calls `on_surge`."""
     if read_routers:
         list_router_pods(cluster, router, namespace, name)
     reconciler = StackReconciler(cluster)
@@ -144,10 +147,11 @@ def prometheus_autoscaler(
     while not cluster.ready_servers() and time.monotonic() < deadline:
         time.sleep(0.5)
     router.wait_ready(servers_up=1)
-    source = PrometheusSource(prometheus.url, window="10s", stale_after_s=15)
+    source = PrometheusSource(prometheus.url, window=window, stale_after_s=stale_after_s)
     return AutoscaleReconciler(
         cluster,
         reconciler,
         lambda service: (source, "prometheus"),
         read_router=HaproxyStats(port=router.options.metrics_port) if read_routers else None,
+        on_surge=on_surge,
     )

@@ -18,11 +18,8 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
-from tests.integration.process_stack import bench_simulated, list_router_pods, process_stack
-from tritonscale.clients.observations import PrometheusSource
+from tests.integration.process_stack import bench_simulated, process_stack, prometheus_autoscaler
 from tritonscale.clients.router import HaproxyStats
-from tritonscale.reconcilers.autoscale import AutoscaleReconciler
-from tritonscale.reconcilers.stack import StackReconciler
 from tritonscale_sandbox.local_stack import ProcessBackedCluster
 from tritonscale_sandbox.prometheus import LocalPrometheus
 from tritonscale_sandbox.router import LocalRouter
@@ -80,24 +77,6 @@ def test_the_routers_counts_scale_up_for_a_surge_before_the_metrics_show_it(
     stack: tuple[ProcessBackedCluster, LocalRouter, LocalPrometheus],
 ) -> None:
     cluster, router, prometheus = stack
-    list_router_pods(cluster, router, NAMESPACE, NAME)
-    stack_reconciler = StackReconciler(cluster)
-    stack_reconciler.reconcile(NAMESPACE, NAME)
-    deadline = time.monotonic() + 60
-    while not cluster.ready_servers() and time.monotonic() < deadline:
-        time.sleep(0.5)
-    router.wait_ready(servers_up=1)
-
-    # What the reader counts: one per HTTP request and per gRPC call (streams on one h2
-    # connection), nothing else (the health checks go to the servers, not through a backend).
-    reader = HaproxyStats(port=router.options.metrics_port)
-    before = reader(router.bind_address)
-    _infer(router, http_requests=30, grpc_requests=20)
-    after = reader(router.bind_address)
-    assert after.routed - before.routed == 50
-    assert after.in_flight == 0
-
-    source = PrometheusSource(prometheus.url, window="30s", stale_after_s=60)
     surge_asked = threading.Event()
     asked_at: list[float] = []
 
@@ -105,13 +84,21 @@ def test_the_routers_counts_scale_up_for_a_surge_before_the_metrics_show_it(
         asked_at.append(time.monotonic())
         surge_asked.set()
 
-    autoscaler = AutoscaleReconciler(
-        cluster,
-        stack_reconciler,
-        lambda service: (source, "prometheus"),
-        read_router=reader,
-        on_surge=on_surge,
-    )
+    autoscaler = prometheus_autoscaler(
+        cluster, router, prometheus, NAMESPACE, NAME,
+        read_routers=True, window="30s", stale_after_s=60, on_surge=on_surge,
+    )  # fmt: skip
+
+    # What the reader counts: one per HTTP request and per gRPC call (streams on one h2
+    # connection), nothing else (the health checks go to the servers, not through a backend).
+    reader = HaproxyStats(port=router.options.metrics_port)
+    before = reader(router.bind_address)
+    _infer(router, http_requests=30, grpc_requests=20)
+    after = reader(router.bind_address)
+    assert not isinstance(before, str) and not isinstance(after, str)
+    assert after.routed - before.routed == 50
+    assert after.in_flight == 0
+
     stop = threading.Event()
 
     def read_routers() -> None:
