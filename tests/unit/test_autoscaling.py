@@ -229,3 +229,36 @@ def test_partial_metrics_scale_up_but_never_down() -> None:
     busy = [(10.0, observe(400, 240, 2, partial="statistics from 1 of 2 ready pods"))]
     (up,), _ = run(busy, current=2)
     assert up.direction == "up"
+
+
+def _stepped(
+    start: float, end: float, rate_at: Any, latency: float = 60.0
+) -> list[tuple[float, Observation]]:
+    return [(float(t), observe(rate_at(t), latency, ready=0)) for t in range(int(start), int(end), 5)]
+
+
+def test_one_surge_in_a_short_history_keeps_no_headroom_a_surging_history_does() -> None:
+    settings = replace(SETTINGS, stabilization_s=60.0, settle_s=10.0, cold_start_s=30.0)
+    policy = LatencyAutoscaler(settings)
+
+    def final_after(steps: list[tuple[float, Observation]]) -> tuple[int, int]:
+        state, current, before = AutoscalerState(), 1, None
+        for now, observation in steps:
+            observation = replace(observation, ready_replicas=current)
+            decision, state = policy.decide(observation, state, now, current)
+            current = decision.desired
+            if now == steps[0][0] + 55:
+                before = current
+        assert before is not None
+        return before, current
+
+    # Steady, one 4x step, steady again: 20 cold starts of history have not passed.
+    before, after = final_after(_stepped(0, 180, lambda t: 400.0 if 60 <= t < 90 else 100.0))
+    assert after == before, (before, after)
+
+    # The same step after half an hour of a load that surges every two minutes: headroom stays.
+    def surging(t: float) -> float:
+        return 400.0 if (t < 1800 and t % 120 >= 90) or 1860 <= t < 1890 else 100.0
+
+    before, after = final_after(_stepped(0, 1980, surging))
+    assert after > 1 and after >= before

@@ -40,6 +40,10 @@ from tritonscale.policy.surge import STALE_S as ROUTER_STALE_S
 
 LOAD_BUCKET_BASE = math.log(1.1)
 RATE_SPACING_S = 5.0  # the rate history keeps at most one sample per this many seconds
+# Growth is sized for ahead of need only from a history of 20 cold starts or more: the 90th
+# percentile of fewer windows is one surge, which would hold its headroom for an hour. (After a
+# reversal, the load has shown it surges, and the shorter history counts.)
+GROWTH_MIN_WINDOWS = 20
 
 
 def load_bucket(per_replica_rps: float) -> int:
@@ -264,13 +268,16 @@ def _surge(observation: Observation) -> RouterSignal | None:
     return router if router.present_rps > RETRIGGER_RATIO * observation.arrival_rate_rps else None
 
 
-def _growth(rates: tuple[tuple[float, float], ...], horizon_s: float, quantile: float) -> float:
+def _growth(
+    rates: tuple[tuple[float, float], ...], horizon_s: float, quantile: float, min_windows: int = 0
+) -> float:
     """How much the rate grew within `horizon_s`, at `quantile` of the history (at least 1).
 
     New capacity takes a cold start to arrive; sizing for the growth seen before keeps bursty
-    services within their objective and costs steady ones nothing.
+    services within their objective and costs steady ones nothing. With `min_windows`, only a
+    history spanning that many horizons counts: in a shorter one a single surge is the quantile.
     """
-    if len(rates) < 20:
+    if len(rates) < 20 or rates[-1][0] - rates[0][0] < min_windows * horizon_s:
         return 1.0
     times = [t for t, _ in rates]
     ratios = []
@@ -501,7 +508,7 @@ class LatencyAutoscaler:
         # rising; the metrics' own trend still counts, so the routers never ask for less.
         expected = max(
             _trend_rate(state.rates, now, s.cold_start_s, s.trend_window_s),
-            latest * _growth(state.rates, s.cold_start_s, s.growth_quantile),
+            latest * _growth(state.rates, s.cold_start_s, s.growth_quantile, GROWTH_MIN_WINDOWS),
             latest
             + (surge.slope_rps_per_s * min(s.cold_start_s, surge.since_s) if surge is not None else 0.0),
         )
