@@ -243,9 +243,8 @@ def test_one_surge_in_a_short_history_keeps_no_headroom_a_surging_history_does()
 
     def final_after(steps: list[tuple[float, Observation]]) -> tuple[int, int]:
         state, current, before = AutoscalerState(), 1, None
-        for now, observation in steps:
-            observation = replace(observation, ready_replicas=current)
-            decision, state = policy.decide(observation, state, now, current)
+        for now, seen in steps:
+            decision, state = policy.decide(replace(seen, ready_replicas=current), state, now, current)
             current = decision.desired
             if now == steps[0][0] + 55:
                 before = current
