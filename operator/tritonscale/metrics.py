@@ -173,6 +173,12 @@ class AutoscalerMetrics:
             "decision sized for.",
             labels,
         )
+        self.forecast_decisions = Counter(
+            "tritonscale_autoscaler_forecast_decisions_total",
+            "Decisions that sized for a recurring surge forecast from the service's own history "
+            "(a period proven on its last cycles), before or while it came.",
+            labels,
+        )
         self.router_read_failures = Counter(
             "tritonscale_autoscaler_router_read_failures_total",
             "Router pods whose stats page could not be read (the autoscaler then runs on its "
@@ -193,6 +199,8 @@ class AutoscalerMetrics:
         if decision.direction != "hold":
             self.scale_events.labels(namespace, name, decision.direction).inc()
         self.decisions.labels(namespace, name, decision.verdict.value).inc()
+        if decision.forecast is not None:
+            self.forecast_decisions.labels(namespace, name).inc()
 
     def record_routers(self, namespace: str, name: str, signal: RouterSignal | None) -> None:
         if signal is None:
@@ -210,6 +218,7 @@ class AutoscalerMetrics:
             self.router_rate,
             self.router_in_flight,
             self.surge_decisions,
+            self.forecast_decisions,
             self.router_read_failures,
         ):
             with contextlib.suppress(KeyError):

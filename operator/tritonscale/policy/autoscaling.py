@@ -27,12 +27,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Literal
 
 from tritonscale.api.observation import Observation, RouterSignal
 from tritonscale.api.spec import AutoscalingSpec
+from tritonscale.policy.forecast import BUCKET_S, MIN_COVERAGE, RateHistory, forecast
+from tritonscale.policy.forecast import remember as remember_rate
 from tritonscale.policy.queueing import ServiceTime, fewest_replicas, predicted_latency_ms
 from tritonscale.policy.service_facts import DEFAULT_COLD_START_S, DEFAULT_MAX_BATCH
 from tritonscale.policy.surge import RETRIGGER_RATIO
@@ -86,6 +88,7 @@ class AutoscalerSettings:
     feedback_bounds: tuple[float, float] = (0.7, 2.5)
     max_batch: int = 1
     stale_after_s: float = 120.0
+    forecast: bool = True  # provision recurring surges ahead when a period is proven (policy.forecast)
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,7 @@ class AutoscalerState:
     ready_seen: int | None = None  # ready replicas at the previous decision
     ready_changed_s: float | None = None  # when the ready count was last seen to change
     sized_for_rps: float | None = None  # the present rate the last decision sized for
+    rate_peaks: RateHistory = field(default_factory=RateHistory)  # peak rate per bucket (forecasts)
 
 
 class Verdict(StrEnum):
@@ -145,6 +149,7 @@ class Decision:
     missing: str | None = None  # why there was no usable observation
     partial: str | None = None  # the observation covered some replicas only: no scale-down
     surge: str | None = None  # the routers' counts showed a surge the metrics do not show yet
+    forecast: str | None = None  # a recurring surge the decision provisions ahead of
 
     @property
     def direction(self) -> str:
@@ -173,6 +178,8 @@ class Decision:
         )
         if self.surge is not None:
             summary += f" ({self.surge})"
+        if self.forecast is not None:
+            summary += f" ({self.forecast})"
 
         if self.verdict is Verdict.WAIT_FOR_HISTORY:
             action = f"holding until {self.stabilization_s:g}s of history"
@@ -203,6 +210,7 @@ class _Sizing:
     down: int
     predicted_ms: float
     explains_at: Callable[[int], float]  # corrected predicted latency at the current rate
+    forecast: str | None = None  # set when a recurring surge raised the expected rate
 
 
 def _fit_service_time(
@@ -354,6 +362,7 @@ class LatencyAutoscaler:
             stabilization_s=s.stabilization_s,
             partial=observation.partial,
             surge=surge.describe() if surge is not None and sizing.up > current else None,
+            forecast=sizing.forecast,
         )
         return decision, state
 
@@ -486,6 +495,9 @@ class LatencyAutoscaler:
             state,
             first_seen_s=now if state.first_seen_s is None else state.first_seen_s,
             rates=(*rates, (now, observation.arrival_rate_rps)),
+            rate_peaks=remember_rate(state.rate_peaks, now, observation.arrival_rate_rps)
+            if s.forecast
+            else state.rate_peaks,
             service_samples=samples,
             recommendations=tuple((t, r) for t, r in state.recommendations if t >= horizon),
         )
@@ -512,6 +524,23 @@ class LatencyAutoscaler:
             latest
             + (surge.slope_rps_per_s * min(s.cold_start_s, surge.since_s) if surge is not None else 0.0),
         )
+        # A surge that recurs (a proven period) is provisioned a cold start (and a bucket of
+        # timing slack) before it comes. While the present is within the forecast surge (as
+        # close as the proof asked), its size is known: the ramp is not extrapolated past it. It
+        # never sizes below the present, and a surge larger than forecast is met as any other.
+        ahead_s = s.cold_start_s + BUCKET_S
+        recurring = forecast(state.rate_peaks, now, ahead_s) if s.forecast else None
+        recurrence = state.rate_peaks.recurrence
+        forecast_note = None
+        if recurring is not None and recurrence is not None:
+            if recurrence.surges_to(recurring) and latest <= recurring / MIN_COVERAGE:
+                expected = max(recurring, latest)
+            elif recurring > expected:
+                expected = recurring
+            if expected == recurring and recurrence.surges_to(recurring):
+                forecast_note = (
+                    f"forecast {recurring:.0f} req/s within {ahead_s:.0f}s, {recurrence.describe()}"
+                )
         if service is None:
             # No execution times (e.g. only overridden latency and rate queries): scale in
             # proportion to the observed latency, like a plain ratio controller.
@@ -519,7 +548,9 @@ class LatencyAutoscaler:
             base = max(observation.ready_replicas, 1)
             up = max(1, math.ceil(base * ratio))
             down = max(1, math.ceil(base * ratio * (1 + s.down_rate_margin)))
-            return _Sizing(latest, expected, up, max(up, down), math.nan, lambda replicas: math.inf)
+            return _Sizing(
+                latest, expected, up, max(up, down), math.nan, lambda replicas: math.inf, forecast_note
+            )
 
         def corrected_ms(replicas: int, rate: float) -> float:
             model = predicted_latency_ms(replicas, rate, service, s.percentile)
@@ -558,6 +589,7 @@ class LatencyAutoscaler:
             max(up, down),
             corrected_ms(min(up, most), expected),
             lambda replicas: corrected_ms(replicas, latest),
+            forecast_note,
         )
 
     def _update_feedback(

@@ -8,7 +8,8 @@ Every policy reads the same metric feed (`Feed`): Prometheus (equal information:
 
 - latency: Tritonscale's LatencyAutoscaler, the very object the operator runs, on the feed and
   on the routers' counts every 2 s (policy.surge), as the operator runs it; latency-metrics-only:
-  the same without the routers' counts.
+  the same without the routers' counts; latency-no-forecast: the same without forecasts of
+  recurring surges (policy.forecast).
 - hpa-rps, hpa-inflight: HPA on a Pods metric with an AverageValue target, requests per second
   or requests in flight per pod (replica_calculator.go: ceil(usage ratio x ready pods), tolerance
   0.1, sync 15 s; default behaviour: up by max(+100 %, +4 pods) per 15 s, down to the highest
@@ -51,6 +52,7 @@ from tritonscale.sim.workloads import RateStep, Workload, arrivals
 POLICIES = (
     "latency",
     "latency-metrics-only",
+    "latency-no-forecast",
     "hpa-rps",
     "hpa-inflight",
     "hpa-p95",
@@ -116,7 +118,13 @@ class LatencyPolicy:
         self.decision_period_s = period_s
         self.period_s = ROUTER_PERIOD_S if router else period_s
         self.router = router
-        self.name = "latency" if router else "latency-metrics-only"
+        self.name = (
+            "latency-metrics-only"
+            if not router
+            else "latency-no-forecast"
+            if overrides.get("forecast") is False
+            else "latency"
+        )
         self.router_samples: tuple[RouterSample, ...] = ()
         self.last_decision: tuple[float, int, str] | None = None  # (when, desired, reason)
         self.source = source

@@ -57,9 +57,16 @@ def make_policy(
     base, utilization = parse_policy_name(name)
     feed = FRESH_FEED if scenario.feed == "fresh" else prometheus_feed(env)
     label = f"{base}@{utilization:g}" if base in TUNABLE else base
-    if base in ("latency", "latency-metrics-only"):
+    if base in ("latency", "latency-metrics-only", "latency-no-forecast"):
         source = "triton" if scenario.feed == "fresh" else "prometheus"
-        return LatencyPolicy(env, objective, scenario.period_s, source, router=base == "latency")
+        return LatencyPolicy(
+            env,
+            objective,
+            scenario.period_s,
+            source,
+            router=base != "latency-metrics-only",
+            forecast=base != "latency-no-forecast",
+        )
     if base in ("hpa-rps", "hpa-inflight"):
         metric = base.removeprefix("hpa-")
         per_replica = tested.rps if metric == "rps" else tested.in_flight

@@ -15,7 +15,7 @@ import numpy as np
 
 from tritonscale.traces import read_rate_trace
 
-BUILT_IN = ("diurnal", "bursty", "flash-crowd", "smooth")
+BUILT_IN = ("diurnal", "bursty", "flash-crowd", "smooth", "recurring")
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,10 @@ def built_in(name: str, duration_s: float, mean_rps: float, seed: int) -> Worklo
     bursty: Gamma arrivals (cv 1.5) with surges to 1.5-2.5x that ramp up within 30-90 s, hold
         1-4 minutes and ramp down within a minute, every ~15 minutes;
     flash-crowd: steady, then a rise to 4x within a minute, ten minutes at the peak, a slow decay;
-    smooth: a gentle random walk within 0.7x..1.3x.
+    smooth: a gentle random walk within 0.7x..1.3x;
+    recurring: a steady load and a scheduled client (a cron job): every 5, 10 or 15 minutes (by
+        seed) a surge to 2.5-4x that arrives within 20 s, holds 1-2 minutes and ends within
+        20 s, starting up to 10 s late and 10 % higher or lower from one cycle to the next.
     """
     shape = _shape(name, duration_s, mean_rps, np.random.default_rng(seed + 7919))
     scale = mean_rps / shape.mean_rate_rps if shape.mean_rate_rps > 0 else 1.0
@@ -142,6 +145,28 @@ def _shape(name: str, duration_s: float, mean_rps: float, rng: np.random.Generat
         walk = np.cumsum(rng.normal(0.0, 0.01, int(duration_s // 60) + 2))
         walk = np.clip(walk, -0.3, 0.3)
         return _from_function(name, duration_s, lambda t: mean_rps * (1.0 + float(walk[int(t // 60)])))
+    if name == "recurring":
+        period = float(rng.choice([300.0, 600.0, 900.0]))
+        factor, hold = float(rng.uniform(2.5, 4.0)), float(rng.uniform(60.0, 120.0))
+        offset = float(rng.uniform(0.0, period - hold - 40.0))
+        base = mean_rps * 0.8
+        cycles = [
+            (offset + k * period + float(rng.uniform(0.0, 10.0)), factor * float(rng.uniform(0.9, 1.1)))
+            for k in range(int(duration_s // period) + 1)
+        ]
+
+        def recurring_rate(t: float) -> float:
+            for start, peak in cycles:
+                into = t - start
+                if 0 <= into < 20:
+                    return base * (1 + (peak - 1) * into / 20)
+                if 20 <= into < 20 + hold:
+                    return base * peak
+                if 20 + hold <= into < 40 + hold:
+                    return base * (peak - (peak - 1) * (into - 20 - hold) / 20)
+            return base
+
+        return _from_function(name, duration_s, recurring_rate, step_s=5.0)
     raise ValueError(f"unknown workload {name!r}; built in: {', '.join(BUILT_IN)}")
 
 
