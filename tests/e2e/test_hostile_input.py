@@ -95,6 +95,15 @@ NAMED_CASES: list[tuple[str, dict[str, Any]]] = [
     ("env-name-escape", {"spec.triton.env": [{"name": "A\x1b[31m", "value": "x"}]}),
     ("label-value-newline", {"metadata.labels": {"team": "a\nb"}}),
     (
+        "node-selector-key-prefix-254",
+        {
+            "spec.capacity": {
+                "nodePoolPreset": "custom",
+                "custom": {"onDemand": {"nodeSelector": {"a" * 254 + "/b": "v"}}},
+            }
+        },
+    ),
+    (
         "prometheus-url-nul",
         {"spec.autoscaling": {**AUTOSCALING, "metrics": {"prometheusURL": "http://p\x00:9090"}}},
     ),

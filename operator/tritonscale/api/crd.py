@@ -112,6 +112,10 @@ def _map_key_rules(node: dict[str, Any]) -> list[dict[str, str]]:
                 "message": f"keys must be at most {max_length} characters",
             }
         )
+    # A key type's own rules are written on `self`, the key; on the map they hold for every key.
+    for key_rule in node.get("propertyNames", {}).get("x-kubernetes-validations", []):
+        assert key_rule["rule"].startswith("self."), key_rule
+        rules.append({**key_rule, "rule": "self.all(k, k." + key_rule["rule"].removeprefix("self.") + ")"})
     return rules
 
 

@@ -5,10 +5,11 @@ Every field carries a description: the CRD generator copies them, so `kubectl ex
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import Field, StringConstraints, field_validator
+from pydantic import AfterValidator, Field, StringConstraints, field_validator
 
 from tritonscale.api.base import ApiModel, Rule
 
@@ -20,6 +21,9 @@ QUANTITY_PATTERN = (
 # The name after the prefix is at most 63 characters, as in any qualified name.
 RESOURCE_NAME_PATTERN = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[a-z0-9]([-a-z0-9_.]{0,61}[a-z0-9])?$"
 LABEL_KEY_PATTERN = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+# The prefix of a label key is a DNS subdomain of at most 253 characters. LABEL_KEY_PATTERN gives
+# its shape, this its length: RE2 (the CRD's and CEL's regex engine) cannot say both in one pattern.
+LABEL_KEY_PREFIX_PATTERN = r"^([^/]{1,253}/)?[^/]*$"
 LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 # What reaches a process (arguments, environment, the image reference) is a C string: the
@@ -52,7 +56,32 @@ MANAGED_TRITON_FLAG_PREFIXES = tuple(
 
 Quantity = int | Annotated[str, StringConstraints(pattern=QUANTITY_PATTERN, max_length=64)]
 ResourceName = Annotated[str, StringConstraints(pattern=RESOURCE_NAME_PATTERN, max_length=253)]
-LabelKey = Annotated[str, StringConstraints(pattern=LABEL_KEY_PATTERN, max_length=317)]
+LABEL_KEY_PREFIX_MESSAGE = "the prefix of a label key (before the /) must be at most 253 characters"
+
+
+def is_label_key(key: str) -> bool:
+    """A valid Kubernetes label key: a name of at most 63 characters with an optional prefix."""
+    return bool(re.match(LABEL_KEY_PATTERN, key) and re.match(LABEL_KEY_PREFIX_PATTERN, key))
+
+
+def _label_key_prefix(key: str) -> str:
+    if not re.match(LABEL_KEY_PREFIX_PATTERN, key):
+        raise ValueError(LABEL_KEY_PREFIX_MESSAGE)
+    return key
+
+
+LabelKey = Annotated[
+    str,
+    StringConstraints(pattern=LABEL_KEY_PATTERN, max_length=317),
+    AfterValidator(_label_key_prefix),
+    Field(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {"rule": f"self.matches(r'{LABEL_KEY_PREFIX_PATTERN}')", "message": LABEL_KEY_PREFIX_MESSAGE}
+            ]
+        }
+    ),
+]
 LabelValue = Annotated[str, StringConstraints(pattern=LABEL_VALUE_PATTERN, max_length=63)]
 ModelName = Annotated[str, StringConstraints(pattern=MODEL_NAME_PATTERN, min_length=1, max_length=128)]
 TritonArg = Annotated[str, StringConstraints(pattern=C_STRING_PATTERN, min_length=1, max_length=1024)]

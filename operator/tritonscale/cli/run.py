@@ -7,7 +7,7 @@ import re
 
 import click
 
-from tritonscale.api.spec import LABEL_KEY_PATTERN, LABEL_VALUE_PATTERN
+from tritonscale.api.spec import LABEL_VALUE_PATTERN, is_label_key
 from tritonscale.config import OperatorConfig
 from tritonscale.render.network import NetworkPolicyOptions
 
@@ -19,7 +19,7 @@ def _labels(
     pairs = []
     for value in values:
         key, equals, label = value.partition("=")
-        if not equals or not re.match(LABEL_KEY_PATTERN, key) or not re.match(LABEL_VALUE_PATTERN, label):
+        if not equals or not is_label_key(key) or not re.match(LABEL_VALUE_PATTERN, label):
             raise click.BadParameter(f"{value!r} is not KEY=VALUE with a valid label key and value")
         pairs.append((key, label))
     return tuple(pairs)
