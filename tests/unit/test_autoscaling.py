@@ -261,3 +261,38 @@ def test_one_surge_in_a_short_history_keeps_no_headroom_a_surging_history_does()
 
     before, after = final_after(_stepped(0, 1980, surging))
     assert after > 1 and after >= before
+
+
+def test_a_lagging_rate_is_carried_forward_over_its_lag_on_a_ramp() -> None:
+    """The same ramp seen through a fresh rate and through one averaged over a minute that is
+    45 s old: the old one is the rate of 45 s ago, so it is sized further ahead."""
+    settings = replace(SETTINGS, max_replicas=100)
+
+    def sized(rate_age_s: float) -> int:
+        ramp = [
+            (float(t), observe(500.0 + 5.0 * t, 60.0, 10, rate_age_s=rate_age_s)) for t in range(10, 200, 10)
+        ]
+        decisions, _ = run(ramp, current=10, settings=settings)
+        assert decisions[-1].model_replicas is not None
+        return decisions[-1].model_replicas
+
+    assert sized(45.0) > sized(0.0)
+    # On a steady rate there is nothing to carry forward: the lag changes nothing.
+    steady = [(float(t), observe(1000.0, 60.0, 10, rate_age_s=45.0)) for t in range(10, 200, 10)]
+    fresh = [(t, replace(seen, rate_age_s=0.0)) for t, seen in steady]
+    assert run(steady, current=10)[0][-1].desired == run(fresh, current=10)[0][-1].desired
+
+
+def test_a_scale_up_at_a_rate_the_scale_down_kept_margin_for_is_no_reversal() -> None:
+    """A reversal (which keeps surge headroom for an hour) is a scale-down undone because the load
+    rose past the margin the scale-down kept; the model correcting itself at the same load is not."""
+    settings = replace(SETTINGS, stabilization_s=120.0, settle_s=20.0)
+    policy = LatencyAutoscaler(settings)
+    state = AutoscalerState(first_seen_s=0.0, last_change_s=100.0, last_direction=-1, last_down_rps=1000.0)
+    same_load = policy._record_change(state, 150.0, 1020.0, up=True)
+    surged = policy._record_change(state, 150.0, 1200.0, up=True)
+    assert not same_load.reversals and surged.reversals == (150.0,)
+    # A scale-down remembers the rate it was made at; a scale-up keeps the last scale-down's.
+    down = policy._record_change(AutoscalerState(), 10.0, 800.0, up=False)
+    assert down.last_down_rps == 800.0
+    assert policy._record_change(down, 20.0, 900.0, up=True).last_down_rps == 800.0

@@ -149,3 +149,11 @@ def test_a_tools_command_without_the_tools_extra_says_how_to_install_it() -> Non
     assert result.returncode == 1
     assert "pip install 'tritonscale[tools]'" in result.stderr
     assert "rich" in result.stderr
+
+
+def test_run_refuses_a_prometheus_window_that_is_no_duration_naming_the_option() -> None:
+    result = CliRunner().invoke(main, ["run", "--prometheus-window", "1 minute"])
+    assert result.exit_code == 2
+    assert (
+        "--prometheus-window" in result.stderr and "'1 minute' is not a Prometheus duration" in result.stderr
+    )

@@ -16,6 +16,7 @@ from tritonscale.clients.observations import (
     PrometheusSource,
     TritonSource,
     _Counters,
+    prometheus_duration_s,
     prometheus_queries,
     promql_string,
 )
@@ -135,6 +136,20 @@ def test_a_full_answer_is_an_observation_from_one_request() -> None:
         (310.0, 142.0, 2.0)
     )
     assert observation.sample_age_s == 4.0 and observation.ready_replicas == 3
+    # A rate over the last minute of a sample 4 s old is the rate of 34 s ago.
+    assert observation.rate_age_s == pytest.approx(34.0)
+    assert PrometheusSource("http://prometheus.test:9090", window="90s").window_s == 90.0
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("1m", 60.0), ("90s", 90.0), ("1m30s", 90.0), ("500ms", 0.5)])
+def test_prometheus_durations_are_read_as_prometheus_writes_them(text: str, seconds: float) -> None:
+    assert prometheus_duration_s(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "60", "1x", "1m 30s", "-1m", "0s"])
+def test_a_window_that_is_no_prometheus_duration_is_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="duration"):
+        PrometheusSource("http://prometheus.test:9090", window=text)
 
 
 @pytest.mark.parametrize(
@@ -213,6 +228,8 @@ def test_triton_source_turns_counters_into_rates_between_reads() -> None:
     assert second.average_batch == pytest.approx(2.0)
     assert second.pending_requests == 3 and second.ready_replicas == 2
     assert second.batch_profile == ((1.0, 20.0, 100.0), (3.0, 80.0, 100.0))
+    # Counted over the 10 s since the last read: the rate of 5 s ago.
+    assert second.rate_age_s == pytest.approx(5.0)
 
 
 def test_a_pod_that_does_not_answer_leaves_a_partial_observation_scaled_to_every_pod() -> None:

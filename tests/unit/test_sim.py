@@ -91,6 +91,8 @@ def test_observations_are_late_by_the_scrape_and_lag() -> None:
     assert seen[0].missing  # no 30 s of history at t=10
     ages = [o.sample_age_s for o in seen if not o.missing]
     assert min(ages) >= 5.0 and max(ages) < 20.0 + 1e-9
+    # A rate over 30 s is the rate of 15 s before its sample was taken.
+    assert all(o.rate_age_s == pytest.approx(o.sample_age_s + 15.0) for o in seen if not o.missing)
     rates = [o.arrival_rate_rps for o in seen if not o.missing]
     assert np.mean(rates) == pytest.approx(100, rel=0.1)
 

@@ -74,6 +74,9 @@ class Observation:
     # has per-batch-size statistics (Triton's statistics API does; Prometheus metrics do not).
     batch_profile: tuple[tuple[float, float, float], ...] = ()
     sample_age_s: float = 0.0
+    # How long ago the arrival rate held: the sample's age plus half the window it was averaged
+    # over (a rate over the last minute is the rate of half a minute ago on a steady ramp).
+    rate_age_s: float = 0.0
     missing: str | None = None
     # Measured on some of the ready replicas only (e.g. "statistics from 2 of 3 ready pods; ...
     # unreachable"): usable to scale up, never to scale down.

@@ -8,6 +8,7 @@ import re
 import click
 
 from tritonscale.api.spec import LABEL_VALUE_PATTERN, is_label_key
+from tritonscale.clients.observations import prometheus_duration_s
 from tritonscale.config import OperatorConfig
 from tritonscale.render.network import NetworkPolicyOptions
 
@@ -23,6 +24,15 @@ def _labels(
             raise click.BadParameter(f"{value!r} is not KEY=VALUE with a valid label key and value")
         pairs.append((key, label))
     return tuple(pairs)
+
+
+def _duration(value: str) -> str:
+    """A Prometheus duration, refused naming the option when it is not one."""
+    try:
+        prometheus_duration_s(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+    return value
 
 
 @click.command()
@@ -47,6 +57,7 @@ def _labels(
     default="1m",
     show_default=True,
     metavar="DURATION",
+    callback=lambda context, parameter, value: _duration(value),
     help="PromQL range for rates; at least four scrape intervals.",
 )
 @click.option(

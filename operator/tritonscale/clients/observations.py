@@ -46,6 +46,29 @@ def promql_regex_alternatives(values: Sequence[str], suffix: str = "") -> str:
     return promql_string("|".join(_REGEX_SPECIAL.sub(r"\\\1", value) + suffix for value in values))
 
 
+_DURATION_UNITS_S = {
+    "ms": 0.001,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+    "d": 86400.0,
+    "w": 604800.0,
+    "y": 31536000.0,
+}
+_DURATION = re.compile(r"(\d+)(ms|s|m|h|d|w|y)")
+
+
+def prometheus_duration_s(text: str) -> float:
+    """Seconds in a Prometheus duration such as `1m`, `90s` or `1m30s`; ValueError otherwise."""
+    parts = _DURATION.findall(text)
+    if not parts or "".join(number + unit for number, unit in parts) != text:
+        raise ValueError(f"{text!r} is not a Prometheus duration such as 30s, 1m or 1m30s")
+    seconds = sum(int(number) * _DURATION_UNITS_S[unit] for number, unit in parts)
+    if seconds <= 0:
+        raise ValueError(f"{text!r} is not a positive duration")
+    return seconds
+
+
 def prometheus_queries(target: ScalingTarget, window: str = "1m") -> dict[str, str]:
     """The PromQL the Prometheus source runs, label values escaped so no name changes a query.
     Each is one value, except those in SERIES_QUERIES (a series per pod and model).
@@ -132,6 +155,7 @@ class PrometheusSource:
         self.monotonic = monotonic
         self._down: tuple[float, str] | None = None  # (since, why) while unreachable
         self.window = window
+        self.window_s = prometheus_duration_s(window)
         self.stale_after_s = stale_after_s
         self.timeout_s = timeout_s
         # One quick retry at most: an unreachable Prometheus must not stall the control loop.
@@ -214,6 +238,7 @@ class PrometheusSource:
             pending_requests=values["pending"],
             concurrency=None,
             sample_age_s=age if age is not None else 0.0,
+            rate_age_s=(age if age is not None else 0.0) + self.window_s / 2,
             missing=missing,
         )
 
@@ -427,6 +452,7 @@ class TritonSource:
             pending_requests=pending,
             batch_profile=profile,
             sample_age_s=0.0,
+            rate_age_s=sum(d.at for d in deltas) / len(deltas) / 2,  # counted since the last read
             missing=None if latency is not None else "no latency summary from Triton",
             partial=partial,
         )

@@ -103,6 +103,7 @@ class AutoscalerState:
     first_seen_s: float | None = None  # first usable observation: stabilization needs history
     last_change_s: float | None = None
     last_direction: int = 0  # +1 up, -1 down: the last change made
+    last_down_rps: float | None = None  # the present rate when the last scale-down was made
     reversals: tuple[float, ...] = ()  # when a scale-up undid a recent scale-down
     ready_seen: int | None = None  # ready replicas at the previous decision
     ready_changed_s: float | None = None  # when the ready count was last seen to change
@@ -346,7 +347,7 @@ class LatencyAutoscaler:
             verdict = Verdict.PANIC
         clamped, limited, bound = self._clamp(desired, sizing.up)
         if clamped != current:
-            state = self._record_change(state, now, up=clamped > current)
+            state = self._record_change(state, now, sizing.present_rate, up=clamped > current)
         decision = Decision(
             desired=clamped,
             current=current,
@@ -459,20 +460,31 @@ class LatencyAutoscaler:
             return clamped, "min", s.min_replicas
         return clamped, None, None
 
-    def _record_change(self, state: AutoscalerState, now: float, *, up: bool) -> AutoscalerState:
-        """Remember the change; a scale-up that undoes a scale-down within the window is a
-        reversal, which keeps headroom for surges for the next hour (see `_size`)."""
+    def _record_change(
+        self, state: AutoscalerState, now: float, present_rps: float, *, up: bool
+    ) -> AutoscalerState:
+        """Remember the change; a scale-up that undoes a scale-down within the window because
+        the load rose past the margin the scale-down kept is a reversal, which keeps headroom
+        for surges for the next hour (see `_size`). (At a rate the margin covers, the scale-up
+        corrects the model, not a surge.)"""
         s = self.settings
         reversed_down = (
             up
             and state.last_direction < 0
             and state.last_change_s is not None
             and now - state.last_change_s <= s.stabilization_s
+            and (state.last_down_rps is None or present_rps > state.last_down_rps * (1 + s.down_rate_margin))
         )
         reversals = state.reversals
         if reversed_down:
             reversals = (*(r for r in state.reversals if r >= now - s.history_s), now)
-        return replace(state, last_change_s=now, last_direction=1 if up else -1, reversals=reversals)
+        return replace(
+            state,
+            last_change_s=now,
+            last_direction=1 if up else -1,
+            last_down_rps=state.last_down_rps if up else present_rps,
+            reversals=reversals,
+        )
 
     def _remember(self, observation: Observation, state: AutoscalerState, now: float) -> AutoscalerState:
         s = self.settings
@@ -518,8 +530,11 @@ class LatencyAutoscaler:
         latest = max(observation.arrival_rate_rps, surge.present_rps if surge is not None else 0.0)
         # In a surge the routers' ramp is carried forward no further than it has been seen
         # rising; the metrics' own trend still counts, so the routers never ask for less.
+        # Otherwise the metrics' rate is that of rate_age_s ago: their trend is carried over
+        # that lag too (on a steady ramp a minute's window lags by half a minute and more).
+        lag_s = observation.rate_age_s if surge is None else 0.0
         expected = max(
-            _trend_rate(state.rates, now, s.cold_start_s, s.trend_window_s),
+            _trend_rate(state.rates, now, s.cold_start_s + lag_s, s.trend_window_s),
             latest * _growth(state.rates, s.cold_start_s, s.growth_quantile, GROWTH_MIN_WINDOWS),
             latest
             + (surge.slope_rps_per_s * min(s.cold_start_s, surge.since_s) if surge is not None else 0.0),

@@ -279,6 +279,7 @@ class _Run:
                 ready_replicas=self.ready,
                 pending_requests=float(pending),
                 sample_age_s=self._now - visible,
+                rate_age_s=self._now - visible + window_s / 2,
                 missing="no completed requests in the window" if latency is None else None,
             )
         done_execution = execution[done]
@@ -298,6 +299,7 @@ class _Run:
             concurrency=rate * float(np.mean(latencies)),
             batch_profile=profile,
             sample_age_s=self._now - visible,
+            rate_age_s=self._now - visible + window_s / 2,
         )
 
     def router_sample(self) -> RouterSample:
