@@ -175,8 +175,9 @@ class AutoscalerMetrics:
         )
         self.forecast_decisions = Counter(
             "tritonscale_autoscaler_forecast_decisions_total",
-            "Decisions that sized for a recurring surge forecast from the service's own history "
-            "(a period proven on its last cycles), before or while it came.",
+            "Decisions a forecast from the service's own history shaped (a period proven on its "
+            "last cycles): sized for a recurring surge before or while it came, or scaled down "
+            "once settled because no surge is forecast for a stabilization window.",
             labels,
         )
         self.router_read_failures = Counter(

@@ -9,7 +9,7 @@ from dataclasses import replace
 
 from tritonscale.api.observation import Observation
 from tritonscale.policy.autoscaling import AutoscalerSettings, AutoscalerState, LatencyAutoscaler
-from tritonscale.policy.forecast import BUCKET_S, HISTORY_BUCKETS, RateHistory, forecast, remember
+from tritonscale.policy.forecast import BUCKET_S, HISTORY_BUCKETS, RateHistory, forecast, quiet, remember
 
 PERIOD_S = 900.0
 SURGE_AT_S, SURGE_S = 400.0, 120.0
@@ -45,6 +45,17 @@ def test_a_surge_every_15_minutes_is_proven_after_four_cycles_and_forecast_befor
     # Mid-cycle, far from the surge, the forecast is the base load.
     quiet = forecast(history, 4 * PERIOD_S + 100, 60)
     assert quiet is not None and quiet < 1.3 * 1000
+
+
+def test_quiet_only_where_no_cycle_surged_over_the_whole_horizon() -> None:
+    after_surge = 4 * PERIOD_S + SURGE_AT_S + SURGE_S + 80  # 80 s after the fifth surge ended
+    history = history_of(cron, after_surge)
+    assert quiet(history, after_surge, 390)
+    # A horizon that reaches the next surge (within a bucket's tolerance) is not quiet.
+    assert not quiet(history, after_surge, PERIOD_S - SURGE_S - 80)
+    assert not quiet(history, 4 * PERIOD_S + SURGE_AT_S - 60, 30)
+    # Without a proven period nothing is quiet, however steady.
+    assert not quiet(history_of(lambda t: 1000.0, 4 * 3600), 4 * 3600, 390)
 
 
 def test_surges_at_random_times_prove_no_period() -> None:
@@ -159,3 +170,32 @@ def test_decisions_sized_for_a_forecast_are_counted() -> None:
     assert counted is not None and counted >= 1
     AUTOSCALER.forget(labels["namespace"], labels["name"])
     assert REGISTRY.get_sample_value("tritonscale_autoscaler_forecast_decisions_total", labels) is None
+
+
+def test_capacity_held_for_a_proven_surge_goes_once_settled_when_none_comes_for_a_while() -> None:
+    """After the fifth cron surge, with the period proven: the next surge is 13 minutes away, so
+    the capacity held for this one goes once the drop has settled, and once its last scale-up
+    is a stabilization window old (going sooner would reverse it within the window: a flap).
+    The plain policy holds every ask of the surge for the window; both end at the same count."""
+
+    def changes(settings: AutoscalerSettings) -> list[tuple[float, int, str]]:
+        """(seconds since the fifth surge ended, new count, reason) of each change around it."""
+        policy, state, current, now, seen = LatencyAutoscaler(settings), AutoscalerState(), 6, 0.0, []
+        surge_end = 4 * PERIOD_S + SURGE_AT_S + SURGE_S
+        while now <= surge_end + 400:
+            decision, state = policy.decide(observe(cron(now), current), state, now, current)
+            if decision.desired != current and now >= 4 * PERIOD_S:
+                seen.append((now - surge_end, decision.desired, decision.reason))
+            current = decision.desired
+            now += 10.0
+        return seen
+
+    forecasting = changes(SETTINGS)
+    plain = changes(replace(SETTINGS, forecast=False))
+    last_up = max(since for since, count, _ in forecasting if since < 0)
+    downs = [(since, count, reason) for since, count, reason in forecasting if since > 0]
+    assert downs[0][0] - last_up > SETTINGS.stabilization_s, forecasting
+    assert "no surge forecast within 440s, recurs every 15 min" in downs[0][2], downs[0]
+    assert downs[-1][0] <= SETTINGS.stabilization_s - SURGE_S + 4 * 10, forecasting
+    assert plain[-1][0] >= SETTINGS.stabilization_s, plain
+    assert downs[-1][1] == plain[-1][1]

@@ -33,7 +33,7 @@ from typing import Literal
 
 from tritonscale.api.observation import Observation, RouterSignal
 from tritonscale.api.spec import AutoscalingSpec
-from tritonscale.policy.forecast import BUCKET_S, MIN_COVERAGE, RateHistory, forecast
+from tritonscale.policy.forecast import BUCKET_S, MIN_COVERAGE, RateHistory, forecast, quiet
 from tritonscale.policy.forecast import remember as remember_rate
 from tritonscale.policy.queueing import ServiceTime, fewest_replicas, predicted_latency_ms
 from tritonscale.policy.service_facts import DEFAULT_COLD_START_S, DEFAULT_MAX_BATCH
@@ -331,9 +331,13 @@ class LatencyAutoscaler:
         state = replace(state, sized_for_rps=sizing.present_rate)
         panic = self._panics(observation, phase, current)
         wanted_up = self._wanted_up(observation, sizing, panic)
-        # What is asked for now (panic included) is held for the whole stabilization window.
+        # What is asked for now (panic included) is held for the whole stabilization window;
+        # what a surge asked for, only until the drop settles when a proven period forecasts
+        # no surge for a while (see _quiet).
         recommendation = max(sizing.down, wanted_up)
-        recent = [r for t, r in state.recommendations if t >= now - s.stabilization_s] + [recommendation]
+        quiet = self._quiet(state, now, sizing.present_rate)
+        held_s = quiet[1] if quiet is not None else s.stabilization_s
+        recent = [r for t, r in state.recommendations if t >= now - held_s] + [recommendation]
         state = replace(state, recommendations=(*state.recommendations, (now, recommendation)))
         # Right after a change the metrics still mix old and new counts: while the percentile is
         # within the objective, wait for them to settle rather than trust the model alone.
@@ -363,9 +367,36 @@ class LatencyAutoscaler:
             stabilization_s=s.stabilization_s,
             partial=observation.partial,
             surge=surge.describe() if surge is not None and sizing.up > current else None,
-            forecast=sizing.forecast,
+            forecast=quiet[0] if quiet is not None and clamped < current else sizing.forecast,
         )
         return decision, state
+
+    def _quiet(self, state: AutoscalerState, now: float, present_rps: float) -> tuple[str, float] | None:
+        """(why, how long to hold recommendations) after a surge, when a proven period
+        forecasts none over a stabilization window and the lead of the next provisioning (so
+        a scale-down now is not undone within it) and none is here; else None.
+
+        The stabilization window guards against scaling down into a surge that comes back;
+        with the period proven, the history says when the next one comes, and the capacity
+        held for the last one (a third of the cycle, for a 15-minute cron) can go once the
+        drop has settled. What was asked for since the surge is held as always, so a steady
+        load between surges keeps the whole window against noise.
+        """
+        s = self.settings
+        recurrence = state.rate_peaks.recurrence
+        if not s.forecast or recurrence is None or recurrence.surges_to(present_rps):
+            return None
+        if (
+            state.last_direction > 0
+            and state.last_change_s is not None
+            and now - state.last_change_s <= s.stabilization_s
+        ):
+            return None  # a scale-down now would reverse a scale-up within the window (a flap)
+        horizon_s = s.stabilization_s + s.cold_start_s + 3 * BUCKET_S
+        if not quiet(state.rate_peaks, now, horizon_s):
+            return None
+        why = f"no surge forecast within {horizon_s:.0f}s, {recurrence.describe()}"
+        return why, s.settle_s
 
     def _hold_without_metrics(self, observation: Observation, current: int) -> Decision:
         s = self.settings

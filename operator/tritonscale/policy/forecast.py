@@ -169,24 +169,48 @@ def prove(history: RateHistory, last_bucket: int) -> Recurrence | None:
     return min(proven, key=lambda r: (-r.coverage, r.excess, r.period_s))
 
 
+def _earlier(history: RateHistory, bucket: int, period: int) -> list[float]:
+    """The peak each of the last CYCLES cycles saw at `bucket`'s point of the cycle, within the
+    tolerance (NaN for a cycle not seen there)."""
+    earlier = []
+    for cycle in range(1, CYCLES + 1):
+        at = bucket - cycle * period
+        seen = [
+            p
+            for b in range(at - TOLERANCE_BUCKETS, at + TOLERANCE_BUCKETS + 1)
+            if not math.isnan(p := history.peak(b))
+        ]
+        earlier.append(max(seen) if seen else math.nan)
+    return earlier
+
+
+def _buckets(now: float, ahead_s: float) -> range:
+    return range(int(now // BUCKET_S), int((now + ahead_s) // BUCKET_S) + 1)
+
+
 def forecast(history: RateHistory, now: float, ahead_s: float) -> float | None:
     """The peak rate the proven period expects from now to `ahead_s` ahead, or None."""
     recurrence = history.recurrence
     if recurrence is None:
         return None
     period = int(recurrence.period_s // BUCKET_S)
-    start, end = int(now // BUCKET_S), int((now + ahead_s) // BUCKET_S)
-    peaks = []
-    for bucket in range(start, end + 1):
-        earlier = []
-        for cycle in range(1, CYCLES + 1):
-            at = bucket - cycle * period
-            seen = [
-                p
-                for b in range(at - TOLERANCE_BUCKETS, at + TOLERANCE_BUCKETS + 1)
-                if not math.isnan(p := history.peak(b))
-            ]
-            earlier.append(max(seen) if seen else math.nan)
-        peaks.append(_recurring(earlier, recurrence.base_rps))
+    peaks = [
+        _recurring(_earlier(history, bucket, period), recurrence.base_rps)
+        for bucket in _buckets(now, ahead_s)
+    ]
     peaks = [p for p in peaks if not math.isnan(p)]
     return max(peaks) if peaks else None
+
+
+def quiet(history: RateHistory, now: float, ahead_s: float) -> bool:
+    """Whether the proven period says no surge comes from now to `ahead_s` ahead: none of the
+    last CYCLES cycles surged there (not even once), and every one of them was seen."""
+    recurrence = history.recurrence
+    if recurrence is None:
+        return False
+    period = int(recurrence.period_s // BUCKET_S)
+    for bucket in _buckets(now, ahead_s):
+        earlier = _earlier(history, bucket, period)
+        if any(math.isnan(p) or recurrence.surges_to(p) for p in earlier):
+            return False
+    return True
