@@ -44,6 +44,10 @@ from tritonscale.sim.runner import Scenario, prepare, run_capacity
 from tritonscale.sim.spot import BANDS, NOTICES_S, STRESSED_SCALE, SpotMarket, spot_capacity
 from tritonscale.sim.workloads import BUILT_IN, built_in
 
+# The four workloads the spot results were measured on; `recurring` needs 2 h runs to be proven
+# (benchmarks/forecast.py), and its spot behaviour is that of any surge.
+WORKLOADS = tuple(w for w in BUILT_IN if w != "recurring")
+
 RESULTS = Path(__file__).parent / "results" / "spot.json"
 PLOT = RESULTS.parent / "spot.png"
 SEEDS = (4, 5, 6)
@@ -374,7 +378,7 @@ def main() -> None:
     seeds, duration, bands = (
         ((SEEDS[0],), 1800.0, (TARGET_BAND,)) if args.quick else (SEEDS, args.duration_s, tuple(BANDS))
     )
-    jobs = [(w, seed, duration, args.mean_rps, bands) for w in BUILT_IN for seed in seeds]
+    jobs = [(w, seed, duration, args.mean_rps, bands) for w in WORKLOADS for seed in seeds]
     console = Console(stderr=True)
     console.print(
         f"{len(jobs)} workload x seed jobs, each on-demand + {len(SPOT_STRATEGIES)} strategies x {len(bands)} "
@@ -414,7 +418,7 @@ def main() -> None:
         "target": TARGET,
         "verdicts": found,
         "setup": {
-            "workloads": list(BUILT_IN),
+            "workloads": list(WORKLOADS),
             "seeds": list(seeds),
             "duration_s": duration,
             "mean_rps": args.mean_rps,
