@@ -336,7 +336,7 @@ class LatencyAutoscaler:
         # no surge for a while (see _quiet).
         recommendation = max(sizing.down, wanted_up)
         quiet = self._quiet(state, now, sizing.present_rate)
-        held_s = quiet[1] if quiet is not None else s.stabilization_s
+        held_s = s.settle_s if quiet is not None else s.stabilization_s
         recent = [r for t, r in state.recommendations if t >= now - held_s] + [recommendation]
         state = replace(state, recommendations=(*state.recommendations, (now, recommendation)))
         # Right after a change the metrics still mix old and new counts: while the percentile is
@@ -367,20 +367,20 @@ class LatencyAutoscaler:
             stabilization_s=s.stabilization_s,
             partial=observation.partial,
             surge=surge.describe() if surge is not None and sizing.up > current else None,
-            forecast=quiet[0] if quiet is not None and clamped < current else sizing.forecast,
+            forecast=quiet if quiet is not None and clamped < current else sizing.forecast,
         )
         return decision, state
 
-    def _quiet(self, state: AutoscalerState, now: float, present_rps: float) -> tuple[str, float] | None:
-        """(why, how long to hold recommendations) after a surge, when a proven period
-        forecasts none over a stabilization window and the lead of the next provisioning (so
-        a scale-down now is not undone within it) and none is here; else None.
+    def _quiet(self, state: AutoscalerState, now: float, present_rps: float) -> str | None:
+        """Why recommendations need be held only until they settle: a proven period forecasts
+        no surge over a stabilization window and the lead of the next provisioning (so a
+        scale-down now is not undone within it), none is here, and the last scale-up is a
+        window old; else None.
 
         The stabilization window guards against scaling down into a surge that comes back;
         with the period proven, the history says when the next one comes, and the capacity
         held for the last one (a third of the cycle, for a 15-minute cron) can go once the
-        drop has settled. What was asked for since the surge is held as always, so a steady
-        load between surges keeps the whole window against noise.
+        drop has settled.
         """
         s = self.settings
         recurrence = state.rate_peaks.recurrence
@@ -395,8 +395,7 @@ class LatencyAutoscaler:
         horizon_s = s.stabilization_s + s.cold_start_s + 3 * BUCKET_S
         if not quiet(state.rate_peaks, now, horizon_s):
             return None
-        why = f"no surge forecast within {horizon_s:.0f}s, {recurrence.describe()}"
-        return why, s.settle_s
+        return f"no surge forecast within {horizon_s:.0f}s, {recurrence.describe()}"
 
     def _hold_without_metrics(self, observation: Observation, current: int) -> Decision:
         s = self.settings
