@@ -83,6 +83,9 @@ class Observation:
     partial: str | None = None
     # The routers' counts, read every 2 s (policy.surge): fresher than any metrics window.
     router: RouterSignal | None = None
+    # The share of the window's requests a faster variant served (policy.variants): the latency
+    # is theirs too, the service-time statistics only the primary model's.
+    variant_share: float = 0.0
 
     @staticmethod
     def unavailable(reason: str, ready_replicas: int, sample_age_s: float = math.inf) -> Observation:

@@ -18,6 +18,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from tritonscale.api.spec import CapacitySpec
+from tritonscale.policy.queueing import ServiceTime
+from tritonscale.policy.variants import Variant
 from tritonscale.sim.engine import SimEnvironment, SimResult
 from tritonscale.sim.policies import POLICIES, TUNABLE, Objective, parse_policy_name
 from tritonscale.sim.runner import Scenario, run_scenario, run_spot_scenario
@@ -27,18 +29,47 @@ from tritonscale.sim.workloads import BUILT_IN, Workload, built_in, from_trace
 DEFAULT_DURATION_S = 4 * 3600.0  # how long a built-in workload runs unless told
 
 
-def _policy_list(values: tuple[str, ...]) -> list[str]:
+def _variant(value: str) -> tuple[str, float, float]:
+    """'int8:0.99:2' -> ('int8', 0.99, 2.0), or a usage error naming --variant."""
+    name, accuracy, speedup = ([*value.split(":"), "", ""])[:3]
+    try:
+        parsed = (name, float(accuracy), float(speedup))
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r}: expected NAME:ACCURACY:SPEEDUP, e.g. int8:0.99:2", param_hint="--variant"
+        ) from None
+    if not name or value.count(":") != 2:
+        raise click.BadParameter(
+            f"{value!r}: expected NAME:ACCURACY:SPEEDUP, e.g. int8:0.99:2", param_hint="--variant"
+        )
+    if not 0.0 < parsed[1] <= 1.0:
+        raise click.BadParameter(
+            f"{value!r}: accuracy relative to the model is in (0, 1]", param_hint="--variant"
+        )
+    if parsed[2] <= 1.0:
+        raise click.BadParameter(
+            f"{value!r}: a variant must be faster than the model (speedup > 1)", param_hint="--variant"
+        )
+    return parsed
+
+
+def _policy_list(values: tuple[str, ...], variants: bool) -> list[str]:
     names: list[str] = []
     for value in values:
         for raw in value.split(","):
             name = raw.strip()
             if name == "all":
-                names.extend(POLICIES)
+                names.extend(p for p in POLICIES if variants or p != "latency-variants")
             elif name:
                 try:
                     parse_policy_name(name)
                 except ValueError as error:
                     raise click.BadParameter(f"{error}; or all") from None
+                if name.startswith("latency-variants") and not variants:
+                    raise click.BadParameter(
+                        f"{name} needs the model's variants: --variant NAME:ACCURACY:SPEEDUP",
+                        param_hint="--policy",
+                    )
                 names.append(name)
     return list(dict.fromkeys(names)) or ["latency"]
 
@@ -142,6 +173,10 @@ def results_table(records: list[dict[str, Any]], title: str) -> Table:
         "flaps/h",
     ):
         table.add_column(column, justify="left" if column == "policy" else "right", no_wrap=True)
+    variants = any("served_accuracy" in r for r in records)
+    if variants:
+        for column in ("variant share", "accuracy", "worst hour"):
+            table.add_column(column, justify="right", no_wrap=True)
 
     def number(value: float | None, digits: int = 1) -> str:
         return "-" if value is None else f"{value:.{digits}f}"
@@ -157,6 +192,15 @@ def results_table(records: list[dict[str, Any]], title: str) -> Table:
             number(r.get("replica_hours_vs_oracle"), 2),
             str(r["scale_actions"]),
             f"{r['flaps_per_hour']:.2f}",
+            *(
+                (
+                    f"{100 * r['variant_share']:.2f} %",
+                    f"{r['served_accuracy']:.4f}",
+                    f"{r['worst_window_accuracy']:.4f}",
+                )
+                if variants
+                else ()
+            ),
         )
     return table
 
@@ -440,6 +484,16 @@ SPOT_OPTIONS = (
     help="capacity.spot.fallbackAfterSeconds of the spot-fallback strategy.",
 )
 @click.option(
+    "--variant",
+    "variant_specs",
+    multiple=True,
+    callback=lambda _context, _param, values: tuple(_variant(value) for value in values),
+    metavar="NAME:ACCURACY:SPEEDUP",
+    help="A faster variant every replica serves next to the model (repeatable): its accuracy "
+    "relative to the model's and how many times faster it runs a batch (int8:0.99:2). "
+    "latency-variants@POINTS uses them within an accuracy budget of POINTS (default 1).",
+)
+@click.option(
     "--json",
     "json_path",
     type=click.Path(dir_okay=False, allow_dash=True),
@@ -479,6 +533,7 @@ def simulate(
     on_demand_base: int,
     spot_max_fraction: float,
     fallback_after_s: int,
+    variant_specs: tuple[tuple[str, float, float], ...],
     json_path: str | None,
     plot_path: Path | None,
 ) -> None:
@@ -501,7 +556,7 @@ def simulate(
     ]
     if stray and not spot:
         raise click.UsageError(f"--{stray[0].replace('_', '-')} only applies with --spot")
-    names = _policy_list(policies)
+    names = _policy_list(policies, bool(variant_specs))
     try:
         chosen: Workload = (
             from_trace(trace, duration_s)
@@ -512,6 +567,8 @@ def simulate(
         )
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--trace" if trace else "--workload") from error
+    if variant_specs and spot:
+        raise click.UsageError("--variant does not combine with --spot in the simulator")
     env = SimEnvironment(
         base_ms=base_ms,
         per_item_ms=per_item_ms,
@@ -520,6 +577,10 @@ def simulate(
         scrape_interval_s=scrape_interval_s,
         metric_lag_s=metric_lag_s,
         max_replicas=max_replicas,
+        variants=tuple(
+            Variant(name, accuracy, ServiceTime(base_ms / speedup, per_item_ms / speedup, max_batch))
+            for name, accuracy, speedup in variant_specs
+        ),
     )
     scenario = Scenario(chosen, seed, env, Objective(slo_ms, percentile), period_s, feed)
     console = Console(stderr=True)
@@ -572,7 +633,9 @@ def simulate(
         oracle = next((r for r in results if r.policy == "oracle"), None)
         records = [result_record(r, scenario, oracle.replica_hours if oracle else None) for r in results]
         table = results_table(records, title)
-    Console(stderr=json_path == "-", width=max(Console().width, 150 if spot else 100)).print(table)
+    Console(stderr=json_path == "-", width=max(Console().width, 150 if spot or variant_specs else 100)).print(
+        table
+    )
     if json_path:
         payload = json.dumps(records[0] if len(records) == 1 else records, indent=2)
         if json_path == "-":

@@ -313,11 +313,22 @@ class LatencyAutoscaler:
     def __init__(self, settings: AutoscalerSettings) -> None:
         self.settings = settings
 
+    def service_time(self, state: AutoscalerState) -> ServiceTime | None:
+        """The primary model's tau(b) as fitted so far (None before any execution time)."""
+        return _fit_service_time(state.service_samples, self.settings.max_batch, state.per_item_ms)[0]
+
     def decide(
-        self, observation: Observation, state: AutoscalerState, now: float, current: int
+        self,
+        observation: Observation,
+        state: AutoscalerState,
+        now: float,
+        current: int,
+        bridge: float = 1.0,
     ) -> tuple[Decision, AutoscalerState]:
         """One decision at time `now` (seconds) given `current` desired replicas, in stages:
-        learn, size for the expected rate, panic, stabilize and step, clamp."""
+        learn, size for the expected rate, panic, stabilize and step, clamp. `bridge` is how many
+        times what they carry alone faster variants let the ready replicas carry until new
+        capacity arrives (policy.variants.bridge); 1 without variants."""
         s = self.settings
         if not observation.usable or observation.sample_age_s > s.stale_after_s:
             return self._hold_without_metrics(observation, current), state
@@ -327,7 +338,7 @@ class LatencyAutoscaler:
             observation = replace(observation, latency_ms=0.0)  # idle: nothing waited
         state, service, phase = self._learn(observation, state, now, current)
         surge = _surge(observation)
-        sizing = self._size(observation, state, now, service, surge, current)
+        sizing = self._size(observation, state, now, service, surge, current, bridge)
         state = replace(state, sized_for_rps=sizing.present_rate)
         panic = self._panics(observation, phase, current)
         wanted_up = self._wanted_up(observation, sizing, panic)
@@ -425,13 +436,15 @@ class LatencyAutoscaler:
             # Capacity that just became ready has not shown its effect in the metrics window yet.
             serving_settled=state.ready_changed_s is None or now - state.ready_changed_s >= s.settle_s,
         )
-        # Learn only from steady states: not while a change settles, and not from an overload
-        # (a backlog says nothing about how the model fits the load).
+        # Learn only from steady states: not while a change settles, not from an overload (a
+        # backlog says nothing about how the model fits the load), and not while a faster variant
+        # served some requests (their latency is not the primary model's).
         steady = (
             phase.settled
             and phase.serving_settled
             and observation.ready_replicas == current
             and observation.latency_ms <= s.panic_ratio * s.target_ms
+            and observation.variant_share == 0
         )
         if service is not None and steady:
             state = self._update_feedback(observation, state, service, now)
@@ -552,6 +565,7 @@ class LatencyAutoscaler:
         service: ServiceTime | None,
         surge: RouterSignal | None,
         current: int,
+        bridge: float,
     ) -> _Sizing:
         s = self.settings
         assert observation.arrival_rate_rps is not None and observation.latency_ms is not None
@@ -569,6 +583,9 @@ class LatencyAutoscaler:
             latest
             + (surge.slope_rps_per_s * min(s.cold_start_s, surge.since_s) if surge is not None else 0.0),
         )
+        # Faster variants multiply what the ready replicas carry by up to `bridge` until new
+        # capacity arrives (policy.variants): the growth within a cold start is theirs to carry.
+        expected = max(latest, expected / bridge)
         # A surge that recurs (a proven period) is provisioned a cold start (and a bucket of
         # timing slack) before it comes. While the present is within the forecast surge (as
         # close as the proof asked), its size is known: the ramp is not extrapolated past it. It
@@ -617,8 +634,8 @@ class LatencyAutoscaler:
         full_rps = 0.9 * service.capacity_rps()
         # Replicas already on their way arrive within a cold start, half of one on average.
         ready = observation.ready_replicas
-        short_of_ready = max(0.0, latest - ready * full_rps)
-        short_of_current = max(0.0, latest - max(current, ready) * full_rps)
+        short_of_ready = max(0.0, latest - ready * full_rps * bridge)
+        short_of_current = max(0.0, latest - max(current, ready) * full_rps * bridge)
         backlog = pending + (short_of_ready + short_of_current) * s.cold_start_s / 2
         if backlog > latest * s.target_ms / 1000.0:
             up = max(up, math.ceil((expected + backlog / s.drain_s) / full_rps))

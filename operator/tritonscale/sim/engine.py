@@ -10,7 +10,11 @@ Model, chosen to be fast enough for a day of traffic in seconds:
 - policies act every `period_s` and see metrics as a scraper would: values over a window, as
   of the last scrape, some seconds late;
 - with a `CapacityPlan` (sim.spot), replicas run on on-demand or spot capacity, placed as the
-  operator places them, and a spot market reclaims them (see sim.spot for that model).
+  operator places them, and a spot market reclaims them (see sim.spot for that model);
+- with `variants`, every replica also serves faster variants of the model next to the primary
+  (the operator's variant sidecar): the routers send each request to a variant with the share a
+  policy set for it (`route_variants`), and a replica runs one batch of one model at a time,
+  taking the model whose oldest waiting request is oldest.
 
 The hot loop is one iteration per batch; per-request arrays are filled in bulk between decisions.
 """
@@ -20,7 +24,7 @@ from __future__ import annotations
 import heapq
 import math
 from bisect import bisect_left, bisect_right
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
@@ -28,6 +32,7 @@ import numpy as np
 from tritonscale.api.observation import Observation, RouterSample
 from tritonscale.policy.placement import Placement
 from tritonscale.policy.queueing import ServiceTime
+from tritonscale.policy.variants import Variant
 from tritonscale.sim.spot import CapacityPlan, CapacityReport, MarketTimeline, integrate, make_strategy
 
 
@@ -45,6 +50,7 @@ class SimEnvironment:
     queue_timeout_s: float = 10.0
     min_replicas: int = 1
     max_replicas: int = 40
+    variants: tuple[Variant, ...] = ()  # faster variants every replica serves next to the primary
 
     @property
     def service(self) -> ServiceTime:
@@ -70,6 +76,14 @@ class ClusterView(Protocol):
     def observation(self, window_s: float, scrape_s: float, lag_s: float) -> Observation: ...
 
     def router_sample(self) -> RouterSample: ...
+
+    def served_counts(self) -> tuple[float, ...]:
+        """Requests served so far by the primary and each variant, as the replicas count them."""
+        ...
+
+    def route_variants(self, shares: tuple[float, ...]) -> None:
+        """From now on, the routers send each variant this share of the requests."""
+        ...
 
 
 class SimPolicy(Protocol):
@@ -114,6 +128,7 @@ class SimResult:
     window_attainment: float = 1.0  # share of 1-minute windows whose percentile met the objective
     flap_replicas: int = 0  # replicas moved by the reversals counted in `flaps`
     capacity: CapacityReport | None = field(default=None, repr=False)
+    variants: VariantReport | None = field(default=None, repr=False)
 
     def summary(self) -> dict[str, float | int | str | None]:
         def finite(value: float) -> float | None:
@@ -134,6 +149,24 @@ class SimResult:
             "flaps_per_hour": round(self.flaps / (self.duration_s / 3600.0), 3),
             "flap_replicas": self.flap_replicas,
             **(self.capacity.summary() if self.capacity is not None else {}),
+            **(self.variants.summary() if self.variants is not None else {}),
+        }
+
+
+@dataclass(frozen=True)
+class VariantReport:
+    """What the variants served in one run."""
+
+    shares: tuple[float, ...]  # of the requests served, per variant
+    served_accuracy: float  # the mean accuracy of the requests served (the primary's is 1)
+    worst_window_accuracy: float  # the lowest such mean over a trailing budget window
+    window_s: float
+
+    def summary(self) -> dict[str, float]:
+        return {
+            "variant_share": round(sum(self.shares), 6),
+            "served_accuracy": round(self.served_accuracy, 6),
+            "worst_window_accuracy": round(self.worst_window_accuracy, 6),
         }
 
 
@@ -200,7 +233,11 @@ class Simulation:
     ) -> SimResult:
         """One policy's run; with `capacity`, replicas have capacity types and a spot market."""
         if capacity is None:
+            if self.env.variants:
+                return _VariantRun(self, policy, initial_replicas, duration_s).execute()
             return _Run(self, policy, initial_replicas, duration_s).execute()
+        if self.env.variants:
+            raise ValueError("the simulator does not combine model variants with a capacity plan")
         return _CapacityRun(self, policy, initial_replicas, duration_s, capacity).execute()
 
 
@@ -222,6 +259,7 @@ class _Run:
         self.records_size: list[int] = []
         self.records_end: list[float] = []
         self.materialized = 0
+        self.model_of: np.ndarray | None = None  # which model served each request (with variants)
         self.heap: list[tuple[float, int]] = []
         self.ready_at: dict[int, float] = {}
         self.free_at: dict[int, float] = {}
@@ -282,8 +320,25 @@ class _Run:
                 rate_age_s=self._now - visible + window_s / 2,
                 missing="no completed requests in the window" if latency is None else None,
             )
-        done_execution = execution[done]
-        batches = self.batch[first:last][done]
+        primary = done
+        if self.model_of is not None:
+            # The service-time statistics are the primary model's (Triton's per model); the
+            # percentile and the rate are every request's.
+            primary = done & (self.model_of[first:last] == 0)
+        variant_share = 1.0 - np.count_nonzero(primary) / latencies.size
+        if not primary.any():
+            return Observation(
+                arrival_rate_rps=rate,
+                latency_ms=1000.0 * float(np.percentile(latencies, self.sim.percentile)),
+                ready_replicas=self.ready,
+                pending_requests=float(pending),
+                concurrency=rate * float(np.mean(latencies)),
+                sample_age_s=self._now - visible,
+                rate_age_s=self._now - visible + window_s / 2,
+                variant_share=variant_share,
+            )
+        done_execution = execution[primary]
+        batches = self.batch[first:last][primary]
         sizes, inverse, counts = np.unique(batches, return_inverse=True, return_counts=True)
         mean_ms = np.bincount(inverse, weights=done_execution) / counts * 1000.0
         profile = tuple(
@@ -300,6 +355,7 @@ class _Run:
             batch_profile=profile,
             sample_age_s=self._now - visible,
             rate_age_s=self._now - visible + window_s / 2,
+            variant_share=variant_share,
         )
 
     def router_sample(self) -> RouterSample:
@@ -319,6 +375,13 @@ class _Run:
             )
         in_flight = int(completion.size - np.count_nonzero(done | timed_out))
         return RouterSample(at=self._now, requests=float(routed), in_flight=float(in_flight))
+
+    def served_counts(self) -> tuple[float, ...]:
+        return (float(self.head),)
+
+    def route_variants(self, shares: tuple[float, ...]) -> None:
+        if any(shares):
+            raise ValueError("this simulated service has no variants")
 
     # --- replicas ------------------------------------------------------------
     def _add(self, count: int, ready_at: float) -> list[int]:
@@ -495,6 +558,169 @@ class _Run:
             timeline=self.timeline,
             capacity=capacity,
         )
+
+
+ACCURACY_WINDOW_S = 3600.0  # the trailing window VariantReport's worst accuracy is taken over
+
+
+class _VariantRun(_Run):
+    """Replicas that serve the primary model and its faster variants (SimEnvironment.variants):
+    the routers send each request to a variant with its share at that moment (a weighted choice,
+    as HAProxy's server weights make it); a replica runs one batch of one model at a time, the
+    model whose oldest waiting request is oldest (two Triton processes sharing an accelerator,
+    first come first served)."""
+
+    def __init__(self, sim: Simulation, policy: SimPolicy, initial_replicas: int, duration_s: float) -> None:
+        super().__init__(sim, policy, initial_replicas, duration_s)
+        count = len(self.arrival_list)
+        models = 1 + len(self.env.variants)
+        services = (self.env.service, *(variant.service for variant in self.env.variants))
+        self.batch_tables = [
+            [service.batch_ms(b) / 1000.0 for b in range(self.env.max_batch + 1)] for service in services
+        ]
+        self.accuracy = np.array([1.0, *(variant.accuracy for variant in self.env.variants)])
+        self.served_by = np.zeros(count, dtype=np.int64)
+        self.model_of = self.served_by
+        self.shares = np.zeros(models - 1)
+        self.labelled = 0
+        # Per model: the requests routed to it (indices, and arrival times for bisect), in order.
+        self.queue_index = [np.empty(count, dtype=np.int64) for _ in range(models)]
+        self.queue_length = [0] * models
+        self.queue_time: list[list[float]] = [[] for _ in range(models)]
+        self.heads = [0] * models
+        self.served = [0] * models
+        self.records_model: list[int] = []
+        self.rng = np.random.default_rng(count)
+
+    # --- ClusterView ---------------------------------------------------------
+    def served_counts(self) -> tuple[float, ...]:
+        return tuple(float(n) for n in self.served)
+
+    def route_variants(self, shares: tuple[float, ...]) -> None:
+        if len(shares) != len(self.shares) or any(share < 0 for share in shares) or sum(shares) > 1 + 1e-9:
+            raise ValueError(f"shares {shares} do not fit {len(self.shares)} variants")
+        self.shares = np.array(shares, dtype=float)
+
+    # --- routing and serving -------------------------------------------------
+    def _label(self, horizon: float) -> None:
+        """Route the arrivals before `horizon` with the shares as they are now."""
+        arrivals = self.sim.arrivals
+        end = (
+            int(np.searchsorted(arrivals, horizon, side="left")) if math.isfinite(horizon) else arrivals.size
+        )
+        if end <= self.labelled:
+            return
+        start = self.labelled
+        draws = self.rng.random(end - start)
+        bucket = np.searchsorted(np.cumsum(self.shares), draws, side="right")
+        models = np.where(bucket >= self.shares.size, 0, bucket + 1)
+        self.served_by[start:end] = models
+        for model in range(len(self.queue_index)):
+            indices = start + np.flatnonzero(models == model)
+            length = self.queue_length[model]
+            self.queue_index[model][length : length + indices.size] = indices
+            self.queue_length[model] = length + indices.size
+            self.queue_time[model].extend(arrivals[indices].tolist())
+        self.labelled = end
+
+    def _oldest(self) -> tuple[int, float]:
+        best, best_time = -1, math.inf
+        for model, times in enumerate(self.queue_time):
+            head = self.heads[model]
+            if head < len(times) and times[head] < best_time:
+                best, best_time = model, times[head]
+        return best, best_time
+
+    def _serve_until(self, horizon: float) -> None:
+        self._label(horizon)
+        heap, removed, free_at = self.heap, self.removed, self.free_at
+        timeout, max_batch = self.env.queue_timeout_s, self.env.max_batch
+        heads, times, tables = self.heads, self.queue_time, self.batch_tables
+        while heap:
+            model, oldest = self._oldest()
+            if model < 0:
+                break
+            free, server = heap[0]
+            start = free if free > oldest else oldest
+            if start >= horizon:
+                break
+            heapq.heappop(heap)
+            if server in removed:
+                continue
+            if start - oldest > timeout:
+                for other, queue in enumerate(times):
+                    cut = bisect_left(queue, start - timeout, heads[other])
+                    if cut > heads[other]:
+                        self._record(other, heads[other], cut - heads[other], math.inf)
+                        heads[other] = cut
+                model, oldest = self._oldest()
+                start = free if free > oldest else oldest
+                if model < 0 or start >= horizon:
+                    heapq.heappush(heap, (free, server))
+                    break
+            queue, head = times[model], heads[model]
+            end_index = bisect_right(queue, start, head, min(head + max_batch, len(queue)))
+            size = end_index - head
+            done = start + tables[model][size]
+            self._record(model, head, size, done)
+            self.served[model] += size
+            heads[model] = end_index
+            free_at[server] = done
+            heapq.heappush(heap, (done, server))
+
+    def _record(self, model: int, head: int, size: int, end: float) -> None:
+        self.records_model.append(model)
+        self.records_lo.append(head)
+        self.records_size.append(size)
+        self.records_end.append(end)
+
+    def _materialize(self) -> None:
+        records = len(self.records_lo)
+        if records == self.materialized:
+            return
+        new = slice(self.materialized, records)
+        models = np.array(self.records_model[new], dtype=np.int64)
+        heads = np.array(self.records_lo[new], dtype=np.int64)
+        sizes = np.array(self.records_size[new], dtype=np.int64)
+        ends = np.array(self.records_end[new])
+        for model, table in enumerate(self.batch_tables):
+            mine = models == model
+            if not mine.any():
+                continue
+            m_heads, m_sizes, m_ends = heads[mine], sizes[mine], ends[mine]
+            offsets = np.cumsum(m_sizes) - m_sizes
+            positions = np.arange(int(m_sizes.sum())) + np.repeat(m_heads - offsets, m_sizes)
+            indices = self.queue_index[model][positions]
+            self.completion[indices] = np.repeat(m_ends, m_sizes)
+            dropped = ~np.isfinite(m_ends)
+            batch_sizes = np.where(dropped, 0, m_sizes)
+            self.batch[indices] = np.repeat(batch_sizes.astype(float), m_sizes)
+            per_batch = np.where(dropped, np.nan, np.array(table)[batch_sizes])
+            self.execution[indices] = np.repeat(per_batch, m_sizes)
+        self.materialized = records
+
+    def _result(self) -> SimResult:
+        result = super()._result()
+        served = np.isfinite(result.latencies_s)
+        accuracy = self.accuracy[self.served_by]
+        total = int(np.count_nonzero(served))
+        shares = tuple(
+            float(np.count_nonzero(served & (self.served_by == model))) / max(total, 1)
+            for model in range(1, len(self.accuracy))
+        )
+        mean = float(accuracy[served].mean()) if total else 1.0
+        # The worst trailing window, on a 1-minute grid (the whole run when it is shorter).
+        minutes = max(1, math.ceil(self.duration_s / WINDOW_S))
+        minute = np.minimum((self.sim.arrivals // WINDOW_S).astype(np.int64), minutes - 1)
+        counts = np.bincount(minute[served], minlength=minutes)
+        sums = np.bincount(minute[served], weights=accuracy[served], minlength=minutes)
+        width = min(minutes, round(ACCURACY_WINDOW_S / WINDOW_S))
+        window_counts = np.convolve(counts, np.ones(width), mode="valid")
+        window_sums = np.convolve(sums, np.ones(width), mode="valid")
+        with np.errstate(invalid="ignore", divide="ignore"):
+            means = np.where(window_counts > 0, window_sums / window_counts, 1.0)
+        report = VariantReport(shares, mean, float(means.min()), ACCURACY_WINDOW_S)
+        return replace(result, variants=report)
 
 
 ON_DEMAND, SPOT = "on-demand", "spot"

@@ -43,9 +43,22 @@ from typing import Any
 
 import numpy as np
 
-from tritonscale.api.observation import RouterSample
-from tritonscale.policy.autoscaling import AutoscalerSettings, AutoscalerState, LatencyAutoscaler
+from tritonscale.api.observation import RouterSample, RouterSignal
+from tritonscale.policy.autoscaling import (
+    AutoscalerSettings,
+    AutoscalerState,
+    LatencyAutoscaler,
+    correction_at,
+)
 from tritonscale.policy.surge import ROUTER_PERIOD_S, remember, router_signal, wants_decision
+from tritonscale.policy.variants import (
+    AccuracyBudget,
+    ServedCounts,
+    VariantSettings,
+    VariantState,
+    bridge,
+    decide_variants,
+)
 from tritonscale.sim.engine import ClusterView, SimEnvironment, Simulation
 from tritonscale.sim.workloads import RateStep, Workload, arrivals
 
@@ -53,6 +66,7 @@ POLICIES = (
     "latency",
     "latency-metrics-only",
     "latency-no-forecast",
+    "latency-variants",
     "hpa-rps",
     "hpa-inflight",
     "hpa-p95",
@@ -68,6 +82,9 @@ POLICIES = (
 # Baselines a user tunes by a target utilisation (of what one replica carries at the objective).
 TUNABLE = ("hpa-rps", "hpa-inflight", "keda-rps", "keda-queue", "kpa", "kpa-delay", "ray-tuned")
 DEFAULT_UTILIZATION = 0.7
+# latency-variants takes the accuracy budget after '@', in points (latency-variants@0.5: the
+# mean accuracy served over any hour stays within 0.5 points of the primary model's).
+DEFAULT_BUDGET_POINTS = 1.0
 
 
 def parse_policy_name(name: str) -> tuple[str, float]:
@@ -75,6 +92,16 @@ def parse_policy_name(name: str) -> tuple[str, float]:
     base, _, knob = name.partition("@")
     if base not in POLICIES:
         raise ValueError(f"unknown policy {name!r}; known: {', '.join(POLICIES)}")
+    if base == "latency-variants":
+        try:
+            points = float(knob) if knob else DEFAULT_BUDGET_POINTS
+        except ValueError:
+            raise ValueError(
+                f"{name!r}: the budget after '@' must be accuracy points, e.g. {base}@0.5"
+            ) from None
+        if not 0.0 <= points <= 100.0:
+            raise ValueError(f"{name!r}: the accuracy budget must be between 0 and 100 points")
+        return base, points
     if not knob:
         return base, DEFAULT_UTILIZATION
     if base not in TUNABLE:
@@ -112,6 +139,7 @@ class LatencyPolicy:
         period_s: float = 10.0,
         source: str = "triton",
         router: bool = True,
+        accuracy: AccuracyBudget | None = None,
         **overrides: Any,
     ) -> None:
         self.env = env
@@ -152,6 +180,20 @@ class LatencyPolicy:
         )
         self.autoscaler = LatencyAutoscaler(replace(settings, **overrides))
         self.state = AutoscalerState()
+        # With variants and a budget: the variant shares, decided on the routers' grid.
+        self.variant_settings: VariantSettings | None = None
+        self.variant_state = VariantState()
+        if accuracy is not None:
+            if not router or not env.variants:
+                raise ValueError("variants need the routers' counts and variants in the environment")
+            self.name = f"latency-variants@{accuracy.points:g}"
+            self.variant_settings = VariantSettings(
+                target_ms=objective.target_ms,
+                percentile=objective.percentile,
+                variants=env.variants,
+                budget=accuracy,
+                period_s=ROUTER_PERIOD_S,
+            )
 
     def step(self, view: ClusterView) -> tuple[int, str]:
         signal = None
@@ -164,14 +206,49 @@ class LatencyPolicy:
             )
             if not due and not wants_decision(signal, self.state.sized_for_rps):
                 assert self.last_decision is not None
+                self._route_variants(view, signal)
                 return view.provisioned, self.last_decision[2]
         observation = view.observation(self.window_s, self.scrape_s, self.lag_s)
         if self.source == "prometheus":
             observation = replace(observation, batch_profile=())  # Prometheus has no batch statistics
         observation = replace(observation, router=signal)
-        decision, self.state = self.autoscaler.decide(observation, self.state, view.now, view.provisioned)
+        carried = 1.0
+        if self.variant_settings is not None:
+            carried = bridge(
+                self.variant_settings,
+                self.variant_state,
+                self.autoscaler.service_time(self.state),
+                observation.arrival_rate_rps or 0.0,
+                self.autoscaler.settings.cold_start_s,
+            )
+        decision, self.state = self.autoscaler.decide(
+            observation, self.state, view.now, view.provisioned, bridge=carried
+        )
         self.last_decision = (view.now, decision.desired, decision.reason)
+        self._route_variants(view, signal)
         return decision.desired, decision.reason
+
+    def _route_variants(self, view: ClusterView, signal: RouterSignal | None) -> None:
+        """Every routers' read: the variants' shares for the next one (policy.variants)."""
+        if self.variant_settings is None or signal is None:
+            return
+        service = self.autoscaler.service_time(self.state)
+        ready = view.ready
+        rate = signal.present_rps
+        choice, self.variant_state = decide_variants(
+            self.variant_settings,
+            self.variant_state,
+            view.now,
+            ServedCounts(view.now, view.served_counts()),
+            rate_rps=rate,
+            slope_rps_per_s=signal.slope_rps_per_s,
+            in_flight=signal.in_flight,
+            ready=ready,
+            arriving=max(0, view.provisioned - ready),
+            primary=service,
+            correction=correction_at(self.state, rate / max(ready, 1)),
+        )
+        view.route_variants(choice.shares)
 
 
 @dataclass(frozen=True)

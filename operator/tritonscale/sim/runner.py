@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tritonscale.api.spec import CapacitySpec
+from tritonscale.policy.variants import AccuracyBudget
 from tritonscale.sim.engine import SimEnvironment, SimPolicy, SimResult, Simulation
 from tritonscale.sim.policies import (
     FRESH_FEED,
@@ -57,7 +58,7 @@ def make_policy(
     base, utilization = parse_policy_name(name)
     feed = FRESH_FEED if scenario.feed == "fresh" else prometheus_feed(env)
     label = f"{base}@{utilization:g}" if base in TUNABLE else base
-    if base in ("latency", "latency-metrics-only", "latency-no-forecast"):
+    if base in ("latency", "latency-metrics-only", "latency-no-forecast", "latency-variants"):
         source = "triton" if scenario.feed == "fresh" else "prometheus"
         return LatencyPolicy(
             env,
@@ -65,6 +66,7 @@ def make_policy(
             scenario.period_s,
             source,
             router=base != "latency-metrics-only",
+            accuracy=AccuracyBudget(1.0 - utilization / 100.0) if base == "latency-variants" else None,
             forecast=base != "latency-no-forecast",
         )
     if base in ("hpa-rps", "hpa-inflight"):

@@ -1,0 +1,274 @@
+"""Faster model variants under an accuracy budget: ride out load that outruns a cold start.
+
+Pure, like policy.autoscaling: the operator and the simulator run this code.
+
+New replicas take a cold start to serve; a surge that rises within it overloads the replicas that
+are ready. A faster variant of the model (quantized, pruned, distilled), served next to the
+primary on the same replicas, does more requests per second on the same accelerators. Each
+decision:
+1. predicts the percentile on the ready replicas for the routers' present rate plus the backlog
+   they hold (drained within `drain_s`: a queue is the freshest sign of overload), with the
+   autoscaler's fitted tau(b) and learnt correction where it says the model is optimistic (a
+   correction learnt in steady states, below 1, does not hold in a surge's transient), the share
+   served by a variant counted at its own cost per request;
+2. when that breaks the objective, sends the smallest share that restores it to the variant that
+   loses the least accuracy doing so (the fastest, when none can restore it alone);
+3. caps the share by the accuracy budget left: over any trailing window, the average accuracy
+   served (requests weighted, as the replicas counted them) stays at or above the floor;
+4. lowers the share by at most `step_down` per decision as capacity arrives, and not at all
+   while the rate still rises (a drained queue does not end a surge), so a share does not flicker
+   on the decision grid.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+from tritonscale.policy.queueing import ServiceTime, predicted_latency_ms
+
+SHARE_STEP = 0.05  # shares are chosen on this grid (HAProxy weights are integers 0-256)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A faster variant of the primary model."""
+
+    name: str
+    accuracy: float  # relative to the primary model (1.0), as the user measured it offline
+    service: ServiceTime  # its tau(b) on one replica
+
+
+@dataclass(frozen=True)
+class AccuracyBudget:
+    """The lowest average accuracy served over any trailing `window_s`."""
+
+    floor: float
+    window_s: float = 3600.0
+
+    @property
+    def points(self) -> float:
+        return 100.0 * (1.0 - self.floor)
+
+
+@dataclass(frozen=True)
+class ServedCounts:
+    """Cumulative requests served by the primary and by each variant (in the spec's order), as
+    the replicas' own counters say at `at`."""
+
+    at: float
+    requests: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class VariantSettings:
+    target_ms: float
+    percentile: float
+    variants: tuple[Variant, ...]
+    budget: AccuracyBudget
+    up_threshold: float = 0.95  # the autoscaler's: size so the prediction sits this far under
+    drain_s: float = 5.0  # a backlog should be gone within this long
+    step_down: float = 0.1  # the share falls by at most this much per decision
+    period_s: float = 2.0  # how often decisions come (the routers' read interval)
+
+
+@dataclass(frozen=True)
+class VariantState:
+    counts: tuple[ServedCounts, ...] = ()  # within the budget's window, oldest first
+    shares: tuple[float, ...] = ()  # per variant, as last decided
+
+
+@dataclass(frozen=True)
+class WindowUse:
+    """What the trailing window has served."""
+
+    requests: float
+    lost: float  # sum over requests of (1 - accuracy)
+
+    @property
+    def accuracy(self) -> float:
+        return 1.0 - self.lost / self.requests if self.requests > 0 else 1.0
+
+
+@dataclass(frozen=True)
+class VariantDecision:
+    shares: tuple[float, ...]  # per variant, in the spec's order
+    reason: str
+    served_accuracy: float  # over the trailing window, as served
+    budget_left_points: float  # accuracy points the window may still lose (0-100 scale)
+    predicted_ms: float  # at the chosen shares
+
+
+def window_use(counts: tuple[ServedCounts, ...], variants: tuple[Variant, ...], window_s: float) -> WindowUse:
+    """Requests and accuracy lost between the newest counts and the oldest within the window
+    (or the first counts, when the history is shorter)."""
+    if len(counts) < 2:
+        return WindowUse(0.0, 0.0)
+    newest = counts[-1]
+    oldest = next((c for c in counts if c.at >= newest.at - window_s), counts[0])
+    served = [max(0.0, new - old) for new, old in zip(newest.requests, oldest.requests, strict=True)]
+    lost = sum(n * (1.0 - v.accuracy) for n, v in zip(served[1:], variants, strict=True))
+    return WindowUse(sum(served), lost)
+
+
+def relative_cost(variant: Variant, primary: ServiceTime) -> float:
+    """A variant's accelerator time per request over the primary's, at full batches (the regime
+    an overload runs in)."""
+    batch = max(primary.max_batch, 1)
+    return variant.service.batch_ms(batch) / primary.batch_ms(batch)
+
+
+def budget_left(settings: VariantSettings, counts: tuple[ServedCounts, ...]) -> tuple[WindowUse, float]:
+    """What the window served, and the accuracy loss it may still take (requests x points/100)."""
+    use = window_use(counts, settings.variants, settings.budget.window_s)
+    return use, max(0.0, (1.0 - settings.budget.floor) * use.requests - use.lost)
+
+
+def bridge(
+    settings: VariantSettings,
+    state: VariantState,
+    primary: ServiceTime | None,
+    rate_rps: float,
+    horizon_s: float,
+) -> float:
+    """How many times what the ready replicas carry alone the variants let them carry over the
+    next `horizon_s` (a cold start), within the budget: 1 / (1 - share x saving) at the largest
+    share the budget allows for the requests that horizon brings, for the best variant. The
+    autoscaler provisions only the growth beyond it (policy.autoscaling)."""
+    if primary is None or not settings.variants:
+        return 1.0
+    _, left = budget_left(settings, state.counts)
+    coming = max(rate_rps * horizon_s, 1.0)
+    factor = 1.0
+    for variant in settings.variants:
+        saving = 1.0 - relative_cost(variant, primary)
+        cap = _budget_cap(variant, left, settings.budget.floor, coming)
+        if saving > 0 and cap > 0:
+            factor = max(factor, 1.0 / (1.0 - cap * saving))
+    return factor
+
+
+def decide_variants(
+    settings: VariantSettings,
+    state: VariantState,
+    now: float,
+    counts: ServedCounts,
+    *,
+    rate_rps: float,
+    in_flight: float,
+    slope_rps_per_s: float = 0.0,
+    ready: int,
+    arriving: int,
+    primary: ServiceTime | None,
+    correction: float = 1.0,
+) -> tuple[VariantDecision, VariantState]:
+    """The shares for the next period, and the state to keep."""
+    s = settings
+    kept = tuple(c for c in state.counts if c.at >= now - s.budget.window_s - s.period_s)
+    state = replace(state, counts=(*kept, counts))
+    previous = state.shares if len(state.shares) == len(s.variants) else (0.0,) * len(s.variants)
+    use, left = budget_left(s, state.counts)
+    left_points = 100.0 * left / use.requests if use.requests > 0 else 0.0
+
+    def decision(
+        shares: tuple[float, ...], predicted: float, why: str
+    ) -> tuple[VariantDecision, VariantState]:
+        return (
+            VariantDecision(shares, why, use.accuracy, left_points, predicted),
+            replace(state, shares=shares),
+        )
+
+    if primary is None or ready <= 0 or not s.variants:
+        return decision((0.0,) * len(s.variants), math.nan, "no service-time estimate yet; primary only")
+
+    executing = ready * primary.max_batch
+    backlog = max(0.0, in_flight - executing)
+    rising = slope_rps_per_s > 0
+    offered = rate_rps + max(0.0, slope_rps_per_s) * s.period_s + backlog / s.drain_s
+    limit = s.target_ms * s.up_threshold
+
+    def latency_at(cost: float) -> float:
+        """The percentile when each request costs `cost` of the primary's accelerator time: the
+        steady-state model's, or, when higher, what a request arriving now meets: the queue
+        ahead of it served at the fleet's full-batch pace, then a full batch."""
+        model = max(correction, 1.0) * predicted_latency_ms(ready, offered * cost, primary, s.percentile)
+        full_batch_ms = cost * primary.batch_ms(primary.max_batch)
+        queue_ms = 1000.0 * backlog * cost / (ready * primary.capacity_rps())
+        return max(model, queue_ms + full_batch_ms)
+
+    # Requests the next period brings: the budget they add and the most each variant may take.
+    coming = max(rate_rps * s.period_s, 1.0)
+    caps = tuple(_budget_cap(variant, left, s.budget.floor, coming) for variant in s.variants)
+    alone = latency_at(1.0)
+    # While the rate still rises the overload is not over (a drained queue does not end a surge):
+    # the share is held; else it falls by at most step_down per decision. Always within the cap.
+    step_down = 0.0 if rising else s.step_down
+    if alone <= limit:
+        shares = tuple(
+            min(cap, max(0.0, share - step_down)) for share, cap in zip(previous, caps, strict=True)
+        )
+        shares = tuple(0.0 if share < SHARE_STEP / 2 else share for share in shares)
+        return decision(shares, alone, _describe(s, alone, offered, ready, arriving, shares, left_points))
+
+    restoring: list[tuple[float, int, float, float]] = []  # (accuracy lost, index, share, cap)
+    best_effort: list[tuple[float, int, float, float]] = []  # (latency at the cap, index, cap, cap)
+    for index, (variant, cap) in enumerate(zip(s.variants, caps, strict=True)):
+        loss_per_request = 1.0 - variant.accuracy
+        saving = 1.0 - relative_cost(variant, primary)
+        if cap <= 0 or saving <= 0:
+            continue
+        needed = next(
+            (
+                k * SHARE_STEP
+                for k in range(1, round(cap / SHARE_STEP) + 1)
+                if latency_at(1.0 - k * SHARE_STEP * saving) <= limit
+            ),
+            None,
+        )
+        if needed is not None:
+            restoring.append((needed * loss_per_request, index, needed, cap))
+        best_effort.append((latency_at(1.0 - cap * saving), index, cap, cap))
+    if not restoring and not best_effort:
+        shares = (0.0,) * len(s.variants)
+        return decision(shares, alone, _describe(s, alone, offered, ready, arriving, shares, left_points))
+    _, index, share, cap = min(restoring) if restoring else min(best_effort)
+    share = min(cap, max(share, previous[index] - step_down))
+    shares = tuple(share if i == index else 0.0 for i in range(len(s.variants)))
+    predicted = latency_at(1.0 - share * (1.0 - relative_cost(s.variants[index], primary)))
+    return decision(shares, predicted, _describe(s, alone, offered, ready, arriving, shares, left_points))
+
+
+def _budget_cap(variant: Variant, left: float, floor: float, coming: float) -> float:
+    """The largest share (on the grid) of the `coming` requests the variant may serve: they add
+    (1 - floor) each to what the window may lose, and it loses (1 - accuracy) on each it serves."""
+    loss_per_request = 1.0 - variant.accuracy
+    if loss_per_request <= 0:
+        return 1.0
+    cap = min(1.0, (left + (1.0 - floor) * coming) / (loss_per_request * coming))
+    return math.floor(cap / SHARE_STEP + 1e-9) * SHARE_STEP
+
+
+def _describe(
+    s: VariantSettings,
+    alone_ms: float,
+    offered_rps: float,
+    ready: int,
+    arriving: int,
+    shares: tuple[float, ...],
+    left_points: float,
+) -> str:
+    relation = ">" if alone_ms > s.target_ms else "<="
+    shown = f"{alone_ms:.0f} ms" if math.isfinite(alone_ms) else "overload"
+    head = (
+        f"p{s.percentile:g} on the primary {shown} {relation} {s.target_ms:g} ms at {offered_rps:.0f} req/s, "
+        f"{ready} ready"
+    )
+    if arriving:
+        head += f", {arriving} arriving"
+    serving = [
+        f"{100 * share:.0f} % on {variant.name} (accuracy {variant.accuracy:g})"
+        for variant, share in zip(s.variants, shares, strict=True)
+        if share > 0
+    ]
+    action = "serving " + ", ".join(serving) if serving else "primary only"
+    return f"{head}; {action}; budget left {left_points:.2f} points"

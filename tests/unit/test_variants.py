@@ -1,0 +1,328 @@
+"""Faster model variants under an accuracy budget: the pure policy, the simulator's variant
+serving, and the autoscaler that leaves a cold start's growth to them."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from tritonscale.api.observation import Observation
+from tritonscale.policy.autoscaling import AutoscalerSettings, AutoscalerState, LatencyAutoscaler
+from tritonscale.policy.queueing import ServiceTime
+from tritonscale.policy.variants import (
+    AccuracyBudget,
+    ServedCounts,
+    Variant,
+    VariantSettings,
+    VariantState,
+    bridge,
+    decide_variants,
+    relative_cost,
+    window_use,
+)
+from tritonscale.sim.engine import SimEnvironment, Simulation
+from tritonscale.sim.policies import LatencyPolicy, Objective
+from tritonscale.sim.runner import Scenario, make_policy, prepare
+from tritonscale.sim.workloads import RateStep, Workload, arrivals, built_in
+
+PRIMARY = ServiceTime(20.0, 3.0, 8)  # the simulator's default replica: 182 req/s at full batches
+INT8 = Variant("int8", 0.99, ServiceTime(10.0, 1.5, 8))  # twice as fast, 1 point less accurate
+SMALL = Variant("small", 0.95, ServiceTime(5.0, 0.75, 8))  # four times, 5 points less
+OBJECTIVE = Objective(target_ms=100.0, percentile=95.0)
+
+
+def settings(*variants: Variant, floor: float = 0.99) -> VariantSettings:
+    return VariantSettings(
+        target_ms=100.0, percentile=95.0, variants=variants or (INT8, SMALL), budget=AccuracyBudget(floor)
+    )
+
+
+def with_history(s: VariantSettings, requests: float = 1_000_000.0, *served: float) -> VariantState:
+    """A state whose window has served `requests` on the primary (and `served` on variants)."""
+    counts = (0.0,) * (1 + len(s.variants))
+    newest = (requests, *served, *(0.0,) * (len(s.variants) - len(served)))
+    return VariantState(counts=(ServedCounts(0.0, counts), ServedCounts(3000.0, newest)))
+
+
+def decide(s: VariantSettings, state: VariantState, rate: float, ready: int, in_flight: float = 0.0, **kw):  # type: ignore[no-untyped-def]
+    newest = state.counts[-1] if state.counts else ServedCounts(3000.0, (0.0,) * (1 + len(s.variants)))
+    return decide_variants(
+        s,
+        state,
+        newest.at + 2.0,
+        ServedCounts(newest.at + 2.0, newest.requests),
+        rate_rps=rate,
+        in_flight=in_flight,
+        ready=ready,
+        arriving=kw.pop("arriving", 0),
+        primary=kw.pop("primary", PRIMARY),
+        **kw,
+    )
+
+
+# --- the pure policy -----------------------------------------------------------------------
+
+
+def test_no_variant_share_while_the_ready_replicas_meet_the_objective() -> None:
+    s = settings()
+    choice, _ = decide(s, with_history(s), rate=500.0, ready=6)
+    assert choice.shares == (0.0, 0.0)
+    assert "primary only" in choice.reason
+
+
+def test_an_overload_gets_the_smallest_share_that_restores_the_objective() -> None:
+    s = settings()
+    choice, _ = decide(s, with_history(s), rate=800.0, ready=4, arriving=4)  # 4 x 182 = 728 req/s
+    int8, small = choice.shares
+    assert small == 0.0, "int8 restores it and loses less accuracy per request of capacity"
+    assert 0.0 < int8 < 1.0
+    assert choice.predicted_ms <= 95.0
+    # One grid step less would not restore it: the share is the smallest that does.
+    smaller = 1.0 - (int8 - 0.05) * (1.0 - relative_cost(INT8, PRIMARY))
+    from tritonscale.policy.queueing import predicted_latency_ms
+
+    assert predicted_latency_ms(4, 800.0 * smaller, PRIMARY, 95.0) > 95.0
+    assert "4 arriving" in choice.reason and "on int8 (accuracy 0.99)" in choice.reason
+
+
+def test_the_faster_variant_takes_over_when_the_slower_cannot_restore_alone() -> None:
+    s = settings()
+    choice, _ = decide(s, with_history(s), rate=1300.0, ready=4)  # int8 alone carries ~1450 at most
+    assert choice.shares[1] > 0.0 and choice.shares[0] == 0.0
+
+
+def test_a_queue_at_the_routers_counts_even_when_the_rate_alone_would_not() -> None:
+    s = settings()
+    calm, _ = decide(s, with_history(s), rate=600.0, ready=4, in_flight=32.0)
+    queued, _ = decide(s, with_history(s), rate=600.0, ready=4, in_flight=400.0)
+    assert calm.shares == (0.0, 0.0)
+    assert sum(queued.shares) > 0.0
+
+
+def test_the_share_is_capped_by_the_accuracy_budget_left() -> None:
+    s = settings(SMALL, floor=0.99)
+    # The window has already lost its whole point: only what the next requests bring is left,
+    # 1 point of them, which a 5-point variant may spend on a fifth of them.
+    spent = with_history(s, 800_000.0, 200_000.0)  # 200k x 0.05 = 10k lost of 1M x 0.01 allowed
+    use = window_use(spent.counts, s.variants, s.budget.window_s)
+    assert use.lost == pytest.approx(10_000.0)
+    choice, _ = decide(s, spent, rate=3000.0, ready=4)
+    assert choice.shares[0] == pytest.approx(0.2)
+    assert choice.budget_left_points == pytest.approx(0.0)
+    fresh, _ = decide(s, with_history(s), rate=3000.0, ready=4)
+    assert fresh.shares[0] > 0.2
+
+
+def test_the_share_falls_step_by_step_and_not_while_the_rate_rises() -> None:
+    s = settings(INT8)
+    state = replace(with_history(s), shares=(0.6,))
+    falling, _ = decide(s, state, rate=300.0, ready=6)
+    assert falling.shares[0] == pytest.approx(0.5)
+    held, _ = decide(s, state, rate=300.0, ready=6, slope_rps_per_s=5.0)
+    assert held.shares[0] == pytest.approx(0.6)
+
+
+def test_without_a_service_time_estimate_only_the_primary_serves() -> None:
+    s = settings()
+    choice, _ = decide(s, with_history(s), rate=5000.0, ready=2, primary=None)
+    assert choice.shares == (0.0, 0.0)
+
+
+def test_the_window_keeps_only_its_own_counts() -> None:
+    s = settings(INT8)
+    state = VariantState()
+    for minute in range(120):
+        _, state = decide_variants(
+            s,
+            state,
+            60.0 * minute,
+            ServedCounts(60.0 * minute, (1000.0 * minute, 0.0)),
+            rate_rps=10.0,
+            in_flight=0.0,
+            ready=1,
+            arriving=0,
+            primary=PRIMARY,
+        )
+    assert state.counts[0].at >= 60.0 * 119 - 3600.0 - 2.0
+    assert window_use(state.counts, s.variants, 3600.0).requests == pytest.approx(60_000.0)
+
+
+def test_bridge_is_how_much_more_the_ready_replicas_carry_within_the_budget() -> None:
+    s = settings(INT8, floor=0.99)
+    assert bridge(s, with_history(s), None, 1000.0, 45.0) == 1.0
+    # int8 loses 1 point a request, the budget is 1 point: it may take every request: 2x.
+    assert bridge(s, with_history(s), PRIMARY, 1000.0, 45.0) == pytest.approx(2.0)
+    tight = settings(INT8, floor=0.995)
+    exhausted = with_history(tight, 500_000.0, 500_000.0)
+    assert 1.0 < bridge(tight, exhausted, PRIMARY, 1000.0, 45.0) < 2.0
+    assert bridge(replace(s, variants=()), with_history(s), PRIMARY, 1000.0, 45.0) == 1.0
+
+
+# --- the autoscaler with a bridge ----------------------------------------------------------
+
+
+def ramp_state(
+    autoscaler: LatencyAutoscaler, ready: int, slope: float = 10.0
+) -> tuple[AutoscalerState, float]:
+    """Ten minutes of a steady ramp from 400 req/s, observed every 10 s."""
+    state = AutoscalerState()
+    now = 0.0
+    for step in range(60):
+        now = 10.0 * step
+        observation = Observation(
+            arrival_rate_rps=400.0 + slope * step,
+            latency_ms=60.0,
+            ready_replicas=ready,
+            mean_compute_ms=PRIMARY.batch_ms(4),
+            average_batch=4.0,
+        )
+        _, state = autoscaler.decide(observation, state, now, ready)
+    return state, now
+
+
+def test_a_bridge_leaves_the_growth_within_a_cold_start_to_the_variants() -> None:
+    autoscaler = LatencyAutoscaler(
+        AutoscalerSettings(target_ms=100.0, max_replicas=40, max_batch=8, cold_start_s=60.0)
+    )
+    state, now = ramp_state(autoscaler, ready=8, slope=20.0)
+    observation = Observation(
+        arrival_rate_rps=1600.0, latency_ms=60.0, ready_replicas=8, mean_compute_ms=32.0, average_batch=4.0
+    )
+    alone, _ = autoscaler.decide(observation, state, now + 10.0, 8)
+    default, _ = autoscaler.decide(observation, state, now + 10.0, 8, bridge=1.0)
+    bridged, _ = autoscaler.decide(observation, state, now + 10.0, 8, bridge=2.0)
+    assert default == alone
+    assert alone.model_replicas is not None and bridged.model_replicas is not None
+    assert bridged.model_replicas < alone.model_replicas
+    # Never below what the present rate needs: a bridge as wide as any growth sizes for now.
+    present, _ = autoscaler.decide(observation, state, now + 10.0, 8, bridge=100.0)
+    assert present.model_replicas is not None
+    assert bridged.model_replicas >= present.model_replicas > 1
+
+
+def test_feedback_is_not_learnt_while_a_variant_served() -> None:
+    autoscaler = LatencyAutoscaler(AutoscalerSettings(target_ms=100.0, max_replicas=40, max_batch=8))
+    state, now = ramp_state(autoscaler, ready=6)
+    observation = Observation(
+        arrival_rate_rps=790.0, latency_ms=30.0, ready_replicas=6, mean_compute_ms=32.0, average_batch=4.0
+    )
+    later = now + 300.0
+    _, learnt = autoscaler.decide(observation, state, later, 6)
+    _, kept = autoscaler.decide(replace(observation, variant_share=0.3), state, later, 6)
+    assert learnt.corrections != state.corrections
+    assert kept.corrections == state.corrections
+
+
+# --- the simulator ------------------------------------------------------------------------
+
+
+class Route:
+    """Routes a fixed share to the variants and holds the replicas."""
+
+    name = "route"
+    period_s = 2.0
+
+    def __init__(self, shares: tuple[float, ...], replicas: int) -> None:
+        self.shares = shares
+        self.replicas = replicas
+        self.seen: list[tuple[float, ...]] = []
+        self.observed: list[Observation] = []
+
+    def step(self, view) -> tuple[int, str]:  # type: ignore[no-untyped-def]
+        view.route_variants(self.shares)
+        self.seen.append(view.served_counts())
+        if view.now > 60:
+            self.observed.append(view.observation(30.0, 0.0, 0.0))
+        return self.replicas, "fixed"
+
+
+def steady(rate: float, duration: float) -> np.ndarray:
+    return arrivals(Workload("steady", (RateStep(0.0, rate),), duration), 5)
+
+
+def test_variants_that_serve_nothing_change_nothing() -> None:
+    times = steady(700.0, 300.0)
+    plain = Simulation(times, SimEnvironment(), 100.0, 95.0).run(Route((), 4), 4, 300.0)
+    env = SimEnvironment(variants=(INT8,))
+    unused = Simulation(times, env, 100.0, 95.0).run(Route((0.0,), 4), 4, 300.0)
+    np.testing.assert_array_equal(plain.latencies_s, unused.latencies_s)
+    assert unused.variants is not None and unused.variants.shares == (0.0,)
+    assert unused.variants.served_accuracy == 1.0
+
+
+def test_a_share_on_a_faster_variant_serves_that_share_faster() -> None:
+    times = steady(800.0, 300.0)  # 4 replicas carry 728 req/s on the primary alone: overloaded
+    env = SimEnvironment(variants=(INT8,))
+    primary_only = Simulation(times, env, 100.0, 95.0).run(Route((0.0,), 4), 4, 300.0)
+    route = Route((0.5,), 4)
+    shared = Simulation(times, env, 100.0, 95.0).run(route, 4, 300.0)
+    assert primary_only.slo_attainment < 0.5
+    assert shared.slo_attainment > 0.99
+    assert shared.variants is not None
+    assert shared.variants.shares[0] == pytest.approx(0.5, abs=0.01)
+    assert shared.variants.served_accuracy == pytest.approx(1.0 - 0.5 * 0.01, abs=1e-4)
+    # What the replicas counted, as the policy reads it, agrees with what they served.
+    primary, int8 = route.seen[-1]
+    assert int8 / (primary + int8) == pytest.approx(0.5, abs=0.01)
+    # The observation's service times are the primary's; its variant share is measured.
+    observation = route.observed[-1]
+    assert observation.variant_share == pytest.approx(0.5, abs=0.05)
+    for batch, ms, _ in observation.batch_profile:
+        assert ms == pytest.approx(PRIMARY.batch_ms(batch))
+
+
+def test_routing_refuses_shares_that_do_not_fit() -> None:
+    env = SimEnvironment(variants=(INT8,))
+    with pytest.raises(ValueError, match="do not fit"):
+        Simulation(steady(10.0, 30.0), env, 100.0, 95.0).run(Route((0.7, 0.5), 1), 1, 30.0)
+    with pytest.raises(ValueError, match="no variants"):
+        Simulation(steady(10.0, 30.0), SimEnvironment(), 100.0, 95.0).run(Route((0.5,), 1), 1, 30.0)
+
+
+def test_the_autoscaler_with_variants_rides_a_flash_crowd_within_its_budget() -> None:
+    env = SimEnvironment(variants=(INT8, SMALL))
+    scenario = Scenario(built_in("flash-crowd", 1200.0, 1000.0, 2), 2, env, OBJECTIVE)
+    prepared = prepare(scenario)
+    results = {}
+    for name in ("latency", "latency-variants@1"):
+        policy = make_policy(name, scenario, prepared.needed, prepared.table, prepared.tested)
+        results[name] = prepared.simulation.run(policy, prepared.initial, 1200.0)
+    alone, bridged = results["latency"], results["latency-variants@1"]
+    assert alone.variants is not None and sum(alone.variants.shares) == 0.0
+    assert bridged.variants is not None and sum(bridged.variants.shares) > 0.0
+    assert bridged.slo_attainment > alone.slo_attainment
+    assert bridged.replica_hours < alone.replica_hours
+    assert bridged.variants.worst_window_accuracy >= 0.99
+
+
+def test_latency_variants_needs_variants_in_the_environment() -> None:
+    with pytest.raises(ValueError, match="variants"):
+        LatencyPolicy(SimEnvironment(), OBJECTIVE, accuracy=AccuracyBudget(0.99))
+
+
+def test_simulate_runs_variants_and_says_what_they_served() -> None:
+    from click.testing import CliRunner
+
+    from tritonscale.cli.simulate import simulate
+
+    runner = CliRunner()
+    args = ["--workload", "flash-crowd", "--duration-s", "600", "--variant", "int8:0.99:2", "--json", "-"]
+    result = runner.invoke(simulate, [*args, "--policy", "latency,latency-variants@0.5"])
+    assert result.exit_code == 0, result.output
+    import json
+
+    records = {r["policy"]: r for r in json.loads(result.stdout)}
+    assert records["latency"]["variant_share"] == 0.0
+    assert records["latency-variants@0.5"]["environment"]["variants"][0]["name"] == "int8"
+    assert records["latency-variants@0.5"]["served_accuracy"] >= 0.995 - 1e-9
+    refused = runner.invoke(simulate, ["--policy", "latency-variants"])
+    assert refused.exit_code == 2 and "--variant" in refused.output
+    for bad, why in (
+        ("int8:0.99", "NAME:ACCURACY:SPEEDUP"),
+        ("int8:1.5:2", "(0, 1]"),
+        ("int8:0.9:1", "faster"),
+    ):
+        refused = runner.invoke(simulate, ["--variant", bad])
+        assert refused.exit_code == 2 and why in refused.output, refused.output
