@@ -258,11 +258,12 @@ def _describe(
     left_points: float,
 ) -> str:
     relation = ">" if alone_ms > s.target_ms else "<="
-    shown = f"{alone_ms:.0f} ms" if math.isfinite(alone_ms) else "overload"
     head = (
-        f"p{s.percentile:g} on the primary {shown} {relation} {s.target_ms:g} ms at {offered_rps:.0f} req/s, "
-        f"{ready} ready"
+        f"p{s.percentile:g} on the primary alone {alone_ms:.0f} ms {relation} {s.target_ms:g} ms"
+        if math.isfinite(alone_ms)
+        else "the primary alone is overloaded"
     )
+    head += f" at {offered_rps:.0f} req/s, {ready} ready"
     if arriving:
         head += f", {arriving} arriving"
     serving = [
