@@ -500,7 +500,9 @@ def test_declared_clients_guard_the_stack_with_network_policies_that_select_the_
         {
             "namespaceSelector": {"matchLabels": {"team": "web"}},
             "podSelector": {"matchExpressions": [{"key": "app", "operator": "In", "values": ["shop"]}]},
-        }
+        },
+        # No namespaceSelector: this namespace only (the CRD once defaulted it to {}: every one).
+        {"podSelector": {"matchLabels": {"app": "neighbour"}}},
     ]
     body = make_inference_service(
         name, ns, spec__replicas=2, spec__loadBalancing={"router": {"clients": clients}}
@@ -533,9 +535,13 @@ def test_declared_clients_guard_the_stack_with_network_policies_that_select_the_
     router = policies[f"{name}-router"]["spec"]
     assert _selected(cluster, "pods", router["podSelector"], ns) == router_pods
     (client_rule,) = [rule for rule in router["ingress"] if {p["port"] for p in rule["ports"]} & {8000, 8001}]
-    (client_peer,) = client_rule["from"]
+    client_peer, own_peer = client_rule["from"]
     assert _selected(cluster, "namespaces", client_peer["namespaceSelector"]) == {clients_ns}
     assert _selected(cluster, "pods", client_peer["podSelector"], clients_ns) == {"shop"}
+    stored = _get(cluster, ns, name)["spec"]["loadBalancing"]["router"]["clients"][1]
+    assert set(stored) == {"podSelector"}, stored
+    assert set(own_peer) == {"podSelector"}, own_peer
+    assert _selected(cluster, "pods", own_peer["podSelector"], ns) == {"neighbour"}
     # The router reaches only this service's Triton pods (and DNS).
     (to_triton,) = [rule for rule in router["egress"] if "to" in rule]
     (triton_peer,) = to_triton["to"]

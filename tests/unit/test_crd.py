@@ -111,3 +111,36 @@ def test_nested_objects_default_so_the_api_server_fills_their_defaults() -> None
     assert "default" not in spec["autoscaling"]
     assert "default" not in spec["accelerator"]
     assert "default" not in spec["capacity"]["properties"]["custom"]
+
+
+def test_no_optional_object_gets_a_default_however_deep() -> None:
+    """Every field that is None unless set (at any depth, also inside another optional object or
+    a list item) stays absent in the CRD: a {} default would be stored with every object and
+    change its meaning (router clients' namespaceSelector left out means this namespace; {} means
+    every namespace)."""
+    import types
+    import typing
+
+    import pydantic
+
+    from tritonscale.api.spec import InferenceServiceSpec
+
+    def optional_paths(model: type[pydantic.BaseModel], path: str) -> Iterator[str]:
+        for name, field in model.model_fields.items():
+            alias = field.alias or name
+            union = typing.get_origin(field.annotation) in (typing.Union, types.UnionType)
+            args = typing.get_args(field.annotation) if union else (field.annotation,)
+            if field.default is None and type(None) in args:
+                yield f"{path}.{alias}"
+            candidates = [a for a in args if a is not type(None)]
+            for candidate in candidates:
+                item = typing.get_args(candidate)[0] if typing.get_origin(candidate) is list else candidate
+                if isinstance(item, type) and issubclass(item, pydantic.BaseModel):
+                    suffix = "[]" if typing.get_origin(candidate) is list else ""
+                    yield from optional_paths(item, f"{path}.{alias}{suffix}")
+
+    nodes = dict(_schema_nodes(_version()["schema"]["openAPIV3Schema"]["properties"]["spec"], ".spec"))
+    optional = list(optional_paths(InferenceServiceSpec, ".spec"))
+    assert ".spec.loadBalancing.router.clients[].namespaceSelector" in optional
+    for path in optional:
+        assert "default" not in nodes[path], f"{path} gets a default in the CRD"

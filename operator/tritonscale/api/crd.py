@@ -55,16 +55,22 @@ def _structural(node: Any, defs: dict[str, Any]) -> Any:
             if "pattern" in string_member:
                 node["pattern"] = string_member["pattern"]
         elif len(members) == 1:
-            node = {**_structural(members[0], defs), **node}
+            # The one member, unprocessed: its properties are translated once, below, where an
+            # optional nested object is still recognisable by its anyOf (and gets no {} default).
+            member = dict(members[0])
+            if "$ref" in member:
+                member = {**defs[member.pop("$ref").rsplit("/", 1)[-1]], **member}
+            node = {**member, **node}
             if node.get("default") is None:
                 node.pop("default", None)
+            return _structural(node, defs)
         else:
             raise ValueError(f"cannot express a union in a structural schema: {members}")
-    if isinstance(node.get("exclusiveMinimum"), int | float) and not isinstance(
-        node["exclusiveMinimum"], bool
-    ):
-        node["minimum"] = node.pop("exclusiveMinimum")
-        node["exclusiveMinimum"] = True
+    # JSON Schema 2020 bounds (pydantic's gt/lt) in OpenAPI v3 form: a bound and a flag.
+    for exclusive, bound in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        if isinstance(node.get(exclusive), int | float) and not isinstance(node[exclusive], bool):
+            node[bound] = node.pop(exclusive)
+            node[exclusive] = True
 
     out: dict[str, Any] = {}
     for key, value in node.items():
