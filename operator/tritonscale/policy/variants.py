@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 
 from tritonscale.policy.queueing import ServiceTime, predicted_latency_ms
 
-SHARE_STEP = 0.05  # shares are chosen on this grid (HAProxy weights are integers 0-256)
+SHARE_STEP = 0.05  # shares are chosen on this grid (a 5 % step is the smallest worth a decision)
 
 
 @dataclass(frozen=True)
