@@ -1,0 +1,156 @@
+"""Variant serving, the replica side, on real processes: the rendered container's launcher starts
+the model's tritonserver and one per variant (each serving its variant under the model's name
+from a view of the repository), and takes them all down together."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.http as httpclient
+
+from tests.builders import make_inference_service
+from tritonscale.api.resource import parse_inference_service
+from tritonscale.ports import variant_ports
+from tritonscale.render.names import StackNames
+from tritonscale.render.triton import render_triton_deployment
+from tritonscale_sandbox.triton import SimulatedModel, TritonInstall, model_repository
+
+pytestmark = pytest.mark.integration
+
+
+def _ready(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1) as reply:
+            return bool(reply.status == 200)
+    except OSError:
+        return False
+
+
+def _infer_ms(port: int, model: str, count: int = 20) -> float:
+    client = httpclient.InferenceServerClient(f"127.0.0.1:{port}")
+    data = np.ones((1, 1), dtype=np.float32)
+    tensor = httpclient.InferInput("INPUT0", [1, 1], "FP32")
+    tensor.set_data_from_numpy(data)
+    started = time.perf_counter()
+    for _ in range(count):
+        client.infer(model, [tensor])
+    return 1000 * (time.perf_counter() - started) / count
+
+
+def test_the_launcher_serves_each_variant_under_the_models_name_and_stops_them_together(
+    triton_install: TritonInstall, tmp_path: Path
+) -> None:
+    repository = model_repository(
+        tmp_path / "repo",
+        [
+            SimulatedModel(name="sim", base_ms=40, per_item_ms=0, max_batch_size=8),
+            SimulatedModel(name="sim-fast", base_ms=5, per_item_ms=0, max_batch_size=8),
+        ],
+    )
+    service = parse_inference_service(
+        make_inference_service(
+            spec__model={
+                "repository": str(repository),
+                "names": ["sim"],
+                "variants": [{"name": "sim-fast", "accuracy": 0.99}],
+            },
+            spec__autoscaling={"accuracy": {"floor": 0.995}},
+            spec__triton={
+                "args": [
+                    f"--backend-directory={triton_install.backend_dir}",
+                    "--allow-gpu-metrics=false",
+                    "--exit-timeout-secs=2",
+                ]
+            },
+        )
+    )
+    deployment = render_triton_deployment(service, StackNames("svc", "default"), "on-demand", 1)
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    command = container["command"]
+    assert command[:2] == ["/bin/bash", "-c"] and container["args"] == []
+    env = triton_install.environment()
+    env["PATH"] = f"{triton_install.server_binary.parent}:{env['PATH']}"
+    env["TMPDIR"] = str(tmp_path)
+    script = command[2].replace("/tmp/tritonscale-variants", str(tmp_path / "views"))
+    process = subprocess.Popen(
+        ["/bin/bash", "-c", script], env=env, start_new_session=True, stdout=subprocess.DEVNULL
+    )
+    variant_http = variant_ports(0)[0]
+    try:
+        deadline = time.monotonic() + 60
+        while not (_ready(8000) and _ready(variant_http)):
+            assert process.poll() is None, "the launcher exited"
+            assert time.monotonic() < deadline, "the servers did not become ready"
+            time.sleep(0.2)
+        # Both serve the model's name; the variant process answers at the variant's speed.
+        primary_ms, variant_ms = _infer_ms(8000, "sim"), _infer_ms(variant_http, "sim")
+        assert primary_ms > 35 and variant_ms < 25, (primary_ms, variant_ms)
+        with urllib.request.urlopen(f"http://127.0.0.1:{variant_http}/v2/models/sim/config") as reply:
+            assert json.load(reply)["name"] == "sim"
+        # One process dying takes the container down (the kubelet restarts it whole).
+        os.killpg(process.pid, 0)
+        variant_pid = int(
+            subprocess.run(
+                ["pgrep", "-f", "--", f"^tritonserver .*--http-port={variant_http}"],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.split()[0]
+        )
+        os.kill(variant_pid, signal.SIGKILL)
+        assert process.wait(timeout=30) != 0
+        assert not _ready(8000)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def test_sigterm_stops_every_server(triton_install: TritonInstall, tmp_path: Path) -> None:
+    repository = model_repository(
+        tmp_path / "repo",
+        [SimulatedModel(name="sim", base_ms=1), SimulatedModel(name="sim-fast", base_ms=1)],
+    )
+    service = parse_inference_service(
+        make_inference_service(
+            spec__model={
+                "repository": str(repository),
+                "names": ["sim"],
+                "variants": [{"name": "sim-fast", "accuracy": 0.99}],
+            },
+            spec__autoscaling={"accuracy": {"floor": 0.995}},
+            spec__triton={
+                "args": [f"--backend-directory={triton_install.backend_dir}", "--exit-timeout-secs=2"]
+            },
+        )
+    )
+    (container,) = render_triton_deployment(service, StackNames("svc", "default"), "on-demand", 1)["spec"][
+        "template"
+    ]["spec"]["containers"]
+    env = triton_install.environment()
+    env["PATH"] = f"{triton_install.server_binary.parent}:{env['PATH']}"
+    script = container["command"][2].replace("/tmp/tritonscale-variants", str(tmp_path / "views"))
+    process = subprocess.Popen(["/bin/bash", "-c", script], env=env, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (_ready(8000) and _ready(variant_ports(0)[0])):
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+        left = subprocess.run(
+            ["pgrep", "-s", str(process.pid)], check=False, capture_output=True, text=True
+        ).stdout.split()
+        assert left == [], f"left running: {left}"
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
