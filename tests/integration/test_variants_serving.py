@@ -154,3 +154,137 @@ def test_sigterm_stops_every_server(triton_install: TritonInstall, tmp_path: Pat
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+# --- the router side ---------------------------------------------------------------------
+
+
+def test_the_router_sends_each_variant_the_share_the_operator_sets_without_a_reload(
+    triton_install: TritonInstall, tmp_path: Path
+) -> None:
+    """Two replicas, each a model server and a variant server under the model's name (as the
+    launcher runs them), behind the rendered HAProxy; shares set at runtime, measured from
+    Triton's own counters for HTTP and gRPC clients that call the model's name."""
+    import tritonclient.grpc as grpcclient
+
+    from tritonscale.clients.router import VariantSharesRefused, parse_stats, set_variant_cuts
+    from tritonscale.render.router import variant_cuts
+    from tritonscale_sandbox.router import DnsServer, LocalRouter
+    from tritonscale_sandbox.triton import TritonServer
+
+    primary_repo = model_repository(
+        tmp_path / "primary", [SimulatedModel(name="sim", base_ms=2, per_item_ms=0)]
+    )
+    variant_repo = model_repository(
+        tmp_path / "variant", [SimulatedModel(name="sim", base_ms=1, per_item_ms=0)]
+    )
+    hosts = ("127.0.0.81", "127.0.0.82")
+    http_port, grpc_port, metrics_port = variant_ports(0)
+    servers = [
+        TritonServer(primary_repo, host=host, install=triton_install, log_dir=tmp_path, models=["sim"])
+        for host in hosts
+    ] + [
+        TritonServer(
+            variant_repo,
+            host=host,
+            http_port=http_port,
+            grpc_port=grpc_port,
+            metrics_port=metrics_port,
+            name=f"{host}-variant",
+            install=triton_install,
+            log_dir=tmp_path,
+            models=["sim"],
+        )
+        for host in hosts
+    ]
+    service = parse_inference_service(
+        make_inference_service(
+            spec__model={
+                "repository": "/models",
+                "names": ["sim"],
+                "variants": [{"name": "sim-fast", "accuracy": 0.99}],
+            },
+            spec__autoscaling={"accuracy": {"floor": 0.995}},
+            spec__replicas=2,
+        )
+    )
+    started: list[TritonServer] = []
+    try:
+        for server in servers:
+            server.start()
+            started.append(server)
+        for server in servers:
+            server.wait_ready()
+        with DnsServer("triton.test", hosts, work_dir=tmp_path / "dns") as dns:
+            router = LocalRouter(service, dns, work_dir=tmp_path / "router")
+            router.start()
+            try:
+                router.wait_ready(hosts=hosts)
+                deadline = time.monotonic() + 20
+                while {s.host for s in router.servers() if s.backend.endswith("_v0") and s.is_up} != set(
+                    hosts
+                ) or (
+                    len({s.backend for s in router.servers() if s.backend.endswith("_v0") and s.is_up}) != 2
+                ):
+                    assert time.monotonic() < deadline, "variant servers not UP"
+                    time.sleep(0.1)
+
+                def served() -> tuple[int, int]:
+                    """Requests the model servers and the variant servers counted."""
+                    counts = [0, 0]
+                    for server in servers:
+                        with urllib.request.urlopen(
+                            f"http://{server.host}:{server.http_port}/v2/models/sim/stats"
+                        ) as r:
+                            stats = json.load(r)["model_stats"][0]["inference_stats"]["success"]["count"]
+                        counts[server.http_port != 8000] += int(stats)
+                    return counts[0], counts[1]
+
+                http = httpclient.InferenceServerClient(router.http_endpoint)
+                grpc = grpcclient.InferenceServerClient(router.grpc_endpoint)
+                data = np.ones((1, 1), dtype=np.float32)
+                http_input = httpclient.InferInput("INPUT0", [1, 1], "FP32")
+                http_input.set_data_from_numpy(data)
+                grpc_input = grpcclient.InferInput("INPUT0", [1, 1], "FP32")
+                grpc_input.set_data_from_numpy(data)
+
+                def send(count: int) -> tuple[int, int]:
+                    before = served()
+                    for index in range(count):
+                        if index % 2:
+                            grpc.infer("sim", [grpc_input])
+                        else:
+                            http.infer("sim", [http_input])
+                    after = served()
+                    return after[0] - before[0], after[1] - before[1]
+
+                assert send(200) == (200, 0), "no share set: the model serves everything"
+                host, port = router.control_address
+                started_at = time.perf_counter()
+                held = set_variant_cuts(host, variant_cuts((0.3,)), port=port)
+                switch_ms = 1000 * (time.perf_counter() - started_at)
+                assert held == {"v0": 3000}
+                primary, variant = send(2000)
+                share = variant / (primary + variant)
+                print(f"share set 0.30, served {share:.3f} by the variant; switch {switch_ms:.2f} ms")
+                assert abs(share - 0.3) < 0.05  # binomial sd 0.01 at 2000 requests
+                assert switch_ms < 100
+                # The routers' counts (the autoscaler's 2 s signal) include the variants' requests.
+                with urllib.request.urlopen(
+                    f"http://{router.bind_address}:{router.options.metrics_port}/stats;csv"
+                ) as r:
+                    assert parse_stats(r.read().decode()).routed >= 2200
+                # Bad values are refused and change nothing.
+                with pytest.raises(VariantSharesRefused):
+                    set_variant_cuts(host, {"v0": 20000}, port=port)
+                with urllib.request.urlopen(f"http://{host}:{port}/variants") as r:
+                    assert r.read().decode() == "v0 3000\n"
+                set_variant_cuts(host, variant_cuts((1.0,)), port=port)
+                assert send(100) == (0, 100)
+                set_variant_cuts(host, variant_cuts((0.0,)), port=port)
+                assert send(100) == (100, 0)
+            finally:
+                router.stop()
+    finally:
+        for server in started:
+            server.stop()

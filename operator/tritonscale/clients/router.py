@@ -16,7 +16,7 @@ from __future__ import annotations
 import http.client
 
 from tritonscale.api.observation import RouterReading
-from tritonscale.ports import ROUTER_METRICS_PORT
+from tritonscale.ports import ROUTER_CONTROL_PORT, ROUTER_METRICS_PORT
 from tritonscale.render.router import BACKEND_SCOPE, GRPC_BACKEND, HTTP_BACKEND
 
 BACKENDS = (HTTP_BACKEND, GRPC_BACKEND)
@@ -45,7 +45,7 @@ def parse_stats(text: str) -> RouterReading:
         fields = line.split(",")
         if len(fields) <= max(pxname, svname, stot, scur, qcur) or fields[svname] != "BACKEND":
             continue
-        if fields[pxname] not in BACKENDS:
+        if not fields[pxname].startswith(BACKENDS):  # the model's backends and its variants'
             continue
         try:
             routed += float(fields[stot])
@@ -81,3 +81,30 @@ class HaproxyStats:
             return f"{type(error).__name__}: {error}"
         finally:
             connection.close()
+
+
+class VariantSharesRefused(RuntimeError):
+    """A router did not take the variants' shares."""
+
+
+def set_variant_cuts(
+    address: str, cuts: dict[str, int], port: int = ROUTER_CONTROL_PORT, timeout_s: float = 0.5
+) -> dict[str, int]:
+    """Set the variants' cumulative cuts on one router pod (render.router: frontend control) and
+    return the cuts it holds afterwards, which must be the ones sent."""
+    query = "&".join(f"{key}={value}" for key, value in cuts.items())
+    connection = http.client.HTTPConnection(address, port, timeout=timeout_s)
+    try:
+        connection.request("POST", f"/variants?{query}", headers={"Connection": "close"})
+        reply = connection.getresponse()
+        body = reply.read().decode("utf-8", errors="replace")
+    except (OSError, http.client.HTTPException) as error:
+        raise VariantSharesRefused(f"{type(error).__name__}: {error}") from error
+    finally:
+        connection.close()
+    if reply.status != 200:
+        raise VariantSharesRefused(f"HTTP {reply.status} from the control port: {body.strip()}")
+    held = {key: int(value) for key, value in (line.split() for line in body.splitlines() if line.strip())}
+    if any(held.get(key) != value for key, value in cuts.items()):
+        raise VariantSharesRefused(f"sent {cuts}, the router holds {held}")
+    return held
