@@ -21,7 +21,18 @@ from tritonscale.render.router import BACKEND_SCOPE, GRPC_BACKEND, HTTP_BACKEND
 
 BACKENDS = (HTTP_BACKEND, GRPC_BACKEND)
 STATS_PATH = f"/stats;csv;up?scope={BACKEND_SCOPE}"
-_FIELDS = ("pxname", "svname", "stot", "scur", "qcur")
+_FIELDS = ("pxname", "svname", "stot", "scur", "qcur", "hrsp_2xx")
+
+
+def model_index(backend: str) -> int | None:
+    """0 for the model's backends, k + 1 for variant k's (triton_http_v0 ...), None otherwise."""
+    for base in BACKENDS:
+        if backend == base:
+            return 0
+        suffix = backend.removeprefix(f"{base}_v")
+        if suffix != backend and suffix.isdigit():
+            return int(suffix) + 1
+    return None
 
 
 class RouterUnreadable(RuntimeError):
@@ -34,28 +45,32 @@ def parse_stats(text: str) -> RouterReading:
     lines = text.splitlines()
     header = lines[0].lstrip("# ").split(",") if lines else []
     try:
-        pxname, svname, stot, scur, qcur = (header.index(field) for field in _FIELDS)
+        pxname, svname, stot, scur, qcur, answered = (header.index(field) for field in _FIELDS)
     except ValueError as error:
         raise RouterUnreadable(f"stats without the expected columns: {error}") from error
     routed = in_flight = 0.0
+    served: dict[int, float] = {}
     found = 0
     for line in lines[1:]:
         if ",BACKEND," not in line:
             continue
         fields = line.split(",")
-        if len(fields) <= max(pxname, svname, stot, scur, qcur) or fields[svname] != "BACKEND":
+        if len(fields) <= max(pxname, svname, stot, scur, qcur, answered) or fields[svname] != "BACKEND":
             continue
-        if not fields[pxname].startswith(BACKENDS):  # the model's backends and its variants'
+        model = model_index(fields[pxname])  # the model's backends and its variants'
+        if model is None:
             continue
         try:
             routed += float(fields[stot])
             in_flight += float(fields[scur] or 0) + float(fields[qcur] or 0)
+            served[model] = served.get(model, 0.0) + float(fields[answered] or 0)
         except ValueError as error:
             raise RouterUnreadable(f"backend {fields[pxname]}: {error}") from error
         found += 1
     if not found:
         raise RouterUnreadable("no router backend in the stats")
-    return RouterReading(routed=routed, in_flight=in_flight)
+    counts = tuple(served.get(model, 0.0) for model in range(max(served) + 1))
+    return RouterReading(routed=routed, in_flight=in_flight, served=counts)
 
 
 class HaproxyStats:
