@@ -15,8 +15,16 @@ from typing import Any
 
 from tritonscale.api.resource import InferenceService
 from tritonscale.api.spec import LabelSelector, RouterClient
-from tritonscale.ports import GRPC_PORT, HTTP_PORT, METRICS_PORT, ROUTER_METRICS_PORT
+from tritonscale.ports import (
+    GRPC_PORT,
+    HTTP_PORT,
+    METRICS_PORT,
+    ROUTER_CONTROL_PORT,
+    ROUTER_METRICS_PORT,
+    variant_ports,
+)
 from tritonscale.render.names import COMPONENT_ROUTER, COMPONENT_TRITON, StackNames
+from tritonscale.render.variants import served_variants
 
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"  # set by the API server on every namespace
 DNS_PORT = 53
@@ -100,9 +108,13 @@ def render_network_policies(
     service: InferenceService, names: StackNames, options: NetworkPolicyOptions
 ) -> list[dict[str, Any]]:
     """The Triton pods' and the router pods' NetworkPolicies."""
+    # The model's ports, and each served variant's (render.variants): the routers call them all.
+    serving = [HTTP_PORT, GRPC_PORT]
+    for index in range(len(served_variants(service))):
+        serving += variant_ports(index)[:2]
     from_router = {
         "from": [{"podSelector": {"matchLabels": names.component_selector(COMPONENT_ROUTER)}}],
-        "ports": _ports(HTTP_PORT, GRPC_PORT),
+        "ports": _ports(*serving),
     }
     triton_ingress = [from_router, _metrics_rule(options, METRICS_PORT)]
     from_operator: list[dict[str, Any]] = []
@@ -121,13 +133,15 @@ def render_network_policies(
         _metrics_rule(options, ROUTER_METRICS_PORT),
     ]
     if from_operator:
-        # The autoscaler reads the routers' counts from their stats page (clients.router).
-        router_ingress.append({"from": from_operator, "ports": _ports(ROUTER_METRICS_PORT)})
+        # The autoscaler reads the routers' counts from their stats page (clients.router), and
+        # sets the variants' shares on their control port: no one else may.
+        operator_ports = [ROUTER_METRICS_PORT, *([ROUTER_CONTROL_PORT] if served_variants(service) else [])]
+        router_ingress.append({"from": from_operator, "ports": _ports(*operator_ports)})
     # The router only ever calls this service's Triton pods, and DNS to find them.
     router_egress = [
         {
             "to": [{"podSelector": {"matchLabels": names.component_selector(COMPONENT_TRITON)}}],
-            "ports": _ports(HTTP_PORT, GRPC_PORT),
+            "ports": _ports(*serving),
         },
         {"ports": [{"protocol": "UDP", "port": DNS_PORT}, {"protocol": "TCP", "port": DNS_PORT}]},
     ]

@@ -233,6 +233,11 @@ def render_router_deployment(service: InferenceService, names: StackNames, confi
                     {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
                     {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
                     {"name": "metrics", "containerPort": ROUTER_METRICS_PORT, "protocol": "TCP"},
+                    *(
+                        [{"name": "control", "containerPort": ROUTER_CONTROL_PORT, "protocol": "TCP"}]
+                        if served_variants(service)
+                        else []
+                    ),
                 ],
                 "resources": container_resources(router.resources, {}, DEFAULT_ROUTER_REQUESTS),
                 "readinessProbe": {
