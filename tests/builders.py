@@ -47,24 +47,32 @@ INVALID_CASES: list[tuple[str, dict[str, Any], str]] = [
     ("model-names-empty", {"spec.model.names": []}, "spec.model.names"),
     (
         "variants-of-two-models",
-        {"spec.model.names": ["a", "b"], "spec.model.variants": [{"name": "a8", "accuracy": 0.99}]},
+        {
+            "spec.model.names": ["a", "b"],
+            "spec.model.variants": [{"name": "a8", "accuracy": 0.99, "speedup": 2}],
+        },
         "spec.model.variants",
     ),
     (
         "variant-named-as-the-model",
-        {"spec.model.names": ["a"], "spec.model.variants": [{"name": "a", "accuracy": 0.99}]},
+        {"spec.model.names": ["a"], "spec.model.variants": [{"name": "a", "accuracy": 0.99, "speedup": 2}]},
         "spec.model.variants",
     ),
     (
         "variant-accuracy-above-one",
-        {"spec.model.names": ["a"], "spec.model.variants": [{"name": "a8", "accuracy": 1.2}]},
+        {"spec.model.names": ["a"], "spec.model.variants": [{"name": "a8", "accuracy": 1.2, "speedup": 2}]},
         "spec.model.variants[0].accuracy",
+    ),
+    (
+        "variant-not-faster",
+        {"spec.model.names": ["a"], "spec.model.variants": [{"name": "a8", "accuracy": 0.99, "speedup": 1}]},
+        "spec.model.variants[0].speedup",
     ),
     (
         "four-variants",
         {
             "spec.model.names": ["a"],
-            "spec.model.variants": [{"name": f"a{i}", "accuracy": 0.9} for i in range(4)],
+            "spec.model.variants": [{"name": f"a{i}", "accuracy": 0.9, "speedup": 2} for i in range(4)],
         },
         "spec.model.variants",
     ),
@@ -77,7 +85,7 @@ INVALID_CASES: list[tuple[str, dict[str, Any], str]] = [
         "accuracy-floor-of-one",
         {
             "spec.model.names": ["a"],
-            "spec.model.variants": [{"name": "a8", "accuracy": 0.99}],
+            "spec.model.variants": [{"name": "a8", "accuracy": 0.99, "speedup": 2}],
             "spec.autoscaling": {"accuracy": {"floor": 1.0}},
         },
         "spec.autoscaling.accuracy.floor",

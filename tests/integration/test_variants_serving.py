@@ -60,7 +60,7 @@ def test_the_launcher_serves_each_variant_under_the_models_name_and_stops_them_t
             spec__model={
                 "repository": str(repository),
                 "names": ["sim"],
-                "variants": [{"name": "sim-fast", "accuracy": 0.99}],
+                "variants": [{"name": "sim-fast", "accuracy": 0.99, "speedup": 2}],
             },
             spec__autoscaling={"accuracy": {"floor": 0.995}},
             spec__triton={
@@ -124,7 +124,7 @@ def test_sigterm_stops_every_server(triton_install: TritonInstall, tmp_path: Pat
             spec__model={
                 "repository": str(repository),
                 "names": ["sim"],
-                "variants": [{"name": "sim-fast", "accuracy": 0.99}],
+                "variants": [{"name": "sim-fast", "accuracy": 0.99, "speedup": 2}],
             },
             spec__autoscaling={"accuracy": {"floor": 0.995}},
             spec__triton={
@@ -202,7 +202,7 @@ def test_the_router_sends_each_variant_the_share_the_operator_sets_without_a_rel
             spec__model={
                 "repository": "/models",
                 "names": ["sim"],
-                "variants": [{"name": "sim-fast", "accuracy": 0.99}],
+                "variants": [{"name": "sim-fast", "accuracy": 0.99, "speedup": 2}],
             },
             spec__autoscaling={"accuracy": {"floor": 0.995}},
             spec__replicas=2,

@@ -28,8 +28,8 @@ def service(budget: bool = True, **model: Any):  # type: ignore[no-untyped-def]
         "repository": "/models",
         "names": ["resnet"],
         "variants": [
-            {"name": "resnet-int8", "accuracy": 0.99},
-            {"name": "resnet-small", "repository": "s3://other/repo", "accuracy": 0.95},
+            {"name": "resnet-int8", "accuracy": 0.99, "speedup": 2},
+            {"name": "resnet-small", "repository": "s3://other/repo", "accuracy": 0.95, "speedup": 4},
         ],
         **model,
     }

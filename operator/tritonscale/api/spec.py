@@ -127,6 +127,14 @@ class ModelVariant(ApiModel):
         le=1.0,
         description="Its accuracy relative to the model's (1.0), as measured offline: 0.99 is one point less.",
     )
+    speedup: float = Field(
+        gt=1.0,
+        le=100.0,
+        description=(
+            "How many times faster than the model it runs a batch on the same accelerator, as measured "
+            "offline (perf_analyzer): 2 takes half the time."
+        ),
+    )
 
 
 class ModelSource(ApiModel):

@@ -36,7 +36,13 @@ class Variant:
 
     name: str
     accuracy: float  # relative to the primary model (1.0), as the user measured it offline
-    service: ServiceTime  # its tau(b) on one replica
+    speedup: float  # how many times faster than the primary it runs a batch, as measured offline
+
+    def service(self, primary: ServiceTime) -> ServiceTime:
+        """Its tau(b) on one replica, given the primary's."""
+        return ServiceTime(
+            primary.base_ms / self.speedup, primary.per_item_ms / self.speedup, primary.max_batch
+        )
 
 
 @dataclass(frozen=True)
@@ -111,11 +117,9 @@ def window_use(counts: tuple[ServedCounts, ...], variants: tuple[Variant, ...], 
     return WindowUse(sum(served), lost)
 
 
-def relative_cost(variant: Variant, primary: ServiceTime) -> float:
-    """A variant's accelerator time per request over the primary's, at full batches (the regime
-    an overload runs in)."""
-    batch = max(primary.max_batch, 1)
-    return variant.service.batch_ms(batch) / primary.batch_ms(batch)
+def relative_cost(variant: Variant) -> float:
+    """A variant's accelerator time per request over the primary's."""
+    return 1.0 / variant.speedup
 
 
 def budget_left(settings: VariantSettings, counts: tuple[ServedCounts, ...]) -> tuple[WindowUse, float]:
@@ -141,7 +145,7 @@ def bridge(
     coming = max(rate_rps * horizon_s, 1.0)
     factor = 1.0
     for variant in settings.variants:
-        saving = 1.0 - relative_cost(variant, primary)
+        saving = 1.0 - relative_cost(variant)
         cap = _budget_cap(variant, left, settings.budget.floor, coming)
         if saving > 0 and cap > 0:
             factor = max(factor, 1.0 / (1.0 - cap * saving))
@@ -214,7 +218,7 @@ def decide_variants(
     best_effort: list[tuple[float, int, float, float]] = []  # (latency at the cap, index, cap, cap)
     for index, (variant, cap) in enumerate(zip(s.variants, caps, strict=True)):
         loss_per_request = 1.0 - variant.accuracy
-        saving = 1.0 - relative_cost(variant, primary)
+        saving = 1.0 - relative_cost(variant)
         if cap <= 0 or saving <= 0:
             continue
         needed = next(
@@ -234,7 +238,7 @@ def decide_variants(
     _, index, share, cap = min(restoring) if restoring else min(best_effort)
     share = min(cap, max(share, previous[index] - step_down))
     shares = tuple(share if i == index else 0.0 for i in range(len(s.variants)))
-    predicted = latency_at(1.0 - share * (1.0 - relative_cost(s.variants[index], primary)))
+    predicted = latency_at(1.0 - share * (1.0 - relative_cost(s.variants[index])))
     return decision(shares, predicted, _describe(s, alone, offered, ready, arriving, shares, left_points))
 
 
