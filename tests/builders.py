@@ -64,6 +64,11 @@ INVALID_CASES: list[tuple[str, dict[str, Any], str]] = [
         "spec.model.variants[0].accuracy",
     ),
     (
+        "variant-linked-from-an-object-store",
+        {"spec.model.names": ["a"], "spec.model.variants": [{"name": "a8", "accuracy": 0.99, "speedup": 2}]},
+        "spec.model.variants",
+    ),
+    (
         "variant-not-faster",
         {"spec.model.names": ["a"], "spec.model.variants": [{"name": "a8", "accuracy": 0.99, "speedup": 1}]},
         "spec.model.variants[0].speedup",

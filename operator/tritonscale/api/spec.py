@@ -149,6 +149,19 @@ class ModelSource(ApiModel):
         ),
         Rule(
             field="variants",
+            message=(
+                "a variant without its own repository is linked from spec.model.repository under the "
+                "model's name, which needs a local path; give variants in an object store a repository "
+                "that holds them under the model's name"
+            ),
+            cel="!has(self.variants) || !self.repository.matches('^[a-z0-9]+://') || self.variants.all(v, has(v.repository))",
+            holds=lambda self: (
+                not re.match(r"^[a-z0-9]+://", self.repository)
+                or all(v.repository is not None for v in self.variants)
+            ),
+        ),
+        Rule(
+            field="variants",
             message="variant names must be unique and differ from the model's",
             cel=(
                 "!has(self.variants) || "
