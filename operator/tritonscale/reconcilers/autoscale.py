@@ -337,7 +337,12 @@ class AutoscaleReconciler:
                 )
             )
             primary = policy.service_time(state)
-        ready = service.status.replicas
+        # Ready replicas as the last decision's metrics saw them (status may lag a new pod).
+        ready = (
+            state.ready_seen
+            if state is not None and state.ready_seen is not None
+            else service.status.replicas
+        )
         decision = self.variants.decide(
             service, now, readings, signal, primary, state, ready, service.status.desired_replicas or ready
         )
