@@ -28,7 +28,10 @@ NAMESPACE, NAME = "default", "variants"
 TARGET_MS = 150.0
 COLD_S = 20.0  # the model takes this long to load: a new replica's cold start
 BASE_RPS, STEP_RPS = 12, 60  # one replica carries ~45 req/s on the model, ~180 on the variant
-STEP_AT_S, DROP_AT_S, LOAD_S = 30, 110, 200
+STEP_AT_S, DROP_AT_S, LOAD_S = 45, 125, 215
+# The loop starts once the base load has filled the rate window: a load starting from nothing
+# reads as a ramp (and the test is about a step onto one replica).
+WARM_S = 25
 FLOOR = 0.99  # the accuracy budget: 1 point; the variant costs 2 points a request it serves
 VARIANT_ACCURACY = 0.98
 
@@ -132,6 +135,7 @@ def test_a_variant_carries_a_surge_while_replicas_start_and_the_model_takes_back
                 )
             )
 
+        time.sleep(WARM_S)
         loops = [
             _every(2.0, stop, lambda: autoscaler.tick(NAMESPACE, NAME)),
             _every(2.0, stop, lambda: autoscaler.router_tick(NAMESPACE, NAME)),

@@ -27,7 +27,8 @@ from dataclasses import dataclass, replace
 
 from tritonscale.policy.queueing import ServiceTime, predicted_latency_ms
 
-SHARE_STEP = 0.05  # shares are chosen on this grid (HAProxy weights are integers 0-256)
+SHARE_STEP = 0.05  # shares are chosen on the routers' grid of ten-thousandths, coarser
+CALM_FRACTION = 0.7  # a measured percentile this far under the objective lets a share fall
 
 
 @dataclass(frozen=True)
@@ -165,8 +166,10 @@ def decide_variants(
     arriving: int,
     primary: ServiceTime | None,
     correction: float = 1.0,
+    observed_ms: float | None = None,
 ) -> tuple[VariantDecision, VariantState]:
-    """The shares for the next period, and the state to keep."""
+    """The shares for the next period, and the state to keep. `observed_ms` is the percentile
+    the replicas last measured (the metrics'), None when there is none."""
     s = settings
     kept = tuple(c for c in state.counts if c.at >= now - s.budget.window_s - s.period_s)
     state = replace(state, counts=(*kept, counts))
@@ -207,7 +210,12 @@ def decide_variants(
     # While the rate still rises the overload is not over (a drained queue does not end a surge):
     # the share is held; else it falls by at most step_down per decision. Always within the cap.
     step_down = 0.0 if rising else s.step_down
-    if alone <= limit:
+    # What was measured overrides the model's pessimism: while the percentile is well within
+    # the objective and no queue builds, a share only falls. (The model's correction was learnt
+    # without variants and cannot be re-learnt while they serve: trusted alone, a pessimistic
+    # one would keep a share that nothing needs.)
+    calm = observed_ms is not None and observed_ms <= CALM_FRACTION * s.target_ms and backlog <= 0
+    if alone <= limit or (calm and any(previous)):
         shares = tuple(
             min(cap, max(0.0, share - step_down)) for share, cap in zip(previous, caps, strict=True)
         )
