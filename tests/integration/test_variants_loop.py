@@ -135,6 +135,21 @@ def test_a_variant_carries_a_surge_while_replicas_start_and_the_model_takes_back
                 )
             )
 
+        decisions: list[str] = []
+        assert autoscaler.variants is not None
+        original = autoscaler.variants.decide
+
+        def traced(*args, **kwargs):  # type: ignore[no-untyped-def]
+            decision = original(*args, **kwargs)
+            signal = args[3]
+            decisions.append(
+                f"{time.monotonic() - started:6.1f}s "
+                f"{'-' if signal is None else f'{signal.present_rps:.0f} req/s {signal.in_flight:.0f} in flight'}: "
+                f"{decision.reason if decision else None}"
+            )
+            return decision
+
+        autoscaler.variants.decide = traced  # type: ignore[method-assign]
         time.sleep(WARM_S)
         loops = [
             _every(2.0, stop, lambda: autoscaler.tick(NAMESPACE, NAME)),
@@ -155,6 +170,7 @@ def test_a_variant_carries_a_surge_while_replicas_start_and_the_model_takes_back
             f"{at:4d}s {held:10s} desired {desired} ready {ready}" for at, held, desired, ready in timeline
         )
     )
+    print("\n".join(d for d in decisions if STEP_AT_S - 4 <= float(d.split("s")[0]) <= STEP_AT_S + 30))
     rows = [row for row in csv.DictReader(log.open()) if row["latency_ms"]]
     bridge = sorted(
         float(r["latency_ms"]) for r in rows if STEP_AT_S <= float(r["due_s"]) < STEP_AT_S + COLD_S + 10

@@ -124,10 +124,14 @@ def test_the_share_falls_step_by_step_and_not_while_the_rate_rises() -> None:
     assert held.shares[0] == pytest.approx(0.6)
 
 
-def test_without_a_service_time_estimate_only_the_primary_serves() -> None:
+def test_without_a_service_time_estimate_only_a_queue_at_the_routers_brings_a_variant_in() -> None:
     s = settings()
     choice, _ = decide(s, with_history(s), rate=5000.0, ready=2, primary=None)
     assert choice.shares == (0.0, 0.0)
+    # 400 requests held at 300 req/s: 1.3 s on average (Little's law), whatever the model.
+    queued, _ = decide(s, with_history(s), rate=300.0, ready=2, in_flight=400.0, primary=None)
+    assert queued.shares == (0.0, 1.0), "the variant that adds the most capacity, at its cap"
+    assert queued.predicted_ms == pytest.approx(1333.3, rel=0.01)
 
 
 def test_the_window_keeps_only_its_own_counts() -> None:

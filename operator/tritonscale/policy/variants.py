@@ -185,14 +185,30 @@ def decide_variants(
             replace(state, shares=shares),
         )
 
-    if primary is None or ready <= 0 or not s.variants:
-        return decision((0.0,) * len(s.variants), math.nan, "no service-time estimate yet; primary only")
+    limit = s.target_ms * s.up_threshold
+    # Requests the next period brings: the budget they add and the most each variant may take.
+    coming = max(rate_rps * s.period_s, 1.0)
+    caps = tuple(_budget_cap(variant, left, s.budget.floor, coming) for variant in s.variants)
+    # The mean latency the routers hold now (Little's law): no model, and never more than the
+    # percentile the primary alone would give (variants only make it lower).
+    held_ms = 1000.0 * in_flight / rate_rps if rate_rps > 0 else 0.0
+    if ready <= 0 or not s.variants:
+        return decision((0.0,) * len(s.variants), math.nan, "no replica ready; primary only")
+    if primary is None:
+        # No service time fitted yet (the first minutes): the routers' queue alone can say the
+        # replicas are overloaded; then the variant that adds the most capacity, at its cap.
+        if held_ms <= limit:
+            return decision((0.0,) * len(s.variants), held_ms, "no service-time estimate yet; primary only")
+        index = max(range(len(s.variants)), key=lambda i: caps[i] * (1.0 - relative_cost(s.variants[i])))
+        shares = tuple(caps[index] if i == index else 0.0 for i in range(len(s.variants)))
+        return decision(
+            shares, held_ms, _describe(s, held_ms, rate_rps, ready, arriving, shares, left_points)
+        )
 
     executing = ready * primary.max_batch
     backlog = max(0.0, in_flight - executing)
     rising = slope_rps_per_s > 0
     offered = rate_rps + max(0.0, slope_rps_per_s) * s.period_s + backlog / s.drain_s
-    limit = s.target_ms * s.up_threshold
 
     def latency_at(cost: float) -> float:
         """The percentile when each request costs `cost` of the primary's accelerator time: the
@@ -203,10 +219,7 @@ def decide_variants(
         queue_ms = 1000.0 * backlog * cost / (ready * primary.capacity_rps())
         return max(model, queue_ms + full_batch_ms)
 
-    # Requests the next period brings: the budget they add and the most each variant may take.
-    coming = max(rate_rps * s.period_s, 1.0)
-    caps = tuple(_budget_cap(variant, left, s.budget.floor, coming) for variant in s.variants)
-    alone = latency_at(1.0)
+    alone = max(latency_at(1.0), held_ms)
     # While the rate still rises the overload is not over (a drained queue does not end a surge):
     # the share is held; else it falls by at most step_down per decision. Always within the cap.
     step_down = 0.0 if rising else s.step_down
