@@ -152,6 +152,9 @@ def test_a_variant_carries_a_surge_while_replicas_start_and_the_model_takes_back
         autoscaler.variants.decide = traced  # type: ignore[method-assign]
         time.sleep(WARM_S)
         loops = [
+            # The operator reconciles on every Deployment change it watches: its status (ready
+            # replicas, which the autoscaler reads) follows the pods. Here, every 2 s.
+            _every(2.0, stop, lambda: autoscaler.stack.reconcile(NAMESPACE, NAME)),
             _every(2.0, stop, lambda: autoscaler.tick(NAMESPACE, NAME)),
             _every(2.0, stop, lambda: autoscaler.router_tick(NAMESPACE, NAME)),
             _every(1.0, stop, watch),
