@@ -101,6 +101,16 @@ def test_a_queue_at_the_routers_counts_even_when_the_rate_alone_would_not() -> N
     assert sum(queued.shares) > 0.0
 
 
+def test_a_few_requests_in_flight_at_a_low_rate_are_no_queue() -> None:
+    s = settings(INT8)
+    # One replica executing a batch of 8 at 12 req/s: 667 ms by Little's law, yet no queue.
+    idle, _ = decide(s, with_history(s), rate=12.0, ready=1, in_flight=8.0)
+    assert idle.shares == (0.0,)
+    # A whole batch waiting behind it is one.
+    waiting, _ = decide(s, with_history(s), rate=12.0, ready=1, in_flight=16.0)
+    assert waiting.shares[0] > 0.0
+
+
 def test_the_share_is_capped_by_the_accuracy_budget_left() -> None:
     s = settings(SMALL, floor=0.99)
     # The window has already lost its whole point: only what the next requests bring is left,

@@ -219,7 +219,10 @@ def decide_variants(
         queue_ms = 1000.0 * backlog * cost / (ready * primary.capacity_rps())
         return max(model, queue_ms + full_batch_ms)
 
-    alone = max(latency_at(1.0), held_ms)
+    # What the routers hold counts once a whole fleet's batch waits beyond what executes: a
+    # couple of requests in flight at a low rate is a sample, not a queue (2 at 12 req/s reads
+    # as 167 ms by Little's law, and brought a 5 % share in at idle on the real routers).
+    alone = max(latency_at(1.0), held_ms if backlog >= executing else 0.0)
     # While the rate still rises the overload is not over (a drained queue does not end a surge):
     # the share is held; else it falls by at most step_down per decision. Always within the cap.
     step_down = 0.0 if rising else s.step_down
