@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
 from prometheus_client import REGISTRY
 
 from tests.builders import make_inference_service
 from tests.unit.fakes import FakeCluster
-from tritonscale.api.observation import Observation, RouterReading, ScalingTarget
-from tritonscale.api.resource import PAUSE_ANNOTATION
+from tritonscale.api.observation import Observation, RouterReading, RouterSignal, ScalingTarget
+from tritonscale.api.resource import PAUSE_ANNOTATION, InferenceService, parse_inference_service
 from tritonscale.handlers.operator import ignored_manual_scale
 from tritonscale.policy.autoscaling import Verdict
 from tritonscale.reconcilers.autoscale import AutoscaleReconciler
 from tritonscale.reconcilers.stack import StackReconciler
+from tritonscale.reconcilers.variants import VariantController
 from tritonscale.render.names import COMPONENT_ROUTER, StackNames
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -516,3 +518,84 @@ def test_a_service_without_variants_sets_no_share() -> None:
             readings[address] = RouterReading(reading.routed + 600, 300.0, (reading.routed + 600,))
         autoscaler.router_tick("nlp", "bert")
     assert cuts == {}
+
+
+def _variant_service(*variants: str) -> InferenceService:
+    return parse_inference_service(
+        make_inference_service(
+            name="bert",
+            namespace="nlp",
+            spec__autoscaling={"accuracy": {"floor": 0.99}},
+            spec__model={
+                "repository": "/models",
+                "names": ["bert"],
+                "variants": [{"name": v, "accuracy": 0.99, "speedup": 2} for v in variants],
+            },
+        )
+    )
+
+
+def test_the_models_own_rate_counts_what_the_variants_served() -> None:
+    """The model's metrics cover only its own servers: while a variant serves half the requests,
+    the autoscaler's rate is the routers' whole rate, and it is told a variant served."""
+    held: dict[str, list[dict[str, int]]] = {}
+    controller = VariantController(lambda address, cuts: held.setdefault(address, []).append(cuts) or cuts)
+    service = _variant_service("bert-int8")
+    signal = RouterSignal(200.0, 60.0, 200.0, 0.0, None, in_flight=4.0, age_s=0.0)
+    for step in range(31):  # 60 s at 200 req/s, half of it on the variant
+        reading = RouterReading(routed=400.0 * step, in_flight=4.0, served=(200.0 * step, 200.0 * step))
+        controller.decide(service, 2.0 * step, {"10.0.0.1": reading}, signal, None, None, 4, 4)
+    metrics = Observation(arrival_rate_rps=100.0, latency_ms=40.0, ready_replicas=4, rate_age_s=17.5)
+    counted = controller.account(service, metrics, now=60.0)
+    assert counted.arrival_rate_rps == pytest.approx(200.0)
+    assert counted.variant_share == pytest.approx(0.5)
+    # A service serving no variant is left as it was.
+    plain = parse_inference_service(make_inference_service(name="bert", namespace="nlp"))
+    assert controller.account(plain, metrics, now=60.0) == metrics
+
+
+def test_changing_the_variants_starts_a_new_ledger_and_forgetting_takes_every_share_back() -> None:
+    held: dict[str, list[dict[str, int]]] = {}
+    controller = VariantController(lambda address, cuts: held.setdefault(address, []).append(cuts) or cuts)
+    overloaded = RouterSignal(400.0, 6.0, 400.0, 0.0, 100.0, in_flight=2000.0, age_s=0.0)
+    one = _variant_service("bert-int8")
+    for step in range(3):
+        reading = RouterReading(routed=800.0 * step, in_flight=2000.0, served=(800.0 * step, 0.0))
+        decision = controller.decide(one, 2.0 * step, {"10.0.0.1": reading}, overloaded, None, None, 1, 4)
+    assert decision is not None and decision.shares[0] > 0
+    # A second variant declared: the routers report one more count, and nothing breaks.
+    two = _variant_service("bert-int8", "bert-small")
+    reading = RouterReading(routed=3000.0, in_flight=2000.0, served=(3000.0, 0.0, 0.0))
+    decision = controller.decide(two, 8.0, {"10.0.0.1": reading}, overloaded, None, None, 1, 4)
+    assert decision is not None and len(decision.shares) == 2
+    assert any(held["10.0.0.1"][-1].values())
+    # No longer decided for (autoscaling paused, switched off, the service gone): the router
+    # is sent back to the model only, since nothing else would take its share back.
+    controller.forget("nlp", "bert")
+    assert held["10.0.0.1"][-1] == {"v0": 0, "v1": 0}
+
+
+def test_the_accuracy_ledger_counts_through_a_router_unread_and_a_router_restarted() -> None:
+    """Router A serves only the model, B only the variant, 100 requests a read each. B is not
+    read once, then restarts (its counters back at zero): the ledger still counts every
+    request served, so the accuracy served is the true one."""
+    controller = VariantController(lambda address, cuts: cuts)
+    service = _variant_service("bert-int8")
+    signal = RouterSignal(100.0, 60.0, 100.0, 0.0, None, in_flight=0.0, age_s=0.0)
+    b_base, true_model, true_variant = 0.0, 0.0, 0.0
+    decision = None
+    for step in range(12):
+        readings = {"10.0.0.1": RouterReading(routed=100.0 * step, in_flight=0.0, served=(100.0 * step, 0.0))}
+        if step == 7:
+            b_base = -600.0  # B restarted between reads 6 and 7, and has served 100 since
+        if step != 5:  # read 5 times out
+            b_count = 100.0 * step + b_base
+            readings["10.0.0.2"] = RouterReading(routed=b_count, in_flight=0.0, served=(0.0, b_count))
+        decision = controller.decide(service, 2.0 * step, readings, signal, None, None, 4, 4)
+        if step > 0:
+            true_model += 100.0
+            true_variant += 100.0
+    assert decision is not None
+    assert decision.served_accuracy == pytest.approx(
+        (true_model + 0.99 * true_variant) / (true_model + true_variant)
+    )

@@ -20,6 +20,7 @@ from tritonscale.policy.variants import (
     bridge,
     decide_variants,
     relative_cost,
+    variant_fraction,
     window_use,
 )
 from tritonscale.sim.engine import SimEnvironment, Simulation
@@ -109,6 +110,24 @@ def test_a_few_requests_in_flight_at_a_low_rate_are_no_queue() -> None:
     # A whole batch waiting behind it is one.
     waiting, _ = decide(s, with_history(s), rate=12.0, ready=1, in_flight=16.0)
     assert waiting.shares[0] > 0.0
+
+
+def test_before_a_fit_a_couple_of_requests_in_flight_bring_no_variant_in() -> None:
+    s = settings(INT8)
+    # 2 in flight at 12 req/s: 167 ms by Little's law, over the objective, yet no queue.
+    idle, _ = decide(s, with_history(s), rate=12.0, ready=1, in_flight=2.0, primary=None)
+    assert idle.shares == (0.0,)
+
+
+def test_the_variants_fraction_of_what_was_served_over_a_span() -> None:
+    counts = (
+        ServedCounts(0.0, (0.0, 0.0)),
+        ServedCounts(30.0, (300.0, 0.0)),
+        ServedCounts(60.0, (400.0, 300.0)),
+    )
+    assert variant_fraction(counts, since=30.0) == pytest.approx(0.75)
+    assert variant_fraction(counts, since=0.0) == pytest.approx(300 / 700)
+    assert variant_fraction(counts[:1], since=0.0) == 0.0
 
 
 def test_the_share_is_capped_by_the_accuracy_budget_left() -> None:

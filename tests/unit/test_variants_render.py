@@ -4,13 +4,15 @@ share selection and control port, and NetworkPolicies that let only the operator
 from __future__ import annotations
 
 import shlex
+import subprocess
+from pathlib import Path
 from typing import Any
 
 from tests.builders import make_inference_service
 from tritonscale.api.resource import parse_inference_service
 from tritonscale.ports import ROUTER_CONTROL_PORT, variant_ports
 from tritonscale.render.names import StackNames
-from tritonscale.render.network import NetworkPolicyOptions, render_network_policies
+from tritonscale.render.network import NetworkPolicyOptions, guarded, render_network_policies
 from tritonscale.render.router import (
     RouterOptions,
     render_router_config,
@@ -112,3 +114,47 @@ def test_the_routers_draw_each_request_and_only_the_operator_may_set_the_shares(
     }
     plain = render_router_config(service(budget=False), NAMES, RouterOptions())
     assert "rand(" not in plain and "frontend control" not in plain
+
+
+def test_a_service_serving_variants_is_guarded_only_at_its_routers_control_port() -> None:
+    """Without the chart's networkPolicy or declared clients, a service serving variants still
+    gets a router NetworkPolicy: the control port (the shares) takes only the operator; clients
+    reach the routers from anywhere, and nothing else changes."""
+    options = NetworkPolicyOptions(operator_namespace="ops", operator_labels=(("app", "op"),))
+    assert guarded(service(), options) and not guarded(service(budget=False), options)
+    (router_policy,) = render_network_policies(service(), NAMES, options)
+    spec = router_policy["spec"]
+    assert spec["policyTypes"] == ["Ingress"] and "egress" not in spec
+    by_port = {p["port"]: rule for rule in spec["ingress"] for p in rule["ports"]}
+    assert "from" not in by_port[8000] and "from" not in by_port[8001]
+    assert by_port[ROUTER_CONTROL_PORT]["from"][0]["namespaceSelector"] == {
+        "matchLabels": {"kubernetes.io/metadata.name": "ops"}
+    }
+
+
+def test_the_view_keeps_the_inputs_names_and_drops_only_the_models(tmp_path: Path) -> None:
+    """The launcher's view of a variant in the model's repository, made by bash as the
+    container would: Triton takes the name from the directory, and the inputs keep theirs."""
+    variant = tmp_path / "resnet-int8"
+    (variant / "1").mkdir(parents=True)
+    (variant / "1" / "model.onnx").write_text("weights")
+    (variant / "config.pbtxt").write_text(
+        'name: "resnet-int8"\nplatform: "onnxruntime_onnx"\ninput [\n  {\n    name: "INPUT0"\n'
+        '    data_type: TYPE_FP32\n  }\n]\noutput [\n  {\n    name: "OUTPUT0"\n  }\n]\n'
+    )
+    svc = service(repository=str(tmp_path))
+    script = container(svc)["command"][2]
+    view_lines = script.split("\ntritonserver")[0].replace(
+        "/tmp/tritonscale-variants", str(tmp_path / "views")
+    )
+    subprocess.run(["bash", "-euc", view_lines], check=True)
+    view = tmp_path / "views" / "0" / "resnet"
+    config = (view / "config.pbtxt").read_text()
+    assert 'name: "resnet-int8"' not in config
+    assert 'name: "INPUT0"' in config and 'name: "OUTPUT0"' in config
+    assert (view / "1").resolve() == (variant / "1").resolve()
+
+
+def test_a_variant_with_no_server_up_leaves_its_share_on_the_model() -> None:
+    config = render_router_config(service(), NAMES, RouterOptions())
+    assert "{ nbsrv(triton_http_v0) gt 0 }" in config and "{ nbsrv(triton_grpc_v1) gt 0 }" in config

@@ -29,6 +29,7 @@ from tritonscale.policy.queueing import ServiceTime, predicted_latency_ms
 
 SHARE_STEP = 0.05  # shares are chosen on the routers' grid of ten-thousandths, coarser
 CALM_FRACTION = 0.7  # a measured percentile this far under the objective lets a share fall
+NO_MODEL_HELD_FACTOR = 2.0  # before a fit, the routers must hold this many objectives' worth
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,18 @@ def window_use(counts: tuple[ServedCounts, ...], variants: tuple[Variant, ...], 
     return WindowUse(sum(served), lost)
 
 
+def variant_fraction(counts: tuple[ServedCounts, ...], since: float) -> float:
+    """The share of the requests served since `since` that the variants served (0 when the
+    counts say nothing)."""
+    if len(counts) < 2:
+        return 0.0
+    newest = counts[-1]
+    oldest = next((c for c in counts if c.at >= since), counts[0])
+    served = [max(0.0, new - old) for new, old in zip(newest.requests, oldest.requests, strict=True)]
+    total = sum(served)
+    return sum(served[1:]) / total if total > 0 else 0.0
+
+
 def relative_cost(variant: Variant) -> float:
     """A variant's accelerator time per request over the primary's."""
     return 1.0 / variant.speedup
@@ -197,7 +210,9 @@ def decide_variants(
     if primary is None:
         # No service time fitted yet (the first minutes): the routers' queue alone can say the
         # replicas are overloaded; then the variant that adds the most capacity, at its cap.
-        if held_ms <= limit:
+        # Without a model to say what executes, only twice the objective held counts (a couple
+        # of requests in flight at a low rate read as a long wait by Little's law).
+        if held_ms <= NO_MODEL_HELD_FACTOR * limit:
             return decision((0.0,) * len(s.variants), held_ms, "no service-time estimate yet; primary only")
         index = max(range(len(s.variants)), key=lambda i: caps[i] * (1.0 - relative_cost(s.variants[i])))
         shares = tuple(caps[index] if i == index else 0.0 for i in range(len(s.variants)))

@@ -410,6 +410,7 @@ class AutoscaleReconciler:
         state = self._states.get(key, AutoscalerState())
         carried = 1.0
         if self.variants is not None:
+            observation = self.variants.account(service, observation, self.monotonic())
             carried = self.variants.bridge(service, policy, state, observation.arrival_rate_rps or 0.0)
         return policy.decide(observation, state, self.monotonic(), current, bridge=carried)
 

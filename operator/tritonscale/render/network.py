@@ -47,8 +47,18 @@ class NetworkPolicyOptions:
 
 
 def guarded(service: InferenceService, options: NetworkPolicyOptions) -> bool:
-    """Whether this service's stack gets NetworkPolicies."""
-    return options.enabled or service.spec.load_balancing.router.clients is not None
+    """Whether this service's stack gets NetworkPolicies: a service serving variants always does,
+    since its routers' control port (the variants' shares) must take no one but the operator."""
+    return (
+        options.enabled
+        or service.spec.load_balancing.router.clients is not None
+        or bool(served_variants(service))
+    )
+
+
+def _clients_only_guarded(service: InferenceService, options: NetworkPolicyOptions) -> bool:
+    """Guarded only for its variants' control port: the rest stays as open as unguarded."""
+    return not options.enabled and service.spec.load_balancing.router.clients is None
 
 
 def _selector(selector: LabelSelector) -> dict[str, Any]:
@@ -128,8 +138,13 @@ def render_network_policies(
         triton_ingress.append({"from": from_operator, "ports": _ports(HTTP_PORT)})
     clients = service.spec.load_balancing.router.clients
     client_peers = [_client_peer(c) for c in clients] if clients is not None else [{"podSelector": {}}]
+    open_stack = _clients_only_guarded(service, options)
     router_ingress = [
-        {"from": client_peers, "ports": _ports(HTTP_PORT, GRPC_PORT)},
+        # A rule without `from` admits every source: guarded only for the control port, the
+        # service keeps taking clients from wherever it did.
+        {"ports": _ports(HTTP_PORT, GRPC_PORT)}
+        if open_stack
+        else {"from": client_peers, "ports": _ports(HTTP_PORT, GRPC_PORT)},
         _metrics_rule(options, ROUTER_METRICS_PORT),
     ]
     if from_operator:
@@ -148,7 +163,14 @@ def render_network_policies(
     # Triton loads models from wherever the repository is (S3, GCS, a file server): its egress
     # stays open, and the policy says so rather than leaving it unstated.
     triton_egress: list[dict[str, Any]] = [{}]
+    router = _policy(names, names.router_network_policy, COMPONENT_ROUTER, router_ingress, router_egress)
+    if open_stack:
+        # Only the routers' ingress is restricted (the control port); what they and the Triton
+        # pods reach, and who reaches the Triton pods, stays as without NetworkPolicies.
+        router["spec"]["policyTypes"] = ["Ingress"]
+        del router["spec"]["egress"]
+        return [router]
     return [
         _policy(names, names.triton_network_policy, COMPONENT_TRITON, triton_ingress, triton_egress),
-        _policy(names, names.router_network_policy, COMPONENT_ROUTER, router_ingress, router_egress),
+        router,
     ]

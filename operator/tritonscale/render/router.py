@@ -130,7 +130,10 @@ def _variant_choice(variants: tuple[RoutedVariant, ...], variants_map: str) -> C
             for v in variants
         ]
         lines += [
+            # Only while the variant has a server up: else its share stays on the model (a
+            # variant still loading, or failing its checks, must not turn requests into 503s).
             f"    use_backend {default_backend}_{v.key} if {{ var(txn.variant_draw),sub(txn.cut_{v.key}) lt 0 }}"
+            f" {{ nbsrv({default_backend}_{v.key}) gt 0 }}"
             for v in variants
         ]
         return "\n".join(lines)

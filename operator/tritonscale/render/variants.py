@@ -8,7 +8,8 @@ and the operator sets the shares at runtime (policy.variants).
 
 A variant from spec.model.repository is served from a view made at start: a directory named as
 the model whose version folders and files link to the variant's, and whose config.pbtxt is the
-variant's with its `name` line removed (Triton takes the name from the directory). That needs a
+variant's with its top-level `name` line (one starting at the line's start, as Triton writes
+it) removed: Triton then takes the name from the directory. That needs a
 local repository; a variant in an object store comes from its own `repository`, which holds it
 under the model's name already.
 """
@@ -26,9 +27,10 @@ VIEW_ROOT: Final = "/tmp/tritonscale-variants"  # on the model-download emptyDir
 
 
 def served_variants(service: InferenceService) -> tuple[ModelVariant, ...]:
-    """The variants the replicas serve: those declared, when an accuracy budget lets them serve."""
+    """The variants the replicas serve: those declared, when an accuracy budget lets them serve
+    (the autoscaler decides their shares: without it, none are served)."""
     spec = service.spec
-    if spec.autoscaling is None or spec.autoscaling.accuracy is None:
+    if spec.autoscaling is None or not spec.autoscaling.enabled or spec.autoscaling.accuracy is None:
         return ()
     return tuple(spec.model.variants)
 
@@ -50,7 +52,8 @@ def _view_commands(service: InferenceService, index: int) -> list[str]:
         f"mkdir -p {q(target)}",
         f"for item in {q(source)}/*; do "
         f'[ "$(basename "$item")" = config.pbtxt ] || ln -sfn "$item" {q(target)}/; done',
-        f"sed '/^[[:space:]]*name[[:space:]]*:/d' {q(source)}/config.pbtxt > {q(target)}/config.pbtxt",
+        # Only the top-level name (at the line's start): inputs' and outputs' names stay.
+        f"sed '/^name[[:space:]]*:/d' {q(source)}/config.pbtxt > {q(target)}/config.pbtxt",
     ]
 
 
