@@ -114,13 +114,21 @@ class ModelVariant(ApiModel):
     to it, under the model's name, so clients change nothing; the autoscaler sends it a share of
     the requests while new replicas start, within spec.autoscaling.accuracy."""
 
-    name: ModelName = Field(description="The variant's model name in its repository.")
+    name: ModelName = Field(
+        description=(
+            "The variant's name: its model's directory in spec.model.repository, or, with "
+            "`repository`, only a name (that repository holds it under the model's name)."
+        )
+    )
     repository: str | None = Field(
         default=None,
         min_length=1,
         max_length=2048,
         pattern=IMAGE_PATTERN,
-        description="Its model repository, when not spec.model.repository: a local path, s3://, gs:// or as:// URL.",
+        description=(
+            "Its own model repository, holding it under the model's name (clients keep calling "
+            "that name): a local path, s3://, gs:// or as:// URL."
+        ),
     )
     accuracy: float = Field(
         gt=0.0,
