@@ -209,6 +209,7 @@ def test_the_router_sends_each_variant_the_share_the_operator_sets_without_a_rel
         )
     )
     started: list[TritonServer] = []
+    stopped: set[TritonServer] = set()
     try:
         for server in servers:
             server.start()
@@ -233,6 +234,8 @@ def test_the_router_sends_each_variant_the_share_the_operator_sets_without_a_rel
                     """Requests the model servers and the variant servers counted."""
                     counts = [0, 0]
                     for server in servers:
+                        if server in stopped:
+                            continue
                         with urllib.request.urlopen(
                             f"http://{server.host}:{server.http_port}/v2/models/sim/stats"
                         ) as r:
@@ -283,6 +286,16 @@ def test_the_router_sends_each_variant_the_share_the_operator_sets_without_a_rel
                     assert r.read().decode() == "v0 3000\n"
                 set_variant_cuts(host, variant_cuts((1.0,)), port=port)
                 assert send(100) == (0, 100)
+                # The variant's servers gone (a variant still loading, or failing its checks):
+                # once the router sees them down, its share stays on the model, not a 503.
+                for server in servers[len(hosts) :]:
+                    server.stop()
+                    stopped.add(server)
+                deadline = time.monotonic() + 30
+                while any(s.is_up for s in router.servers() if s.backend.endswith("_v0")):
+                    assert time.monotonic() < deadline, "variant servers still UP"
+                    time.sleep(0.2)
+                assert send(100) == (100, 0)
                 set_variant_cuts(host, variant_cuts((0.0,)), port=port)
                 assert send(100) == (100, 0)
             finally:
