@@ -45,6 +45,56 @@ INVALID_CASES: list[tuple[str, dict[str, Any], str]] = [
     ("name-is-another-services-child", {"metadata.name": "echo-triton"}, "metadata.name"),
     ("model-missing", {"spec.model": DELETE}, "spec.model"),
     ("model-names-empty", {"spec.model.names": []}, "spec.model.names"),
+    (
+        "variants-of-two-models",
+        {
+            "spec.model.names": ["a", "b"],
+            "spec.model.variants": [{"name": "a8", "accuracy": 0.99, "speedup": 2}],
+        },
+        "spec.model.variants",
+    ),
+    (
+        "variant-named-as-the-model",
+        {"spec.model.names": ["a"], "spec.model.variants": [{"name": "a", "accuracy": 0.99, "speedup": 2}]},
+        "spec.model.variants",
+    ),
+    (
+        "variant-accuracy-above-one",
+        {"spec.model.names": ["a"], "spec.model.variants": [{"name": "a8", "accuracy": 1.2, "speedup": 2}]},
+        "spec.model.variants[0].accuracy",
+    ),
+    (
+        "variant-linked-from-an-object-store",
+        {"spec.model.names": ["a"], "spec.model.variants": [{"name": "a8", "accuracy": 0.99, "speedup": 2}]},
+        "spec.model.variants",
+    ),
+    (
+        "variant-not-faster",
+        {"spec.model.names": ["a"], "spec.model.variants": [{"name": "a8", "accuracy": 0.99, "speedup": 1}]},
+        "spec.model.variants[0].speedup",
+    ),
+    (
+        "four-variants",
+        {
+            "spec.model.names": ["a"],
+            "spec.model.variants": [{"name": f"a{i}", "accuracy": 0.9, "speedup": 2} for i in range(4)],
+        },
+        "spec.model.variants",
+    ),
+    (
+        "accuracy-budget-without-variants",
+        {"spec.autoscaling": {"accuracy": {"floor": 0.99}}},
+        "spec.autoscaling.accuracy",
+    ),
+    (
+        "accuracy-floor-of-one",
+        {
+            "spec.model.names": ["a"],
+            "spec.model.variants": [{"name": "a8", "accuracy": 0.99, "speedup": 2}],
+            "spec.autoscaling": {"accuracy": {"floor": 1.0}},
+        },
+        "spec.autoscaling.accuracy.floor",
+    ),
     ("model-names-duplicate", {"spec.model.names": ["a", "a"]}, "spec.model.names"),
     ("model-name-has-space", {"spec.model.names": ["res net"]}, "spec.model.names[0]"),
     ("repository-has-space", {"spec.model.repository": "s3://a b"}, "spec.model.repository"),

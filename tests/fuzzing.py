@@ -468,6 +468,27 @@ def accepted_bodies(draw: st.DrawFn) -> dict[str, Any]:
         }
         if draw(st.booleans()):
             spec["autoscaling"]["coldStartSeconds"] = draw(bounded_ints(1, 3600))
+        names = spec["model"]["names"]
+        if len(names) == 1 and draw(_now_and_then):
+            # Faster variants, each from its own repository (the model's may be any string).
+            count = draw(st.integers(1, 3))
+            variant_names = draw(st.lists(model_names, min_size=count, max_size=count, unique=True))
+            spec["model"]["variants"] = [
+                {
+                    "name": variant,
+                    "repository": draw(nonblank(2048)),
+                    "accuracy": draw(bounded_floats(0.0, 1.0, low_open=True)),
+                    "speedup": draw(bounded_floats(1.0, 100.0, low_open=True)),
+                }
+                for variant in variant_names
+                if variant not in names
+            ]
+            spec["autoscaling"]["accuracy"] = {
+                "floor": draw(bounded_floats(0.5, 0.999999)),
+                "windowSeconds": draw(bounded_ints(60, 86400)),
+            }
+            if not spec["model"]["variants"]:
+                del spec["model"]["variants"], spec["autoscaling"]["accuracy"]
         if enabled:
             on_demand_base_most = high
         if draw(st.booleans()):

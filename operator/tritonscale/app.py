@@ -25,7 +25,7 @@ from tritonscale.clients.observations import (
     TritonSource,
     UnavailableSource,
 )
-from tritonscale.clients.router import HaproxyStats
+from tritonscale.clients.router import HaproxyStats, set_variant_cuts
 from tritonscale.config import OperatorConfig
 from tritonscale.handlers import watch as _watch  # (importing registers the watch handlers)
 from tritonscale.handlers.operator import (  # (importing registers the handlers)
@@ -106,6 +106,8 @@ def build_memo(config: OperatorConfig, kube: KubeClient | None = None) -> kopf.M
         else (lambda target, hosts: "reading Triton pods is switched off for this operator"),
         read_router=HaproxyStats() if config.read_routers else None,
         on_surge=lambda namespace, name: memo.autoscale_scheduler.run_within(namespace, name, 0.0),
+        # The variants' shares go to the routers it reads (a service without variants sets none).
+        set_router_cuts=set_variant_cuts if config.read_routers else None,
     )
     memo.autoscale_scheduler = Scheduler(
         memo.autoscaler.tick,

@@ -11,8 +11,10 @@ from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from tritonscale.api.observation import RouterSignal
+from tritonscale.api.resource import InferenceService
 from tritonscale.api.status import ConditionStatus, InferenceServiceStatus
 from tritonscale.policy.autoscaling import Decision, Verdict
+from tritonscale.policy.variants import VariantDecision
 
 RECONCILES = Counter(
     "tritonscale_reconcile_total",
@@ -167,6 +169,23 @@ class AutoscalerMetrics:
             "Requests at the Triton replicas or queued in the routers, summed over the routers.",
             labels,
         )
+        self.variant_share = Gauge(
+            "tritonscale_variant_share",
+            "The share of requests the routers send to each faster variant (spec.model.variants), "
+            "set every 2 s.",
+            [*labels, "variant"],
+        )
+        self.served_accuracy = Gauge(
+            "tritonscale_served_accuracy",
+            "Mean accuracy served over the budget's window, relative to the model's (1), as the "
+            "routers counted what each variant answered.",
+            labels,
+        )
+        self.accuracy_budget_left = Gauge(
+            "tritonscale_accuracy_budget_left_points",
+            "Accuracy points the window may still lose to the variants (spec.autoscaling.accuracy).",
+            labels,
+        )
         self.surge_decisions = Counter(
             "tritonscale_autoscaler_surge_decisions_total",
             "Decisions asked for at once because the routers showed a surge over what the last "
@@ -203,6 +222,26 @@ class AutoscalerMetrics:
         if decision.forecast is not None:
             self.forecast_decisions.labels(namespace, name).inc()
 
+    def record_variants(
+        self, namespace: str, name: str, service: InferenceService, decision: VariantDecision | None
+    ) -> None:
+        """The variants' shares and the accuracy budget, as last decided (policy.variants)."""
+        if decision is None:
+            self._forget_variants(namespace, name)
+            return
+        for variant, share in zip(service.spec.model.variants, decision.shares, strict=False):
+            self.variant_share.labels(namespace, name, variant.name).set(share)
+        self.served_accuracy.labels(namespace, name).set(decision.served_accuracy)
+        self.accuracy_budget_left.labels(namespace, name).set(decision.budget_left_points)
+
+    def _forget_variants(self, namespace: str, name: str) -> None:
+        for metric in (self.served_accuracy, self.accuracy_budget_left):
+            with contextlib.suppress(KeyError):
+                metric.remove(namespace, name)
+        for labels in list(self.variant_share._metrics):
+            if labels[:2] == (namespace, name):
+                self.variant_share.remove(*labels)
+
     def record_routers(self, namespace: str, name: str, signal: RouterSignal | None) -> None:
         if signal is None:
             for gauge in (self.router_rate, self.router_in_flight):
@@ -213,6 +252,7 @@ class AutoscalerMetrics:
         self.router_in_flight.labels(namespace, name).set(signal.in_flight)
 
     def forget(self, namespace: str, name: str) -> None:
+        self._forget_variants(namespace, name)
         for metric in (
             self.model_replicas,
             self.predicted_latency,

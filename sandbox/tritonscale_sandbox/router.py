@@ -44,7 +44,14 @@ from pathlib import Path
 
 from tritonscale.api.resource import InferenceService
 from tritonscale.render.names import StackNames
-from tritonscale.render.router import GRPC_BACKEND, HTTP_BACKEND, RouterOptions, render_router_config
+from tritonscale.render.router import (
+    GRPC_BACKEND,
+    HTTP_BACKEND,
+    VARIANTS_MAP_FILE,
+    RouterOptions,
+    render_router_config,
+    render_variants_map,
+)
 from tritonscale_sandbox.net import free_port
 from tritonscale_sandbox.process import LocalProcess, log_tail, spawn, wait_until
 from tritonscale_sandbox.process import stop as stop_process
@@ -389,7 +396,10 @@ class LocalRouter(LocalProcess):
             metrics_port=metrics_port or free_port(self.bind_address),
             runtime_socket=str(self.runtime_socket),
             threads=threads,
+            control_port=free_port(self.bind_address),
+            config_dir=str(self.work_dir),
         )
+        self.variants_map = render_variants_map(service)
         self.config = render_router_config(service, StackNames(service.name, service.namespace), self.options)
         self.config_path = self.work_dir / "haproxy.cfg"
         self.log_path = self.work_dir / "haproxy.log"
@@ -407,6 +417,11 @@ class LocalRouter(LocalProcess):
     def grpc_endpoint(self) -> str:
         """`host:port` of the gRPC frontend (the form tritonclient.grpc takes)."""
         return f"{self.bind_address}:{self.options.grpc_port}"
+
+    @property
+    def control_address(self) -> tuple[str, int]:
+        """Where the operator sets the variants' shares (with spec.model.variants)."""
+        return self.bind_address, self.options.control_port
 
     @property
     def metrics_url(self) -> str:
@@ -442,6 +457,8 @@ class LocalRouter(LocalProcess):
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self._socket_dir.mkdir(mode=0o700, exist_ok=True)
         self.config_path.write_text(self.config, encoding="utf-8")
+        if self.variants_map is not None:
+            (self.work_dir / VARIANTS_MAP_FILE).write_text(self.variants_map, encoding="utf-8")
         self.check()
         self._process = spawn([self.binary, "-db", "-f", str(self.config_path)], self.log_path)
         try:
@@ -531,13 +548,18 @@ class LocalRouter(LocalProcess):
         return b"".join(chunks).decode(errors="replace")
 
     def servers(self, backend: str | None = None) -> list[RouterServer]:
-        """Every server slot of the Triton backends (or of one), from `show stat`."""
+        """Every server slot of the Triton backends, the variants' included (or of one backend),
+        from `show stat`."""
         text = self.runtime("show stat").lstrip("# ")
         rows = []
         for row in csv.DictReader(io.StringIO(text)):
             if row.get("svname") in (None, "FRONTEND", "BACKEND"):
                 continue
-            if row["pxname"] not in (HTTP_BACKEND, GRPC_BACKEND) or backend not in (None, row["pxname"]):
+            # The model's backends and its variants' (triton_http_v0, ...).
+            if not row["pxname"].startswith((HTTP_BACKEND, GRPC_BACKEND)) or backend not in (
+                None,
+                row["pxname"],
+            ):
                 continue
             rows.append(
                 RouterServer(

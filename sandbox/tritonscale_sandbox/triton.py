@@ -190,6 +190,8 @@ class SimulatedModel:
     jitter: float = 0.0
     """Sigma of a mean-one log-normal factor on each batch's service time (0: none)."""
     seed: int = 0
+    load_s: float = 0.0
+    """Seconds the model takes to load: how long a new replica takes to become ready."""
 
     template = "simulated"
 
@@ -204,6 +206,7 @@ class SimulatedModel:
             "per_item_ms": repr(float(self.per_item_ms)),
             "jitter": repr(float(self.jitter)),
             "seed": str(self.seed),
+            "load_s": repr(float(self.load_s)),
         }
 
 
@@ -655,6 +658,69 @@ def _listening(host: str, port: int) -> bool:
         return False
 
 
+@dataclass(frozen=True)
+class Companion:
+    """A tritonserver every replica of a pool runs beside its own, on the same address and its
+    own ports: a variant's process in the same pod (render.variants)."""
+
+    name: str
+    model_repository: Path
+    http_port: int
+    grpc_port: int
+    metrics_port: int
+
+
+class ReplicaServer(TritonServer):
+    """A replica's tritonserver with its companions: they start, stop and die together, and
+    share one accelerator (the simulated model's lock, `TRITONSCALE_ACCELERATOR_LOCK`)."""
+
+    def __init__(self, *args: Any, companions: Sequence[Companion], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.env["TRITONSCALE_ACCELERATOR_LOCK"] = str(self.log_dir / f"accelerator-{self.host}.lock")
+        self.companions = [
+            TritonServer(
+                companion.model_repository,
+                host=self.host,
+                http_port=companion.http_port,
+                grpc_port=companion.grpc_port,
+                metrics_port=companion.metrics_port,
+                name=f"{self.name}-{companion.name}",
+                install=self._install,
+                log_dir=self.log_dir,
+                models=self.models,
+                env=self.env,
+                extra_args=self.extra_args,
+                exit_timeout_s=self.exit_timeout_s,
+            )
+            for companion in companions
+        ]
+
+    def start(self) -> None:
+        super().start()
+        for companion in self.companions:
+            companion.start()
+
+    def is_ready(self) -> bool:
+        return super().is_ready() and all(companion.is_ready() for companion in self.companions)
+
+    def wait_ready(self, timeout_s: float = 60.0, models: Sequence[str] | None = None) -> float:
+        deadline = time.monotonic() + timeout_s
+        waited = super().wait_ready(timeout_s, models)
+        for companion in self.companions:
+            companion.wait_ready(max(1.0, deadline - time.monotonic()), models)
+        return waited
+
+    def stop(self, timeout_s: float | None = None) -> int | None:
+        for companion in self.companions:
+            companion.stop(timeout_s)
+        return super().stop(timeout_s)
+
+    def kill(self) -> None:
+        for companion in self.companions:
+            companion.kill()
+        super().kill()
+
+
 @dataclass
 class _PoolDefaults:
     install: TritonInstall | None
@@ -663,6 +729,7 @@ class _PoolDefaults:
     env: dict[str, str] = field(default_factory=dict)
     extra_args: tuple[str, ...] = ()
     exit_timeout_s: int = 3
+    companions: tuple[Companion, ...] = ()
 
 
 class TritonPool:
@@ -692,6 +759,7 @@ class TritonPool:
         extra_args: Sequence[str] = (),
         exit_timeout_s: int = 3,
         ready_timeout_s: float = 90.0,
+        companions: Sequence[Companion] = (),
     ) -> None:
         if size < 0:
             raise ValueError(f"size must be >= 0, got {size}")
@@ -708,6 +776,7 @@ class TritonPool:
             env=dict(env or {}),
             extra_args=tuple(extra_args),
             exit_timeout_s=exit_timeout_s,
+            companions=tuple(companions),
         )
         self._next_offset = 0
         self._size = size
@@ -739,17 +808,20 @@ class TritonPool:
         defaults = self._defaults
         if defaults.install is None:
             defaults.install = install_triton()
-        return TritonServer(
-            self.model_repository if model_repository is None else model_repository,
-            host=str(host),
-            install=defaults.install,
-            log_dir=defaults.log_dir,
-            models=defaults.models,
-            slow_factor=slow_factor,
-            env=defaults.env,
-            extra_args=defaults.extra_args,
-            exit_timeout_s=defaults.exit_timeout_s,
-        )
+        options: dict[str, Any] = {
+            "host": str(host),
+            "install": defaults.install,
+            "log_dir": defaults.log_dir,
+            "models": defaults.models,
+            "slow_factor": slow_factor,
+            "env": defaults.env,
+            "extra_args": defaults.extra_args,
+            "exit_timeout_s": defaults.exit_timeout_s,
+        }
+        repository = self.model_repository if model_repository is None else model_repository
+        if defaults.companions:
+            return ReplicaServer(repository, companions=defaults.companions, **options)
+        return TritonServer(repository, **options)
 
     def start(self) -> float:
         """Start the initial servers in parallel and wait until all are ready; return seconds.

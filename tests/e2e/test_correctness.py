@@ -555,6 +555,40 @@ def test_declared_clients_guard_the_stack_with_network_policies_that_select_the_
         lambda: not _children(cluster, ns, name, "networkpolicies"), "the NetworkPolicies to be removed"
     )
     wait_settled(cluster, operator, ns, name, Expected(replicas=2, on_demand=2, spot=0))
+
+    # Serving variants guards the routers' control port (the shares) even so: one policy, on
+    # the routers' ingress only; clients still reach them from anywhere. (This operator runs
+    # outside the cluster, so no peer may reach the control port at all.)
+    variants = {
+        "spec": {
+            "model": {
+                "variants": [
+                    {"name": "int8", "repository": "s3://models/int8", "accuracy": 0.99, "speedup": 2}
+                ]
+            },
+            "autoscaling": {"minReplicas": 1, "maxReplicas": 4, "accuracy": {"floor": 0.99}},
+        }
+    }
+    cluster.kubectl("patch", "tis", name, "-n", ns, "--type=merge", "-p", json.dumps(variants))
+    cluster.wait_until(
+        lambda: (
+            [p["metadata"]["name"] for p in _children(cluster, ns, name, "networkpolicies")]
+            == [f"{name}-router"]
+        ),
+        "the routers' NetworkPolicy for the variants' control port",
+    )
+    wait_settled(cluster, operator, ns, name, Expected(replicas=2, on_demand=2, spot=0))
+    (only,) = _children(cluster, ns, name, "networkpolicies")
+    spec = only["spec"]
+    assert spec["policyTypes"] == ["Ingress"] and "egress" not in spec, spec
+    routers_now = {
+        p["metadata"]["name"]
+        for p in _pods(cluster, ns, f"{INSTANCE}={name},app.kubernetes.io/component=router")
+    }
+    assert _selected(cluster, "pods", spec["podSelector"], ns) == routers_now
+    by_port = {p["port"]: rule for rule in spec["ingress"] for p in rule["ports"]}
+    assert "from" not in by_port[8000] and "from" not in by_port[8001], spec
+    assert 8406 not in by_port, spec
     cluster.kubectl("delete", "namespace", ns, clients_ns, "e2e-netpol-others", "--wait=false")
 
 

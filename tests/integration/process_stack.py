@@ -10,21 +10,22 @@ import contextlib
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from tests.builders import make_inference_service
 from tritonscale.api.resource import parse_inference_service
 from tritonscale.clients.observations import PrometheusSource
-from tritonscale.clients.router import HaproxyStats
+from tritonscale.clients.router import HaproxyStats, set_variant_cuts
+from tritonscale.ports import variant_ports
 from tritonscale.reconcilers.autoscale import AutoscaleReconciler
 from tritonscale.reconcilers.stack import StackReconciler
 from tritonscale.render.names import COMPONENT_ROUTER, StackNames
 from tritonscale_sandbox.local_stack import ProcessBackedCluster
 from tritonscale_sandbox.prometheus import LocalPrometheus, ScrapeTarget
 from tritonscale_sandbox.router import DnsServer, LocalRouter
-from tritonscale_sandbox.triton import SimulatedModel, TritonInstall, TritonPool, model_repository
+from tritonscale_sandbox.triton import Companion, SimulatedModel, TritonInstall, TritonPool, model_repository
 
 
 def bench_simulated(url: str, *options: str) -> list[str]:
@@ -47,12 +48,35 @@ def process_stack(
     capacity: dict[str, Any] | None = None,
     extra_targets: Callable[[], list[ScrapeTarget]] = list,
     prometheus_options: dict[str, Any] | None = None,
+    variants: Sequence[tuple[SimulatedModel, float, float]] = (),
 ) -> Iterator[tuple[ProcessBackedCluster, LocalRouter, LocalPrometheus]]:
+    """With `variants` ((model, accuracy, speedup), each model named as `model`), every replica
+    also runs a tritonserver per variant on its ports, as the rendered launcher does, sharing
+    one accelerator lock."""
     repository = model_repository(tmp_path / "models", [model])
+    companions = [
+        Companion(
+            f"v{index}", model_repository(tmp_path / f"variant-{index}", [variant]), *variant_ports(index)
+        )
+        for index, (variant, _, _) in enumerate(variants)
+    ]
+    declared = [
+        {
+            "name": f"{model.name}-v{index}",
+            "repository": str(companion.model_repository),
+            "accuracy": accuracy,
+            "speedup": speedup,
+        }
+        for index, ((_, accuracy, speedup), companion) in enumerate(zip(variants, companions, strict=True))
+    ]
     body = make_inference_service(
         name=name,
         namespace=namespace,
-        spec__model={"repository": str(repository), "names": [model.name]},
+        spec__model={
+            "repository": str(repository),
+            "names": [model.name],
+            **({"variants": declared} if declared else {}),
+        },
         spec__replicas=1,
         spec__loadBalancing={"policy": "LeastConnections"},
         spec__autoscaling=autoscaling,
@@ -60,7 +84,12 @@ def process_stack(
     )
     names = StackNames(name, namespace)
     pool = TritonPool(
-        0, repository, install=triton_install, log_dir=tmp_path / "triton-logs", models=(model.name,)
+        0,
+        repository,
+        install=triton_install,
+        log_dir=tmp_path / "triton-logs",
+        models=(model.name,),
+        companions=companions,
     )
     with DnsServer(work_dir=tmp_path / "dns") as dns:
         cluster = ProcessBackedCluster(body, pool, dns)
@@ -135,6 +164,7 @@ def prometheus_autoscaler(
     window: str = "10s",
     stale_after_s: float = 15,
     on_surge: Callable[[str, str], None] = lambda namespace, name: None,
+    variants: bool = False,
 ) -> AutoscaleReconciler:
     """The stack reconciled and serving (a ready Triton replica behind a ready router), and an
     autoscaler reading it through Prometheus (rates over `window`); with `read_routers`, its
@@ -154,4 +184,9 @@ def prometheus_autoscaler(
         lambda service: (source, "prometheus"),
         read_router=HaproxyStats(port=router.options.metrics_port) if read_routers else None,
         on_surge=on_surge,
+        set_router_cuts=(
+            lambda address, cuts: set_variant_cuts(address, cuts, port=router.options.control_port)
+        )
+        if variants
+        else None,
     )

@@ -25,14 +25,16 @@ from hypothesis import HealthCheck, given, settings
 from tests.fuzzing import accepted_bodies, hostile_text, with_hostile_names
 from tests.reliability import record
 from tritonscale.api.resource import InvalidInferenceService, parse_inference_service
+from tritonscale.api.spec import MAX_VARIANTS
 from tritonscale.policy.placement import split_replicas
 from tritonscale.policy.replicas import reconciled_replicas
-from tritonscale.render.router import CONFIG_FILE, RouterOptions
+from tritonscale.render.router import CONFIG_FILE, VARIANTS_MAP_FILE, RouterOptions
 from tritonscale.render.stack import RenderOptions, render_stack
 
 pytestmark = pytest.mark.integration
 
 EXAMPLES = 200
+CONFIG_DIR = "/tmp/tritonscale-fuzz-haproxy"  # where the configs with variants find their map
 LOCAL = RenderOptions(
     cluster_domain="cluster.test",
     router=RouterOptions(
@@ -44,6 +46,7 @@ LOCAL = RenderOptions(
         runtime_socket="/tmp/tritonscale-fuzz-admin.sock",
         threads=2,
         max_connections=100,
+        config_dir=CONFIG_DIR,
     ),
 )
 
@@ -85,8 +88,13 @@ def rendered_configs() -> dict[str, dict[str, Any]]:
 
 def test_every_fuzzed_haproxy_cfg_passes_haproxy_check(tmp_path: Path) -> None:
     binary = haproxy_binary()
+    Path(CONFIG_DIR).mkdir(exist_ok=True)
+    # The map every variant key can be in (render_variants_map writes it beside a real config).
+    (Path(CONFIG_DIR) / VARIANTS_MAP_FILE).write_text("".join(f"v{i} 0\n" for i in range(MAX_VARIANTS)))
     started = time.monotonic()
     configs = rendered_configs()
+    with_variants = sum("frontend control" in config for config in configs)
+    assert with_variants >= 3, f"only {with_variants} fuzzed configs have variants"
     rendered = time.monotonic()
     paths = []
     for index, config in enumerate(configs):

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
 from prometheus_client import REGISTRY
 
 from tests.builders import make_inference_service
 from tests.unit.fakes import FakeCluster
-from tritonscale.api.observation import Observation, RouterReading, ScalingTarget
-from tritonscale.api.resource import PAUSE_ANNOTATION
+from tritonscale.api.observation import Observation, RouterReading, RouterSignal, ScalingTarget
+from tritonscale.api.resource import PAUSE_ANNOTATION, InferenceService, parse_inference_service
 from tritonscale.handlers.operator import ignored_manual_scale
 from tritonscale.policy.autoscaling import Verdict
 from tritonscale.reconcilers.autoscale import AutoscaleReconciler
 from tritonscale.reconcilers.stack import StackReconciler
+from tritonscale.reconcilers.variants import VariantController
 from tritonscale.render.names import COMPONENT_ROUTER, StackNames
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -278,13 +280,26 @@ def test_the_spec_cold_start_wins_and_an_unreadable_configuration_says_why() -> 
 
 def _router_setup(
     readings: dict[str, RouterReading | str],
+    variants: bool = False,
+    cuts: dict[str, list[dict[str, int]]] | None = None,
 ) -> tuple[FakeCluster, AutoscaleReconciler, ScriptedSource, list[float], list[tuple[str, str]]]:
     """A service with two Ready router pods read through `readings` (address -> counters or why
-    not), a clock the test moves, and the surges the router job asked ticks for."""
+    not), a clock the test moves, and the surges the router job asked ticks for; with
+    `variants`, an int8 variant under a 1-point budget whose cuts each router gets go to `cuts`."""
     cluster = FakeCluster()
-    spec = {"minReplicas": 1, "maxReplicas": 40, "periodSeconds": 10}
+    spec: dict[str, object] = {"minReplicas": 1, "maxReplicas": 40, "periodSeconds": 10}
+    overrides: dict[str, object] = {}
+    if variants:
+        spec["accuracy"] = {"floor": 0.99}
+        overrides["spec__model"] = {
+            "repository": "/models",
+            "names": ["bert"],
+            "variants": [{"name": "bert-int8", "accuracy": 0.99, "speedup": 2}],
+        }
     cluster.add_service(
-        make_inference_service(name="bert", namespace="nlp", spec__replicas=2, spec__autoscaling=spec)
+        make_inference_service(
+            name="bert", namespace="nlp", spec__replicas=2, spec__autoscaling=spec, **overrides
+        )
     )
     stack = StackReconciler(cluster, clock=lambda: NOW)
     stack.reconcile("nlp", "bert")
@@ -314,6 +329,9 @@ def _router_setup(
         monotonic=lambda: now[0],
         read_router=lambda address: readings[address],
         on_surge=lambda namespace, name: asked.append((namespace, name)),
+        set_router_cuts=(lambda address, held: cuts.setdefault(address, []).append(held) or held)
+        if cuts is not None
+        else None,
     )
     return cluster, autoscaler, source, now, asked
 
@@ -428,3 +446,156 @@ def test_a_surge_asks_for_one_decision_even_when_that_decision_cannot_act() -> N
             autoscaler.tick("nlp", "bert")  # what the scheduler does when asked
     # Once per 10 % rise of the estimate as the segment after the change fills, not every read.
     assert 1 <= len(asked) <= 3, asked
+
+
+def test_an_overload_sends_the_variant_a_share_on_every_router_within_the_budget() -> None:
+    """The operator's variant path on the in-memory cluster: routers read every 2 s, shares
+    decided and set on each router, an Event when they start and stop, status and metrics."""
+    readings: dict[str, RouterReading | str] = {
+        "10.0.0.1": RouterReading(routed=0.0, in_flight=2.0, served=(0.0, 0.0)),
+        "10.0.0.2": RouterReading(routed=0.0, in_flight=2.0, served=(0.0, 0.0)),
+    }
+    cuts: dict[str, list[dict[str, int]]] = {}
+    cluster, autoscaler, source, now, _ = _router_setup(readings, variants=True, cuts=cuts)
+
+    def advance(steps: int, per_router_rps: float, in_flight: float) -> None:
+        for _ in range(steps):
+            now[0] += 2.0
+            for address, reading in list(readings.items()):
+                assert isinstance(reading, RouterReading)
+                done = 2.0 * per_router_rps
+                readings[address] = RouterReading(
+                    reading.routed + done, in_flight, (reading.served[0] + done, reading.served[1])
+                )
+            autoscaler.router_tick("nlp", "bert")
+
+    # Steady at 2 x 40 req/s on 2 replicas: the model serves everything, no share is set.
+    source.next = Observation(
+        arrival_rate_rps=80.0, latency_ms=40.0, ready_replicas=2, mean_compute_ms=23.0, average_batch=1.0
+    )
+    advance(30, 40.0, 2.0)
+    autoscaler.tick("nlp", "bert")
+    advance(30, 40.0, 2.0)
+    assert {address: held[-1] for address, held in cuts.items()} == {
+        "10.0.0.1": {"v0": 0},
+        "10.0.0.2": {"v0": 0},
+    }
+    # A surge to 2 x 300 req/s with a queue at the routers: 2 replicas cannot carry it.
+    advance(3, 300.0, 200.0)
+    last = {address: held[-1]["v0"] for address, held in cuts.items()}
+    assert all(cut > 0 for cut in last.values()) and len(set(last.values())) == 1
+    labels = {"namespace": "nlp", "name": "bert"}
+    share = REGISTRY.get_sample_value("tritonscale_variant_share", {**labels, "variant": "bert-int8"})
+    assert share == last["10.0.0.1"] / 10000
+    assert REGISTRY.get_sample_value("tritonscale_accuracy_budget_left_points", labels) is not None
+    assert ("Normal", "VariantsServing") in [(t, r) for t, r, _ in cluster.events]
+    serving = next(m for _, r, m in cluster.events if r == "VariantsServing")
+    assert "on bert-int8 (accuracy 0.99)" in serving and "budget left" in serving
+    source.next = Observation(
+        arrival_rate_rps=600.0, latency_ms=300.0, ready_replicas=2, mean_compute_ms=23.0, average_batch=1.0
+    )
+    autoscaler.tick("nlp", "bert")
+    variants = status(cluster)["variants"]
+    assert variants["shares"] == [{"name": "bert-int8", "share": share}]  # type: ignore[index]
+    assert 0.0 < variants["budgetLeftPoints"] <= 1.0  # type: ignore[index]
+    # The load falls back: the share steps down to nothing and an Event says so.
+    advance(40, 40.0, 2.0)
+    assert all(held[-1] == {"v0": 0} for held in cuts.values())
+    assert ("Normal", "VariantsStopped") in [(t, r) for t, r, _ in cluster.events]
+
+
+def test_a_service_without_variants_sets_no_share() -> None:
+    readings: dict[str, RouterReading | str] = {
+        "10.0.0.1": RouterReading(routed=0.0, in_flight=2.0),
+        "10.0.0.2": RouterReading(routed=0.0, in_flight=2.0),
+    }
+    cuts: dict[str, list[dict[str, int]]] = {}
+    _, autoscaler, _source, now, _ = _router_setup(readings, cuts=cuts)
+    for step in range(40):
+        now[0] = 2.0 * step
+        for address, reading in list(readings.items()):
+            assert isinstance(reading, RouterReading)
+            readings[address] = RouterReading(reading.routed + 600, 300.0, (reading.routed + 600,))
+        autoscaler.router_tick("nlp", "bert")
+    assert cuts == {}
+
+
+def _variant_service(*variants: str) -> InferenceService:
+    return parse_inference_service(
+        make_inference_service(
+            name="bert",
+            namespace="nlp",
+            spec__autoscaling={"accuracy": {"floor": 0.99}},
+            spec__model={
+                "repository": "/models",
+                "names": ["bert"],
+                "variants": [{"name": v, "accuracy": 0.99, "speedup": 2} for v in variants],
+            },
+        )
+    )
+
+
+def test_the_models_own_rate_counts_what_the_variants_served() -> None:
+    """The model's metrics cover only its own servers: while a variant serves half the requests,
+    the autoscaler's rate is the routers' whole rate, and it is told a variant served."""
+    held: dict[str, list[dict[str, int]]] = {}
+    controller = VariantController(lambda address, cuts: held.setdefault(address, []).append(cuts) or cuts)
+    service = _variant_service("bert-int8")
+    signal = RouterSignal(200.0, 60.0, 200.0, 0.0, None, in_flight=4.0, age_s=0.0)
+    for step in range(31):  # 60 s at 200 req/s, half of it on the variant
+        reading = RouterReading(routed=400.0 * step, in_flight=4.0, served=(200.0 * step, 200.0 * step))
+        controller.decide(service, 2.0 * step, {"10.0.0.1": reading}, signal, None, None, 4, 4)
+    metrics = Observation(arrival_rate_rps=100.0, latency_ms=40.0, ready_replicas=4, rate_age_s=17.5)
+    counted = controller.account(service, metrics, now=60.0)
+    assert counted.arrival_rate_rps == pytest.approx(200.0)
+    assert counted.variant_share == pytest.approx(0.5)
+    # A service serving no variant is left as it was.
+    plain = parse_inference_service(make_inference_service(name="bert", namespace="nlp"))
+    assert controller.account(plain, metrics, now=60.0) == metrics
+
+
+def test_changing_the_variants_starts_a_new_ledger_and_forgetting_takes_every_share_back() -> None:
+    held: dict[str, list[dict[str, int]]] = {}
+    controller = VariantController(lambda address, cuts: held.setdefault(address, []).append(cuts) or cuts)
+    overloaded = RouterSignal(400.0, 6.0, 400.0, 0.0, 100.0, in_flight=2000.0, age_s=0.0)
+    one = _variant_service("bert-int8")
+    for step in range(3):
+        reading = RouterReading(routed=800.0 * step, in_flight=2000.0, served=(800.0 * step, 0.0))
+        decision = controller.decide(one, 2.0 * step, {"10.0.0.1": reading}, overloaded, None, None, 1, 4)
+    assert decision is not None and decision.shares[0] > 0
+    # A second variant declared: the routers report one more count, and nothing breaks.
+    two = _variant_service("bert-int8", "bert-small")
+    reading = RouterReading(routed=3000.0, in_flight=2000.0, served=(3000.0, 0.0, 0.0))
+    decision = controller.decide(two, 8.0, {"10.0.0.1": reading}, overloaded, None, None, 1, 4)
+    assert decision is not None and len(decision.shares) == 2
+    assert any(held["10.0.0.1"][-1].values())
+    # No longer decided for (autoscaling paused, switched off, the service gone): the router
+    # is sent back to the model only, since nothing else would take its share back.
+    controller.forget("nlp", "bert")
+    assert held["10.0.0.1"][-1] == {"v0": 0, "v1": 0}
+
+
+def test_the_accuracy_ledger_counts_through_a_router_unread_and_a_router_restarted() -> None:
+    """Router A serves only the model, B only the variant, 100 requests a read each. B is not
+    read once, then restarts (its counters back at zero): the ledger still counts every
+    request served, so the accuracy served is the true one."""
+    controller = VariantController(lambda address, cuts: cuts)
+    service = _variant_service("bert-int8")
+    signal = RouterSignal(100.0, 60.0, 100.0, 0.0, None, in_flight=0.0, age_s=0.0)
+    b_base, true_model, true_variant = 0.0, 0.0, 0.0
+    decision = None
+    for step in range(12):
+        readings = {"10.0.0.1": RouterReading(routed=100.0 * step, in_flight=0.0, served=(100.0 * step, 0.0))}
+        if step == 7:
+            b_base = -600.0  # B restarted between reads 6 and 7, and has served 100 since
+        if step != 5:  # read 5 times out
+            b_count = 100.0 * step + b_base
+            readings["10.0.0.2"] = RouterReading(routed=b_count, in_flight=0.0, served=(0.0, b_count))
+        decision = controller.decide(service, 2.0 * step, readings, signal, None, None, 4, 4)
+        if step > 0:
+            true_model += 100.0
+            true_variant += 100.0
+    assert decision is not None
+    assert decision.served_accuracy == pytest.approx(
+        (true_model + 0.99 * true_variant) / (true_model + true_variant)
+    )

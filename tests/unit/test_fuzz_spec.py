@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from collections.abc import Iterator
 from typing import Any
 
@@ -70,9 +71,12 @@ from tritonscale.api.resource import InferenceService, InvalidInferenceService, 
 from tritonscale.clients.observations import prometheus_queries, promql_string
 from tritonscale.policy.placement import split_replicas
 from tritonscale.policy.replicas import reconciled_replicas
+from tritonscale.ports import variant_ports
 from tritonscale.render.names import LABEL_COMPONENT, StackNames
 from tritonscale.render.router import RouterOptions, render_router_config
 from tritonscale.render.stack import render_stack
+from tritonscale.render.triton import triton_args
+from tritonscale.render.variants import served_variants
 from tritonscale.yamlfmt import dump_all
 
 FUZZ_BUDGETS: list[int] = []  # each fuzzed test's number of cases, for the reliability report
@@ -228,7 +232,7 @@ def assert_valid_for_kubernetes(service: InferenceService, objects: list[dict[st
             assert reference["name"] == service.name and reference["uid"] == service.metadata.uid
         if kind == "NetworkPolicy":
             for rule in obj["spec"]["ingress"]:
-                for peer in rule["from"]:
+                for peer in rule.get("from", []):  # none: every source
                     for selector in peer.values():
                         for requirement in selector.get("matchExpressions", []):
                             assert is_qualified_name(requirement["key"]), requirement
@@ -343,8 +347,20 @@ def assert_triton_values_stay_whole(service: InferenceService, objects: list[dic
     assert len(deployments) == (2 if spec.capacity.spot.enabled else 1)
     for deployment in deployments:
         (container,) = deployment["spec"]["template"]["spec"]["containers"]
-        assert "command" not in container  # the image's entrypoint: no shell to split the args
-        args = container["args"]
+        if served_variants(service):
+            # A launcher runs the model's tritonserver and the variants': each command line is
+            # shell-quoted whole into the script (render.variants), the model's first.
+            assert container["command"][:2] == ["/bin/bash", "-c"] and container["args"] == []
+            args = triton_args(service)
+            script = container["command"][2]
+            assert f"\n{shlex.join(args)} & pids=$!\n" in f"\n{script}"
+            assert all(
+                f"--http-port={variant_ports(index)[0]}" in script
+                for index in range(len(spec.model.variants))
+            )
+        else:
+            assert "command" not in container  # the image's entrypoint: no shell to split the args
+            args = container["args"]
         assert all(isinstance(arg, str) for arg in args)
         managed = args[: len(args) - len(user_args)]
         assert args[len(managed) :] == user_args, args

@@ -263,14 +263,22 @@ def test_a_router_restarting_in_place_carries_the_count_forward() -> None:
 
 def test_the_stats_page_is_summed_over_both_backends_and_an_unreadable_router_says_why() -> None:
     csv_text = (
-        "# pxname,svname,qcur,qmax,scur,smax,slim,stot,bin\n"
-        "http,FRONTEND,,,3,9,100,900,0\n"
-        "triton_http,triton1,0,0,2,5,,400,0\n"
-        "triton_http,BACKEND,1,3,2,5,100,410,0\n"
-        "triton_grpc,BACKEND,0,0,4,6,100,90,0\n"
-        "monitoring,FRONTEND,,,1,1,100,7,0\n"
+        "# pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,hrsp_2xx\n"
+        "http,FRONTEND,,,3,9,100,900,0,890\n"
+        "triton_http,triton1,0,0,2,5,,400,0,399\n"
+        "triton_http,BACKEND,1,3,2,5,100,410,0,405\n"
+        "triton_grpc,BACKEND,0,0,4,6,100,90,0,88\n"
+        "monitoring,FRONTEND,,,1,1,100,7,0,7\n"
     )
-    assert parse_stats(csv_text) == RouterReading(routed=500.0, in_flight=7.0)
+    assert parse_stats(csv_text) == RouterReading(routed=500.0, in_flight=7.0, served=(493.0,))
+    # With variants (render.router): their backends count too, and what each answered apart.
+    with_variants = csv_text + (
+        "triton_http_v0,BACKEND,0,0,1,2,100,60,0,60\n"
+        "triton_grpc_v0,BACKEND,0,0,0,2,100,40,0,39\n"
+        "triton_http_v1,BACKEND,0,0,0,2,100,5,0,5\n"
+        "triton_http_vx,BACKEND,0,0,0,2,100,5,0,5\n"
+    )
+    assert parse_stats(with_variants) == RouterReading(routed=605.0, in_flight=8.0, served=(493.0, 99.0, 5.0))
     with pytest.raises(RouterUnreadable):
         parse_stats("# pxname,svname,stot\nhttp,FRONTEND,3\n")
     with socket.socket() as unused:

@@ -20,6 +20,7 @@ from tritonscale.policy.variants import (
     bridge,
     decide_variants,
     relative_cost,
+    variant_fraction,
     window_use,
 )
 from tritonscale.sim.engine import SimEnvironment, Simulation
@@ -28,8 +29,8 @@ from tritonscale.sim.runner import Scenario, make_policy, prepare
 from tritonscale.sim.workloads import RateStep, Workload, arrivals, built_in
 
 PRIMARY = ServiceTime(20.0, 3.0, 8)  # the simulator's default replica: 182 req/s at full batches
-INT8 = Variant("int8", 0.99, ServiceTime(10.0, 1.5, 8))  # twice as fast, 1 point less accurate
-SMALL = Variant("small", 0.95, ServiceTime(5.0, 0.75, 8))  # four times, 5 points less
+INT8 = Variant("int8", 0.99, 2.0)  # twice as fast, 1 point less accurate
+SMALL = Variant("small", 0.95, 4.0)  # four times, 5 points less
 OBJECTIVE = Objective(target_ms=100.0, percentile=95.0)
 
 
@@ -80,7 +81,7 @@ def test_an_overload_gets_the_smallest_share_that_restores_the_objective() -> No
     assert 0.0 < int8 < 1.0
     assert choice.predicted_ms <= 95.0
     # One grid step less would not restore it: the share is the smallest that does.
-    smaller = 1.0 - (int8 - 0.05) * (1.0 - relative_cost(INT8, PRIMARY))
+    smaller = 1.0 - (int8 - 0.05) * (1.0 - relative_cost(INT8))
     from tritonscale.policy.queueing import predicted_latency_ms
 
     assert predicted_latency_ms(4, 800.0 * smaller, PRIMARY, 95.0) > 95.0
@@ -99,6 +100,34 @@ def test_a_queue_at_the_routers_counts_even_when_the_rate_alone_would_not() -> N
     queued, _ = decide(s, with_history(s), rate=600.0, ready=4, in_flight=400.0)
     assert calm.shares == (0.0, 0.0)
     assert sum(queued.shares) > 0.0
+
+
+def test_a_few_requests_in_flight_at_a_low_rate_are_no_queue() -> None:
+    s = settings(INT8)
+    # One replica executing a batch of 8 at 12 req/s: 667 ms by Little's law, yet no queue.
+    idle, _ = decide(s, with_history(s), rate=12.0, ready=1, in_flight=8.0)
+    assert idle.shares == (0.0,)
+    # A whole batch waiting behind it is one.
+    waiting, _ = decide(s, with_history(s), rate=12.0, ready=1, in_flight=16.0)
+    assert waiting.shares[0] > 0.0
+
+
+def test_before_a_fit_a_couple_of_requests_in_flight_bring_no_variant_in() -> None:
+    s = settings(INT8)
+    # 2 in flight at 12 req/s: 167 ms by Little's law, over the objective, yet no queue.
+    idle, _ = decide(s, with_history(s), rate=12.0, ready=1, in_flight=2.0, primary=None)
+    assert idle.shares == (0.0,)
+
+
+def test_the_variants_fraction_of_what_was_served_over_a_span() -> None:
+    counts = (
+        ServedCounts(0.0, (0.0, 0.0)),
+        ServedCounts(30.0, (300.0, 0.0)),
+        ServedCounts(60.0, (400.0, 300.0)),
+    )
+    assert variant_fraction(counts, since=30.0) == pytest.approx(0.75)
+    assert variant_fraction(counts, since=0.0) == pytest.approx(300 / 700)
+    assert variant_fraction(counts[:1], since=0.0) == 0.0
 
 
 def test_the_share_is_capped_by_the_accuracy_budget_left() -> None:
@@ -124,10 +153,14 @@ def test_the_share_falls_step_by_step_and_not_while_the_rate_rises() -> None:
     assert held.shares[0] == pytest.approx(0.6)
 
 
-def test_without_a_service_time_estimate_only_the_primary_serves() -> None:
+def test_without_a_service_time_estimate_only_a_queue_at_the_routers_brings_a_variant_in() -> None:
     s = settings()
     choice, _ = decide(s, with_history(s), rate=5000.0, ready=2, primary=None)
     assert choice.shares == (0.0, 0.0)
+    # 400 requests held at 300 req/s: 1.3 s on average (Little's law), whatever the model.
+    queued, _ = decide(s, with_history(s), rate=300.0, ready=2, in_flight=400.0, primary=None)
+    assert queued.shares == (0.0, 1.0), "the variant that adds the most capacity, at its cap"
+    assert queued.predicted_ms == pytest.approx(1333.3, rel=0.01)
 
 
 def test_the_window_keeps_only_its_own_counts() -> None:

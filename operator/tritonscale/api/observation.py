@@ -13,6 +13,9 @@ class RouterReading:
 
     routed: float  # requests routed since its process started (HTTP requests and gRPC calls)
     in_flight: float  # requests at the replicas or queued in the router
+    # Requests answered with a 2xx since it started: by the model's processes, then by each
+    # variant's (spec.model.variants order); just the model's without variants.
+    served: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

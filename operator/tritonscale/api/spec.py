@@ -106,8 +106,81 @@ class ResourceRequirements(ApiModel):
     )
 
 
+MAX_VARIANTS = 3
+
+
+class ModelVariant(ApiModel):
+    """A faster variant of the model (quantized, pruned, distilled) that every replica serves next
+    to it, under the model's name, so clients change nothing; the autoscaler sends it a share of
+    the requests while new replicas start, within spec.autoscaling.accuracy."""
+
+    name: ModelName = Field(
+        description=(
+            "The variant's name: its model's directory in spec.model.repository, or, with "
+            "`repository`, only a name (that repository holds it under the model's name)."
+        )
+    )
+    repository: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=2048,
+        pattern=IMAGE_PATTERN,
+        description=(
+            "Its own model repository, holding it under the model's name (clients keep calling "
+            "that name): a local path, s3://, gs:// or as:// URL."
+        ),
+    )
+    accuracy: float = Field(
+        gt=0.0,
+        le=1.0,
+        description="Its accuracy relative to the model's (1.0), as measured offline: 0.99 is one point less.",
+    )
+    speedup: float = Field(
+        gt=1.0,
+        le=100.0,
+        description=(
+            "How many times faster than the model it runs a batch on the same accelerator, as measured "
+            "offline (perf_analyzer): 2 takes half the time."
+        ),
+    )
+
+
 class ModelSource(ApiModel):
     """Where Triton loads models from and which of them matter."""
+
+    rules = (
+        Rule(
+            field="variants",
+            message="variants are of the one model in names: they need exactly one",
+            cel="!has(self.variants) || size(self.variants) == 0 || size(self.names) == 1",
+            holds=lambda self: not self.variants or len(self.names) == 1,
+        ),
+        Rule(
+            field="variants",
+            message=(
+                "a variant without its own repository is linked from spec.model.repository under the "
+                "model's name, which needs a local path; give variants in an object store a repository "
+                "that holds them under the model's name"
+            ),
+            cel="!has(self.variants) || !self.repository.matches('^[a-z0-9]+://') || self.variants.all(v, has(v.repository))",
+            holds=lambda self: (
+                not re.match(r"^[a-z0-9]+://", self.repository)
+                or all(v.repository is not None for v in self.variants)
+            ),
+        ),
+        Rule(
+            field="variants",
+            message="variant names must be unique and differ from the model's",
+            cel=(
+                "!has(self.variants) || "
+                "self.variants.all(v, !(v.name in self.names) && self.variants.exists_one(w, w.name == v.name))"
+            ),
+            holds=lambda self: (
+                len({v.name for v in self.variants}) == len(self.variants)
+                and not {v.name for v in self.variants} & set(self.names)
+            ),
+        ),
+    )
 
     repository: str = Field(
         min_length=1,
@@ -125,6 +198,15 @@ class ModelSource(ApiModel):
         description=(
             "Models whose readiness and metrics matter: readiness waits for them and the "
             "autoscaler measures their latency."
+        ),
+    )
+
+    variants: list[ModelVariant] = Field(
+        default_factory=list,
+        max_length=MAX_VARIANTS,
+        description=(
+            "Faster variants of the model, each served by its own Triton process in every replica "
+            "under the model's name; used only with spec.autoscaling.accuracy."
         ),
     )
 
@@ -617,6 +699,22 @@ class ScaleDownSpec(ApiModel):
     )
 
 
+class AccuracyBudget(ApiModel):
+    """How much accuracy the model's variants may cost."""
+
+    floor: float = Field(
+        ge=0.5,
+        lt=1.0,
+        description=(
+            "Lowest mean accuracy served over any window, relative to the model's: 0.995 lets the "
+            "variants cost half a point on average."
+        ),
+    )
+    window_seconds: int = Field(
+        default=3600, ge=60, le=86400, description="The trailing window the mean is taken over."
+    )
+
+
 class AutoscalingSpec(ApiModel):
     """Latency-objective autoscaling."""
 
@@ -649,12 +747,30 @@ class AutoscalingSpec(ApiModel):
         default_factory=MetricsSpec, description="Where latency and load are measured."
     )
     scale_down: ScaleDownSpec = Field(default_factory=ScaleDownSpec, description="Scale-down caution.")
+    accuracy: AccuracyBudget | None = Field(
+        default=None,
+        description=(
+            "Serve spec.model.variants while new replicas start, within this accuracy budget; "
+            "unset: the model only."
+        ),
+    )
 
 
 class InferenceServiceSpec(ApiModel):
     """The desired Triton serving stack."""
 
     rules = (
+        Rule(
+            field="autoscaling.accuracy",
+            message="autoscaling.accuracy needs model.variants to spend it on",
+            cel=(
+                "!has(self.autoscaling) || !has(self.autoscaling.accuracy) || "
+                "(has(self.model.variants) && size(self.model.variants) > 0)"
+            ),
+            holds=lambda self: (
+                self.autoscaling is None or self.autoscaling.accuracy is None or bool(self.model.variants)
+            ),
+        ),
         Rule(
             field="capacity.onDemandBase",
             message="capacity.onDemandBase must not exceed autoscaling.maxReplicas",

@@ -73,6 +73,26 @@ class CapacityModel(ApiModel):
     max_batch_source: str = Field(max_length=512, description="Where the batch limit comes from.")
 
 
+class VariantShare(ApiModel):
+    """The share of requests one variant is sent."""
+
+    name: str = Field(max_length=128, description="The variant (spec.model.variants).")
+    share: float = Field(ge=0, le=1, description="Share of the requests the routers send it.")
+
+
+class VariantsStatus(ApiModel):
+    """What the faster variants serve and what they cost (spec.autoscaling.accuracy)."""
+
+    shares: list[VariantShare] = Field(default_factory=list, max_length=16, description="Per variant.")
+    served_accuracy: float = Field(
+        ge=0, le=1, description="Mean accuracy served over the budget's window, relative to the model's."
+    )
+    budget_left_points: float = Field(
+        ge=0, le=100, description="Accuracy points the window may still lose to the variants."
+    )
+    reason: str = Field(max_length=1024, description="Why, in numbers.")
+
+
 class InferenceServiceStatus(ApiModel):
     """Observed state of the stack."""
 
@@ -115,6 +135,9 @@ class InferenceServiceStatus(ApiModel):
     )
     capacity_model: CapacityModel | None = Field(
         default=None, description="What the autoscaler assumes about this service; unset while it is off."
+    )
+    variants: VariantsStatus | None = Field(
+        default=None, description="The faster variants' shares and their accuracy budget; unset without them."
     )
     endpoint: str | None = Field(default=None, description="URL clients call (HTTP); gRPC is on port 8001.")
     ready_of_desired: str | None = Field(

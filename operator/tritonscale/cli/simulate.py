@@ -18,7 +18,6 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from tritonscale.api.spec import CapacitySpec
-from tritonscale.policy.queueing import ServiceTime
 from tritonscale.policy.variants import Variant
 from tritonscale.sim.engine import SimEnvironment, SimResult
 from tritonscale.sim.policies import POLICIES, TUNABLE, Objective, parse_policy_name
@@ -577,10 +576,7 @@ def simulate(
         scrape_interval_s=scrape_interval_s,
         metric_lag_s=metric_lag_s,
         max_replicas=max_replicas,
-        variants=tuple(
-            Variant(name, accuracy, ServiceTime(base_ms / speedup, per_item_ms / speedup, max_batch))
-            for name, accuracy, speedup in variant_specs
-        ),
+        variants=tuple(Variant(name, accuracy, speedup) for name, accuracy, speedup in variant_specs),
     )
     scenario = Scenario(chosen, seed, env, Objective(slo_ms, percentile), period_s, feed)
     console = Console(stderr=True)

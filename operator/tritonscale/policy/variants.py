@@ -27,7 +27,9 @@ from dataclasses import dataclass, replace
 
 from tritonscale.policy.queueing import ServiceTime, predicted_latency_ms
 
-SHARE_STEP = 0.05  # shares are chosen on this grid (a 5 % step is the smallest worth a decision)
+SHARE_STEP = 0.05  # shares are chosen on this grid, coarser than the routers' ten-thousandths
+CALM_FRACTION = 0.7  # a measured percentile this far under the objective lets a share fall
+NO_MODEL_HELD_FACTOR = 2.0  # before a fit, the routers must hold this many objectives' worth
 
 
 @dataclass(frozen=True)
@@ -36,7 +38,13 @@ class Variant:
 
     name: str
     accuracy: float  # relative to the primary model (1.0), as the user measured it offline
-    service: ServiceTime  # its tau(b) on one replica
+    speedup: float  # how many times faster than the primary it runs a batch, as measured offline
+
+    def service(self, primary: ServiceTime) -> ServiceTime:
+        """Its tau(b) on one replica, given the primary's."""
+        return ServiceTime(
+            primary.base_ms / self.speedup, primary.per_item_ms / self.speedup, primary.max_batch
+        )
 
 
 @dataclass(frozen=True)
@@ -111,11 +119,21 @@ def window_use(counts: tuple[ServedCounts, ...], variants: tuple[Variant, ...], 
     return WindowUse(sum(served), lost)
 
 
-def relative_cost(variant: Variant, primary: ServiceTime) -> float:
-    """A variant's accelerator time per request over the primary's, at full batches (the regime
-    an overload runs in)."""
-    batch = max(primary.max_batch, 1)
-    return variant.service.batch_ms(batch) / primary.batch_ms(batch)
+def variant_fraction(counts: tuple[ServedCounts, ...], since: float) -> float:
+    """The share of the requests served since `since` that the variants served (0 when the
+    counts say nothing)."""
+    if len(counts) < 2:
+        return 0.0
+    newest = counts[-1]
+    oldest = next((c for c in counts if c.at >= since), counts[0])
+    served = [max(0.0, new - old) for new, old in zip(newest.requests, oldest.requests, strict=True)]
+    total = sum(served)
+    return sum(served[1:]) / total if total > 0 else 0.0
+
+
+def relative_cost(variant: Variant) -> float:
+    """A variant's accelerator time per request over the primary's."""
+    return 1.0 / variant.speedup
 
 
 def budget_left(settings: VariantSettings, counts: tuple[ServedCounts, ...]) -> tuple[WindowUse, float]:
@@ -141,7 +159,7 @@ def bridge(
     coming = max(rate_rps * horizon_s, 1.0)
     factor = 1.0
     for variant in settings.variants:
-        saving = 1.0 - relative_cost(variant, primary)
+        saving = 1.0 - relative_cost(variant)
         cap = _budget_cap(variant, left, settings.budget.floor, coming)
         if saving > 0 and cap > 0:
             factor = max(factor, 1.0 / (1.0 - cap * saving))
@@ -161,8 +179,10 @@ def decide_variants(
     arriving: int,
     primary: ServiceTime | None,
     correction: float = 1.0,
+    observed_ms: float | None = None,
 ) -> tuple[VariantDecision, VariantState]:
-    """The shares for the next period, and the state to keep."""
+    """The shares for the next period, and the state to keep. `observed_ms` is the percentile
+    the replicas last measured (the metrics'), None when there is none."""
     s = settings
     kept = tuple(c for c in state.counts if c.at >= now - s.budget.window_s - s.period_s)
     state = replace(state, counts=(*kept, counts))
@@ -178,14 +198,32 @@ def decide_variants(
             replace(state, shares=shares),
         )
 
-    if primary is None or ready <= 0 or not s.variants:
-        return decision((0.0,) * len(s.variants), math.nan, "no service-time estimate yet; primary only")
+    limit = s.target_ms * s.up_threshold
+    # Requests the next period brings: the budget they add and the most each variant may take.
+    coming = max(rate_rps * s.period_s, 1.0)
+    caps = tuple(_budget_cap(variant, left, s.budget.floor, coming) for variant in s.variants)
+    # The mean latency the routers hold now (Little's law): no model, and never more than the
+    # percentile the primary alone would give (variants only make it lower).
+    held_ms = 1000.0 * in_flight / rate_rps if rate_rps > 0 else 0.0
+    if ready <= 0 or not s.variants:
+        return decision((0.0,) * len(s.variants), math.nan, "no replica ready; primary only")
+    if primary is None:
+        # No service time fitted yet (the first minutes): the routers' queue alone can say the
+        # replicas are overloaded; then the variant that adds the most capacity, at its cap.
+        # Without a model to say what executes, only twice the objective held counts (a couple
+        # of requests in flight at a low rate read as a long wait by Little's law).
+        if held_ms <= NO_MODEL_HELD_FACTOR * limit:
+            return decision((0.0,) * len(s.variants), held_ms, "no service-time estimate yet; primary only")
+        index = max(range(len(s.variants)), key=lambda i: caps[i] * (1.0 - relative_cost(s.variants[i])))
+        shares = tuple(caps[index] if i == index else 0.0 for i in range(len(s.variants)))
+        return decision(
+            shares, held_ms, _describe(s, held_ms, rate_rps, ready, arriving, shares, left_points)
+        )
 
     executing = ready * primary.max_batch
     backlog = max(0.0, in_flight - executing)
     rising = slope_rps_per_s > 0
     offered = rate_rps + max(0.0, slope_rps_per_s) * s.period_s + backlog / s.drain_s
-    limit = s.target_ms * s.up_threshold
 
     def latency_at(cost: float) -> float:
         """The percentile when each request costs `cost` of the primary's accelerator time: the
@@ -196,14 +234,19 @@ def decide_variants(
         queue_ms = 1000.0 * backlog * cost / (ready * primary.capacity_rps())
         return max(model, queue_ms + full_batch_ms)
 
-    # Requests the next period brings: the budget they add and the most each variant may take.
-    coming = max(rate_rps * s.period_s, 1.0)
-    caps = tuple(_budget_cap(variant, left, s.budget.floor, coming) for variant in s.variants)
-    alone = latency_at(1.0)
+    # What the routers hold counts once a whole fleet's batch waits beyond what executes: a
+    # couple of requests in flight at a low rate is a sample, not a queue (2 at 12 req/s reads
+    # as 167 ms by Little's law, and brought a 5 % share in at idle on the real routers).
+    alone = max(latency_at(1.0), held_ms if backlog >= executing else 0.0)
     # While the rate still rises the overload is not over (a drained queue does not end a surge):
     # the share is held; else it falls by at most step_down per decision. Always within the cap.
     step_down = 0.0 if rising else s.step_down
-    if alone <= limit:
+    # What was measured overrides the model's pessimism: while the percentile is well within
+    # the objective and no queue builds, a share only falls. (The model's correction was learnt
+    # without variants and cannot be re-learnt while they serve: trusted alone, a pessimistic
+    # one would keep a share that nothing needs.)
+    calm = observed_ms is not None and observed_ms <= CALM_FRACTION * s.target_ms and backlog <= 0
+    if alone <= limit or (calm and any(previous)):
         shares = tuple(
             min(cap, max(0.0, share - step_down)) for share, cap in zip(previous, caps, strict=True)
         )
@@ -214,7 +257,7 @@ def decide_variants(
     best_effort: list[tuple[float, int, float, float]] = []  # (latency at the cap, index, cap, cap)
     for index, (variant, cap) in enumerate(zip(s.variants, caps, strict=True)):
         loss_per_request = 1.0 - variant.accuracy
-        saving = 1.0 - relative_cost(variant, primary)
+        saving = 1.0 - relative_cost(variant)
         if cap <= 0 or saving <= 0:
             continue
         needed = next(
@@ -234,7 +277,7 @@ def decide_variants(
     _, index, share, cap = min(restoring) if restoring else min(best_effort)
     share = min(cap, max(share, previous[index] - step_down))
     shares = tuple(share if i == index else 0.0 for i in range(len(s.variants)))
-    predicted = latency_at(1.0 - share * (1.0 - relative_cost(s.variants[index], primary)))
+    predicted = latency_at(1.0 - share * (1.0 - relative_cost(s.variants[index])))
     return decision(shares, predicted, _describe(s, alone, offered, ready, arriving, shares, left_points))
 
 

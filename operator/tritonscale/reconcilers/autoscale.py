@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from tritonscale.api.observation import Observation, RouterReading, RouterSample, RouterSignal, ScalingTarget
 from tritonscale.api.resource import InferenceService, InvalidInferenceService, parse_inference_service
-from tritonscale.api.status import CapacityModel, InferenceServiceStatus
+from tritonscale.api.status import CapacityModel, InferenceServiceStatus, VariantShare, VariantsStatus
 from tritonscale.errors import ConflictError, RejectedError, TransientError
 from tritonscale.metrics import AUTOSCALER
 from tritonscale.policy.autoscaling import AutoscalerState, Decision, LatencyAutoscaler, settings_from_spec
@@ -22,6 +22,7 @@ from tritonscale.policy.replicas import reconciled_replicas
 from tritonscale.policy.service_facts import Batching, batching, cold_start, pod_starts, ready_pod_addresses
 from tritonscale.policy.surge import ROUTER_PERIOD_S, combined_sample, remember, router_signal, wants_decision
 from tritonscale.reconcilers.stack import ClusterApi, StackReconciler, utc_now
+from tritonscale.reconcilers.variants import CutSetter, VariantController
 from tritonscale.render.names import COMPONENT_ROUTER, COMPONENT_TRITON, StackNames
 from tritonscale.status import autoscaling_status, paused_autoscaling, without_autoscaling
 
@@ -43,6 +44,7 @@ _CLEARABLE = (
     "latencyPercentile",
     "capacityModel",
     "latencyOfObjective",
+    "variants",
 )
 
 
@@ -126,6 +128,7 @@ class AutoscaleReconciler:
         read_model_configs: ModelConfigReader | None = None,
         read_router: RouterReader | None = None,
         on_surge: Callable[[str, str], None] = lambda namespace, name: None,
+        set_router_cuts: CutSetter | None = None,
     ) -> None:
         self.api = api
         self.stack = stack
@@ -140,6 +143,8 @@ class AutoscaleReconciler:
         self.read_router = read_router
         self.on_surge = on_surge  # asks for a tick now (the operator: the autoscale scheduler)
         self._routers: dict[tuple[str, str], _RouterWatch] = {}
+        # The variants' shares (spec.model.variants), set on the routers read every 2 s.
+        self.variants = VariantController(set_router_cuts) if set_router_cuts is not None else None
 
     def forget(self, namespace: str, name: str) -> None:
         """Drop the memory and metrics of a service that is gone or no longer autoscaled."""
@@ -147,6 +152,8 @@ class AutoscaleReconciler:
         self._was_missing.pop((namespace, name), None)
         self._facts.pop((namespace, name), None)
         self._routers.pop((namespace, name), None)
+        if self.variants is not None:
+            self.variants.forget(namespace, name)
         AUTOSCALER.forget(namespace, name)
 
     def _autoscaled(self, namespace: str, name: str) -> tuple[dict[str, Any], InferenceService] | None:
@@ -222,6 +229,7 @@ class AutoscaleReconciler:
                         max_batch=facts.batching.max_batch,
                         max_batch_source=facts.batching.source,
                     ),
+                    "variants": self._variants_status(service),
                 }
             )
             if status != service.status:
@@ -251,9 +259,11 @@ class AutoscaleReconciler:
         last decision did not size for, ask for a tick now; None when the service is gone, no
         longer autoscaled, or no router reader is set."""
         key = (namespace, name)
-        if self.read_router is None or self._autoscaled(namespace, name) is None:
+        found = self._autoscaled(namespace, name) if self.read_router is not None else None
+        if self.read_router is None or found is None:
             self._routers.pop(key, None)
             return None
+        _, service = found
         now = self.monotonic()
         watch = self._routers.setdefault(key, _RouterWatch())
         if now < watch.retry_at:
@@ -290,6 +300,7 @@ class AutoscaleReconciler:
         watch.samples, watch.readings = remember(watch.samples, sample), readings
         signal = router_signal(watch.samples, now)
         AUTOSCALER.record_routers(namespace, name, signal)
+        self._route_variants(service, now, readings, signal)
         if signal is None or not signal.surged:
             watch.asked_for_rps = 0.0  # the surge is over (or was never): the next one asks again
         state = self._states.get(key)
@@ -302,6 +313,62 @@ class AutoscaleReconciler:
             AUTOSCALER.surge_decisions.labels(namespace, name).inc()
             self.on_surge(namespace, name)
         return ROUTER_PERIOD_S
+
+    def _route_variants(
+        self,
+        service: InferenceService,
+        now: float,
+        readings: dict[str, RouterReading],
+        signal: RouterSignal | None,
+    ) -> None:
+        """The variants' shares for the next 2 s (policy.variants), set on the routers; an Event
+        when they start or stop serving."""
+        if self.variants is None:
+            return
+        key = (service.namespace, service.name)
+        state = self._states.get(key)
+        facts = self._facts.get(key)
+        before = self.variants.last(*key)
+        primary = None
+        if state is not None and service.spec.autoscaling is not None:
+            policy = LatencyAutoscaler(
+                settings_from_spec(
+                    service.spec.autoscaling, max_batch=facts.batching.max_batch if facts else 1
+                )
+            )
+            primary = policy.service_time(state)
+        # Ready replicas as the last decision's metrics saw them (status may lag a new pod).
+        ready = (
+            state.ready_seen
+            if state is not None and state.ready_seen is not None
+            else service.status.replicas
+        )
+        decision = self.variants.decide(
+            service, now, readings, signal, primary, state, ready, service.status.desired_replicas or ready
+        )
+        AUTOSCALER.record_variants(service.namespace, service.name, service, decision)
+        if decision is None:
+            return
+        serving, served_before = any(decision.shares), before is not None and any(before.shares)
+        if serving != served_before:
+            body = self.read(*key)
+            if body is not None:
+                reason = "VariantsServing" if serving else "VariantsStopped"
+                self.api.post_event(body, "Normal", reason, decision.reason)
+
+    def _variants_status(self, service: InferenceService) -> VariantsStatus | None:
+        last = self.variants.last(service.namespace, service.name) if self.variants is not None else None
+        if last is None:
+            return None
+        return VariantsStatus(
+            shares=[
+                VariantShare(name=variant.name, share=round(share, 4))
+                for variant, share in zip(service.spec.model.variants, last.shares, strict=False)
+            ],
+            served_accuracy=round(last.served_accuracy, 6),
+            budget_left_points=round(min(100.0, last.budget_left_points), 4),
+            reason=last.reason[:1024],
+        )
 
     def _router_signal(self, namespace: str, name: str) -> RouterSignal | None:
         watch = self._routers.get((namespace, name))
@@ -340,7 +407,12 @@ class AutoscaleReconciler:
         key = (service.namespace, service.name)
         policy = LatencyAutoscaler(settings_from_spec(service.spec.autoscaling, cold_start_s, max_batch))
         current = service.status.desired_replicas or reconciled_replicas(service)
-        return policy.decide(observation, self._states.get(key, AutoscalerState()), self.monotonic(), current)
+        state = self._states.get(key, AutoscalerState())
+        carried = 1.0
+        if self.variants is not None:
+            observation = self.variants.account(service, observation, self.monotonic())
+            carried = self.variants.bridge(service, policy, state, observation.arrival_rate_rps or 0.0)
+        return policy.decide(observation, state, self.monotonic(), current, bridge=carried)
 
     def _announce(
         self, body: dict[str, Any], service: InferenceService, decision: Decision, source: str

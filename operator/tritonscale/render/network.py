@@ -15,8 +15,16 @@ from typing import Any
 
 from tritonscale.api.resource import InferenceService
 from tritonscale.api.spec import LabelSelector, RouterClient
-from tritonscale.ports import GRPC_PORT, HTTP_PORT, METRICS_PORT, ROUTER_METRICS_PORT
+from tritonscale.ports import (
+    GRPC_PORT,
+    HTTP_PORT,
+    METRICS_PORT,
+    ROUTER_CONTROL_PORT,
+    ROUTER_METRICS_PORT,
+    variant_ports,
+)
 from tritonscale.render.names import COMPONENT_ROUTER, COMPONENT_TRITON, StackNames
+from tritonscale.render.variants import served_variants
 
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"  # set by the API server on every namespace
 DNS_PORT = 53
@@ -39,8 +47,18 @@ class NetworkPolicyOptions:
 
 
 def guarded(service: InferenceService, options: NetworkPolicyOptions) -> bool:
-    """Whether this service's stack gets NetworkPolicies."""
-    return options.enabled or service.spec.load_balancing.router.clients is not None
+    """Whether this service's stack gets NetworkPolicies: a service serving variants always does,
+    since its routers' control port (the variants' shares) must take no one but the operator."""
+    return (
+        options.enabled
+        or service.spec.load_balancing.router.clients is not None
+        or bool(served_variants(service))
+    )
+
+
+def _clients_only_guarded(service: InferenceService, options: NetworkPolicyOptions) -> bool:
+    """Guarded only for its variants' control port: the rest stays as open as unguarded."""
+    return not options.enabled and service.spec.load_balancing.router.clients is None
 
 
 def _selector(selector: LabelSelector) -> dict[str, Any]:
@@ -100,9 +118,13 @@ def render_network_policies(
     service: InferenceService, names: StackNames, options: NetworkPolicyOptions
 ) -> list[dict[str, Any]]:
     """The Triton pods' and the router pods' NetworkPolicies."""
+    # The model's ports, and each served variant's (render.variants): the routers call them all.
+    serving = [HTTP_PORT, GRPC_PORT]
+    for index in range(len(served_variants(service))):
+        serving += variant_ports(index)[:2]
     from_router = {
         "from": [{"podSelector": {"matchLabels": names.component_selector(COMPONENT_ROUTER)}}],
-        "ports": _ports(HTTP_PORT, GRPC_PORT),
+        "ports": _ports(*serving),
     }
     triton_ingress = [from_router, _metrics_rule(options, METRICS_PORT)]
     from_operator: list[dict[str, Any]] = []
@@ -116,25 +138,39 @@ def render_network_policies(
         triton_ingress.append({"from": from_operator, "ports": _ports(HTTP_PORT)})
     clients = service.spec.load_balancing.router.clients
     client_peers = [_client_peer(c) for c in clients] if clients is not None else [{"podSelector": {}}]
+    open_stack = _clients_only_guarded(service, options)
     router_ingress = [
-        {"from": client_peers, "ports": _ports(HTTP_PORT, GRPC_PORT)},
+        # A rule without `from` admits every source: guarded only for the control port, the
+        # service keeps taking clients from wherever it did.
+        {"ports": _ports(HTTP_PORT, GRPC_PORT)}
+        if open_stack
+        else {"from": client_peers, "ports": _ports(HTTP_PORT, GRPC_PORT)},
         _metrics_rule(options, ROUTER_METRICS_PORT),
     ]
     if from_operator:
-        # The autoscaler reads the routers' counts from their stats page (clients.router).
-        router_ingress.append({"from": from_operator, "ports": _ports(ROUTER_METRICS_PORT)})
+        # The autoscaler reads the routers' counts from their stats page (clients.router), and
+        # sets the variants' shares on their control port: no one else may.
+        operator_ports = [ROUTER_METRICS_PORT, *([ROUTER_CONTROL_PORT] if served_variants(service) else [])]
+        router_ingress.append({"from": from_operator, "ports": _ports(*operator_ports)})
     # The router only ever calls this service's Triton pods, and DNS to find them.
     router_egress = [
         {
             "to": [{"podSelector": {"matchLabels": names.component_selector(COMPONENT_TRITON)}}],
-            "ports": _ports(HTTP_PORT, GRPC_PORT),
+            "ports": _ports(*serving),
         },
         {"ports": [{"protocol": "UDP", "port": DNS_PORT}, {"protocol": "TCP", "port": DNS_PORT}]},
     ]
     # Triton loads models from wherever the repository is (S3, GCS, a file server): its egress
     # stays open, and the policy says so rather than leaving it unstated.
     triton_egress: list[dict[str, Any]] = [{}]
+    router = _policy(names, names.router_network_policy, COMPONENT_ROUTER, router_ingress, router_egress)
+    if open_stack:
+        # Only the routers' ingress is restricted (the control port); what they and the Triton
+        # pods reach, and who reaches the Triton pods, stays as without NetworkPolicies.
+        router["spec"]["policyTypes"] = ["Ingress"]
+        del router["spec"]["egress"]
+        return [router]
     return [
         _policy(names, names.triton_network_policy, COMPONENT_TRITON, triton_ingress, triton_egress),
-        _policy(names, names.router_network_policy, COMPONENT_ROUTER, router_ingress, router_egress),
+        router,
     ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -11,7 +12,7 @@ import jinja2
 
 from tritonscale.api.resource import InferenceService
 from tritonscale.api.spec import BalancePolicy
-from tritonscale.ports import GRPC_PORT, HTTP_PORT, ROUTER_METRICS_PORT
+from tritonscale.ports import GRPC_PORT, HTTP_PORT, ROUTER_CONTROL_PORT, ROUTER_METRICS_PORT, variant_ports
 from tritonscale.render.names import COMPONENT_ROUTER, StackNames
 from tritonscale.render.pods import (
     container_resources,
@@ -21,6 +22,7 @@ from tritonscale.render.pods import (
     spread_constraints,
 )
 from tritonscale.render.presets import node_requirements, required_node_affinity
+from tritonscale.render.variants import served_variants
 
 HAPROXY_UID: Final = 99  # the `haproxy` user of the official image
 CONFIG_DIR: Final = "/usr/local/etc/haproxy"
@@ -73,6 +75,70 @@ class RouterOptions:
     runtime_socket: str = f"{RUNTIME_DIR}/admin.sock"
     threads: int = 1
     max_connections: int = 4096
+    control_port: int = ROUTER_CONTROL_PORT
+    config_dir: str = CONFIG_DIR  # where haproxy.cfg and variants.map are
+
+
+VARIANTS_MAP_FILE: Final = "variants.map"
+SHARE_SCALE: Final = 10000  # shares go to the routers in ten-thousandths
+
+
+@dataclass(frozen=True)
+class RoutedVariant:
+    """A variant as the router config names it."""
+
+    key: str  # v0, v1, ...: the map key and the backends' suffix
+    name: str
+    http_port: int
+    grpc_port: int
+
+
+def routed_variants(service: InferenceService) -> tuple[RoutedVariant, ...]:
+    return tuple(
+        RoutedVariant(f"v{index}", variant.name, *variant_ports(index)[:2])
+        for index, variant in enumerate(served_variants(service))
+    )
+
+
+def render_variants_map(service: InferenceService) -> str | None:
+    """The map the routers start from: every variant's cut at 0 (the model only)."""
+    variants = routed_variants(service)
+    return "".join(f"{variant.key} 0\n" for variant in variants) if variants else None
+
+
+def variant_cuts(shares: tuple[float, ...]) -> dict[str, int]:
+    """The routers' cumulative cuts for the variants' shares (each request draws 0..9999 and goes
+    to the first variant whose cut is above the draw)."""
+    cuts, total = {}, 0.0
+    for index, share in enumerate(shares):
+        total += share
+        cuts[f"v{index}"] = min(SHARE_SCALE, round(total * SHARE_SCALE))
+    return cuts
+
+
+def _variant_choice(variants: tuple[RoutedVariant, ...], variants_map: str) -> Callable[[str], str]:
+    """The frontend lines that send each variant its share (for the HTTP or the gRPC backends)."""
+
+    def choice(default_backend: str) -> str:
+        lines = [
+            "    # A share of the requests goes to each faster variant (spec.model.variants), drawn per",
+            "    # request; the operator sets the shares at runtime (frontend control).",
+            f"    http-request set-var(txn.variant_draw) rand({SHARE_SCALE})",
+        ]
+        lines += [
+            f"    http-request set-var(txn.cut_{v.key}) str({v.key}),map_str_int({variants_map},0)"
+            for v in variants
+        ]
+        lines += [
+            # Only while the variant has a server up: else its share stays on the model (a
+            # variant still loading, or failing its checks, must not turn requests into 503s).
+            f"    use_backend {default_backend}_{v.key} if {{ var(txn.variant_draw),sub(txn.cut_{v.key}) lt 0 }}"
+            f" {{ nbsrv({default_backend}_{v.key}) gt 0 }}"
+            for v in variants
+        ]
+        return "\n".join(lines)
+
+    return choice
 
 
 def _checked(value: str, pattern: re.Pattern[str], what: str) -> str:
@@ -98,10 +164,16 @@ def server_slots(service: InferenceService) -> int:
 def render_router_config(service: InferenceService, names: StackNames, options: RouterOptions) -> str:
     """haproxy.cfg for this InferenceService."""
     discovery_name = options.discovery_name or names.headless_dns_name
-    for port in (options.http_port, options.grpc_port, options.metrics_port):
+    for port in (options.http_port, options.grpc_port, options.metrics_port, options.control_port):
         if not 0 < port < 65536:
             raise ValueError(f"port {port} out of range")
+    variants = routed_variants(service)
+    variants_map = f"{_checked(options.config_dir, _SOCKET_PATH, 'config directory')}/{VARIANTS_MAP_FILE}"
     return _TEMPLATES.get_template("haproxy.cfg.j2").render(
+        variants=variants,
+        variants_map=variants_map,
+        variant_choice=_variant_choice(variants, variants_map),
+        control_port=int(options.control_port),
         owner=_checked(names.owner, _OWNER, "name"),
         namespace=_checked(names.namespace, _OWNER, "namespace"),
         nameservers=[_checked(ns, _NAMESERVER, "nameserver") for ns in options.nameservers],
@@ -127,7 +199,9 @@ def config_hash(config: str) -> str:
     return hashlib.sha256(config.encode()).hexdigest()[:16]
 
 
-def render_router_configmap(names: StackNames, config: str) -> dict[str, Any]:
+def render_router_configmap(
+    names: StackNames, config: str, variants_map: str | None = None
+) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -136,7 +210,7 @@ def render_router_configmap(names: StackNames, config: str) -> dict[str, Any]:
             "namespace": names.namespace,
             "labels": names.common_labels(COMPONENT_ROUTER),
         },
-        "data": {CONFIG_FILE: config},
+        "data": {CONFIG_FILE: config, **({VARIANTS_MAP_FILE: variants_map} if variants_map else {})},
     }
 
 
@@ -162,6 +236,11 @@ def render_router_deployment(service: InferenceService, names: StackNames, confi
                     {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
                     {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
                     {"name": "metrics", "containerPort": ROUTER_METRICS_PORT, "protocol": "TCP"},
+                    *(
+                        [{"name": "control", "containerPort": ROUTER_CONTROL_PORT, "protocol": "TCP"}]
+                        if served_variants(service)
+                        else []
+                    ),
                 ],
                 "resources": container_resources(router.resources, {}, DEFAULT_ROUTER_REQUESTS),
                 "readinessProbe": {

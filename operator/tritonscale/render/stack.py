@@ -15,6 +15,7 @@ from tritonscale.render.router import (
     render_router_config,
     render_router_configmap,
     render_router_deployment,
+    render_variants_map,
 )
 from tritonscale.render.triton import (
     render_disruption_budget,
@@ -61,7 +62,7 @@ def render_stack(
         render_network_policies(service, names, options.network) if guarded(service, options.network) else []
     )
     objects += [
-        render_router_configmap(names, config),
+        render_router_configmap(names, config, render_variants_map(service)),
         render_headless_service(names),
         render_triton_deployment(service, names, POOL_ON_DEMAND, placement.on_demand),
     ]

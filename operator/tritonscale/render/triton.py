@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from tritonscale.api.resource import InferenceService
-from tritonscale.ports import GRPC_PORT, HTTP_PORT, METRICS_PORT
+from tritonscale.ports import GRPC_PORT, HTTP_PORT, METRICS_PORT, variant_ports
 from tritonscale.render.names import (
     COMPONENT_TRITON,
     LABEL_POOL,
@@ -26,6 +26,7 @@ from tritonscale.render.presets import (
     pool_tolerations,
     required_node_affinity,
 )
+from tritonscale.render.variants import launcher_script, served_variants, variant_args
 
 TRITON_UID: Final = 1000  # the `triton-server` user of NVIDIA's images
 
@@ -42,6 +43,17 @@ def summary_quantiles(service: InferenceService) -> str:
     return ",".join(f"{q:g}:{e:g}" for q, e in sorted(quantiles.items()))
 
 
+def _common_args(service: InferenceService) -> list[str]:
+    """The flags every tritonserver of a replica takes: metrics, readiness, then the user's."""
+    return [
+        "--allow-metrics=true",
+        "--metrics-config=summary_latencies=true",
+        f"--metrics-config=summary_quantiles={summary_quantiles(service)}",
+        "--strict-readiness=true",
+        *service.spec.triton.args,
+    ]
+
+
 def triton_args(service: InferenceService) -> list[str]:
     """tritonserver's command line: the managed flags, then the user's."""
     return [
@@ -50,11 +62,7 @@ def triton_args(service: InferenceService) -> list[str]:
         f"--http-port={HTTP_PORT}",
         f"--grpc-port={GRPC_PORT}",
         f"--metrics-port={METRICS_PORT}",
-        "--allow-metrics=true",
-        "--metrics-config=summary_latencies=true",
-        f"--metrics-config=summary_quantiles={summary_quantiles(service)}",
-        "--strict-readiness=true",
-        *service.spec.triton.args,
+        *_common_args(service),
     ]
 
 
@@ -104,6 +112,22 @@ def render_triton_deployment(
             {"name": "model-download", "mountPath": MODEL_DOWNLOAD_DIR},
         ],
     }
+    variants = served_variants(service)
+    if variants:
+        # One container for the model's tritonserver and one per variant: they share its accelerator.
+        common = _common_args(service)
+        script = launcher_script(
+            service, triton_args(service), [variant_args(service, i, common) for i in range(len(variants))]
+        )
+        container["command"] = ["/bin/bash", "-c", script]
+        container["args"] = []
+        for index in range(len(variants)):
+            http, grpc, metrics = variant_ports(index)
+            container["ports"] += [
+                {"name": f"v{index}-http", "containerPort": http, "protocol": "TCP"},
+                {"name": f"v{index}-grpc", "containerPort": grpc, "protocol": "TCP"},
+                {"name": f"v{index}-metrics", "containerPort": metrics, "protocol": "TCP"},
+            ]
     if spec.triton.image_pull_policy is not None:
         container["imagePullPolicy"] = spec.triton.image_pull_policy.value
     if spec.triton.env:

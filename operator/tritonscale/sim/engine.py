@@ -574,7 +574,7 @@ class _VariantRun(_Run):
         super().__init__(sim, policy, initial_replicas, duration_s)
         count = len(self.arrival_list)
         models = 1 + len(self.env.variants)
-        services = (self.env.service, *(variant.service for variant in self.env.variants))
+        services = (self.env.service, *(variant.service(self.env.service) for variant in self.env.variants))
         self.batch_tables = [
             [service.batch_ms(b) / 1000.0 for b in range(self.env.max_batch + 1)] for service in services
         ]

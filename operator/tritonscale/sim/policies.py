@@ -183,6 +183,7 @@ class LatencyPolicy:
         # With variants and a budget: the variant shares, decided on the routers' grid.
         self.variant_settings: VariantSettings | None = None
         self.variant_state = VariantState()
+        self.observed_ms: float | None = None  # the percentile the last observation measured
         if accuracy is not None:
             if not router or not env.variants:
                 raise ValueError("variants need the routers' counts and variants in the environment")
@@ -224,6 +225,7 @@ class LatencyPolicy:
         decision, self.state = self.autoscaler.decide(
             observation, self.state, view.now, view.provisioned, bridge=carried
         )
+        self.observed_ms = observation.latency_ms if observation.usable else None
         self.last_decision = (view.now, decision.desired, decision.reason)
         self._route_variants(view, signal)
         return decision.desired, decision.reason
@@ -247,6 +249,7 @@ class LatencyPolicy:
             arriving=max(0, view.provisioned - ready),
             primary=service,
             correction=correction_at(self.state, rate / max(ready, 1)),
+            observed_ms=self.observed_ms,
         )
         view.route_variants(choice.shares)
 

@@ -14,7 +14,12 @@ of a mean-one log-normal factor. The time is spent in `time.sleep`, which releas
 the model behaves like an accelerator: one instance serves one batch at a time and requests
 queue (and batch) in front of it.
 
-Parameters (config.pbtxt `parameters`, string values): base_ms, per_item_ms, jitter, seed.
+Parameters (config.pbtxt `parameters`, string values): base_ms, per_item_ms, jitter, seed,
+load_s (seconds the model takes to load: the replica's cold start).
+
+A shared accelerator: if environment `TRITONSCALE_ACCELERATOR_LOCK` names a file, every batch
+holds an exclusive lock on it, so the servers of one replica (the model's and its variants',
+render.variants) run one batch at a time between them, as on one GPU.
 
 The slow factor, for making one replica slower than its peers that share the model name:
   - environment `TRITONSCALE_SLOW_FACTOR` (a float, default 1) of the tritonserver process;
@@ -29,6 +34,7 @@ Inputs/outputs: INPUT0 FP32 [-1] -> OUTPUT0 FP32 [-1] (INPUT0 echoed), BATCH_SIZ
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 import os
@@ -52,6 +58,11 @@ class TritonPythonModel:
         self.per_item_ms = float(params.get("per_item_ms") or 0.0)
         self.jitter = float(params.get("jitter") or 0.0)
         seed = int(params.get("seed") or 0)
+        load_s = float(params.get("load_s") or 0.0)
+        if load_s > 0:
+            time.sleep(load_s)  # a large model loading: the replica is not ready until it has
+        lock = os.environ.get("TRITONSCALE_ACCELERATOR_LOCK") or ""
+        self.accelerator = open(lock, "a") if lock else None  # noqa: SIM115 (held for the model's life)
         instance = args.get("model_instance_name", "")
         self.rng = random.Random(seed * 1_000_003 + zlib.crc32(instance.encode()))
         self.env_factor = float(os.environ.get("TRITONSCALE_SLOW_FACTOR") or 1.0)
@@ -80,6 +91,15 @@ class TritonPythonModel:
         return self.env_factor if self.control_factor is None else self.control_factor
 
     def execute(self, requests: list[Any]) -> list[Any]:
+        if self.accelerator is not None:
+            fcntl.flock(self.accelerator, fcntl.LOCK_EX)
+        try:
+            return self._run(requests)
+        finally:
+            if self.accelerator is not None:
+                fcntl.flock(self.accelerator, fcntl.LOCK_UN)
+
+    def _run(self, requests: list[Any]) -> list[Any]:
         started = time.monotonic()
         inputs = [pb_utils.get_input_tensor_by_name(request, "INPUT0").as_numpy() for request in requests]
         items = sum(int(x.shape[0]) for x in inputs)

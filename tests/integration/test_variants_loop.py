@@ -1,0 +1,253 @@
+"""Faster variants carry a surge while new replicas start, on real components: real
+tritonservers per replica (the model's and a 4x faster variant's, sharing one accelerator lock,
+with a 20 s cold start), real dnsmasq, the real HAProxy router rendered for the service, real
+Prometheus, `tritonscale bench` driving a step through the router, and the operator's
+autoscaler with its router job setting the variant's share on the router's control port. Only
+the Kubernetes API is replaced, by ProcessBackedCluster.
+
+The same step runs again on a service that declares no variant: what the variant buys is the
+difference, measured here rather than assumed."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.integration.process_stack import bench_simulated, process_stack, prometheus_autoscaler
+from tritonscale_sandbox.local_stack import ProcessBackedCluster
+from tritonscale_sandbox.triton import ReplicaServer, SimulatedModel, TritonInstall
+
+pytestmark = pytest.mark.integration
+
+NAMESPACE, NAME = "default", "variants"
+TARGET_MS = 150.0
+COLD_S = 20.0  # the model takes this long to load: a new replica's cold start
+BASE_RPS, STEP_RPS = 12, 60  # one replica carries ~45 req/s on the model, ~180 on the variant
+STEP_AT_S, DROP_AT_S, LOAD_S = 45, 125, 215
+# The loop starts once the base load has filled the rate window: a load starting from nothing
+# reads as a ramp (and the test is about a step onto one replica).
+WARM_S = 25
+# The accuracy budget: 1.5 points; the variant costs 2 points a request it serves, so it may
+# carry three quarters of the requests for as long as it must (at 60 req/s one replica needs
+# about that much to hold the objective).
+FLOOR = 0.985
+# The routers are read every 2 s: from the second read after the step, the variant serves.
+REACTION_S = 4.0
+# Requests due from the reaction until the new replica has served a while: the bridge.
+BRIDGE_S = (STEP_AT_S + REACTION_S, STEP_AT_S + COLD_S + 10)
+VARIANT_ACCURACY = 0.98
+
+MODEL = SimulatedModel(
+    "simulated", base_ms=40, per_item_ms=2, max_batch_size=2, max_queue_delay_us=0, load_s=COLD_S
+)
+FAST = SimulatedModel(
+    "simulated", base_ms=10, per_item_ms=0.5, max_batch_size=2, max_queue_delay_us=0, load_s=COLD_S
+)
+
+
+@dataclass
+class StepRun:
+    within: float  # of the requests due in BRIDGE_S, the share answered within TARGET_MS
+    p95_ms: float  # their p95
+    primary: int  # requests the model's servers answered (Triton's counters)
+    variant: int  # and the variant's
+    timeline: list[tuple[int, str, int, int]]  # (s, the router's cuts, desired, ready)
+    events: list[str]
+
+    def describe(self) -> str:
+        served = self.primary + self.variant
+        return (
+            f"{100 * self.within:.1f} % within {TARGET_MS:g} ms, p95 {self.p95_ms:.0f} ms; "
+            f"variant served {self.variant} of {served} ({100 * self.variant / max(served, 1):.1f} %)"
+        )
+
+    @property
+    def accuracy(self) -> float:
+        return (self.primary + VARIANT_ACCURACY * self.variant) / (self.primary + self.variant)
+
+
+def served(cluster: ProcessBackedCluster) -> tuple[int, int]:
+    """Requests the model's servers and the variant's servers have answered, by Triton's counters."""
+    primary = variant = 0
+    for server in list(cluster.pool.servers):
+        companions = server.companions if isinstance(server, ReplicaServer) else ()
+        for process, is_variant in ((server, False), *((c, True) for c in companions)):
+            try:
+                with urllib.request.urlopen(
+                    f"http://{process.host}:{process.http_port}/v2/models/simulated/stats", timeout=2
+                ) as reply:
+                    count = int(json.load(reply)["model_stats"][0]["inference_stats"]["success"]["count"])
+            except OSError:
+                continue  # not up yet
+            if is_variant:
+                variant += count
+            else:
+                primary += count
+    return primary, variant
+
+
+def _every(period_s: float, stop: threading.Event, step: Callable[[], object]) -> threading.Thread:
+    def run() -> None:
+        while not stop.is_set():
+            step()
+            stop.wait(period_s)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def run_step(tmp_path: Path, triton_install: TritonInstall, *, with_variant: bool, load_s: int) -> StepRun:
+    """The step through the router, the operator's loops running every 2 s, for `load_s`."""
+    tmp_path.mkdir()
+    autoscaling = {
+        "minReplicas": 1,
+        "maxReplicas": 4,
+        "periodSeconds": 2,
+        "latency": {"targetMilliseconds": TARGET_MS, "percentile": 95},
+        "metrics": {"source": "prometheus"},
+        "scaleDown": {"stabilizationSeconds": 30},
+        "coldStartSeconds": int(COLD_S) + 5,
+        **({"accuracy": {"floor": FLOOR}} if with_variant else {}),
+    }
+    with process_stack(
+        tmp_path,
+        triton_install,
+        namespace=NAMESPACE,
+        name=NAME,
+        model=MODEL,
+        variants=[(FAST, VARIANT_ACCURACY, 4.0)] if with_variant else [],
+        autoscaling=autoscaling,
+    ) as (cluster, router, prometheus):
+        autoscaler = prometheus_autoscaler(
+            cluster, router, prometheus, NAMESPACE, NAME, read_routers=True, variants=with_variant
+        )
+        control = f"http://{router.bind_address}:{router.options.control_port}/variants"
+        log = tmp_path / "requests.csv"
+        stop = threading.Event()
+        samples: list[tuple[float, str, int, int]] = []
+        started = time.monotonic()
+        bench = subprocess.Popen(
+            bench_simulated(
+                router.http_endpoint,
+                "--schedule",
+                f"step:{BASE_RPS}@0,{STEP_RPS}@{STEP_AT_S},{BASE_RPS}@{DROP_AT_S}",
+                "--duration",
+                str(load_s),
+                "--timeout",
+                "15",
+                "--no-progress",
+                "--requests-log",
+                str(log),
+            ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+        def watch() -> None:
+            held = "-"  # a router without variants has no control port
+            if with_variant:
+                with urllib.request.urlopen(control, timeout=2) as reply:
+                    held = reply.read().decode().strip()
+            status = cluster.body.get("status", {})
+            samples.append(
+                (
+                    time.monotonic() - started,
+                    held,
+                    int(status.get("desiredReplicas", 0)),
+                    len(cluster.ready_servers()),
+                )
+            )
+
+        decisions: list[str] = []
+        if autoscaler.variants is not None:
+            original = autoscaler.variants.decide
+
+            def traced(*args, **kwargs):  # type: ignore[no-untyped-def]
+                decision = original(*args, **kwargs)
+                signal = args[3]
+                decisions.append(
+                    f"{time.monotonic() - started:6.1f}s "
+                    f"{'-' if signal is None else f'{signal.present_rps:.0f} req/s {signal.in_flight:.0f} in flight'}: "
+                    f"{decision.reason if decision else None}"
+                )
+                return decision
+
+            autoscaler.variants.decide = traced  # type: ignore[method-assign]
+        time.sleep(WARM_S)
+        loops = [
+            # The operator reconciles on every Deployment change it watches: its status (ready
+            # replicas, which the autoscaler reads) follows the pods. Here, every 2 s.
+            _every(2.0, stop, lambda: autoscaler.stack.reconcile(NAMESPACE, NAME)),
+            _every(2.0, stop, lambda: autoscaler.tick(NAMESPACE, NAME)),
+            _every(2.0, stop, lambda: autoscaler.router_tick(NAMESPACE, NAME)),
+            _every(1.0, stop, watch),
+        ]
+        try:
+            _, stderr = bench.communicate(timeout=load_s + 120)
+            assert bench.returncode == 0, stderr[-2000:]
+            primary, variant = served(cluster)
+        finally:
+            stop.set()
+            for loop in loops:
+                loop.join(timeout=30)
+        events = [reason for _, reason, _ in cluster.events]
+    timeline = [(round(at), held, desired, ready) for at, held, desired, ready in samples]
+    print(
+        "\n".join(
+            f"{at:4d}s {held:10s} desired {desired} ready {ready}" for at, held, desired, ready in timeline
+        )
+    )
+    print("\n".join(d for d in decisions if float(d.split("s")[0]) >= STEP_AT_S - 4))
+    rows = [row for row in csv.DictReader(log.open()) if row["latency_ms"]]
+    # A request the bench gave up on (15 s) counts as a miss, as it would for its client.
+    bridge = sorted(
+        float(row["latency_ms"]) if row["latency_ms"] else float("inf")
+        for row in csv.DictReader(log.open())
+        if BRIDGE_S[0] <= float(row["due_s"]) < BRIDGE_S[1]
+    )
+    assert rows and bridge
+    return StepRun(
+        within=sum(latency <= TARGET_MS for latency in bridge) / len(bridge),
+        p95_ms=bridge[int(0.95 * len(bridge))],
+        primary=primary,
+        variant=variant,
+        timeline=timeline,
+        events=events,
+    )
+
+
+@pytest.mark.timeout(900)
+def test_a_variant_carries_a_surge_while_replicas_start_and_the_model_takes_back_over(
+    triton_install: TritonInstall, tmp_path: Path
+) -> None:
+    carried = run_step(tmp_path / "variant", triton_install, with_variant=True, load_s=LOAD_S)
+    # Without the variant only the bridge matters: the step until the new replica has served.
+    alone = run_step(tmp_path / "alone", triton_install, with_variant=False, load_s=int(BRIDGE_S[1]) + 5)
+    print(f"while replicas arrived, with the variant: {carried.describe()}; accuracy {carried.accuracy:.4f}")
+    print(f"while replicas arrived, the model alone: {alone.describe()}")
+    # The variant served while the new replicas started, and only a share within the budget.
+    assert carried.variant > 0 and "VariantsServing" in carried.events, carried.timeline
+    assert carried.accuracy >= FLOOR, carried.accuracy
+    bridge = [held for at, held, _, _ in carried.timeline if BRIDGE_S[0] - REACTION_S <= at <= BRIDGE_S[1]]
+    assert any(held != "v0 0" for held in bridge), carried.timeline
+    # New replicas arrived, and the model took back over: no share once they served.
+    assert max(ready for _, _, _, ready in carried.timeline) >= 2, carried.timeline
+    assert all(held == "v0 0" for at, held, _, _ in carried.timeline if at >= LOAD_S - 30), carried.timeline
+    assert "VariantsStopped" in carried.events
+    # What it bought: the model alone queues through the cold start (one replica carries ~45
+    # req/s of 60); with the variant most requests meet the objective. On this 2-core machine
+    # the new replica's start takes CPU from the serving one, so the objective's 95 % is not
+    # reached here: 84-90 % in runs so far (the figure is printed).
+    assert carried.within >= 0.75, carried.describe()
+    assert carried.within >= alone.within + 0.3, (carried.describe(), alone.describe())
