@@ -502,6 +502,13 @@ def test_an_overload_sends_the_variant_a_share_on_every_router_within_the_budget
     advance(40, 40.0, 2.0)
     assert all(held[-1] == {"v0": 0} for held in cuts.values())
     assert ("Normal", "VariantsStopped") in [(t, r) for t, r, _ in cluster.events]
+    # Overloaded again, then paused: nothing decides the shares any more, so the routers are
+    # sent back to the model only.
+    advance(3, 300.0, 200.0)
+    assert all(held[-1]["v0"] > 0 for held in cuts.values())
+    cluster.services[("nlp", "bert")]["metadata"]["annotations"] = {PAUSE_ANNOTATION: "true"}
+    assert autoscaler.router_tick("nlp", "bert") is None
+    assert all(held[-1] == {"v0": 0} for held in cuts.values())
 
 
 def test_a_service_without_variants_sets_no_share() -> None:
@@ -520,16 +527,19 @@ def test_a_service_without_variants_sets_no_share() -> None:
     assert cuts == {}
 
 
-def _variant_service(*variants: str) -> InferenceService:
+def _variant_service(
+    *variants: str, rate_query: str | None = None, accuracy: float = 0.99
+) -> InferenceService:
+    metrics = {"metrics": {"rateQuery": rate_query}} if rate_query else {}
     return parse_inference_service(
         make_inference_service(
             name="bert",
             namespace="nlp",
-            spec__autoscaling={"accuracy": {"floor": 0.99}},
+            spec__autoscaling={"accuracy": {"floor": 0.99}, **metrics},
             spec__model={
                 "repository": "/models",
                 "names": ["bert"],
-                "variants": [{"name": v, "accuracy": 0.99, "speedup": 2} for v in variants],
+                "variants": [{"name": v, "accuracy": accuracy, "speedup": 2} for v in variants],
             },
         )
     )
@@ -549,6 +559,17 @@ def test_the_models_own_rate_counts_what_the_variants_served() -> None:
     counted = controller.account(service, metrics, now=60.0)
     assert counted.arrival_rate_rps == pytest.approx(200.0)
     assert counted.variant_share == pytest.approx(0.5)
+    # The variant serving everything: the model's own metrics see nothing, the routers all of it.
+    for step in range(31, 62):
+        served = (200.0 * 30, 200.0 * 30 + 200.0 * 2 * (step - 30))
+        reading = RouterReading(routed=sum(served), in_flight=4.0, served=served)
+        controller.decide(service, 2.0 * step, {"10.0.0.1": reading}, signal, None, None, 4, 4)
+    idle_model = Observation(arrival_rate_rps=0.0, latency_ms=None, ready_replicas=4, rate_age_s=17.5)
+    taken_over = controller.account(service, idle_model, now=122.0)
+    assert taken_over.arrival_rate_rps == pytest.approx(200.0) and taken_over.variant_share == 1.0
+    # A rate query of the user's own is theirs: left as it is.
+    queried = _variant_service("bert-int8", rate_query='sum(rate(my_requests_total{job="x"}[1m]))')
+    assert controller.account(queried, idle_model, now=122.0) == idle_model
     # A service serving no variant is left as it was.
     plain = parse_inference_service(make_inference_service(name="bert", namespace="nlp"))
     assert controller.account(plain, metrics, now=60.0) == metrics
@@ -569,9 +590,22 @@ def test_changing_the_variants_starts_a_new_ledger_and_forgetting_takes_every_sh
     decision = controller.decide(two, 8.0, {"10.0.0.1": reading}, overloaded, None, None, 1, 4)
     assert decision is not None and len(decision.shares) == 2
     assert any(held["10.0.0.1"][-1].values())
-    # No longer decided for (autoscaling paused, switched off, the service gone): the router
-    # is sent back to the model only, since nothing else would take its share back.
+    # Re-measured (same names, another accuracy): the ledger goes on counting.
+    before = decision.served_accuracy
+    remeasured = _variant_service("bert-int8", "bert-small", accuracy=0.98)
+    reading = RouterReading(routed=3800.0, in_flight=2000.0, served=(3800.0, 0.0, 0.0))
+    decision = controller.decide(remeasured, 10.0, {"10.0.0.1": reading}, overloaded, None, None, 1, 4)
+    assert decision is not None and decision.served_accuracy == before == 1.0
+    assert controller._watches[("nlp", "bert")].totals == (800.0, 0.0, 0.0)
+    # Deleted: its routers go with it, nothing is sent.
+    pushes = len(held["10.0.0.1"])
     controller.forget("nlp", "bert")
+    assert len(held["10.0.0.1"]) == pushes
+    # No longer decided for while it exists (autoscaling paused or switched off): the router is
+    # sent back to the model only, since nothing else would take its share back.
+    controller.decide(remeasured, 12.0, {"10.0.0.1": reading}, overloaded, None, None, 1, 4)
+    assert any(held["10.0.0.1"][-1].values())
+    controller.forget("nlp", "bert", release_routers=True)
     assert held["10.0.0.1"][-1] == {"v0": 0, "v1": 0}
 
 

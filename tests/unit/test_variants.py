@@ -20,7 +20,7 @@ from tritonscale.policy.variants import (
     bridge,
     decide_variants,
     relative_cost,
-    variant_fraction,
+    served_since,
     window_use,
 )
 from tritonscale.sim.engine import SimEnvironment, Simulation
@@ -119,15 +119,20 @@ def test_before_a_fit_a_couple_of_requests_in_flight_bring_no_variant_in() -> No
     assert idle.shares == (0.0,)
 
 
-def test_the_variants_fraction_of_what_was_served_over_a_span() -> None:
+def test_what_was_served_over_a_span_and_the_variants_fraction_of_it() -> None:
     counts = (
         ServedCounts(0.0, (0.0, 0.0)),
         ServedCounts(30.0, (300.0, 0.0)),
         ServedCounts(60.0, (400.0, 300.0)),
     )
-    assert variant_fraction(counts, since=30.0) == pytest.approx(0.75)
-    assert variant_fraction(counts, since=0.0) == pytest.approx(300 / 700)
-    assert variant_fraction(counts[:1], since=0.0) == 0.0
+    recent = served_since(counts, since=30.0)
+    assert recent is not None
+    assert recent.variant_fraction == pytest.approx(0.75) and recent.rate_rps == pytest.approx(400 / 30)
+    whole = served_since(counts, since=0.0)
+    assert whole is not None and whole.variant_fraction == pytest.approx(300 / 700)
+    # Counts that do not reach the span say nothing (not the whole history's fraction).
+    assert served_since(counts, since=61.0) is None
+    assert served_since(counts[:1], since=0.0) is None
 
 
 def test_the_share_is_capped_by_the_accuracy_budget_left() -> None:

@@ -126,7 +126,8 @@ def test_a_service_serving_variants_is_guarded_only_at_its_routers_control_port(
     spec = router_policy["spec"]
     assert spec["policyTypes"] == ["Ingress"] and "egress" not in spec
     by_port = {p["port"]: rule for rule in spec["ingress"] for p in rule["ports"]}
-    assert "from" not in by_port[8000] and "from" not in by_port[8001]
+    open_ports = {p["port"] for rule in spec["ingress"] if "from" not in rule for p in rule["ports"]}
+    assert open_ports == {8000, 8001, 8404}
     assert by_port[ROUTER_CONTROL_PORT]["from"][0]["namespaceSelector"] == {
         "matchLabels": {"kubernetes.io/metadata.name": "ops"}
     }
@@ -156,5 +157,15 @@ def test_the_view_keeps_the_inputs_names_and_drops_only_the_models(tmp_path: Pat
 
 
 def test_a_variant_with_no_server_up_leaves_its_share_on_the_model() -> None:
+    """The cuts are cumulative: a draw within v0's cut that v0 cannot take goes to the model,
+    not on to v1 (a less accurate variant the budget never allowed that share)."""
     config = render_router_config(service(), NAMES, RouterOptions())
-    assert "{ nbsrv(triton_http_v0) gt 0 }" in config and "{ nbsrv(triton_grpc_v1) gt 0 }" in config
+    for backend in ("triton_http", "triton_grpc"):
+        rules = [line.strip() for line in config.splitlines() if line.strip().startswith("use_backend")]
+        mine = [rule for rule in rules if rule.split()[1].startswith(backend)]
+        assert mine == [
+            f"use_backend {backend}_v0 if {{ var(txn.variant_draw),sub(txn.cut_v0) lt 0 }} {{ nbsrv({backend}_v0) gt 0 }}",
+            f"use_backend {backend} if {{ var(txn.variant_draw),sub(txn.cut_v0) lt 0 }}",
+            f"use_backend {backend}_v1 if {{ var(txn.variant_draw),sub(txn.cut_v1) lt 0 }} {{ nbsrv({backend}_v1) gt 0 }}",
+            f"use_backend {backend} if {{ var(txn.variant_draw),sub(txn.cut_v1) lt 0 }}",
+        ], mine

@@ -206,7 +206,8 @@ class ModelSource(ApiModel):
         max_length=MAX_VARIANTS,
         description=(
             "Faster variants of the model, each served by its own Triton process in every replica "
-            "under the model's name; used only with spec.autoscaling.accuracy."
+            "under the model's name; served only with spec.autoscaling.accuracy and autoscaling "
+            "enabled."
         ),
     )
 

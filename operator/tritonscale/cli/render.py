@@ -49,7 +49,8 @@ def _documents(paths: tuple[str, ...]) -> Iterator[tuple[str, int, Any]]:
     "--network-policies",
     is_flag=True,
     help="Render NetworkPolicies for every service, as `tritonscale run --network-policies` does "
-    "(services that declare router clients get them either way).",
+    "(services that declare router clients get them either way; services serving variants get "
+    "the routers' one).",
 )
 def render(paths: tuple[str, ...], cluster_domain: str, network_policies: bool) -> None:
     """Print every object the operator would create, as YAML, without a cluster.

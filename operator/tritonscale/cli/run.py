@@ -123,7 +123,8 @@ def _duration(value: str) -> str:
     is_flag=True,
     help="Guard every InferenceService with NetworkPolicies: only its router reaches Triton, only "
     "the clients in spec.loadBalancing.router.clients (or its own namespace) reach the router. A "
-    "service that declares clients is guarded either way.",
+    "service that declares clients is guarded either way; one serving variants always has its "
+    "routers' control port guarded.",
 )
 @click.option(
     "--network-policy-operator-namespace",

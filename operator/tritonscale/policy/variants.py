@@ -119,16 +119,24 @@ def window_use(counts: tuple[ServedCounts, ...], variants: tuple[Variant, ...], 
     return WindowUse(sum(served), lost)
 
 
-def variant_fraction(counts: tuple[ServedCounts, ...], since: float) -> float:
-    """The share of the requests served since `since` that the variants served (0 when the
-    counts say nothing)."""
-    if len(counts) < 2:
-        return 0.0
+@dataclass(frozen=True)
+class ServedSince:
+    rate_rps: float  # everything served (the model and its variants), per second
+    variant_fraction: float  # the share of it the variants served
+
+
+def served_since(counts: tuple[ServedCounts, ...], since: float) -> ServedSince | None:
+    """What was served from the first counts at or after `since` to the newest; None when the
+    counts do not cover that span (too few, or none after it)."""
+    if len(counts) < 2 or counts[-1].at < since:
+        return None
     newest = counts[-1]
-    oldest = next((c for c in counts if c.at >= since), counts[0])
+    oldest = next(c for c in counts if c.at >= since)
+    if newest.at <= oldest.at:
+        return None
     served = [max(0.0, new - old) for new, old in zip(newest.requests, oldest.requests, strict=True)]
     total = sum(served)
-    return sum(served[1:]) / total if total > 0 else 0.0
+    return ServedSince(total / (newest.at - oldest.at), sum(served[1:]) / total if total > 0 else 0.0)
 
 
 def relative_cost(variant: Variant) -> float:

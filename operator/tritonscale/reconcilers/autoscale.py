@@ -146,14 +146,15 @@ class AutoscaleReconciler:
         # The variants' shares (spec.model.variants), set on the routers read every 2 s.
         self.variants = VariantController(set_router_cuts) if set_router_cuts is not None else None
 
-    def forget(self, namespace: str, name: str) -> None:
-        """Drop the memory and metrics of a service that is gone or no longer autoscaled."""
+    def forget(self, namespace: str, name: str, *, release_routers: bool = False) -> None:
+        """Drop the memory and metrics of a service that is gone or no longer autoscaled (with
+        `release_routers`, one that still exists: its routers serve the model only again)."""
         self._states.pop((namespace, name), None)
         self._was_missing.pop((namespace, name), None)
         self._facts.pop((namespace, name), None)
         self._routers.pop((namespace, name), None)
         if self.variants is not None:
-            self.variants.forget(namespace, name)
+            self.variants.forget(namespace, name, release_routers=release_routers)
         AUTOSCALER.forget(namespace, name)
 
     def _autoscaled(self, namespace: str, name: str) -> tuple[dict[str, Any], InferenceService] | None:
@@ -203,6 +204,9 @@ class AutoscaleReconciler:
             assert autoscaling is not None
             assert autoscaling is not None
             cold = cold_start(facts.starts, autoscaling.cold_start_seconds)
+            if self.variants is not None:
+                # What the variants served counted in, for the decision and the status alike.
+                observation = self.variants.account(service, observation, self.monotonic())
             decision, state = self._decide(service, observation, cold.seconds, facts.batching.max_batch)
             AUTOSCALER.decision_seconds.observe(time.perf_counter() - started)
             current = decision.current
@@ -410,7 +414,6 @@ class AutoscaleReconciler:
         state = self._states.get(key, AutoscalerState())
         carried = 1.0
         if self.variants is not None:
-            observation = self.variants.account(service, observation, self.monotonic())
             carried = self.variants.bridge(service, policy, state, observation.arrival_rate_rps or 0.0)
         return policy.decide(observation, state, self.monotonic(), current, bridge=carried)
 
@@ -441,7 +444,7 @@ class AutoscaleReconciler:
     def _switch_off(
         self, body: dict[str, Any], service: InferenceService, cleared: InferenceServiceStatus
     ) -> None:
-        self.forget(service.namespace, service.name)
+        self.forget(service.namespace, service.name, release_routers=True)
         if cleared != service.status:
             with contextlib.suppress(ConflictError):  # a newer copy is cleared by its own event
                 self.api.patch_inference_service_status(

@@ -24,7 +24,7 @@ from tritonscale.policy.variants import (
     VariantState,
     bridge,
     decide_variants,
-    variant_fraction,
+    served_since,
 )
 from tritonscale.render.router import variant_cuts
 from tritonscale.render.variants import served_variants
@@ -51,9 +51,6 @@ def variant_settings(service: InferenceService) -> VariantSettings | None:
     )
 
 
-# The most of the requests the variants may be taken to have served when the model's own
-# metrics are scaled up to the whole rate (beyond it the model's count says too little).
-MAX_CORRECTED_SHARE = 0.9
 # A router unread this long is taken to be gone: if it comes back its counts start a new series.
 FORGET_ROUTER_S = 300.0
 
@@ -61,7 +58,7 @@ FORGET_ROUTER_S = 300.0
 @dataclass
 class _Watch:
     state: VariantState = field(default_factory=VariantState)
-    variants: tuple[Variant, ...] = ()
+    names: tuple[str, ...] = ()  # the variants' names the ledger counts, in order
     # The ledger's running totals, built from each router's own increments: a router unread
     # for a while, replaced or restarted (its counters back at zero) loses nothing counted.
     totals: tuple[float, ...] = ()
@@ -80,13 +77,14 @@ class VariantController:
         self.set_cuts = set_cuts
         self._watches: dict[tuple[str, str], _Watch] = {}
 
-    def forget(self, namespace: str, name: str) -> None:
-        """Drop a service no longer decided for, its routers sent back to the model only: nothing
-        would take a share back otherwise."""
+    def forget(self, namespace: str, name: str, *, release_routers: bool = False) -> None:
+        """Drop a service no longer decided for; with `release_routers` (it still exists, paused
+        or no longer autoscaled), its routers are sent back to the model only: nothing would
+        take a share back otherwise. A deleted service's routers go with it."""
         watch = self._watches.pop((namespace, name), None)
-        if watch is None:
+        if watch is None or not release_routers:
             return
-        for address, (cuts, _) in watch.pushed.items():
+        for address, (cuts, _) in list(watch.pushed.items()):
             if any(cuts.values()):
                 try:
                     self.set_cuts(address, dict.fromkeys(cuts, 0))
@@ -126,15 +124,20 @@ class VariantController:
         if watch is None or variant_settings(service) is None:
             return observation
         watch.observed_ms = observation.latency_ms if observation.usable else None
-        span_s = max(2.0 * observation.rate_age_s, 2.0 * ROUTER_PERIOD_S)
-        share = variant_fraction(watch.state.counts, now - span_s)
-        if share <= 0.0:
+        metrics = service.spec.autoscaling.metrics if service.spec.autoscaling is not None else None
+        if metrics is not None and metrics.rate_query is not None:
+            return observation  # the user's own rate query: what it counts is theirs to say
+        span_s = max(2.0 * observation.rate_age_s, 4.0 * ROUTER_PERIOD_S)
+        served = served_since(watch.state.counts, now - span_s)
+        if served is None or served.variant_fraction <= 0.0:
             return observation
-        rate = observation.arrival_rate_rps
+        # The routers' count of everything served over about the rate's window (the model's
+        # own count, scaled up, says nothing once the variants serve nearly all of it).
+        rate = max(observation.arrival_rate_rps or 0.0, served.rate_rps)
         return replace(
             observation,
-            arrival_rate_rps=None if rate is None else rate / (1.0 - min(share, MAX_CORRECTED_SHARE)),
-            variant_share=share,
+            arrival_rate_rps=rate,
+            variant_share=served.variant_fraction,
         )
 
     def last(self, namespace: str, name: str) -> VariantDecision | None:
@@ -177,9 +180,12 @@ class VariantController:
             return None
         watch = self._watches.setdefault(key, _Watch())
         models = 1 + len(settings.variants)
-        if settings.variants != watch.variants:
-            # Other variants than last time (the spec changed): a new ledger and new shares.
-            watch.state, watch.variants = VariantState(), settings.variants
+        names = tuple(v.name for v in settings.variants)
+        if names != watch.names:
+            # Other variants than last time (the spec changed): a new ledger and new shares. A
+            # variant only re-measured (its accuracy or speedup) keeps the ledger: the window's
+            # history still counts against the floor.
+            watch.state, watch.names = VariantState(), names
             watch.totals, watch.seen = (0.0,) * models, {}
         counts = self._count(watch, readings, now, models)
         rate = signal.present_rps if signal is not None else 0.0

@@ -1,5 +1,7 @@
 """NetworkPolicies that guard one InferenceService's stack: only the router reaches Triton, only
-the declared clients reach the router, and the router reaches only Triton (and DNS).
+the declared clients reach the router, and the router reaches only Triton (and DNS). A service
+serving variants that is not otherwise guarded gets only the routers' ingress policy, which
+restricts only their control port (the variants' shares) to the operator.
 
 Both allow what the stack needs besides: metrics scrapes (Prometheus, from the namespaces
 `NetworkPolicyOptions.metrics_namespace_labels` selects) and the operator itself on Triton's
@@ -35,7 +37,7 @@ class NetworkPolicyOptions:
     """Operator-wide settings of the rendered NetworkPolicies (the chart's `networkPolicy`).
 
     `enabled` renders them for every InferenceService; one that declares router clients gets
-    them anyway. `operator_namespace` and `operator_labels` say where the operator's pods are
+    them anyway, and one serving variants the routers' (guarded()). `operator_namespace` and `operator_labels` say where the operator's pods are
     (None: not in the cluster, and then nothing lets it reach Triton pods).
     `metrics_namespace_labels` selects the namespaces metrics may be scraped from (None: every
     namespace)."""
@@ -139,14 +141,16 @@ def render_network_policies(
     clients = service.spec.load_balancing.router.clients
     client_peers = [_client_peer(c) for c in clients] if clients is not None else [{"podSelector": {}}]
     open_stack = _clients_only_guarded(service, options)
-    router_ingress = [
+    router_ingress = (
         # A rule without `from` admits every source: guarded only for the control port, the
-        # service keeps taking clients from wherever it did.
-        {"ports": _ports(HTTP_PORT, GRPC_PORT)}
+        # routers keep taking clients and scrapes from wherever they did.
+        [{"ports": _ports(HTTP_PORT, GRPC_PORT, ROUTER_METRICS_PORT)}]
         if open_stack
-        else {"from": client_peers, "ports": _ports(HTTP_PORT, GRPC_PORT)},
-        _metrics_rule(options, ROUTER_METRICS_PORT),
-    ]
+        else [
+            {"from": client_peers, "ports": _ports(HTTP_PORT, GRPC_PORT)},
+            _metrics_rule(options, ROUTER_METRICS_PORT),
+        ]
+    )
     if from_operator:
         # The autoscaler reads the routers' counts from their stats page (clients.router), and
         # sets the variants' shares on their control port: no one else may.

@@ -129,13 +129,15 @@ def _variant_choice(variants: tuple[RoutedVariant, ...], variants_map: str) -> C
             f"    http-request set-var(txn.cut_{v.key}) str({v.key}),map_str_int({variants_map},0)"
             for v in variants
         ]
-        lines += [
-            # Only while the variant has a server up: else its share stays on the model (a
-            # variant still loading, or failing its checks, must not turn requests into 503s).
-            f"    use_backend {default_backend}_{v.key} if {{ var(txn.variant_draw),sub(txn.cut_{v.key}) lt 0 }}"
-            f" {{ nbsrv({default_backend}_{v.key}) gt 0 }}"
-            for v in variants
-        ]
+        for v in variants:
+            within = f"{{ var(txn.variant_draw),sub(txn.cut_{v.key}) lt 0 }}"
+            # Only while the variant has a server up: else its share goes to the model (a
+            # variant still loading, or failing its checks, must not turn requests into 503s,
+            # nor, the cuts being cumulative, fall through to the next variant's backend).
+            lines += [
+                f"    use_backend {default_backend}_{v.key} if {within} {{ nbsrv({default_backend}_{v.key}) gt 0 }}",
+                f"    use_backend {default_backend} if {within}",
+            ]
         return "\n".join(lines)
 
     return choice
