@@ -469,8 +469,9 @@ def accepted_bodies(draw: st.DrawFn) -> dict[str, Any]:
         if draw(st.booleans()):
             spec["autoscaling"]["coldStartSeconds"] = draw(bounded_ints(1, 3600))
         names = spec["model"]["names"]
-        if len(names) == 1 and draw(_now_and_then):
-            # Faster variants, each from its own repository (the model's may be any string).
+        if enabled and len(names) == 1 and draw(st.sampled_from([False] * 3 + [True])):
+            # Faster variants, each from its own repository (the model's may be any string);
+            # served only while autoscaling is enabled.
             count = draw(st.integers(1, 3))
             variant_names = draw(st.lists(model_names, min_size=count, max_size=count, unique=True))
             spec["model"]["variants"] = [

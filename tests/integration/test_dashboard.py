@@ -74,12 +74,23 @@ def observed_stack(
         ),
         # Spot on, so the spot fallback's series exist too (local processes are never unschedulable).
         capacity={"onDemandBase": 1, "spot": {"enabled": True, "maxFraction": 0.5}},
+        # A faster variant, so the variants' series exist too.
+        variants=[
+            (
+                SimulatedModel(
+                    "simulated", base_ms=5, per_item_ms=1, max_batch_size=4, max_queue_delay_us=2000
+                ),
+                0.99,
+                4.0,
+            )
+        ],
         autoscaling={
             "minReplicas": 1,
             "maxReplicas": 3,
             "periodSeconds": 2,
             "latency": {"targetMilliseconds": 100, "percentile": 95},
             "metrics": {"source": "prometheus"},
+            "accuracy": {"floor": 0.995},
         },
         # As the chart's ServiceMonitor scrapes the operator: honoring its namespace labels.
         extra_targets=lambda: [
@@ -102,7 +113,9 @@ def test_every_dashboard_query_and_rule_runs_on_real_data(
 ) -> None:
     cluster, router, prometheus = observed_stack
     started = time.time()
-    autoscaler = prometheus_autoscaler(cluster, router, prometheus, NAMESPACE, NAME, read_routers=True)
+    autoscaler = prometheus_autoscaler(
+        cluster, router, prometheus, NAMESPACE, NAME, read_routers=True, variants=True
+    )
     stop = threading.Event()
 
     def tick() -> None:

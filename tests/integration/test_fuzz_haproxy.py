@@ -22,12 +22,14 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 
+from tests.builders import make_inference_service
 from tests.fuzzing import accepted_bodies, hostile_text, with_hostile_names
 from tests.reliability import record
 from tritonscale.api.resource import InvalidInferenceService, parse_inference_service
 from tritonscale.api.spec import MAX_VARIANTS
 from tritonscale.policy.placement import split_replicas
 from tritonscale.policy.replicas import reconciled_replicas
+from tritonscale.render.router import CONFIG_DIR as ROUTER_CONFIG_DIR
 from tritonscale.render.router import CONFIG_FILE, VARIANTS_MAP_FILE, RouterOptions
 from tritonscale.render.stack import RenderOptions, render_stack
 
@@ -83,6 +85,23 @@ def rendered_configs() -> dict[str, dict[str, Any]]:
                 configs.setdefault(configmap["data"][CONFIG_FILE], variant)
 
     collect()
+    # Services serving one to MAX_VARIANTS variants, whatever the fuzzing happened to draw.
+    for count in range(1, MAX_VARIANTS + 1):
+        body = make_inference_service(
+            spec__model={
+                "repository": "/models",
+                "names": ["m"],
+                "variants": [
+                    {"name": f"m-{index}", "accuracy": 0.99, "speedup": 2 + index} for index in range(count)
+                ],
+            },
+            spec__autoscaling={"accuracy": {"floor": 0.995}},
+        )
+        service = parse_inference_service(body)
+        placement = split_replicas(reconciled_replicas(service), service.spec.capacity)
+        for options in (RenderOptions(), LOCAL):
+            (configmap,) = [o for o in render_stack(service, placement, options) if o["kind"] == "ConfigMap"]
+            configs.setdefault(configmap["data"][CONFIG_FILE], body)
     return configs
 
 
@@ -94,12 +113,15 @@ def test_every_fuzzed_haproxy_cfg_passes_haproxy_check(tmp_path: Path) -> None:
     started = time.monotonic()
     configs = rendered_configs()
     with_variants = sum("frontend control" in config for config in configs)
-    assert with_variants >= 3, f"only {with_variants} fuzzed configs have variants"
+    assert with_variants >= 2 * MAX_VARIANTS, f"only {with_variants} configs have variants"
     rendered = time.monotonic()
     paths = []
     for index, config in enumerate(configs):
         path = tmp_path / f"haproxy-{index:04d}.cfg"
-        path.write_text(config)
+        # The in-cluster configs' map is in the router pod's config directory: here, ours.
+        path.write_text(
+            config.replace(f"{ROUTER_CONFIG_DIR}/{VARIANTS_MAP_FILE}", f"{CONFIG_DIR}/{VARIANTS_MAP_FILE}")
+        )
         paths.append(path)
 
     def check(path: Path) -> subprocess.CompletedProcess[str]:
