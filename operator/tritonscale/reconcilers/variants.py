@@ -62,9 +62,8 @@ class _Watch:
     # The ledger's running totals, built from each router's own increments: a router unread
     # for a while, replaced or restarted (its counters back at zero) loses nothing counted.
     totals: tuple[float, ...] = ()
-    seen: dict[str, tuple[tuple[float, ...], float]] = field(
-        default_factory=dict
-    )  # address -> (served, when)
+    # address -> (what it had served, when it was read)
+    seen: dict[str, tuple[tuple[float, ...], float]] = field(default_factory=dict)
     pushed: dict[str, tuple[dict[str, int], float]] = field(default_factory=dict)  # address -> (cuts, when)
     last: VariantDecision | None = None
     observed_ms: float | None = None  # the percentile the autoscaler's last observation measured
@@ -117,9 +116,9 @@ class VariantController:
 
     def account(self, service: InferenceService, observation: Observation, now: float) -> Observation:
         """The autoscaler's observation with what the variants served counted in: the model's
-        metrics (Prometheus or Triton's) cover only the model's own servers, so their rate is
-        scaled up by the share the variants served over the rate's window, and the observation
-        says that share (the autoscaler learns no model from a mixed fleet)."""
+        metrics (Prometheus or Triton's) cover only the model's own servers, so while variants
+        serve, the rate is the routers' count of everything served over about the rate's window,
+        and the observation says the variants' share (no model is learnt from a mixed fleet)."""
         watch = self._watches.get((service.namespace, service.name))
         if watch is None or variant_settings(service) is None:
             return observation

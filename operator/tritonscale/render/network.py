@@ -37,8 +37,9 @@ class NetworkPolicyOptions:
     """Operator-wide settings of the rendered NetworkPolicies (the chart's `networkPolicy`).
 
     `enabled` renders them for every InferenceService; one that declares router clients gets
-    them anyway, and one serving variants the routers' (guarded()). `operator_namespace` and `operator_labels` say where the operator's pods are
-    (None: not in the cluster, and then nothing lets it reach Triton pods).
+    them anyway, and one serving variants the routers' (guarded()). `operator_namespace` and
+    `operator_labels` say where the operator's pods are (None: not in the cluster, and then
+    nothing lets it reach Triton pods).
     `metrics_namespace_labels` selects the namespaces metrics may be scraped from (None: every
     namespace)."""
 
@@ -58,7 +59,7 @@ def guarded(service: InferenceService, options: NetworkPolicyOptions) -> bool:
     )
 
 
-def _clients_only_guarded(service: InferenceService, options: NetworkPolicyOptions) -> bool:
+def _guarded_only_for_variants(service: InferenceService, options: NetworkPolicyOptions) -> bool:
     """Guarded only for its variants' control port: the rest stays as open as unguarded."""
     return not options.enabled and service.spec.load_balancing.router.clients is None
 
@@ -140,7 +141,7 @@ def render_network_policies(
         triton_ingress.append({"from": from_operator, "ports": _ports(HTTP_PORT)})
     clients = service.spec.load_balancing.router.clients
     client_peers = [_client_peer(c) for c in clients] if clients is not None else [{"podSelector": {}}]
-    open_stack = _clients_only_guarded(service, options)
+    open_stack = _guarded_only_for_variants(service, options)
     router_ingress = (
         # A rule without `from` admits every source: guarded only for the control port, the
         # routers keep taking clients and scrapes from wherever they did.
