@@ -149,22 +149,26 @@ def test_a_scale_down_undone_by_a_surge_keeps_headroom_afterwards() -> None:
     settings = replace(SETTINGS, stabilization_s=120.0, settle_s=20.0, surge_growth_quantile=0.75)
     policy = LatencyAutoscaler(settings)
 
-    def play(current: int) -> tuple[int, AutoscalerState]:
+    def play(current: int) -> tuple[Decision, AutoscalerState]:
         # 100 req/s, a surge to 600 req/s at 150 s, back to 100 req/s at 250 s.
         state = AutoscalerState()
         for now in range(10, 600, 10):
             rate = 600.0 if 150 <= now < 250 else 100.0
             decision, state = policy.decide(observe(rate, 40, current), state, float(now), current)
             current = decision.desired
-        return current, state
+        return decision, state
 
     # The same load; starting with 8 replicas it scales down at 130 s and the surge undoes that
     # (a reversal); starting with 1 it only scales up.
-    bitten_current, bitten_state = play(8)
-    plain_current, plain_state = play(1)
+    bitten, bitten_state = play(8)
+    plain, plain_state = play(1)
     assert bitten_state.reversals and not plain_state.reversals
-    # Back at 100 req/s for almost six minutes: the surge-bitten service keeps room for another.
-    assert bitten_current > plain_current
+    # Back at 100 req/s for almost six minutes: the surge-bitten service keeps room for another,
+    # and says why it holds more than the model asks for.
+    assert bitten.desired > plain.desired
+    assert bitten.desired > (bitten.model_replicas or 0)
+    assert "room kept for" in bitten.reason and "a scale-down was undone" in bitten.reason, bitten.reason
+    assert plain.headroom is None and "room kept" not in plain.reason
 
 
 def test_a_backlog_adds_capacity_to_drain_it() -> None:

@@ -151,6 +151,7 @@ class Decision:
     partial: str | None = None  # the observation covered some replicas only: no scale-down
     surge: str | None = None  # the routers' counts showed a surge the metrics do not show yet
     forecast: str | None = None  # a recurring surge the decision provisions ahead of
+    headroom: str | None = None  # why more than the model's count is kept after a reversal
 
     @property
     def direction(self) -> str:
@@ -181,6 +182,8 @@ class Decision:
             summary += f" ({self.surge})"
         if self.forecast is not None:
             summary += f" ({self.forecast})"
+        if self.headroom is not None:
+            summary += f" ({self.headroom})"
 
         if self.verdict is Verdict.WAIT_FOR_HISTORY:
             action = f"holding until {self.stabilization_s:g}s of history"
@@ -212,6 +215,7 @@ class _Sizing:
     predicted_ms: float
     explains_at: Callable[[int], float]  # corrected predicted latency at the current rate
     forecast: str | None = None  # set when a recurring surge raised the expected rate
+    headroom: str | None = None  # set when a past reversal keeps more than the expected rate needs
 
 
 def _fit_service_time(
@@ -379,6 +383,7 @@ class LatencyAutoscaler:
             partial=observation.partial,
             surge=surge.describe() if surge is not None and sizing.up > current else None,
             forecast=quiet if quiet is not None and clamped < current else sizing.forecast,
+            headroom=sizing.headroom if clamped > sizing.up else None,
         )
         return decision, state
 
@@ -639,11 +644,21 @@ class LatencyAutoscaler:
         backlog = pending + (short_of_ready + short_of_current) * s.cold_start_s / 2
         if backlog > latest * s.target_ms / 1000.0:
             up = max(up, math.ceil((expected + backlog / s.drain_s) / full_rps))
-        margin = expected * (1 + s.down_rate_margin)
-        if any(when >= now - s.history_s for when in state.reversals):
+        plain_margin = expected * (1 + s.down_rate_margin)
+        margin, headroom_note = plain_margin, None
+        last_reversal = max((when for when in state.reversals if when >= now - s.history_s), default=None)
+        if last_reversal is not None:
             # This load has surged right after a scale-down before: keep room for such a surge.
-            margin = max(margin, latest * _growth(state.rates, s.stabilization_s, s.surge_growth_quantile))
+            growth = _growth(state.rates, s.stabilization_s, s.surge_growth_quantile)
+            margin = max(plain_margin, latest * growth)
+            if margin > plain_margin:
+                headroom_note = (
+                    f"room kept for {growth:.1f}x growth for another {last_reversal + s.history_s - now:.0f}s: "
+                    f"a scale-down was undone {now - last_reversal:.0f}s ago"
+                )
         down = fewest_replicas(lambda n: corrected_ms(n, margin) <= limit, most)
+        if down <= fewest_replicas(lambda n: corrected_ms(n, plain_margin) <= limit, most):
+            headroom_note = None  # the headroom costs no replica now
         return _Sizing(
             latest,
             expected,
@@ -652,6 +667,7 @@ class LatencyAutoscaler:
             corrected_ms(min(up, most), expected),
             lambda replicas: corrected_ms(replicas, latest),
             forecast_note,
+            headroom_note,
         )
 
     def _update_feedback(
