@@ -37,7 +37,8 @@ def test_the_demo_scales_rides_out_a_spot_loss_and_leaves_nothing_behind(
     log = output.getvalue()
     summary, samples = result.summary, result.timeline.samples
     assert summary is not None, log
-    timeline = [(round(s.at_s), s.desired, s.on_demand_ready, s.spot_ready) for s in samples]
+    # (t, desired, on-demand ready, spot ready): a string, which pytest prints whole.
+    timeline = repr([(round(s.at_s), s.desired, s.on_demand_ready, s.spot_ready) for s in samples])
 
     # The operator runs as a pod of the chart's Deployment, from the operator image, Ready.
     pod = result.operator_pod
@@ -62,7 +63,9 @@ def test_the_demo_scales_rides_out_a_spot_loss_and_leaves_nothing_behind(
     assert any(f"within {OBJECTIVE_MS:g} ms" in line for line in log.splitlines()), log
 
     # Replicas fall once the surge is over.
-    assert summary.replicas_after_surge is not None and summary.replicas_after_surge < max(during), timeline
+    assert summary.replicas_after_surge is not None and summary.replicas_after_surge < max(during), (
+        f"{timeline}\n{log}"
+    )
     assert summary.scale_downs >= 1, log
 
     # Nothing is left running.
