@@ -657,7 +657,9 @@ class LatencyAutoscaler:
                     f"a scale-down was undone {now - last_reversal:.0f}s ago"
                 )
         down = fewest_replicas(lambda n: corrected_ms(n, margin) <= limit, most)
-        if down <= fewest_replicas(lambda n: corrected_ms(n, plain_margin) <= limit, most):
+        if headroom_note is not None and down <= fewest_replicas(
+            lambda n: corrected_ms(n, plain_margin) <= limit, most
+        ):
             headroom_note = None  # the headroom costs no replica now
         return _Sizing(
             latest,
