@@ -286,3 +286,42 @@ def test_the_stats_page_is_summed_over_both_backends_and_an_unreadable_router_sa
         port = unused.getsockname()[1]
     reason = HaproxyStats(port=port, timeout_s=0.2)("127.0.0.1")
     assert isinstance(reason, str) and "ConnectionRefusedError" in reason
+
+
+def _first_traffic(rate: float, routers: bool) -> list[int]:
+    """Desired replicas every 10 s: no traffic for two minutes, then `rate` from t = 120 s. The
+    metrics' rate is over a minute (so it climbs to `rate` as its window fills); the routers, when
+    read, show the level from the start."""
+    policy, state, current, desired = LatencyAutoscaler(SETTINGS), AutoscalerState(), 1, []
+    for now in range(0, 400, 10):
+        since = now - 120
+        metrics_rate = 0.0 if since < 0 else rate * min(since, 60) / 60
+        router = None
+        if routers:
+            router = RouterSignal(
+                rate_rps=rate if since > 0 else 0.0,
+                since_s=min(max(since, ROUTER_PERIOD_S), HISTORY_S),
+                present_rps=rate if since > 0 else 0.0,
+                slope_rps_per_s=0.0,
+                previous_rps=0.0 if 0 < since < HISTORY_S else None,
+                in_flight=2.0,
+                age_s=0.5,
+            )
+        seen = observe(metrics_rate, 40.0 if metrics_rate else None, current, rate_age_s=30.0, router=router)
+        decision, state = policy.decide(seen, state, float(now), current)
+        current = decision.desired
+        desired.append(current)
+    return desired
+
+
+def test_a_first_traffic_seen_by_the_routers_is_not_read_as_a_ramp() -> None:
+    """A service's first traffic: the metrics' window filling looks like a ramp, which extrapolated
+    over a cold start asked for a replica that went again a minute later. With the routers read,
+    it is sized for the level they show; without them the ramp is all there is to go on."""
+    steady = [(float(t), observe(300.0, 40.0, 1, rate_age_s=30.0)) for t in range(0, 400, 10)]
+    policy, state, needed = LatencyAutoscaler(SETTINGS), AutoscalerState(), 1
+    for now, seen in steady:
+        decision, state = policy.decide(seen, state, now, needed)
+        needed = decision.desired
+    assert max(_first_traffic(300.0, routers=True)) == needed
+    assert max(_first_traffic(300.0, routers=False)) > needed

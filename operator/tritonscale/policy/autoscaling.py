@@ -272,6 +272,17 @@ def _fresh_router(observation: Observation) -> RouterSignal | None:
     return router if router is not None and router.age_s <= ROUTER_STALE_S else None
 
 
+def _metrics_window_filling(
+    rates: tuple[tuple[float, float], ...], now: float, observation: Observation, settings: AutoscalerSettings
+) -> bool:
+    """Whether the metrics' rates the trend is fitted on include ones whose window reached back
+    to a time without traffic: a rate of zero within a window and a trend window of now."""
+    # rate_age_s is the sample's age plus half the window the rate was averaged over.
+    window_s = 2 * max(observation.rate_age_s - observation.sample_age_s, 0.0)
+    since = now - window_s - settings.trend_window_s
+    return any(rate <= 0 for when, rate in rates if when >= since)
+
+
 def _surge(observation: Observation) -> RouterSignal | None:
     """The routers' signal when it shows a surge clearly above the metrics' rate, fresh."""
     router = _fresh_router(observation)
@@ -574,16 +585,26 @@ class LatencyAutoscaler:
     ) -> _Sizing:
         s = self.settings
         assert observation.arrival_rate_rps is not None and observation.latency_ms is not None
+        router = _fresh_router(observation)
+        # For a window's length after traffic starts from none, the metrics' rate rises as its
+        # window fills: a ramp that is not the load's. The routers see the level at once, so
+        # with them fresh the present is theirs and that ramp is not carried forward (it asked
+        # for capacity that went again a minute later at every service's first traffic).
+        filling = router is not None and _metrics_window_filling(state.rates, now, observation, s)
         # The present rate: the metrics' window, or the routers' rate since a surge began when
         # that is higher (they see it seconds after it starts, the metrics tens of seconds).
-        latest = max(observation.arrival_rate_rps, surge.present_rps if surge is not None else 0.0)
+        latest = max(
+            observation.arrival_rate_rps,
+            surge.present_rps if surge is not None else 0.0,
+            router.present_rps if router is not None and filling else 0.0,
+        )
         # In a surge the routers' ramp is carried forward no further than it has been seen
         # rising; the metrics' own trend still counts, so the routers never ask for less.
         # Otherwise the metrics' rate is that of rate_age_s ago: their trend is carried over
         # that lag too (on a steady ramp a minute's window lags by half a minute and more).
         lag_s = observation.rate_age_s if surge is None else 0.0
         expected = max(
-            _trend_rate(state.rates, now, s.cold_start_s + lag_s, s.trend_window_s),
+            latest if filling else _trend_rate(state.rates, now, s.cold_start_s + lag_s, s.trend_window_s),
             latest * _growth(state.rates, s.cold_start_s, s.growth_quantile, GROWTH_MIN_WINDOWS),
             latest
             + (surge.slope_rps_per_s * min(s.cold_start_s, surge.since_s) if surge is not None else 0.0),
@@ -630,7 +651,6 @@ class LatencyAutoscaler:
         # ready (arrivals beyond what the serving replicas can do, over a cold start), gone
         # within drain_s once it is there, at full batches (the most a replica can do).
         pending = observation.pending_requests or 0.0
-        router = _fresh_router(observation)
         if router is not None:
             # In flight at the routers beyond what the ready replicas can be executing waits;
             # fresher than the metrics' pending count.
