@@ -10,7 +10,9 @@ serves ``/metrics``.
 
 from __future__ import annotations
 
+import contextlib
 import http.server
+import json
 import shutil
 import subprocess
 import threading
@@ -21,6 +23,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tritonscale.api.spec import MAX_VARIANTS
+from tritonscale.render.variants import variant_annotation
 from tritonscale_sandbox.cluster import Cluster
 from tritonscale_sandbox.monitoring import ClusterPrometheus, install_monitoring_crds
 from tritonscale_sandbox.net import free_port
@@ -67,8 +71,8 @@ class _Metrics(http.server.BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def metrics_port() -> Generator[int, None, None]:
+@contextlib.contextmanager
+def _metrics_server() -> Generator[int, None, None]:
     """A /metrics endpoint on POD_IP (any 127/8 address is this host's)."""
     port = free_port(POD_IP)
     server = http.server.ThreadingHTTPServer((POD_IP, port), _Metrics)
@@ -81,23 +85,42 @@ def metrics_port() -> Generator[int, None, None]:
         server.server_close()
 
 
-def _pod(name: str, namespace: str, labels: dict[str, str], port: int) -> dict[str, Any]:
+@pytest.fixture
+def metrics_port() -> Generator[int, None, None]:
+    with _metrics_server() as port:
+        yield port
+
+
+@pytest.fixture
+def variant_metrics_port() -> Generator[int, None, None]:
+    """Where a variant's tritonserver in the same pod serves its metrics."""
+    with _metrics_server() as port:
+        yield port
+
+
+def _pod(
+    name: str,
+    namespace: str,
+    labels: dict[str, str],
+    port: int,
+    variant_port: int | None = None,
+    annotations: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    ports = [{"name": "metrics", "containerPort": port}, {"name": "other", "containerPort": 1}]
+    if variant_port is not None:
+        ports.append({"name": "v0-metrics", "containerPort": variant_port})
     return {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": labels,
+            "annotations": annotations or {},
+        },
         "spec": {
             "nodeName": NODE,
-            "containers": [
-                {
-                    "name": "main",
-                    "image": "registry.k8s.io/pause:3.10",
-                    "ports": [
-                        {"name": "metrics", "containerPort": port},
-                        {"name": "other", "containerPort": 1},
-                    ],
-                }
-            ],
+            "containers": [{"name": "main", "image": "registry.k8s.io/pause:3.10", "ports": ports}],
         },
     }
 
@@ -136,7 +159,7 @@ def _up(prometheus: ClusterPrometheus, pool_prefix: str) -> list[dict[str, Any]]
 
 
 def test_prometheus_scrapes_pods_through_the_charts_monitors_and_loads_its_rules(
-    cluster: Cluster, tmp_path: Path, metrics_port: int
+    cluster: Cluster, tmp_path: Path, metrics_port: int, variant_metrics_port: int
 ) -> None:
     install_monitoring_crds(cluster)
     cluster.helm(
@@ -156,7 +179,16 @@ def test_prometheus_scrapes_pods_through_the_charts_monitors_and_loads_its_rules
         cluster.create_namespace(MODELS)
         cluster.apply_yaml(
             [
-                _pod("triton-0", MODELS, TRITON_LABELS, metrics_port),
+                # Serving a faster variant: its tritonserver's metrics on port v0-metrics, its
+                # name in the annotation the operator renders.
+                _pod(
+                    "triton-0",
+                    MODELS,
+                    TRITON_LABELS,
+                    metrics_port,
+                    variant_port=variant_metrics_port,
+                    annotations={variant_annotation(0): "bert-int8"},
+                ),
                 _pod("operator-0", NAMESPACE, OPERATOR_LABELS, metrics_port),
             ]
         )
@@ -176,6 +208,13 @@ def test_prometheus_scrapes_pods_through_the_charts_monitors_and_loads_its_rules
             )
             assert checked.returncode == 0, checked.stdout + checked.stderr
 
+            # One endpoint for the model's metrics and one for each variant the API allows.
+            created = cluster.kubectl(
+                "get", "podmonitor", f"{RELEASE}-tritonscale-triton", "-n", NAMESPACE, "-o", "json"
+            )
+            endpoints = [e["port"] for e in json.loads(created.stdout)["spec"]["podMetricsEndpoints"]]
+            assert endpoints == ["metrics", *(f"v{index}-metrics" for index in range(MAX_VARIANTS))]
+
             pod_monitor_job = f"podMonitor/{NAMESPACE}/{RELEASE}-tritonscale-triton/0"
             [triton] = cluster.wait_until(
                 lambda: _up(prometheus, pod_monitor_job), "the triton pod's target up", timeout_s=WAIT_S
@@ -188,6 +227,19 @@ def test_prometheus_scrapes_pods_through_the_charts_monitors_and_loads_its_rules
                 "job": f"{NAMESPACE}/{RELEASE}-tritonscale-triton",
                 "instance": f"{POD_IP}:{metrics_port}",
                 "inferenceservice": "monitoring-check",
+            }
+            # The variant's series carry its name, so the operator's queries (variant="") and
+            # dashboards tell them from the model's.
+            [variant] = cluster.wait_until(
+                lambda: _up(prometheus, f"podMonitor/{NAMESPACE}/{RELEASE}-tritonscale-triton/1"),
+                "the variant's metrics target up",
+                timeout_s=WAIT_S,
+            )
+            assert variant["labels"] == {
+                **triton["labels"],
+                "endpoint": "v0-metrics",
+                "instance": f"{POD_IP}:{variant_metrics_port}",
+                "variant": "bert-int8",
             }
             [operator] = cluster.wait_until(
                 lambda: _up(prometheus, f"serviceMonitor/{NAMESPACE}/{RELEASE}-tritonscale/0/"),

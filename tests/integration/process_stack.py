@@ -113,6 +113,19 @@ def process_stack(
                             )
                             for index, server in enumerate(pool.servers)
                         ),
+                        # Each variant's tritonserver, labelled as the chart's PodMonitor does.
+                        *(
+                            ScrapeTarget(
+                                f"{server.host}:{companion.metrics_port}",
+                                {
+                                    **labels,
+                                    "pod": f"{names.on_demand_deployment}-{index}",
+                                    "variant": variant["name"],
+                                },
+                            )
+                            for index, server in enumerate(pool.servers)
+                            for companion, variant in zip(companions, declared, strict=True)
+                        ),
                         ScrapeTarget(router_address, {**labels, "pod": f"{names.router_deployment}-0"}),
                         *extra_targets(),
                     ]

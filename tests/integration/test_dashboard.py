@@ -21,7 +21,10 @@ import yaml
 from prometheus_client import start_http_server
 
 from tests.integration.process_stack import bench_simulated, process_stack, prometheus_autoscaler
+from tritonscale.api.resource import parse_inference_service
+from tritonscale.clients.observations import prometheus_queries
 from tritonscale.metrics import SERVICES
+from tritonscale.reconcilers.autoscale import scaling_target
 from tritonscale_sandbox.dashboard import render_dashboard_png
 from tritonscale_sandbox.local_stack import ProcessBackedCluster
 from tritonscale_sandbox.net import free_port
@@ -164,6 +167,13 @@ def test_every_dashboard_query_and_rule_runs_on_real_data(
             failed.append(f"rule {name}: {answer.get('error')}")
     assert failed == []
     assert empty == []
+    # The variant's tritonserver is scraped, its series labelled with its name; the operator's
+    # queries take the model's alone (its service times and percentile).
+    variant_series = query(prometheus, f'nv_inference_request_success{{namespace="{NAMESPACE}",variant!=""}}')
+    assert {s["metric"]["variant"] for s in variant_series["data"]["result"]} == {"simulated-v0"}
+    summaries = prometheus_queries(scaling_target(parse_inference_service(cluster.body)))["summary"]
+    operator_series = query(prometheus, summaries)["data"]["result"]  # raw series, every label
+    assert operator_series and all("variant" not in s["metric"] for s in operator_series)
     # The rules were loaded and evaluated on this data, not just parsed.
     met = query(prometheus, f'tritonscale:objective_met:bool{{namespace="{NAMESPACE}",name="{NAME}"}}')
     assert met["data"]["result"], "the recording rules did not evaluate"

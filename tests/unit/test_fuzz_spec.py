@@ -441,7 +441,7 @@ def test_promql_label_values_cannot_leave_their_quotes(
         for matchers in selectors:
             values = {(label, op): value for label, op, value in matchers}
             assert len(values) == len(matchers), query
-            expected = {("namespace", "="), ("pod", "=~"), ("model", "=~")}
+            expected = {("namespace", "="), ("pod", "=~"), ("model", "=~"), ("variant", "=")}
             if key == "latency":
                 expected = {("namespace", "="), ("svc", "="), ("pod", "=~"), ("model", "=~")}
             elif matchers[-1][0] == "quantile":
@@ -450,6 +450,8 @@ def test_promql_label_values_cannot_leave_their_quotes(
             assert values["namespace", "="] == namespace
             if ("svc", "=") in values:
                 assert values["svc", "="] == name
+            if ("variant", "=") in values:
+                assert values["variant", "="] == ""  # the model's series, not its variants'
             regexes.add((values["model", "=~"], values["pod", "=~"]))
     for models_regex, pods_regex in regexes:
         # Each alternative a literal, every RE2 metacharacter escaped...

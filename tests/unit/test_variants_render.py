@@ -21,6 +21,7 @@ from tritonscale.render.router import (
     variant_cuts,
 )
 from tritonscale.render.triton import render_triton_deployment
+from tritonscale.render.variants import variant_annotation
 
 NAMES = StackNames("svc", "default")
 
@@ -85,6 +86,15 @@ def test_the_launcher_runs_one_server_per_variant_on_its_ports_under_the_models_
     ports = {p["name"]: p["containerPort"] for p in triton["ports"]}
     assert ports["v1-http"] == variant_ports(1)[0]
     assert "wait -n" in lines and any(line.startswith("trap ") for line in lines)
+    # The pods name the variant behind each v<index>-metrics port, for the chart's PodMonitor.
+    annotations = render_triton_deployment(service(), NAMES, "on-demand", 2)["spec"]["template"]["metadata"][
+        "annotations"
+    ]
+    assert annotations[variant_annotation(0)] == "resnet-int8"
+    assert annotations[variant_annotation(1)] == "resnet-small"
+    assert ports["v1-metrics"] == variant_ports(1)[2]
+    unserved = render_triton_deployment(service(budget=False), NAMES, "on-demand", 2)
+    assert variant_annotation(0) not in unserved["spec"]["template"]["metadata"]["annotations"]
 
 
 def test_the_routers_draw_each_request_and_only_the_operator_may_set_the_shares() -> None:
@@ -103,6 +113,9 @@ def test_the_routers_draw_each_request_and_only_the_operator_may_set_the_shares(
     triton_policy, router_policy = render_network_policies(svc, NAMES, options)
     from_routers = triton_policy["spec"]["ingress"][0]["ports"]
     assert {p["port"] for p in from_routers} == {8000, 8001, *variant_ports(0)[:2], *variant_ports(1)[:2]}
+    # Metrics scrapes reach every tritonserver of the pod: the model's and each variant's.
+    scrapes = triton_policy["spec"]["ingress"][1]["ports"]
+    assert {p["port"] for p in scrapes} == {8002, variant_ports(0)[2], variant_ports(1)[2]}
     control = [
         rule
         for rule in router_policy["spec"]["ingress"]

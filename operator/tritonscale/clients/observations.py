@@ -74,12 +74,15 @@ def prometheus_queries(target: ScalingTarget, window: str = "1m") -> dict[str, s
     Each is one value, except those in SERIES_QUERIES (a series per pod and model).
 
     Series are selected by the `namespace` and `pod` labels (set by the usual kubernetes-pods
-    scrape job and by PodMonitors) and the `model` label Triton sets.
+    scrape job and by PodMonitors) and the `model` label Triton sets; the model's own, not its
+    variants' (their processes serve under the model's name, and the chart's PodMonitor labels
+    their series `variant`): the service times and the percentile are the model's.
     """
     selector = (
         f"namespace={promql_string(target.namespace)},"
         f"pod=~{promql_regex_alternatives(target.pod_prefixes, '-.*')},"
-        f"model=~{promql_regex_alternatives(target.models)}"
+        f"model=~{promql_regex_alternatives(target.models)},"
+        'variant=""'
     )
 
     def rate(metric: str) -> str:

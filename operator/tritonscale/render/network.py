@@ -95,10 +95,10 @@ def _ports(*ports: int) -> list[dict[str, Any]]:
     return [{"protocol": "TCP", "port": port} for port in ports]
 
 
-def _metrics_rule(options: NetworkPolicyOptions, port: int) -> dict[str, Any]:
+def _metrics_rule(options: NetworkPolicyOptions, *ports: int) -> dict[str, Any]:
     labels = options.metrics_namespace_labels
     selector = {"matchLabels": dict(labels)} if labels else {}
-    return {"from": [{"namespaceSelector": selector}], "ports": _ports(port)}
+    return {"from": [{"namespaceSelector": selector}], "ports": _ports(*ports)}
 
 
 def _policy(
@@ -122,14 +122,16 @@ def render_network_policies(
 ) -> list[dict[str, Any]]:
     """The Triton pods' and the router pods' NetworkPolicies."""
     # The model's ports, and each served variant's (render.variants): the routers call them all.
-    serving = [HTTP_PORT, GRPC_PORT]
+    serving, metrics = [HTTP_PORT, GRPC_PORT], [METRICS_PORT]
     for index in range(len(served_variants(service))):
-        serving += variant_ports(index)[:2]
+        http, grpc, variant_metrics = variant_ports(index)
+        serving += [http, grpc]
+        metrics.append(variant_metrics)
     from_router = {
         "from": [{"podSelector": {"matchLabels": names.component_selector(COMPONENT_ROUTER)}}],
         "ports": _ports(*serving),
     }
-    triton_ingress = [from_router, _metrics_rule(options, METRICS_PORT)]
+    triton_ingress = [from_router, _metrics_rule(options, *metrics)]
     from_operator: list[dict[str, Any]] = []
     if options.operator_namespace is not None:
         from_operator = [

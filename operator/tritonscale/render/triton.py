@@ -26,7 +26,7 @@ from tritonscale.render.presets import (
     pool_tolerations,
     required_node_affinity,
 )
-from tritonscale.render.variants import launcher_script, served_variants, variant_args
+from tritonscale.render.variants import launcher_script, served_variants, variant_annotations, variant_args
 
 TRITON_UID: Final = 1000  # the `triton-server` user of NVIDIA's images
 
@@ -167,6 +167,7 @@ def render_triton_deployment(
         max_surge="25%",
         pod_spec=pod_spec,
         metrics_port=METRICS_PORT,
+        annotations=variant_annotations(service),
     )
 
 

@@ -35,6 +35,17 @@ def served_variants(service: InferenceService) -> tuple[ModelVariant, ...]:
     return tuple(spec.model.variants)
 
 
+def variant_annotation(index: int) -> str:
+    """The Triton pods' annotation naming the variant whose process serves metrics on port
+    `v{index}-metrics`: the chart's PodMonitor labels those series `variant` with it, so they are
+    told from the model's (all serve under the model's name)."""
+    return f"tritonscale.io/variant-v{index}"
+
+
+def variant_annotations(service: InferenceService) -> dict[str, str]:
+    return {variant_annotation(index): variant.name for index, variant in enumerate(served_variants(service))}
+
+
 def variant_repository(service: InferenceService, index: int) -> str:
     variant = service.spec.model.variants[index]
     return variant.repository or f"{VIEW_ROOT}/{index}"
