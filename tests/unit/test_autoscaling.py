@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tritonscale.api.observation import Observation
+from tritonscale.api.observation import Observation, RouterSignal
 from tritonscale.policy.autoscaling import (
     AutoscalerSettings,
     AutoscalerState,
@@ -300,3 +300,37 @@ def test_a_scale_up_at_a_rate_the_scale_down_kept_margin_for_is_no_reversal() ->
     down = policy._record_change(AutoscalerState(), 10.0, 800.0, up=False)
     assert down.last_down_rps == 800.0
     assert policy._record_change(down, 20.0, 900.0, up=True).last_down_rps == 800.0
+
+
+def test_the_metrics_trend_alone_does_not_undo_a_recent_scale_down() -> None:
+    """Real traffic's half-minute trend swings by a tenth either way; carried a minute ahead it
+    undid scale-downs the load never needed undone (flaps). Within the window after a
+    scale-down, with the routers watching for surges and seeing none, only the present undoes
+    it; after the window, or without the routers, the trend counts again."""
+
+    def changes(rise_at: float, rise: float, routers: bool = True) -> list[Decision]:
+        policy, state, current, seen = LatencyAutoscaler(SETTINGS), AutoscalerState(), 7, []
+        for now in range(10, int(rise_at) + 40, 10):
+            rate = 850.0 + rise * min(max(now - rise_at, 0.0), 30.0) / 30.0
+            # Routers that see the same rate with no change point in it: no surge.
+            signal = RouterSignal(rate, 60.0, rate, 0.0, None, in_flight=4.0, age_s=0.0) if routers else None
+            seen_now = observe(rate, 60.0, current, router=signal)
+            decision, state = policy.decide(seen_now, state, float(now), current)
+            seen.append(decision)
+            current = decision.desired
+        return seen
+
+    # 850 req/s for five minutes: scaled down to 3 at 310-320 s, then a 30 s rise of 10 %.
+    early = changes(420.0, 90.0)
+    assert [d.desired for d in early if d.direction == "down"] == [4, 3]
+    assert all(d.direction != "up" for d in early)
+    assert "trend to 1030 req/s not followed: scaled down 130s ago" in early[-1].reason
+    # The same rise once the window has passed: the trend sizes ahead, as on any ramp.
+    late = changes(700.0, 90.0)
+    assert late[-1].direction == "up" and "not followed" not in late[-1].reason
+    # Without the routers' counts the trend is the only sign of a surge: it is followed.
+    blind = changes(420.0, 90.0, routers=False)
+    assert blind[-1].direction == "up"
+    # A rise the present itself needs more for undoes the scale-down at once.
+    needed = changes(420.0, 250.0)
+    assert any(d.direction == "up" for d in needed[-3:])

@@ -19,7 +19,13 @@ Each decision:
    than expected (a tolerance band against flapping); once a scale-down had to be undone
    within the window (a reversal), for the next hour only to a count that carries the rate
    growth seen over a window at the 90th percentile: a load that surges keeps its headroom,
-   a steady one does not pay for it;
+   a steady one does not pay for it; within the window after a scale-down, while the
+   percentile is within the objective and the routers' counts (read every 2 s and tested
+   for a change of rate) show no surge, it scales up for the present (its rate, the growth
+   seen before within a cold start, a backlog, a forecast surge) but not for the metrics'
+   trend carried ahead: on real traffic that half-minute trend swings by a tenth either
+   way, and carried a minute ahead it undid scale-downs the load never needed undone
+   (flaps). Without the routers' counts the trend is the only sign of a surge, and counts;
 6. clamps to min..max and says why, in numbers.
 """
 
@@ -152,6 +158,7 @@ class Decision:
     surge: str | None = None  # the routers' counts showed a surge the metrics do not show yet
     forecast: str | None = None  # a recurring surge the decision provisions ahead of
     headroom: str | None = None  # why more than the model's count is kept after a reversal
+    trend_held: str | None = None  # the trend that would have undone a recent scale-down
 
     @property
     def direction(self) -> str:
@@ -184,6 +191,8 @@ class Decision:
             summary += f" ({self.forecast})"
         if self.headroom is not None:
             summary += f" ({self.headroom})"
+        if self.trend_held is not None:
+            summary += f" ({self.trend_held})"
 
         if self.verdict is Verdict.WAIT_FOR_HISTORY:
             action = f"holding until {self.stabilization_s:g}s of history"
@@ -216,6 +225,8 @@ class _Sizing:
     explains_at: Callable[[int], float]  # corrected predicted latency at the current rate
     forecast: str | None = None  # set when a recurring surge raised the expected rate
     headroom: str | None = None  # set when a past reversal keeps more than the expected rate needs
+    up_untrended: int = 0  # `up` for the present alone: without the metrics' trend carried ahead
+    untrended_rate: float = 0.0  # the expected rate without that trend
 
 
 def _fit_service_time(
@@ -356,6 +367,15 @@ class LatencyAutoscaler:
         sizing = self._size(observation, state, now, service, surge, current, bridge)
         state = replace(state, sized_for_rps=sizing.present_rate)
         panic = self._panics(observation, phase, current)
+        trend_held = None
+        if sizing.up > max(current, sizing.up_untrended) and self._scale_down_stands(
+            observation, state, now, surge
+        ):
+            trend_held = (
+                f"trend to {sizing.expected_rate:.0f} req/s not followed: "
+                f"scaled down {now - (state.last_change_s or now):.0f}s ago"
+            )
+            sizing = replace(sizing, up=sizing.up_untrended, expected_rate=sizing.untrended_rate)
         wanted_up = self._wanted_up(observation, sizing, panic)
         # What is asked for now (panic included) is held for the whole stabilization window;
         # what a surge asked for, only until the drop settles when a proven period forecasts
@@ -395,8 +415,26 @@ class LatencyAutoscaler:
             surge=surge.describe() if surge is not None and sizing.up > current else None,
             forecast=quiet if quiet is not None and clamped < current else sizing.forecast,
             headroom=sizing.headroom if clamped > sizing.up else None,
+            trend_held=trend_held if clamped <= current else None,
         )
         return decision, state
+
+    def _scale_down_stands(
+        self, observation: Observation, state: AutoscalerState, now: float, surge: RouterSignal | None
+    ) -> bool:
+        """Whether the last change was a scale-down within the stabilization window that the
+        present does not contradict: the percentile within the objective, and the routers'
+        counts fresh and showing no surge. Then the metrics' trend alone does not undo it (see
+        the module's step 5): the routers' change-point test is the surer sign of a surge."""
+        s = self.settings
+        return (
+            state.last_direction < 0
+            and state.last_change_s is not None
+            and now - state.last_change_s <= s.stabilization_s
+            and (observation.latency_ms or 0.0) <= s.up_threshold * s.target_ms
+            and _fresh_router(observation) is not None
+            and surge is None
+        )
 
     def _quiet(self, state: AutoscalerState, now: float, present_rps: float) -> str | None:
         """Why recommendations need be held only until they settle: a proven period forecasts
@@ -603,32 +641,14 @@ class LatencyAutoscaler:
         # Otherwise the metrics' rate is that of rate_age_s ago: their trend is carried over
         # that lag too (on a steady ramp a minute's window lags by half a minute and more).
         lag_s = observation.rate_age_s if surge is None else 0.0
-        expected = max(
-            latest if filling else _trend_rate(state.rates, now, s.cold_start_s + lag_s, s.trend_window_s),
+        trend = latest if filling else _trend_rate(state.rates, now, s.cold_start_s + lag_s, s.trend_window_s)
+        untrended = max(
             latest * _growth(state.rates, s.cold_start_s, s.growth_quantile, GROWTH_MIN_WINDOWS),
             latest
             + (surge.slope_rps_per_s * min(s.cold_start_s, surge.since_s) if surge is not None else 0.0),
         )
-        # Faster variants multiply what the ready replicas carry by up to `bridge` until new
-        # capacity arrives (policy.variants): the growth within a cold start is theirs to carry.
-        expected = max(latest, expected / bridge)
-        # A surge that recurs (a proven period) is provisioned a cold start (and a bucket of
-        # timing slack) before it comes. While the present is within the forecast surge (as
-        # close as the proof asked), its size is known: the ramp is not extrapolated past it. It
-        # never sizes below the present, and a surge larger than forecast is met as any other.
-        ahead_s = s.cold_start_s + BUCKET_S
-        recurring = forecast(state.rate_peaks, now, ahead_s) if s.forecast else None
-        recurrence = state.rate_peaks.recurrence
-        forecast_note = None
-        if recurring is not None and recurrence is not None:
-            if recurrence.surges_to(recurring) and latest <= recurring / MIN_COVERAGE:
-                expected = max(recurring, latest)
-            elif recurring > expected:
-                expected = recurring
-            if expected == recurring and recurrence.surges_to(recurring):
-                forecast_note = (
-                    f"forecast {recurring:.0f} req/s within {ahead_s:.0f}s, {recurrence.describe()}"
-                )
+        expected, forecast_note = self._with_forecast(max(trend, untrended), latest, state, now, bridge)
+        untrended, _ = self._with_forecast(untrended, latest, state, now, bridge)
         if service is None:
             # No execution times (e.g. only overridden latency and rate queries): scale in
             # proportion to the observed latency, like a plain ratio controller.
@@ -637,7 +657,15 @@ class LatencyAutoscaler:
             up = max(1, math.ceil(base * ratio))
             down = max(1, math.ceil(base * ratio * (1 + s.down_rate_margin)))
             return _Sizing(
-                latest, expected, up, max(up, down), math.nan, lambda replicas: math.inf, forecast_note
+                latest,
+                expected,
+                up,
+                max(up, down),
+                math.nan,
+                lambda replicas: math.inf,
+                forecast_note,
+                up_untrended=up,
+                untrended_rate=expected,
             )
 
         def corrected_ms(replicas: int, rate: float) -> float:
@@ -646,7 +674,6 @@ class LatencyAutoscaler:
 
         most = s.max_replicas * 4
         limit = s.target_ms * s.up_threshold
-        up = fewest_replicas(lambda n: corrected_ms(n, expected) <= limit, most)
         # A backlog must be drained: the queue now, plus what piles up until new capacity is
         # ready (arrivals beyond what the serving replicas can do, over a cold start), gone
         # within drain_s once it is there, at full batches (the most a replica can do).
@@ -662,8 +689,15 @@ class LatencyAutoscaler:
         short_of_ready = max(0.0, latest - ready * full_rps * bridge)
         short_of_current = max(0.0, latest - max(current, ready) * full_rps * bridge)
         backlog = pending + (short_of_ready + short_of_current) * s.cold_start_s / 2
-        if backlog > latest * s.target_ms / 1000.0:
-            up = max(up, math.ceil((expected + backlog / s.drain_s) / full_rps))
+        draining = backlog > latest * s.target_ms / 1000.0
+
+        def replicas_for(rate: float) -> int:
+            replicas = fewest_replicas(lambda n: corrected_ms(n, rate) <= limit, most)
+            if draining:
+                replicas = max(replicas, math.ceil((rate + backlog / s.drain_s) / full_rps))
+            return replicas
+
+        up = replicas_for(expected)
         plain_margin = expected * (1 + s.down_rate_margin)
         margin, headroom_note = plain_margin, None
         last_reversal = max((when for when in state.reversals if when >= now - s.history_s), default=None)
@@ -690,7 +724,35 @@ class LatencyAutoscaler:
             lambda replicas: corrected_ms(replicas, latest),
             forecast_note,
             headroom_note,
+            up_untrended=replicas_for(untrended),
+            untrended_rate=untrended,
         )
+
+    def _with_forecast(
+        self, expected: float, latest: float, state: AutoscalerState, now: float, bridge: float
+    ) -> tuple[float, str | None]:
+        """The expected rate with what faster variants carry and a forecast surge taken in,
+        and the forecast's note when it set the rate."""
+        s = self.settings
+        # Faster variants multiply what the ready replicas carry by up to `bridge` until new
+        # capacity arrives (policy.variants): the growth within a cold start is theirs to carry.
+        expected = max(latest, expected / bridge)
+        # A surge that recurs (a proven period) is provisioned a cold start (and a bucket of
+        # timing slack) before it comes. While the present is within the forecast surge (as
+        # close as the proof asked), its size is known: the ramp is not extrapolated past it. It
+        # never sizes below the present, and a surge larger than forecast is met as any other.
+        ahead_s = s.cold_start_s + BUCKET_S
+        recurring = forecast(state.rate_peaks, now, ahead_s) if s.forecast else None
+        recurrence = state.rate_peaks.recurrence
+        if recurring is None or recurrence is None:
+            return expected, None
+        if recurrence.surges_to(recurring) and latest <= recurring / MIN_COVERAGE:
+            expected = max(recurring, latest)
+        elif recurring > expected:
+            expected = recurring
+        if expected == recurring and recurrence.surges_to(recurring):
+            return expected, f"forecast {recurring:.0f} req/s within {ahead_s:.0f}s, {recurrence.describe()}"
+        return expected, None
 
     def _update_feedback(
         self, observation: Observation, state: AutoscalerState, service: ServiceTime, now: float
