@@ -647,8 +647,10 @@ class LatencyAutoscaler:
             latest
             + (surge.slope_rps_per_s * min(s.cold_start_s, surge.since_s) if surge is not None else 0.0),
         )
-        expected, forecast_note = self._with_forecast(max(trend, untrended), latest, state, now, bridge)
-        untrended, _ = self._with_forecast(untrended, latest, state, now, bridge)
+        ahead_s = s.cold_start_s + BUCKET_S
+        recurring = forecast(state.rate_peaks, now, ahead_s) if s.forecast else None
+        expected, forecast_note = self._with_forecast(max(trend, untrended), latest, state, recurring, bridge)
+        untrended, _ = self._with_forecast(untrended, latest, state, recurring, bridge)
         if service is None:
             # No execution times (e.g. only overridden latency and rate queries): scale in
             # proportion to the observed latency, like a plain ratio controller.
@@ -729,10 +731,10 @@ class LatencyAutoscaler:
         )
 
     def _with_forecast(
-        self, expected: float, latest: float, state: AutoscalerState, now: float, bridge: float
+        self, expected: float, latest: float, state: AutoscalerState, recurring: float | None, bridge: float
     ) -> tuple[float, str | None]:
-        """The expected rate with what faster variants carry and a forecast surge taken in,
-        and the forecast's note when it set the rate."""
+        """The expected rate with what faster variants carry and the forecast rate a cold start
+        and a bucket ahead (`recurring`) taken in, and the forecast's note when it set the rate."""
         s = self.settings
         # Faster variants multiply what the ready replicas carry by up to `bridge` until new
         # capacity arrives (policy.variants): the growth within a cold start is theirs to carry.
@@ -742,7 +744,6 @@ class LatencyAutoscaler:
         # close as the proof asked), its size is known: the ramp is not extrapolated past it. It
         # never sizes below the present, and a surge larger than forecast is met as any other.
         ahead_s = s.cold_start_s + BUCKET_S
-        recurring = forecast(state.rate_peaks, now, ahead_s) if s.forecast else None
         recurrence = state.rate_peaks.recurrence
         if recurring is None or recurrence is None:
             return expected, None
