@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.process_stack import bench_simulated, process_stack, prometheus_autoscaler
+from tritonscale.render.router import SHARE_SCALE
 from tritonscale_sandbox.local_stack import ProcessBackedCluster
 from tritonscale_sandbox.triton import ReplicaServer, SimulatedModel, TritonInstall
 
@@ -253,7 +254,9 @@ def test_a_variant_carries_a_surge_while_replicas_start_and_the_model_takes_back
     taken_back = [held for at, held, _, _ in carried.timeline if arrived <= at <= arrived + TAKE_BACK_S]
     assert "v0 0" in taken_back, carried.timeline
     after = [
-        int(held.split()[1]) / 10000 for at, held, _, _ in carried.timeline if at > arrived + TAKE_BACK_S
+        int(held.split()[1]) / SHARE_SCALE
+        for at, held, _, _ in carried.timeline
+        if at > arrived + TAKE_BACK_S
     ]
     assert after and sum(after) / len(after) <= 0.05, carried.timeline
     assert "VariantsStopped" in carried.events
