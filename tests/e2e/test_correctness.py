@@ -235,6 +235,30 @@ def test_a_child_the_api_server_refuses_is_reported_and_never_rolled_out(
         ]
     )
     try:
+        # The API server loads a new policy asynchronously (CI once saw replicas: 5 accepted):
+        # wait until a server-side dry run of an over-cap Deployment is refused.
+        probe = {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "policy-probe", "namespace": ns},
+            "spec": {
+                "replicas": 4,
+                "selector": {"matchLabels": {"probe": "policy"}},
+                "template": {
+                    "metadata": {"labels": {"probe": "policy"}},
+                    "spec": {"containers": [{"name": "probe", "image": "probe"}]},
+                },
+            },
+        }
+        cluster.wait_until(
+            lambda: (
+                "at most 3 replicas here"
+                in cluster.kubectl(
+                    "create", "--dry-run=server", "-f", "-", input=_yaml(probe), check=False
+                ).stderr
+            ),
+            "the replica-cap policy to take effect",
+        )
         cluster.kubectl("apply", "-f", "-", input=_yaml(make_inference_service(name, ns, spec__replicas=2)))
         wait_settled(cluster, operator, ns, name, Expected(replicas=2, on_demand=2, spot=0))
         cluster.kubectl("patch", "tis", name, "-n", ns, "--type=merge", "-p", '{"spec": {"replicas": 5}}')
