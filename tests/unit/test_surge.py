@@ -3,6 +3,7 @@ autoscaler and the simulator."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import socket
 
@@ -325,3 +326,51 @@ def test_a_first_traffic_seen_by_the_routers_is_not_read_as_a_ramp() -> None:
         needed = decision.desired
     assert max(_first_traffic(300.0, routers=True)) == needed
     assert max(_first_traffic(300.0, routers=False)) > needed
+
+
+def _step(before: float, after: float, floor: int, routers: bool) -> list[int]:
+    """Desired replicas every 2 s: `before` req/s for five minutes, then `after` from t = 300 s,
+    with at least `floor` replicas (enough for `after`, so nothing piles up to be drained), ready
+    as soon as asked for. The metrics' rate is over 30 s, as the benchmark's Prometheus feed (so
+    it climbs to `after` as its window fills); the routers, when read, show the step and the flat
+    level since (the change point leaves their history after HISTORY_S)."""
+    settings = dataclasses.replace(SETTINGS, min_replicas=floor)
+    policy, state, current, desired = LatencyAutoscaler(settings), AutoscalerState(), floor, []
+    for now in range(0, 420, 2):
+        since = now - 300
+        metrics_rate = before + (after - before) * min(max(since, 0), 30) / 30
+        router = None
+        if routers and since >= ROUTER_PERIOD_S:
+            router = RouterSignal(
+                rate_rps=after,
+                since_s=min(since, HISTORY_S),
+                present_rps=after,
+                slope_rps_per_s=0.0,
+                previous_rps=before if since < HISTORY_S else None,
+                in_flight=2.0,
+                age_s=0.5,
+            )
+        seen = observe(metrics_rate, 40.0, current, rate_age_s=20.0, router=router)
+        decision, state = policy.decide(seen, state, float(now), current)
+        current = decision.desired
+        desired.append(current)
+    return desired
+
+
+def test_a_step_the_routers_have_counted_caps_the_metrics_catching_up() -> None:
+    """After a step the metrics' window fills with it, a climb that is not the load's: carried
+    forward over a cold start it asked for capacity beyond the new level. Once the routers have
+    counted the flat level for STEP_SEEN_S, the climb is carried no further than that level."""
+    needed = _steady_need(3000.0)
+    assert max(_step(300.0, 3000.0, needed, routers=True)) == needed
+    assert max(_step(300.0, 3000.0, needed, routers=False)) > needed
+
+
+def _steady_need(rate: float) -> int:
+    policy, state, needed = LatencyAutoscaler(SETTINGS), AutoscalerState(), 1
+    for now in range(0, 400, 10):
+        decision, state = policy.decide(
+            observe(rate, 40.0, needed, rate_age_s=20.0), state, float(now), needed
+        )
+        needed = decision.desired
+    return needed

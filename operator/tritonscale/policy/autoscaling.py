@@ -43,7 +43,7 @@ from tritonscale.policy.forecast import BUCKET_S, MIN_COVERAGE, RateHistory, for
 from tritonscale.policy.forecast import remember as remember_rate
 from tritonscale.policy.queueing import ServiceTime, fewest_replicas, predicted_latency_ms
 from tritonscale.policy.service_facts import DEFAULT_COLD_START_S, DEFAULT_MAX_BATCH
-from tritonscale.policy.surge import RETRIGGER_RATIO
+from tritonscale.policy.surge import RETRIGGER_RATIO, ROUTER_PERIOD_S
 from tritonscale.policy.surge import STALE_S as ROUTER_STALE_S
 
 LOAD_BUCKET_BASE = math.log(1.1)
@@ -52,6 +52,9 @@ RATE_SPACING_S = 5.0  # the rate history keeps at most one sample per this many 
 # percentile of fewer windows is one surge, which would hold its headroom for an hour. (After a
 # reversal, the load has shown it surges, and the shorter history counts.)
 GROWTH_MIN_WINDOWS = 20
+# The routers have counted a step's new level this long before it caps the metrics' catching-up
+# trend: three of their intervals, the fewest their slope test uses (sooner, a ramp looks flat).
+STEP_SEEN_S = 3 * ROUTER_PERIOD_S
 
 
 def load_bucket(per_replica_rps: float) -> int:
@@ -301,6 +304,17 @@ def _surge(observation: Observation) -> RouterSignal | None:
         return None
     assert observation.arrival_rate_rps is not None
     return router if router.present_rps > RETRIGGER_RATIO * observation.arrival_rate_rps else None
+
+
+def _stepped(router: RouterSignal | None) -> RouterSignal | None:
+    """The routers' fresh signal when it shows a step up: a change point after which the rate
+    is RETRIGGER_RATIO or more above the rate before it (a slow rise also finds change points,
+    with a ratio close to 1, and there the metrics' trend is the load's), counted for
+    STEP_SEEN_S at least."""
+    if router is None or not router.surged or router.since_s < STEP_SEEN_S:
+        return None
+    assert router.previous_rps is not None
+    return router if router.rate_rps >= RETRIGGER_RATIO * router.previous_rps else None
 
 
 def _growth(
@@ -642,6 +656,14 @@ class LatencyAutoscaler:
         # that lag too (on a steady ramp a minute's window lags by half a minute and more).
         lag_s = observation.rate_age_s if surge is None else 0.0
         trend = latest if filling else _trend_rate(state.rates, now, s.cold_start_s + lag_s, s.trend_window_s)
+        stepped = _stepped(router)
+        if stepped is not None:
+            # After a step the metrics' window fills with it: their rate climbs towards the new
+            # level, a ramp that is not the load's. Carried forward it asked for capacity beyond
+            # the step (flash-crowd: 1.63x the oracle's replica-hours in training, 1.49x with
+            # this cap at the same attainment). The routers see the level and its own slope.
+            reach = stepped.present_rps + stepped.slope_rps_per_s * min(s.cold_start_s, stepped.since_s)
+            trend = min(trend, max(latest, reach))
         untrended = max(
             latest * _growth(state.rates, s.cold_start_s, s.growth_quantile, GROWTH_MIN_WINDOWS),
             latest
