@@ -315,15 +315,21 @@ def _first_traffic(rate: float, routers: bool) -> list[int]:
     return desired
 
 
+def _steady_need(rate: float, rate_age_s: float) -> int:
+    """The replicas a steady `rate` settles at, decided every 10 s for 400 s."""
+    policy, state, needed = LatencyAutoscaler(SETTINGS), AutoscalerState(), 1
+    for now in range(0, 400, 10):
+        seen = observe(rate, 40.0, needed, rate_age_s=rate_age_s)
+        decision, state = policy.decide(seen, state, float(now), needed)
+        needed = decision.desired
+    return needed
+
+
 def test_a_first_traffic_seen_by_the_routers_is_not_read_as_a_ramp() -> None:
     """A service's first traffic: the metrics' window filling looks like a ramp, which extrapolated
     over a cold start asked for a replica that went again a minute later. With the routers read,
     it is sized for the level they show; without them the ramp is all there is to go on."""
-    steady = [(float(t), observe(300.0, 40.0, 1, rate_age_s=30.0)) for t in range(0, 400, 10)]
-    policy, state, needed = LatencyAutoscaler(SETTINGS), AutoscalerState(), 1
-    for now, seen in steady:
-        decision, state = policy.decide(seen, state, now, needed)
-        needed = decision.desired
+    needed = _steady_need(300.0, rate_age_s=30.0)
     assert max(_first_traffic(300.0, routers=True)) == needed
     assert max(_first_traffic(300.0, routers=False)) > needed
 
@@ -361,16 +367,6 @@ def test_a_step_the_routers_have_counted_caps_the_metrics_catching_up() -> None:
     """After a step the metrics' window fills with it, a climb that is not the load's: carried
     forward over a cold start it asked for capacity beyond the new level. Once the routers have
     counted the flat level for STEP_SEEN_S, the climb is carried no further than that level."""
-    needed = _steady_need(3000.0)
+    needed = _steady_need(3000.0, rate_age_s=20.0)
     assert max(_step(300.0, 3000.0, needed, routers=True)) == needed
     assert max(_step(300.0, 3000.0, needed, routers=False)) > needed
-
-
-def _steady_need(rate: float) -> int:
-    policy, state, needed = LatencyAutoscaler(SETTINGS), AutoscalerState(), 1
-    for now in range(0, 400, 10):
-        decision, state = policy.decide(
-            observe(rate, 40.0, needed, rate_age_s=20.0), state, float(now), needed
-        )
-        needed = decision.desired
-    return needed
