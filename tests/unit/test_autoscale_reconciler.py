@@ -633,3 +633,45 @@ def test_the_accuracy_ledger_counts_through_a_router_unread_and_a_router_restart
     assert decision.served_accuracy == pytest.approx(
         (true_model + 0.99 * true_variant) / (true_model + true_variant)
     )
+
+
+def test_with_replicas_serving_on_spot_the_decision_keeps_a_spare() -> None:
+    """status.spotReplicas (ready on spot) and spec.capacity reach the policy: at 950 req/s six
+    replicas of 44 ms batches of 8 (182 req/s each at full batches) meet the objective but five
+    could not carry it, so a seventh is kept while some serve on spot; with spot off the same
+    observation keeps six."""
+    steady = Observation(
+        arrival_rate_rps=950.0, latency_ms=60.0, ready_replicas=6, mean_compute_ms=44.0, average_batch=8.0
+    )
+    desired = {}
+    for spot in (False, True):
+        cluster = FakeCluster()
+        cluster.add_service(
+            make_inference_service(
+                name="bert",
+                namespace="nlp",
+                spec__replicas=6,
+                spec__autoscaling={"minReplicas": 1, "maxReplicas": 20, "periodSeconds": 5},
+                spec__capacity={"onDemandBase": 1, "spot": {"enabled": spot, "maxFraction": 0.75}},
+            )
+        )
+        stack = StackReconciler(cluster, clock=lambda: NOW)
+        stack.reconcile("nlp", "bert")
+        cluster.make_all_ready()
+        stack.reconcile("nlp", "bert")
+        assert status(cluster)["spotReplicas"] == (4 if spot else 0)
+        source = ScriptedSource()
+        source.next = steady
+        clock = iter(float(t) for t in range(0, 10_000, 5))
+        autoscaler = AutoscaleReconciler(
+            cluster, stack, lambda s: (source, "triton"), clock=lambda: NOW, monotonic=lambda: next(clock)
+        )
+        autoscaler.tick("nlp", "bert")
+        desired[spot] = status(cluster)["desiredReplicas"]
+        if spot:
+            reason = status(cluster)["lastScale"]["reason"]  # type: ignore[index]
+            assert (
+                "6 would be past saturation at 950 req/s with a spot replica reclaimed: one spare, 7"
+                in reason
+            )
+    assert desired == {False: 6, True: 7}

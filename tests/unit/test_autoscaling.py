@@ -8,13 +8,17 @@ from typing import Any
 import pytest
 
 from tritonscale.api.observation import Observation, RouterSignal
+from tritonscale.api.spec import AutoscalingSpec, CapacitySpec, SpotSpec
 from tritonscale.policy.autoscaling import (
     AutoscalerSettings,
     AutoscalerState,
     Decision,
     LatencyAutoscaler,
     Verdict,
+    settings_from_spec,
+    with_spare,
 )
+from tritonscale.policy.queueing import ServiceTime
 
 SETTINGS = AutoscalerSettings(target_ms=100.0, percentile=95.0, min_replicas=1, max_replicas=20, max_batch=8)
 
@@ -334,3 +338,42 @@ def test_the_metrics_trend_alone_does_not_undo_a_recent_scale_down() -> None:
     # A rise the present itself needs more for undoes the scale-down at once.
     needed = changes(420.0, 250.0)
     assert any(d.direction == "up" for d in needed[-3:])
+
+
+def test_with_spot_in_the_fleet_one_spare_keeps_a_reclaim_short_of_saturation() -> None:
+    """At 1100 req/s six replicas of tau = 38 ms batches of 8 (210 req/s each at full batches)
+    meet the objective; five could not carry it. From the count where spot gets a replica on,
+    one more is kept, and the reason says why."""
+    steady = [(10.0, observe(1100, 80, 6, batch=6.0, spot_ready_replicas=4))]
+    (plain,), _ = run(steady, current=6)
+    assert plain.desired == 6
+    (spared,), _ = run(steady, current=6, settings=replace(SETTINGS, spot_from_replicas=2))
+    assert spared.desired == 7
+    assert (
+        "6 would be past saturation at 1100 req/s with a spot replica reclaimed: one spare, 7"
+        in spared.reason
+    )
+    # While every replica is on on-demand (spot starts at 8 here), no spare.
+    (on_demand,), _ = run(steady, current=6, settings=replace(SETTINGS, spot_from_replicas=8))
+    assert on_demand.desired == 6
+    # Nor while none serves on spot (the pool is gone: on-demand stand-ins are not reclaimed).
+    spot_gone = [(10.0, observe(1100, 80, 6, batch=6.0, spot_ready_replicas=0))]
+    (stood_in,), _ = run(spot_gone, current=6, settings=replace(SETTINGS, spot_from_replicas=2))
+    assert stood_in.desired == 6
+
+
+def test_a_spare_costs_a_large_fleet_nothing_and_a_lone_spot_replica_gets_one() -> None:
+    service = ServiceTime(base_ms=38.0, max_batch=8)  # 210.5 req/s at full batches
+    assert with_spare(40, 7000.0, service, spot_from=2) == 40  # 39 carry 8,200 req/s
+    assert with_spare(6, 1100.0, service, spot_from=2) == 7
+    assert with_spare(6, 1100.0, service, spot_from=None) == 6
+    assert with_spare(1, 10.0, service, spot_from=1) == 2  # the only replica is on spot
+    assert with_spare(1, 0.0, service, spot_from=1) == 1  # no traffic to lose
+
+
+def test_the_spare_follows_the_capacity_spec() -> None:
+    autoscaling = AutoscalingSpec()
+    spot = CapacitySpec(on_demand_base=1, spot=SpotSpec(enabled=True, max_fraction=0.75))
+    assert settings_from_spec(autoscaling, capacity=spot).spot_from_replicas == 2
+    assert settings_from_spec(autoscaling, capacity=CapacitySpec()).spot_from_replicas is None
+    assert settings_from_spec(autoscaling).spot_from_replicas is None

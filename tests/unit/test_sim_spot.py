@@ -298,3 +298,23 @@ def test_spot_options_need_spot_and_the_default_run_is_unchanged(tmp_path: Path)
     assert plain.exit_code == 0, plain.output
     record = json.loads(out.read_text())
     assert "capacity_strategy" not in record and "cost" not in record
+
+
+def test_with_spot_in_the_fleet_the_latency_policy_keeps_a_spare_that_rides_out_a_reclaim() -> None:
+    """900 req/s is six replicas' work at the objective, at ~82 % of their full-batch capacity:
+    a reclaimed one leaves five past saturation until its replacement serves. With the spare the
+    operator keeps on spot (spot_from_replicas, as settings_from_spec derives it), it does not."""
+    times = arrivals(Workload("steady", (RateStep(0.0, 900.0),), 1200), 3)
+    reclaim = MarketTimeline(outages=(), candidates=((600.0, 0.0),), max_spot=20)
+    within_after: dict[int | None, float] = {}
+    for spot_from in (None, 2):
+        plan = CapacityPlan("spot-fallback", CAPACITY, SpotMarket(notice_s=120.0), timeline=reclaim)
+        policy = LatencyPolicy(ENV, OBJECTIVE, spot_from_replicas=spot_from)
+        result = Simulation(times, ENV, 100, 95).run(policy, 6, 1200, capacity=plan)
+        assert result.capacity is not None and result.capacity.reclaims == 1
+        after = (result.arrivals >= 600.0) & (result.arrivals < 720.0)
+        within_after[spot_from] = float(np.mean(result.latencies_s[after] <= 0.1))
+        if spot_from is not None:
+            assert max(count for _, count in result.timeline.provisioned_changes) == 7
+    assert within_after[None] < 0.95
+    assert within_after[2] > 0.99

@@ -89,6 +89,9 @@ class Observation:
     # The share of the window's requests a faster variant served (policy.variants): the latency
     # is theirs too, the service-time statistics only the primary model's.
     variant_share: float = 0.0
+    # Ready replicas on spot capacity (status.spotReplicas), which a reclaim can take; None when
+    # not known. Only while some serve on spot does the autoscaler keep a spare (with_spare).
+    spot_ready_replicas: int | None = None
 
     @staticmethod
     def unavailable(reason: str, ready_replicas: int, sample_age_s: float = math.inf) -> Observation:

@@ -38,9 +38,10 @@ from enum import StrEnum
 from typing import Literal
 
 from tritonscale.api.observation import Observation, RouterSignal
-from tritonscale.api.spec import AutoscalingSpec
+from tritonscale.api.spec import AutoscalingSpec, CapacitySpec
 from tritonscale.policy.forecast import BUCKET_S, MIN_COVERAGE, RateHistory, forecast, quiet
 from tritonscale.policy.forecast import remember as remember_rate
+from tritonscale.policy.placement import fewest_on_spot
 from tritonscale.policy.queueing import ServiceTime, fewest_replicas, predicted_latency_ms
 from tritonscale.policy.service_facts import DEFAULT_COLD_START_S, DEFAULT_MAX_BATCH
 from tritonscale.policy.surge import RETRIGGER_RATIO, ROUTER_PERIOD_S
@@ -98,6 +99,9 @@ class AutoscalerSettings:
     max_batch: int = 1
     stale_after_s: float = 120.0
     forecast: bool = True  # provision recurring surges ahead when a period is proven (policy.forecast)
+    # The fewest desired replicas of which the placement puts one on spot (None: spot off).
+    # From there one spare is kept (with_spare).
+    spot_from_replicas: int | None = None
 
 
 @dataclass(frozen=True)
@@ -161,6 +165,7 @@ class Decision:
     surge: str | None = None  # the routers' counts showed a surge the metrics do not show yet
     forecast: str | None = None  # a recurring surge the decision provisions ahead of
     headroom: str | None = None  # why more than the model's count is kept after a reversal
+    spare: str | None = None  # why one replica beyond the model's count is kept on spot
     trend_held: str | None = None  # the trend that would have undone a recent scale-down
 
     @property
@@ -194,6 +199,8 @@ class Decision:
             summary += f" ({self.forecast})"
         if self.headroom is not None:
             summary += f" ({self.headroom})"
+        if self.spare is not None:
+            summary += f" ({self.spare})"
         if self.trend_held is not None:
             summary += f" ({self.trend_held})"
 
@@ -228,8 +235,25 @@ class _Sizing:
     explains_at: Callable[[int], float]  # corrected predicted latency at the current rate
     forecast: str | None = None  # set when a recurring surge raised the expected rate
     headroom: str | None = None  # set when a past reversal keeps more than the expected rate needs
+    spare: str | None = None  # set when `up` includes a spare for a spot reclaim
     up_untrended: int = 0  # `up` for the present alone: without the metrics' trend carried ahead
     untrended_rate: float = 0.0  # the expected rate without that trend
+
+
+def with_spare(replicas: int, rate_rps: float, service: ServiceTime, spot_from: int | None) -> int:
+    """`replicas`, or more when some of them run on spot and the others could not carry
+    `rate_rps` at full batches if one went.
+
+    A reclaimed spot replica is gone for a cold start at least: the node's drain may evict one
+    pod at once (the PodDisruptionBudget allows one), and its replacement starts from nothing.
+    A fleet sized to the objective can run each replica at 90 % of its full-batch capacity, and
+    then one fewer is past saturation: its queue grows until the replacement serves, and stays
+    long after (in the stressed spot benchmark, most requests of the minute after a reclaim of
+    one of six replicas missed). So with spot in the fleet, the replicas less one carry the
+    rate; a large fleet loses a small share and needs nothing more."""
+    if spot_from is None or replicas < spot_from:
+        return replicas
+    return max(replicas, math.ceil(rate_rps / service.capacity_rps()) + 1)
 
 
 def _fit_service_time(
@@ -429,6 +453,7 @@ class LatencyAutoscaler:
             surge=surge.describe() if surge is not None and sizing.up > current else None,
             forecast=quiet if quiet is not None and clamped < current else sizing.forecast,
             headroom=sizing.headroom if clamped > sizing.up else None,
+            spare=sizing.spare if clamped >= sizing.up and clamped != current else None,
             trend_held=trend_held if clamped <= current else None,
         )
         return decision, state
@@ -721,7 +746,16 @@ class LatencyAutoscaler:
                 replicas = max(replicas, math.ceil((rate + backlog / s.drain_s) / full_rps))
             return replicas
 
-        up = replicas_for(expected)
+        # A spare only while replicas serve on spot: stand-ins on on-demand are not reclaimed.
+        spot_from = s.spot_from_replicas if (observation.spot_ready_replicas or 0) > 0 else None
+        objective_up = replicas_for(expected)
+        up = with_spare(objective_up, expected, service, spot_from)
+        spare_note = (
+            f"{objective_up} would be past saturation at {expected:.0f} req/s with a spot replica "
+            f"reclaimed: one spare, {up}"
+            if up > objective_up
+            else None
+        )
         plain_margin = expected * (1 + s.down_rate_margin)
         margin, headroom_note = plain_margin, None
         last_reversal = max((when for when in state.reversals if when >= now - s.history_s), default=None)
@@ -748,7 +782,8 @@ class LatencyAutoscaler:
             lambda replicas: corrected_ms(replicas, latest),
             forecast_note,
             headroom_note,
-            up_untrended=replicas_for(untrended),
+            spare_note,
+            up_untrended=with_spare(replicas_for(untrended), untrended, service, spot_from),
             untrended_rate=untrended,
         )
 
@@ -809,10 +844,12 @@ def settings_from_spec(
     autoscaling: AutoscalingSpec,
     cold_start_s: float = DEFAULT_COLD_START_S,
     max_batch: int = DEFAULT_MAX_BATCH,
+    capacity: CapacitySpec | None = None,
 ) -> AutoscalerSettings:
     """The policy's settings for one InferenceService's autoscaling spec, with the cold start
     and batch limit learnt from the service itself (policy.service_facts); the service-time fit
-    raises the batch limit to what it sees."""
+    raises the batch limit to what it sees. With `capacity`, a spare is kept once replicas run
+    on spot (with_spare)."""
     return AutoscalerSettings(
         target_ms=autoscaling.latency.target_milliseconds,
         percentile=autoscaling.latency.percentile,
@@ -823,4 +860,7 @@ def settings_from_spec(
         cold_start_s=cold_start_s + autoscaling.period_seconds,
         settle_s=60.0 + autoscaling.period_seconds,
         max_batch=max_batch,
+        spot_from_replicas=fewest_on_spot(capacity, autoscaling.max_replicas)
+        if capacity is not None
+        else None,
     )

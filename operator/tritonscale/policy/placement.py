@@ -42,6 +42,16 @@ def split_replicas(total: int, capacity: CapacitySpec) -> Placement:
     return Placement(on_demand=on_demand, spot=total - on_demand)
 
 
+def fewest_on_spot(capacity: CapacitySpec, most: int) -> int | None:
+    """The fewest replicas (up to `most`) of which the split puts one on spot; None when none does.
+
+    >>> from tritonscale.api.spec import CapacitySpec, SpotSpec
+    >>> fewest_on_spot(CapacitySpec(on_demand_base=1, spot=SpotSpec(enabled=True, max_fraction=0.75)), 10)
+    2
+    """
+    return next((total for total in range(1, most + 1) if split_replicas(total, capacity).spot > 0), None)
+
+
 def no_spot_reason(total: int, capacity: CapacitySpec) -> str | None:
     """Why spot is enabled yet gets no replica at this count, in words; None otherwise."""
     if not capacity.spot.enabled or total == 0 or split_replicas(total, capacity).spot > 0:

@@ -409,9 +409,12 @@ class AutoscaleReconciler:
     ) -> tuple[Decision, AutoscalerState]:
         assert service.spec.autoscaling is not None
         key = (service.namespace, service.name)
-        policy = LatencyAutoscaler(settings_from_spec(service.spec.autoscaling, cold_start_s, max_batch))
+        policy = LatencyAutoscaler(
+            settings_from_spec(service.spec.autoscaling, cold_start_s, max_batch, service.spec.capacity)
+        )
         current = service.status.desired_replicas or reconciled_replicas(service)
         state = self._states.get(key, AutoscalerState())
+        observation = replace(observation, spot_ready_replicas=service.status.spot_replicas)
         carried = 1.0
         if self.variants is not None:
             carried = self.variants.bridge(service, policy, state, observation.arrival_rate_rps or 0.0)

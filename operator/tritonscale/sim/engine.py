@@ -73,6 +73,11 @@ class ClusterView(Protocol):
     @property
     def ready(self) -> int: ...
 
+    @property
+    def spot_ready(self) -> int:
+        """Ready replicas on spot capacity (0 without a spot market)."""
+        ...
+
     def observation(self, window_s: float, scrape_s: float, lag_s: float) -> Observation: ...
 
     def router_sample(self) -> RouterSample: ...
@@ -285,6 +290,10 @@ class _Run:
     @property
     def ready(self) -> int:
         return sum(1 for t in self.ready_at.values() if t <= self._now)
+
+    @property
+    def spot_ready(self) -> int:
+        return 0
 
     def observation(self, window_s: float, scrape_s: float, lag_s: float) -> Observation:
         """Metrics over `window_s` as of the last scrape visible `lag_s` after it was taken."""
@@ -770,12 +779,15 @@ class _CapacityRun(_Run):
     def _servers(self, kind: str) -> list[int]:
         return [server for server in self.ready_at if self.kind[server] == kind]
 
+    @property
+    def spot_ready(self) -> int:
+        return sum(1 for server in self._servers(SPOT) if self.ready_at[server] <= self._now)
+
     # --- the operator ---------------------------------------------------------
     def _reconcile(self) -> None:
         """The stack reconciler: placement (and fallback) from the pools as they are now."""
-        ready_spot = sum(1 for server in self._servers(SPOT) if self.ready_at[server] <= self._now)
         self.target = self.strategy.plan(
-            self.desired_total, ready_spot, self.pending, self._now, interrupted_spot=len(self.draining)
+            self.desired_total, self.spot_ready, self.pending, self._now, interrupted_spot=len(self.draining)
         )
         self._scale_pool(ON_DEMAND, self.target.on_demand)
         self._scale_pool(SPOT, self.target.spot)

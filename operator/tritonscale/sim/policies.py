@@ -212,7 +212,7 @@ class LatencyPolicy:
         observation = view.observation(self.window_s, self.scrape_s, self.lag_s)
         if self.source == "prometheus":
             observation = replace(observation, batch_profile=())  # Prometheus has no batch statistics
-        observation = replace(observation, router=signal)
+        observation = replace(observation, router=signal, spot_ready_replicas=view.spot_ready)
         carried = 1.0
         if self.variant_settings is not None:
             carried = bridge(

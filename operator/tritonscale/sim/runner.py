@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tritonscale.api.spec import CapacitySpec
+from tritonscale.policy.placement import fewest_on_spot
 from tritonscale.policy.variants import AccuracyBudget
 from tritonscale.sim.engine import SimEnvironment, SimPolicy, SimResult, Simulation
 from tritonscale.sim.policies import (
@@ -50,10 +51,17 @@ class Scenario:
 
 
 def make_policy(
-    name: str, scenario: Scenario, needed: list[int], table: list[float], tested: LoadTest
+    name: str,
+    scenario: Scenario,
+    needed: list[int],
+    table: list[float],
+    tested: LoadTest,
+    spot: CapacitySpec | None = None,
 ) -> SimPolicy:
     """A policy by name; tunable baselines take their utilisation after '@' (hpa-rps@0.6), else
-    0.7, and derive their targets from the load test."""
+    0.7, and derive their targets from the load test. With `spot`, the capacity spec its
+    replicas are placed by (spot enabled), the latency policy keeps its spare as the operator's
+    does (policy.autoscaling.with_spare)."""
     env, objective = scenario.env, scenario.objective
     base, utilization = parse_policy_name(name)
     feed = FRESH_FEED if scenario.feed == "fresh" else prometheus_feed(env)
@@ -68,6 +76,7 @@ def make_policy(
             router=base != "latency-metrics-only",
             accuracy=AccuracyBudget(1.0 - utilization / 100.0) if base == "latency-variants" else None,
             forecast=base != "latency-no-forecast",
+            spot_from_replicas=fewest_on_spot(spot, env.max_replicas) if spot is not None else None,
         )
     if base in ("hpa-rps", "hpa-inflight"):
         metric = base.removeprefix("hpa-")
@@ -164,7 +173,8 @@ def run_capacity(
     market: SpotMarket,
 ) -> SimResult:
     """One policy with its replicas placed by `strategy` on a spot market."""
-    policy = make_policy(policy_name, scenario, prepared.needed, prepared.table, prepared.tested)
+    spot = capacity if strategy != "on-demand" and capacity.spot.enabled else None
+    policy = make_policy(policy_name, scenario, prepared.needed, prepared.table, prepared.tested, spot)
     plan = CapacityPlan(strategy, capacity, market)
     return prepared.simulation.run(policy, prepared.initial, scenario.workload.duration_s, capacity=plan)
 
