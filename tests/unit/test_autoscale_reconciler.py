@@ -635,43 +635,48 @@ def test_the_accuracy_ledger_counts_through_a_router_unread_and_a_router_restart
     )
 
 
-def test_with_replicas_serving_on_spot_the_decision_keeps_a_spare() -> None:
-    """status.spotReplicas (ready on spot) and spec.capacity reach the policy: at 950 req/s six
-    replicas of 44 ms batches of 8 (182 req/s each at full batches) meet the objective but five
-    could not carry it, so a seventh is kept while some serve on spot; with spot off the same
-    observation keeps six."""
-    steady = Observation(
+def _decisions_with(spot: bool) -> list[dict[str, object]]:
+    """The status after each of two decisions on a steady 950 req/s at six ready replicas of
+    44 ms batches of 8, with spot on (onDemandBase 1, maxFraction 0.75) or off; between them a
+    spot replica stops being ready (a reclaim)."""
+    cluster = FakeCluster()
+    cluster.add_service(
+        make_inference_service(
+            name="bert",
+            namespace="nlp",
+            spec__replicas=6,
+            spec__autoscaling={"minReplicas": 1, "maxReplicas": 20, "periodSeconds": 5},
+            spec__capacity={"onDemandBase": 1, "spot": {"enabled": spot, "maxFraction": 0.75}},
+        )
+    )
+    stack = StackReconciler(cluster, clock=lambda: NOW)
+    stack.reconcile("nlp", "bert")
+    cluster.make_all_ready()
+    stack.reconcile("nlp", "bert")
+    assert status(cluster)["spotReplicas"] == (4 if spot else 0)
+    source = ScriptedSource()
+    source.next = Observation(
         arrival_rate_rps=950.0, latency_ms=60.0, ready_replicas=6, mean_compute_ms=44.0, average_batch=8.0
     )
-    desired = {}
-    for spot in (False, True):
-        cluster = FakeCluster()
-        cluster.add_service(
-            make_inference_service(
-                name="bert",
-                namespace="nlp",
-                spec__replicas=6,
-                spec__autoscaling={"minReplicas": 1, "maxReplicas": 20, "periodSeconds": 5},
-                spec__capacity={"onDemandBase": 1, "spot": {"enabled": spot, "maxFraction": 0.75}},
-            )
-        )
-        stack = StackReconciler(cluster, clock=lambda: NOW)
-        stack.reconcile("nlp", "bert")
-        cluster.make_all_ready()
-        stack.reconcile("nlp", "bert")
-        assert status(cluster)["spotReplicas"] == (4 if spot else 0)
-        source = ScriptedSource()
-        source.next = steady
-        clock = iter(float(t) for t in range(0, 10_000, 5))
-        autoscaler = AutoscaleReconciler(
-            cluster, stack, lambda s: (source, "triton"), clock=lambda: NOW, monotonic=lambda: next(clock)
-        )
-        autoscaler.tick("nlp", "bert")
-        desired[spot] = status(cluster)["desiredReplicas"]
-        if spot:
-            reason = status(cluster)["lastScale"]["reason"]  # type: ignore[index]
-            assert (
-                "6 would be past saturation at 950 req/s with a spot replica reclaimed: one spare, 7"
-                in reason
-            )
-    assert desired == {False: 6, True: 7}
+    clock = iter(float(t) for t in range(0, 10_000, 5))
+    autoscaler = AutoscaleReconciler(
+        cluster, stack, lambda s: (source, "triton"), clock=lambda: NOW, monotonic=lambda: next(clock)
+    )
+    autoscaler.tick("nlp", "bert")
+    first = dict(status(cluster))
+    if spot:
+        status(cluster)["spotReplicas"] = 3  # type: ignore[index]
+    autoscaler.tick("nlp", "bert")
+    return [first, dict(status(cluster))]
+
+
+def test_once_spot_has_taken_a_replica_the_decision_keeps_a_spare() -> None:
+    """status.spotReplicas (ready on spot) and spec.capacity reach the policy: six replicas
+    meet the objective at 950 req/s; once spot has taken one a seventh is kept (N+1); with spot
+    off the same observations keep six."""
+    assert [s["desiredReplicas"] for s in _decisions_with(spot=False)] == [6, 6]
+    first, second = _decisions_with(spot=True)
+    assert first["desiredReplicas"] == 6  # a calm market so far: no spare
+    assert second["desiredReplicas"] == 7
+    reason = second["lastScale"]["reason"]  # type: ignore[index]
+    assert "(one spare on spot, which took a replica 0s ago: 6 + 1); scaling up 6 -> 7" in reason

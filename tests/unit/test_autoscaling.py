@@ -18,7 +18,6 @@ from tritonscale.policy.autoscaling import (
     settings_from_spec,
     with_spare,
 )
-from tritonscale.policy.queueing import ServiceTime
 
 SETTINGS = AutoscalerSettings(target_ms=100.0, percentile=95.0, min_replicas=1, max_replicas=20, max_batch=8)
 
@@ -340,35 +339,53 @@ def test_the_metrics_trend_alone_does_not_undo_a_recent_scale_down() -> None:
     assert any(d.direction == "up" for d in needed[-3:])
 
 
-def test_with_spot_in_the_fleet_one_spare_keeps_a_reclaim_short_of_saturation() -> None:
-    """At 1100 req/s six replicas of tau = 38 ms batches of 8 (210 req/s each at full batches)
-    meet the objective; five could not carry it. From the count where spot gets a replica on,
-    one more is kept, and the reason says why."""
-    steady = [(10.0, observe(1100, 80, 6, batch=6.0, spot_ready_replicas=4))]
-    (plain,), _ = run(steady, current=6)
-    assert plain.desired == 6
-    (spared,), _ = run(steady, current=6, settings=replace(SETTINGS, spot_from_replicas=2))
-    assert spared.desired == 7
+def test_once_spot_has_taken_a_replica_one_spare_keeps_the_next_reclaim_short_of_saturation() -> None:
+    """At 1100 req/s six replicas of tau = 38 ms batches of 8 meet the objective. Once the
+    replicas ready on spot have fallen with no scale-down of ours, one more is kept (N+1), and
+    the reason says why."""
+
+    def steady(at: float, on_spot: int) -> tuple[float, Observation]:
+        return at, observe(1100, 80, 6, batch=6.0, spot_ready_replicas=on_spot)
+
+    spot = replace(SETTINGS, spot_from_replicas=2)
+    calm, _ = run([steady(10.0, 4), steady(12.0, 4)], current=6, settings=spot)
+    assert [d.desired for d in calm] == [6, 6]  # a calm market: no spare
+    reclaimed, state = run([steady(10.0, 4), steady(12.0, 3)], current=6, settings=spot)
+    assert [d.desired for d in reclaimed] == [6, 7]
+    assert state.spot_lost_s == 12.0
     assert (
-        "6 would be past saturation at 1100 req/s with a spot replica reclaimed: one spare, 7"
-        in spared.reason
+        "model says 7 (one spare on spot, which took a replica 0s ago: 6 + 1); scaling up 6 -> 7"
+        in reclaimed[1].reason
     )
+    (plain,), _ = run([steady(10.0, 3)], current=6, state=state)  # spot off (no spot_from)
+    assert plain.desired == 6
     # While every replica is on on-demand (spot starts at 8 here), no spare.
-    (on_demand,), _ = run(steady, current=6, settings=replace(SETTINGS, spot_from_replicas=8))
-    assert on_demand.desired == 6
+    on_demand, _ = run(
+        [steady(10.0, 4), steady(12.0, 3)], current=6, settings=replace(spot, spot_from_replicas=8)
+    )
+    assert on_demand[1].desired == 6
     # Nor while none serves on spot (the pool is gone: on-demand stand-ins are not reclaimed).
-    spot_gone = [(10.0, observe(1100, 80, 6, batch=6.0, spot_ready_replicas=0))]
-    (stood_in,), _ = run(spot_gone, current=6, settings=replace(SETTINGS, spot_from_replicas=2))
-    assert stood_in.desired == 6
+    pool_gone, _ = run([steady(10.0, 4), steady(12.0, 0)], current=6, settings=spot)
+    assert pool_gone[1].desired == 6
+    # The loss is remembered for history_s (an hour), then the spare goes.
+    later, _ = run([steady(12.0 + 3599.0, 3)], current=7, settings=spot, state=state)
+    assert later[0].model_replicas == 7
+    expired, _ = run([steady(12.0 + 3601.0, 3)], current=7, settings=spot, state=state)
+    assert expired[0].model_replicas == 6
 
 
-def test_a_spare_costs_a_large_fleet_nothing_and_a_lone_spot_replica_gets_one() -> None:
-    service = ServiceTime(base_ms=38.0, max_batch=8)  # 210.5 req/s at full batches
-    assert with_spare(40, 7000.0, service, spot_from=2) == 40  # 39 carry 8,200 req/s
-    assert with_spare(6, 1100.0, service, spot_from=2) == 7
-    assert with_spare(6, 1100.0, service, spot_from=None) == 6
-    assert with_spare(1, 10.0, service, spot_from=1) == 2  # the only replica is on spot
-    assert with_spare(1, 0.0, service, spot_from=1) == 1  # no traffic to lose
+def test_a_scale_down_of_ours_is_no_loss_of_spot() -> None:
+    spot = replace(SETTINGS, spot_from_replicas=2)
+    state = replace(AutoscalerState(), last_change_s=5.0, last_direction=-1, spot_ready_seen=5)
+    (decision,), after = run([(10.0, observe(1100, 80, 6, batch=6.0, spot_ready_replicas=4))], 6, spot, state)
+    assert after.spot_lost_s is None and decision.desired == 6
+
+
+def test_the_spare_is_one_replica_from_the_count_that_puts_one_on_spot() -> None:
+    assert with_spare(40, spot_from=2) == 41
+    assert with_spare(6, spot_from=None) == 6  # no spare wanted
+    assert with_spare(1, spot_from=2) == 1  # the one replica is on on-demand
+    assert with_spare(1, spot_from=1) == 2  # the only replica is on spot
 
 
 def test_the_spare_follows_the_capacity_spec() -> None:

@@ -185,7 +185,12 @@ def test_on_demand_only_costs_one_and_is_the_classic_run() -> None:
     for strategy in ("spot-static", "spot-fallback"):
         report = results[strategy].capacity
         assert report is not None and report.reclaims > 0
-        assert report.cost < on_demand.capacity.cost
+    static, fallback = results["spot-static"], results["spot-fallback"]
+    assert static.capacity is not None and static.capacity.cost < on_demand.capacity.cost
+    # Spot is gone for 765 of the 900 s here: the fallback pays on-demand for its stand-ins and,
+    # spot having taken replicas, for a spare (0.54 against 0.49 on-demand only), and holds the
+    # objective where the static mix does not (97.5 % against 83 %).
+    assert fallback.slo_attainment > static.slo_attainment + 0.1
 
 
 def test_static_and_fallback_are_one_run_when_the_market_is_calm() -> None:
@@ -300,21 +305,29 @@ def test_spot_options_need_spot_and_the_default_run_is_unchanged(tmp_path: Path)
     assert "capacity_strategy" not in record and "cost" not in record
 
 
-def test_with_spot_in_the_fleet_the_latency_policy_keeps_a_spare_that_rides_out_a_reclaim() -> None:
+def test_once_spot_took_a_replica_the_latency_policy_keeps_a_spare_that_rides_out_the_next() -> None:
     """900 req/s is six replicas' work at the objective, at ~82 % of their full-batch capacity:
-    a reclaimed one leaves five past saturation until its replacement serves. With the spare the
-    operator keeps on spot (spot_from_replicas, as settings_from_spec derives it), it does not."""
-    times = arrivals(Workload("steady", (RateStep(0.0, 900.0),), 1200), 3)
-    reclaim = MarketTimeline(outages=(), candidates=((600.0, 0.0),), max_spot=20)
-    within_after: dict[int | None, float] = {}
+    a reclaimed one leaves five past saturation until its replacement serves. After the first
+    reclaim (at 300 s) the operator's policy keeps a spare (N+1; spot_from_replicas, as
+    settings_from_spec derives it), so the second (at 900 s) costs nothing."""
+    times = arrivals(Workload("steady", (RateStep(0.0, 900.0),), 1500), 3)
+    reclaims = MarketTimeline(outages=(), candidates=((300.0, 0.0), (900.0, 0.0)), max_spot=20)
+    within: dict[int | None, tuple[float, float]] = {}
     for spot_from in (None, 2):
-        plan = CapacityPlan("spot-fallback", CAPACITY, SpotMarket(notice_s=120.0), timeline=reclaim)
+        plan = CapacityPlan("spot-fallback", CAPACITY, SpotMarket(notice_s=120.0), timeline=reclaims)
         policy = LatencyPolicy(ENV, OBJECTIVE, spot_from_replicas=spot_from)
-        result = Simulation(times, ENV, 100, 95).run(policy, 6, 1200, capacity=plan)
-        assert result.capacity is not None and result.capacity.reclaims == 1
-        after = (result.arrivals >= 600.0) & (result.arrivals < 720.0)
-        within_after[spot_from] = float(np.mean(result.latencies_s[after] <= 0.1))
-        if spot_from is not None:
-            assert max(count for _, count in result.timeline.provisioned_changes) == 7
-    assert within_after[None] < 0.95
-    assert within_after[2] > 0.99
+        result = Simulation(times, ENV, 100, 95).run(policy, 6, 1500, capacity=plan)
+        assert result.capacity is not None and result.capacity.reclaims == 2
+
+        def after(at: float, result: SimResult = result) -> float:
+            window = (result.arrivals >= at) & (result.arrivals < at + 120.0)
+            return float(np.mean(result.latencies_s[window] <= 0.1))
+
+        within[spot_from] = (after(300.0), after(900.0))
+        after_first = [count for at, count in result.timeline.provisioned_changes if at >= 300.0]
+        # Without the spare the fleet goes back to six once the first reclaim's overload is
+        # over; with it, it stays at seven at least.
+        assert min(after_first) == (6 if spot_from is None else 7)
+    assert within[None][0] < 0.97 and within[2][0] < 0.97  # the first reclaim: no spare yet
+    assert within[None][1] < 0.97
+    assert within[2][1] > 0.99

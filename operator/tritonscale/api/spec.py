@@ -441,9 +441,9 @@ class SpotSpec(ApiModel):
 
     enabled: bool = Field(
         default=False,
-        description="Place some replicas on spot capacity. While some serve on spot, the latency "
-        "autoscaler keeps one replica more when the others could not carry the load at full "
-        "batches if one were reclaimed.",
+        description="Place some replicas on spot capacity. For an hour after spot took a replica, "
+        "while some serve on spot, the latency autoscaler keeps one replica more than the "
+        "objective needs (N+1), so the next reclaim does not overload the rest.",
     )
     max_fraction: float = Field(
         default=0.75, ge=0.0, le=1.0, description="Largest fraction of replicas that may run on spot."
