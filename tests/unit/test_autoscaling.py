@@ -374,6 +374,15 @@ def test_once_spot_has_taken_a_replica_one_spare_keeps_the_next_reclaim_short_of
     assert expired[0].model_replicas == 6
 
 
+def test_spot_taking_a_replica_while_metrics_are_missing_is_remembered() -> None:
+    missing = replace(
+        Observation.unavailable("Prometheus unreachable", ready_replicas=6), spot_ready_replicas=3
+    )
+    spot = replace(SETTINGS, spot_from_replicas=2)
+    (held,), state = run([(10.0, missing)], 6, spot, replace(AutoscalerState(), spot_ready_seen=4))
+    assert held.metrics_missing and state.spot_lost_s == 10.0
+
+
 def test_a_scale_down_of_ours_is_no_loss_of_spot() -> None:
     spot = replace(SETTINGS, spot_from_replicas=2)
     state = replace(AutoscalerState(), last_change_s=5.0, last_direction=-1, spot_ready_seen=5)

@@ -395,6 +395,8 @@ class LatencyAutoscaler:
         times what they carry alone faster variants let the ready replicas carry until new
         capacity arrives (policy.variants.bridge); 1 without variants."""
         s = self.settings
+        # Before anything else: spot may take a replica while metrics are missing.
+        state = self._note_spot_loss(observation, state, now)
         if not observation.usable or observation.sample_age_s > s.stale_after_s:
             return self._hold_without_metrics(observation, current), state
         assert observation.arrival_rate_rps is not None
@@ -402,7 +404,6 @@ class LatencyAutoscaler:
         if observation.latency_ms is None:
             observation = replace(observation, latency_ms=0.0)  # idle: nothing waited
         state, service, phase = self._learn(observation, state, now, current)
-        state = self._note_spot_loss(observation, state, now)
         surge = _surge(observation)
         sizing = self._size(observation, state, now, service, surge, current, bridge)
         state = replace(state, sized_for_rps=sizing.present_rate)
