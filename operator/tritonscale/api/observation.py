@@ -90,7 +90,8 @@ class Observation:
     # is theirs too, the service-time statistics only the primary model's.
     variant_share: float = 0.0
     # Ready replicas on spot capacity (status.spotReplicas), which a reclaim can take; None when
-    # not known. Only while some serve on spot does the autoscaler keep a spare (with_spare).
+    # not known. Their fall tells the autoscaler that spot takes replicas, and only while some
+    # serve on spot does it keep a spare (policy.autoscaling.with_spare).
     spot_ready_replicas: int | None = None
 
     @staticmethod

@@ -875,8 +875,8 @@ def settings_from_spec(
 ) -> AutoscalerSettings:
     """The policy's settings for one InferenceService's autoscaling spec, with the cold start
     and batch limit learnt from the service itself (policy.service_facts); the service-time fit
-    raises the batch limit to what it sees. With `capacity`, a spare is kept once replicas run
-    on spot (with_spare)."""
+    raises the batch limit to what it sees. With `capacity`, the count from which replicas run
+    on spot, where a spare is kept for an hour after spot took one (with_spare)."""
     return AutoscalerSettings(
         target_ms=autoscaling.latency.target_milliseconds,
         percentile=autoscaling.latency.percentile,
