@@ -340,43 +340,51 @@ def test_the_metrics_trend_alone_does_not_undo_a_recent_scale_down() -> None:
 
 
 def test_once_spot_has_taken_a_replica_one_spare_keeps_the_next_reclaim_short_of_saturation() -> None:
-    """At 1100 req/s six replicas of tau = 38 ms batches of 8 meet the objective. Once the
-    replicas ready on spot have fallen with no scale-down of ours, one more is kept (N+1), and
+    """At 1100 req/s six replicas of tau = 38 ms batches of 8 meet the objective. Once spot
+    has taken a replica before anything stood in for it (the replicas ready on spot fell and the
+    ready ones are short of desired, with no scale-down of ours), one more is kept (N+1), and
     the reason says why."""
 
-    def steady(at: float, on_spot: int) -> tuple[float, Observation]:
-        return at, observe(1100, 80, 6, batch=6.0, spot_ready_replicas=on_spot)
+    def steady(at: float, on_spot: int, stand_ins: int = 0) -> tuple[float, Observation]:
+        ready = 2 + stand_ins + on_spot  # two on on-demand
+        return at, observe(1100, 80, ready, batch=6.0, spot_ready_replicas=on_spot)
 
     spot = replace(SETTINGS, spot_from_replicas=2)
     calm, _ = run([steady(10.0, 4), steady(12.0, 4)], current=6, settings=spot)
     assert [d.desired for d in calm] == [6, 6]  # a calm market: no spare
-    reclaimed, state = run([steady(10.0, 4), steady(12.0, 3)], current=6, settings=spot)
-    assert [d.desired for d in reclaimed] == [6, 7]
+    # A reclaim at 12 s (five ready), its replacement ready at 14 s.
+    reclaimed, state = run([steady(10.0, 4), steady(12.0, 3), steady(14.0, 4)], current=6, settings=spot)
     assert state.spot_lost_s == 12.0
-    assert (
-        "model says 7 (one spare on spot, which took a replica 0s ago: 6 + 1); scaling up 6 -> 7"
-        in reclaimed[1].reason
-    )
+    scaled = reclaimed[1]  # five ready: the model asks for more, and one spare on top
+    assert scaled.model_replicas is not None and scaled.desired == scaled.model_replicas > 7
+    spare = f"one spare on spot, which took a replica 0s ago: {scaled.model_replicas - 1} + 1"
+    assert f"model says {scaled.model_replicas} ({spare})" in scaled.reason
+    assert reclaimed[2].model_replicas == 7  # six ready again: six and the spare
     (plain,), _ = run([steady(10.0, 3)], current=6, state=state)  # spot off (no spot_from)
     assert plain.desired == 6
     # While every replica is on on-demand (spot starts at 8 here), no spare.
     on_demand, _ = run(
-        [steady(10.0, 4), steady(12.0, 3)], current=6, settings=replace(spot, spot_from_replicas=8)
+        [steady(10.0, 4), steady(12.0, 3), steady(14.0, 4)],
+        current=6,
+        settings=replace(spot, spot_from_replicas=8),
     )
-    assert on_demand[1].desired == 6
+    assert on_demand[2].model_replicas == 6
     # Nor while none serves on spot (the pool is gone: on-demand stand-ins are not reclaimed).
-    pool_gone, _ = run([steady(10.0, 4), steady(12.0, 0)], current=6, settings=spot)
-    assert pool_gone[1].desired == 6
+    (pool_gone,), _ = run([steady(20.0, 0, stand_ins=4)], current=6, settings=spot, state=state)
+    assert pool_gone.model_replicas == 6
+    # Spot pods drained once stand-ins were ready (the fallback saw the notice): nothing short.
+    drained, covered = run([steady(10.0, 4), steady(12.0, 0, stand_ins=4)], current=6, settings=spot)
+    assert covered.spot_lost_s is None and drained[1].desired == 6
     # The loss is remembered for history_s (an hour), then the spare goes.
-    later, _ = run([steady(12.0 + 3599.0, 3)], current=7, settings=spot, state=state)
+    later, _ = run([steady(12.0 + 3599.0, 5)], current=7, settings=spot, state=state)
     assert later[0].model_replicas == 7
-    expired, _ = run([steady(12.0 + 3601.0, 3)], current=7, settings=spot, state=state)
+    expired, _ = run([steady(12.0 + 3601.0, 5)], current=7, settings=spot, state=state)
     assert expired[0].model_replicas == 6
 
 
 def test_spot_taking_a_replica_while_metrics_are_missing_is_remembered() -> None:
     missing = replace(
-        Observation.unavailable("Prometheus unreachable", ready_replicas=6), spot_ready_replicas=3
+        Observation.unavailable("Prometheus unreachable", ready_replicas=5), spot_ready_replicas=3
     )
     spot = replace(SETTINGS, spot_from_replicas=2)
     (held,), state = run([(10.0, missing)], 6, spot, replace(AutoscalerState(), spot_ready_seen=4))

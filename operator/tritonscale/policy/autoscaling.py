@@ -396,7 +396,7 @@ class LatencyAutoscaler:
         capacity arrives (policy.variants.bridge); 1 without variants."""
         s = self.settings
         # Before anything else: spot may take a replica while metrics are missing.
-        state = self._note_spot_loss(observation, state, now)
+        state = self._note_spot_loss(observation, state, now, current)
         if not observation.usable or observation.sample_age_s > s.stale_after_s:
             return self._hold_without_metrics(observation, current), state
         assert observation.arrival_rate_rps is not None
@@ -654,15 +654,19 @@ class LatencyAutoscaler:
         )
 
     def _note_spot_loss(
-        self, observation: Observation, state: AutoscalerState, now: float
+        self, observation: Observation, state: AutoscalerState, now: float, current: int
     ) -> AutoscalerState:
-        """Remember when the replicas ready on spot fell without a scale-down of ours within
-        settle_s (a reclaim, a pool lost, a replica that stopped being ready)."""
+        """Remember when spot took replicas before anything stood in for them: the replicas
+        ready on spot fell, the ready replicas are short of the `current` desired count, and no
+        scale-down of ours within settle_s explains it (a reclaim evicted at once, a replica
+        that stopped being ready). Spot pods drained once on-demand stand-ins are ready (the
+        fallback saw the notice in time) leave nothing short, and need no spare."""
         seen = observation.spot_ready_replicas
         if seen is None:
             return state
         lost = state.spot_lost_s
-        if state.spot_ready_seen is not None and seen < state.spot_ready_seen:
+        short = observation.ready_replicas < current
+        if state.spot_ready_seen is not None and seen < state.spot_ready_seen and short:
             scaled_down = (
                 state.last_direction < 0
                 and state.last_change_s is not None
