@@ -122,7 +122,7 @@ class AutoscalerState:
     ready_changed_s: float | None = None  # when the ready count was last seen to change
     sized_for_rps: float | None = None  # the present rate the last decision sized for
     spot_ready_seen: int | None = None  # ready replicas on spot at the previous decision
-    spot_lost_s: float | None = None  # when they last fell without a scale-down of ours
+    spot_lost_s: float | None = None  # when spot last took one and left us short (_note_spot_loss)
     rate_peaks: RateHistory = field(default_factory=RateHistory)  # peak rate per bucket (forecasts)
 
 
