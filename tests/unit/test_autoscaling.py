@@ -15,7 +15,6 @@ from tritonscale.policy.autoscaling import (
     Decision,
     LatencyAutoscaler,
     Verdict,
-    load_falling,
     settings_from_spec,
     with_spare,
 )
@@ -338,65 +337,6 @@ def test_the_metrics_trend_alone_does_not_undo_a_recent_scale_down() -> None:
     # A rise the present itself needs more for undoes the scale-down at once.
     needed = changes(420.0, 250.0)
     assert any(d.direction == "up" for d in needed[-3:])
-
-
-def _declining_load(fall_at: float, end: float, current: int) -> list[Decision]:
-    """Ten replicas' worth at 1500 req/s, then falling by 2 req/s every second from `fall_at`."""
-    policy, state, seen = LatencyAutoscaler(SETTINGS), AutoscalerState(), []
-    for now in range(10, int(end), 10):
-        rate = max(300.0, 1500.0 - 2.0 * max(0.0, now - fall_at))
-        decision, state = policy.decide(observe(rate, 60.0, current), state, float(now), current)
-        seen.append(decision)
-        current = decision.desired
-    return seen
-
-
-def test_a_falling_load_scales_down_before_the_window_of_its_peak_has_passed() -> None:
-    """The window's highest recommendation is behind a load that falls steadily: holding it
-    for the whole window kept replicas for the load of five minutes ago (diurnal: 1.31x the
-    oracle's replica-hours on the training seeds, 1.16x without). Once the rate is lower in each
-    third of the window, and by a tenth over it, only the settle time's recommendations hold."""
-    decisions = _declining_load(fall_at=600.0, end=1200.0, current=12)
-    timed = list(zip(range(10, 1200, 10), decisions, strict=True))
-    steady = next(d for t, d in timed if t == 590).desired
-    downs = [(t, d) for t, d in timed if d.direction == "down" and t >= 600]
-    assert downs, "never scaled down while the load fell to a fifth"
-    first_at, first = downs[0]
-    # The whole window of 300 s would hold the steady load's recommendation until 900 s at least.
-    assert first_at < 900, f"first scale-down at {first_at}s"
-    assert first.current == steady
-    assert "(load falling: down " in first.reason and "% over 300s)" in first.reason
-    # No reversal: nothing scales up again while the load keeps falling.
-    after = [d for t, d in timed if t >= first_at]
-    assert all(d.direction != "up" for d in after)
-
-
-def test_a_flat_or_gently_sagging_load_holds_the_whole_window() -> None:
-    flat = tuple((float(t), 1000.0 + (25.0 if t % 20 else -25.0)) for t in range(0, 300, 5))
-    sagging = tuple((float(t), 1000.0 - 0.25 * t) for t in range(0, 300, 5))  # 7 % over 300 s
-    # 30 % over the window: its last third's mean is 21 % below its first's.
-    falling = tuple((float(t), 1000.0 - t) for t in range(0, 300, 5))
-    dip_and_back = tuple((float(t), 1000.0 - (400.0 if 100 <= t < 200 else 0.0)) for t in range(0, 300, 5))
-    assert load_falling(flat, 300.0, 300.0) is None
-    assert load_falling(sagging, 300.0, 300.0) is None
-    assert load_falling(dip_and_back, 300.0, 300.0) is None
-    assert load_falling(falling, 300.0, 300.0) == "load falling: down 21% over 300s"
-    assert load_falling(falling[:10], 300.0, 300.0) is None  # a third with no sample
-
-
-def test_a_scale_down_never_reverses_a_scale_up_within_the_window_on_a_falling_load() -> None:
-    """A scale-up at 700 s, then the load falls: the short hold waits until the scale-up is a
-    window old, or the scale-down would undo it within the window (a flap)."""
-    policy, state, current, seen = LatencyAutoscaler(SETTINGS), AutoscalerState(), 6, []
-    for now in range(10, 1300, 10):
-        rate = 900.0 if now < 700 else max(300.0, 1500.0 - 2.0 * max(0.0, now - 760))
-        decision, state = policy.decide(observe(rate, 60.0, current), state, float(now), current)
-        seen.append((now, decision))
-        current = decision.desired
-    ups = [t for t, d in seen if d.direction == "up"]
-    downs = [t for t, d in seen if d.direction == "down" and t > 700]
-    assert ups and downs
-    assert downs[0] - ups[-1] > SETTINGS.stabilization_s
 
 
 def test_once_spot_has_taken_a_replica_one_spare_keeps_the_next_reclaim_short_of_saturation() -> None:

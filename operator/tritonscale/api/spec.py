@@ -698,11 +698,7 @@ class ScaleDownSpec(ApiModel):
         default=300,
         ge=0,
         le=3600,
-        description=(
-            "Scale down only to the highest recommendation seen over this window; while the load "
-            "falls (lower in each third of the window, by 10 % or more over it) and no scale-up is "
-            "this recent, only to the highest of the last 60 s."
-        ),
+        description="Scale down only to the highest recommendation seen over this window.",
     )
     max_step_percent: int = Field(
         default=50, ge=1, le=100, description="Most replicas removed in one step, as a percentage of current."

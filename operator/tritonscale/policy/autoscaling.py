@@ -26,15 +26,11 @@ Each decision:
    trend carried ahead: on real traffic that half-minute trend swings by a tenth either
    way, and carried a minute ahead it undid scale-downs the load never needed undone
    (flaps). Without the routers' counts the trend is the only sign of a surge, and counts;
-   while the load is falling (lower in each third of the window, and by a tenth or more over
-   it) and no scale-up is a window old, only the settle time's recommendations are held: the
-   window's highest is behind a falling load;
 6. clamps to min..max and says why, in numbers.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -60,12 +56,6 @@ GROWTH_MIN_WINDOWS = 20
 # The routers have counted a step's new level this long before it caps the metrics' catching-up
 # trend: three of their intervals, the fewest their slope test uses (sooner, a ramp looks flat).
 STEP_SEEN_S = 3 * ROUTER_PERIOD_S
-# A load is falling when its mean rate is lower in each of the stabilization window's thirds
-# than in the one before, and lower by FALLING_DROP or more from the first to the last. (Chosen
-# on the training seeds over 3-6 parts and drops of 0-0.2: without a least drop, noise on a
-# flat load passes the test now and then.)
-FALLING_PARTS = 3
-FALLING_DROP = 0.1
 
 
 def load_bucket(per_replica_rps: float) -> int:
@@ -179,7 +169,6 @@ class Decision:
     headroom: str | None = None  # why more than the model's count is kept after a reversal
     spare: str | None = None  # why one replica beyond the model's count is kept on spot
     trend_held: str | None = None  # the trend that would have undone a recent scale-down
-    falling: str | None = None  # why a scale-down held only the settle time's recommendations
 
     @property
     def direction(self) -> str:
@@ -216,8 +205,6 @@ class Decision:
             summary += f" ({self.spare})"
         if self.trend_held is not None:
             summary += f" ({self.trend_held})"
-        if self.falling is not None:
-            summary += f" ({self.falling})"
 
         if self.verdict is Verdict.WAIT_FOR_HISTORY:
             action = f"holding until {self.stabilization_s:g}s of history"
@@ -355,24 +342,6 @@ def _stepped(router: RouterSignal | None) -> RouterSignal | None:
     return router if router.rate_rps >= RETRIGGER_RATIO * router.previous_rps else None
 
 
-def load_falling(rates: tuple[tuple[float, float], ...], now: float, window_s: float) -> str | None:
-    """How the rate fell over the window when it fell in each of its FALLING_PARTS and by
-    FALLING_DROP or more over it; else None (also when a part holds no sample)."""
-    width = window_s / FALLING_PARTS
-    means = []
-    for index in range(FALLING_PARTS):
-        start = now - window_s + index * width
-        inside = [rate for at, rate in rates if start <= at < start + width]
-        if not inside:
-            return None
-        means.append(sum(inside) / len(inside))
-    if not all(later < earlier for earlier, later in itertools.pairwise(means)):
-        return None
-    if means[-1] >= means[0] * (1 - FALLING_DROP):
-        return None
-    return f"load falling: down {1 - means[-1] / means[0]:.0%} over {window_s:.0f}s"
-
-
 def _growth(
     rates: tuple[tuple[float, float], ...], horizon_s: float, quantile: float, min_windows: int = 0
 ) -> float:
@@ -454,11 +423,7 @@ class LatencyAutoscaler:
         # no surge for a while (see _quiet).
         recommendation = max(sizing.down, wanted_up)
         quiet = self._quiet(state, now, sizing.present_rate)
-        # A falling load's highest need of the window is behind it: hold only what settles.
-        falling = (
-            None if self._up_within_window(state, now) else load_falling(state.rates, now, s.stabilization_s)
-        )
-        held_s = s.settle_s if quiet is not None or falling is not None else s.stabilization_s
+        held_s = s.settle_s if quiet is not None else s.stabilization_s
         recent = [r for t, r in state.recommendations if t >= now - held_s] + [recommendation]
         state = replace(state, recommendations=(*state.recommendations, (now, recommendation)))
         # Right after a change the metrics still mix old and new counts: while the percentile is
@@ -490,7 +455,6 @@ class LatencyAutoscaler:
             partial=observation.partial,
             surge=surge.describe() if surge is not None and sizing.up > current else None,
             forecast=quiet if quiet is not None and clamped < current else sizing.forecast,
-            falling=falling if falling is not None and quiet is None and clamped < current else None,
             headroom=sizing.headroom if clamped > sizing.up else None,
             spare=sizing.spare if clamped >= sizing.up and clamped != current else None,
             trend_held=trend_held if clamped <= current else None,
@@ -529,21 +493,16 @@ class LatencyAutoscaler:
         recurrence = state.rate_peaks.recurrence
         if not s.forecast or recurrence is None or recurrence.surges_to(present_rps):
             return None
-        if self._up_within_window(state, now):
-            return None
+        if (
+            state.last_direction > 0
+            and state.last_change_s is not None
+            and now - state.last_change_s <= s.stabilization_s
+        ):
+            return None  # a scale-down now would reverse a scale-up within the window (a flap)
         horizon_s = s.stabilization_s + s.cold_start_s + 3 * BUCKET_S
         if not quiet(state.rate_peaks, now, horizon_s):
             return None
         return f"no surge forecast within {horizon_s:.0f}s, {recurrence.describe()}"
-
-    def _up_within_window(self, state: AutoscalerState, now: float) -> bool:
-        """Whether the last change was a scale-up within the stabilization window: a scale-down
-        now would reverse it (a flap)."""
-        return (
-            state.last_direction > 0
-            and state.last_change_s is not None
-            and now - state.last_change_s <= self.settings.stabilization_s
-        )
 
     def _hold_without_metrics(self, observation: Observation, current: int) -> Decision:
         s = self.settings
