@@ -44,6 +44,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -692,6 +693,9 @@ class Cluster:
         self.startup_seconds = 0.0
         self._admin_token = secrets.token_hex(24)
         self._components: list[_Component] = []
+        # (started, ready) in UTC of each API server restart: until /readyz passes it may refuse
+        # requests its RBAC informers have not synced the grants for (kubernetes#101422).
+        self.apiserver_unready: list[tuple[datetime, datetime]] = []
         self._kill_with_parent = kill_with_parent
         self._stopped = False
 
@@ -1225,9 +1229,11 @@ class Cluster:
         stop_process(component.process, 10.0)
         self._components.remove(component)
         time.sleep(downtime_s)
+        spawned = datetime.now(UTC)
         self._spawn(name, component.argv)
         if name == "kube-apiserver":
             self._wait(self._readyz, "kube-apiserver /readyz after a restart", time.monotonic() + timeout_s)
+            self.apiserver_unready.append((spawned, datetime.now(UTC)))
         return time.monotonic() - began
 
     def pause(self, name: str) -> None:

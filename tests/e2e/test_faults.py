@@ -19,6 +19,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Generator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -719,14 +720,25 @@ def test_a_namespaced_install_manages_its_namespaces_and_can_touch_no_other(
     )
 
 
+def _while_unready(cluster: Cluster, received: str) -> bool:
+    """Whether an audit event's requestReceivedTimestamp falls between an API server restart and
+    its /readyz passing."""
+    at = datetime.fromisoformat(received)
+    return any(started <= at <= ready for started, ready in cluster.apiserver_unready)
+
+
 def test_every_request_the_operators_made_was_a_declared_need(fault_cluster: Cluster) -> None:
     """Runs after the fault tests of this module: the API server's audit of every request the
     operators made (reconciles, resyncs, status, autoscaling ticks, the Lease) shows nothing the
-    permissions do not declare; the chart grants only those, so nothing was refused either."""
+    permissions do not declare; the chart grants only those, so nothing was refused either.
+    (Except by an API server restarted moments before and not yet ready: it serves requests
+    before its RBAC informers have synced the grants, and refuses them, kubernetes#101422. A CI
+    run saw one such refusal.)"""
     user = f"system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_SERVICE_ACCOUNT}"
     declared = {(g, r, v) for g, r, _, v in _needs_as_grants()}
     observed: dict[tuple[str, str, str], int] = {}
-    refused = 0
+    refused: list[str] = []
+    refused_while_unready = 0
     for event in fault_cluster.audit_events(user):
         ref = event.get("objectRef")
         if not ref or ref.get("apiGroup") == "authorization.k8s.io":  # discovery, can-i
@@ -734,14 +746,22 @@ def test_every_request_the_operators_made_was_a_declared_need(fault_cluster: Clu
         resource = ref["resource"] + (f"/{ref['subresource']}" if ref.get("subresource") else "")
         key = (ref.get("apiGroup", ""), resource, event["verb"])
         observed[key] = observed.get(key, 0) + 1
-        refused += event.get("responseStatus", {}).get("code") == 403
+        status = event.get("responseStatus", {})
+        if status.get("code") == 403 and _while_unready(fault_cluster, event["requestReceivedTimestamp"]):
+            refused_while_unready += 1
+        elif status.get("code") == 403:
+            refused.append(
+                f"{event.get('requestReceivedTimestamp')} {event['verb']} {resource} "
+                f"in {ref.get('namespace')!r}: {status.get('message')}"
+            )
     assert sum(observed.values()) > 100, "the fault tests made too few requests to judge"
     assert set(observed) - declared == set()
-    assert refused == 0
+    assert refused == [], "\n".join(refused)
     record(
         "least privilege",
         "the API server's audit of every operator request in the fault tests",
-        f"{sum(observed.values())} requests, all within the declared needs, none refused",
+        f"{sum(observed.values())} requests, all within the declared needs, none refused "
+        f"({refused_while_unready} by a restarted API server before /readyz)",
         requests=sum(observed.values()),
         needs_used=f"{len(set(observed))} of {len(declared)}",
     )
