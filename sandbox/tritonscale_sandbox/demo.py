@@ -302,6 +302,10 @@ class DemoEnvironment:
         )["items"]
         return items
 
+    def ready_triton_pods(self) -> list[dict[str, Any]]:
+        """Triton pods that are Ready and not being deleted."""
+        return [p for p in self.triton_pods() if _pod_ready(p) and not p["metadata"].get("deletionTimestamp")]
+
     def router_addresses(self) -> list[str]:
         """What the cluster DNS answers for the host of the service's status.endpoint (the URL
         clients call), e.g. http://resnet.demo.svc:8000."""
@@ -416,9 +420,7 @@ def observe(env: DemoEnvironment, timeline: Timeline, started: float, stop: thre
     while not stop.is_set():
         with contextlib.suppress(urllib.error.HTTPError, OSError, KeyError):
             status = env.cluster_service().get("status") or {}
-            pods = [
-                p for p in env.triton_pods() if _pod_ready(p) and not p["metadata"].get("deletionTimestamp")
-            ]
+            pods = env.ready_triton_pods()
             pools = [p["metadata"]["labels"].get("tritonscale.io/pool") for p in pods]
             with timeline.lock:
                 timeline.samples.append(

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import io
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from rich.console import Console
 
-from tritonscale_sandbox.demo import DemoEnvironment, LoadThread, Scenario, _alive, _pod_ready
+from tritonscale_sandbox.demo import DemoEnvironment, LoadThread, Scenario, _alive
 from tritonscale_sandbox.triton import install_triton
 
 pytestmark = pytest.mark.e2e
@@ -33,10 +33,6 @@ def _desired(env: DemoEnvironment) -> int:
     return int((env.cluster_service().get("status") or {}).get("desiredReplicas") or 0)
 
 
-def _ready_triton_pods(env: DemoEnvironment) -> list[dict[str, Any]]:
-    return [p for p in env.triton_pods() if _pod_ready(p) and not p["metadata"].get("deletionTimestamp")]
-
-
 def _scale_messages(env: DemoEnvironment) -> list[str]:
     return [str(e.get("message")) for e in env.events() if e.get("reason") in ("ScaledUp", "ScaledDown")]
 
@@ -47,20 +43,20 @@ def _settled(env: DemoEnvironment, spot_nodes: set[str], since: list[float], hol
     desired = _desired(env)
     if desired != since[1]:
         since[:] = [time.monotonic(), desired]
-    pods = _ready_triton_pods(env)
+    pods = env.ready_triton_pods()
     on_spot = [p for p in pods if p["spec"].get("nodeName") in spot_nodes]
     return (
         desired >= 3 and len(pods) == desired and len(on_spot) >= 2 and time.monotonic() - since[0] >= hold_s
     )
 
 
-def _wait(condition: Callable[[], bool], what: str, timeout_s: float, log: Callable[[], str]) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(1.0)
-    pytest.fail(f"timed out after {timeout_s:g} s waiting for {what}\n{log()}")
+def _wait(
+    env: DemoEnvironment, condition: Callable[[], bool], what: str, timeout_s: float, log: Callable[[], str]
+) -> None:
+    try:
+        env.api.wait_until(condition, what, timeout_s=timeout_s, interval_s=1.0)
+    except TimeoutError as error:
+        pytest.fail(f"{error}\n{log()}")
 
 
 @pytest.mark.timeout(900)
@@ -84,24 +80,24 @@ def test_a_spot_machine_lost_without_notice_leaves_one_spare_replica(
 
         spot_nodes = set(env.spot_nodes())
         since = [time.monotonic(), -1]
-        _wait(lambda: _settled(env, spot_nodes, since, hold_s=45.0), "three settled replicas", 300.0, log)
+        _wait(
+            env, lambda: _settled(env, spot_nodes, since, hold_s=45.0), "three settled replicas", 300.0, log
+        )
         # A calm market keeps no spare.
         assert not any(SPARE in m for m in _scale_messages(env)), log()
         before = _desired(env)
 
         # The machine goes: prefer one that runs a single Triton pod, so spot still serves.
-        counts: dict[str, int] = {}
-        for pod in _ready_triton_pods(env):
-            node = pod["spec"].get("nodeName")
-            if node in spot_nodes:
-                counts[node] = counts.get(node, 0) + 1
+        counts = Counter(
+            node for pod in env.ready_triton_pods() if (node := pod["spec"].get("nodeName")) in spot_nodes
+        )
         lost = min(counts, key=lambda node: counts[node])
         env.api.request("DELETE", f"/api/v1/nodes/{lost}")
 
         def spare_taken() -> bool:
             return any(SPARE in m for m in _scale_messages(env))
 
-        _wait(spare_taken, f"a scale-up that keeps a spare after losing {lost}", 150.0, log)
+        _wait(env, spare_taken, f"a scale-up that keeps a spare after losing {lost}", 150.0, log)
         message = next(m for m in _scale_messages(env) if SPARE in m)
         # e.g. "model says 4 (one spare on spot, which took a replica 6s ago: 3 + 1); scaling up 3 -> 4"
         assert "+ 1)" in message and "scaling up" in message, message
