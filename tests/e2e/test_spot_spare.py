@@ -11,6 +11,7 @@ than the objective needs while replicas serve on spot (`policy.autoscaling.with_
 from __future__ import annotations
 
 import io
+import re
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -25,8 +26,10 @@ from tritonscale_sandbox.triton import install_triton
 pytestmark = pytest.mark.e2e
 
 SPARE = "one spare on spot"
-# The demo's model carries ~25 req/s per replica within 100 ms: 60 req/s needs three.
-STEADY_RPS = 60.0
+# The demo's model carries ~25 req/s per replica within 100 ms: 70 req/s needs three. (At 60 the
+# fitted model sometimes asked for two while the window held three: the spare then kept the three
+# rather than adding a fourth.)
+STEADY_RPS = 70.0
 
 
 def _desired(env: DemoEnvironment) -> int:
@@ -34,19 +37,35 @@ def _desired(env: DemoEnvironment) -> int:
 
 
 def _scale_messages(env: DemoEnvironment) -> list[str]:
-    return [str(e.get("message")) for e in env.events() if e.get("reason") in ("ScaledUp", "ScaledDown")]
+    """The scale events' messages, oldest first."""
+    scaled = [e for e in env.events() if e.get("reason") in ("ScaledUp", "ScaledDown")]
+    scaled.sort(key=lambda e: str(e.get("lastTimestamp") or e["metadata"]["creationTimestamp"]))
+    return [str(e.get("message")) for e in scaled]
+
+
+def _model_count(env: DemoEnvironment) -> int | None:
+    """What the model asked for at the last scale (`model says N`)."""
+    said = [
+        int(m.group(1)) for message in _scale_messages(env) if (m := re.search(r"model says (\d+)", message))
+    ]
+    return said[-1] if said else None
 
 
 def _settled(env: DemoEnvironment, spot_nodes: set[str], since: list[float], hold_s: float) -> bool:
-    """Desired at three or more, every replica ready, two or more on spot, and no change of
-    desired for `hold_s` (`since` keeps [when desired last changed, that desired])."""
+    """Desired at three or more and the model's own count (not one the window holds), every
+    replica ready, two or more on spot, and no change of desired for `hold_s` (`since` keeps
+    [when desired last changed, that desired])."""
     desired = _desired(env)
     if desired != since[1]:
         since[:] = [time.monotonic(), desired]
     pods = env.ready_triton_pods()
     on_spot = [p for p in pods if p["spec"].get("nodeName") in spot_nodes]
     return (
-        desired >= 3 and len(pods) == desired and len(on_spot) >= 2 and time.monotonic() - since[0] >= hold_s
+        desired >= 3
+        and _model_count(env) == desired
+        and len(pods) == desired
+        and len(on_spot) >= 2
+        and time.monotonic() - since[0] >= hold_s
     )
 
 
@@ -93,12 +112,14 @@ def test_a_spot_machine_lost_without_notice_leaves_one_spare_replica(
         )
         lost = min(counts, key=lambda node: counts[node])
         env.api.request("DELETE", f"/api/v1/nodes/{lost}")
+        deleted = time.monotonic()
 
         def spare_taken() -> bool:
             return any(SPARE in m for m in _scale_messages(env))
 
         _wait(env, spare_taken, f"a scale-up that keeps a spare after losing {lost}", 150.0, log)
         message = next(m for m in _scale_messages(env) if SPARE in m)
+        print(f"spare seen {time.monotonic() - deleted:.0f}s after {lost} was deleted: {message}")
         # e.g. "model says 4 (one spare on spot, which took a replica 6s ago: 3 + 1); scaling up 3 -> 4"
         assert "+ 1)" in message and "scaling up" in message, message
         assert _desired(env) > before, log()

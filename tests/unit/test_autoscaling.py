@@ -382,6 +382,28 @@ def test_once_spot_has_taken_a_replica_one_spare_keeps_the_next_reclaim_short_of
     assert expired[0].model_replicas == 6
 
 
+def test_the_spare_for_a_reclaim_right_after_a_scale_up_is_not_held_for_the_metrics_to_settle() -> None:
+    """Right after a change the model's count is held while the percentile is within the
+    objective (the metrics still mix old and new counts). The spare reads the pods, not the
+    metrics: a reclaim 12 s after a scale-up gets it at once, and only it."""
+
+    def steady(at: float, on_spot: int) -> tuple[float, Observation]:
+        return at, observe(1100, 80, 2 + on_spot, batch=6.0, spot_ready_replicas=on_spot)
+
+    scaled_up = replace(AutoscalerState(), last_change_s=0.0, last_direction=1)
+    reclaim = [steady(10.0, 4), steady(12.0, 3), steady(14.0, 3)]
+    spot = replace(SETTINGS, spot_from_replicas=2)
+    held, _ = run(reclaim, current=6, state=scaled_up)  # no spot: the model's count waits
+    assert [d.desired for d in held] == [6, 6, 6] and held[1].model_replicas > 6
+    spared, after = run(reclaim, current=6, settings=spot, state=scaled_up)
+    assert [d.desired for d in spared] == [6, 7, 7]  # one more than the model's held count
+    assert "(one spare on spot, which took a replica 0s ago:" in spared[1].reason
+    assert after.spot_lost_s == 12.0 and after.last_change_s == 12.0
+    # Once settled the model's count is followed as before.
+    (settled,), _ = run([steady(73.0, 3)], current=7, settings=spot, state=after)
+    assert settled.desired == spared[1].model_replicas
+
+
 def test_spot_taking_a_replica_while_metrics_are_missing_is_remembered() -> None:
     missing = replace(
         Observation.unavailable("Prometheus unreachable", ready_replicas=5), spot_ready_replicas=3

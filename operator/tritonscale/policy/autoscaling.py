@@ -429,8 +429,15 @@ class LatencyAutoscaler:
         # Right after a change the metrics still mix old and new counts: while the percentile is
         # within the objective, wait for them to settle rather than trust the model alone.
         # (The routers' counts are fresh: a surge they show is not a mix of old and new.)
+        # The spare for a loss since that change reads no metrics but the pods, which show it at
+        # once: it is not held (it waited out the rest of settle_s after a change).
+        spare_unheld = False
         if not phase.settled and observed <= s.up_threshold * s.target_ms and not panic and surge is None:
-            wanted_up = min(wanted_up, current)
+            lost = state.spot_lost_s
+            spare_unheld = (
+                sizing.spare is not None and lost is not None and lost > (state.last_change_s or 0.0)
+            )
+            wanted_up = min(wanted_up, current + (1 if spare_unheld else 0))
         desired, verdict = self._stabilize(state, now, current, wanted_up, max(recent))
         if observation.partial is not None and desired < current:
             desired, verdict = current, Verdict.HOLD  # the replicas not measured may be busy
@@ -456,7 +463,7 @@ class LatencyAutoscaler:
             surge=surge.describe() if surge is not None and sizing.up > current else None,
             forecast=quiet if quiet is not None and clamped < current else sizing.forecast,
             headroom=sizing.headroom if clamped > sizing.up else None,
-            spare=sizing.spare if clamped >= sizing.up and clamped != current else None,
+            spare=sizing.spare if (clamped >= sizing.up or spare_unheld) and clamped != current else None,
             trend_held=trend_held if clamped <= current else None,
         )
         return decision, state
