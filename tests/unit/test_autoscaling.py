@@ -413,11 +413,16 @@ def test_spot_taking_a_replica_while_metrics_are_missing_is_remembered() -> None
     assert held.metrics_missing and state.spot_lost_s == 10.0
 
 
-def test_a_scale_down_of_ours_is_no_loss_of_spot() -> None:
+def test_a_scale_down_of_ours_is_no_loss_of_spot_but_a_reclaim_right_after_one_is() -> None:
     spot = replace(SETTINGS, spot_from_replicas=2)
+    # Scaled down from 7 to 6 at 5 s: one spot replica fewer, and nothing short of the six.
     state = replace(AutoscalerState(), last_change_s=5.0, last_direction=-1, spot_ready_seen=5)
     (decision,), after = run([(10.0, observe(1100, 80, 6, batch=6.0, spot_ready_replicas=4))], 6, spot, state)
     assert after.spot_lost_s is None and decision.desired == 6
+    # Spot takes one of the six 40 s after that scale-down (seen in the sandbox: 46 s).
+    (reclaimed,), lost = run([(45.0, observe(1100, 80, 5, batch=6.0, spot_ready_replicas=3))], 6, spot, after)
+    assert lost.spot_lost_s == 45.0
+    assert "(one spare on spot, which took a replica 0s ago:" in reclaimed.reason
 
 
 def test_the_spare_is_one_replica_from_the_count_that_puts_one_on_spot() -> None:

@@ -664,23 +664,18 @@ class LatencyAutoscaler:
         self, observation: Observation, state: AutoscalerState, now: float, current: int
     ) -> AutoscalerState:
         """Remember when spot took replicas before anything stood in for them: the replicas
-        ready on spot fell, the ready replicas are short of the `current` desired count, and no
-        scale-down of ours within settle_s explains it (a reclaim evicted at once, a replica
-        that stopped being ready). Spot pods drained once on-demand stand-ins are ready (the
-        fallback saw the notice in time) leave nothing short, and need no spare."""
+        ready on spot fell and the ready replicas are short of the `current` desired count (a
+        reclaim evicted at once, a replica that stopped being ready). A scale-down of ours
+        leaves nothing short of the count it set, nor do spot pods drained once on-demand
+        stand-ins are ready (the fallback saw the notice in time): they need no spare. (A loss
+        within settle_s of a scale-down of ours once passed for it, and kept no spare.)"""
         seen = observation.spot_ready_replicas
         if seen is None:
             return state
         lost = state.spot_lost_s
         short = observation.ready_replicas < current
         if state.spot_ready_seen is not None and seen < state.spot_ready_seen and short:
-            scaled_down = (
-                state.last_direction < 0
-                and state.last_change_s is not None
-                and now - state.last_change_s <= self.settings.settle_s
-            )
-            if not scaled_down:
-                lost = now
+            lost = now
         return replace(state, spot_ready_seen=seen, spot_lost_s=lost)
 
     def _size(
