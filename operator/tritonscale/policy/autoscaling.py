@@ -429,8 +429,7 @@ class LatencyAutoscaler:
         # Right after a change the metrics still mix old and new counts: while the percentile is
         # within the objective, wait for them to settle rather than trust the model alone.
         # (The routers' counts are fresh: a surge they show is not a mix of old and new.)
-        # The spare for a loss since that change reads no metrics but the pods, which show it at
-        # once: it is not held (it waited out the rest of settle_s after a change).
+        # The spare for a loss since that change reads the pods, not the metrics: it is not held.
         spare_unheld = False
         if not phase.settled and observed <= s.up_threshold * s.target_ms and not panic and surge is None:
             lost = state.spot_lost_s
@@ -667,8 +666,7 @@ class LatencyAutoscaler:
         ready on spot fell and the ready replicas are short of the `current` desired count (a
         reclaim evicted at once, a replica that stopped being ready). A scale-down of ours
         leaves nothing short of the count it set, nor do spot pods drained once on-demand
-        stand-ins are ready (the fallback saw the notice in time): they need no spare. (A loss
-        within settle_s of a scale-down of ours once passed for it, and kept no spare.)"""
+        stand-ins are ready (the fallback saw the notice in time): they need no spare."""
         seen = observation.spot_ready_replicas
         if seen is None:
             return state
