@@ -125,6 +125,10 @@ def test_feedback_corrects_a_model_that_is_too_optimistic() -> None:
     slow_decisions, slow_state = run(slow, current=3)
     assert max(ratio for _, ratio, _ in slow_state.corrections) > 1.2
     assert slow_decisions[-1].desired > honest_decisions[-1].desired
+    # A scale-up says the learnt correction, not the plain model, asked for it.
+    (scaled,), _ = run([(400.0, observe(160, 99, 3))], current=3, state=slow_state)
+    assert scaled.direction == "up"
+    assert "by the plain model; latency measured 2." in scaled.reason, scaled.reason
 
 
 def test_panic_scales_in_proportion_when_the_model_says_all_is_well() -> None:
@@ -180,6 +184,8 @@ def test_a_backlog_adds_capacity_to_drain_it() -> None:
     (without,), _ = run([(200.0, observe(150, 60, 2, pending_requests=0.0))], current=2, state=state)
     (with_backlog,), _ = run([(200.0, observe(150, 60, 2, pending_requests=20000.0))], current=2, state=state)
     assert with_backlog.desired > without.desired
+    assert "queued, drained within 15s" in with_backlog.reason, with_backlog.reason
+    assert "queued" not in without.reason
 
 
 def test_decisions_are_pure() -> None:
@@ -284,6 +290,9 @@ def test_a_lagging_rate_is_carried_forward_over_its_lag_on_a_ramp() -> None:
         return decisions[-1].model_replicas
 
     assert sized(45.0) > sized(0.0)
+    ramp = [(float(t), observe(500.0 + 5.0 * t, 60.0, 1)) for t in range(10, 200, 10)]
+    ups = [d for d in run(ramp, current=1, settings=settings)[0] if d.direction == "up"]
+    assert any("req/s a cold start ahead" in d.reason for d in ups), [d.reason for d in ups]
     # On a steady rate there is nothing to carry forward: the lag changes nothing.
     steady = [(float(t), observe(1000.0, 60.0, 10, rate_age_s=45.0)) for t in range(10, 200, 10)]
     fresh = [(t, replace(seen, rate_age_s=0.0)) for t, seen in steady]

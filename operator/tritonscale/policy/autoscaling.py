@@ -169,6 +169,7 @@ class Decision:
     headroom: str | None = None  # why more than the model's count is kept after a reversal
     spare: str | None = None  # why one replica beyond the model's count is kept on spot
     trend_held: str | None = None  # the trend that would have undone a recent scale-down
+    beyond_present: str | None = None  # what made the model ask for more than the present rate needs
 
     @property
     def direction(self) -> str:
@@ -205,6 +206,8 @@ class Decision:
             summary += f" ({self.spare})"
         if self.trend_held is not None:
             summary += f" ({self.trend_held})"
+        if self.beyond_present is not None:
+            summary += f" ({self.beyond_present})"
 
         if self.verdict is Verdict.WAIT_FOR_HISTORY:
             action = f"holding until {self.stabilization_s:g}s of history"
@@ -240,6 +243,9 @@ class _Sizing:
     spare: str | None = None  # set when `up` includes a spare for a spot reclaim
     up_untrended: int = 0  # `up` for the present alone: without the metrics' trend carried ahead
     untrended_rate: float = 0.0  # the expected rate without that trend
+    # What made the model's count exceed what the present rate alone needs (a rate expected a
+    # cold start ahead, a backlog to drain), with the latency correction learnt at that load.
+    beyond_present: str | None = None
 
 
 def with_spare(replicas: int, spot_from: int | None) -> int:
@@ -464,6 +470,7 @@ class LatencyAutoscaler:
             headroom=sizing.headroom if clamped > sizing.up else None,
             spare=sizing.spare if (clamped >= sizing.up or spare_unheld) and clamped != current else None,
             trend_held=trend_held if clamped <= current else None,
+            beyond_present=sizing.beyond_present if clamped > current and sizing.up > current else None,
         )
         return decision, state
 
@@ -782,6 +789,24 @@ class LatencyAutoscaler:
         spot_from = s.spot_from_replicas if serving_on_spot and recently_lost else None
         objective_up = replicas_for(expected)
         up = with_spare(objective_up, spot_from)
+        # Why the count is above what the plain model wants at the present rate, for the reason.
+        plain = fewest_replicas(
+            lambda n: predicted_latency_ms(n, latest, service, s.percentile) <= limit, most
+        )
+        for_present = fewest_replicas(lambda n: corrected_ms(n, latest) <= limit, most)
+        causes = []
+        if for_present > plain:
+            # One replica fewer met the plain model but not the latency learnt at its load.
+            per_replica = latest / (for_present - 1)
+            causes.append(
+                f"{plain} by the plain model; latency measured "
+                f"{correction_at(state, per_replica):.2f}x its prediction at {per_replica:.0f} req/s a replica"
+            )
+        if objective_up > for_present and expected > latest:
+            causes.append(f"sized for {expected:.0f} req/s a cold start ahead")
+        if objective_up > for_present and draining:
+            causes.append(f"{backlog:.0f} queued, drained within {s.drain_s:g}s")
+        beyond_present = "; ".join(causes) or None
         spare_note = (
             f"one spare on spot, which took a replica {now - (lost or now):.0f}s ago: {objective_up} + 1"
             if up > objective_up
@@ -816,6 +841,7 @@ class LatencyAutoscaler:
             spare_note,
             up_untrended=with_spare(replicas_for(untrended), spot_from),
             untrended_rate=untrended,
+            beyond_present=beyond_present,
         )
 
     def _with_forecast(
