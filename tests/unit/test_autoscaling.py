@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import replace
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tritonscale.api.observation import Observation, RouterSignal
 from tritonscale.api.spec import AutoscalingSpec, CapacitySpec, SpotSpec
 from tritonscale.policy.autoscaling import (
+    GROWTH_MIN_EPISODES,
+    GROWTH_MIN_WINDOWS,
     AutoscalerSettings,
     AutoscalerState,
     Decision,
     LatencyAutoscaler,
     Verdict,
+    _growth,
     settings_from_spec,
     with_spare,
 )
@@ -447,3 +453,65 @@ def test_the_spare_follows_the_capacity_spec() -> None:
     assert settings_from_spec(autoscaling, capacity=spot).spot_from_replicas == 2
     assert settings_from_spec(autoscaling, capacity=CapacitySpec()).spot_from_replicas is None
     assert settings_from_spec(autoscaling).spot_from_replicas is None
+
+
+def _surges(
+    at: list[float], span_s: float, base: float = 15.0, peak: float = 60.0
+) -> tuple[tuple[float, float], ...]:
+    """Metrics' rates every 5 s through surges to `peak` for 40 s, each rising over a 10 s
+    window; every second around a surge, as when the routers ask for decisions."""
+    times = sorted({float(t) for t in range(0, int(span_s), 5)} | {s + d for s in at for d in range(-10, 50)})
+
+    def rate(t: float) -> float:
+        rising = max((min(max((t - s) / 10.0, 0.0), 1.0) for s in at if t < s + 40), default=0.0)
+        return base + (peak - base) * rising
+
+    return tuple((t, rate(t)) for t in times)
+
+
+def test_growth_seen_in_one_surge_only_is_not_the_services_habit() -> None:
+    # Just past 20 horizons of history, the only surge's densely sampled windows fill the 90th
+    # percentile: sizing for that growth made the demo add a replica as the surge ended.
+    one = _surges([100.0], span_s=260.0)
+    assert _growth(one, 10.0, 0.9, GROWTH_MIN_WINDOWS) > 2.0
+    assert _growth(one, 10.0, 0.9, GROWTH_MIN_WINDOWS, GROWTH_MIN_EPISODES) == 1.0
+    # Two surges apart are a habit: their growth is sized for.
+    two = _surges([60.0, 180.0], span_s=260.0)
+    habit = _growth(two, 10.0, 0.9, GROWTH_MIN_WINDOWS, GROWTH_MIN_EPISODES)
+    assert habit > 2.0 and habit == _growth(two, 10.0, 0.9, GROWTH_MIN_WINDOWS)
+
+
+def _growth_by_definition(rates: tuple[tuple[float, float], ...], horizon_s: float, quantile: float) -> float:
+    """The highest growth at or below the quantile whose windows, taken together with every
+    larger one, fall in two episodes more than a horizon apart."""
+    grown = []
+    for index, (when, rate) in enumerate(rates):
+        later = [r for t, r in rates[index + 1 :] if t < when + horizon_s]
+        beyond = [r for t, r in rates[index + 1 :] if t >= when + horizon_s]
+        if not beyond:
+            break
+        if rate > 0:
+            grown.append((max([*later, beyond[0]]) / rate, when))
+    if len(rates) < 20 or len(grown) < 10:
+        return 1.0
+    ordered = sorted(g for g, _ in grown)
+    at_quantile = ordered[min(len(ordered) - 1, int(quantile * len(ordered)))]
+    for level in sorted({g for g, _ in grown if g <= at_quantile}, reverse=True):
+        times = sorted(t for g, t in grown if g >= level)
+        if any(b - a > horizon_s for a, b in itertools.pairwise(times)):
+            return max(1.0, level)
+    return 1.0
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(st.sampled_from([1.0, 2.0, 5.0]), st.sampled_from([0.0, 10.0, 12.0, 15.0, 40.0, 60.0])),
+        min_size=15,
+        max_size=80,
+    ),
+    horizon_s=st.sampled_from([5.0, 10.0, 30.0]),
+)
+def test_growth_is_the_definitions(steps: list[tuple[float, float]], horizon_s: float) -> None:
+    rates = tuple(itertools.accumulate(steps, lambda acc, step: (acc[0] + step[0], step[1])))
+    assert _growth(rates, horizon_s, 0.9, min_episodes=2) == _growth_by_definition(rates, horizon_s, 0.9)

@@ -31,6 +31,7 @@ Each decision:
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -53,6 +54,7 @@ RATE_SPACING_S = 5.0  # the rate history keeps at most one sample per this many 
 # percentile of fewer windows is one surge, which would hold its headroom for an hour. (After a
 # reversal, the load has shown it surges, and the shorter history counts.)
 GROWTH_MIN_WINDOWS = 20
+GROWTH_MIN_EPISODES = 2
 # The routers have counted a step's new level this long before it caps the metrics' catching-up
 # trend: three of their intervals, the fewest their slope test uses (sooner, a ramp looks flat).
 STEP_SEEN_S = 3 * ROUTER_PERIOD_S
@@ -349,18 +351,26 @@ def _stepped(router: RouterSignal | None) -> RouterSignal | None:
 
 
 def _growth(
-    rates: tuple[tuple[float, float], ...], horizon_s: float, quantile: float, min_windows: int = 0
+    rates: tuple[tuple[float, float], ...],
+    horizon_s: float,
+    quantile: float,
+    min_windows: int = 0,
+    min_episodes: int = 1,
 ) -> float:
     """How much the rate grew within `horizon_s`, at `quantile` of the history (at least 1).
 
     New capacity takes a cold start to arrive; sizing for the growth seen before keeps bursty
     services within their objective and costs steady ones nothing. With `min_windows`, only a
-    history spanning that many horizons counts: in a shorter one a single surge is the quantile.
+    history spanning that many horizons counts; with `min_episodes`, only growth seen in that
+    many episodes more than a horizon apart. Without them, in a history not much longer than
+    that, one surge can fill the quantile (its windows are sampled more often, as the routers
+    ask for decisions): in the sandbox demo it sized for 2.9x the falling rate just after the
+    only surge had ended, a replica more for nothing.
     """
     if len(rates) < 20 or rates[-1][0] - rates[0][0] < min_windows * horizon_s:
         return 1.0
     times = [t for t, _ in rates]
-    ratios = []
+    grown: list[tuple[float, float]] = []  # (ratio, when)
     ahead = 0
     for index, (time, rate) in enumerate(rates):
         ahead = max(ahead, index + 1)
@@ -369,11 +379,27 @@ def _growth(
         if ahead >= len(rates):
             break
         if rate > 0:
-            ratios.append(max(r for _, r in rates[index + 1 : ahead + 1]) / rate)
-    if len(ratios) < 10:
+            grown.append((max(r for _, r in rates[index + 1 : ahead + 1]) / rate, time))
+    if len(grown) < 10:
         return 1.0
-    ratios.sort()
-    return max(1.0, ratios[min(len(ratios) - 1, int(quantile * len(ratios)))])
+    grown.sort(reverse=True)
+    at_quantile = grown[len(grown) - 1 - min(len(grown) - 1, int(quantile * len(grown)))][0]
+    # From the quantile down, the first growth reached in `min_episodes` episodes apart.
+    seen: list[float] = []
+    episodes = 0
+    for index, (ratio, when) in enumerate(grown):
+        position = bisect.bisect(seen, when)
+        before = seen[position - 1] if position > 0 else None
+        after = seen[position] if position < len(seen) else None
+        joins_before = before is not None and when - before <= horizon_s
+        joins_after = after is not None and after - when <= horizon_s
+        within_one = joins_before and joins_after and after - before <= horizon_s  # type: ignore[operator]
+        episodes += 1 - joins_before - joins_after + within_one
+        seen.insert(position, when)
+        tied = index + 1 < len(grown) and grown[index + 1][0] == ratio
+        if ratio <= at_quantile and episodes >= min_episodes and not tied:
+            return max(1.0, ratio)
+    return 1.0
 
 
 class LatencyAutoscaler:
@@ -723,7 +749,10 @@ class LatencyAutoscaler:
             reach = stepped.present_rps + stepped.slope_rps_per_s * min(s.cold_start_s, stepped.since_s)
             trend = min(trend, max(latest, reach))
         untrended = max(
-            latest * _growth(state.rates, s.cold_start_s, s.growth_quantile, GROWTH_MIN_WINDOWS),
+            latest
+            * _growth(
+                state.rates, s.cold_start_s, s.growth_quantile, GROWTH_MIN_WINDOWS, GROWTH_MIN_EPISODES
+            ),
             latest
             + (surge.slope_rps_per_s * min(s.cold_start_s, surge.since_s) if surge is not None else 0.0),
         )
