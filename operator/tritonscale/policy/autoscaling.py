@@ -54,6 +54,8 @@ RATE_SPACING_S = 5.0  # the rate history keeps at most one sample per this many 
 # percentile of fewer windows is one surge, which would hold its headroom for an hour. (After a
 # reversal, the load has shown it surges, and the shorter history counts.)
 GROWTH_MIN_WINDOWS = 20
+# ... and only growth reached in two episodes a cold start apart: just past 20 cold starts, one
+# surge sampled every second (the routers ask for decisions) still filled the percentile.
 GROWTH_MIN_EPISODES = 2
 # The routers have counted a step's new level this long before it caps the metrics' catching-up
 # trend: three of their intervals, the fewest their slope test uses (sooner, a ramp looks flat).
@@ -245,8 +247,8 @@ class _Sizing:
     spare: str | None = None  # set when `up` includes a spare for a spot reclaim
     up_untrended: int = 0  # `up` for the present alone: without the metrics' trend carried ahead
     untrended_rate: float = 0.0  # the expected rate without that trend
-    # What made the model's count exceed what the present rate alone needs (a rate expected a
-    # cold start ahead, a backlog to drain), with the latency correction learnt at that load.
+    # What made the model's count exceed what the plain model wants at the present rate: the
+    # latency correction learnt at that load, a rate expected a cold start ahead, a backlog.
     beyond_present: str | None = None
 
 
