@@ -249,7 +249,8 @@ class _Sizing:
     untrended_rate: float = 0.0  # the expected rate without that trend
     # What made the model's count exceed what the plain model wants at the present rate: the
     # latency correction learnt at that load, a rate expected a cold start ahead, a backlog.
-    beyond_present: str | None = None
+    # Worked out only for a scale-up's reason (two more searches of the model otherwise per tick).
+    beyond_present: Callable[[], str | None] = lambda: None
 
 
 def with_spare(replicas: int, spot_from: int | None) -> int:
@@ -395,7 +396,14 @@ def _growth(
         after = seen[position] if position < len(seen) else None
         joins_before = before is not None and when - before <= horizon_s
         joins_after = after is not None and after - when <= horizon_s
-        within_one = joins_before and joins_after and after - before <= horizon_s  # type: ignore[operator]
+        # Both neighbours joined were one episode already when no more than a horizon apart.
+        within_one = (
+            joins_before
+            and joins_after
+            and before is not None
+            and after is not None
+            and after - before <= horizon_s
+        )
         episodes += 1 - joins_before - joins_after + within_one
         seen.insert(position, when)
         tied = index + 1 < len(grown) and grown[index + 1][0] == ratio
@@ -498,7 +506,7 @@ class LatencyAutoscaler:
             headroom=sizing.headroom if clamped > sizing.up else None,
             spare=sizing.spare if (clamped >= sizing.up or spare_unheld) and clamped != current else None,
             trend_held=trend_held if clamped <= current else None,
-            beyond_present=sizing.beyond_present if clamped > current and sizing.up > current else None,
+            beyond_present=sizing.beyond_present() if clamped > current and sizing.up > current else None,
         )
         return decision, state
 
@@ -820,24 +828,28 @@ class LatencyAutoscaler:
         spot_from = s.spot_from_replicas if serving_on_spot and recently_lost else None
         objective_up = replicas_for(expected)
         up = with_spare(objective_up, spot_from)
-        # Why the count is above what the plain model wants at the present rate, for the reason.
-        plain = fewest_replicas(
-            lambda n: predicted_latency_ms(n, latest, service, s.percentile) <= limit, most
-        )
-        for_present = fewest_replicas(lambda n: corrected_ms(n, latest) <= limit, most)
-        causes = []
-        if for_present > plain:
-            # One replica fewer met the plain model but not the latency learnt at its load.
-            per_replica = latest / (for_present - 1)
-            causes.append(
-                f"{plain} by the plain model; latency measured "
-                f"{correction_at(state, per_replica):.2f}x its prediction at {per_replica:.0f} req/s a replica"
+
+        def beyond_present() -> str | None:
+            """Why the count is above what the plain model wants at the present rate."""
+            assert service is not None
+            plain = fewest_replicas(
+                lambda n: predicted_latency_ms(n, latest, service, s.percentile) <= limit, most
             )
-        if objective_up > for_present and expected > latest:
-            causes.append(f"sized for {expected:.0f} req/s a cold start ahead")
-        if objective_up > for_present and draining:
-            causes.append(f"{backlog:.0f} queued, drained within {s.drain_s:g}s")
-        beyond_present = "; ".join(causes) or None
+            for_present = fewest_replicas(lambda n: corrected_ms(n, latest) <= limit, most)
+            causes = []
+            if for_present > plain:
+                # One replica fewer met the plain model but not the latency learnt at its load.
+                per_replica = latest / (for_present - 1)
+                causes.append(
+                    f"{plain} by the plain model; latency measured "
+                    f"{correction_at(state, per_replica):.2f}x its prediction at {per_replica:.0f} req/s a replica"
+                )
+            if objective_up > for_present and expected > latest:
+                causes.append(f"sized for {expected:.0f} req/s a cold start ahead")
+            if objective_up > for_present and draining:
+                causes.append(f"{backlog:.0f} queued, drained within {s.drain_s:g}s")
+            return "; ".join(causes) or None
+
         spare_note = (
             f"one spare on spot, which took a replica {now - (lost or now):.0f}s ago: {objective_up} + 1"
             if up > objective_up
