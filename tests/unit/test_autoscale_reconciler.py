@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -105,6 +106,22 @@ def test_status_event_and_metric_say_the_same_decision() -> None:
     assert [m for t, r, m in cluster.events if r == "ScaledUp"] == [reason]
     assert [v for v in Verdict if after[v] != before[v]] == [Verdict.SCALE_UP]
     assert after[Verdict.SCALE_UP] == before[Verdict.SCALE_UP] + 1
+
+
+def test_every_decision_is_logged_changes_at_info_holds_at_debug(caplog: pytest.LogCaptureFixture) -> None:
+    cluster, autoscaler, source = setup()
+    caplog.set_level(logging.DEBUG, logger="tritonscale.reconcilers.autoscale")
+    source.next = overload()
+    autoscaler.tick("nlp", "bert")
+    source.next = Observation.unavailable("Prometheus unreachable", ready_replicas=2)
+    autoscaler.tick("nlp", "bert")
+    logged = [
+        (r.levelno, r.getMessage()) for r in caplog.records if r.name == "tritonscale.reconcilers.autoscale"
+    ]
+    reason = status(cluster)["lastScale"]["reason"]  # type: ignore[index]
+    assert logged[0] == (logging.INFO, f"nlp/bert ScaleUp: {reason}")
+    assert logged[1][0] == logging.DEBUG
+    assert logged[1][1].startswith("nlp/bert MetricsMissing: metrics missing (Prometheus unreachable)")
 
 
 def test_missing_metrics_hold_and_warn_once() -> None:

@@ -424,17 +424,20 @@ class AutoscaleReconciler:
         self, body: dict[str, Any], service: InferenceService, decision: Decision, source: str
     ) -> None:
         key = (service.namespace, service.name)
-        if decision.direction != "hold":
+        changed = decision.direction != "hold"
+        if changed:
             reason = "ScaledUp" if decision.direction == "up" else "ScaledDown"
             self.api.post_event(body, "Normal", reason, decision.reason)
-            log.info(
-                "%s/%s %s: %s",
-                service.namespace,
-                service.name,
-                decision.verdict.value,
-                decision.reason,
-                extra={"verdict": decision.verdict.value},
-            )
+        # Every tick's decision at debug (--verbose): why a service held is history too.
+        log.log(
+            logging.INFO if changed else logging.DEBUG,
+            "%s/%s %s: %s",
+            service.namespace,
+            service.name,
+            decision.verdict.value,
+            decision.reason,
+            extra={"verdict": decision.verdict.value},
+        )
         was_missing = self._was_missing.get(key, False)
         if decision.metrics_missing and not was_missing:
             self.api.post_event(
