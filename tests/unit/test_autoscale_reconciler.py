@@ -653,10 +653,9 @@ def test_the_accuracy_ledger_counts_through_a_router_unread_and_a_router_restart
     )
 
 
-def _decisions_with(spot: bool) -> list[dict[str, object]]:
-    """The status after each of two decisions on a steady 950 req/s at six ready replicas of
-    44 ms batches of 8, with spot on (onDemandBase 1, maxFraction 0.75) or off; between them a
-    spot replica stops being ready (a reclaim)."""
+def _six_replicas(spot: bool, source: ScriptedSource) -> tuple[FakeCluster, AutoscaleReconciler]:
+    """A service at six ready replicas, with spot on (onDemandBase 1, maxFraction 0.75: four
+    on spot) or off, autoscaled on `source`."""
     cluster = FakeCluster()
     cluster.add_service(
         make_inference_service(
@@ -672,14 +671,25 @@ def _decisions_with(spot: bool) -> list[dict[str, object]]:
     cluster.make_all_ready()
     stack.reconcile("nlp", "bert")
     assert status(cluster)["spotReplicas"] == (4 if spot else 0)
-    source = ScriptedSource()
-    source.next = Observation(
-        arrival_rate_rps=950.0, latency_ms=60.0, ready_replicas=6, mean_compute_ms=44.0, average_batch=8.0
-    )
     clock = iter(float(t) for t in range(0, 10_000, 5))
     autoscaler = AutoscaleReconciler(
         cluster, stack, lambda s: (source, "triton"), clock=lambda: NOW, monotonic=lambda: next(clock)
     )
+    return cluster, autoscaler
+
+
+STEADY_950 = Observation(
+    arrival_rate_rps=950.0, latency_ms=60.0, ready_replicas=6, mean_compute_ms=44.0, average_batch=8.0
+)
+
+
+def _decisions_with(spot: bool) -> list[dict[str, object]]:
+    """The status after each of two decisions on a steady 950 req/s at six ready replicas of
+    44 ms batches of 8, with spot on or off; between them a spot replica stops being ready (a
+    reclaim)."""
+    source = ScriptedSource()
+    source.next = STEADY_950
+    cluster, autoscaler = _six_replicas(spot, source)
     autoscaler.tick("nlp", "bert")
     first = dict(status(cluster))
     # A replica lost at once (a reclaim, or with spot off a crash): one short, nothing standing in.
@@ -687,6 +697,34 @@ def _decisions_with(spot: bool) -> list[dict[str, object]]:
     source.next = replace(source.next, ready_replicas=5)
     autoscaler.tick("nlp", "bert")
     return [first, dict(status(cluster))]
+
+
+class _ReclaimDuringTheQuery(ScriptedSource):
+    """Reads ready replicas from the target, as the Prometheus source does (the status as the
+    tick began); during the first query the status write of a spot reclaim lands."""
+
+    def __init__(self, cluster: dict[str, FakeCluster]) -> None:
+        super().__init__()
+        self.cluster = cluster
+
+    def observe(self, target: ScalingTarget) -> Observation:
+        self.targets.append(target)
+        if len(self.targets) == 1:
+            current = status(self.cluster["it"])
+            current["replicas"], current["spotReplicas"] = 5, 3
+        return replace(STEADY_950, ready_replicas=target.ready_replicas or 0)
+
+
+def test_a_reclaim_written_to_status_during_the_query_is_still_seen() -> None:
+    """The ready count and the spot count come from one copy of the status: a reclaim whose
+    status write lands while the metrics are queried is seen at the next tick (read half from
+    each copy, spot fell while nothing looked short, and the loss was never noted)."""
+    holder: dict[str, FakeCluster] = {}
+    source = _ReclaimDuringTheQuery(holder)
+    holder["it"], autoscaler = _six_replicas(True, source)
+    autoscaler.tick("nlp", "bert")
+    autoscaler.tick("nlp", "bert")
+    assert "(one spare on spot, which took a replica 0s ago:" in status(holder["it"])["lastScale"]["reason"]  # type: ignore[index]
 
 
 def test_once_spot_has_taken_a_replica_the_decision_keeps_a_spare() -> None:

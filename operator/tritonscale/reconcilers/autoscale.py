@@ -193,7 +193,13 @@ class AutoscaleReconciler:
         started = time.perf_counter()
         source, source_name = self.choose_source(service)
         target = scaling_target(service, self.stack.options.cluster_domain)
-        observation = replace(source.observe(target), router=self._router_signal(namespace, name))
+        # The spot count from the copy the target's ready count came from: read from two copies,
+        # a reclaim written between them showed spot fallen while nothing looked short.
+        observation = replace(
+            source.observe(target),
+            router=self._router_signal(namespace, name),
+            spot_ready_replicas=service.status.spot_replicas,
+        )
         facts = self._learn_facts(target, observation.ready_replicas)
         with self.stack.lock(namespace, name):
             found = self._autoscaled(namespace, name)
@@ -201,7 +207,6 @@ class AutoscaleReconciler:
                 return None
             body, service = found
             autoscaling = service.spec.autoscaling
-            assert autoscaling is not None
             assert autoscaling is not None
             cold = cold_start(facts.starts, autoscaling.cold_start_seconds)
             if self.variants is not None:
@@ -414,7 +419,6 @@ class AutoscaleReconciler:
         )
         current = service.status.desired_replicas or reconciled_replicas(service)
         state = self._states.get(key, AutoscalerState())
-        observation = replace(observation, spot_ready_replicas=service.status.spot_replicas)
         carried = 1.0
         if self.variants is not None:
             carried = self.variants.bridge(service, policy, state, observation.arrival_rate_rps or 0.0)
