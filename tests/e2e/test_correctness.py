@@ -60,11 +60,17 @@ def _wait_condition(
     status: str,
     reason: str,
     timeout_s: float = 60.0,
+    message_starts: str = "",
 ) -> dict[str, Any]:
+    """Wait for the condition with this status and reason (and a message that starts so: a
+    status written before every count caught up can carry the reason a moment earlier)."""
+
     def check() -> dict[str, Any] | None:
         operator.assert_healthy()
         found = _condition(_get(cluster, namespace, name), condition)
-        return found if found and (found["status"], found["reason"]) == (status, reason) else None
+        if not found or (found["status"], found["reason"]) != (status, reason):
+            return None
+        return found if str(found.get("message", "")).startswith(message_starts) else None
 
     try:
         found: dict[str, Any] = cluster.wait_until(
@@ -183,8 +189,18 @@ def test_fewer_ready_replicas_than_desired_is_not_ready(cluster: Cluster, operat
     )
     try:
         cluster.kubectl("apply", "-f", "-", input=_yaml(service))
-        ready = _wait_condition(cluster, operator, ns, name, "Ready", "False", "Unschedulable", timeout_s=90)
-        assert ready["message"].startswith("1/2 Triton replicas ready"), ready["message"]
+        # (Pods are ready before their Deployment counts them: "0/2" can come first, briefly.)
+        ready = _wait_condition(
+            cluster,
+            operator,
+            ns,
+            name,
+            "Ready",
+            "False",
+            "Unschedulable",
+            timeout_s=90,
+            message_starts="1/2 Triton replicas ready",
+        )
         assert "Insufficient cpu" in ready["message"]
         assert _get(cluster, ns, name)["status"]["replicas"] == 1
     finally:
