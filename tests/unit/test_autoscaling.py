@@ -137,6 +137,30 @@ def test_feedback_corrects_a_model_that_is_too_optimistic() -> None:
     assert "by the plain model; latency measured 2." in scaled.reason, scaled.reason
 
 
+def test_no_correction_is_learnt_from_a_metrics_window_that_lags_the_load() -> None:
+    """Traffic at 60 req/s has just begun and the metrics' window still says 6: the latency is
+    60 req/s's, so pairing it with 6 would learn a correction several times too large (a demo
+    learnt 2.5x at 3 req/s a replica so, and later asked for 25 replicas at p95 45 ms of 100).
+    With the routers counting 60, nothing is learnt; nor while the window reaches back to a
+    time without traffic."""
+    settings = replace(SETTINGS, max_batch=2, max_replicas=6)
+
+    def lagging(t: float, routers: bool) -> Observation:
+        router = RouterSignal(60.0, t, 60.0, 0.0, None, in_flight=3.0, age_s=0.0) if routers else None
+        return Observation(
+            arrival_rate_rps=6.0, latency_ms=95.0, ready_replicas=2, mean_compute_ms=40.0, router=router
+        )
+
+    _, unguarded = run([(t, lagging(t, routers=False)) for t in (10.0, 15.0, 20.0)], 2, settings)
+    assert unguarded.corrections and unguarded.corrections[0][1] > 2.0  # what is at stake
+    _, guarded = run([(t, lagging(t, routers=True)) for t in (10.0, 15.0, 20.0)], 2, settings)
+    assert guarded.corrections == ()
+    idle = Observation(arrival_rate_rps=0.0, latency_ms=None, ready_replicas=2, mean_compute_ms=40.0)
+    after_idle = [(10.0, idle), (15.0, replace(lagging(15.0, routers=False), rate_age_s=5.0))]
+    _, filling = run(after_idle, 2, settings)
+    assert filling.corrections == ()
+
+
 def test_panic_scales_in_proportion_when_the_model_says_all_is_well() -> None:
     calm = [(float(t), observe(100, 30, 4)) for t in range(10, 200, 10)]
     _, state = run(calm, current=4)

@@ -60,6 +60,8 @@ GROWTH_MIN_EPISODES = 2
 # The routers have counted a step's new level this long before it caps the metrics' catching-up
 # trend: three of their intervals, the fewest their slope test uses (sooner, a ramp looks flat).
 STEP_SEEN_S = 3 * ROUTER_PERIOD_S
+# The routers' rate and the metrics' within this factor: the window describes the load.
+LEARN_RATE_AGREEMENT = 2.0
 
 
 def load_bucket(per_replica_rps: float) -> int:
@@ -333,6 +335,25 @@ def _metrics_window_filling(
     return any(rate <= 0 for when, rate in rates if when >= since)
 
 
+def _rate_misleads(
+    observation: Observation, state: AutoscalerState, now: float, settings: AutoscalerSettings
+) -> bool:
+    """Whether the metrics' rate is not the load the latency was measured under, so the model's
+    error cannot be learnt from the pair: the window reaches back to a time without traffic,
+    or the routers' rate (since their last change point, within their last minute) is beyond
+    LEARN_RATE_AGREEMENT of it either way (the window lags a step). A demo learnt 2.5x at
+    3 req/s a replica from its first ticks, while the routers counted 55, and later asked for
+    25 replicas at p95 45 ms of 100."""
+    if _metrics_window_filling(state.rates, now, observation, settings):
+        return True
+    router = _fresh_router(observation)
+    if router is None:
+        return False
+    assert observation.arrival_rate_rps is not None
+    routed, measured = router.rate_rps, observation.arrival_rate_rps
+    return routed > LEARN_RATE_AGREEMENT * measured or measured > LEARN_RATE_AGREEMENT * routed
+
+
 def _surge(observation: Observation) -> RouterSignal | None:
     """The routers' signal when it shows a surge clearly above the metrics' rate, fresh."""
     router = _fresh_router(observation)
@@ -590,6 +611,7 @@ class LatencyAutoscaler:
             and observation.ready_replicas == current
             and observation.latency_ms <= s.panic_ratio * s.target_ms
             and observation.variant_share == 0
+            and not _rate_misleads(observation, state, now, s)
         )
         if service is not None and steady:
             state = self._update_feedback(observation, state, service, now)
