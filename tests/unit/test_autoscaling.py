@@ -141,8 +141,8 @@ def test_no_correction_is_learnt_from_a_metrics_window_that_lags_the_load() -> N
     """Traffic at 60 req/s has just begun and the metrics' window still says 6: the latency is
     60 req/s's, so pairing it with 6 would learn a correction several times too large (a demo
     learnt 2.5x at 3 req/s a replica so, and later asked for 25 replicas at p95 45 ms of 100).
-    With the routers counting 60, nothing is learnt; nor while the window reaches back to a
-    time without traffic."""
+    With the routers counting 60, nothing is learnt. Without them, what the first window
+    taught serves until that window (and a trend window) has passed, then goes."""
     settings = replace(SETTINGS, max_batch=2, max_replicas=6)
 
     def lagging(t: float, routers: bool) -> Observation:
@@ -151,14 +151,18 @@ def test_no_correction_is_learnt_from_a_metrics_window_that_lags_the_load() -> N
             arrival_rate_rps=6.0, latency_ms=95.0, ready_replicas=2, mean_compute_ms=40.0, router=router
         )
 
-    _, unguarded = run([(t, lagging(t, routers=False)) for t in (10.0, 15.0, 20.0)], 2, settings)
+    first_ticks = [(t, lagging(t, routers=False)) for t in (10.0, 15.0, 20.0)]
+    _, unguarded = run(first_ticks, 2, settings)
     assert unguarded.corrections and unguarded.corrections[0][1] > 2.0  # what is at stake
     _, guarded = run([(t, lagging(t, routers=True)) for t in (10.0, 15.0, 20.0)], 2, settings)
     assert guarded.corrections == ()
-    idle = Observation(arrival_rate_rps=0.0, latency_ms=None, ready_replicas=2, mean_compute_ms=40.0)
-    after_idle = [(10.0, idle), (15.0, replace(lagging(15.0, routers=False), rate_age_s=5.0))]
-    _, filling = run(after_idle, 2, settings)
-    assert filling.corrections == ()
+    # Six replicas at 76 req/s (another load a replica, not learnt yet: they just came).
+    six = Observation(arrival_rate_rps=76, latency_ms=45, ready_replicas=6, mean_compute_ms=40.0)
+    _, within = run([(25.0, six)], 6, settings, state=unguarded)
+    assert within.corrections == unguarded.corrections
+    warmed = 10.0 + settings.trend_window_s  # the first observation, plus windows (rate age 0 here)
+    _, after = run([(warmed + 5.0, six)], 6, settings, state=within)
+    assert after.corrections == ()
 
 
 def test_panic_scales_in_proportion_when_the_model_says_all_is_well() -> None:

@@ -335,17 +335,12 @@ def _metrics_window_filling(
     return any(rate <= 0 for when, rate in rates if when >= since)
 
 
-def _rate_misleads(
-    observation: Observation, state: AutoscalerState, now: float, settings: AutoscalerSettings
-) -> bool:
+def _rate_misleads(observation: Observation) -> bool:
     """Whether the metrics' rate is not the load the latency was measured under, so the model's
-    error cannot be learnt from the pair: the window reaches back to a time without traffic,
-    or the routers' rate (since their last change point, within their last minute) is beyond
-    LEARN_RATE_AGREEMENT of it either way (the window lags a step). A demo learnt 2.5x at
-    3 req/s a replica from its first ticks, while the routers counted 55, and later asked for
-    25 replicas at p95 45 ms of 100."""
-    if _metrics_window_filling(state.rates, now, observation, settings):
-        return True
+    error cannot be learnt from the pair: the routers' rate (since their last change point,
+    within their last minute) is beyond LEARN_RATE_AGREEMENT of it either way (the window lags
+    a step). A demo learnt 2.5x at 3 req/s a replica from its first ticks, while the routers
+    counted 55, and later asked for 25 replicas at p95 45 ms of 100."""
     router = _fresh_router(observation)
     if router is None:
         return False
@@ -611,11 +606,25 @@ class LatencyAutoscaler:
             and observation.ready_replicas == current
             and observation.latency_ms <= s.panic_ratio * s.target_ms
             and observation.variant_share == 0
-            and not _rate_misleads(observation, state, now, s)
+            and not _rate_misleads(observation)
         )
         if service is not None and steady:
             state = self._update_feedback(observation, state, service, now)
-        return state, service, phase
+        return self._forget_first_window(observation, state, now), service, phase
+
+    def _forget_first_window(
+        self, observation: Observation, state: AutoscalerState, now: float
+    ) -> AutoscalerState:
+        """Corrections learnt in the first metrics window (and trend window) of observation
+        serve while nothing better is known, and go once it has passed unless learnt again:
+        then the window may still have been filling with traffic that had just begun, its rate
+        too low for the latency (the routers, when read, may not have seen the step yet)."""
+        window_s = 2 * max(observation.rate_age_s - observation.sample_age_s, 0.0)
+        warmed_s = (state.first_seen_s if state.first_seen_s is not None else now) + window_s
+        warmed_s += self.settings.trend_window_s
+        if now < warmed_s or all(when >= warmed_s for _, _, when in state.corrections):
+            return state
+        return replace(state, corrections=tuple(c for c in state.corrections if c[2] >= warmed_s))
 
     def _panics(self, observation: Observation, phase: _Phase, current: int) -> bool:
         """Far over target once the serving replicas have shown their effect, with no capacity
