@@ -21,6 +21,7 @@ from tritonscale.policy.autoscaling import (
     LatencyAutoscaler,
     Verdict,
     _growth,
+    load_bucket,
     settings_from_spec,
     with_spare,
 )
@@ -139,10 +140,8 @@ def test_feedback_corrects_a_model_that_is_too_optimistic() -> None:
 
 def test_no_correction_is_learnt_from_a_metrics_window_that_lags_the_load() -> None:
     """Traffic at 60 req/s has just begun and the metrics' window still says 6: the latency is
-    60 req/s's, so pairing it with 6 would learn a correction several times too large (a demo
-    learnt 2.5x at 3 req/s a replica so, and later asked for 25 replicas at p95 45 ms of 100).
-    With the routers counting 60, nothing is learnt. Without them, what the first window
-    taught serves until that window (and a trend window) has passed, then goes."""
+    60 req/s's, so pairing it with 6 would learn a correction several times too large. With the
+    routers counting 60, nothing is learnt."""
     settings = replace(SETTINGS, max_batch=2, max_replicas=6)
 
     def lagging(t: float, routers: bool) -> Observation:
@@ -151,18 +150,30 @@ def test_no_correction_is_learnt_from_a_metrics_window_that_lags_the_load() -> N
             arrival_rate_rps=6.0, latency_ms=95.0, ready_replicas=2, mean_compute_ms=40.0, router=router
         )
 
-    first_ticks = [(t, lagging(t, routers=False)) for t in (10.0, 15.0, 20.0)]
-    _, unguarded = run(first_ticks, 2, settings)
+    _, unguarded = run([(t, lagging(t, routers=False)) for t in (10.0, 15.0, 20.0)], 2, settings)
     assert unguarded.corrections and unguarded.corrections[0][1] > 2.0  # what is at stake
     _, guarded = run([(t, lagging(t, routers=True)) for t in (10.0, 15.0, 20.0)], 2, settings)
     assert guarded.corrections == ()
-    # Six replicas at 76 req/s (another load a replica, not learnt yet: they just came).
-    six = Observation(arrival_rate_rps=76, latency_ms=45, ready_replicas=6, mean_compute_ms=40.0)
-    _, within = run([(25.0, six)], 6, settings, state=unguarded)
-    assert within.corrections == unguarded.corrections
-    warmed = 10.0 + settings.trend_window_s  # the first observation, plus windows (rate age 0 here)
-    _, after = run([(warmed + 5.0, six)], 6, settings, state=within)
-    assert after.corrections == ()
+
+
+def test_a_correction_learnt_at_a_light_load_does_not_size_a_heavier_one() -> None:
+    """A correction applies near the load a replica carried when it was learnt. One learnt on a
+    cold start's first slow requests (2.5x at a few req/s a replica) fails counts far above the
+    need, where each replica carries that little: a search over 1..4x maxReplicas that assumed
+    more replicas never fail once fewer meet asked for 25 (16 for one learnt at 8 req/s a
+    replica) while six served 76 req/s at p95 45 ms of 100. The serving count meets the limit,
+    so the fewest is sought below it."""
+    settings = replace(SETTINGS, max_batch=2, max_replicas=6)
+    steady = [
+        (10.0 * i, Observation(arrival_rate_rps=76, latency_ms=45, ready_replicas=6, mean_compute_ms=40.0))
+        for i in range(1, 8)
+    ]
+    unlearnt, _ = run(steady, current=6, settings=settings)
+    for light_rps in (3.0, 5.0, 8.0):
+        learnt = replace(AutoscalerState(), corrections=((load_bucket(light_rps), 2.5, 0.0),))
+        decisions, _ = run(steady, current=6, settings=settings, state=learnt)
+        assert [d.model_replicas for d in decisions] == [d.model_replicas for d in unlearnt], light_rps
+        assert all(d.limited is None for d in decisions), decisions[-1].reason
 
 
 def test_panic_scales_in_proportion_when_the_model_says_all_is_well() -> None:

@@ -80,3 +80,21 @@ def test_model_tracks_the_simulator_within_a_quarter(rate: float, replicas: int)
     simulated = Simulation(times, env, 100.0, 95.0).run(_Fixed(replicas), replicas, duration).p95_ms
     predicted = predicted_latency_ms(replicas, rate, SERVICE, 95)
     assert predicted == pytest.approx(simulated, rel=0.25)
+
+
+@given(st.integers(1, 60), st.integers(1, 60), st.integers(-5, 70))
+def test_a_count_known_to_meet_bounds_the_search_and_changes_no_monotone_answer(
+    most: int, threshold: int, within: int
+) -> None:
+    """Where `meets` keeps holding once it holds, `within` changes nothing; where a count
+    known to meet is given, a count above it that fails does not push the answer past it."""
+    assert fewest_replicas(lambda n: n >= threshold, most, within) == fewest_replicas(
+        lambda n: n >= threshold, most
+    )
+
+    def holes(n: int) -> bool:
+        return 3 <= n <= most // 2  # fails again above most // 2
+
+    if most // 2 >= 3:
+        assert fewest_replicas(holes, most, within=most // 2) == 3
+        assert fewest_replicas(holes, most) == most + 1  # without it: past every count

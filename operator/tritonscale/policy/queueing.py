@@ -96,12 +96,16 @@ def predicted_latency_ms(replicas: int, rate_rps: float, service: ServiceTime, p
     return execution_ms * (2.0 - tail + QUEUEING_WEIGHT * queueing)
 
 
-def fewest_replicas(meets: Callable[[int], bool], most: int) -> int:
+def fewest_replicas(meets: Callable[[int], bool], most: int, within: int | None = None) -> int:
     """Smallest count in 1..most for which `meets` holds (it must hold for every larger count
-    once it holds); `most + 1` when not even `most` is enough."""
-    if not meets(most):
+    once it holds); `most + 1` when not even `most` is enough. When `meets(within)` holds, the
+    search stays in 1..within: the same answer where `meets` keeps holding once it holds, and
+    where it does not (a latency correction learnt at a light load a replica can fail counts far
+    above the need) the fewest below a count known to do."""
+    high = within if within is not None and 1 <= within < most and meets(within) else most
+    if high == most and not meets(most):
         return most + 1
-    low, high = 1, most
+    low = 1
     while low < high:
         middle = (low + high) // 2
         if meets(middle):
