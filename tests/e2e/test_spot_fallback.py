@@ -127,11 +127,13 @@ def test_reclaimed_spot_falls_back_to_on_demand_and_returns_without_a_dip(
             "every stand-in gone and 3 spot replicas ready",
             timeout_s=240,
         )
+        returned = time.monotonic()
         stop.set()
         sampler.join(timeout=5)
         # Dense enough to say capacity never dipped: about one sample a second over the return,
-        # never 5 s apart (each is a kubectl call, slower when the machine is loaded).
-        gaps = [b - a for (a, _), (b, _) in itertools.pairwise(samples)]
+        # never 5 s apart, to its end (each is a kubectl call, slower when the machine is loaded).
+        times = [at for at, _ in samples] + [returned]
+        gaps = [b - a for a, b in itertools.pairwise(times)]
         assert len(samples) > 40 and max(gaps) <= 5.0, (
             f"{len(samples)} samples, largest gap {max(gaps):.1f} s"
         )

@@ -193,8 +193,9 @@ class AutoscaleReconciler:
         started = time.perf_counter()
         source, source_name = self.choose_source(service)
         target = scaling_target(service, self.stack.options.cluster_domain)
-        # The spot count from the copy the target's ready count came from: read from two copies,
-        # a reclaim written between them showed spot fallen while nothing looked short.
+        # The spot count from the copy the target's ready count came from (Prometheus reads it
+        # there; Triton's statistics count live pods, newer still): from a later copy, a reclaim
+        # written in between showed spot fallen while nothing looked short, and was never noted.
         observation = replace(
             source.observe(target),
             router=self._router_signal(namespace, name),
