@@ -818,6 +818,10 @@ class LatencyAutoscaler:
         # first requests) once failed four times maxReplicas, and the search asked for 25 where
         # the six serving met the objective at p95 45 ms of 100.
         serving = max(current, observation.ready_replicas)
+
+        def fewest_corrected(rate: float) -> int:
+            return fewest_replicas(lambda n: corrected_ms(n, rate) <= limit, most, serving)
+
         # A backlog must be drained: the queue now, plus what piles up until new capacity is
         # ready (arrivals beyond what the serving replicas can do, over a cold start), gone
         # within drain_s once it is there, at full batches (the most a replica can do).
@@ -836,7 +840,7 @@ class LatencyAutoscaler:
         draining = backlog > latest * s.target_ms / 1000.0
 
         def replicas_for(rate: float) -> int:
-            replicas = fewest_replicas(lambda n: corrected_ms(n, rate) <= limit, most, serving)
+            replicas = fewest_corrected(rate)
             if draining:
                 replicas = max(replicas, math.ceil((rate + backlog / s.drain_s) / full_rps))
             return replicas
@@ -858,7 +862,7 @@ class LatencyAutoscaler:
             plain = fewest_replicas(
                 lambda n: predicted_latency_ms(n, latest, service, s.percentile) <= limit, most
             )
-            for_present = fewest_replicas(lambda n: corrected_ms(n, latest) <= limit, most, serving)
+            for_present = fewest_corrected(latest)
             causes = []
             if for_present > plain:
                 # One replica fewer met the plain model but not the latency learnt at its load.
@@ -890,10 +894,8 @@ class LatencyAutoscaler:
                     f"room kept for {growth:.1f}x growth for another {last_reversal + s.history_s - now:.0f}s: "
                     f"a scale-down was undone {now - last_reversal:.0f}s ago"
                 )
-        down = fewest_replicas(lambda n: corrected_ms(n, margin) <= limit, most, serving)
-        if headroom_note is not None and down <= fewest_replicas(
-            lambda n: corrected_ms(n, plain_margin) <= limit, most, serving
-        ):
+        down = fewest_corrected(margin)
+        if headroom_note is not None and down <= fewest_corrected(plain_margin):
             headroom_note = None  # the headroom costs no replica now
         return _Sizing(
             latest,
