@@ -13,7 +13,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from tritonscale.api.observation import RouterSignal
 from tritonscale.api.resource import InferenceService
 from tritonscale.api.status import ConditionStatus, InferenceServiceStatus
-from tritonscale.policy.autoscaling import Decision, Verdict
+from tritonscale.policy.autoscaling import FEEDBACK_PAUSE_NOTICE_S, LEARN_RATE_AGREEMENT, Decision, Verdict
 from tritonscale.policy.variants import VariantDecision
 
 RECONCILES = Counter(
@@ -205,6 +205,13 @@ class AutoscalerMetrics:
             "metrics alone for the moment).",
             labels,
         )
+        self.feedback_paused = Gauge(
+            "tritonscale_autoscaler_feedback_paused",
+            f"1 while the model's error has not been learnt for {FEEDBACK_PAUSE_NOTICE_S:g}s or "
+            f"more because the routers' and the metrics' rates disagree by more than "
+            f"{LEARN_RATE_AGREEMENT:g}x (the status reason says both); else 0.",
+            labels,
+        )
         self.decision_seconds = Histogram(
             "tritonscale_autoscaler_decision_duration_seconds",
             "Time one autoscaling decision took, observation included.",
@@ -221,6 +228,8 @@ class AutoscalerMetrics:
         self.decisions.labels(namespace, name, decision.verdict.value).inc()
         if decision.forecast is not None:
             self.forecast_decisions.labels(namespace, name).inc()
+        if not decision.metrics_missing:
+            self.feedback_paused.labels(namespace, name).set(decision.feedback_paused is not None)
 
     def record_variants(
         self, namespace: str, name: str, service: InferenceService, decision: VariantDecision | None
@@ -261,6 +270,7 @@ class AutoscalerMetrics:
             self.surge_decisions,
             self.forecast_decisions,
             self.router_read_failures,
+            self.feedback_paused,
         ):
             with contextlib.suppress(KeyError):
                 metric.remove(namespace, name)

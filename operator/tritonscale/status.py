@@ -281,22 +281,30 @@ def autoscaling_status(
     now: datetime,
     generation: int | None,
     partial: str | None = None,
+    feedback_paused: str | None = None,
 ) -> InferenceServiceStatus:
     """The status after one autoscaling decision: desired replicas, what was measured, the last
-    scale, and the MetricsAvailable and ScalingLimited conditions."""
+    scale, and the MetricsAvailable and ScalingLimited conditions (the former also says when
+    the measured rate and the routers' have disagreed so long the model's error is not learnt)."""
     conditions = list(previous.conditions)
     if missing is None:
         measured = (
             f"{latency_ms:.0f} ms at {rate_rps:.0f} req/s from {source}" if latency_ms is not None else "idle"
         )
+        why = "MetricsFresh"
+        if partial is not None:
+            why, measured = (
+                "MetricsPartial",
+                f"{measured}, {partial}; scaled to every ready pod, no scale-down",
+            )
+        if feedback_paused is not None:
+            why, measured = "RatesDisagree", f"{measured}; {feedback_paused}"
         conditions = set_condition(
             conditions,
             ConditionType.METRICS_AVAILABLE,
             ConditionStatus.TRUE,
-            "MetricsFresh" if partial is None else "MetricsPartial",
-            measured
-            if partial is None
-            else f"{measured}, {partial}; scaled to every ready pod, no scale-down",
+            why,
+            measured,
             now,
             generation,
         )

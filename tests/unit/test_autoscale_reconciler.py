@@ -14,7 +14,7 @@ from tests.unit.fakes import FakeCluster
 from tritonscale.api.observation import Observation, RouterReading, RouterSignal, ScalingTarget
 from tritonscale.api.resource import PAUSE_ANNOTATION, InferenceService, parse_inference_service
 from tritonscale.handlers.operator import ignored_manual_scale
-from tritonscale.policy.autoscaling import Verdict
+from tritonscale.policy.autoscaling import FEEDBACK_PAUSE_NOTICE_S, Verdict
 from tritonscale.reconcilers.autoscale import AutoscaleReconciler
 from tritonscale.reconcilers.stack import StackReconciler
 from tritonscale.reconcilers.variants import VariantController
@@ -388,6 +388,55 @@ def test_the_router_job_sums_the_routers_and_asks_for_a_tick_when_they_surge() -
     after = status(cluster)["desiredReplicas"]
     assert isinstance(before, int) and isinstance(after, int) and after > before
     assert "router 1000 req/s" in status(cluster)["lastScale"]["reason"]  # type: ignore[index]
+
+
+def test_rates_that_disagree_for_minutes_warn_once_and_say_when_they_agree_again() -> None:
+    """The metrics' rate reads 60x what the routers count (a rateQuery in requests per minute):
+    the model's error cannot be learnt. A Warning Event, a log line and a gauge say so once
+    the two have disagreed for FEEDBACK_PAUSE_NOTICE_S, and a Normal Event when they agree."""
+    readings: dict[str, RouterReading | str] = {
+        "10.0.0.1": RouterReading(routed=1000.0, in_flight=1.0),
+        "10.0.0.2": RouterReading(routed=1000.0, in_flight=1.0),
+    }
+    cluster, autoscaler, source, now, _ = _router_setup(readings)
+    labels = {"namespace": "nlp", "name": "bert"}
+
+    def run_for(seconds: float, metrics_rps: float) -> None:
+        source.next = Observation(
+            arrival_rate_rps=metrics_rps,
+            latency_ms=40.0,
+            ready_replicas=2,
+            mean_compute_ms=23.0,
+            average_batch=1.0,
+        )
+        for _ in range(int(seconds / 2)):
+            now[0] += 2.0
+            autoscaler.router_tick("nlp", "bert")
+            for address, reading in readings.items():  # 100 req/s in all
+                readings[address] = RouterReading(reading.routed + 100, 1.0)  # type: ignore[union-attr]
+            if now[0] % 10 == 0:
+                autoscaler.tick("nlp", "bert")
+
+    def warnings() -> list[str]:
+        return [message for _, reason, message in cluster.events if reason == "FeedbackPaused"]
+
+    run_for(60, 100.0)  # agreeing: the routers' rate since their change point is the load
+    run_for(FEEDBACK_PAUSE_NOTICE_S - 20, 6000.0)
+    assert warnings() == []
+    assert REGISTRY.get_sample_value("tritonscale_autoscaler_feedback_paused", labels) == 0.0
+    run_for(60, 6000.0)
+    (warning,) = warnings()
+    assert "the routers count 100 req/s, the metrics 6000" in warning
+    available = next(c for c in status(cluster)["conditions"] if c["type"] == "MetricsAvailable")  # type: ignore[attr-defined]
+    assert available["reason"] == "RatesDisagree" and "routers count 100 req/s" in available["message"]
+    assert REGISTRY.get_sample_value("tritonscale_autoscaler_feedback_paused", labels) == 1.0
+    run_for(20, 100.0)
+    assert len(warnings()) == 1
+    assert "FeedbackResumed" in [reason for _, reason, _ in cluster.events]
+    assert conditions(cluster)["MetricsAvailable"] == "True"
+    available = next(c for c in status(cluster)["conditions"] if c["type"] == "MetricsAvailable")  # type: ignore[attr-defined]
+    assert available["reason"] == "MetricsFresh"
+    assert REGISTRY.get_sample_value("tritonscale_autoscaler_feedback_paused", labels) == 0.0
 
 
 def test_a_router_that_goes_away_or_restarts_is_not_a_surge() -> None:

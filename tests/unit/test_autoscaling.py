@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from tritonscale.api.observation import Observation, RouterSignal
 from tritonscale.api.spec import AutoscalingSpec, CapacitySpec, SpotSpec
 from tritonscale.policy.autoscaling import (
+    FEEDBACK_PAUSE_NOTICE_S,
     GROWTH_MIN_EPISODES,
     GROWTH_MIN_WINDOWS,
     AutoscalerSettings,
@@ -154,6 +155,33 @@ def test_no_correction_is_learnt_from_a_metrics_window_that_lags_the_load() -> N
     assert unguarded.corrections and unguarded.corrections[0][1] > 2.0  # what is at stake
     _, guarded = run([(t, lagging(t, routers=True)) for t in (10.0, 15.0, 20.0)], 2, settings)
     assert guarded.corrections == ()
+
+
+def test_rates_that_disagree_for_minutes_pause_the_feedback_and_the_reason_says_so() -> None:
+    """A rateQuery in requests per minute reads 60x the load the routers count. Nothing is learnt
+    from such a pair, and that must not pass in silence: once the two have disagreed for
+    FEEDBACK_PAUSE_NOTICE_S, every decision names both rates until they agree again."""
+
+    def reading(t: float, metrics_rps: float) -> Observation:
+        router = RouterSignal(10.0, t, 10.0, 0.0, None, in_flight=1.0, age_s=0.0)
+        return observe(metrics_rps, 30.0, 2, router=router)
+
+    ticks = [5.0 * i for i in range(1, 41)]
+    decisions, state = run([(t, reading(t, 600.0)) for t in ticks], current=2)
+    first = ticks[0]
+    for t, decision in zip(ticks, decisions, strict=True):
+        assert (decision.feedback_paused is not None) == (t - first >= FEEDBACK_PAUSE_NOTICE_S), t
+    last = decisions[-1]
+    assert last.feedback_paused is not None and last.feedback_paused in last.reason
+    assert "routers count 10 req/s, the metrics 600" in last.feedback_paused
+    # Agreeing once clears it; a new disagreement starts its own clock.
+    (agreed,), state = run([(205.0, reading(205.0, 10.0))], current=last.desired, state=state)
+    assert agreed.feedback_paused is None and state.rates_disagree_s is None
+    (again,), _ = run([(210.0, reading(210.0, 600.0))], current=agreed.desired, state=state)
+    assert again.feedback_paused is None
+    # Without fresh router counts there is nothing to compare: no pause is claimed.
+    unread, _ = run([(t, observe(600.0, 30.0, 2)) for t in ticks], current=2)
+    assert all(d.feedback_paused is None for d in unread)
 
 
 def test_a_correction_learnt_at_a_light_load_does_not_size_a_heavier_one() -> None:

@@ -62,6 +62,10 @@ GROWTH_MIN_EPISODES = 2
 STEP_SEEN_S = 3 * ROUTER_PERIOD_S
 # The routers' rate and the metrics' within this factor: the window describes the load.
 LEARN_RATE_AGREEMENT = 2.0
+# A step's lag in the metrics' window is over within the window (10 s-1 min), a scrape and the
+# sample's age; disagreeing this long, the two rates count different things (a rateQuery in
+# other units, an ensemble's steps): the feedback is paused for good, and the user is told.
+FEEDBACK_PAUSE_NOTICE_S = 120.0
 
 
 def load_bucket(per_replica_rps: float) -> int:
@@ -129,6 +133,7 @@ class AutoscalerState:
     sized_for_rps: float | None = None  # the present rate the last decision sized for
     spot_ready_seen: int | None = None  # ready replicas on spot at the previous decision
     spot_lost_s: float | None = None  # when spot last took one and left us short (_note_spot_loss)
+    rates_disagree_s: float | None = None  # since when the routers' and metrics' rates disagree
     rate_peaks: RateHistory = field(default_factory=RateHistory)  # peak rate per bucket (forecasts)
 
 
@@ -176,6 +181,7 @@ class Decision:
     spare: str | None = None  # why one replica beyond the model's count is kept on spot
     trend_held: str | None = None  # the trend that would have undone a recent scale-down
     beyond_present: str | None = None  # what made the model ask for more than the present rate needs
+    feedback_paused: str | None = None  # why the model's error has not been learnt for a while
 
     @property
     def direction(self) -> str:
@@ -214,6 +220,8 @@ class Decision:
             summary += f" ({self.trend_held})"
         if self.beyond_present is not None:
             summary += f" ({self.beyond_present})"
+        if self.feedback_paused is not None:
+            summary += f" ({self.feedback_paused})"
 
         if self.verdict is Verdict.WAIT_FOR_HISTORY:
             action = f"holding until {self.stabilization_s:g}s of history"
@@ -347,6 +355,20 @@ def _rate_misleads(observation: Observation) -> bool:
     assert observation.arrival_rate_rps is not None
     routed, measured = router.rate_rps, observation.arrival_rate_rps
     return routed > LEARN_RATE_AGREEMENT * measured or measured > LEARN_RATE_AGREEMENT * routed
+
+
+def _feedback_paused(observation: Observation, state: AutoscalerState, now: float) -> str | None:
+    """Why no model error has been learnt for FEEDBACK_PAUSE_NOTICE_S or more: the routers'
+    and the metrics' rates have disagreed (_rate_misleads) all that time; else None."""
+    since = state.rates_disagree_s
+    router = _fresh_router(observation)
+    if since is None or now - since < FEEDBACK_PAUSE_NOTICE_S or router is None:
+        return None
+    return (
+        f"model feedback paused for {now - since:.0f}s: the routers count {router.rate_rps:.0f} req/s, "
+        f"the metrics {observation.arrival_rate_rps or 0.0:.0f}, more than {LEARN_RATE_AGREEMENT:g}x apart; "
+        "does the rate query count requests per second of this model?"
+    )
 
 
 def _surge(observation: Observation) -> RouterSignal | None:
@@ -523,6 +545,7 @@ class LatencyAutoscaler:
             spare=sizing.spare if (clamped >= sizing.up or spare_unheld) and clamped != current else None,
             trend_held=trend_held if clamped <= current else None,
             beyond_present=sizing.beyond_present() if clamped > current and sizing.up > current else None,
+            feedback_paused=_feedback_paused(observation, state, now),
         )
         return decision, state
 
@@ -601,13 +624,16 @@ class LatencyAutoscaler:
         # backlog says nothing about how the model fits the load), and not while a faster variant
         # served some requests (their latency is not the primary model's), nor while the
         # routers' count says the metrics' rate is not the load (_rate_misleads).
+        misleads = _rate_misleads(observation)
+        since = state.rates_disagree_s if state.rates_disagree_s is not None else now
+        state = replace(state, rates_disagree_s=since if misleads else None)
         steady = (
             phase.settled
             and phase.serving_settled
             and observation.ready_replicas == current
             and observation.latency_ms <= s.panic_ratio * s.target_ms
             and observation.variant_share == 0
-            and not _rate_misleads(observation)
+            and not misleads
         )
         if service is not None and steady:
             state = self._update_feedback(observation, state, service, now)

@@ -138,6 +138,7 @@ class AutoscaleReconciler:
         self.read = read or api.get_inference_service
         self._states: dict[tuple[str, str], AutoscalerState] = {}
         self._was_missing: dict[tuple[str, str], bool] = {}
+        self._was_paused: dict[tuple[str, str], bool] = {}  # the model feedback (Decision.feedback_paused)
         self.read_model_configs = read_model_configs or (lambda target, hosts: "not configured")
         self._facts: dict[tuple[str, str], _Facts] = {}
         self.read_router = read_router
@@ -151,6 +152,7 @@ class AutoscaleReconciler:
         `release_routers`, one that still exists: its routers serve the model only again)."""
         self._states.pop((namespace, name), None)
         self._was_missing.pop((namespace, name), None)
+        self._was_paused.pop((namespace, name), None)
         self._facts.pop((namespace, name), None)
         self._routers.pop((namespace, name), None)
         if self.variants is not None:
@@ -226,6 +228,7 @@ class AutoscaleReconciler:
                 rate_rps=None if decision.metrics_missing else observation.arrival_rate_rps,
                 missing=(observation.missing or decision.reason) if decision.metrics_missing else None,
                 partial=observation.partial,
+                feedback_paused=decision.feedback_paused,
                 source=source_name,
                 now=self.clock(),
                 generation=service.metadata.generation,
@@ -451,6 +454,18 @@ class AutoscaleReconciler:
         elif was_missing and not decision.metrics_missing:
             self.api.post_event(body, "Normal", "MetricsAvailable", f"metrics from {source} are back")
         self._was_missing[key] = decision.metrics_missing
+        # Metrics missing say nothing about the feedback: its state is kept through an outage.
+        if decision.metrics_missing:
+            return
+        paused, was_paused = decision.feedback_paused is not None, self._was_paused.get(key, False)
+        if paused and not was_paused:
+            log.warning("%s/%s: %s", service.namespace, service.name, decision.feedback_paused)
+            self.api.post_event(body, "Warning", "FeedbackPaused", str(decision.feedback_paused))
+        elif was_paused and not paused:
+            self.api.post_event(
+                body, "Normal", "FeedbackResumed", "the routers' and the metrics' rates agree again"
+            )
+        self._was_paused[key] = paused
 
     def _switch_off(
         self, body: dict[str, Any], service: InferenceService, cleared: InferenceServiceStatus
