@@ -209,7 +209,8 @@ class AutoscalerMetrics:
             "tritonscale_autoscaler_feedback_paused",
             f"1 while the model's error has not been learnt for {FEEDBACK_PAUSE_NOTICE_S:g}s or "
             f"more because the routers' and the metrics' rates disagree by more than "
-            f"{LEARN_RATE_AGREEMENT:g}x (the status reason says both); else 0.",
+            f"{LEARN_RATE_AGREEMENT:g}x (the MetricsAvailable condition says both); else 0, and 0 "
+            "while metrics are missing.",
             labels,
         )
         self.decision_seconds = Histogram(
@@ -228,8 +229,8 @@ class AutoscalerMetrics:
         self.decisions.labels(namespace, name, decision.verdict.value).inc()
         if decision.forecast is not None:
             self.forecast_decisions.labels(namespace, name).inc()
-        if not decision.metrics_missing:
-            self.feedback_paused.labels(namespace, name).set(decision.feedback_paused is not None)
+        # 0 while metrics are missing (TritonscaleMetricsMissing speaks for that time).
+        self.feedback_paused.labels(namespace, name).set(decision.feedback_paused is not None)
 
     def record_variants(
         self, namespace: str, name: str, service: InferenceService, decision: VariantDecision | None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,7 +29,11 @@ pytestmark = pytest.mark.integration
 
 NAMESPACE, NAME = "default", "perminute"
 LOAD_RPS = 10
-LOAD_S = int(FEEDBACK_PAUSE_NOTICE_S) + 90  # the notice's wait, the window filling, a few ticks
+# The notice comes FEEDBACK_PAUSE_NOTICE_S after the routers have a rate, plus a tick or two;
+# once the query is fixed, the next tick with a fresh sample agrees.
+PAUSED_BY_S = FEEDBACK_PAUSE_NOTICE_S + 60
+RESUMED_BY_S = 45
+LOAD_S = int(PAUSED_BY_S + RESUMED_BY_S + 30)
 PER_MINUTE = 'sum(increase(nv_inference_request_success{namespace="${namespace}",pod=~"${pods}"}[1m]))'
 
 
@@ -56,7 +61,19 @@ def stack(
 
 def _metrics_available(cluster: ProcessBackedCluster) -> dict[str, str]:
     conditions = cluster.body["status"].get("conditions", [])
-    return next((c for c in conditions if c["type"] == "MetricsAvailable"), {})
+    found: dict[str, str] = next((c for c in conditions if c["type"] == "MetricsAvailable"), {})
+    return found
+
+
+def _events(cluster: ProcessBackedCluster, wanted: str) -> list[str]:
+    return [message for _, reason, message in cluster.events if reason == wanted]
+
+
+def _wait_for(cluster: ProcessBackedCluster, wanted: str, within_s: float) -> list[str]:
+    deadline = time.monotonic() + within_s
+    while not _events(cluster, wanted) and time.monotonic() < deadline:
+        time.sleep(1.0)
+    return _events(cluster, wanted)
 
 
 @pytest.mark.timeout(LOAD_S + 240)
@@ -80,27 +97,33 @@ def test_a_rate_query_in_other_units_pauses_the_feedback_and_says_so(
     threads = [threading.Thread(target=target, daemon=True) for target in (read_routers, tick)]
     for thread in threads:
         thread.start()
+    bench = subprocess.Popen(
+        bench_simulated(
+            router.http_endpoint,
+            "--schedule",
+            f"step:{LOAD_RPS}@0",
+            "--duration",
+            str(LOAD_S),
+            "--timeout",
+            "15",
+            "--no-progress",
+        ),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
-        bench = subprocess.run(
-            bench_simulated(
-                router.http_endpoint,
-                "--schedule",
-                f"step:{LOAD_RPS}@0",
-                "--duration",
-                str(LOAD_S),
-                "--timeout",
-                "15",
-                "--no-progress",
-            ),
-            capture_output=True,
-            text=True,
-            timeout=LOAD_S + 120,
-            check=False,
-        )
-        assert bench.returncode == 0, bench.stderr[-2000:]
-        paused = [message for _, reason, message in cluster.events if reason == "FeedbackPaused"]
+        paused = _wait_for(cluster, "FeedbackPaused", within_s=PAUSED_BY_S)
         available = _metrics_available(cluster)
+        # The user fixes the query: the default one counts requests per second, and the two agree.
+        fixed = cluster.get_inference_service(NAMESPACE, NAME)["spec"]["autoscaling"]  # type: ignore[index]
+        del fixed["metrics"]["rateQuery"]
+        cluster.update_spec({"autoscaling": fixed})
+        resumed = _wait_for(cluster, "FeedbackResumed", within_s=RESUMED_BY_S)
+        _, stderr = bench.communicate(timeout=LOAD_S + 60)
+        assert bench.returncode == 0, stderr[-2000:]
     finally:
+        bench.kill()
         stop.set()
         for thread in threads:
             thread.join(timeout=30)
@@ -111,6 +134,10 @@ def test_a_rate_query_in_other_units_pauses_the_feedback_and_says_so(
     routed, measured = int(found.group(1)), int(found.group(2))
     assert abs(routed - LOAD_RPS) <= 3, paused[0]
     assert measured >= 30 * LOAD_RPS, paused[0]  # about 60x once the minute has filled
+    assert "rateQuery" in paused[0], paused[0]
     assert available.get("status") == "True" and available.get("reason") == "RatesDisagree", available
     assert "model feedback paused" in available.get("message", ""), available
-    print(paused[0])
+    assert len(resumed) == 1, cluster.events
+    assert _events(cluster, "FeedbackPaused") == paused, cluster.events  # not paused again
+    assert _metrics_available(cluster).get("reason") == "MetricsFresh", _metrics_available(cluster)
+    print(paused[0], resumed[0], sep="\n")

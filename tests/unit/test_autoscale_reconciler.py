@@ -300,12 +300,15 @@ def _router_setup(
     readings: dict[str, RouterReading | str],
     variants: bool = False,
     cuts: dict[str, list[dict[str, int]]] | None = None,
+    metrics: dict[str, str] | None = None,
 ) -> tuple[FakeCluster, AutoscaleReconciler, ScriptedSource, list[float], list[tuple[str, str]]]:
     """A service with two Ready router pods read through `readings` (address -> counters or why
     not), a clock the test moves, and the surges the router job asked ticks for; with
     `variants`, an int8 variant under a 1-point budget whose cuts each router gets go to `cuts`."""
     cluster = FakeCluster()
     spec: dict[str, object] = {"minReplicas": 1, "maxReplicas": 40, "periodSeconds": 10}
+    if metrics is not None:
+        spec["metrics"] = metrics
     overrides: dict[str, object] = {}
     if variants:
         spec["accuracy"] = {"floor": 0.99}
@@ -398,7 +401,8 @@ def test_rates_that_disagree_for_minutes_warn_once_and_say_when_they_agree_again
         "10.0.0.1": RouterReading(routed=1000.0, in_flight=1.0),
         "10.0.0.2": RouterReading(routed=1000.0, in_flight=1.0),
     }
-    cluster, autoscaler, source, now, _ = _router_setup(readings)
+    per_minute = "sum(increase(nv_inference_request_success[1m]))"
+    cluster, autoscaler, source, now, _ = _router_setup(readings, metrics={"rateQuery": per_minute})
     labels = {"namespace": "nlp", "name": "bert"}
 
     def run_for(seconds: float, metrics_rps: float) -> None:
@@ -427,6 +431,7 @@ def test_rates_that_disagree_for_minutes_warn_once_and_say_when_they_agree_again
     run_for(60, 6000.0)
     (warning,) = warnings()
     assert "the routers count 100 req/s, the metrics 6000" in warning
+    assert "does spec.autoscaling.metrics.rateQuery return requests per second" in warning
     available = next(c for c in status(cluster)["conditions"] if c["type"] == "MetricsAvailable")  # type: ignore[attr-defined]
     assert available["reason"] == "RatesDisagree" and "routers count 100 req/s" in available["message"]
     assert REGISTRY.get_sample_value("tritonscale_autoscaler_feedback_paused", labels) == 1.0

@@ -161,27 +161,63 @@ def test_rates_that_disagree_for_minutes_pause_the_feedback_and_the_reason_says_
     """A rateQuery in requests per minute reads 60x the load the routers count. Nothing is learnt
     from such a pair, and that must not pass in silence: once the two have disagreed for
     FEEDBACK_PAUSE_NOTICE_S, every decision names both rates until they agree again."""
-
-    def reading(t: float, metrics_rps: float) -> Observation:
-        router = RouterSignal(10.0, t, 10.0, 0.0, None, in_flight=1.0, age_s=0.0)
-        return observe(metrics_rps, 30.0, 2, router=router)
-
     ticks = [5.0 * i for i in range(1, 41)]
-    decisions, state = run([(t, reading(t, 600.0)) for t in ticks], current=2)
+    decisions, state = run([(t, _routed(t, 600.0)) for t in ticks], current=2)
     first = ticks[0]
     for t, decision in zip(ticks, decisions, strict=True):
         assert (decision.feedback_paused is not None) == (t - first >= FEEDBACK_PAUSE_NOTICE_S), t
     last = decisions[-1]
     assert last.feedback_paused is not None and last.feedback_paused in last.reason
     assert "routers count 10 req/s, the metrics 600" in last.feedback_paused
-    # Agreeing once clears it; a new disagreement starts its own clock.
-    (agreed,), state = run([(205.0, reading(205.0, 10.0))], current=last.desired, state=state)
-    assert agreed.feedback_paused is None and state.rates_disagree_s is None
-    (again,), _ = run([(210.0, reading(210.0, 600.0))], current=agreed.desired, state=state)
+    # Agreeing once clears it; a new disagreement starts its own count.
+    (agreed,), state = run([(205.0, _routed(205.0, 10.0))], current=last.desired, state=state)
+    assert agreed.feedback_paused is None and state.rates_apart is None
+    (again,), _ = run([(210.0, _routed(210.0, 600.0))], current=agreed.desired, state=state)
     assert again.feedback_paused is None
     # Without fresh router counts there is nothing to compare: no pause is claimed.
     unread, _ = run([(t, observe(600.0, 30.0, 2)) for t in ticks], current=2)
     assert all(d.feedback_paused is None for d in unread)
+
+
+def _routed(
+    t: float, metrics_rps: float, routers_rps: float = 10.0, router_age_s: float = 0.0
+) -> Observation:
+    router = RouterSignal(routers_rps, t, routers_rps, 0.0, None, in_flight=1.0, age_s=router_age_s)
+    return observe(metrics_rps, 30.0, 2, router=router)
+
+
+def test_ticks_that_cannot_compare_the_rates_neither_clear_nor_extend_a_pause() -> None:
+    """A stale router read or a metrics outage says nothing about the two rates: a pause already
+    noticed stays (no false 'agree again'), and the time without a comparison is not counted."""
+    apart = [(5.0 * i, _routed(5.0 * i, 600.0)) for i in range(1, 31)]  # 145 s apart
+    decisions, state = run(apart, current=2)
+    assert decisions[-1].feedback_paused is not None
+    stale = [(155.0 + 5 * i, _routed(155.0 + 5 * i, 600.0, router_age_s=60.0)) for i in range(6)]
+    held, _ = run(stale, current=decisions[-1].desired, state=state)
+    assert all(d.feedback_paused is not None for d in held)
+    # Two disagreeing ticks with a 5-minute outage between: 5 s of disagreement, not 305.
+    outage = [
+        (5.0, _routed(5.0, 40.0)),
+        *[
+            (10.0 + 10 * i, Observation.unavailable("Prometheus unreachable", ready_replicas=2))
+            for i in range(30)
+        ],
+        (310.0, _routed(310.0, 40.0)),
+        (315.0, _routed(315.0, 40.0)),
+    ]
+    decisions, state = run(outage, current=2)
+    assert all(d.feedback_paused is None for d in decisions)
+    assert state.rates_apart is not None and state.rates_apart.seconds == 5.0
+
+
+def test_a_trickle_of_traffic_twice_apart_is_counting_noise_not_a_pause() -> None:
+    """At idle the routers count their clients' health and metadata calls and the metrics
+    nothing, and at a request a second either rate is noise: 2x apart, but less than
+    FEEDBACK_PAUSE_MIN_GAP_RPS, is no notice."""
+    for metrics_rps, routers_rps in ((0.0, 0.4), (0.5, 1.6), (3.0, 1.2)):
+        ticks = [(5.0 * i, _routed(5.0 * i, metrics_rps, routers_rps)) for i in range(1, 61)]
+        decisions, _ = run(ticks, current=2)
+        assert all(d.feedback_paused is None for d in decisions), (metrics_rps, routers_rps)
 
 
 def test_a_correction_learnt_at_a_light_load_does_not_size_a_heavier_one() -> None:

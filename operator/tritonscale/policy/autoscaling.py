@@ -66,6 +66,9 @@ LEARN_RATE_AGREEMENT = 2.0
 # sample's age; disagreeing this long, the two rates count different things (a rateQuery in
 # other units, an ensemble's steps): the feedback is paused for good, and the user is told.
 FEEDBACK_PAUSE_NOTICE_S = 120.0
+# ... when they are this far apart too: below it, counting noise and the routers' own health
+# and metadata calls make a trickle of traffic look 2x apart.
+FEEDBACK_PAUSE_MIN_GAP_RPS = 2.0
 
 
 def load_bucket(per_replica_rps: float) -> int:
@@ -115,6 +118,17 @@ class AutoscalerSettings:
 
 
 @dataclass(frozen=True)
+class RatesApart:
+    """The routers' and the metrics' rates, found beyond LEARN_RATE_AGREEMENT and
+    FEEDBACK_PAUSE_MIN_GAP_RPS apart at every comparison since the disagreement began."""
+
+    routed_rps: float
+    measured_rps: float
+    seconds: float  # between consecutive comparisons that found them apart
+    compared_s: float | None  # the last comparison; None after a tick that could not compare
+
+
+@dataclass(frozen=True)
 class AutoscalerState:
     """What the autoscaler remembers between decisions."""
 
@@ -133,7 +147,7 @@ class AutoscalerState:
     sized_for_rps: float | None = None  # the present rate the last decision sized for
     spot_ready_seen: int | None = None  # ready replicas on spot at the previous decision
     spot_lost_s: float | None = None  # when spot last took one and left us short (_note_spot_loss)
-    rates_disagree_s: float | None = None  # since when the routers' and metrics' rates disagree
+    rates_apart: RatesApart | None = None  # the routers' and metrics' rates, while they disagree
     rate_peaks: RateHistory = field(default_factory=RateHistory)  # peak rate per bucket (forecasts)
 
 
@@ -357,17 +371,36 @@ def _rate_misleads(observation: Observation) -> bool:
     return routed > LEARN_RATE_AGREEMENT * measured or measured > LEARN_RATE_AGREEMENT * routed
 
 
-def _feedback_paused(observation: Observation, state: AutoscalerState, now: float) -> str | None:
-    """Why no model error has been learnt for FEEDBACK_PAUSE_NOTICE_S or more: the routers'
-    and the metrics' rates have disagreed (_rate_misleads) all that time; else None."""
-    since = state.rates_disagree_s
+def _rates_apart(
+    observation: Observation, state: AutoscalerState, now: float, metrics_fresh: bool
+) -> RatesApart | None:
+    """The disagreement after this tick. Only a tick with usable metrics, fresh router counts
+    and no variant serving compares the two (while variants serve, a rateQuery of the user's may
+    count the model's share alone); any other tick keeps what is known and breaks the count's
+    continuity, so neither a metrics outage nor a stale router reads as agreeing or
+    disagreeing for its length."""
+    apart = state.rates_apart
     router = _fresh_router(observation)
-    if since is None or now - since < FEEDBACK_PAUSE_NOTICE_S or router is None:
+    if not metrics_fresh or router is None or observation.variant_share > 0:
+        return None if apart is None else replace(apart, compared_s=None)
+    routed, measured = router.rate_rps, observation.arrival_rate_rps or 0.0
+    if not _rate_misleads(observation) or abs(routed - measured) < FEEDBACK_PAUSE_MIN_GAP_RPS:
+        return None
+    seconds = 0.0
+    if apart is not None:
+        seconds = apart.seconds + (now - apart.compared_s if apart.compared_s is not None else 0.0)
+    return RatesApart(routed, measured, seconds, now)
+
+
+def _feedback_paused(state: AutoscalerState) -> str | None:
+    """Why no model error has been learnt for FEEDBACK_PAUSE_NOTICE_S or more: every comparison
+    over that long found the routers' and the metrics' rates apart; else None."""
+    apart = state.rates_apart
+    if apart is None or apart.seconds < FEEDBACK_PAUSE_NOTICE_S:
         return None
     return (
-        f"model feedback paused for {now - since:.0f}s: the routers count {router.rate_rps:.0f} req/s, "
-        f"the metrics {observation.arrival_rate_rps or 0.0:.0f}, more than {LEARN_RATE_AGREEMENT:g}x apart; "
-        "does the rate query count requests per second of this model?"
+        f"model feedback paused for {apart.seconds:.0f}s: the routers count {apart.routed_rps:.0f} req/s, "
+        f"the metrics {apart.measured_rps:.0f}, more than {LEARN_RATE_AGREEMENT:g}x apart"
     )
 
 
@@ -477,7 +510,9 @@ class LatencyAutoscaler:
         s = self.settings
         # Before anything else: spot may take a replica while metrics are missing.
         state = self._note_spot_loss(observation, state, now, current)
-        if not observation.usable or observation.sample_age_s > s.stale_after_s:
+        metrics_fresh = observation.usable and observation.sample_age_s <= s.stale_after_s
+        state = replace(state, rates_apart=_rates_apart(observation, state, now, metrics_fresh))
+        if not metrics_fresh:
             return self._hold_without_metrics(observation, current), state
         assert observation.arrival_rate_rps is not None
         observed = observation.latency_ms if observation.latency_ms is not None else 0.0
@@ -545,7 +580,7 @@ class LatencyAutoscaler:
             spare=sizing.spare if (clamped >= sizing.up or spare_unheld) and clamped != current else None,
             trend_held=trend_held if clamped <= current else None,
             beyond_present=sizing.beyond_present() if clamped > current and sizing.up > current else None,
-            feedback_paused=_feedback_paused(observation, state, now),
+            feedback_paused=_feedback_paused(state),
         )
         return decision, state
 
@@ -625,8 +660,6 @@ class LatencyAutoscaler:
         # served some requests (their latency is not the primary model's), nor while the
         # routers' count says the metrics' rate is not the load (_rate_misleads).
         misleads = _rate_misleads(observation)
-        since = state.rates_disagree_s if state.rates_disagree_s is not None else now
-        state = replace(state, rates_disagree_s=since if misleads else None)
         steady = (
             phase.settled
             and phase.serving_settled

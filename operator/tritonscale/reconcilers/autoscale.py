@@ -55,6 +55,17 @@ def status_patch(status: InferenceServiceStatus) -> dict[str, Any]:
     return patch
 
 
+def feedback_hint(service: InferenceService) -> str:
+    """What to check when the measured rate and the routers' count stay apart."""
+    autoscaling = service.spec.autoscaling
+    if autoscaling is not None and autoscaling.metrics.rate_query is not None:
+        return "does spec.autoscaling.metrics.rateQuery return requests per second of this service's pods?"
+    return (
+        "do clients reach the Triton pods without the routers, or do spec.model.names include an "
+        "ensemble and its steps (each counted)?"
+    )
+
+
 def scaling_target(service: InferenceService, cluster_domain: str = "cluster.local") -> ScalingTarget:
     spec = service.spec
     assert spec.autoscaling is not None
@@ -228,7 +239,9 @@ class AutoscaleReconciler:
                 rate_rps=None if decision.metrics_missing else observation.arrival_rate_rps,
                 missing=(observation.missing or decision.reason) if decision.metrics_missing else None,
                 partial=observation.partial,
-                feedback_paused=decision.feedback_paused,
+                feedback_paused=None
+                if decision.feedback_paused is None
+                else f"{decision.feedback_paused}; {feedback_hint(service)}",
                 source=source_name,
                 now=self.clock(),
                 generation=service.metadata.generation,
@@ -459,8 +472,9 @@ class AutoscaleReconciler:
             return
         paused, was_paused = decision.feedback_paused is not None, self._was_paused.get(key, False)
         if paused and not was_paused:
-            log.warning("%s/%s: %s", service.namespace, service.name, decision.feedback_paused)
-            self.api.post_event(body, "Warning", "FeedbackPaused", str(decision.feedback_paused))
+            message = f"{decision.feedback_paused}; {feedback_hint(service)}"
+            log.warning("%s/%s: %s", service.namespace, service.name, message)
+            self.api.post_event(body, "Warning", "FeedbackPaused", message)
         elif was_paused and not paused:
             self.api.post_event(
                 body, "Normal", "FeedbackResumed", "the routers' and the metrics' rates agree again"
