@@ -268,6 +268,10 @@ ACTIVE_MESSAGE = (
 )
 
 
+# MetricsAvailable=True's reason while the measured rate and the routers' count stay apart.
+RATES_DISAGREE = "RatesDisagree"
+
+
 def autoscaling_status(
     previous: InferenceServiceStatus,
     desired: int,
@@ -298,7 +302,7 @@ def autoscaling_status(
                 f"{measured}, {partial}; scaled to every ready pod, no scale-down",
             )
         if feedback_paused is not None:
-            why, measured = "RatesDisagree", f"{measured}; {feedback_paused}"
+            why, measured = RATES_DISAGREE, f"{measured}; {feedback_paused}"
         conditions = set_condition(
             conditions,
             ConditionType.METRICS_AVAILABLE,

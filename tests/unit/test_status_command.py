@@ -309,6 +309,24 @@ def test_details_of_a_degraded_service_put_the_name_conflict_first() -> None:
     assert "Progressing" in text and "NameConflict" in text
 
 
+def test_details_of_a_service_whose_rates_disagree_say_the_feedback_is_paused_first() -> None:
+    paused = (
+        "40 ms at 6000 req/s from prometheus; model feedback paused for 130s: the routers count "
+        "100 req/s, the metrics 6000, more than 2x apart; does spec.autoscaling.metrics.rateQuery "
+        "return requests per second of this service's pods?"
+    )
+    obj = bert()
+    conditions = obj["status"]["conditions"]
+    conditions[1] = _condition("MetricsAvailable", "True", "RatesDisagree", paused)
+    text = _text(service_details(report_from(obj), NOW))
+    first_lines = "\n".join(text.splitlines()[:4])
+    assert "Model feedback paused: RatesDisagree" in first_lines
+    assert "the routers count 100 req/s, the metrics 6000" in first_lines
+    # Fresh metrics are no alert.
+    fresh = _text(service_details(report_from(bert()), NOW))
+    assert "Model feedback paused" not in fresh and "Metrics unavailable" not in fresh
+
+
 def test_an_object_that_no_longer_validates_is_still_shown_with_the_problem() -> None:
     broken = echo()
     broken["spec"]["replicas"] = -1

@@ -36,6 +36,7 @@ from tritonscale.api.status import Condition, ConditionStatus, ConditionType, In
 from tritonscale.errors import RejectedError, TransientError
 from tritonscale.policy.placement import split_explanation, split_replicas
 from tritonscale.policy.replicas import reconciled_replicas
+from tritonscale.status import RATES_DISAGREE
 
 RECENT_EVENTS = 5
 DEFAULT_INTERVAL_S = 2.0
@@ -348,6 +349,8 @@ def _condition_style(condition: Condition) -> str:
     problem_when_true = condition.type in (ConditionType.DEGRADED, ConditionType.SCALING_LIMITED)
     if condition.status == ConditionStatus.UNKNOWN:
         return "yellow"
+    if condition.reason == RATES_DISAGREE:
+        return "yellow"
     if condition.type in (ConditionType.READY, ConditionType.METRICS_AVAILABLE, ConditionType.SCALING_ACTIVE):
         return "green" if condition.status == ConditionStatus.TRUE else "red"
     if problem_when_true and condition.status == ConditionStatus.TRUE:
@@ -356,7 +359,8 @@ def _condition_style(condition: Condition) -> str:
 
 
 def _alerts(report: ServiceReport) -> list[RenderableType]:
-    """What is wrong, above everything else: an unreadable object, Degraded, metrics missing."""
+    """What is wrong, above everything else: an unreadable object, Degraded, metrics missing
+    or their rate apart from the routers' count."""
     alerts: list[RenderableType] = []
     if report.problem is not None:
         alerts.append(
@@ -380,11 +384,12 @@ def _alerts(report: ServiceReport) -> list[RenderableType]:
             )
         )
     metrics = report.status.condition(ConditionType.METRICS_AVAILABLE)
-    if metrics is not None and metrics.status == ConditionStatus.FALSE:
+    if metrics is not None and (metrics.status == ConditionStatus.FALSE or metrics.reason == RATES_DISAGREE):
+        title = "Metrics unavailable" if metrics.status == ConditionStatus.FALSE else "Model feedback paused"
         alerts.append(
             Panel(
                 Text(metrics.message or metrics.reason),
-                title=f"Metrics unavailable: {metrics.reason}",
+                title=f"{title}: {metrics.reason}",
                 title_align="left",
                 expand=False,
                 border_style="yellow",
