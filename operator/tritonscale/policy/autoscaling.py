@@ -659,14 +659,13 @@ class LatencyAutoscaler:
         # backlog says nothing about how the model fits the load), and not while a faster variant
         # served some requests (their latency is not the primary model's), nor while the
         # routers' count says the metrics' rate is not the load (_rate_misleads).
-        misleads = _rate_misleads(observation)
         steady = (
             phase.settled
             and phase.serving_settled
             and observation.ready_replicas == current
             and observation.latency_ms <= s.panic_ratio * s.target_ms
             and observation.variant_share == 0
-            and not misleads
+            and not _rate_misleads(observation)
         )
         if service is not None and steady:
             state = self._update_feedback(observation, state, service, now)

@@ -55,15 +55,19 @@ def status_patch(status: InferenceServiceStatus) -> dict[str, Any]:
     return patch
 
 
-def feedback_hint(service: InferenceService) -> str:
-    """What to check when the measured rate and the routers' count stay apart."""
+def feedback_notice(decision: Decision, service: InferenceService) -> str | None:
+    """The decision's paused feedback, if any, with what to check for this service."""
+    if decision.feedback_paused is None:
+        return None
     autoscaling = service.spec.autoscaling
     if autoscaling is not None and autoscaling.metrics.rate_query is not None:
-        return "does spec.autoscaling.metrics.rateQuery return requests per second of this service's pods?"
-    return (
-        "do clients reach the Triton pods without the routers, or do spec.model.names include an "
-        "ensemble and its steps (each counted)?"
-    )
+        hint = "does spec.autoscaling.metrics.rateQuery return requests per second of this service's pods?"
+    else:
+        hint = (
+            "do clients reach the Triton pods without the routers, or do spec.model.names include an "
+            "ensemble and its steps (each counted)?"
+        )
+    return f"{decision.feedback_paused}; {hint}"
 
 
 def scaling_target(service: InferenceService, cluster_domain: str = "cluster.local") -> ScalingTarget:
@@ -239,9 +243,7 @@ class AutoscaleReconciler:
                 rate_rps=None if decision.metrics_missing else observation.arrival_rate_rps,
                 missing=(observation.missing or decision.reason) if decision.metrics_missing else None,
                 partial=observation.partial,
-                feedback_paused=None
-                if decision.feedback_paused is None
-                else f"{decision.feedback_paused}; {feedback_hint(service)}",
+                feedback_paused=feedback_notice(decision, service),
                 source=source_name,
                 now=self.clock(),
                 generation=service.metadata.generation,
@@ -470,11 +472,11 @@ class AutoscaleReconciler:
         # Metrics missing say nothing about the feedback: its state is kept through an outage.
         if decision.metrics_missing:
             return
-        paused, was_paused = decision.feedback_paused is not None, self._was_paused.get(key, False)
-        if paused and not was_paused:
-            message = f"{decision.feedback_paused}; {feedback_hint(service)}"
-            log.warning("%s/%s: %s", service.namespace, service.name, message)
-            self.api.post_event(body, "Warning", "FeedbackPaused", message)
+        notice, was_paused = feedback_notice(decision, service), self._was_paused.get(key, False)
+        paused = notice is not None
+        if notice is not None and not was_paused:
+            log.warning("%s/%s: %s", service.namespace, service.name, notice)
+            self.api.post_event(body, "Warning", "FeedbackPaused", notice)
         elif was_paused and not paused:
             self.api.post_event(
                 body, "Normal", "FeedbackResumed", "the routers' and the metrics' rates agree again"
