@@ -687,7 +687,11 @@ class MetricsSpec(ApiModel):
         default=None,
         min_length=1,
         max_length=4096,
-        description="PromQL overriding the arrival-rate query; must return one value in requests per second.",
+        description=(
+            "PromQL overriding the arrival-rate query; must return one value in requests per second "
+            "of this service's pods (a rate 2x off the routers' count for 2 minutes pauses the "
+            "model's feedback: the FeedbackPaused Event)."
+        ),
     )
 
 
