@@ -144,6 +144,20 @@ def process_stack(
             cluster.close()
 
 
+def scheduled(stop: threading.Event, step: Callable[[], float | None], default_s: float) -> threading.Thread:
+    """A started thread running `step` until `stop`, waiting the seconds it returns (`default_s`
+    for None) as the operator schedules ticks and router reads."""
+
+    def run() -> None:
+        while not stop.is_set():
+            period = step()
+            stop.wait(period if period is not None else default_s)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
 def list_router_pods(cluster: ProcessBackedCluster, router: LocalRouter, namespace: str, name: str) -> None:
     """Make the cluster list the router as the Kubernetes API would: one Ready pod at its
     (loopback) address, so the autoscaler's router job finds it."""

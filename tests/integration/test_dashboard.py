@@ -20,7 +20,7 @@ import pytest
 import yaml
 from prometheus_client import start_http_server
 
-from tests.integration.process_stack import bench_simulated, process_stack, prometheus_autoscaler
+from tests.integration.process_stack import bench_simulated, process_stack, prometheus_autoscaler, scheduled
 from tritonscale.api.resource import parse_inference_service
 from tritonscale.clients.observations import prometheus_queries
 from tritonscale.metrics import SERVICES
@@ -121,20 +121,16 @@ def test_every_dashboard_query_and_rule_runs_on_real_data(
     )
     stop = threading.Event()
 
-    def tick() -> None:
-        while not stop.is_set():
-            period = autoscaler.tick(NAMESPACE, NAME) or 2.0
-            # What the operator does on each child Deployment event: status shows ready replicas.
-            autoscaler.stack.refresh_status(NAMESPACE, NAME)
-            stop.wait(period)
+    def tick() -> float | None:
+        period = autoscaler.tick(NAMESPACE, NAME)
+        # What the operator does on each child Deployment event: status shows ready replicas.
+        autoscaler.stack.refresh_status(NAMESPACE, NAME)
+        return period
 
-    def read_routers() -> None:
-        while not stop.is_set():
-            stop.wait(autoscaler.router_tick(NAMESPACE, NAME) or 2.0)
-
-    threads = [threading.Thread(target=target, daemon=True) for target in (tick, read_routers)]
-    for thread in threads:
-        thread.start()
+    threads = [
+        scheduled(stop, tick, 2.0),
+        scheduled(stop, lambda: autoscaler.router_tick(NAMESPACE, NAME), 2.0),
+    ]
     try:
         bench = subprocess.run(
             bench_simulated(router.http_endpoint, "--rate", "40", "--duration", str(LOAD_S)),

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.process_stack import bench_simulated, process_stack, prometheus_autoscaler
+from tests.integration.process_stack import bench_simulated, process_stack, prometheus_autoscaler, scheduled
 from tritonscale.policy.autoscaling import FEEDBACK_PAUSE_NOTICE_S
 from tritonscale_sandbox.local_stack import ProcessBackedCluster
 from tritonscale_sandbox.prometheus import LocalPrometheus
@@ -85,18 +85,10 @@ def test_a_rate_query_in_other_units_pauses_the_feedback_and_says_so(
         cluster, router, prometheus, NAMESPACE, NAME, read_routers=True, window="30s", stale_after_s=60
     )
     stop = threading.Event()
-
-    def read_routers() -> None:
-        while not stop.is_set():
-            stop.wait(autoscaler.router_tick(NAMESPACE, NAME) or 2.0)
-
-    def tick() -> None:
-        while not stop.is_set():
-            stop.wait(autoscaler.tick(NAMESPACE, NAME) or 10.0)
-
-    threads = [threading.Thread(target=target, daemon=True) for target in (read_routers, tick)]
-    for thread in threads:
-        thread.start()
+    threads = [
+        scheduled(stop, lambda: autoscaler.router_tick(NAMESPACE, NAME), 2.0),
+        scheduled(stop, lambda: autoscaler.tick(NAMESPACE, NAME), 10.0),
+    ]
     bench = subprocess.Popen(
         bench_simulated(
             router.http_endpoint,

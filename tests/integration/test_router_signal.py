@@ -18,7 +18,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
-from tests.integration.process_stack import bench_simulated, process_stack, prometheus_autoscaler
+from tests.integration.process_stack import bench_simulated, process_stack, prometheus_autoscaler, scheduled
 from tritonscale.clients.router import HaproxyStats
 from tritonscale_sandbox.local_stack import ProcessBackedCluster
 from tritonscale_sandbox.prometheus import LocalPrometheus
@@ -101,10 +101,6 @@ def test_the_routers_counts_scale_up_for_a_surge_before_the_metrics_show_it(
 
     stop = threading.Event()
 
-    def read_routers() -> None:
-        while not stop.is_set():
-            stop.wait(autoscaler.router_tick(NAMESPACE, NAME) or 2.0)
-
     def tick() -> None:
         # The autoscale scheduler: every period, and at once when the router job asks.
         while not stop.is_set():
@@ -112,9 +108,9 @@ def test_the_routers_counts_scale_up_for_a_surge_before_the_metrics_show_it(
             surge_asked.wait(period)
             surge_asked.clear()
 
-    threads = [threading.Thread(target=target, daemon=True) for target in (read_routers, tick)]
-    for thread in threads:
-        thread.start()
+    ticks = threading.Thread(target=tick, daemon=True)
+    ticks.start()
+    threads = [ticks, scheduled(stop, lambda: autoscaler.router_tick(NAMESPACE, NAME), 2.0)]
     started = time.monotonic()
     try:
         bench = subprocess.run(
