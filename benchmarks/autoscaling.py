@@ -5,7 +5,7 @@ report on another, everyone on the same metric feed.
     .venv/bin/python benchmarks/autoscaling.py --quick    # smoke: 1 train and 1 test seed, 20 min
     .venv/bin/python benchmarks/autoscaling.py --no-traces  # built-in workloads only
 
-1. Train: four built-in workloads (all but `recurring`, which benchmarks/forecast.py runs) with
+1. Train: five built-in workloads (all but `recurring`, which benchmarks/forecast.py runs) with
    seeds 1-3 (30 min each, mean 1000 req/s, p95 <= 100 ms, 30 s cold start), through Prometheus. Every tunable baseline (sim.policies.TUNABLE) runs at
    target utilisations 0.5, 0.7 and 0.9 of what one replica carries at the objective (its load test);
    each keeps the utilisation that reaches >= 99 % of requests within the objective over the

@@ -54,7 +54,7 @@ from tritonscale.sim.workloads import Workload, arrivals, built_in, from_trace
 RESULTS = Path(__file__).parent / "results" / "variants.json"
 PLOT = RESULTS.parent / "variants.png"
 TEST_SEEDS = (4, 5, 6)
-WORKLOADS = ("bursty", "flash-crowd", "diurnal", "smooth")
+WORKLOADS = ("bursty", "flash-crowd", "diurnal", "smooth", "choppy")
 BUDGETS = (0.5, 1.0)
 OURS = ("latency", *(f"latency-variants@{points:g}" for points in BUDGETS))
 POLICIES = (*OURS, "static-peak", "oracle")

@@ -112,6 +112,25 @@ def test_built_in_workloads_have_the_requested_mean(name: str) -> None:
     assert np.all(np.diff(times) >= 0)
 
 
+def test_choppy_swings_revert_within_minutes() -> None:
+    """`choppy`'s log-rate around its drifting level spreads by about 0.15 and forgets itself
+    over minutes (a 90 s correlation time): swings come back, unlike a trend."""
+    duration = 6 * 3600.0
+    workload = built_in("choppy", duration, 1000.0, seed=3)
+    times = np.arange(5.0, duration, 10.0)
+    rates = workload.rate_at(times)
+    hourly = np.ones(361) / 361  # the level drifts over the whole duration: an hour's mean is it
+    swings = (np.log(rates) - np.convolve(np.log(rates), hourly, mode="same"))[360:-360]
+    assert 0.12 < float(np.std(swings)) < 0.18
+
+    def autocorrelation(lag: int) -> float:
+        return float(np.corrcoef(swings[:-lag], swings[lag:])[0, 1])
+
+    assert 0.2 < autocorrelation(9) < 0.5  # 90 s: about 1/e
+    assert abs(autocorrelation(60)) < 0.15  # 10 min: gone
+    assert built_in("choppy", 600.0, 1000.0, seed=3) == built_in("choppy", 600.0, 1000.0, seed=3)
+
+
 def test_gamma_arrivals_are_burstier_than_poisson() -> None:
     def cv_of(cv: float) -> float:
         gaps = np.diff(arrivals(Workload("w", (RateStep(0, 100, cv),), 600), 1))

@@ -15,7 +15,7 @@ import numpy as np
 
 from tritonscale.traces import read_rate_trace
 
-BUILT_IN = ("diurnal", "bursty", "flash-crowd", "smooth", "recurring")
+BUILT_IN = ("diurnal", "bursty", "flash-crowd", "smooth", "choppy", "recurring")
 
 
 @dataclass(frozen=True)
@@ -91,6 +91,10 @@ def built_in(name: str, duration_s: float, mean_rps: float, seed: int) -> Worklo
         1-4 minutes and ramp down within a minute, every ~15 minutes;
     flash-crowd: steady, then a rise to 4x within a minute, ten minutes at the peak, a slow decay;
     smooth: a gentle random walk within 0.7x..1.3x;
+    choppy: minute-scale swings on a level that drifts within 0.8x..1.2x over the duration: the
+        log-rate reverts to the level with a 90 s correlation time and a spread of 0.15, so it
+        falls or rises by a fifth within a few minutes and often comes back soon after (real
+        traffic's swings; the other workloads' falls are either steady or steps);
     recurring: a steady load and a scheduled client (a cron job): every 5, 10 or 15 minutes (by
         seed) a surge to 2.5-4x that arrives within 20 s, holds 1-2 minutes and ends within
         20 s, starting up to 10 s late and 10 % higher or lower from one cycle to the next.
@@ -145,6 +149,22 @@ def _shape(name: str, duration_s: float, mean_rps: float, rng: np.random.Generat
         walk = np.cumsum(rng.normal(0.0, 0.01, int(duration_s // 60) + 2))
         walk = np.clip(walk, -0.3, 0.3)
         return _from_function(name, duration_s, lambda t: mean_rps * (1.0 + float(walk[int(t // 60)])))
+    if name == "choppy":
+        # Minute-scale swings on a drifting level: the log-rate is mean-reverting
+        # (Ornstein-Uhlenbeck), so a fall of a fifth over a few minutes is often undone soon after.
+        step_s, correlation_s, spread = 10.0, 90.0, 0.15
+        keep = math.exp(-step_s / correlation_s)
+        swing = np.zeros(int(duration_s // step_s) + 2)
+        swing[0] = rng.normal(0.0, spread)
+        for index in range(1, len(swing)):
+            swing[index] = keep * swing[index - 1] + rng.normal(0.0, spread * math.sqrt(1 - keep * keep))
+        phase = float(rng.uniform(0.0, 2 * math.pi))
+
+        def choppy_rate(t: float) -> float:
+            level = 1.0 + 0.2 * math.sin(2 * math.pi * t / duration_s + phase)
+            return mean_rps * level * math.exp(float(swing[int(t // step_s)]))
+
+        return _from_function(name, duration_s, choppy_rate, step_s=step_s)
     if name == "recurring":
         period = float(rng.choice([300.0, 600.0, 900.0]))
         factor, hold = float(rng.uniform(2.5, 4.0)), float(rng.uniform(60.0, 120.0))
