@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import replace
 from typing import Any
 
@@ -23,6 +24,7 @@ from tritonscale.policy.autoscaling import (
     Verdict,
     _growth,
     load_bucket,
+    load_falling,
     settings_from_spec,
     with_spare,
 )
@@ -455,6 +457,70 @@ def test_the_metrics_trend_alone_does_not_undo_a_recent_scale_down() -> None:
     # A rise the present itself needs more for undoes the scale-down at once.
     needed = changes(420.0, 250.0)
     assert any(d.direction == "up" for d in needed[-3:])
+
+
+def _declining_load(fall_at: float, end: float, current: int) -> list[tuple[int, Decision]]:
+    """1500 req/s, then falling by 2 req/s every second from `fall_at` down to 300."""
+    policy, state, seen = LatencyAutoscaler(SETTINGS), AutoscalerState(), []
+    for now in range(10, int(end), 10):
+        rate = max(300.0, 1500.0 - 2.0 * max(0.0, now - fall_at))
+        decision, state = policy.decide(observe(rate, 60.0, current), state, float(now), current)
+        seen.append((now, decision))
+        current = decision.desired
+    return seen
+
+
+def test_a_falling_load_scales_down_before_the_window_of_its_peak_has_passed() -> None:
+    """The window's highest recommendation is behind a load that falls steadily: holding it for
+    the whole window kept replicas for the load of five minutes ago (diurnal: 1.31x the oracle's
+    replica-hours on the training seeds, 1.15x without). Once a line fitted to the window's
+    rates falls by a tenth, far beyond their scatter, only the settle time's recommendations
+    hold."""
+    timed = _declining_load(fall_at=600.0, end=1200.0, current=12)
+    steady = next(d for t, d in timed if t == 590).desired
+    downs = [(t, d) for t, d in timed if d.direction == "down" and t >= 600]
+    assert downs, "never scaled down while the load fell to a fifth"
+    first_at, first = downs[0]
+    # The whole window of 300 s would hold the steady load's recommendation until 900 s at least.
+    assert first_at < 900, f"first scale-down at {first_at}s"
+    assert first.current == steady
+    assert "(load falling: down " in first.reason and "% over 300s)" in first.reason
+    # No reversal: nothing scales up again while the load keeps falling.
+    assert all(d.direction != "up" for t, d in timed if t >= first_at)
+
+
+def test_a_flat_sagging_or_swinging_load_holds_the_whole_window() -> None:
+    def rates(rate_at: Any) -> tuple[tuple[float, float], ...]:
+        return tuple((float(t), float(rate_at(t))) for t in range(0, 300, 5))
+
+    flat = rates(lambda t: 1000.0 + (25.0 if t % 10 else -25.0))
+    sagging = rates(lambda t: 1000.0 - 0.25 * t)  # 7.5 % over 300 s
+    falling = rates(lambda t: 1000.0 - t)  # 30 % over the window
+    # The same fall with minute-scale swings of a tenth around it (`choppy`): they come back.
+    swinging = rates(lambda t: 1000.0 - t + 100.0 * math.sin(2 * math.pi * t / 120.0))
+    dip_and_back = rates(lambda t: 1000.0 - (400.0 if 100 <= t < 200 else 0.0))
+    assert load_falling(flat, 300.0, 300.0) is None
+    assert load_falling(sagging, 300.0, 300.0) is None
+    assert load_falling(swinging, 300.0, 300.0) is None
+    assert load_falling(dip_and_back, 300.0, 300.0) is None
+    assert load_falling(falling, 300.0, 300.0) == "load falling: down 30% over 300s"
+    # Samples that span a third of the window say nothing about it.
+    assert load_falling(falling[-20:], 300.0, 300.0) is None
+
+
+def test_a_scale_down_never_reverses_a_scale_up_within_the_window_on_a_falling_load() -> None:
+    """A scale-up at 700 s, then the load falls: the short hold waits until the scale-up is a
+    window old, or the scale-down would undo it within the window (a flap)."""
+    policy, state, current, seen = LatencyAutoscaler(SETTINGS), AutoscalerState(), 6, []
+    for now in range(10, 1300, 10):
+        rate = 900.0 if now < 700 else max(300.0, 1500.0 - 2.0 * max(0.0, now - 760))
+        decision, state = policy.decide(observe(rate, 60.0, current), state, float(now), current)
+        seen.append((now, decision))
+        current = decision.desired
+    ups = [t for t, d in seen if d.direction == "up"]
+    downs = [t for t, d in seen if d.direction == "down" and t > 700]
+    assert ups and downs
+    assert downs[0] - ups[-1] > SETTINGS.stabilization_s
 
 
 def test_once_spot_has_taken_a_replica_one_spare_keeps_the_next_reclaim_short_of_saturation() -> None:

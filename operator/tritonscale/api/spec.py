@@ -702,7 +702,11 @@ class ScaleDownSpec(ApiModel):
         default=300,
         ge=0,
         le=3600,
-        description="Scale down only to the highest recommendation seen over this window.",
+        description=(
+            "Scale down only to the highest recommendation seen over this window; while the load "
+            "falls steadily (by 10 % or more over the window, far more than it swings) and no "
+            "scale-up is this recent, only to the highest of the last 60 s."
+        ),
     )
     max_step_percent: int = Field(
         default=50, ge=1, le=100, description="Most replicas removed in one step, as a percentage of current."

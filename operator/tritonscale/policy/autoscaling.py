@@ -26,6 +26,9 @@ Each decision:
    trend carried ahead: on real traffic that half-minute trend swings by a tenth either
    way, and carried a minute ahead it undid scale-downs the load never needed undone
    (flaps). Without the routers' counts the trend is the only sign of a surge, and counts;
+   while the load falls steadily (a line fitted to the window's rates falls by a tenth or more,
+   and by far more than the rates scatter around it) and no scale-up is a window old, only the
+   settle time's recommendations are held: the window's highest is behind a falling load;
 6. clamps to min..max and says why, in numbers.
 """
 
@@ -33,6 +36,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -60,6 +64,14 @@ GROWTH_MIN_EPISODES = 2
 # The routers have counted a step's new level this long before it caps the metrics' catching-up
 # trend: three of their intervals, the fewest their slope test uses (sooner, a ramp looks flat).
 STEP_SEEN_S = 3 * ROUTER_PERIOD_S
+# A load is falling when a line fitted to the stabilization window's rates falls by FALLING_DROP
+# or more over it, and by FALLING_SIGNAL times the rates' scatter around the line or more: a
+# steady fall, not a swing that comes back. (Chosen on the training seeds. A fall of a tenth in
+# each third of the window also passed `choppy`'s swings, which came back within minutes: 3.3
+# flaps/h where it had 0.7, as on the real traces; at 8 times the scatter `choppy` still
+# flapped, and 10-15 times were alike.)
+FALLING_DROP = 0.1
+FALLING_SIGNAL = 12.0
 # The routers' rate and the metrics' within this factor: the window describes the load.
 LEARN_RATE_AGREEMENT = 2.0
 # A step's lag in the metrics' window is over within the window (10 s-1 min), a scrape and the
@@ -194,6 +206,7 @@ class Decision:
     headroom: str | None = None  # why more than the model's count is kept after a reversal
     spare: str | None = None  # why one replica beyond the model's count is kept on spot
     trend_held: str | None = None  # the trend that would have undone a recent scale-down
+    falling: str | None = None  # why a scale-down held only the settle time's recommendations
     beyond_present: str | None = None  # what made the model ask for more than the present rate needs
     feedback_paused: str | None = None  # why the model's error has not been learnt for a while
 
@@ -232,6 +245,8 @@ class Decision:
             summary += f" ({self.spare})"
         if self.trend_held is not None:
             summary += f" ({self.trend_held})"
+        if self.falling is not None:
+            summary += f" ({self.falling})"
         if self.beyond_present is not None:
             summary += f" ({self.beyond_present})"
         if self.feedback_paused is not None:
@@ -424,6 +439,23 @@ def _stepped(router: RouterSignal | None) -> RouterSignal | None:
     return router if router.rate_rps >= RETRIGGER_RATIO * router.previous_rps else None
 
 
+def load_falling(rates: tuple[tuple[float, float], ...], now: float, window_s: float) -> str | None:
+    """How the rate fell over the window when a line fitted to its rates falls by FALLING_DROP or
+    more over it and by FALLING_SIGNAL times their scatter around the line or more; else None
+    (also when the samples do not span most of the window)."""
+    inside = [(at, rate) for at, rate in rates if at >= now - window_s]
+    if len(inside) < 10 or inside[0][0] > now - 0.9 * window_s:
+        return None
+    times, values = [at for at, _ in inside], [rate for _, rate in inside]
+    slope, intercept = statistics.linear_regression(times, values)
+    scatter = math.sqrt(sum((rate - intercept - slope * at) ** 2 for at, rate in inside) / (len(inside) - 2))
+    start = intercept + slope * (now - window_s)
+    fall = -slope * window_s
+    if start <= 0 or fall < FALLING_DROP * start or fall < FALLING_SIGNAL * scatter:
+        return None
+    return f"load falling: down {fall / start:.0%} over {window_s:.0f}s"
+
+
 def _growth(
     rates: tuple[tuple[float, float], ...],
     horizon_s: float,
@@ -538,7 +570,11 @@ class LatencyAutoscaler:
         # no surge for a while (see _quiet).
         recommendation = max(sizing.down, wanted_up)
         quiet = self._quiet(state, now, sizing.present_rate)
-        held_s = s.settle_s if quiet is not None else s.stabilization_s
+        # A falling load's highest need of the window is behind it: hold only what settles.
+        falling = (
+            None if self._up_within_window(state, now) else load_falling(state.rates, now, s.stabilization_s)
+        )
+        held_s = s.settle_s if quiet is not None or falling is not None else s.stabilization_s
         recent = [r for t, r in state.recommendations if t >= now - held_s] + [recommendation]
         state = replace(state, recommendations=(*state.recommendations, (now, recommendation)))
         # Right after a change the metrics still mix old and new counts: while the percentile is
@@ -576,6 +612,7 @@ class LatencyAutoscaler:
             partial=observation.partial,
             surge=surge.describe() if surge is not None and sizing.up > current else None,
             forecast=quiet if quiet is not None and clamped < current else sizing.forecast,
+            falling=falling if falling is not None and quiet is None and clamped < current else None,
             headroom=sizing.headroom if clamped > sizing.up else None,
             spare=sizing.spare if (clamped >= sizing.up or spare_unheld) and clamped != current else None,
             trend_held=trend_held if clamped <= current else None,
@@ -616,16 +653,21 @@ class LatencyAutoscaler:
         recurrence = state.rate_peaks.recurrence
         if not s.forecast or recurrence is None or recurrence.surges_to(present_rps):
             return None
-        if (
-            state.last_direction > 0
-            and state.last_change_s is not None
-            and now - state.last_change_s <= s.stabilization_s
-        ):
-            return None  # a scale-down now would reverse a scale-up within the window (a flap)
+        if self._up_within_window(state, now):
+            return None
         horizon_s = s.stabilization_s + s.cold_start_s + 3 * BUCKET_S
         if not quiet(state.rate_peaks, now, horizon_s):
             return None
         return f"no surge forecast within {horizon_s:.0f}s, {recurrence.describe()}"
+
+    def _up_within_window(self, state: AutoscalerState, now: float) -> bool:
+        """Whether the last change was a scale-up within the stabilization window: a scale-down
+        now would reverse it (a flap)."""
+        return (
+            state.last_direction > 0
+            and state.last_change_s is not None
+            and now - state.last_change_s <= self.settings.stabilization_s
+        )
 
     def _hold_without_metrics(self, observation: Observation, current: int) -> Decision:
         s = self.settings
