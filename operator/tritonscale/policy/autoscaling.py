@@ -574,7 +574,9 @@ class LatencyAutoscaler:
         falling = (
             None if self._up_within_window(state, now) else load_falling(state.rates, now, s.stabilization_s)
         )
-        held_s = s.settle_s if quiet is not None or falling is not None else s.stabilization_s
+        held_s = s.stabilization_s
+        if quiet is not None or falling is not None:
+            held_s = min(s.settle_s, s.stabilization_s)  # never longer than the window itself
         recent = [r for t, r in state.recommendations if t >= now - held_s] + [recommendation]
         state = replace(state, recommendations=(*state.recommendations, (now, recommendation)))
         # Right after a change the metrics still mix old and new counts: while the percentile is
