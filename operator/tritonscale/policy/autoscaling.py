@@ -27,8 +27,9 @@ Each decision:
    way, and carried a minute ahead it undid scale-downs the load never needed undone
    (flaps). Without the routers' counts the trend is the only sign of a surge, and counts;
    while the load falls steadily (a line fitted to the window's rates falls by a tenth or more,
-   and by far more than the rates scatter around it) and no scale-up is a window old, only the
-   settle time's recommendations are held: the window's highest is behind a falling load;
+   and by far more than the rates scatter around it) and the last scale-up is a window old or
+   more, only the settle time's recommendations are held: the window's highest is behind a
+   falling load;
 6. clamps to min..max and says why, in numbers.
 """
 
