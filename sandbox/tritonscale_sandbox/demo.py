@@ -61,7 +61,8 @@ OBJECTIVE_MS = 100.0
 PROMETHEUS_HOST = "127.41.0.254"
 INTERRUPTION_TAINT = {"key": "karpenter.sh/disrupted", "effect": "NoSchedule"}
 # 40 ms per batch of up to 2: one replica serves ~45 req/s flat out and ~25 req/s within
-# 100 ms, so the steady 15 req/s needs the two minimum replicas and the 4x surge about four.
+# 100 ms, so the steady 15 req/s needs the two minimum replicas and the 4x surge three or four.
+MIN_REPLICAS = 2
 DEMO_MODEL = SimulatedModel("simulated", base_ms=40, per_item_ms=2, max_batch_size=2, max_queue_delay_us=0)
 
 
@@ -154,7 +155,7 @@ def inference_service(repository: Path) -> dict[str, Any]:
             },
             "loadBalancing": {"policy": "LeastConnections"},
             "autoscaling": {
-                "minReplicas": 2,
+                "minReplicas": MIN_REPLICAS,
                 "maxReplicas": 6,
                 "periodSeconds": 5,
                 "latency": {"targetMilliseconds": OBJECTIVE_MS, "percentile": 95},

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from tritonscale_sandbox.demo import OBJECTIVE_MS, OPERATOR_NAMESPACE, Scenario, run_demo
+from tritonscale_sandbox.demo import MIN_REPLICAS, OBJECTIVE_MS, OPERATOR_NAMESPACE, Scenario, run_demo
 from tritonscale_sandbox.node_agent import OPERATOR_IMAGE, image_repository
 from tritonscale_sandbox.triton import install_triton
 
@@ -62,10 +62,11 @@ def test_the_demo_scales_rides_out_a_spot_loss_and_leaves_nothing_behind(
     assert any(s.on_demand_ready >= (s.desired or 0) for s in reclaimed), timeline
     assert any(f"within {OBJECTIVE_MS:g} ms" in line for line in log.splitlines()), log
 
-    # Replicas fall once the surge is over.
-    assert summary.replicas_after_surge is not None and summary.replicas_after_surge < max(during), (
-        f"{timeline}\n{log}"
-    )
+    # Replicas fall once the surge is over, to what the base load needs: minReplicas and the one
+    # spare kept for an hour after spot took a replica (N+1). A surge that needed no more than
+    # that has nothing to give back: one CI run's model, well calibrated, asked 3 for the surge.
+    after = summary.replicas_after_surge
+    assert after is not None and (after < max(during) or after <= MIN_REPLICAS + 1), f"{timeline}\n{log}"
     assert summary.scale_downs >= 1, log
 
     # Nothing is left running.
