@@ -573,7 +573,9 @@ class LatencyAutoscaler:
         quiet = self._quiet(state, now, sizing.present_rate)
         # A falling load's highest need of the window is behind it: hold only what settles.
         falling = (
-            None if self._up_within_window(state, now) else load_falling(state.rates, now, s.stabilization_s)
+            None
+            if self._changed_within_window(state, now, 1)
+            else load_falling(state.rates, now, s.stabilization_s)
         )
         held_s = s.stabilization_s
         if quiet is not None or falling is not None:
@@ -633,9 +635,7 @@ class LatencyAutoscaler:
         the module's step 5): the routers' change-point test is the surer sign of a surge."""
         s = self.settings
         return (
-            state.last_direction < 0
-            and state.last_change_s is not None
-            and now - state.last_change_s <= s.stabilization_s
+            self._changed_within_window(state, now, -1)
             and (observation.latency_ms or 0.0) <= s.up_threshold * s.target_ms
             and _fresh_router(observation) is not None
             and surge is None
@@ -656,18 +656,18 @@ class LatencyAutoscaler:
         recurrence = state.rate_peaks.recurrence
         if not s.forecast or recurrence is None or recurrence.surges_to(present_rps):
             return None
-        if self._up_within_window(state, now):
+        if self._changed_within_window(state, now, 1):
             return None
         horizon_s = s.stabilization_s + s.cold_start_s + 3 * BUCKET_S
         if not quiet(state.rate_peaks, now, horizon_s):
             return None
         return f"no surge forecast within {horizon_s:.0f}s, {recurrence.describe()}"
 
-    def _up_within_window(self, state: AutoscalerState, now: float) -> bool:
-        """Whether the last change was a scale-up within the stabilization window: a scale-down
-        now would reverse it (a flap)."""
+    def _changed_within_window(self, state: AutoscalerState, now: float, direction: int) -> bool:
+        """Whether the last change went in `direction` (1 up, -1 down) within the stabilization
+        window: a change the other way now would reverse it (a flap)."""
         return (
-            state.last_direction > 0
+            state.last_direction == direction
             and state.last_change_s is not None
             and now - state.last_change_s <= self.settings.stabilization_s
         )
@@ -779,9 +779,7 @@ class LatencyAutoscaler:
         s = self.settings
         reversed_down = (
             up
-            and state.last_direction < 0
-            and state.last_change_s is not None
-            and now - state.last_change_s <= s.stabilization_s
+            and self._changed_within_window(state, now, -1)
             and (state.last_down_rps is None or present_rps > state.last_down_rps * (1 + s.down_rate_margin))
         )
         reversals = state.reversals
