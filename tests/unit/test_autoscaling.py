@@ -387,6 +387,29 @@ def test_one_surge_in_a_short_history_keeps_no_headroom_a_surging_history_does()
     assert after > 1 and after >= before
 
 
+def test_growth_from_a_surging_history_is_not_carried_past_its_highest_rate() -> None:
+    """At a recurring surge's peak the history's growth (from its troughs, 4x) would ask for
+    four times the peak; the peak itself is the most the history has seen, and what is sized."""
+    settings = replace(SETTINGS, stabilization_s=60.0, settle_s=10.0, cold_start_s=30.0, max_replicas=100)
+
+    def surging(t: float) -> float:
+        return 400.0 if t % 120 >= 90 else 100.0
+
+    steps = _stepped(0, 1800, surging)
+    at_peak = [(float(t), observe(400.0, 60.0, ready=0)) for t in range(1800, 1830, 5)]
+    policy = LatencyAutoscaler(settings)
+    state, current = AutoscalerState(), 1
+    for now, seen in steps + at_peak:
+        decision, state = policy.decide(replace(seen, ready_replicas=current), state, now, current)
+        current = decision.desired
+    assert _growth(state.rates, settings.cold_start_s, settings.growth_quantile, GROWTH_MIN_WINDOWS) > 3.0
+    assert decision.model_replicas is not None
+    # What the same policy sizes for a steady 400 req/s with no surges in its past.
+    steady, _ = run([(float(t), observe(400.0, 60.0, 10)) for t in range(0, 60, 5)], 10, settings)
+    assert steady[-1].model_replicas is not None
+    assert decision.model_replicas <= steady[-1].model_replicas, (decision.reason, steady[-1].reason)
+
+
 def test_a_lagging_rate_is_carried_forward_over_its_lag_on_a_ramp() -> None:
     """The same ramp seen through a fresh rate and through one averaged over a minute that is
     45 s old: the old one is the rate of 45 s ago, so it is sized further ahead."""

@@ -877,11 +877,16 @@ class LatencyAutoscaler:
             # this cap at the same attainment). The routers see the level and its own slope.
             reach = stepped.present_rps + stepped.slope_rps_per_s * min(s.cold_start_s, stepped.since_s)
             trend = min(trend, max(latest, reach))
+        # The growth a surging history shows is from its troughs: carried from a surge's peak it
+        # asked for a rate never seen (`recurring`, 2 h training runs: 3.5x a surge's 1,900 req/s,
+        # 38 replicas where 12 carried it). It grows no further than the history's highest rate;
+        # a surge beyond that is the routers' and the trend's to see.
+        grown = latest * _growth(
+            state.rates, s.cold_start_s, s.growth_quantile, GROWTH_MIN_WINDOWS, GROWTH_MIN_EPISODES
+        )
+        highest = max((rate for _, rate in state.rates), default=latest)
         untrended = max(
-            latest
-            * _growth(
-                state.rates, s.cold_start_s, s.growth_quantile, GROWTH_MIN_WINDOWS, GROWTH_MIN_EPISODES
-            ),
+            min(grown, max(latest, highest)),
             latest
             + (surge.slope_rps_per_s * min(s.cold_start_s, surge.since_s) if surge is not None else 0.0),
         )
