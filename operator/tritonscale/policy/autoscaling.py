@@ -7,7 +7,8 @@ Each decision:
 1. holds when the observation is missing (never scales down on no data);
 2. estimates tau(b) = tau0 + alpha*b from the observed batch sizes and execution times;
 3. sizes with the queueing model (policy.queueing) for the arrival rate expected one cold start
-   ahead (the recent trend, and the growth seen before over that horizon), corrected by
+   ahead (the recent trend, and the growth seen before over that horizon, up to the history's
+   highest rate), corrected by
    feedback: the smoothed ratio of observed to predicted percentile, remembered per level of
    per-replica load (10 % buckets), so a wrong estimate does not persist and the error learnt at
    one replica count is not applied to another with a different load per replica;
