@@ -9,8 +9,8 @@ decision:
 1. predicts the percentile on the ready replicas for the routers' present rate plus the backlog
    they hold (drained within `drain_s`: a queue is the freshest sign of overload), with the
    autoscaler's fitted tau(b) and learnt correction where it says the model is optimistic (a
-   correction learnt in steady states, below 1, does not hold in a surge's transient), the share
-   served by a variant counted at its own cost per request;
+   correction learnt in steady states, below 1, does not hold in a surge's transient), each model
+   batching only its own requests on the replicas they share (queueing.mixed_latency_ms);
 2. when that breaks the objective, sends the smallest share that restores it to the variant that
    loses the least accuracy doing so (the fastest, when none can restore it alone);
 3. caps the share by the accuracy budget left: over any trailing window, the average accuracy
@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from tritonscale.policy.queueing import ServiceTime, predicted_latency_ms
+from tritonscale.policy.queueing import ServiceTime, mixed_latency_ms
 
 SHARE_STEP = 0.05  # shares are chosen on this grid, coarser than the routers' ten-thousandths
 CALM_FRACTION = 0.7  # a measured percentile this far under the objective lets a share fall
@@ -233,11 +233,16 @@ def decide_variants(
     rising = slope_rps_per_s > 0
     offered = rate_rps + max(0.0, slope_rps_per_s) * s.period_s + backlog / s.drain_s
 
-    def latency_at(cost: float) -> float:
-        """The percentile when each request costs `cost` of the primary's accelerator time: the
-        steady-state model's, or, when higher, what a request arriving now meets: the queue
-        ahead of it served at the fleet's full-batch pace, then a full batch."""
-        model = max(correction, 1.0) * predicted_latency_ms(ready, offered * cost, primary, s.percentile)
+    def latency_at(index: int, share: float) -> float:
+        """The percentile with `share` of the requests on variant `index` (the rest on the
+        primary): the steady-state model's, each model batching its own requests on the shared
+        replicas (queueing.mixed_latency_ms), or, when higher, what a request arriving now
+        meets: the queue ahead of it served at the fleet's full-batch pace, then a full batch."""
+        loads = [(offered * (1.0 - share), primary)]
+        if share > 0:
+            loads.append((offered * share, s.variants[index].service(primary)))
+        model = max(correction, 1.0) * mixed_latency_ms(ready, loads, s.percentile)
+        cost = 1.0 - share * (1.0 - relative_cost(s.variants[index]))
         full_batch_ms = cost * primary.batch_ms(primary.max_batch)
         queue_ms = 1000.0 * backlog * cost / (ready * primary.capacity_rps())
         return max(model, queue_ms + full_batch_ms)
@@ -245,7 +250,7 @@ def decide_variants(
     # What the routers hold counts once a whole fleet's batch waits beyond what executes: a
     # couple of requests in flight at a low rate is a sample, not a queue (2 at 12 req/s reads
     # as 167 ms by Little's law, and brought a 5 % share in at idle on the real routers).
-    alone = max(latency_at(1.0), held_ms if backlog >= executing else 0.0)
+    alone = max(latency_at(0, 0.0), held_ms if backlog >= executing else 0.0)
     # While the rate still rises the overload is not over (a drained queue does not end a surge):
     # the share is held; else it falls by at most step_down per decision. Always within the cap.
     step_down = 0.0 if rising else s.step_down
@@ -272,20 +277,20 @@ def decide_variants(
             (
                 k * SHARE_STEP
                 for k in range(1, round(cap / SHARE_STEP) + 1)
-                if latency_at(1.0 - k * SHARE_STEP * saving) <= limit
+                if latency_at(index, k * SHARE_STEP) <= limit
             ),
             None,
         )
         if needed is not None:
             restoring.append((needed * loss_per_request, index, needed, cap))
-        best_effort.append((latency_at(1.0 - cap * saving), index, cap, cap))
+        best_effort.append((latency_at(index, cap), index, cap, cap))
     if not restoring and not best_effort:
         shares = (0.0,) * len(s.variants)
         return decision(shares, alone, _describe(s, alone, offered, ready, arriving, shares, left_points))
     _, index, share, cap = min(restoring) if restoring else min(best_effort)
     share = min(cap, max(share, previous[index] - step_down))
     shares = tuple(share if i == index else 0.0 for i in range(len(s.variants)))
-    predicted = latency_at(1.0 - share * (1.0 - relative_cost(s.variants[index])))
+    predicted = latency_at(index, share)
     return decision(shares, predicted, _describe(s, alone, offered, ready, arriving, shares, left_points))
 
 
