@@ -261,9 +261,10 @@ def test_a_variant_carries_a_surge_while_replicas_start_and_the_model_takes_back
     assert after and sum(after) / len(after) <= 0.05, carried.timeline
     assert "VariantsStopped" in carried.events
     # What it bought: the model alone queues through the cold start (one replica carries ~45
-    # req/s of 60); with the variant most requests meet the objective. On this 2-core machine
-    # the new replica's start takes CPU from the serving one, so the objective's 95 % is not
-    # reached here: 84-90 % in runs so far (the figure is printed; the bound leaves room for a
-    # more loaded machine, and the gain over the model alone is what must hold).
+    # req/s of 60); with the variant most requests meet the objective. The objective's 95 % is
+    # not reached here: 87-90 % in runs so far, the real servers sharing the accelerator being
+    # slower at the policy's share than the simulator (README, "Faster model variants"; not the
+    # CPU: it stays mostly idle). The figure is printed; the bound leaves room for a more loaded
+    # machine, and the gain over the model alone is what must hold.
     assert carried.within >= 0.7, carried.describe()
     assert carried.within >= alone.within + 0.3, (carried.describe(), alone.describe())
