@@ -110,9 +110,9 @@ class _Shared(_Fixed):
 def test_a_load_split_with_a_variant_tracks_the_simulator(share: float) -> None:
     """The real variants loop's replica (tests/integration/test_variants_loop.py): tau 40 + 2b
     ms, batches of up to 2, a 4x faster variant next to it, 60 req/s on one replica. Each model
-    batches only its own requests: at a share of 0.55 the simulator measures p95 around 165 ms,
-    where costing the variant's requests at a quarter of the primary's, batched as the
-    primary's, predicts 128 ms."""
+    batches only its own requests: at a share of 0.55 the simulator measures p95 151 ms once
+    the share is in place, where costing the variant's requests at a quarter of the primary's,
+    batched as the primary's, predicted 128 ms (and 118 ms at 0.6 for 132: 11-15 % low)."""
     primary = ServiceTime(40.0, 2.0, 2)
     variant = Variant("fast", 0.98, 4.0)
     rate, duration = 60.0, 600.0
@@ -120,9 +120,11 @@ def test_a_load_split_with_a_variant_tracks_the_simulator(share: float) -> None:
     times = np.sort(rng.uniform(0, duration, rng.poisson(rate * duration)))
     env = SimEnvironment(base_ms=40.0, per_item_ms=2.0, max_batch=2, variants=(variant,))
     result = Simulation(times, env, 150.0, 95.0).run(_Shared(1, share), 1, duration)
-    simulated = float(np.percentile(result.latencies_s, 95)) * 1000.0
+    # Until the first decision every request goes to the model: its backlog takes a while to drain.
+    settled = result.latencies_s[times >= 60.0]
+    simulated = float(np.percentile(settled, 95)) * 1000.0
     loads = [(rate * (1 - share), primary), (rate * share, variant.service(primary))]
-    assert mixed_latency_ms(1, loads, 95) == pytest.approx(simulated, rel=0.2)
+    assert mixed_latency_ms(1, loads, 95) == pytest.approx(simulated, rel=0.1)
 
 
 @given(st.integers(1, 60), st.integers(1, 60), st.integers(-5, 70))

@@ -106,9 +106,9 @@ def mixed_latency_ms(replicas: int, loads: Sequence[tuple[float, ServiceTime]], 
     all models ago. C is the fixed point of C = sum_m work_m(lambda_m * C), where a model with n
     requests a cycle does n batches of one below one request, tau_m(n) up to max_batch, and n /
     max_batch full batches beyond. (Costing a variant's request at 1/speedup of the primary's
-    at the primary's batch size instead predicted 128 ms where the simulator measured 164-181
-    ms: one replica, tau 40 + 2b ms, max batch 2, 60 req/s, 55 % on a 4x faster variant, the
-    real variants loop's replica, which missed the objective there.) A request waits for its model's next batch (uniform over the
+    at the primary's batch size instead predicted 128 ms where the simulator measured 151 ms,
+    and this 147 ms: one replica, tau 40 + 2b ms, max batch 2, 60 req/s, 55 % on a 4x faster
+    variant, the real variants loop's replica.) A request waits for its model's next batch (uniform over the
     cycle), then rides it; the queueing term is `predicted_latency_ms`'s over the cycle, with
     the utilisation of full batches. The percentile of the mix is the slowest model's at the
     tail its share leaves (the faster models' requests taken as within it).

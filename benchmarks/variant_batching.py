@@ -1,0 +1,141 @@
+"""Why the real variants loop misses its objective where the simulator meets it: when batches form.
+
+    .venv/bin/python benchmarks/variant_batching.py   # seconds; writes benchmarks/results/variant_batching.json
+
+One replica of the real loop (tests/integration/test_variants_loop.py): the model, tau 40 + 2b
+ms, and a 4x faster variant, each in its own Triton process with batches of up to 2 and no queue
+delay, sharing one accelerator; 60 req/s of Poisson arrivals, a share of them on the variant.
+Two event models of that replica, 10 minutes each:
+- `when free`: a batch forms when the accelerator frees, from the model whose oldest request is
+  oldest (the simulator's `_VariantRun`, and what `queueing.mixed_latency_ms` predicts);
+- `before the lock`: each process's dynamic batcher forms a batch as soon as its instance is
+  free and a request waits, and only then waits for the accelerator (first come, first served),
+  as Triton does with the sandbox's simulated model, whose `execute` takes a file lock. Requests
+  arriving during that wait cannot join the batch.
+Printed with the policy's prediction, per share: the p95 and the share of requests within the
+loop's 150 ms objective (after the first 10 s).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from tritonscale.policy.queueing import ServiceTime, mixed_latency_ms
+from tritonscale.policy.variants import Variant
+
+RESULTS = Path(__file__).parent / "results" / "variant_batching.json"
+PRIMARY = ServiceTime(40.0, 2.0, 2)
+VARIANT = Variant("fast", 0.98, 4.0)
+RATE_RPS, DURATION_S, WARM_S, TARGET_MS = 60.0, 600.0, 10.0, 150.0
+SHARES = (0.5, 0.55, 0.6, 0.65, 0.7, 0.8)
+
+
+def arrivals(share: float, seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Arrival times and which model serves each (0 the model, 1 the variant)."""
+    rng = np.random.default_rng(seed)
+    count = rng.poisson(RATE_RPS * DURATION_S)
+    return np.sort(rng.uniform(0.0, DURATION_S, count)), (rng.random(count) < share).astype(int)
+
+
+def batch_s(model: int, size: int) -> float:
+    service = PRIMARY if model == 0 else VARIANT.service(PRIMARY)
+    return service.batch_ms(size) / 1000.0
+
+
+def when_free(times: np.ndarray, models: np.ndarray) -> np.ndarray:
+    """Latencies when each batch forms as the accelerator frees (the simulator's semantics)."""
+    latencies = np.empty(times.size)
+    queues: list[deque[int]] = [deque(), deque()]
+    now, arrived = 0.0, 0
+    while arrived < times.size or queues[0] or queues[1]:
+        if not queues[0] and not queues[1]:
+            now = max(now, times[arrived])
+        while arrived < times.size and times[arrived] <= now:
+            queues[models[arrived]].append(arrived)
+            arrived += 1
+        model = min((m for m in (0, 1) if queues[m]), key=lambda m: times[queues[m][0]])
+        batch = [queues[model].popleft() for _ in range(min(PRIMARY.max_batch, len(queues[model])))]
+        now += batch_s(model, len(batch))
+        latencies[batch] = now - times[batch]
+    return latencies
+
+
+def before_the_lock(times: np.ndarray, models: np.ndarray) -> np.ndarray:
+    """Latencies when each process forms its batch as soon as its instance is free, then waits
+    for the accelerator (first come, first served)."""
+    latencies = np.empty(times.size)
+    queues: list[deque[int]] = [deque(), deque()]
+    instance_free = [True, True]
+    waiting: deque[tuple[int, list[int]]] = deque()  # formed batches waiting for the accelerator
+    running: tuple[int, list[int]] | None = None
+    done_at, arrived = np.inf, 0
+    while arrived < times.size or running is not None or waiting:
+        next_arrival = times[arrived] if arrived < times.size else np.inf
+        if next_arrival <= done_at:
+            now = next_arrival
+            queues[models[arrived]].append(arrived)
+            arrived += 1
+        else:
+            now = done_at
+            assert running is not None
+            model, batch = running
+            latencies[batch] = now - times[batch]
+            instance_free[model], running, done_at = True, None, np.inf
+        for model in (0, 1):
+            if instance_free[model] and queues[model]:
+                size = min(PRIMARY.max_batch, len(queues[model]))
+                waiting.append((model, [queues[model].popleft() for _ in range(size)]))
+                instance_free[model] = False
+        if running is None and waiting:
+            running = waiting.popleft()
+            done_at = now + batch_s(running[0], len(running[1]))
+    return latencies
+
+
+def measured(latencies: np.ndarray, times: np.ndarray) -> dict[str, float]:
+    kept = latencies[times >= WARM_S] * 1000.0
+    return {
+        "p95_ms": round(float(np.percentile(kept, 95)), 1),
+        "within": round(float(np.mean(kept <= TARGET_MS)), 4),
+    }
+
+
+def main() -> None:
+    rows = []
+    for share in SHARES:
+        times, models = arrivals(share)
+        loads = [(RATE_RPS * (1 - share), PRIMARY), (RATE_RPS * share, VARIANT.service(PRIMARY))]
+        rows.append(
+            {
+                "share": share,
+                "predicted_p95_ms": round(mixed_latency_ms(1, loads, 95.0), 1),
+                "when_free": measured(when_free(times, models), times),
+                "before_the_lock": measured(before_the_lock(times, models), times),
+            }
+        )
+    table = Table(title=f"one replica, {RATE_RPS:g} req/s, objective p95 <= {TARGET_MS:g} ms")
+    for column in ("share on the variant", "policy predicts", "batch when free", "batch before the lock"):
+        table.add_column(column, justify="right")
+    for row in rows:
+        free, locked = row["when_free"], row["before_the_lock"]
+        table.add_row(
+            f"{row['share']:.2f}",
+            f"{row['predicted_p95_ms']:.0f} ms",
+            f"{free['p95_ms']:.0f} ms, {100 * free['within']:.1f} %",
+            f"{locked['p95_ms']:.0f} ms, {100 * locked['within']:.1f} %",
+        )
+    Console().print(table)
+    RESULTS.write_text(
+        json.dumps({"command": "benchmarks/variant_batching.py", "rows": rows}, indent=1) + "\n"
+    )
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
