@@ -67,7 +67,8 @@ def test_the_demo_scales_rides_out_a_spot_loss_and_leaves_nothing_behind(
     # that has nothing to give back: one CI run's model, well calibrated, asked 3 for the surge.
     after = summary.replicas_after_surge
     assert after is not None and (after < max(during) or after <= MIN_REPLICAS + 1), f"{timeline}\n{log}"
-    assert summary.scale_downs >= 1, log
+    if summary.peak_desired > MIN_REPLICAS + 1:
+        assert summary.scale_downs >= 1, log
 
     # Nothing is left running.
     assert result.processes, "the demo recorded no processes"
