@@ -5,13 +5,13 @@
 One replica of the real loop (tests/integration/test_variants_loop.py): the model, tau 40 + 2b
 ms, and a 4x faster variant, each in its own Triton process with batches of up to 2 and no queue
 delay, sharing one accelerator; 60 req/s of Poisson arrivals, a share of them on the variant.
-Two event models of that replica, 10 minutes each:
-- `when free`: a batch forms when the accelerator frees, from the model whose oldest request is
-  oldest (the simulator's `_VariantRun`, and what `queueing.mixed_latency_ms` predicts);
-- `before the lock`: each process's dynamic batcher forms a batch as soon as its instance is
-  free and a request waits, and only then waits for the accelerator (first come, first served),
-  as Triton does with the sandbox's simulated model, whose `execute` takes a file lock. Requests
-  arriving during that wait cannot join the batch.
+That replica two ways, 10 minutes each, on the same arrivals:
+- `when free`: the simulator (`sim.engine`), where a batch forms when the accelerator frees,
+  from the model whose oldest request is oldest (what `queueing.mixed_latency_ms` predicts);
+- `before the lock`: an event model in which each process's dynamic batcher forms a batch as
+  soon as its instance is free and a request waits, and only then waits for the accelerator
+  (first come, first served), as Triton does with the sandbox's simulated model, whose
+  `execute` takes a file lock. Requests arriving during that wait cannot join the batch.
 Printed with the policy's prediction, per share: the p95 and the share of requests within the
 loop's 150 ms objective (after the first 10 s).
 """
@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 from collections import deque
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from rich.console import Console
@@ -28,6 +29,7 @@ from rich.table import Table
 
 from tritonscale.policy.queueing import ServiceTime, mixed_latency_ms
 from tritonscale.policy.variants import Variant
+from tritonscale.sim.engine import ClusterView, SimEnvironment, Simulation
 
 RESULTS = Path(__file__).parent / "results" / "variant_batching.json"
 PRIMARY = ServiceTime(40.0, 2.0, 2)
@@ -48,22 +50,31 @@ def batch_s(model: int, size: int) -> float:
     return service.batch_ms(size) / 1000.0
 
 
-def when_free(times: np.ndarray, models: np.ndarray) -> np.ndarray:
-    """Latencies when each batch forms as the accelerator frees (the simulator's semantics)."""
-    latencies = np.empty(times.size)
-    queues: list[deque[int]] = [deque(), deque()]
-    now, arrived = 0.0, 0
-    while arrived < times.size or queues[0] or queues[1]:
-        if not queues[0] and not queues[1]:
-            now = max(now, times[arrived])
-        while arrived < times.size and times[arrived] <= now:
-            queues[models[arrived]].append(arrived)
-            arrived += 1
-        model = min((m for m in (0, 1) if queues[m]), key=lambda m: times[queues[m][0]])
-        batch = [queues[model].popleft() for _ in range(min(PRIMARY.max_batch, len(queues[model])))]
-        now += batch_s(model, len(batch))
-        latencies[batch] = now - times[batch]
-    return latencies
+class FixedShare:
+    """One replica, with `share` of the requests on the variant from the first decision on."""
+
+    name = "fixed share"
+    period_s = 0.5  # the simulator routes everything to the model until the first decision
+
+    def __init__(self, share: float) -> None:
+        self.share = share
+
+    def step(self, view: ClusterView) -> tuple[int, str]:
+        view.route_variants((self.share,))
+        return 1, "fixed"
+
+
+def when_free(times: np.ndarray, share: float) -> np.ndarray:
+    """Latencies in the simulator, which forms each batch as the accelerator frees (it draws
+    each request's model itself, with the same share)."""
+    env = SimEnvironment(
+        base_ms=PRIMARY.base_ms,
+        per_item_ms=PRIMARY.per_item_ms,
+        max_batch=PRIMARY.max_batch,
+        variants=(VARIANT,),
+        queue_timeout_s=DURATION_S,  # Triton's queue here has no timeout
+    )
+    return Simulation(times, env, TARGET_MS, 95.0).run(FixedShare(share), 1, DURATION_S).latencies_s
 
 
 def before_the_lock(times: np.ndarray, models: np.ndarray) -> np.ndarray:
@@ -107,7 +118,7 @@ def measured(latencies: np.ndarray, times: np.ndarray) -> dict[str, float]:
 
 
 def main() -> None:
-    rows = []
+    rows: list[dict[str, Any]] = []
     for share in SHARES:
         times, models = arrivals(share)
         loads = [(RATE_RPS * (1 - share), PRIMARY), (RATE_RPS * share, VARIANT.service(PRIMARY))]
@@ -115,7 +126,7 @@ def main() -> None:
             {
                 "share": share,
                 "predicted_p95_ms": round(mixed_latency_ms(1, loads, 95.0), 1),
-                "when_free": measured(when_free(times, models), times),
+                "when_free": measured(when_free(times, share), times),
                 "before_the_lock": measured(before_the_lock(times, models), times),
             }
         )
