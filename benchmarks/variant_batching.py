@@ -77,10 +77,12 @@ def when_free(times: np.ndarray, share: float) -> np.ndarray:
     return Simulation(times, env, TARGET_MS, 95.0).run(FixedShare(share), 1, DURATION_S).latencies_s
 
 
-def before_the_lock(times: np.ndarray, models: np.ndarray) -> np.ndarray:
+def before_the_lock(times: np.ndarray, models: np.ndarray) -> tuple[np.ndarray, float, list[float]]:
     """Latencies when each process forms its batch as soon as its instance is free, then waits
-    for the accelerator (first come, first served)."""
+    for the accelerator (first come, first served); with the share of the time the accelerator
+    ran a batch, and each model's mean batch size."""
     latencies = np.empty(times.size)
+    busy_s, sizes = 0.0, [[0, 0], [0, 0]]  # per model: batches, requests
     queues: list[deque[int]] = [deque(), deque()]
     instance_free = [True, True]
     waiting: deque[tuple[int, list[int]]] = deque()  # formed batches waiting for the accelerator
@@ -105,8 +107,11 @@ def before_the_lock(times: np.ndarray, models: np.ndarray) -> np.ndarray:
                 instance_free[model] = False
         if running is None and waiting:
             running = waiting.popleft()
-            done_at = now + batch_s(running[0], len(running[1]))
-    return latencies
+            took = batch_s(running[0], len(running[1]))
+            done_at, busy_s = now + took, busy_s + took
+            sizes[running[0]][0] += 1
+            sizes[running[0]][1] += len(running[1])
+    return latencies, busy_s / float(times[-1]), [requests / max(batches, 1) for batches, requests in sizes]
 
 
 def measured(latencies: np.ndarray, times: np.ndarray) -> dict[str, float]:
@@ -121,17 +126,23 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     for share in SHARES:
         times, models = arrivals(share)
+        locked, busy, mean_batch = before_the_lock(times, models)
         loads = [(RATE_RPS * (1 - share), PRIMARY), (RATE_RPS * share, VARIANT.service(PRIMARY))]
         rows.append(
             {
                 "share": share,
                 "predicted_p95_ms": round(mixed_latency_ms(1, loads, 95.0), 1),
                 "when_free": measured(when_free(times, share), times),
-                "before_the_lock": measured(before_the_lock(times, models), times),
+                "before_the_lock": measured(locked, times)
+                | {"accelerator_busy": round(busy, 3), "mean_batch": [round(size, 2) for size in mean_batch]},
             }
         )
-    table = Table(title=f"one replica, {RATE_RPS:g} req/s, objective p95 <= {TARGET_MS:g} ms")
-    for column in ("share on the variant", "policy predicts", "batch when free", "batch before the lock"):
+    table = Table(
+        title=f"one replica, {RATE_RPS:g} req/s, objective p95 <= {TARGET_MS:g} ms: p95 and share within "
+        "it as batches form when the accelerator frees or before its lock (then the accelerator's "
+        "busy time and the model's and the variant's mean batches)"
+    )
+    for column in ("share", "predicted", "when free", "before the lock", "busy, batches"):
         table.add_column(column, justify="right")
     for row in rows:
         free, locked = row["when_free"], row["before_the_lock"]
@@ -140,6 +151,7 @@ def main() -> None:
             f"{row['predicted_p95_ms']:.0f} ms",
             f"{free['p95_ms']:.0f} ms, {100 * free['within']:.1f} %",
             f"{locked['p95_ms']:.0f} ms, {100 * locked['within']:.1f} %",
+            f"{100 * locked['accelerator_busy']:.0f} %, {locked['mean_batch'][0]:.2f}, {locked['mean_batch'][1]:.2f}",
         )
     Console().print(table)
     RESULTS.write_text(
