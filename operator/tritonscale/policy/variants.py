@@ -11,8 +11,9 @@ decision:
    autoscaler's fitted tau(b) and learnt correction where it says the model is optimistic (a
    correction learnt in steady states, below 1, does not hold in a surge's transient), each model
    batching only its own requests on the replicas they share (queueing.mixed_latency_ms);
-2. when that breaks the objective, sends the smallest share that restores it to the variant that
-   loses the least accuracy doing so (the fastest, when none can restore it alone);
+2. when that breaks the objective, sends the smallest share that restores it (and leaves the
+   accelerators at most MOST_BUSY busy at full batches) to the variant that loses the least
+   accuracy doing so (the fastest, when none can restore it alone);
 3. caps the share by the accuracy budget left: over any trailing window, the average accuracy
    served (requests weighted, as the replicas counted them) stays at or above the floor;
 4. lowers the share by at most `step_down` per decision as capacity arrives, and not at all
@@ -25,11 +26,17 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from tritonscale.policy.queueing import ServiceTime, mixed_latency_ms
+from tritonscale.policy.queueing import ServiceTime, full_batch_utilisation, mixed_latency_ms
 
 SHARE_STEP = 0.05  # shares are chosen on this grid, coarser than the routers' ten-thousandths
 CALM_FRACTION = 0.7  # a measured percentile this far under the objective lets a share fall
 NO_MODEL_HELD_FACTOR = 2.0  # before a fit, the routers must hold this many objectives' worth
+# A share restores the objective only if it leaves the accelerators at most this busy at full
+# batches: near saturation the steady-state prediction's margin is gone within a rising load's
+# next seconds. (Chosen on the training seeds, README "Faster model variants": 0.9 held 0.16
+# points less than 0.8 on bursty and 0.26 on flash-crowd; 0.7 served 1.4x the variants' share
+# for at most 0.04 points more.)
+MOST_BUSY = 0.8
 
 
 @dataclass(frozen=True)
@@ -233,14 +240,24 @@ def decide_variants(
     rising = slope_rps_per_s > 0
     offered = rate_rps + max(0.0, slope_rps_per_s) * s.period_s + backlog / s.drain_s
 
+    def split(index: int, share: float) -> list[tuple[float, ServiceTime]]:
+        loads = [(offered * (1.0 - share), primary)]
+        if share > 0:
+            loads.append((offered * share, s.variants[index].service(primary)))
+        return loads
+
+    def restores(index: int, share: float) -> bool:
+        return (
+            latency_at(index, share) <= limit
+            and full_batch_utilisation(ready, split(index, share)) <= MOST_BUSY
+        )
+
     def latency_at(index: int, share: float) -> float:
         """The percentile with `share` of the requests on variant `index` (the rest on the
         primary): the steady-state model's, each model batching its own requests on the shared
         replicas (queueing.mixed_latency_ms), or, when higher, what a request arriving now
         meets: the queue ahead of it served at the fleet's full-batch pace, then a full batch."""
-        loads = [(offered * (1.0 - share), primary)]
-        if share > 0:
-            loads.append((offered * share, s.variants[index].service(primary)))
+        loads = split(index, share)
         model = max(correction, 1.0) * mixed_latency_ms(ready, loads, s.percentile)
         cost = 1.0 - share * (1.0 - relative_cost(s.variants[index]))
         full_batch_ms = cost * primary.batch_ms(primary.max_batch)
@@ -277,7 +294,7 @@ def decide_variants(
             (
                 k * SHARE_STEP
                 for k in range(1, round(cap / SHARE_STEP) + 1)
-                if latency_at(index, k * SHARE_STEP) <= limit
+                if restores(index, k * SHARE_STEP)
             ),
             None,
         )
