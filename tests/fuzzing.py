@@ -30,7 +30,7 @@ from pydantic import BaseModel
 
 from tests.builders import load_example, make_inference_service
 from tritonscale.api.resource import PAUSE_ANNOTATION, InferenceService
-from tritonscale.api.spec import MANAGED_TRITON_FLAGS, PRODUCT_LABELLED_RESOURCES
+from tritonscale.api.spec import MANAGED_METRICS_CONFIG, MANAGED_TRITON_FLAGS, PRODUCT_LABELLED_RESOURCES
 
 ROOT = Path(__file__).parents[1]
 BASES: tuple[dict[str, Any], ...] = (
@@ -289,7 +289,17 @@ near_managed_flags = st.builds(
 )
 near_args = st.one_of(
     near_managed_flags,
-    st.sampled_from(["--log-verbose=1", "--model-control-mode=explicit", "--http-thread-count=4", "--"]),
+    st.sampled_from(
+        [
+            "--log-verbose=1",
+            "--model-control-mode=explicit",
+            "--http-thread-count=4",
+            "--",
+            "--metrics-config=counter_latencies=false",
+            "--metrics-config=summary_latencies=false",
+            "--metrics-con=summary_quantiles=0.5:0.1",
+        ]
+    ),
     hostile_text.filter(bool),
 )
 
@@ -301,9 +311,12 @@ near_args = st.one_of(
 
 def sets_a_managed_flag(arg: str) -> bool:
     """Whether tritonserver (getopt_long: a long option, `=value` or not, abbreviated to any
-    prefix) would take `arg` for a flag the operator manages."""
+    prefix) would take `arg` for a flag the operator manages, or it names a metrics
+    configuration key the operator manages."""
     name = arg.split("=", 1)[0]
-    return len(name) > len("--") and any(flag.startswith(name) for flag in MANAGED_TRITON_FLAGS)
+    return (len(name) > len("--") and any(flag.startswith(name) for flag in MANAGED_TRITON_FLAGS)) or any(
+        key in arg for key in MANAGED_METRICS_CONFIG
+    )
 
 
 triton_args = c_strings(1024, min_size=1).filter(lambda arg: not sets_a_managed_flag(arg))

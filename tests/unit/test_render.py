@@ -15,7 +15,7 @@ from tests.builders import load_example, make_inference_service
 from tritonscale.api.resource import InferenceService, parse_inference_service
 from tritonscale.policy.placement import Placement, split_replicas
 from tritonscale.policy.replicas import reconciled_replicas
-from tritonscale.render.names import child_name, label_value
+from tritonscale.render.names import COMPONENT_ROUTER, LABEL_COMPONENT, child_name, label_value
 from tritonscale.render.router import CONFIG_HASH_ANNOTATION
 from tritonscale.render.stack import render_stack
 from tritonscale.yamlfmt import dump_all
@@ -328,3 +328,30 @@ def test_triton_gets_default_requests_for_what_the_spec_leaves_out() -> None:
         "limits": {"memory": "8Gi"},
     }
     assert {"name": "model-download", "mountPath": "/tmp"} in own["volumeMounts"]
+
+
+def _router_container(**overrides: object) -> dict[str, Any]:
+    service = parse_inference_service(make_inference_service(**overrides))
+    objects = render_stack(service, split_replicas(2, service.spec.capacity))
+    deployment = next(
+        o
+        for o in objects
+        if o["kind"] == "Deployment" and o["metadata"]["labels"].get(LABEL_COMPONENT) == COMPONENT_ROUTER
+    )
+    container: dict[str, Any] = deployment["spec"]["template"]["spec"]["containers"][0]
+    return container
+
+
+def test_router_defaults_never_ask_more_than_its_limits() -> None:
+    """Limits alone set the requests: a default request above a limit would make the API server
+    refuse the Deployment."""
+    assert _router_container()["resources"] == {
+        "requests": {"cpu": "100m", "ephemeral-storage": "64Mi", "memory": "64Mi"}
+    }
+    small = _router_container(
+        spec__loadBalancing={"router": {"resources": {"limits": {"cpu": "50m", "memory": "32Mi"}}}}
+    )
+    assert small["resources"] == {
+        "requests": {"ephemeral-storage": "64Mi"},
+        "limits": {"cpu": "50m", "memory": "32Mi"},
+    }

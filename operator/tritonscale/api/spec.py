@@ -32,7 +32,7 @@ IMAGE_PATTERN = r"^[^\s\x00]+$"
 C_STRING_PATTERN = r"^[^\x00]*$"
 
 # tritonserver flags the operator sets itself; letting args override them would break probes,
-# the router and metrics.
+# the router and metrics (--strict-readiness=false reports a server ready before its models are).
 MANAGED_TRITON_FLAGS = (
     "--model-repository",
     "--model-store",
@@ -45,7 +45,11 @@ MANAGED_TRITON_FLAGS = (
     "--allow-http",
     "--allow-grpc",
     "--allow-metrics",
+    "--strict-readiness",
 )
+# --metrics-config keys the operator sets: the latency summary and its quantiles, from the
+# objective's percentile, are what the autoscaler reads (without them only a mean is left).
+MANAGED_METRICS_CONFIG = ("summary_latencies", "summary_quantiles")
 # tritonserver parses its command line with getopt_long, which takes any unambiguous prefix of a
 # long option for the option: `--http-po=9000` sets --http-port, `--model-repo=/x` adds a model
 # repository. So args may not start with a prefix of a managed flag either (none of
@@ -104,6 +108,17 @@ class ResourceRequirements(ApiModel):
         max_length=16,
         description="Maximum resources the container may use, e.g. {memory: 8Gi}.",
     )
+
+
+# Requests a container gets for what its spec names neither in requests nor in limits (a limit
+# alone sets the request): without them a Triton replica would be BestEffort (the first evicted)
+# and its model downloads could fill the node's disk unseen.
+DEFAULT_TRITON_REQUESTS = {"cpu": "1", "memory": "2Gi", "ephemeral-storage": "10Gi"}
+DEFAULT_ROUTER_REQUESTS = {"cpu": "100m", "memory": "64Mi", "ephemeral-storage": "64Mi"}
+
+
+def _defaults_text(defaults: dict[str, str]) -> str:
+    return ", ".join(f"{key} {value}" for key, value in defaults.items())
 
 
 MAX_VARIANTS = 3
@@ -257,6 +272,17 @@ class TritonSpec(ApiModel):
                 )
             ),
         ),
+        Rule(
+            field="args",
+            message="args must not set the metrics configuration the operator manages (the "
+            "autoscaler reads the latency summary): " + ", ".join(MANAGED_METRICS_CONFIG),
+            cel=(
+                "!has(self.args) || self.args.all(a, "
+                + " && ".join(f"!a.contains('{key}')" for key in MANAGED_METRICS_CONFIG)
+                + ")"
+            ),
+            holds=lambda self: not any(key in arg for arg in self.args for key in MANAGED_METRICS_CONFIG),
+        ),
     )
 
     image: str = Field(
@@ -285,7 +311,11 @@ class TritonSpec(ApiModel):
     )
     resources: ResourceRequirements = Field(
         default_factory=ResourceRequirements,
-        description="CPU, memory and other resources for each Triton replica.",
+        description=(
+            "CPU, memory and other resources for each Triton replica. What it names neither in "
+            f"requests nor in limits is requested at {_defaults_text(DEFAULT_TRITON_REQUESTS)} (a "
+            "limit alone sets the request)."
+        ),
     )
     service_account_name: str | None = Field(
         default=None,
@@ -511,16 +541,6 @@ class BalancePolicy(StrEnum):
     POWER_OF_TWO_CHOICES = "PowerOfTwoChoices"
 
 
-class RouterResources(ResourceRequirements):
-    """Compute resources for a router container; small requests by default."""
-
-    requests: dict[ResourceName, Quantity] = Field(
-        default={"cpu": "100m", "memory": "64Mi"},
-        max_length=16,
-        description="Minimum resources the scheduler reserves for a router replica.",
-    )
-
-
 class SelectorOperator(StrEnum):
     IN = "In"
     NOT_IN = "NotIn"
@@ -592,8 +612,13 @@ class RouterSpec(ApiModel):
         pattern=IMAGE_PATTERN,
         description="HAProxy image.",
     )
-    resources: RouterResources = Field(
-        default_factory=RouterResources, description="Resources for each router replica."
+    resources: ResourceRequirements = Field(
+        default_factory=ResourceRequirements,
+        description=(
+            "Resources for each router replica. What it names neither in requests nor in limits "
+            f"is requested at {_defaults_text(DEFAULT_ROUTER_REQUESTS)} (a limit alone sets the "
+            "request)."
+        ),
     )
     timeout_seconds: int = Field(
         default=60,

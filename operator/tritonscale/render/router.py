@@ -11,7 +11,7 @@ from typing import Any, Final
 import jinja2
 
 from tritonscale.api.resource import InferenceService
-from tritonscale.api.spec import BalancePolicy
+from tritonscale.api.spec import DEFAULT_ROUTER_REQUESTS, BalancePolicy
 from tritonscale.ports import GRPC_PORT, HTTP_PORT, ROUTER_CONTROL_PORT, ROUTER_METRICS_PORT, variant_ports
 from tritonscale.render.names import COMPONENT_ROUTER, StackNames
 from tritonscale.render.pods import (
@@ -150,7 +150,6 @@ def _checked(value: str, pattern: re.Pattern[str], what: str) -> str:
 
 
 MIN_SERVER_SLOTS = 32
-DEFAULT_ROUTER_REQUESTS: Final = {"cpu": "100m", "memory": "64Mi", "ephemeral-storage": "64Mi"}
 
 
 def server_slots(service: InferenceService) -> int:

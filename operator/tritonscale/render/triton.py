@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from tritonscale.api.resource import InferenceService
+from tritonscale.api.spec import DEFAULT_TRITON_REQUESTS
 from tritonscale.ports import GRPC_PORT, HTTP_PORT, METRICS_PORT, variant_ports
 from tritonscale.render.names import (
     COMPONENT_TRITON,
@@ -66,9 +67,6 @@ def triton_args(service: InferenceService) -> list[str]:
     ]
 
 
-# Requests a Triton replica gets for what the spec leaves out: without them it would be
-# BestEffort (the first evicted) and its model downloads could fill the node's disk unseen.
-DEFAULT_TRITON_REQUESTS: Final = {"cpu": "1", "memory": "2Gi", "ephemeral-storage": "10Gi"}
 MODEL_DOWNLOAD_DIR: Final = "/tmp"  # where tritonserver downloads s3://, gs:// and as:// models
 
 
