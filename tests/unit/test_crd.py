@@ -65,6 +65,9 @@ def test_names_and_subresources() -> None:
 def test_printer_columns() -> None:
     columns = [c["name"] for c in _version()["additionalPrinterColumns"] if c.get("priority", 0) == 0]
     assert columns == ["Ready", "Status", "On-Demand", "Spot", "Latency", "Rate", "Policy", "Age"]
+    # What the chart's install notes say `kubectl get tis` shows, and the short name it uses.
+    notes = (ROOT / "charts" / "tritonscale" / "templates" / "NOTES.txt").read_text()
+    assert f"kubectl get tis -A            # {', '.join(columns)}\n" in notes
 
 
 def test_every_field_is_described_and_typed() -> None:
