@@ -154,7 +154,7 @@ def run_operator(
         with standby_health(config):
             if not leadership.wait(stop_flag):
                 return
-        LEADER.set(1)
+    LEADER.set(1)  # it writes from here on: as the Lease holder, or as the only replica
     if stop_flag is not None:
         asyncio.set_event_loop(asyncio.new_event_loop())
     quiet = logging.getLogger("kopf.objects")
@@ -171,9 +171,9 @@ def run_operator(
             ready_flag=ready_flag,
         )
     finally:
+        LEADER.set(0)
         if leadership is not None:
             leadership.release()
-            LEADER.set(0)
 
 
 def default_identity() -> str:

@@ -29,7 +29,8 @@ RECONCILE_SECONDS = Histogram(
 
 LEADER = Gauge(
     "tritonscale_leader",
-    "1 while this operator replica holds the leader Lease and writes; 0 while it stands by.",
+    "1 while this operator replica writes (it holds the leader Lease, or runs without leader "
+    "election); 0 while it stands by.",
 )
 
 TICK_LATENESS = Histogram(

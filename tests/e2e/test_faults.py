@@ -27,6 +27,7 @@ import kubernetes
 import pytest
 import urllib3
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.builders import make_inference_service
 from tests.e2e.conftest import CHART, OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT, RELEASE
@@ -430,6 +431,7 @@ def test_a_standby_takes_over_from_a_killed_leader_and_they_never_both_write(
         scraped = _assert_ports_carry_nothing_secret(
             [first, second], [first_kc, second_kc], list(secret_env.values())
         )
+        assert (_leader_gauge(first), _leader_gauge(second)) == (1.0, 0.0)
 
         killed_wall = time.time()
         first.kill()
@@ -475,6 +477,16 @@ def test_a_standby_takes_over_from_a_killed_leader_and_they_never_both_write(
         f"{scraped} bytes served, no token, key, certificate or environment secret in them",
         bytes_scraped=scraped,
     )
+
+
+def _leader_gauge(operator: OperatorProcess) -> float:
+    """`tritonscale_leader` as the operator's /metrics serves it."""
+    with urllib.request.urlopen(operator.metrics_url, timeout=5) as response:
+        body = response.read().decode()
+    for family in text_string_to_metric_families(body):
+        if family.name == "tritonscale_leader":
+            return float(family.samples[0].value)
+    raise AssertionError(f"{operator.metrics_url} serves no tritonscale_leader")
 
 
 def _assert_ports_carry_nothing_secret(
@@ -556,11 +568,13 @@ def test_a_drained_node_keeps_the_serving_capacity_the_disruption_budgets_promis
         _token_kubeconfig(cluster, tmp_path / "operator.kubeconfig"),
         tmp_path / "operator.log",
         f"--namespace={ns}",
+        serve_ports=True,
     )
     cluster.apply_yaml(make_inference_service("drained", ns, spec__replicas=4))
     events: list[dict[str, Any]] = []
     with running(operator):
         _wait_settled(cluster, operator, ns, {"drained": 4})
+        assert _leader_gauge(operator) == 1.0, "a lone operator without an election writes: it leads"
         nodes = [p["spec"]["nodeName"] for p in _ready_pods(cluster, ns, "triton")]
         busiest = max(set(nodes), key=nodes.count)
         api = kubernetes.client.CoreV1Api(kubernetes.config.new_client_from_config(str(cluster.kubeconfig)))
