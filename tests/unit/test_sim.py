@@ -14,6 +14,7 @@ from tritonscale.cli.simulate import simulate
 from tritonscale.sim.engine import SimEnvironment, Simulation, flap_stats, window_attainment
 from tritonscale.sim.policies import (
     FRESH_FEED,
+    POLICIES,
     HpaAverageValuePolicy,
     HpaPercentilePolicy,
     KedaPolicy,
@@ -25,7 +26,7 @@ from tritonscale.sim.policies import (
     parse_policy_name,
     prometheus_feed,
 )
-from tritonscale.sim.runner import Scenario, run_scenario
+from tritonscale.sim.runner import Scenario, make_policy, prepare, run_scenario
 from tritonscale.sim.workloads import BUILT_IN, RateStep, Workload, arrivals, built_in, from_trace
 
 ENV = SimEnvironment()
@@ -345,3 +346,20 @@ def test_window_attainment_counts_minutes_whose_percentile_met_the_objective() -
     latencies = np.array([0.05, 0.05, 0.05, 0.05, 0.5, 0.5, np.inf])
     # minute 1: p95 50 ms (met); minute 2: p95 500 ms; minute 3: a drop; minute 4: no request
     assert window_attainment(arrivals_s, latencies, 0.1, 95.0, 240.0) == 0.5
+
+
+@pytest.mark.parametrize("feed", ["prometheus", "fresh"])
+def test_every_baseline_reads_the_runs_feed(feed: str) -> None:
+    """Equal information: under either feed every baseline sees its metrics as fresh as the
+    others (each keeps its own averaging window, such as Ray's 30 s look-back)."""
+    env = SimEnvironment()
+    scenario = Scenario(built_in("smooth", 300.0, 200.0, 1), 1, env, Objective(100.0, 95.0), feed=feed)
+    prepared = prepare(scenario)
+    expected = FRESH_FEED if feed == "fresh" else prometheus_feed(env)
+    baselines = [
+        name for name in POLICIES if not name.startswith(("latency", "static", "oracle", "reactive"))
+    ]
+    assert "ray" in baselines and "ray-tuned" in baselines
+    for name in baselines:
+        policy = make_policy(name, scenario, prepared.needed, prepared.table, prepared.tested)
+        assert (policy.feed.scrape_s, policy.feed.lag_s) == (expected.scrape_s, expected.lag_s), name

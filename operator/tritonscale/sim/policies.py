@@ -456,10 +456,15 @@ class KpaPolicy:
         return desired, f"{mode}: concurrency {stable:.1f} (60 s) {panic:.1f} (6 s)"
 
 
+RAY_LOOK_BACK_S = 30.0  # Ray Serve's default look_back_period_s
+
+
 class RayPolicy:
-    """Ray Serve's request-based autoscaling: replicas report ongoing requests every 10 s,
-    averaged over 30 s; a decision must persist `upscale_delay_s` to scale up and
-    `downscale_delay_s` to scale down. Defaults are Ray's (2 ongoing per replica, 30 s, 600 s)."""
+    """Ray Serve's request-based autoscaling: ongoing requests averaged over its 30 s look-back
+    (`look_back_period_s`, Ray's own window whatever the feed), as fresh as `feed` brings them
+    (by default as Ray's replicas push them, every 10 s); a decision must persist
+    `upscale_delay_s` to scale up and `downscale_delay_s` to scale down. Defaults are Ray's (2
+    ongoing per replica, 30 s, 600 s)."""
 
     period_s = 1.0
 
@@ -476,14 +481,14 @@ class RayPolicy:
         self.target_ongoing = target_ongoing
         self.upscale_delay_s = upscale_delay_s
         self.downscale_delay_s = downscale_delay_s
-        self.feed = feed or Feed("ray", 30.0, 10.0, 0.0)  # pushed every 10 s
+        self.feed = feed or Feed("ray", RAY_LOOK_BACK_S, 10.0, 0.0)  # pushed every 10 s
         self.name = name
         self.up_for = 0.0
         self.down_for = 0.0
 
     def step(self, view: ClusterView) -> tuple[int, str]:
         current = view.provisioned
-        ongoing = view.observation(30.0, self.feed.scrape_s, self.feed.lag_s).concurrency
+        ongoing = view.observation(RAY_LOOK_BACK_S, self.feed.scrape_s, self.feed.lag_s).concurrency
         if ongoing is None:
             return current, "no metrics; no change"
         wanted = max(1, math.ceil(ongoing / self.target_ongoing))

@@ -92,7 +92,7 @@ def make_policy(
         delay = 300.0 if base == "kpa-delay" else 0.0
         return KpaPolicy(env, tested.in_flight, utilization, delay, feed, label)
     if base == "ray":
-        return RayPolicy(env, feed=None if scenario.feed == "fresh" else feed)
+        return RayPolicy(env, feed=feed)
     if base == "ray-tuned":
         # Ray's guide: target_ongoing_requests from the latency objective and a load test;
         # max_ongoing_requests at least the batch a replica runs (the simulator does not cap it).
@@ -101,7 +101,7 @@ def make_policy(
             target_ongoing=utilization * tested.in_flight,
             upscale_delay_s=10.0,
             downscale_delay_s=300.0,
-            feed=None if scenario.feed == "fresh" else feed,
+            feed=feed,
             name=label,
         )
     if base == "static-peak":
