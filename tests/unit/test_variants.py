@@ -95,19 +95,24 @@ def test_the_faster_variant_takes_over_when_the_slower_cannot_restore_alone() ->
     assert choice.shares[1] > 0.0 and choice.shares[0] == 0.0
 
 
-def test_a_share_that_leaves_the_accelerators_near_saturation_does_not_restore() -> None:
-    """900 req/s on 3 ready replicas: 95 % on int8 is predicted within the objective (66 ms) but
-    leaves the accelerators 87 % busy at full batches, where a rising load's next seconds take
-    the margin away; no int8 share stays under MOST_BUSY, so the faster variant serves."""
+def test_a_share_that_leaves_the_accelerators_near_saturation_restores_only_without_another() -> None:
+    """1000 req/s on 3 ready replicas: all of it on int8 is predicted within the objective
+    (59 ms) but leaves the accelerators 92 % busy at full batches, where a rising load's next
+    seconds take the margin away; a share on small restores it with room, so small serves. With
+    int8 alone, int8 serves all the same: near saturation is better than over the objective."""
     s = settings()
-    near = [(900.0 * 0.05, PRIMARY), (900.0 * 0.95, INT8.service(PRIMARY))]
+    near = [(1000.0, INT8.service(PRIMARY))]
     assert mixed_latency_ms(3, near, 95.0) <= 95.0 and full_batch_utilisation(3, near) > MOST_BUSY
-    choice, _ = decide(s, with_history(s), rate=900.0, ready=3)
+    choice, _ = decide(s, with_history(s), rate=1000.0, ready=3)
     int8, small = choice.shares
     assert int8 == 0.0 and small > 0.0
-    chosen = [(900.0 * (1.0 - small), PRIMARY), (900.0 * small, SMALL.service(PRIMARY))]
+    chosen = [(1000.0 * (1.0 - small), PRIMARY), (1000.0 * small, SMALL.service(PRIMARY))]
     assert full_batch_utilisation(3, chosen) <= MOST_BUSY
     assert choice.predicted_ms <= 95.0
+
+    only_int8 = settings(INT8)
+    choice, _ = decide(only_int8, with_history(only_int8), rate=1000.0, ready=3)
+    assert choice.shares == (1.0,) and choice.predicted_ms <= 95.0
 
 
 def test_a_queue_at_the_routers_counts_even_when_the_rate_alone_would_not() -> None:

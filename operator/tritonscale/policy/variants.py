@@ -11,9 +11,9 @@ decision:
    autoscaler's fitted tau(b) and learnt correction where it says the model is optimistic (a
    correction learnt in steady states, below 1, does not hold in a surge's transient), each model
    batching only its own requests on the replicas they share (queueing.mixed_latency_ms);
-2. when that breaks the objective, sends the smallest share that restores it (and leaves the
-   accelerators at most MOST_BUSY busy at full batches) to the variant that loses the least
-   accuracy doing so (the fastest, when none can restore it alone);
+2. when that breaks the objective, sends the smallest share that restores it (leaving the
+   accelerators at most MOST_BUSY busy at full batches, where a share can) to the variant that
+   loses the least accuracy doing so (the fastest, when none can restore it alone);
 3. caps the share by the accuracy budget left: over any trailing window, the average accuracy
    served (requests weighted, as the replicas counted them) stays at or above the floor;
 4. lowers the share by at most `step_down` per decision as capacity arrives, and not at all
@@ -33,10 +33,11 @@ CALM_FRACTION = 0.7  # a measured percentile this far under the objective lets a
 NO_MODEL_HELD_FACTOR = 2.0  # before a fit, the routers must hold this many objectives' worth
 # A share restores the objective only if it leaves the accelerators at most this busy at full
 # batches: near saturation the steady-state prediction's margin is gone within a rising load's
-# next seconds. (Chosen on the training seeds, README "Faster model variants": 0.9 held 0.16
-# points less than 0.8 on bursty and 0.26 on flash-crowd; 0.7 served 1.4x the variants' share
-# for at most 0.04 points more.)
-MOST_BUSY = 0.8
+# next seconds. When no share within the caps restores it with that room, the smallest that
+# restores it at all. (Chosen on the training seeds, README "Faster model variants": at 0.75-0.8
+# the faster variant's accuracy cost spent a 0.5-point budget within a flash crowd's first
+# minute; at 0.9 flash-crowd held 0.37 points less.)
+MOST_BUSY = 0.85
 
 
 @dataclass(frozen=True)
@@ -247,6 +248,7 @@ def decide_variants(
         return loads
 
     def restores(index: int, share: float) -> bool:
+        """Within the objective, with room: the accelerators at most MOST_BUSY busy."""
         return (
             latency_at(index, share) <= limit
             and full_batch_utilisation(ready, split(index, share)) <= MOST_BUSY
@@ -284,27 +286,27 @@ def decide_variants(
         return decision(shares, alone, _describe(s, alone, offered, ready, arriving, shares, left_points))
 
     restoring: list[tuple[float, int, float, float]] = []  # (accuracy lost, index, share, cap)
+    # Shares that restore the objective only by running the accelerators busier than MOST_BUSY:
+    # better than none, when no variant's share within its cap restores it with room.
+    busy: list[tuple[float, int, float, float]] = []
     best_effort: list[tuple[float, int, float, float]] = []  # (latency at the cap, index, cap, cap)
     for index, (variant, cap) in enumerate(zip(s.variants, caps, strict=True)):
         loss_per_request = 1.0 - variant.accuracy
         saving = 1.0 - relative_cost(variant)
         if cap <= 0 or saving <= 0:
             continue
-        needed = next(
-            (
-                k * SHARE_STEP
-                for k in range(1, round(cap / SHARE_STEP) + 1)
-                if restores(index, k * SHARE_STEP)
-            ),
-            None,
-        )
+        grid = [k * SHARE_STEP for k in range(1, round(cap / SHARE_STEP) + 1)]
+        needed = next((share for share in grid if restores(index, share)), None)
         if needed is not None:
             restoring.append((needed * loss_per_request, index, needed, cap))
+        needed = next((share for share in grid if latency_at(index, share) <= limit), None)
+        if needed is not None:
+            busy.append((needed * loss_per_request, index, needed, cap))
         best_effort.append((latency_at(index, cap), index, cap, cap))
     if not restoring and not best_effort:
         shares = (0.0,) * len(s.variants)
         return decision(shares, alone, _describe(s, alone, offered, ready, arriving, shares, left_points))
-    _, index, share, cap = min(restoring) if restoring else min(best_effort)
+    _, index, share, cap = min(restoring or busy or best_effort)
     share = min(cap, max(share, previous[index] - step_down))
     shares = tuple(share if i == index else 0.0 for i in range(len(s.variants)))
     predicted = latency_at(index, share)
