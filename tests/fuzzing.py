@@ -298,6 +298,8 @@ near_args = st.one_of(
             "--metrics-config=counter_latencies=false",
             "--metrics-config=summary_latencies=false",
             "--metrics-con=summary_quantiles=0.5:0.1",
+            "summary_latencies=false",
+            "--log-file=/logs/summary_latencies.log",
         ]
     ),
     hostile_text.filter(bool),
@@ -315,7 +317,9 @@ def sets_a_managed_flag(arg: str) -> bool:
     configuration key the operator manages."""
     name = arg.split("=", 1)[0]
     return (len(name) > len("--") and any(flag.startswith(name) for flag in MANAGED_TRITON_FLAGS)) or any(
-        key in arg for key in MANAGED_METRICS_CONFIG
+        arg.startswith(key)
+        or ("--metrics-config".startswith(name) and len(name) >= len("--metrics-c") and key in arg)
+        for key in MANAGED_METRICS_CONFIG
     )
 
 

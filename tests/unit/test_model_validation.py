@@ -106,3 +106,26 @@ def test_replica_bounds_rules_match_their_meaning(minimum: int, maximum: int, ba
         assert not valid
     else:
         assert valid
+
+
+@pytest.mark.parametrize(
+    ("arg", "accepted"),
+    [
+        ("--metrics-config=summary_latencies=false", False),
+        ("--metrics-c=summary_quantiles=0.5:0.1", False),  # getopt takes the prefix for the flag
+        ("summary_latencies=false", False),  # the value after a separate --metrics-config
+        ("--strict-readiness=false", False),
+        ("--strict-r=false", False),
+        ("--metrics-config=counter_latencies=false", True),
+        ("--log-file=/logs/summary_latencies.log", True),
+        ("--strict-model-config=false", True),
+    ],
+)
+def test_args_may_not_unset_readiness_or_the_latency_summary(arg: str, accepted: bool) -> None:
+    """The autoscaler reads the latency summary's quantiles, and the router trusts readiness."""
+    body = make_inference_service(spec__triton={"args": [arg]})
+    if accepted:
+        assert parse_inference_service(body).spec.triton.args == [arg]
+    else:
+        with pytest.raises(InvalidInferenceService, match="spec.triton.args"):
+            parse_inference_service(body)

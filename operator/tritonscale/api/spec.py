@@ -50,6 +50,9 @@ MANAGED_TRITON_FLAGS = (
 # --metrics-config keys the operator sets: the latency summary and its quantiles, from the
 # objective's percentile, are what the autoscaler reads (without them only a mean is left).
 MANAGED_METRICS_CONFIG = ("summary_latencies", "summary_quantiles")
+# The shortest prefix tritonserver takes for --metrics-config (the other --metrics-* options
+# part at the next letter); an arg may also be the value after a separate --metrics-config.
+METRICS_CONFIG_PREFIX = "--metrics-c"
 # tritonserver parses its command line with getopt_long, which takes any unambiguous prefix of a
 # long option for the option: `--http-po=9000` sets --http-port, `--model-repo=/x` adds a model
 # repository. So args may not start with a prefix of a managed flag either (none of
@@ -246,6 +249,13 @@ class EnvVar(ApiModel):
     value: str = Field(default="", max_length=4096, pattern=C_STRING_PATTERN, description="Variable value.")
 
 
+def _sets_managed_metrics_config(arg: str) -> bool:
+    return any(
+        arg.startswith(key) or (arg.startswith(METRICS_CONFIG_PREFIX) and key in arg)
+        for key in MANAGED_METRICS_CONFIG
+    )
+
+
 class PullPolicy(StrEnum):
     ALWAYS = "Always"
     IF_NOT_PRESENT = "IfNotPresent"
@@ -278,10 +288,13 @@ class TritonSpec(ApiModel):
             "autoscaler reads the latency summary): " + ", ".join(MANAGED_METRICS_CONFIG),
             cel=(
                 "!has(self.args) || self.args.all(a, "
-                + " && ".join(f"!a.contains('{key}')" for key in MANAGED_METRICS_CONFIG)
+                + " && ".join(
+                    f"!a.startsWith('{key}') && !(a.startsWith('{METRICS_CONFIG_PREFIX}') && a.contains('{key}'))"
+                    for key in MANAGED_METRICS_CONFIG
+                )
                 + ")"
             ),
-            holds=lambda self: not any(key in arg for arg in self.args for key in MANAGED_METRICS_CONFIG),
+            holds=lambda self: not any(_sets_managed_metrics_config(arg) for arg in self.args),
         ),
     )
 
@@ -299,8 +312,9 @@ class TritonSpec(ApiModel):
         default_factory=list,
         max_length=64,
         description=(
-            "Extra tritonserver flags, e.g. ['--log-verbose=1']. Ports, addresses and the model "
-            "repository are managed by the operator."
+            "Extra tritonserver flags, e.g. ['--log-verbose=1']. Ports, addresses, the model "
+            "repository, strict readiness and the latency summary's metrics configuration are "
+            "managed by the operator."
         ),
     )
     env: list[EnvVar] = Field(
