@@ -5,8 +5,9 @@
 One replica of the real loop (tests/integration/test_variants_loop.py): the model, tau 40 + 2b
 ms, and a 4x faster variant, each in its own Triton process with batches of up to 2 and no queue
 delay, sharing one accelerator; 60 req/s of Poisson arrivals, a share of them on the variant.
-That replica two ways, 10 minutes each, on the same arrivals:
-- `when free`: the simulator (`sim.engine`), where a batch forms when the accelerator frees,
+That replica two ways, 10 minutes each, on the same arrival times:
+- `when free`: the simulator (`sim.engine`, which draws each request's model itself with the
+  same share), where a batch forms when the accelerator frees,
   from the model whose oldest request is oldest (what `queueing.mixed_latency_ms` predicts);
 - `before the lock`: an event model in which each process's dynamic batcher forms a batch as
   soon as its instance is free and a request waits, and only then waits for the accelerator
