@@ -127,5 +127,5 @@ def test_args_may_not_unset_readiness_or_the_latency_summary(arg: str, accepted:
     if accepted:
         assert parse_inference_service(body).spec.triton.args == [arg]
     else:
-        with pytest.raises(InvalidInferenceService, match="spec.triton.args"):
+        with pytest.raises(InvalidInferenceService, match=r"spec\.triton\.args"):
             parse_inference_service(body)
