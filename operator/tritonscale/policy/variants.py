@@ -247,13 +247,6 @@ def decide_variants(
             loads.append((offered * share, s.variants[index].service(primary)))
         return loads
 
-    def restores(index: int, share: float) -> bool:
-        """Within the objective, with room: the accelerators at most MOST_BUSY busy."""
-        return (
-            latency_at(index, share) <= limit
-            and full_batch_utilisation(ready, split(index, share)) <= MOST_BUSY
-        )
-
     def latency_at(index: int, share: float) -> float:
         """The percentile with `share` of the requests on variant `index` (the rest on the
         primary): the steady-state model's, each model batching its own requests on the shared
@@ -295,13 +288,17 @@ def decide_variants(
         saving = 1.0 - relative_cost(variant)
         if cap <= 0 or saving <= 0:
             continue
-        grid = [k * SHARE_STEP for k in range(1, round(cap / SHARE_STEP) + 1)]
-        needed = next((share for share in grid if restores(index, share)), None)
-        if needed is not None:
-            restoring.append((needed * loss_per_request, index, needed, cap))
-        needed = next((share for share in grid if latency_at(index, share) <= limit), None)
-        if needed is not None:
-            busy.append((needed * loss_per_request, index, needed, cap))
+        # One pass up the grid: the first share within the objective, then the first with room.
+        within_found = False
+        for share in (k * SHARE_STEP for k in range(1, round(cap / SHARE_STEP) + 1)):
+            if latency_at(index, share) > limit:
+                continue
+            if not within_found:
+                within_found = True
+                busy.append((share * loss_per_request, index, share, cap))
+            if full_batch_utilisation(ready, split(index, share)) <= MOST_BUSY:
+                restoring.append((share * loss_per_request, index, share, cap))
+                break
         best_effort.append((latency_at(index, cap), index, cap, cap))
     if not restoring and not best_effort:
         shares = (0.0,) * len(s.variants)
