@@ -144,18 +144,25 @@ class _SharedFromTheStart(_Shared):
 
 
 @pytest.mark.parametrize(
-    ("base_ms", "per_item_ms", "max_batch", "rate", "replicas"),
-    [(20.0, 3.0, 8, 273.0, 1), (20.0, 3.0, 8, 1300.0, 4), (10.0, 1.0, 16, 923.0, 1)],
+    ("base_ms", "per_item_ms", "max_batch", "rate", "replicas", "share"),
+    [
+        (20.0, 3.0, 8, 273.0, 1, 0.95),
+        (20.0, 3.0, 8, 1300.0, 4, 0.95),
+        (10.0, 1.0, 16, 923.0, 1, 0.95),
+        (20.0, 3.0, 8, 1300.0, 4, 0.92),
+        (20.0, 3.0, 8, 1300.0, 4, 0.94),
+    ],
 )
 def test_a_variant_running_several_batches_a_turn_tracks_the_simulator(
-    base_ms: float, per_item_ms: float, max_batch: int, rate: float, replicas: int
+    base_ms: float, per_item_ms: float, max_batch: int, rate: float, replicas: int, share: float
 ) -> None:
-    """95 % on a 2x variant: it gets more than a full batch each turn of the accelerator, and
-    runs several, interleaved with the model's (the oldest request first). Its requests wait for
-    the next of those: charging them the whole turn read 2-5x the simulator's p95."""
+    """Most on a 2x variant: it gets more than a full batch each turn of the accelerator, and
+    runs several, interleaved with the model's (the oldest request first). Every request waits
+    for the next of those: charging the variant's the whole turn read 2-5x the simulator's p95
+    at 95 %, and charging the model's (in the tail below 95 %) 4-6x at 92-94 %."""
     variant = Variant("int8", 0.99, 2.0)
     primary = ServiceTime(base_ms, per_item_ms, max_batch)
-    duration, share = 120.0, 0.95
+    duration = 120.0
     rng = np.random.default_rng(3)
     times = np.sort(rng.uniform(0, duration, rng.poisson(rate * duration)))
     env = SimEnvironment(base_ms=base_ms, per_item_ms=per_item_ms, max_batch=max_batch, variants=(variant,))
