@@ -87,6 +87,34 @@ def test_render_reads_stdin() -> None:
     assert len(list(yaml.safe_load_all(result.stdout))) == 7
 
 
+def test_render_takes_runs_network_policy_options_so_the_operator_is_let_in() -> None:
+    """Rendered with the chart's options, the policies are the ones its operator applies: they
+    let the operator's pods (in its namespace, with its labels) reach Triton and the routers."""
+    example = str(ROOT / "examples" / "gpu-spot.yaml")
+
+    def operator_peers(*options: str) -> list[dict[str, object]]:
+        result = CliRunner().invoke(main, ["render", "-f", example, "--network-policies", *options])
+        assert result.exit_code == 0, result.output
+        policies = [o for o in yaml.safe_load_all(result.stdout) if o["kind"] == "NetworkPolicy"]
+        assert {p["metadata"]["name"] for p in policies} == {"resnet-triton", "resnet-router"}
+        return [
+            peer
+            for policy in policies
+            for rule in policy["spec"]["ingress"]
+            for peer in rule.get("from", [])
+            if peer.get("namespaceSelector", {}).get("matchLabels", {}).get("kubernetes.io/metadata.name")
+            == "tritonscale"
+        ]
+
+    assert operator_peers() == []  # the operator outside the cluster: nothing lets it in
+    peers = operator_peers(
+        "--network-policy-operator-namespace", "tritonscale", "--network-policy-operator-label", "app=op"
+    )
+    assert len(peers) == 2 and all(peer["podSelector"] == {"matchLabels": {"app": "op"}} for peer in peers)
+    refused = CliRunner().invoke(main, ["render", "-f", example, "--network-policy-operator-label", "bad"])
+    assert refused.exit_code == 2 and "--network-policy-operator-label" in refused.output
+
+
 def test_run_refuses_one_port_for_metrics_and_health_before_starting() -> None:
     result = CliRunner().invoke(main, ["run", "--metrics-port", "9000", "--health-port", "9000"])
     assert result.exit_code == 2

@@ -11,6 +11,7 @@ import click
 import yaml
 
 from tritonscale.api.resource import API_VERSION, KIND, InvalidInferenceService, parse_inference_service
+from tritonscale.cli.network_options import network_policy_options
 from tritonscale.policy.placement import split_replicas
 from tritonscale.policy.replicas import reconciled_replicas
 from tritonscale.render.network import NetworkPolicyOptions
@@ -45,25 +46,20 @@ def _documents(paths: tuple[str, ...]) -> Iterator[tuple[str, int, Any]]:
 @click.option(
     "--cluster-domain", default="cluster.local", show_default=True, help="The cluster's DNS domain."
 )
-@click.option(
-    "--network-policies",
-    is_flag=True,
-    help="Render NetworkPolicies for every service, as `tritonscale run --network-policies` does "
-    "(services that declare router clients get them either way; services serving variants get "
-    "the routers' one).",
-)
-def render(paths: tuple[str, ...], cluster_domain: str, network_policies: bool) -> None:
+@network_policy_options
+def render(paths: tuple[str, ...], cluster_domain: str, network_options: NetworkPolicyOptions) -> None:
     """Print every object the operator would create, as YAML, without a cluster.
 
+    The NetworkPolicy options are `tritonscale run`'s: give the chart's (its release namespace
+    as --network-policy-operator-namespace) to see the policies its operator applies. The
+    objects carry no owner references (the operator sets them to the InferenceService's uid).
     Problems are printed one per line, each starting with the field's dotted path, and the
     exit status is 2. Documents of other kinds are skipped.
     """
     for path in paths:
         if path != "-" and not Path(path).exists():
             raise click.BadParameter(f"no such file: {path}", param_hint="-f")
-    options = RenderOptions(
-        cluster_domain=cluster_domain, network=NetworkPolicyOptions(enabled=network_policies)
-    )
+    options = RenderOptions(cluster_domain=cluster_domain, network=network_options)
     objects: list[dict[str, Any]] = []
     problems: list[str] = []
     for path, index, document in _documents(paths):

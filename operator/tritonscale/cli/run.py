@@ -3,27 +3,13 @@
 from __future__ import annotations
 
 import logging
-import re
 
 import click
 
-from tritonscale.api.spec import LABEL_VALUE_PATTERN, is_label_key
+from tritonscale.cli.network_options import network_policy_options
 from tritonscale.clients.observations import prometheus_duration_s
 from tritonscale.config import OperatorConfig
 from tritonscale.render.network import NetworkPolicyOptions
-
-
-def _labels(
-    context: click.Context, parameter: click.Parameter, values: tuple[str, ...]
-) -> tuple[tuple[str, str], ...]:
-    """KEY=VALUE options as (key, value) pairs, each a valid Kubernetes label."""
-    pairs = []
-    for value in values:
-        key, equals, label = value.partition("=")
-        if not equals or not is_label_key(key) or not re.match(LABEL_VALUE_PATTERN, label):
-            raise click.BadParameter(f"{value!r} is not KEY=VALUE with a valid label key and value")
-        pairs.append((key, label))
-    return tuple(pairs)
 
 
 def _duration(value: str) -> str:
@@ -118,36 +104,7 @@ def _duration(value: str) -> str:
     help="Run as one of several replicas: lead only while holding the Lease tritonscale-operator in "
     "this namespace, stand by otherwise. Default: no election (run one replica only).",
 )
-@click.option(
-    "--network-policies",
-    is_flag=True,
-    help="Guard every InferenceService with NetworkPolicies: only its router reaches Triton, only "
-    "the clients in spec.loadBalancing.router.clients (or its own namespace) reach the router. A "
-    "service that declares clients is guarded either way; one serving variants always has its "
-    "routers' control port guarded.",
-)
-@click.option(
-    "--network-policy-operator-namespace",
-    metavar="NS",
-    help="Where this operator's pods run, so the policies let them read Triton pods "
-    "(the chart passes its release namespace). Unset: the operator runs outside the cluster.",
-)
-@click.option(
-    "--network-policy-operator-label",
-    "operator_labels",
-    metavar="KEY=VALUE",
-    multiple=True,
-    callback=_labels,
-    help="A label of this operator's pods (repeat for each).",
-)
-@click.option(
-    "--network-policy-metrics-namespace-label",
-    "metrics_namespace_labels",
-    metavar="KEY=VALUE",
-    multiple=True,
-    callback=_labels,
-    help="A label of the namespaces metrics may be scraped from (repeat; none: every namespace).",
-)
+@network_policy_options
 def run(
     namespaces: tuple[str, ...],
     kubeconfig: str | None,
@@ -164,10 +121,7 @@ def run(
     reconcile_workers: int,
     autoscale_workers: int,
     leader_election_namespace: str | None,
-    network_policies: bool,
-    network_policy_operator_namespace: str | None,
-    operator_labels: tuple[tuple[str, str], ...],
-    metrics_namespace_labels: tuple[tuple[str, str], ...],
+    network_options: NetworkPolicyOptions,
 ) -> None:
     """Run the operator until interrupted."""
     if metrics_port and metrics_port == health_port:
@@ -199,11 +153,6 @@ def run(
             reconcile_workers=reconcile_workers,
             autoscale_workers=autoscale_workers,
             leader_election_namespace=leader_election_namespace,
-            network_policies=NetworkPolicyOptions(
-                enabled=network_policies,
-                operator_namespace=network_policy_operator_namespace,
-                operator_labels=operator_labels,
-                metrics_namespace_labels=metrics_namespace_labels or None,
-            ),
+            network_policies=network_options,
         )
     )
