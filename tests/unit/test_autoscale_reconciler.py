@@ -599,6 +599,21 @@ def test_a_service_without_variants_sets_no_share() -> None:
     assert cuts == {}
 
 
+def test_variants_an_operator_cannot_serve_are_said_in_status() -> None:
+    """Run with --no-read-routers, the operator cannot set the variants' shares (they are set
+    through the routers): status says so rather than leaving the field without behaviour."""
+    cluster, autoscaler, source, _now, _ = _router_setup({}, variants=True)
+    source.next = Observation(
+        arrival_rate_rps=80.0, latency_ms=40.0, ready_replicas=2, mean_compute_ms=23.0, average_batch=1.0
+    )
+    autoscaler.tick("nlp", "bert")
+    variants = status(cluster)["variants"]
+    assert isinstance(variants, dict)
+    assert variants["shares"] == [{"name": "bert-int8", "share": 0.0}]
+    assert variants["budgetLeftPoints"] == 1.0
+    assert "--no-read-routers" in variants["reason"]
+
+
 def _variant_service(
     *variants: str, rate_query: str | None = None, accuracy: float = 0.99
 ) -> InferenceService:

@@ -24,6 +24,7 @@ from tritonscale.policy.surge import ROUTER_PERIOD_S, combined_sample, remember,
 from tritonscale.reconcilers.stack import ClusterApi, StackReconciler, utc_now
 from tritonscale.reconcilers.variants import CutSetter, VariantController
 from tritonscale.render.names import COMPONENT_ROUTER, COMPONENT_TRITON, StackNames
+from tritonscale.render.variants import served_variants
 from tritonscale.status import autoscaling_status, paused_autoscaling, without_autoscaling
 
 log = logging.getLogger(__name__)
@@ -385,6 +386,18 @@ class AutoscaleReconciler:
                 self.api.post_event(body, "Normal", reason, decision.reason)
 
     def _variants_status(self, service: InferenceService) -> VariantsStatus | None:
+        accuracy = service.spec.autoscaling.accuracy if service.spec.autoscaling is not None else None
+        if self.variants is None and accuracy is not None and served_variants(service):
+            # Said, not silently dropped: the shares can only be set through the routers.
+            return VariantsStatus(
+                shares=[
+                    VariantShare(name=variant.name, share=0.0) for variant in service.spec.model.variants
+                ],
+                served_accuracy=1.0,
+                budget_left_points=round(100.0 * (1.0 - accuracy.floor), 4),
+                reason="not served: this operator runs with --no-read-routers, and the variants' "
+                "shares are set through the routers",
+            )
         last = self.variants.last(service.namespace, service.name) if self.variants is not None else None
         if last is None:
             return None
