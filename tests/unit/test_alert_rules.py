@@ -38,14 +38,15 @@ def test_every_alert_fires_and_stays_quiet_as_its_unit_tests_say() -> None:
     assert tested.returncode == 0, tested.stdout + tested.stderr
 
 
-def test_every_alert_has_a_firing_test_a_severity_and_a_runbook_that_exists() -> None:
+def test_every_alert_has_a_firing_and_a_quiet_test_a_severity_and_a_runbook_that_exists() -> None:
     cases = yaml.safe_load(RULE_TESTS.read_text())["tests"]
-    fired = {
-        check["alertname"] for case in cases for check in case["alert_rule_test"] if check.get("exp_alerts")
-    }
+    checks = [check for case in cases for check in case["alert_rule_test"]]
+    fired = {check["alertname"] for check in checks if check.get("exp_alerts")}
+    quiet = {check["alertname"] for check in checks if not check.get("exp_alerts")}
     for rule in alerts():
         name = rule["alert"]
         assert name in fired, f"{name} has no unit test in which it fires"
+        assert name in quiet, f"{name} has no unit test in which it stays quiet"
         labels, annotations = rule["labels"], rule["annotations"]
         assert isinstance(labels, dict) and labels["severity"] in {"critical", "warning"}
         assert isinstance(annotations, dict) and annotations["summary"]
