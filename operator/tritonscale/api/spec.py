@@ -744,7 +744,7 @@ class ScaleDownSpec(ApiModel):
         description=(
             "Scale down only to the highest recommendation seen over this window; while the load "
             "falls steadily (by 10 % or more over the window, far more than it swings) and no "
-            "scale-up is this recent, only to the highest of the last 60 s."
+            "scale-up is this recent, only to the highest of the last 60 s plus periodSeconds."
         ),
     )
     max_step_percent: int = Field(
