@@ -18,7 +18,7 @@ golden:
 	UPDATE_GOLDEN=1 .venv/bin/pytest tests/unit/test_render.py -q
 
 # The main job: the whole product on this machine from real components (`tritonscale demo`).
-# The first run builds the control plane (~15 min on 2 cores) and downloads tritonserver; later
+# The first run builds the control plane (7-13 min on 2 cores) and downloads tritonserver; later
 # runs reuse the cache. DEMO_FLAGS passes options, e.g. DEMO_FLAGS=--keep.
 demo:
 	scripts/bootstrap.sh

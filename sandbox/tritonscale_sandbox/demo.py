@@ -176,7 +176,7 @@ def ensure_installed(console: Console) -> None:
     testenv = REPO / "scripts" / "build-testenv.sh"
     console.print(
         "[bold]Kubernetes control plane[/] (scripts/build-testenv.sh: seconds when cached, "
-        "about 15 minutes the first time on 2 cores)"
+        "7-13 minutes the first time on 2 cores)"
     )
     subprocess.run([str(testenv)], check=True)
     if not (install_dir() / "COMPLETE").is_file():
@@ -780,7 +780,7 @@ def _alive(pid: int) -> bool:
 @click.option(
     "--short",
     is_flag=True,
-    help="The shortened scenario (about 4 minutes of load with the warm-up), as the closed-loop test runs it.",
+    help="The shortened scenario (about 5 minutes of load with the warm-up), as the closed-loop test runs it.",
 )
 @click.option(
     "--keep",
