@@ -39,8 +39,28 @@ from tritonscale.reconcilers.stack import StackReconciler
 from tritonscale.render.stack import RenderOptions
 
 SCHEDULER_WORKERS = 2  # threads of the resync and of the status-recheck schedulers, each
-UNSETTLED_RECHECK_S = 15.0
-LOST_LEADERSHIP_EXIT = 3  # the exit code of a leader that lost its Lease  # how soon a stack with replicas missing is looked at again
+UNSETTLED_RECHECK_S = 15.0  # how soon a stack with replicas missing is looked at again
+LOST_LEADERSHIP_EXIT = 3  # the exit code of a leader that lost its Lease
+
+
+class ListenError(Exception):
+    """A port the operator serves on cannot be bound: `flag` names the option that set it."""
+
+    def __init__(self, flag: str, message: str) -> None:
+        super().__init__(message)
+        self.flag = flag
+
+
+def _listen_check(address: str, port: int, flag: str) -> None:
+    """Refuse at start a port that is taken or an address this host lacks (the health server
+    binds later, inside kopf, where the failure would be a traceback)."""
+    try:
+        family = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((address, port))
+    except OSError as error:
+        raise ListenError(flag, f"cannot listen on {address}:{port}: {error}") from None
 
 
 class SourceChooser:
@@ -141,7 +161,10 @@ def run_operator(
 
     With a leader-election namespace, first wait as a standby (healthy, writing nothing) until
     this replica holds the Lease; a leader that loses it exits at once."""
+    if config.health_port:
+        _listen_check(config.listen_address, config.health_port, "--health-port")
     if config.metrics_port:
+        _listen_check(config.listen_address, config.metrics_port, "--metrics-port")
         start_http_server(config.metrics_port, addr=config.listen_address)
     host = f"[{config.listen_address}]" if ":" in config.listen_address else config.listen_address
     liveness = f"http://{host}:{config.health_port}/healthz" if config.health_port else None

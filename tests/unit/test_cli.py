@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -113,6 +114,67 @@ def test_render_takes_runs_network_policy_options_so_the_operator_is_let_in() ->
     assert len(peers) == 2 and all(peer["podSelector"] == {"matchLabels": {"app": "op"}} for peer in peers)
     refused = CliRunner().invoke(main, ["render", "-f", example, "--network-policy-operator-label", "bad"])
     assert refused.exit_code == 2 and "--network-policy-operator-label" in refused.output
+
+
+def test_render_reads_a_directory_and_refuses_what_kubectl_would(tmp_path: Path) -> None:
+    """-f DIR reads its manifests in name order, as kubectl does; an InferenceService of
+    another apiVersion is a problem (kubectl: no matches for kind), not silently skipped; a
+    file that is not text and input with no InferenceService are errors, not empty output."""
+    folder = tmp_path / "manifests"
+    folder.mkdir()
+    (folder / "b.yaml").write_text((ROOT / "examples" / "minimal.yaml").read_text())
+    (folder / "a.yml").write_text((ROOT / "examples" / "latency-autoscaled.yaml").read_text())
+    (folder / "notes.txt").write_text("not a manifest")
+    both = CliRunner().invoke(main, ["render", "-f", str(folder)])
+    assert both.exit_code == 0, both.output
+    names = [o["metadata"]["name"] for o in yaml.safe_load_all(both.stdout) if o["kind"] == "Deployment"]
+    single = [
+        o["metadata"]["name"]
+        for path in ("latency-autoscaled.yaml", "minimal.yaml")
+        for o in yaml.safe_load_all(
+            CliRunner().invoke(main, ["render", "-f", str(ROOT / "examples" / path)]).stdout
+        )
+        if o["kind"] == "Deployment"
+    ]
+    assert names == single
+    other_version = tmp_path / "v1.yaml"
+    other_version.write_text("apiVersion: tritonscale.io/v1\nkind: InferenceService\nmetadata: {name: a}\n")
+    refused = CliRunner().invoke(main, ["render", "-f", str(other_version)])
+    assert (
+        refused.exit_code == 2
+        and "apiVersion: 'tritonscale.io/v1' is not tritonscale.io/v1alpha1" in refused.output
+    )
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"\xff\xfe")
+    unreadable = CliRunner().invoke(main, ["render", "-f", str(binary)])
+    assert unreadable.exit_code == 2 and "Invalid value for -f: cannot read" in unreadable.output
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    nothing = CliRunner().invoke(main, ["render", "-f", str(empty)])
+    assert nothing.exit_code == 1 and "no InferenceService" in nothing.output
+    bad_domain = CliRunner().invoke(main, ["render", "-f", str(folder), "--cluster-domain", "a b"])
+    assert bad_domain.exit_code == 2 and "'--cluster-domain'" in bad_domain.output
+
+
+def test_run_refuses_a_taken_port_and_unusable_credentials_naming_them(tmp_path: Path) -> None:
+    """Before the operator starts: a port another process listens on is a usage error naming the
+    flag; a kubeconfig that is not one is a one-line error, not a traceback."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        result = CliRunner().invoke(
+            main, ["run", "--listen-address", "127.0.0.1", "--health-port", "0", "--metrics-port", port]
+        )
+    assert result.exit_code == 2 and "Invalid value for --metrics-port" in result.output, result.output
+    assert "Address already in use" in result.output
+    garbage = tmp_path / "kubeconfig"
+    garbage.write_text("garbage: [")
+    result = CliRunner().invoke(
+        main, ["run", "--metrics-port", "0", "--health-port", "0", "--kubeconfig", str(garbage)]
+    )
+    assert result.exit_code == 1 and f"Error: kubeconfig {garbage}:" in result.output, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
 
 
 def test_run_refuses_one_port_for_metrics_and_health_before_starting() -> None:

@@ -11,7 +11,7 @@ import click
 import yaml
 
 from tritonscale.api.resource import API_VERSION, KIND, InvalidInferenceService, parse_inference_service
-from tritonscale.cli.network_options import network_policy_options
+from tritonscale.cli.options import cluster_domain_option, network_policy_options
 from tritonscale.policy.placement import split_replicas
 from tritonscale.policy.replicas import reconciled_replicas
 from tritonscale.render.network import NetworkPolicyOptions
@@ -21,9 +21,34 @@ from tritonscale.yamlfmt import dump_all
 EXIT_INVALID = 2
 
 
-def _documents(paths: tuple[str, ...]) -> Iterator[tuple[str, int, Any]]:
+MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+def _files(paths: tuple[str, ...]) -> list[str]:
+    """The files to read, a directory's manifests (*.yaml, *.yml, *.json) in name order, as
+    `kubectl apply -f DIR` takes them."""
+    files = []
     for path in paths:
-        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+        if path != "-" and Path(path).is_dir():
+            found = sorted(
+                str(f) for f in Path(path).iterdir() if f.suffix in MANIFEST_SUFFIXES and f.is_file()
+            )
+            if not found:
+                raise click.BadParameter(f"no .yaml, .yml or .json file in {path}", param_hint="-f")
+            files += found
+        elif path != "-" and not Path(path).exists():
+            raise click.BadParameter(f"no such file: {path}", param_hint="-f")
+        else:
+            files.append(path)
+    return files
+
+
+def _documents(paths: list[str]) -> Iterator[tuple[str, int, Any]]:
+    for path in paths:
+        try:
+            text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise click.BadParameter(f"cannot read {path}: {error}", param_hint="-f") from None
         try:
             documents = list(yaml.safe_load_all(text))
         except yaml.YAMLError as error:
@@ -43,9 +68,7 @@ def _documents(paths: tuple[str, ...]) -> Iterator[tuple[str, int, Any]]:
     metavar="FILE",
     help="File with InferenceService documents ('-' for stdin); repeat for several.",
 )
-@click.option(
-    "--cluster-domain", default="cluster.local", show_default=True, help="The cluster's DNS domain."
-)
+@cluster_domain_option
 @network_policy_options
 def render(paths: tuple[str, ...], cluster_domain: str, network_options: NetworkPolicyOptions) -> None:
     """Print every object the operator would create, as YAML, without a cluster.
@@ -54,20 +77,28 @@ def render(paths: tuple[str, ...], cluster_domain: str, network_options: Network
     as --network-policy-operator-namespace) to see the policies its operator applies. The
     objects carry no owner references (the operator sets them to the InferenceService's uid).
     Problems are printed one per line, each starting with the field's dotted path, and the
-    exit status is 2. Documents of other kinds are skipped.
+    exit status is 2. A directory's .yaml, .yml and .json files are read in name order;
+    documents of other kinds are skipped.
     """
-    for path in paths:
-        if path != "-" and not Path(path).exists():
-            raise click.BadParameter(f"no such file: {path}", param_hint="-f")
+    files = _files(paths)
     options = RenderOptions(cluster_domain=cluster_domain, network=network_options)
     objects: list[dict[str, Any]] = []
     problems: list[str] = []
-    for path, index, document in _documents(paths):
-        if isinstance(document, dict) and (document.get("kind"), document.get("apiVersion")) != (
-            KIND,
-            API_VERSION,
+    for path, index, document in _documents(files):
+        if (
+            isinstance(document, dict)
+            and document.get("kind") == KIND
+            and document.get("apiVersion") != API_VERSION
         ):
-            click.echo(f"# skipped {document.get('kind')} in {path} (document {index})", err=True)
+            # kubectl would refuse it ("no matches for kind"), not skip it.
+            problems.append(
+                f"apiVersion: {document.get('apiVersion')!r} is not {API_VERSION} ({path}, document {index})"
+            )
+            continue
+        if isinstance(document, dict) and document.get("kind") != KIND:
+            click.echo(
+                f"# skipped {document.get('kind')} in {path} (document {index}): not an {KIND}", err=True
+            )
             continue
         try:
             service = parse_inference_service(document)
@@ -80,4 +111,6 @@ def render(paths: tuple[str, ...], cluster_domain: str, network_options: Network
         for line in problems:
             click.echo(line, err=True)
         sys.exit(EXIT_INVALID)
+    if not objects:
+        raise click.ClickException(f"no {KIND} ({API_VERSION}) in {', '.join(files)}")
     click.echo(dump_all(objects), nl=False)

@@ -6,7 +6,7 @@ import logging
 
 import click
 
-from tritonscale.cli.network_options import network_policy_options
+from tritonscale.cli.options import cluster_domain_option, network_policy_options
 from tritonscale.clients.observations import prometheus_duration_s
 from tritonscale.config import OperatorConfig
 from tritonscale.render.network import NetworkPolicyOptions
@@ -31,7 +31,9 @@ def _duration(value: str) -> str:
     help="Watch this namespace (repeat for several). Default: every namespace.",
 )
 @click.option(
-    "--kubeconfig", type=click.Path(dir_okay=False), help="Kubeconfig file; in-cluster credentials otherwise."
+    "--kubeconfig",
+    type=click.Path(dir_okay=False, exists=True),
+    help="Kubeconfig file. Default: in-cluster credentials in a pod, else $KUBECONFIG or ~/.kube/config.",
 )
 @click.option(
     "--prometheus-url",
@@ -46,9 +48,7 @@ def _duration(value: str) -> str:
     callback=lambda context, parameter, value: _duration(value),
     help="PromQL range for rates; at least four scrape intervals.",
 )
-@click.option(
-    "--cluster-domain", default="cluster.local", show_default=True, help="The cluster's DNS domain."
-)
+@cluster_domain_option
 @click.option(
     "--log-format",
     type=click.Choice(["plain", "full", "json"]),
@@ -58,10 +58,18 @@ def _duration(value: str) -> str:
 )
 @click.option("--verbose", "-v", is_flag=True, help="Log more.")
 @click.option(
-    "--metrics-port", type=int, default=8080, show_default=True, help="Prometheus /metrics port (0: off)."
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=8080,
+    show_default=True,
+    help="Prometheus /metrics port (0: off).",
 )
 @click.option(
-    "--health-port", type=int, default=8081, show_default=True, help="Liveness /healthz port (0: off)."
+    "--health-port",
+    type=click.IntRange(0, 65535),
+    default=8081,
+    show_default=True,
+    help="Liveness /healthz port (0: off).",
 )
 @click.option(
     "--listen-address",
@@ -131,28 +139,34 @@ def run(
         )
     import kopf
 
-    from tritonscale.app import run_operator
+    from tritonscale.app import ListenError, run_operator
+    from tritonscale.clients.kube import KubeconfigError
 
     kopf.configure(verbose=verbose, log_format=kopf.LogFormat[log_format.upper()])
     if not verbose:
         # kopf logs every handler call at INFO: one line per watch event, thousands a minute
         # at a few hundred InferenceServices. Failures and retries still show.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
-    run_operator(
-        OperatorConfig(
-            namespaces=namespaces,
-            kubeconfig=kubeconfig,
-            prometheus_url=prometheus_url,
-            prometheus_window=prometheus_window,
-            cluster_domain=cluster_domain,
-            metrics_port=metrics_port,
-            health_port=health_port,
-            listen_address=listen_address,
-            read_triton_pods=read_triton_pods,
-            read_routers=read_routers,
-            reconcile_workers=reconcile_workers,
-            autoscale_workers=autoscale_workers,
-            leader_election_namespace=leader_election_namespace,
-            network_policies=network_options,
+    try:
+        run_operator(
+            OperatorConfig(
+                namespaces=namespaces,
+                kubeconfig=kubeconfig,
+                prometheus_url=prometheus_url,
+                prometheus_window=prometheus_window,
+                cluster_domain=cluster_domain,
+                metrics_port=metrics_port,
+                health_port=health_port,
+                listen_address=listen_address,
+                read_triton_pods=read_triton_pods,
+                read_routers=read_routers,
+                reconcile_workers=reconcile_workers,
+                autoscale_workers=autoscale_workers,
+                leader_election_namespace=leader_election_namespace,
+                network_policies=network_options,
+            )
         )
-    )
+    except ListenError as error:
+        raise click.BadParameter(str(error), param_hint=error.flag) from None
+    except KubeconfigError as error:
+        raise click.ClickException(str(error)) from None

@@ -21,6 +21,7 @@ from typing import Any, Final
 
 import kubernetes
 import urllib3
+import yaml
 from kubernetes.client.exceptions import ApiException
 
 from tritonscale.api.resource import GROUP, KIND, PLURAL, VERSION
@@ -145,18 +146,27 @@ class KubeClient:
 
     @classmethod
     def connect(cls, kubeconfig: str | None = None, connections: int = 32) -> KubeClient:
-        """In-cluster credentials when running in a pod, else the kubeconfig (or $KUBECONFIG)."""
+        """The given kubeconfig; else in-cluster credentials when running in a pod, else
+        $KUBECONFIG or ~/.kube/config. KubeconfigError when none is usable."""
         configuration = kubernetes.client.Configuration()
         # One kept-alive connection per thread that may call at once; the default pool (10 here)
         # made the extra threads open, TLS-handshake and drop a connection for every request.
         configuration.connection_pool_maxsize = connections
-        if kubeconfig is None:
-            try:
-                kubernetes.config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-            except kubernetes.config.ConfigException:
-                kubernetes.config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-        else:
-            kubernetes.config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)  # type: ignore[no-untyped-call]
+        try:
+            if kubeconfig is None:
+                try:
+                    kubernetes.config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+                except kubernetes.config.ConfigException:
+                    kubernetes.config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+            else:
+                kubernetes.config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)  # type: ignore[no-untyped-call]
+        except (kubernetes.config.ConfigException, OSError, yaml.YAMLError) as error:
+            where = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
+            raise KubeconfigError(
+                f"no usable credentials: not running in a pod, and kubeconfig {where}: {error}"
+                if kubeconfig is None
+                else f"kubeconfig {kubeconfig}: {error}"
+            ) from None
         return cls(kubernetes.client.ApiClient(configuration))
 
     @classmethod

@@ -1,11 +1,13 @@
-"""The NetworkPolicy options `run` and `render` share, so a rendered stack is the one the
-operator would apply (with the rules that let the operator's pods in)."""
+"""The options `run` and `render` share, so a rendered stack is the one the operator would
+apply (in the same cluster domain, with the rules that let the operator's pods in)."""
 
 from __future__ import annotations
 
 import functools
+import os
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -14,6 +16,42 @@ from tritonscale.api.spec import LABEL_VALUE_PATTERN, is_label_key
 from tritonscale.render.network import NetworkPolicyOptions
 
 Command = TypeVar("Command", bound=Callable[..., Any])
+DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def _dns_subdomain(context: click.Context, parameter: click.Parameter, value: str) -> str:
+    if len(value) > 253 or not DNS_SUBDOMAIN.match(value):
+        raise click.BadParameter(f"{value!r} is not a DNS name (lowercase letters, digits, '-' and '.')")
+    return value
+
+
+def _namespace(context: click.Context, parameter: click.Parameter, value: str | None) -> str | None:
+    if value is not None and (len(value) > 63 or not DNS_LABEL.match(value)):
+        raise click.BadParameter(f"{value!r} is not a namespace name (a DNS label of at most 63 characters)")
+    return value
+
+
+def writable_output(context: click.Context, parameter: click.Parameter, value: Any) -> Any:
+    """An output file's folder must exist and be writable before a long run, not after it
+    ('-' is stdout)."""
+    if value is None or str(value) == "-":
+        return value
+    folder = Path(value).expanduser().resolve().parent
+    if not folder.is_dir():
+        raise click.BadParameter(f"{value}: no folder {folder}")
+    if not os.access(folder, os.W_OK):
+        raise click.BadParameter(f"{value}: cannot write in {folder}")
+    return value
+
+
+cluster_domain_option = click.option(
+    "--cluster-domain",
+    default="cluster.local",
+    show_default=True,
+    callback=_dns_subdomain,
+    help="The cluster's DNS domain.",
+)
 
 
 def _labels(
@@ -45,6 +83,7 @@ def network_policy_options(command: Command) -> Command:
         click.option(
             "--network-policy-operator-namespace",
             metavar="NS",
+            callback=_namespace,
             help="Where the operator's pods run, so the policies let them read Triton pods and "
             "routers (the chart passes its release namespace). Unset: the operator runs outside "
             "the cluster.",
