@@ -817,6 +817,10 @@ def demo(
     """
     console = Console()
     scenario = Scenario.short() if short else Scenario()
+    try:  # before minutes of setup and scenario, not after them
+        results_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise click.BadParameter(f"{results_dir}: {error}", param_hint="--results") from None
     if not skip_setup:
         ensure_installed(console)
     work = work_dir or cache_root() / "demo" / datetime.now(UTC).strftime("%Y%m%d-%H%M%S")

@@ -185,10 +185,12 @@ def test_simulate_runs_a_trace_for_its_own_length_and_refuses_to_run_past_it(tmp
         simulate, ["--trace", str(trace), "--policy", "static-peak", "--json", str(out)]
     )
     assert result.exit_code == 0, result.output
-    assert json.loads(out.read_text())["workload"]["duration_s"] == 900  # one policy: one record
+    records = json.loads(out.read_text())
+    assert len(records) == 1 and records[0]["workload"]["duration_s"] == 900  # a list, even of one
     refused = CliRunner().invoke(simulate, ["--trace", str(trace), "--duration-s", "3600"])
     assert refused.exit_code == 2
     assert "the trace lasts 900 s; a duration of 3600 s would run past its end" in refused.output
+    assert "Invalid value for --duration-s" in refused.output  # the flag at fault, not the trace
 
 
 def test_capacity_grows_with_replicas_and_shrinks_with_burstiness() -> None:
@@ -286,6 +288,27 @@ def test_simulate_command_writes_json_and_plot(tmp_path: Path) -> None:
 def test_simulate_rejects_unknown_policy() -> None:
     result = CliRunner().invoke(simulate, ["--policy", "magic", "--duration-s", "60"])
     assert result.exit_code == 2 and "unknown policy" in result.output
+    assert "Invalid value for --policy" in result.output and result.output.rstrip().endswith("or all")
+    knob = CliRunner().invoke(simulate, ["--policy", "hpa-rps@5", "--duration-s", "60"])
+    assert (
+        knob.exit_code == 2 and "utilisation must be between" in knob.output and "or all" not in knob.output
+    )
+
+
+def test_simulate_refuses_bad_input_before_running_naming_the_flag(tmp_path: Path) -> None:
+    """Nothing is simulated (a run can take minutes) when an output cannot be written or a
+    value cannot be used: each is a usage error naming its flag, not a traceback."""
+    cases = {
+        "--json": ["--json", str(tmp_path / "missing" / "run.json")],
+        "--plot": ["--plot", str(tmp_path / "missing" / "run.png")],
+        "--seed": ["--seed", "-1"],
+        "--variant": ["--variant", "int8:0.9:nan"],
+    }
+    for flag, arguments in cases.items():
+        result = CliRunner().invoke(simulate, ["--workload", "smooth", "--duration-s", "60", *arguments])
+        assert result.exit_code == 2, (flag, result.output)
+        assert f"Invalid value for '{flag}'" in result.output or f"Invalid value for {flag}" in result.output
+        assert "Traceback" not in result.output and "requests" not in result.output
 
 
 def test_hpa_on_requests_per_pod_sizes_the_fleet_from_the_total_rate() -> None:

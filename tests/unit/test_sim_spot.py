@@ -301,7 +301,7 @@ def test_spot_options_need_spot_and_the_default_run_is_unchanged(tmp_path: Path)
         simulate, ["--workload", "smooth", "--duration-s", "300", "--mean-rps", "100", "--json", str(out)]
     )
     assert plain.exit_code == 0, plain.output
-    record = json.loads(out.read_text())
+    [record] = json.loads(out.read_text())
     assert "capacity_strategy" not in record and "cost" not in record
 
 

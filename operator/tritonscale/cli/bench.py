@@ -29,6 +29,7 @@ from tritonscale.bench.report import print_report, write_json, write_plot, write
 from tritonscale.bench.runner import LiveCounters, LoadPlan, Target, check_reachable, describe_model, run_once
 from tritonscale.bench.schedule import RateSchedule, ScheduleError, constant_rate, load_trace, parse_schedule
 from tritonscale.bench.stats import RunSamples, summarize_run, summarize_runs
+from tritonscale.cli.options import writable_output
 from tritonscale.clients.triton import PROTOCOLS, InferenceFailed, InferenceRequest, Protocol
 from tritonscale.ports import GRPC_PORT, HTTP_PORT
 
@@ -77,9 +78,9 @@ def _load_plan(
             assert trace is not None
             rates = load_trace(trace)
     except ScheduleError as error:
-        raise click.BadParameter(str(error), param_hint="--rate/--schedule/--trace") from error
+        raise click.BadParameter(str(error), param_hint=chosen[0]) from error
     if rates.peak(duration) <= 0:
-        raise click.BadParameter("the schedule offers no load within --duration", param_hint="--schedule")
+        raise click.BadParameter("it offers no load within --duration", param_hint=chosen[0])
     plan = LoadPlan("open", duration, warmup, schedule=rates, max_inflight=max_inflight, seed=seed)
     return plan, f"open loop, Poisson, {rates.describe()}"
 
@@ -277,22 +278,28 @@ async def _bench(
 )
 @click.option(
     "--seed",
-    type=int,
+    type=click.IntRange(min=0),
     default=0,
     show_default=True,
     help="Seed of the arrival process and of the random input data.",
 )
 @click.option(
-    "--json", "json_out", metavar="FILE", help="Write the results as JSON to FILE, or to stdout with '-'."
+    "--json",
+    "json_out",
+    metavar="FILE",
+    callback=writable_output,
+    help="Write the results as JSON to FILE, or to stdout with '-'.",
 )
 @click.option(
     "--requests-log",
     type=click.Path(dir_okay=False, path_type=Path),
+    callback=writable_output,
     help="Write every measured request (when due, latency, error) as CSV to this file.",
 )
 @click.option(
     "--plot",
     type=click.Path(dir_okay=False, path_type=Path),
+    callback=writable_output,
     help="Write a PNG: latency over time and a latency histogram.",
 )
 @click.option(

@@ -18,12 +18,13 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from tritonscale.api.spec import CapacitySpec
+from tritonscale.cli.options import writable_output
 from tritonscale.policy.variants import Variant
 from tritonscale.sim.engine import SimEnvironment, SimResult
 from tritonscale.sim.policies import POLICIES, TUNABLE, Objective, parse_policy_name
 from tritonscale.sim.runner import Scenario, run_scenario, run_spot_scenario
 from tritonscale.sim.spot import BANDS, STRATEGIES, STRESSED_SCALE, SpotMarket, spot_capacity
-from tritonscale.sim.workloads import BUILT_IN, Workload, built_in, from_trace
+from tritonscale.sim.workloads import BUILT_IN, TraceTooShort, Workload, built_in, from_trace
 
 DEFAULT_DURATION_S = 4 * 3600.0  # how long a built-in workload runs unless told
 
@@ -45,6 +46,8 @@ def _variant(value: str) -> tuple[str, float, float]:
         raise click.BadParameter(
             f"{value!r}: accuracy relative to the model is in (0, 1]", param_hint="--variant"
         )
+    if not math.isfinite(parsed[1]) or not math.isfinite(parsed[2]):
+        raise click.BadParameter(f"{value!r}: accuracy and speedup must be numbers", param_hint="--variant")
     if parsed[2] <= 1.0:
         raise click.BadParameter(
             f"{value!r}: a variant must be faster than the model (speedup > 1)", param_hint="--variant"
@@ -63,7 +66,8 @@ def _policy_list(values: tuple[str, ...], variants: bool) -> list[str]:
                 try:
                     parse_policy_name(name)
                 except ValueError as error:
-                    raise click.BadParameter(f"{error}; or all") from None
+                    message = f"{error}; or all" if name.partition("@")[0] not in POLICIES else str(error)
+                    raise click.BadParameter(message, param_hint="--policy") from None
                 if name.startswith("latency-variants") and not variants:
                     raise click.BadParameter(
                         f"{name} needs the model's variants: --variant NAME:ACCURACY:SPEEDUP",
@@ -379,7 +383,7 @@ SPOT_OPTIONS = (
     show_default=True,
     help="Mean arrival rate of a built-in workload.",
 )
-@click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=1, show_default=True)
 @click.option("--slo-ms", type=click.FloatRange(min=0.1), default=100.0, show_default=True)
 @click.option("--percentile", type=click.FloatRange(50, 99.9), default=95.0, show_default=True)
 @click.option(
@@ -496,12 +500,14 @@ SPOT_OPTIONS = (
     "--json",
     "json_path",
     type=click.Path(dir_okay=False, allow_dash=True),
-    help="Write results as JSON ('-' for stdout).",
+    callback=writable_output,
+    help="Write results as JSON, a list with one object per policy ('-' for stdout).",
 )
 @click.option(
     "--plot",
     "plot_path",
     type=click.Path(dir_okay=False, path_type=Path),
+    callback=writable_output,
     help="Write a PNG of load, replicas and latency over time.",
 )
 def simulate(
@@ -565,7 +571,8 @@ def simulate(
             )
         )
     except ValueError as error:
-        raise click.BadParameter(str(error), param_hint="--trace" if trace else "--workload") from error
+        blamed = "--duration-s" if isinstance(error, TraceTooShort) else "--trace" if trace else "--workload"
+        raise click.BadParameter(str(error), param_hint=blamed) from error
     if variant_specs and spot:
         raise click.UsageError("--variant does not combine with --spot in the simulator")
     env = SimEnvironment(
@@ -633,7 +640,7 @@ def simulate(
         table
     )
     if json_path:
-        payload = json.dumps(records[0] if len(records) == 1 else records, indent=2)
+        payload = json.dumps(records, indent=2)
         if json_path == "-":
             sys.stdout.write(payload + "\n")
         else:

@@ -190,19 +190,23 @@ def _shape(name: str, duration_s: float, mean_rps: float, rng: np.random.Generat
     raise ValueError(f"unknown workload {name!r}; built in: {', '.join(BUILT_IN)}")
 
 
+class TraceTooShort(ValueError):
+    """A duration past the trace's end was asked for."""
+
+
 def from_trace(path: Path, duration_s: float | None = None) -> Workload:
     """A workload from a trace file (`tritonscale.traces`: header `time_s,rate_rps` and an
     optional `cv` column, the first row at time 0). It lasts the trace's length by default: up
     to its last row plus that row's interval (the one before it; a minute for a one-row trace).
     A shorter `duration_s` replays its beginning; a longer one is refused, since holding the
     last rate for hours would be a workload nobody recorded. Raises TraceError (a ValueError)
-    naming the line, or ValueError naming the length."""
+    naming the line, or TraceTooShort naming the length."""
     trace = read_rate_trace(path)
     steps = tuple(RateStep(point.time_s, point.rate_rps, point.cv) for point in trace.points)
     last_interval = steps[-1].start_s - steps[-2].start_s if len(steps) > 1 else 60.0
     length = steps[-1].start_s + last_interval
     if duration_s is not None and duration_s > length + 1e-9:
-        raise ValueError(
+        raise TraceTooShort(
             f"{path}: the trace lasts {length:g} s; a duration of {duration_s:g} s would run past its end"
         )
     return Workload(trace.name, steps, length if duration_s is None else duration_s)
