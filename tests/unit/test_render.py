@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -50,6 +51,17 @@ def test_examples_match_golden_files(example: Path) -> None:
         golden.write_text(rendered)
     assert golden.exists(), f"run UPDATE_GOLDEN=1 pytest {__file__} to create {golden}"
     assert rendered == golden.read_text(), f"{golden} differs; review and run with UPDATE_GOLDEN=1"
+
+
+def test_every_example_is_a_service_of_its_own() -> None:
+    """`kubectl apply -f examples/` creates every example, none overwriting another."""
+    services = [
+        (document["metadata"].get("namespace", "default"), document["metadata"]["name"])
+        for example in EXAMPLES
+        for document in yaml.safe_load_all(example.read_text())
+        if document and document["kind"] == "InferenceService"
+    ]
+    assert len(services) == len(EXAMPLES) and len(set(services)) == len(services), services
 
 
 def test_stack_has_every_object_with_owner_references() -> None:
