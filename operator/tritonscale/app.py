@@ -51,14 +51,20 @@ class ListenError(Exception):
         self.flag = flag
 
 
-def _listen_check(address: str, port: int, flag: str) -> None:
+def _listen_check(address: str, port: int, flag: str, *, dual_stack: bool) -> None:
     """Refuse at start a port that is taken or an address this host lacks (the health server
-    binds later, inside kopf, where the failure would be a traceback)."""
+    binds later, inside kopf, where the failure would be a traceback). Every address the name
+    gives is tried, as the servers bind them; an IPv6 one as the server will bind it:
+    prometheus_client's serves IPv4 on it too, asyncio's (kopf's) IPv6 only."""
     try:
-        family = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM)[0][0]
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            probe.bind((address, port))
+        for family, kind, protocol, _, where in socket.getaddrinfo(
+            address, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        ):
+            with socket.socket(family, kind, protocol) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if dual_stack else 1)
+                probe.bind(where)
     except OSError as error:
         raise ListenError(flag, f"cannot listen on {address}:{port}: {error}") from None
 
@@ -162,9 +168,9 @@ def run_operator(
     With a leader-election namespace, first wait as a standby (healthy, writing nothing) until
     this replica holds the Lease; a leader that loses it exits at once."""
     if config.health_port:
-        _listen_check(config.listen_address, config.health_port, "--health-port")
+        _listen_check(config.listen_address, config.health_port, "--health-port", dual_stack=False)
     if config.metrics_port:
-        _listen_check(config.listen_address, config.metrics_port, "--metrics-port")
+        _listen_check(config.listen_address, config.metrics_port, "--metrics-port", dual_stack=True)
         start_http_server(config.metrics_port, addr=config.listen_address)
     host = f"[{config.listen_address}]" if ":" in config.listen_address else config.listen_address
     liveness = f"http://{host}:{config.health_port}/healthz" if config.health_port else None

@@ -137,6 +137,14 @@ def test_render_reads_a_directory_and_refuses_what_kubectl_would(tmp_path: Path)
         if o["kind"] == "Deployment"
     ]
     assert names == single
+    kserve = folder / "c.yaml"  # KServe's kind of the same name is not ours: skipped
+    kserve.write_text("apiVersion: serving.kserve.io/v1beta1\nkind: InferenceService\nmetadata: {name: k}\n")
+    with_kserve = CliRunner().invoke(main, ["render", "-f", str(folder)])
+    assert (
+        with_kserve.exit_code == 0
+        and "skipped InferenceService (serving.kserve.io/v1beta1)" in with_kserve.output
+    )
+    kserve.unlink()
     other_version = tmp_path / "v1.yaml"
     other_version.write_text("apiVersion: tritonscale.io/v1\nkind: InferenceService\nmetadata: {name: a}\n")
     refused = CliRunner().invoke(main, ["render", "-f", str(other_version)])
@@ -168,13 +176,17 @@ def test_run_refuses_a_taken_port_and_unusable_credentials_naming_them(tmp_path:
         )
     assert result.exit_code == 2 and "Invalid value for --metrics-port" in result.output, result.output
     assert "Address already in use" in result.output
-    garbage = tmp_path / "kubeconfig"
-    garbage.write_text("garbage: [")
-    result = CliRunner().invoke(
-        main, ["run", "--metrics-port", "0", "--health-port", "0", "--kubeconfig", str(garbage)]
-    )
-    assert result.exit_code == 1 and f"Error: kubeconfig {garbage}:" in result.output, result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit)
+    for text in ("garbage: [", "hello", "[1, 2]"):  # not YAML; YAML but not a kubeconfig
+        garbage = tmp_path / "kubeconfig"
+        garbage.write_text(text)
+        result = CliRunner().invoke(
+            main, ["run", "--metrics-port", "0", "--health-port", "0", "--kubeconfig", str(garbage)]
+        )
+        assert result.exit_code == 1 and f"Error: kubeconfig {garbage}:" in result.output, (
+            text,
+            result.output,
+        )
+        assert result.exception is None or isinstance(result.exception, SystemExit)
 
 
 def test_run_refuses_one_port_for_metrics_and_health_before_starting() -> None:

@@ -298,13 +298,15 @@ def test_simulate_rejects_unknown_policy() -> None:
 def test_simulate_refuses_bad_input_before_running_naming_the_flag(tmp_path: Path) -> None:
     """Nothing is simulated (a run can take minutes) when an output cannot be written or a
     value cannot be used: each is a usage error naming its flag, not a traceback."""
-    cases = {
-        "--json": ["--json", str(tmp_path / "missing" / "run.json")],
-        "--plot": ["--plot", str(tmp_path / "missing" / "run.png")],
-        "--seed": ["--seed", "-1"],
-        "--variant": ["--variant", "int8:0.9:nan"],
-    }
-    for flag, arguments in cases.items():
+    cases = [
+        ("--json", ["--json", str(tmp_path / "missing" / "run.json")]),
+        ("--json", ["--json", str(tmp_path)]),  # a folder
+        ("--json", ["--json", "~/run.json"]),  # written as given: the shell expands ~, not we
+        ("--plot", ["--plot", str(tmp_path / "missing" / "run.png")]),
+        ("--seed", ["--seed", "-1"]),
+        ("--variant", ["--variant", "int8:0.9:nan"]),
+    ]
+    for flag, arguments in cases:
         result = CliRunner().invoke(simulate, ["--workload", "smooth", "--duration-s", "60", *arguments])
         assert result.exit_code == 2, (flag, result.output)
         assert f"Invalid value for '{flag}'" in result.output or f"Invalid value for {flag}" in result.output

@@ -287,6 +287,7 @@ async def _bench(
     "--json",
     "json_out",
     metavar="FILE",
+    type=click.Path(dir_okay=False, allow_dash=True),
     callback=writable_output,
     help="Write the results as JSON to FILE, or to stdout with '-'.",
 )

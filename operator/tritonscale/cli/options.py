@@ -34,14 +34,17 @@ def _namespace(context: click.Context, parameter: click.Parameter, value: str | 
 
 def writable_output(context: click.Context, parameter: click.Parameter, value: Any) -> Any:
     """An output file's folder must exist and be writable before a long run, not after it
-    ('-' is stdout)."""
-    if value is None or str(value) == "-":
+    ('-' is stdout where the option allows it). The path is taken as given, as it is written
+    (no `~` expansion: the shell does that)."""
+    if value is None or (str(value) == "-" and getattr(parameter.type, "allow_dash", False)):
         return value
-    folder = Path(value).expanduser().resolve().parent
-    if not folder.is_dir():
-        raise click.BadParameter(f"{value}: no folder {folder}")
-    if not os.access(folder, os.W_OK):
-        raise click.BadParameter(f"{value}: cannot write in {folder}")
+    path = Path(value).absolute()
+    if path.is_dir():
+        raise click.BadParameter(f"{value} is a folder; give a file name")
+    if not path.parent.is_dir():
+        raise click.BadParameter(f"{value}: no folder {path.parent}")
+    if not os.access(path.parent, os.W_OK):
+        raise click.BadParameter(f"{value}: cannot write in {path.parent}")
     return value
 
 

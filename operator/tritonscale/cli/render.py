@@ -10,7 +10,13 @@ from typing import Any
 import click
 import yaml
 
-from tritonscale.api.resource import API_VERSION, KIND, InvalidInferenceService, parse_inference_service
+from tritonscale.api.resource import (
+    API_VERSION,
+    GROUP,
+    KIND,
+    InvalidInferenceService,
+    parse_inference_service,
+)
 from tritonscale.cli.options import cluster_domain_option, network_policy_options
 from tritonscale.policy.placement import split_replicas
 from tritonscale.policy.replicas import reconciled_replicas
@@ -88,16 +94,23 @@ def render(paths: tuple[str, ...], cluster_domain: str, network_options: Network
         if (
             isinstance(document, dict)
             and document.get("kind") == KIND
+            and str(document.get("apiVersion")).startswith(f"{GROUP}/")
             and document.get("apiVersion") != API_VERSION
         ):
-            # kubectl would refuse it ("no matches for kind"), not skip it.
+            # Ours, in a version the API server does not serve: kubectl would refuse it ("no
+            # matches for kind"). Another group's InferenceService (KServe's) is not ours: skipped.
             problems.append(
                 f"apiVersion: {document.get('apiVersion')!r} is not {API_VERSION} ({path}, document {index})"
             )
             continue
-        if isinstance(document, dict) and document.get("kind") != KIND:
+        if isinstance(document, dict) and (document.get("kind"), document.get("apiVersion")) != (
+            KIND,
+            API_VERSION,
+        ):
             click.echo(
-                f"# skipped {document.get('kind')} in {path} (document {index}): not an {KIND}", err=True
+                f"# skipped {document.get('kind')} ({document.get('apiVersion')}) in {path} "
+                f"(document {index}): not a {API_VERSION} {KIND}",
+                err=True,
             )
             continue
         try:

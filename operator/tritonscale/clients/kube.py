@@ -160,7 +160,15 @@ class KubeClient:
                     kubernetes.config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
             else:
                 kubernetes.config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)  # type: ignore[no-untyped-call]
-        except (kubernetes.config.ConfigException, OSError, yaml.YAMLError) as error:
+        except (
+            kubernetes.config.ConfigException,
+            OSError,
+            yaml.YAMLError,
+            TypeError,
+            ValueError,
+            KeyError,
+            AttributeError,
+        ) as error:
             where = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
             raise KubeconfigError(
                 f"no usable credentials: not running in a pod, and kubeconfig {where}: {error}"
