@@ -7,7 +7,7 @@ from typing import Any, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from tritonscale.api.base import RuleViolations
-from tritonscale.api.spec import InferenceServiceSpec
+from tritonscale.api.spec import DNS_LABEL_PATTERN, InferenceServiceSpec
 from tritonscale.api.status import InferenceServiceStatus
 
 GROUP: Final = "tritonscale.io"
@@ -44,7 +44,7 @@ class ObjectMeta(BaseModel):
     name: str = Field(min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
     # A DNS-1123 label, as the API server requires; checked here too because `tritonscale
     # render` reads files, and the renderers refuse any other namespace (it reaches haproxy.cfg).
-    namespace: str = Field(default="default", max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    namespace: str = Field(default="default", max_length=63, pattern=DNS_LABEL_PATTERN)
     uid: str | None = None
     generation: int | None = None
     labels: dict[str, str] = Field(default_factory=dict)

@@ -24,6 +24,9 @@ LABEL_KEY_PATTERN = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0
 # The prefix of a label key is a DNS subdomain of at most 253 characters. LABEL_KEY_PATTERN gives
 # its shape, this its length: RE2 (the CRD's and CEL's regex engine) cannot say both in one pattern.
 LABEL_KEY_PREFIX_PATTERN = r"^([^/]{1,253}/)?[^/]*$"
+# DNS-1123, as the API server requires: a subdomain (at most 253 characters) and a label (63).
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 # What reaches a process (arguments, environment, the image reference) is a C string: the
@@ -334,8 +337,7 @@ class TritonSpec(ApiModel):
     service_account_name: str | None = Field(
         default=None,
         max_length=253,
-        # A DNS-1123 subdomain, as the API server requires of the pod's serviceAccountName.
-        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+        pattern=DNS_SUBDOMAIN_PATTERN,  # as the API server requires of the pod's serviceAccountName
         description="ServiceAccount the Triton pods run as (for example to read a private model bucket).",
     )
 

@@ -12,22 +12,20 @@ from typing import Any, TypeVar
 
 import click
 
-from tritonscale.api.spec import LABEL_VALUE_PATTERN, is_label_key
+from tritonscale.api.spec import DNS_LABEL_PATTERN, DNS_SUBDOMAIN_PATTERN, LABEL_VALUE_PATTERN, is_label_key
 from tritonscale.render.network import NetworkPolicyOptions
 
 Command = TypeVar("Command", bound=Callable[..., Any])
-DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
 def _dns_subdomain(context: click.Context, parameter: click.Parameter, value: str) -> str:
-    if len(value) > 253 or not DNS_SUBDOMAIN.match(value):
+    if len(value) > 253 or not re.match(DNS_SUBDOMAIN_PATTERN, value):
         raise click.BadParameter(f"{value!r} is not a DNS name (lowercase letters, digits, '-' and '.')")
     return value
 
 
 def _namespace(context: click.Context, parameter: click.Parameter, value: str | None) -> str | None:
-    if value is not None and (len(value) > 63 or not DNS_LABEL.match(value)):
+    if value is not None and (len(value) > 63 or not re.match(DNS_LABEL_PATTERN, value)):
         raise click.BadParameter(f"{value!r} is not a namespace name (a DNS label of at most 63 characters)")
     return value
 
