@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from tests.builders import make_inference_service
-from tests.e2e.conftest import CHART, OperatorThread
+from tests.e2e.conftest import CHART, OperatorThread, assert_log_clean
 from tests.e2e.test_operator import (
     ALL_KINDS,
     INSTANCE,
@@ -443,6 +443,7 @@ def test_an_inference_service_is_deleted_after_the_operator_is_uninstalled(
             assert not _get(cluster, ns, "orphan")["metadata"].get("finalizers")
         finally:
             second.stop()
+        assert_log_clean(second.log_path)
         cluster.helm("uninstall", release, "-n", system, "--wait")
         # No operator runs anywhere now.
         cluster.kubectl("delete", "tis", "orphan", "-n", ns, "--timeout=30s")

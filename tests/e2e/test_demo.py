@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from tritonscale_sandbox.demo import MIN_REPLICAS, OBJECTIVE_MS, OPERATOR_NAMESPACE, Scenario, run_demo
+from tritonscale_sandbox.demo import MIN_REPLICAS, OPERATOR_NAMESPACE, Scenario, run_demo
 from tritonscale_sandbox.node_agent import OPERATOR_IMAGE, image_repository
 from tritonscale_sandbox.triton import install_triton
 
@@ -59,8 +59,7 @@ def test_the_demo_scales_rides_out_a_spot_loss_and_leaves_nothing_behind(
     assert summary.fallback_s is not None and summary.fallback_s <= FALLBACK_TARGET_S, timeline
     reclaimed = [s for s in samples if scenario.spot_reclaim_at_s + 5 < s.at_s < scenario.spot_return_at_s]
     assert reclaimed and all(s.spot_ready == 0 for s in reclaimed), timeline
-    assert any(s.on_demand_ready >= (s.desired or 0) for s in reclaimed), timeline
-    assert any(f"within {OBJECTIVE_MS:g} ms" in line for line in log.splitlines()), log
+    assert any(s.desired is not None and s.on_demand_ready >= s.desired for s in reclaimed), timeline
 
     # Replicas fall once the surge is over, to what the base load needs: minReplicas and the one
     # spare kept for an hour after spot took a replica (N+1). A surge that needed no more than
