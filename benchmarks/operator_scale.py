@@ -44,7 +44,7 @@ from typing import Any
 import yaml
 
 from tritonscale_sandbox.cluster import Cluster, NodePool, default_node_pools
-from tritonscale_sandbox.net import free_port
+from tritonscale_sandbox.net import free_ports
 from tritonscale_sandbox.prometheus import LocalPrometheus
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -202,7 +202,7 @@ def run(count: int, changes: int, steady_s: float) -> dict[str, Any]:
         documents = [service(i, prometheus.url) for i in range(count)]
         for start in range(0, count, 100):
             cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(documents[start : start + 100]))
-        metrics_port, health_port = free_port(), free_port()
+        metrics_port, health_port = free_ports(2)
         requests_before = operator_requests(cluster)
         components_before = component_cpu()
         say("starting the operator")

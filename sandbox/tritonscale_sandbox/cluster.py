@@ -51,7 +51,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from tritonscale_sandbox.net import free_port, wait_for_port
+from tritonscale_sandbox.net import free_ports, wait_for_port
 from tritonscale_sandbox.paths import cache_root
 from tritonscale_sandbox.process import log_tail, spawn
 from tritonscale_sandbox.process import stop as stop_process
@@ -773,7 +773,7 @@ class Cluster:
         shutil.rmtree(self.workdir / "etcd", ignore_errors=True)
         for sub in ("logs", "pki", "etcd", "kwok"):
             (self.workdir / sub).mkdir(parents=True, exist_ok=True)
-        ports = _Ports(*(free_port("127.0.0.1") for _ in range(6)))
+        ports = _Ports(*free_ports(6, "127.0.0.1"))
         self.server = f"https://127.0.0.1:{ports.apiserver}"
         self._write_pki()
         (self.workdir / "audit-policy.yaml").write_text(yaml.safe_dump(AUDIT_POLICY, sort_keys=False))

@@ -52,7 +52,7 @@ from tritonscale.render.router import (
     render_router_config,
     render_variants_map,
 )
-from tritonscale_sandbox.net import free_port
+from tritonscale_sandbox.net import free_port, free_ports
 from tritonscale_sandbox.process import LocalProcess, log_tail, spawn, wait_until
 from tritonscale_sandbox.process import stop as stop_process
 
@@ -387,16 +387,18 @@ class LocalRouter(LocalProcess):
         # Unix socket paths are limited to 107 bytes: keep the socket out of deep test dirs.
         self._socket_dir = Path(tempfile.mkdtemp(prefix="tsr-"))
         self.runtime_socket = self._socket_dir / "admin.sock"
+        taken = {port for port in (http_port, grpc_port, metrics_port) if port}
+        spare = iter(port for port in free_ports(4 + len(taken), self.bind_address) if port not in taken)
         self.options = RouterOptions(
             nameservers=(nameserver,),
             discovery_name=name,
             bind_address=self.bind_address,
-            http_port=http_port or free_port(self.bind_address),
-            grpc_port=grpc_port or free_port(self.bind_address),
-            metrics_port=metrics_port or free_port(self.bind_address),
+            http_port=http_port or next(spare),
+            grpc_port=grpc_port or next(spare),
+            metrics_port=metrics_port or next(spare),
             runtime_socket=str(self.runtime_socket),
             threads=threads,
-            control_port=free_port(self.bind_address),
+            control_port=next(spare),
             config_dir=str(self.work_dir),
         )
         self.variants_map = render_variants_map(service)

@@ -26,7 +26,7 @@ import yaml
 
 from tritonscale.clients.leader import LEASE_NAME
 from tritonscale_sandbox.cluster import Cluster
-from tritonscale_sandbox.net import free_port
+from tritonscale_sandbox.net import free_ports
 
 
 class OperatorProcess:
@@ -48,8 +48,7 @@ class OperatorProcess:
         self.args = args
         self.pod_name = pod_name
         self.env = dict(env or {})
-        self.metrics_port = free_port("127.0.0.1") if serve_ports else 0
-        self.health_port = free_port("127.0.0.1") if serve_ports else 0
+        self.metrics_port, self.health_port = free_ports(2, "127.0.0.1") if serve_ports else (0, 0)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
