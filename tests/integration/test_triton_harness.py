@@ -146,9 +146,10 @@ def test_simulated_latency_tracks_base_plus_per_item(triton_pool: TritonPool) ->
     c = client(triton_pool[0])
     one = median_latency_ms(c, rows=1)  # ~21 ms
     full = median_latency_ms(c, rows=32)  # ~52 ms
-    assert 18 <= one <= 80, one
-    assert 45 <= full <= 150, full
-    assert full - one >= 20, (one, full)
+    # Lower bounds and the per-item difference (31 ms): a loaded machine adds to both
+    # medians alike, so no absolute upper bound.
+    assert one >= 18 and full >= 45, (one, full)
+    assert 20 <= full - one <= 90, (one, full)
 
 
 def test_concurrent_requests_are_dynamically_batched(triton_pool: TritonPool) -> None:
