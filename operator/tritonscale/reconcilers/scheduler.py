@@ -64,7 +64,9 @@ class Scheduler:
         self._event_loop: asyncio.AbstractEventLoop | None = None
         self._in_flight: set[Key] = set()
         self._stopping = False
-        self.heartbeat = clock()  # the loop's last turn: liveness reads it
+        # The loop's last sign of progress (a turn, a job started or finished): liveness reads it.
+        self.heartbeat = clock()
+        self.finished_at = clock()  # when a job last finished
 
     # --- registry (called from the event loop) -----------------------------------------------
     def track(self, namespace: str, name: str, delay: float = 0.0) -> None:
@@ -144,6 +146,9 @@ class Scheduler:
                     continue
                 self._in_flight.add(entry.key)
                 await self._slots.acquire()
+                # A backlog (every service due at a start) keeps the loop here for minutes,
+                # starting one job as another ends: progress, not a stopped loop.
+                self.heartbeat = self.clock()
                 task = asyncio.get_running_loop().create_task(self._run(entry))
                 running.add(task)
                 task.add_done_callback(running.discard)
@@ -166,6 +171,7 @@ class Scheduler:
         finally:
             self._slots.release()
             self._in_flight.discard(entry.key)
+            self.heartbeat = self.finished_at = self.clock()
         if self._generation.get(entry.key) != entry.generation:
             return
         if delay is None:
@@ -176,11 +182,12 @@ class Scheduler:
         due = entry.due + delay
         self._push(entry.key, due if due > self.clock() else self.clock() + delay)
 
-    async def responsive(self, timeout_s: float) -> bool:
-        """Whether a worker thread picks up a no-op within `timeout_s` (liveness)."""
+    async def responsive(self, timeout_s: float, wait_s: float) -> bool:
+        """Whether a worker thread picks up a no-op within `wait_s`, or, every one busy, one
+        finished a job within `timeout_s` (liveness: busy is not stuck)."""
         future = asyncio.get_running_loop().run_in_executor(self.executor, lambda: None)
         try:
-            await asyncio.wait_for(future, timeout_s)
+            await asyncio.wait_for(future, wait_s)
         except TimeoutError:
-            return False
+            return self.clock() - self.finished_at <= timeout_s
         return True
