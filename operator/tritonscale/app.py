@@ -178,7 +178,11 @@ def run_operator(
     leadership = None
     if config.leader_election_namespace:
         leadership = Leadership(
-            kube, config.leader_election_namespace, config.identity or default_identity(), _exit_now
+            kube,
+            config.leader_election_namespace,
+            config.identity or default_identity(),
+            _exit_now,
+            name=config.leader_election_name,
         )
         with standby_health(config):
             if not leadership.wait(stop_flag):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from tritonscale.permissions import LEADER_LEASE
 from tritonscale.render.network import NetworkPolicyOptions
 
 
@@ -32,6 +33,8 @@ class OperatorConfig:
     autoscale_workers: int = 16
     leader_election_namespace: str | None = None
     """Where the leader Lease lives; None runs without leader election (one replica only)."""
+    leader_election_name: str = LEADER_LEASE
+    """The leader Lease's name: each operator deployment in one namespace needs its own."""
     identity: str = ""
     """This replica's name in the Lease (the pod's name in a cluster)."""
     network_policies: NetworkPolicyOptions = field(default_factory=NetworkPolicyOptions)

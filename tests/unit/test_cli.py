@@ -195,6 +195,12 @@ def test_run_refuses_one_port_for_metrics_and_health_before_starting() -> None:
     assert "--metrics-port and --health-port must differ (both are 9000)" in result.stderr
 
 
+def test_run_refuses_a_lease_name_kubernetes_would_refuse_naming_the_option() -> None:
+    result = CliRunner().invoke(main, ["run", "--leader-election-name", "Team_B"])
+    assert result.exit_code == 2
+    assert "'--leader-election-name'" in result.stderr and "'Team_B' is not a DNS name" in result.stderr
+
+
 def test_every_run_flag_is_settable_from_the_chart() -> None:
     """The chart is how users run the operator: each `tritonscale run` option has a value."""
     template = (Path(__file__).parents[2] / "charts/tritonscale/templates/deployment.yaml").read_text()

@@ -41,6 +41,15 @@ def test_the_leader_role_grants_exactly_the_lease_needs_on_the_one_lease() -> No
     role = next(d for d in _documents("role.yaml") if d["kind"] == "Role")
     assert _granted(role["rules"]) == grants(LEADER_NEEDS)
     named = [r for r in role["rules"] if set(r["verbs"]) & {"get", "update"}]
-    assert named and all(r.get("resourceNames") == [LEADER_LEASE] for r in named)
+    # Limited to the Lease the operator is told to use (--leader-election-name), by default the
+    # one the operator uses when not told.
+    assert len(named) == 1
+    lines = (TEMPLATES / "role.yaml").read_text().splitlines()
+    after_named = lines[lines.index("    verbs: [get, update]") - 1]
+    assert after_named.strip() == "resourceNames: [{{ .Values.operator.leaderElectionLease | quote }}]"
+    values = yaml.safe_load((TEMPLATES.parent / "values.yaml").read_text())
+    assert values["operator"]["leaderElectionLease"] == LEADER_LEASE
+    deployment = (TEMPLATES / "deployment.yaml").read_text()
+    assert "- --leader-election-name={{ .Values.operator.leaderElectionLease }}" in deployment
     # create cannot be limited by name (the name is not known before the object exists)
     assert all("resourceNames" not in r for r in role["rules"] if r["verbs"] == ["create"])

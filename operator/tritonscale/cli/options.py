@@ -18,7 +18,8 @@ from tritonscale.render.network import NetworkPolicyOptions
 Command = TypeVar("Command", bound=Callable[..., Any])
 
 
-def _dns_subdomain(context: click.Context, parameter: click.Parameter, value: str) -> str:
+def dns_subdomain(context: click.Context, parameter: click.Parameter, value: str) -> str:
+    """A click callback: the value must be a DNS-1123 subdomain (a Kubernetes object name)."""
     if len(value) > 253 or not re.match(DNS_SUBDOMAIN_PATTERN, value):
         raise click.BadParameter(f"{value!r} is not a DNS name (lowercase letters, digits, '-' and '.')")
     return value
@@ -50,7 +51,7 @@ cluster_domain_option = click.option(
     "--cluster-domain",
     default="cluster.local",
     show_default=True,
-    callback=_dns_subdomain,
+    callback=dns_subdomain,
     help="The cluster's DNS domain.",
 )
 

@@ -6,7 +6,7 @@ import logging
 
 import click
 
-from tritonscale.cli.options import cluster_domain_option, network_policy_options
+from tritonscale.cli.options import cluster_domain_option, dns_subdomain, network_policy_options
 from tritonscale.clients.observations import prometheus_duration_s
 from tritonscale.config import OperatorConfig
 from tritonscale.render.network import NetworkPolicyOptions
@@ -109,8 +109,17 @@ def _duration(value: str) -> str:
 @click.option(
     "--leader-election-namespace",
     metavar="NS",
-    help="Run as one of several replicas: lead only while holding the Lease tritonscale-operator in "
-    "this namespace, stand by otherwise. Default: no election (run one replica only).",
+    help="Run as one of several replicas: lead only while holding the leader Lease in this "
+    "namespace, stand by otherwise. Default: no election (run one replica only).",
+)
+@click.option(
+    "--leader-election-name",
+    metavar="NAME",
+    default=OperatorConfig.leader_election_name,
+    show_default=True,
+    callback=dns_subdomain,
+    help="The leader Lease's name. Two operator deployments in one namespace need different "
+    "names: on the same Lease only one of them would ever run.",
 )
 @network_policy_options
 def run(
@@ -129,6 +138,7 @@ def run(
     reconcile_workers: int,
     autoscale_workers: int,
     leader_election_namespace: str | None,
+    leader_election_name: str,
     network_options: NetworkPolicyOptions,
 ) -> None:
     """Run the operator until interrupted."""
@@ -163,6 +173,7 @@ def run(
                 reconcile_workers=reconcile_workers,
                 autoscale_workers=autoscale_workers,
                 leader_election_namespace=leader_election_namespace,
+                leader_election_name=leader_election_name,
                 network_policies=network_options,
             )
         )
