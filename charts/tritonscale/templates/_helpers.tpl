@@ -31,7 +31,11 @@ app.kubernetes.io/component: operator
 {{- define "tritonscale.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create -}}
 {{- default (include "tritonscale.fullname" .) .Values.serviceAccount.name -}}
+{{- else if .Values.serviceAccount.name -}}
+{{- .Values.serviceAccount.name -}}
+{{- else if .Values.rbac.create -}}
+{{- fail "serviceAccount.create=false with rbac.create needs serviceAccount.name: the operator's roles would be bound to the namespace's default ServiceAccount, and so to every pod in it" -}}
 {{- else -}}
-{{- default "default" .Values.serviceAccount.name -}}
+default
 {{- end -}}
 {{- end -}}
