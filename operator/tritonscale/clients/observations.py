@@ -85,19 +85,25 @@ def prometheus_queries(target: ScalingTarget, window: str = "1m") -> dict[str, s
         'variant=""'
     )
 
+    def per_server(expression: str) -> str:
+        # One series per Triton server and model: a pod scraped by two jobs (a PodMonitor and
+        # an annotation-based kubernetes-pods job) has each series twice, and a plain sum
+        # would count its requests twice.
+        return f"max by (pod, model, version) ({expression})"
+
     def rate(metric: str) -> str:
-        return f"sum(rate({metric}{{{selector}}}[{window}]))"
+        return f"sum({per_server(f'rate({metric}{{{selector}}}[{window}])')})"
 
     success = rate("nv_inference_request_success")
     queries = {
         "rate": success,
         # Per series, not one value: every replica's latency summary, and what each served.
         "summary": f"nv_inference_request_summary_us{{{selector}}}",
-        "served": f"sum by (pod, model) (rate(nv_inference_request_success{{{selector}}}[{window}]))",
+        "served": f"sum by (pod, model) ({per_server(f'rate(nv_inference_request_success{{{selector}}}[{window}])')})",
         "mean_latency": f"{rate('nv_inference_request_duration_us')} / {success} / 1000",
         "compute": f"{rate('nv_inference_compute_infer_duration_us')} / {success} / 1000",
         "batch": f"{rate('nv_inference_count')} / {rate('nv_inference_exec_count')}",
-        "pending": f"sum(nv_inference_pending_request_count{{{selector}}})",
+        "pending": f"sum({per_server(f'nv_inference_pending_request_count{{{selector}}}')})",
         "age": f"time() - max(timestamp(nv_inference_request_success{{{selector}}}))",
     }
     placeholders = {
