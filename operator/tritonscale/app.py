@@ -95,7 +95,9 @@ class SourceChooser:
                 "prometheus",
             )
         if url not in self.prometheus:
-            self.prometheus[url] = PrometheusSource(url, window=self.config.prometheus_window)
+            self.prometheus[url] = PrometheusSource(
+                url, window=self.config.prometheus_window, ca_file=self.config.prometheus_ca_file
+            )
         return self.prometheus[url], f"prometheus {url}"
 
 

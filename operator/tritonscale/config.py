@@ -20,6 +20,8 @@ class OperatorConfig:
     kubeconfig: str | None = None
     prometheus_url: str | None = None
     prometheus_window: str = "1m"  # range of rate() and friends; at least four scrape intervals
+    # CA bundle an https Prometheus's certificate is verified against; None: the system's.
+    prometheus_ca_file: str | None = None
     cluster_domain: str = "cluster.local"
     metrics_port: int = 8080
     health_port: int = 8081

@@ -41,6 +41,12 @@ def _duration(value: str) -> str:
     help="Prometheus for InferenceServices whose spec names none (metrics.source auto/prometheus).",
 )
 @click.option(
+    "--prometheus-ca-file",
+    type=click.Path(dir_okay=False, exists=True),
+    help="CA bundle (PEM) that an https Prometheus's certificate is verified against. Default: "
+    "the system's CAs.",
+)
+@click.option(
     "--prometheus-window",
     default="1m",
     show_default=True,
@@ -126,6 +132,7 @@ def run(
     namespaces: tuple[str, ...],
     kubeconfig: str | None,
     prometheus_url: str | None,
+    prometheus_ca_file: str | None,
     prometheus_window: str,
     cluster_domain: str,
     log_format: str,
@@ -163,6 +170,7 @@ def run(
                 namespaces=namespaces,
                 kubeconfig=kubeconfig,
                 prometheus_url=prometheus_url,
+                prometheus_ca_file=prometheus_ca_file,
                 prometheus_window=prometheus_window,
                 cluster_domain=cluster_domain,
                 metrics_port=metrics_port,

@@ -126,6 +126,7 @@ def connection_failure(error: BaseException) -> str:
         ("NameResolution", "host name does not resolve"),
         ("Name or service not known", "host name does not resolve"),
         ("Connection refused", "connection refused"),
+        ("CERTIFICATE_VERIFY_FAILED", "its TLS certificate is not trusted (--prometheus-ca-file)"),
         ("timed out", "timed out"),
         ("Timeout", "timed out"),
     ):
@@ -158,6 +159,7 @@ class PrometheusSource:
         timeout_s: float = 5.0,
         retry_after_s: float = 30.0,
         monotonic: Callable[[], float] = time.monotonic,
+        ca_file: str | None = None,
     ) -> None:
         self.url = url
         self.retry_after_s = retry_after_s
@@ -170,10 +172,12 @@ class PrometheusSource:
         # One quick retry at most: an unreachable Prometheus must not stall the control loop.
         self.client = PrometheusConnect(
             url=url,
-            disable_ssl=True,
+            disable_ssl=False,  # an https Prometheus's certificate is verified: it steers scaling
             retry=Retry(total=1, backoff_factor=0.1),
             timeout=max(1, round(timeout_s)),
         )
+        if ca_file is not None:
+            self.client._session.verify = ca_file  # the library takes no CA bundle of its own
 
     def _values(
         self, queries: dict[str, str]
