@@ -300,7 +300,8 @@ def test_chart_lints_and_renders_with_the_built_helm(testenv_bin: Path, tmp_path
     ]
     kinds = sorted(d["kind"] for d in rendered)
     assert kinds == [
-        "ClusterRole", "ClusterRole", "ClusterRoleBinding", "ClusterRoleBinding", "Deployment", "Role",
+        "ClusterRole", "ClusterRole", "ClusterRole", "ClusterRole", "ClusterRoleBinding", "ClusterRoleBinding",
+        "Deployment", "Role",
         "RoleBinding", "Service", "ServiceAccount",
     ]  # fmt: skip
     leader_role = next(d for d in rendered if d["kind"] == "Role")
