@@ -435,6 +435,33 @@ def test_chart_installs_the_crd_and_a_least_privilege_identity(
     assert not can_i("create", "customresourcedefinitions.apiextensions.k8s.io", namespace=None)
 
 
+def test_a_namespaces_editors_manage_inference_services_and_its_viewers_read_them(
+    cluster: Cluster, chart_release: ChartRelease
+) -> None:
+    """Through the built-in edit and view roles, which the controller manager's aggregation
+    fills from the chart's labelled ClusterRoles."""
+    ns = "people-access"
+    cluster.create_namespace(ns)
+    cluster.kubectl("create", "rolebinding", "editor", "--clusterrole=edit", "--user=editor", "-n", ns)
+    cluster.kubectl("create", "rolebinding", "viewer", "--clusterrole=view", "--user=viewer", "-n", ns)
+
+    def can(user: str, verb: str, *resource: str) -> bool:
+        result = cluster.kubectl("auth", "can-i", verb, *resource, "-n", ns, f"--as={user}", check=False)
+        return result.stdout.strip() == "yes"
+
+    cluster.wait_until(
+        lambda: can("editor", "create", "inferenceservices.tritonscale.io"), "edit to aggregate"
+    )
+    assert can("editor", "patch", "inferenceservices.tritonscale.io", "--subresource=scale")
+    assert can("editor", "delete", "inferenceservices.tritonscale.io")
+    assert not can("editor", "patch", "inferenceservices.tritonscale.io", "--subresource=status")
+    cluster.wait_until(lambda: can("viewer", "list", "inferenceservices.tritonscale.io"), "view to aggregate")
+    assert can("viewer", "get", "inferenceservices.tritonscale.io", "--subresource=status")
+    assert not can("viewer", "create", "inferenceservices.tritonscale.io")
+    assert not can("viewer", "patch", "inferenceservices.tritonscale.io")
+    cluster.kubectl("delete", "namespace", ns, "--wait=false")
+
+
 def test_kubectl_explain_describes_the_fields(cluster: Cluster, chart_release: ChartRelease) -> None:
     spec = cluster.kubectl("explain", "tis.spec").stdout
     assert "The desired Triton serving stack." in spec
