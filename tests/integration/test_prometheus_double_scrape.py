@@ -54,11 +54,11 @@ def test_a_pod_scraped_by_two_jobs_is_counted_once(triton_pool: TritonPool, tmp_
     with prometheus:
         driver.start()
         try:
-            time.sleep(15)  # a dozen scrapes by each job
+            time.sleep(20)  # the window below, full: about twenty scrapes by each job
             selector = f'namespace="t",pod="{POD}",model="{SIMULATED_MODEL}"'
-            once = f'sum(rate(nv_inference_request_success{{{selector},scraped_by="podmonitor"}}[1m]))'
-            every = f"sum(rate(nv_inference_request_success{{{selector}}}[1m]))"
-            observation = PrometheusSource(prometheus.url).observe(target)
+            once = f'sum(rate(nv_inference_request_success{{{selector},scraped_by="podmonitor"}}[15s]))'
+            every = f"sum(rate(nv_inference_request_success{{{selector}}}[15s]))"
+            observation = PrometheusSource(prometheus.url, window="15s").observe(target)
             single = float(prometheus.query(once)[0]["value"][1])  # type: ignore[index]
             summed = float(prometheus.query(every)[0]["value"][1])  # type: ignore[index]
         finally:
