@@ -55,7 +55,9 @@ def test_latency_comes_from_every_pods_summary_and_what_it_served() -> None:
         queries["summary"].startswith("nv_inference_request_summary_us{")
         and "quantile" not in queries["summary"]
     )
-    assert queries["served"].startswith("sum by (pod, model) (max by (pod, model, version) (rate(nv_inference_request_success{")
+    assert queries["served"].startswith(
+        "sum by (pod, model) (max by (pod, model, version) (rate(nv_inference_request_success{"
+    )
 
 
 def test_the_fleet_percentile_weights_each_pods_summary_by_what_it_served() -> None:
