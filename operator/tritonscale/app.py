@@ -38,6 +38,7 @@ from tritonscale.reconcilers.scheduler import Scheduler
 from tritonscale.reconcilers.stack import StackReconciler
 from tritonscale.render.stack import RenderOptions
 
+log = logging.getLogger(__name__)
 SCHEDULER_WORKERS = 2  # threads of the resync and of the status-recheck schedulers, each
 UNSETTLED_RECHECK_S = 15.0  # how soon a stack with replicas missing is looked at again
 LOST_LEADERSHIP_EXIT = 3  # the exit code of a leader that lost its Lease
@@ -195,19 +196,31 @@ def run_operator(
     quiet = logging.getLogger("kopf.objects")
     if not any(isinstance(f, _watch.QuietWatchHandlers) for f in quiet.filters):
         quiet.addFilter(_watch.QuietWatchHandlers())
+    memo = build_memo(config, kube)
     try:
         kopf.run(
             standalone=True,
             clusterwide=not config.namespaces,
             namespaces=config.namespaces,
             liveness_endpoint=liveness,
-            memo=build_memo(config, kube),
+            memo=memo,
             stop_flag=stop_flag,
             ready_flag=ready_flag,
         )
     finally:
         LEADER.set(0)
-        if leadership is not None:
+        # kopf returns once its own handlers are done; a scheduler's job may still run (a stop
+        # waits STOP_WAIT_S for them). Released while one could write, a standby could lead
+        # beside it: then the Lease is left to expire instead.
+        writing = sum(scheduler.busy for scheduler in memo.schedulers)
+        if leadership is not None and writing:
+            log.warning(
+                "not releasing Lease %s/%s: %d jobs still running; a standby leads once it expires",
+                leadership.namespace,
+                leadership.name,
+                writing,
+            )
+        elif leadership is not None:
             leadership.release()
 
 

@@ -8,6 +8,7 @@ import threading
 import time
 from collections import Counter
 
+from tritonscale.reconcilers import scheduler as scheduler_module
 from tritonscale.reconcilers.scheduler import Scheduler
 
 
@@ -282,3 +283,49 @@ def test_kopfs_workers_busy_with_reconciles_that_finish_are_alive() -> None:
     busy, stuck = asyncio.run(main())
     assert busy == "ok"
     assert stuck == "failed: no reconcile worker was free, and none finished"
+
+
+def test_a_stop_starts_nothing_more_drops_the_queued_and_waits_for_the_running() -> None:
+    """The leader Lease is released only once no job can write: a stop under a backlog must
+    not go on starting jobs, and says whether any is still running."""
+    started: list[str] = []
+    release = threading.Event()
+
+    def job(namespace: str, name: str) -> float:
+        started.append(name)
+        release.wait(10) if name == "stuck" else time.sleep(0.3)
+        return 60.0
+
+    async def main() -> tuple[int, int, float, int]:
+        scheduler = Scheduler(job, workers=2, name="t")
+        scheduler.start()
+        for index in range(200):
+            scheduler.track("ns", f"s{index}")
+        await asyncio.sleep(0.5)
+        began = time.monotonic()
+        await scheduler.stop()
+        took = time.monotonic() - began
+        count_at_stop, busy_after = len(started), scheduler.busy
+        await asyncio.sleep(0.7)
+        return count_at_stop, busy_after, took, len(started)
+
+    count_at_stop, busy_after, took, count_later = asyncio.run(main())
+    assert count_later == count_at_stop, "jobs were started after the stop"
+    assert count_at_stop <= 2 * 2 + 2, count_at_stop  # about 0.5 s of two workers' 0.3 s jobs
+    assert busy_after == 0 and took < 2.0, (busy_after, took)
+
+    async def stuck() -> int:
+        scheduler = Scheduler(job, workers=1, name="t")
+        scheduler.start()
+        scheduler.track("ns", "stuck")
+        await asyncio.sleep(0.1)
+        await scheduler.stop()
+        return scheduler.busy
+
+    original = scheduler_module.STOP_WAIT_S
+    scheduler_module.STOP_WAIT_S = 0.3
+    try:
+        assert asyncio.run(stuck()) == 1  # still running: the Lease must not be released
+    finally:
+        scheduler_module.STOP_WAIT_S = original
+        release.set()

@@ -96,8 +96,8 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
 
 @kopf.on.cleanup()
 async def cleanup(memo: Any, **_: Any) -> None:
-    for scheduler in memo.schedulers:
-        await scheduler.stop()
+    # Together: each waits for its running jobs, and the grace period is short.
+    await asyncio.gather(*(scheduler.stop() for scheduler in memo.schedulers))
 
 
 @kopf.on.probe(id="loops")

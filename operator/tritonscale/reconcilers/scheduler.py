@@ -15,12 +15,14 @@ import contextlib
 import heapq
 import itertools
 import logging
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 log = logging.getLogger(__name__)
+STOP_WAIT_S = 5.0  # how long a stop waits for running jobs (a tick takes a second or two)
 
 Key = tuple[str, str]  # (namespace, name)
 # A job runs in a worker thread and returns the seconds until it should run again (None: stop).
@@ -67,6 +69,9 @@ class Scheduler:
         # The loop's last sign of progress (a turn, a job started or finished): liveness reads it.
         self.heartbeat = clock()
         self.finished_at = clock()  # when a job last finished
+        self._running: set[asyncio.Task[None]] = set()
+        self._busy = 0  # threads inside a job now (they may write); read at shutdown
+        self._busy_lock = threading.Lock()
 
     # --- registry (called from the event loop) -----------------------------------------------
     def track(self, namespace: str, name: str, delay: float = 0.0) -> None:
@@ -115,7 +120,28 @@ class Scheduler:
         self._slots = asyncio.Semaphore(self.workers)
         self._task = asyncio.get_running_loop().create_task(self._loop(), name=self.name)
 
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    @property
+    def busy(self) -> int:
+        """Threads running a job now: a job may write, so the leader Lease waits for none."""
+        with self._busy_lock:
+            return self._busy
+
+    def _call(self, namespace: str, name: str) -> float | None:
+        with self._busy_lock:
+            self._busy += 1
+        try:
+            return self.job(namespace, name)
+        finally:
+            with self._busy_lock:
+                self._busy -= 1
+
     async def stop(self) -> None:
+        """Start no more jobs, drop the queued ones, and give the running ones STOP_WAIT_S to
+        finish (`busy` says whether any is left)."""
         if self._task is not None:
             # A flag, not only cancel(): Python 3.11's wait_for can lose a cancellation that
             # arrives as the wake-up event fires.
@@ -128,14 +154,15 @@ class Scheduler:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self.executor.shutdown(wait=False, cancel_futures=True)
+        if self._running:
+            await asyncio.wait(set(self._running), timeout=STOP_WAIT_S)
 
     async def _loop(self) -> None:
         assert self._wake is not None and self._slots is not None
-        running: set[asyncio.Task[None]] = set()
         while not self._stopping:
             self.heartbeat = self.clock()
             now = self.clock()
-            while self._heap and self._heap[0].due <= now:
+            while not self._stopping and self._heap and self._heap[0].due <= now:
                 entry = heapq.heappop(self._heap)
                 if self._generation.get(entry.key) != entry.generation:
                     continue  # untracked (or tracked anew) since it was queued
@@ -146,12 +173,16 @@ class Scheduler:
                     continue
                 self._in_flight.add(entry.key)
                 await self._slots.acquire()
+                if self.stopping:  # stopped while waiting for a slot: start nothing more
+                    self._slots.release()
+                    self._in_flight.discard(entry.key)
+                    break
                 # A backlog (every service due at a start) keeps the loop here for minutes,
                 # starting one job as another ends: progress, not a stopped loop.
                 self.heartbeat = self.clock()
                 task = asyncio.get_running_loop().create_task(self._run(entry))
-                running.add(task)
-                task.add_done_callback(running.discard)
+                self._running.add(task)
+                task.add_done_callback(self._running.discard)
                 now = self.clock()
             self._wake.clear()
             wait = min(1.0, self._heap[0].due - now) if self._heap else 1.0
@@ -164,7 +195,7 @@ class Scheduler:
         self.lateness(max(0.0, started - entry.due))
         delay: float | None
         try:
-            delay = await asyncio.get_running_loop().run_in_executor(self.executor, self.job, *entry.key)
+            delay = await asyncio.get_running_loop().run_in_executor(self.executor, self._call, *entry.key)
         except Exception:
             log.exception("%s job for %s/%s failed; retrying in 10 s", self.name, *entry.key)
             delay = 10.0
