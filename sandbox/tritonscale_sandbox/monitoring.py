@@ -37,7 +37,6 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import shutil
 import subprocess
 import threading
 import time
@@ -54,7 +53,7 @@ from tritonscale_sandbox.cluster import Cluster
 from tritonscale_sandbox.net import free_port
 from tritonscale_sandbox.process import LocalProcess
 from tritonscale_sandbox.process import stop as stop_process
-from tritonscale_sandbox.prometheus import launch_prometheus
+from tritonscale_sandbox.prometheus import launch_prometheus, prometheus_binary
 
 __all__ = [
     "MONITORING_API",
@@ -701,7 +700,7 @@ class ClusterPrometheus(LocalProcess):
         self.sync_interval_s = sync_interval_s
         self.work_dir = work_dir.resolve()
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        self.binary = shutil.which("prometheus") or "/usr/bin/prometheus"
+        self.binary = prometheus_binary()
         self.config_path = self.work_dir / "prometheus.yml"
         self.rules_dir = self.work_dir / "rules"
         self.targets_dir = self.work_dir / "targets"

@@ -59,6 +59,11 @@ class ScrapeTarget:
     labels: dict[str, str]
 
 
+def prometheus_binary() -> str:
+    """The prometheus that scripts/install-system-deps.sh installs (Debian's)."""
+    return shutil.which("prometheus") or "/usr/bin/prometheus"
+
+
 class LocalPrometheus(LocalProcess):
     """Prometheus on a loopback port, scraping targets from a file that can change while it runs."""
 
@@ -84,7 +89,7 @@ class LocalPrometheus(LocalProcess):
         self.scrape_interval_s = scrape_interval_s
         self.work_dir = work_dir or Path(tempfile.mkdtemp(prefix="tritonscale-prometheus-"))
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        self.binary = binary or shutil.which("prometheus") or "/usr/bin/prometheus"
+        self.binary = binary or prometheus_binary()
         self.targets_file = self.work_dir / "targets.json"
         self.log_path = self.work_dir / "prometheus.log"
         self._process: subprocess.Popen[bytes] | None = None

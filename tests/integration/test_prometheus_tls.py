@@ -14,7 +14,7 @@ import yaml
 from tritonscale.api.observation import ScalingTarget
 from tritonscale.clients.observations import PrometheusSource
 from tritonscale_sandbox.net import free_port
-from tritonscale_sandbox.prometheus import LocalPrometheus
+from tritonscale_sandbox.prometheus import prometheus_binary
 
 pytestmark = pytest.mark.integration
 
@@ -54,7 +54,7 @@ def test_an_https_prometheus_is_trusted_only_through_the_ca_given(tmp_path: Path
     config = tmp_path / "prometheus.yml"
     config.write_text(yaml.safe_dump({"global": {"scrape_interval": "15s"}}))
     port = free_port()
-    binary = LocalPrometheus([], work_dir=tmp_path / "unused").binary
+    binary = prometheus_binary()
     process = subprocess.Popen(
         [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'data'}",
          f"--web.listen-address=127.0.0.1:{port}", f"--web.config.file={web}"],

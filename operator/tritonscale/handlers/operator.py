@@ -22,6 +22,7 @@ from tritonscale.api.resource import (
 from tritonscale.errors import RejectedError, TransientError
 from tritonscale.handlers.watch import RESYNC_S
 from tritonscale.metrics import RECONCILE_SECONDS, RECONCILES
+from tritonscale.reconcilers.scheduler import pool_responsive
 from tritonscale.reconcilers.stack import Outcome, StackReconciler
 from tritonscale.render.names import LABEL_MANAGED_BY, MANAGED_BY
 
@@ -116,12 +117,11 @@ async def loops_make_progress(memo: Any, settings: kopf.OperatorSettings, **_: A
             raise kopf.PermanentError(
                 f"no {scheduler.name} worker was free, and none finished a job for {LIVENESS_TIMEOUT_S:.0f}s"
             )
-    try:
-        no_op = asyncio.get_running_loop().run_in_executor(settings.execution.executor, lambda: None)
-        await asyncio.wait_for(no_op, PROBE_WAIT_S)
-    except TimeoutError:
-        if time.monotonic() - _ReconcileProgress.finished_at > LIVENESS_TIMEOUT_S:
-            raise kopf.PermanentError("no reconcile worker was free, and none finished") from None
+    since_finished_s = time.monotonic() - _ReconcileProgress.finished_at
+    if not await pool_responsive(
+        settings.execution.executor, since_finished_s, LIVENESS_TIMEOUT_S, PROBE_WAIT_S
+    ):
+        raise kopf.PermanentError("no reconcile worker was free, and none finished")
     return "ok"
 
 

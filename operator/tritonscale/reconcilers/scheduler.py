@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 log = logging.getLogger(__name__)
@@ -216,9 +216,17 @@ class Scheduler:
     async def responsive(self, timeout_s: float, wait_s: float) -> bool:
         """Whether a worker thread picks up a no-op within `wait_s`, or, every one busy, one
         finished a job within `timeout_s` (liveness: busy is not stuck)."""
-        future = asyncio.get_running_loop().run_in_executor(self.executor, lambda: None)
-        try:
-            await asyncio.wait_for(future, wait_s)
-        except TimeoutError:
-            return self.clock() - self.finished_at <= timeout_s
-        return True
+        return await pool_responsive(self.executor, self.clock() - self.finished_at, timeout_s, wait_s)
+
+
+async def pool_responsive(
+    executor: Executor, since_finished_s: float, timeout_s: float, wait_s: float
+) -> bool:
+    """Whether a thread of `executor` picks up a no-op within `wait_s`, or, every one busy, a job
+    finished less than `timeout_s` ago (`since_finished_s`)."""
+    future = asyncio.get_running_loop().run_in_executor(executor, lambda: None)
+    try:
+        await asyncio.wait_for(future, wait_s)
+    except TimeoutError:
+        return since_finished_s <= timeout_s
+    return True
