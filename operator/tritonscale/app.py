@@ -7,6 +7,7 @@ import contextlib
 import http.server
 import logging
 import os
+import signal
 import socket
 import threading
 from collections.abc import Iterator
@@ -115,6 +116,7 @@ def build_memo(config: OperatorConfig, kube: KubeClient | None = None) -> kopf.M
     memo = kopf.Memo()
     memo.config = config
     memo.kube = kube
+    memo.stopping = threading.Event()  # raised at a stop: reconciles not yet started return at once
     memo.reconciler = StackReconciler(
         kube,
         RenderOptions(cluster_domain=config.cluster_domain, network=config.network_policies),
@@ -197,16 +199,10 @@ def run_operator(
     if not any(isinstance(f, _watch.QuietWatchHandlers) for f in quiet.filters):
         quiet.addFilter(_watch.QuietWatchHandlers())
     memo = build_memo(config, kube)
+    if stop_flag is not None:
+        memo.stopping = stop_flag
     try:
-        kopf.run(
-            standalone=True,
-            clusterwide=not config.namespaces,
-            namespaces=config.namespaces,
-            liveness_endpoint=liveness,
-            memo=memo,
-            stop_flag=stop_flag,
-            ready_flag=ready_flag,
-        )
+        _run_kopf(config, memo, liveness, ready_flag)
     finally:
         LEADER.set(0)
         # kopf returns once its own handlers are done; a scheduler's job may still run (a stop
@@ -222,6 +218,43 @@ def run_operator(
             )
         elif leadership is not None:
             leadership.release()
+
+
+def _run_kopf(
+    config: OperatorConfig, memo: kopf.Memo, liveness: str | None, ready_flag: threading.Event | None
+) -> None:
+    """kopf.run, except that SIGTERM and SIGINT also raise memo.stopping, which reconciles not
+    yet started read to return at once. kopf runs to its end every reconcile it has handed its
+    executor: at a start it hands over every service's resume, and a stop then (a rolling update)
+    took minutes with 300 services, past the pod's 30 s grace period."""
+    stopping: threading.Event = memo.stopping
+
+    def on_signal(signum: signal.Signals) -> None:
+        log.info("%s received: stopping; reconciles not yet started are skipped", signum.name)
+        stopping.set()
+
+    async def serve() -> None:
+        before = asyncio.all_tasks()
+        tasks = await kopf.spawn_tasks(
+            standalone=True,
+            clusterwide=not config.namespaces,
+            namespaces=config.namespaces,
+            liveness_endpoint=liveness,
+            memo=memo,
+            stop_flag=stopping,
+            ready_flag=ready_flag,
+        )
+        if threading.current_thread() is threading.main_thread():
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(signum, on_signal, signum)  # in place of kopf's own
+        try:
+            await kopf.run_tasks(tasks, ignored=before)
+        finally:
+            stopping.set()  # also ends kopf's thread that waits for the flag
+
+    with contextlib.suppress(asyncio.CancelledError):
+        asyncio.run(serve())
 
 
 def default_identity() -> str:

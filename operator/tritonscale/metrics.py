@@ -18,7 +18,7 @@ from tritonscale.policy.variants import VariantDecision
 
 RECONCILES = Counter(
     "tritonscale_reconcile_total",
-    "Reconciles of InferenceServices, by outcome (ok, retry, rejected).",
+    "Reconciles of InferenceServices, by outcome (ok, retry, rejected, skipped: the operator was stopping).",
     ["outcome"],
 )
 RECONCILE_SECONDS = Histogram(

@@ -91,15 +91,20 @@ class OperatorProcess:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait(30)
 
-    def stop(self) -> None:
-        """SIGTERM, as the kubelet stops a pod, then wait."""
-        if self.running:
-            assert self.process is not None
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(60)
-            except subprocess.TimeoutExpired:
-                self.kill()
+    def stop(self, timeout_s: float = 60.0) -> float | None:
+        """SIGTERM, as the kubelet stops a pod, then wait: the seconds the process took to exit,
+        or None when it was still running after `timeout_s` and was killed."""
+        if not self.running:
+            return 0.0
+        assert self.process is not None
+        began = time.monotonic()
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return None
+        return time.monotonic() - began
 
     def log_tail(self, lines: int = 40) -> str:
         try:

@@ -479,6 +479,100 @@ def test_a_standby_takes_over_from_a_killed_leader_and_they_never_both_write(
     )
 
 
+BACKLOG_SERVICES = 120
+POD_GRACE_S = 30.0  # the kubelet's default terminationGracePeriodSeconds, which the chart keeps
+# Reconciles that may still finish after the count before a stop: the 8 in flight, and those
+# that start before the signal is handled.
+STOP_MARGIN_RECONCILES = 40
+
+
+def _services_with_children(cluster: Cluster, namespace: str) -> int:
+    deployments = cluster.get_json("deployments", "-l", MANAGED, namespace=namespace)["items"]
+    return len({d["metadata"]["labels"][INSTANCE] for d in deployments})
+
+
+def test_a_stop_during_a_starts_backlog_fits_the_grace_period_and_hands_over(
+    fault_cluster: Cluster, tmp_path: Path
+) -> None:
+    """A rolling update stops the leader while its start's reconciles are still queued (every
+    service's resume at once): it exits within the pod's grace period with the Lease released,
+    the queued reconciles skipped, and the next replica reconciles every service."""
+    cluster = fault_cluster
+    ns = "faults-backlog"
+    cluster.create_namespace(ns)
+    names = [f"backlog-{i:03d}" for i in range(BACKLOG_SERVICES)]
+    # No Triton pod and one router pod each: the test is about the operator, not the kubelets.
+    cluster.apply_yaml(
+        [
+            make_inference_service(name, ns, spec__replicas=0, spec__loadBalancing__router__replicas=1)
+            for name in names
+        ]
+    )
+    args = (f"--namespace={ns}", f"--leader-election-namespace={OPERATOR_NAMESPACE}")
+    first = OperatorProcess(
+        _token_kubeconfig(cluster, tmp_path / "first.kubeconfig"),
+        tmp_path / "first.log",
+        *args,
+        pod_name="first",
+    )
+    second = OperatorProcess(
+        _token_kubeconfig(cluster, tmp_path / "second.kubeconfig"),
+        tmp_path / "second.log",
+        *args,
+        pod_name="second",
+    )
+    try:
+        first.start()
+        _wait_holder(cluster, "first_", 60, first.assert_healthy)
+
+        def some_reconciled() -> bool:
+            first.assert_healthy()
+            return bool(cluster.get_json("deployments", "-l", MANAGED, namespace=ns)["items"])
+
+        cluster.wait_until(some_reconciled, "the first reconciles", timeout_s=60)
+        reconciled_at_stop = _services_with_children(cluster, ns)
+        stop_s = first.stop(timeout_s=POD_GRACE_S)
+        assert stop_s is not None, f"still running {POD_GRACE_S:.0f}s after SIGTERM:\n{first.log_tail()}"
+        # Those in flight at the signal finish; the rest wait for the next leader. Before, every
+        # queued one ran first (all 120 here, in 9.5 s; a stop's length grew with the backlog).
+        reconciled_by_first = _services_with_children(cluster, ns)
+        assert reconciled_by_first <= reconciled_at_stop + STOP_MARGIN_RECONCILES < len(names), (
+            f"{reconciled_at_stop} services reconciled at the stop, {reconciled_by_first} after it"
+        )
+        log = (tmp_path / "first.log").read_text(errors="replace")
+        assert re.search(r"\b[1-9]\d* reconciles queued at the stop were skipped", log), first.log_tail()
+        assert lease_holder(cluster, OPERATOR_NAMESPACE) == "", "the Lease was not released"
+
+        second.start()
+        began = time.monotonic()
+
+        def all_reconciled() -> bool:
+            second.assert_healthy()
+            services = cluster.get_json("inferenceservices", namespace=ns)["items"]
+            return all(
+                s.get("status", {}).get("observedGeneration") == s["metadata"]["generation"] for s in services
+            )
+
+        cluster.wait_until(all_reconciled, "the next leader to reconcile every service", timeout_s=240)
+        settle_s = time.monotonic() - began
+        _assert_exact_stacks(cluster, ns, names)
+    finally:
+        first.kill()
+        second.kill()
+        cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+    record(
+        "operator stopped during its start's backlog",
+        f"SIGTERM of the leader while the resumes of {BACKLOG_SERVICES} services were queued",
+        f"exited within the {POD_GRACE_S:.0f} s grace period with the Lease released; the next "
+        "replica reconciled every service",
+        services=BACKLOG_SERVICES,
+        reconciled_before_stop=reconciled_at_stop,
+        reconciled_by_the_stopping_leader=reconciled_by_first,
+        stop_s=round(stop_s, 1),
+        next_leader_settled_s=round(settle_s, 1),
+    )
+
+
 def _leader_gauge(operator: OperatorProcess) -> float:
     """`tritonscale_leader` as the operator's /metrics serves it."""
     with urllib.request.urlopen(operator.metrics_url, timeout=5) as response:

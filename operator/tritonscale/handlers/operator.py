@@ -66,6 +66,7 @@ class _ReconcileProgress:
     second (300 services: /healthz failed for 210 s and the kubelet restarted the operator twice)."""
 
     finished_at = time.monotonic()
+    skipped_at_stop = 0  # reconciles that returned at once, the operator stopping
 
 
 def _guarded(action: Callable[[str, str], Outcome | None], namespace: str, name: str) -> None:
@@ -99,6 +100,11 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
 async def cleanup(memo: Any, **_: Any) -> None:
     # Together: each waits for its running jobs, and the grace period is short.
     await asyncio.gather(*(scheduler.stop() for scheduler in memo.schedulers))
+    if _ReconcileProgress.skipped_at_stop:
+        log.info(
+            "%d reconciles queued at the stop were skipped: the next start reconciles every service",
+            _ReconcileProgress.skipped_at_stop,
+        )
 
 
 @kopf.on.probe(id="loops")
@@ -149,8 +155,16 @@ def login(*, memo: Any, **_: Any) -> kopf.ConnectionInfo:
 def reconcile(
     *, namespace: str | None, name: str, memo: Any, body: kopf.Body, diff: kopf.Diff | None = None, **_: Any
 ) -> None:
-    """Any change of the resource, `kubectl scale` included, and every operator start."""
+    """Any change of the resource, `kubectl scale` included, and every operator start.
+
+    Once the operator is stopping, a reconcile not yet started returns at once: the next
+    leader's start reconciles every service anyway, and the stop must fit the grace period."""
     assert namespace is not None  # the resource is namespaced
+    if memo.stopping.is_set():
+        RECONCILES.labels("skipped").inc()
+        _ReconcileProgress.skipped_at_stop += 1
+        log.debug("%s/%s not reconciled: the operator is stopping", namespace, name)
+        return
     _guarded(memo.reconciler.reconcile, namespace, name)
     ignored = ignored_manual_scale(body, diff)
     if ignored is not None:
