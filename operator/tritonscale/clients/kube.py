@@ -30,8 +30,11 @@ from tritonscale.errors import ConflictError, NamespaceTerminatingError, Rejecte
 from tritonscale.render.names import FIELD_MANAGER
 
 APPLY_CONTENT_TYPE: Final = "application/apply-patch+yaml"
-# Reads for a person at a terminal give up rather than hang on a server that does not answer.
-READ_TIMEOUT_S: Final = 20.0
+# Every request gives up rather than hang on a server that does not answer: a person at a
+# terminal waits no longer, and a half-open connection would hold a reconcile worker for good
+# (a write that timed out is retried as transient; each is idempotent). Below the API server's
+# own 60 s limit, far above what a request takes even at 1,000 services.
+REQUEST_TIMEOUT_S: Final = 20.0
 IN_CLUSTER_NAMESPACE_FILE: Final = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 log = logging.getLogger(__name__)
 
@@ -190,7 +193,7 @@ class KubeClient:
         if kubeconfig is not None and not found:
             raise KubeconfigError(f"kubeconfig {kubeconfig} not found")
         configuration = kubernetes.client.Configuration()
-        # One retry: with READ_TIMEOUT_S each, an unreachable server is reported within a minute.
+        # One retry: with REQUEST_TIMEOUT_S each, an unreachable server is reported within a minute.
         configuration.retries = 1
         try:
             if not found and context is None:
@@ -253,7 +256,13 @@ class KubeClient:
         with _translated(f"get InferenceService {namespace}/{name}"):
             try:
                 response = self.custom.get_namespaced_custom_object(
-                    GROUP, VERSION, namespace, PLURAL, name, _preload_content=False
+                    GROUP,
+                    VERSION,
+                    namespace,
+                    PLURAL,
+                    name,
+                    _preload_content=False,
+                    _request_timeout=REQUEST_TIMEOUT_S,
                 )
             except ApiException as error:
                 if error.status == 404:
@@ -267,7 +276,7 @@ class KubeClient:
         """The InferenceServices in `namespace` (all namespaces when None), only the one called
         `name` when given (an empty list when there is none)."""
         where = f"in {namespace}" if namespace else "in all namespaces"
-        options: dict[str, Any] = {"_preload_content": False, "_request_timeout": READ_TIMEOUT_S}
+        options: dict[str, Any] = {"_preload_content": False, "_request_timeout": REQUEST_TIMEOUT_S}
         if name is not None:
             options["field_selector"] = f"metadata.name={name}"
         with _translated(f"list InferenceServices {where}"):
@@ -298,14 +307,14 @@ class KubeClient:
         with _translated(f"list Events {where}"):
             if namespace is None:
                 response = self.core.list_event_for_all_namespaces(
-                    field_selector=field_selector, _preload_content=False, _request_timeout=READ_TIMEOUT_S
+                    field_selector=field_selector, _preload_content=False, _request_timeout=REQUEST_TIMEOUT_S
                 )
             else:
                 response = self.core.list_namespaced_event(
                     namespace,
                     field_selector=field_selector,
                     _preload_content=False,
-                    _request_timeout=READ_TIMEOUT_S,
+                    _request_timeout=REQUEST_TIMEOUT_S,
                 )
         items: list[dict[str, Any]] = self._json(response)["items"]
         return items
@@ -314,7 +323,9 @@ class KubeClient:
         """A child kind's object as stored, or None when there is none of that name."""
         with _translated(f"get {kind} {namespace}/{name}"):
             try:
-                response = self._readers[kind](name, namespace, _preload_content=False)
+                response = self._readers[kind](
+                    name, namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT_S
+                )
             except ApiException as error:
                 if error.status == 404:
                     return None
@@ -342,7 +353,9 @@ class KubeClient:
                 body=apply_body(obj),
                 auth_settings=["BearerToken"],
             )
-            response = self.api_client.call_api(method, url, header_params=headers, body=body)
+            response = self.api_client.call_api(
+                method, url, header_params=headers, body=body, _request_timeout=REQUEST_TIMEOUT_S
+            )
             response.read()  # type: ignore[no-untyped-call]
             if not 200 <= response.status < 300:
                 raise ApiException(http_resp=response)
@@ -359,7 +372,12 @@ class KubeClient:
     ) -> list[dict[str, Any]]:
         label_selector = ",".join(f"{key}={value}" for key, value in sorted(selector.items()))
         with _translated(f"list {what} in {namespace}"):
-            response = lister(namespace, label_selector=label_selector, _preload_content=False)
+            response = lister(
+                namespace,
+                label_selector=label_selector,
+                _preload_content=False,
+                _request_timeout=REQUEST_TIMEOUT_S,
+            )
         items: list[dict[str, Any]] = self._json(response)["items"]
         return items
 
@@ -380,7 +398,9 @@ class KubeClient:
                 body=body,
                 auth_settings=["BearerToken"],
             )
-            response = self.api_client.call_api(method, url, header_params=headers, body=serialized)
+            response = self.api_client.call_api(
+                method, url, header_params=headers, body=serialized, _request_timeout=REQUEST_TIMEOUT_S
+            )
             response.read()  # type: ignore[no-untyped-call]
             # Already gone (404), or replaced by another object of that name (409): nothing to do.
             if not 200 <= response.status < 300 and response.status not in (404, 409):
@@ -395,7 +415,9 @@ class KubeClient:
             "metadata": {"name": name, "namespace": namespace},
         }
         try:
-            self.core.create_namespaced_pod_eviction(name, namespace, body, _preload_content=False)
+            self.core.create_namespaced_pod_eviction(
+                name, namespace, body, _preload_content=False, _request_timeout=REQUEST_TIMEOUT_S
+            )
         except ApiException as error:
             # 429: the budget refuses for now; 404: already gone. Anything else (forbidden, the
             # API down) is logged: failing to drain early never fails a reconcile, the node's own
@@ -418,7 +440,14 @@ class KubeClient:
             patch["metadata"] = {"resourceVersion": resource_version}
         with _translated(f"update status of InferenceService {namespace}/{name}"):
             self.custom.patch_namespaced_custom_object_status(
-                GROUP, VERSION, namespace, PLURAL, name, patch, _preload_content=False
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+                name,
+                patch,
+                _preload_content=False,
+                _request_timeout=REQUEST_TIMEOUT_S,
             )
 
     def post_event(self, service: dict[str, Any], event_type: str, reason: str, message: str) -> None:
@@ -459,7 +488,9 @@ class KubeClient:
                 "lastTimestamp": now,
                 "count": 1,
             }
-            created = self.core.create_namespaced_event(namespace, body, _preload_content=False)
+            created = self.core.create_namespaced_event(
+                namespace, body, _preload_content=False, _request_timeout=REQUEST_TIMEOUT_S
+            )
             self.events.created(action.key, json.loads(created.data)["metadata"]["name"])
         except ApiException as error:
             text = _api_message(error)
@@ -472,7 +503,9 @@ class KubeClient:
     def _raise_event_count(self, namespace: str, update: Update, now: str) -> None:
         patch = {"count": update.count, "lastTimestamp": now, "message": update.message[:1024]}
         try:
-            self.core.patch_namespaced_event(update.name, namespace, patch, _preload_content=False)
+            self.core.patch_namespaced_event(
+                update.name, namespace, patch, _preload_content=False, _request_timeout=REQUEST_TIMEOUT_S
+            )
         except ApiException as error:
             if error.status != 404:
                 raise

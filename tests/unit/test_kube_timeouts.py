@@ -1,0 +1,95 @@
+"""Every request of the Kubernetes client gives up on a server that accepts and never answers
+(a half-open connection): without a timeout a reconcile worker would wait on it for good."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import kubernetes
+import pytest
+
+from tests.builders import make_inference_service
+from tritonscale.clients import kube as kube_module
+from tritonscale.clients.kube import KubeClient
+from tritonscale.errors import TransientError
+
+TIMEOUT_S = 0.3
+
+
+@pytest.fixture
+def silent_server() -> Iterator[str]:
+    """An HTTP address that accepts connections and never sends a byte."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                connection, _ = listener.accept()
+            except TimeoutError:
+                continue
+            accepted.append(connection)  # held open, never answered
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join()
+        for connection in accepted:
+            connection.close()
+        listener.close()
+
+
+@pytest.fixture
+def client(silent_server: str, monkeypatch: pytest.MonkeyPatch) -> KubeClient:
+    monkeypatch.setattr(kube_module, "REQUEST_TIMEOUT_S", TIMEOUT_S)
+    configuration = kubernetes.client.Configuration()
+    configuration.host = silent_server
+    configuration.retries = 0
+    return KubeClient(kubernetes.client.ApiClient(configuration))
+
+
+CONFIG_MAP = {
+    "apiVersion": "v1",
+    "kind": "ConfigMap",
+    "metadata": {"name": "svc-router", "namespace": "default"},
+    "data": {"a": "b"},
+}
+
+RAISING: dict[str, Callable[[KubeClient], Any]] = {
+    "get InferenceService": lambda k: k.get_inference_service("default", "svc"),
+    "list InferenceServices": lambda k: k.list_inference_services("default"),
+    "list Events": lambda k: k.list_events("default", {"kind": "InferenceService"}),
+    "get a child": lambda k: k.get_object("ConfigMap", "default", "svc-router"),
+    "apply": lambda k: k.apply(CONFIG_MAP),
+    "list Deployments": lambda k: k.list_deployments("default", {"app": "x"}),
+    "list Pods": lambda k: k.list_pods("default", {"app": "x"}),
+    "delete": lambda k: k.delete_object("ConfigMap", "default", "svc-router", "uid-1"),
+    "patch status": lambda k: k.patch_inference_service_status("default", "svc", {"replicas": 1}),
+}
+
+
+@pytest.mark.parametrize("call", RAISING.values(), ids=RAISING.keys())
+def test_a_silent_server_is_a_transient_error_within_the_timeout(
+    client: KubeClient, call: Callable[[KubeClient], Any]
+) -> None:
+    began = time.monotonic()
+    with pytest.raises(TransientError, match="timed out"):
+        call(client)
+    assert time.monotonic() - began < TIMEOUT_S + 2.0
+
+
+def test_eviction_and_events_give_up_within_the_timeout_without_raising(client: KubeClient) -> None:
+    """Both are best effort: a failure is logged, never raised into the reconcile."""
+    began = time.monotonic()
+    assert client.evict_pod("default", "pod-1") is False
+    client.post_event(make_inference_service("svc"), "Normal", "Test", "a message")
+    assert time.monotonic() - began < 2 * TIMEOUT_S + 2.0
