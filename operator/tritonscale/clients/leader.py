@@ -9,18 +9,25 @@ when it stops cleanly, so that a rolling update hands over in seconds, not a lea
 
 A leader that fails to renew within the deadline must stop writing before any standby may
 take the Lease: `on_lost` is called then, and the operator exits (its pod restarts as a
-standby). The deadline, one retry and one call timeout fit inside the lease duration.
+standby). The deadline, one retry and one call timeout fit inside the lease duration: Lease
+calls go through a client of their own that never retries inside a call (the operator's
+client retries three times, which made one renew last up to four call timeouts), and a failed
+call of any kind (a refused connection, a reset, a timeout) counts as a failed attempt; the
+library catches only the API server's own errors, and any other one ended its thread: the
+leader wrote on without renewing, and a standby stood by for good.
 """
 
 from __future__ import annotations
 
-import functools
+import copy
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, Final
 
 import kubernetes
+import urllib3
 from kubernetes.client.exceptions import ApiException
 from kubernetes.leaderelection import electionconfig, leaderelection
 from kubernetes.leaderelection.resourcelock.leaselock import LeaseLock
@@ -40,14 +47,30 @@ logging.getLogger("leaderelection").setLevel(logging.WARNING)
 
 
 class _TimedCalls:
-    """An API object whose every method call carries a request timeout."""
+    """An API object whose every method call carries a request timeout, and fails with an
+    ApiException (status 0) whatever went wrong: the election library handles no other error."""
 
     def __init__(self, api: Any, timeout_s: float) -> None:
         self._api = api
         self._timeout_s = timeout_s
 
     def __getattr__(self, name: str) -> Any:
-        return functools.partial(getattr(self._api, name), _request_timeout=self._timeout_s)
+        method = getattr(self._api, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return method(*args, _request_timeout=self._timeout_s, **kwargs)
+            except (urllib3.exceptions.HTTPError, OSError) as error:
+                raise ApiException(status=0, reason=f"{type(error).__name__}: {error}") from error
+
+        return call
+
+
+def lease_api(kube: KubeClient) -> Any:
+    """The coordination API on a client of its own that never retries within a call."""
+    configuration = copy.deepcopy(kube.api_client.configuration)
+    configuration.retries = 0
+    return kubernetes.client.CoordinationV1Api(kubernetes.client.ApiClient(configuration))
 
 
 class _ReleasableLeaseLock(LeaseLock):
@@ -72,13 +95,16 @@ class Leadership:
         identity: str,
         on_lost: Callable[[], None],
         name: str = LEASE_NAME,
+        coordination: Any | None = None,
     ) -> None:
+        """`coordination`: the CoordinationV1 API to use (tests); else lease_api(kube)."""
         self.namespace = namespace
         self.name = name
         self.identity = identity
-        self._coordination = kubernetes.client.CoordinationV1Api(kube.api_client)
+        self._on_lost = on_lost
+        self._coordination = _TimedCalls(coordination or lease_api(kube), CALL_TIMEOUT_S)
         self._lock = _ReleasableLeaseLock(name, namespace, identity)  # type: ignore[no-untyped-call]
-        self._lock.api_instance = _TimedCalls(self._coordination, CALL_TIMEOUT_S)  # type: ignore[assignment]
+        self._lock.api_instance = self._coordination  # type: ignore[assignment]
         self._leading = threading.Event()
         self._election = leaderelection.LeaderElection(
             electionconfig.Config(  # type: ignore[no-untyped-call]
@@ -87,7 +113,7 @@ class Leadership:
                 renew_deadline=RENEW_DEADLINE_S,
                 retry_period=RETRY_PERIOD_S,
                 onstarted_leading=self._leading.set,
-                onstopped_leading=functools.partial(self._stopped, on_lost),
+                onstopped_leading=self._stopped,
             )
         )
 
@@ -99,7 +125,7 @@ class Leadership:
         """Campaign in a background thread; return True once leading, False if `stop_flag` is
         set first."""
         log.info("waiting to lead: Lease %s/%s as %s", self.namespace, self.name, self.identity)
-        threading.Thread(target=self._election.run, name="leader-election", daemon=True).start()
+        threading.Thread(target=self._campaign, name="leader-election", daemon=True).start()
         while not self._leading.wait(0.5):
             if stop_flag is not None and stop_flag.is_set():
                 return False
@@ -112,21 +138,32 @@ class Leadership:
             return
         self._lock.released = True
         try:
-            lease = self._coordination.read_namespaced_lease(
-                self.name, self.namespace, _request_timeout=CALL_TIMEOUT_S
-            )
+            lease = self._coordination.read_namespaced_lease(self.name, self.namespace)
             if lease.spec is None or lease.spec.holder_identity != self.identity:
                 return
             # An empty holder: the library's candidates take a Lease without one at once.
             lease.spec.holder_identity = None
-            self._coordination.replace_namespaced_lease(
-                self.name, self.namespace, lease, _request_timeout=CALL_TIMEOUT_S
-            )
+            self._coordination.replace_namespaced_lease(self.name, self.namespace, lease)
             log.info("released Lease %s/%s", self.namespace, self.name)
-        except (ApiException, OSError) as error:
+        except ApiException as error:
             log.warning("could not release Lease %s/%s: %s", self.namespace, self.name, error)
 
-    def _stopped(self, on_lost: Callable[[], None]) -> None:
+    def _campaign(self) -> None:
+        """The library's election loop, kept alive: an error it lets through stops a leader (as
+        a lost Lease does) and puts a standby back to campaigning."""
+        while True:
+            try:
+                self._election.run()  # type: ignore[no-untyped-call]
+                return  # the leader failed to renew: _stopped has run
+            except Exception as error:
+                if self._leading.is_set():
+                    log.critical("leader election failed while leading: %s", error)
+                    self._stopped()
+                    return
+                log.warning("leader election attempt failed: %s; campaigning again", error)
+                time.sleep(RETRY_PERIOD_S)
+
+    def _stopped(self) -> None:
         if self._lock.released:
             return
         log.critical(
@@ -135,4 +172,4 @@ class Leadership:
             self.name,
             RENEW_DEADLINE_S,
         )
-        on_lost()
+        self._on_lost()
