@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
@@ -13,6 +14,7 @@ from tests.builders import make_inference_service
 from tests.unit.fakes import FakeCluster
 from tritonscale.api.observation import Observation, RouterReading, RouterSignal, ScalingTarget
 from tritonscale.api.resource import PAUSE_ANNOTATION, InferenceService, parse_inference_service
+from tritonscale.errors import TransientError
 from tritonscale.handlers.operator import ignored_manual_scale
 from tritonscale.policy.autoscaling import FEEDBACK_PAUSE_NOTICE_S, Verdict
 from tritonscale.reconcilers.autoscale import AutoscaleReconciler
@@ -82,6 +84,30 @@ def test_a_decision_is_recorded_and_applied() -> None:
     assert conditions(cluster)["MetricsAvailable"] == "True"
     assert ("Normal", "ScaledUp") in [(t, r) for t, r, _ in cluster.events]
     assert source.targets[0].pod_prefixes == ("bert-ondemand", "bert-spot")
+
+
+def test_a_count_whose_apply_failed_for_now_is_applied_at_the_next_tick() -> None:
+    """Status holds the new count before it is applied; a transient failure of the apply must
+    not leave it there unapplied (the next tick sees no change to make)."""
+    cluster, autoscaler, source = setup()
+    real_apply = cluster.apply
+    failures = iter([TransientError("429: too many requests", delay=2.0)])
+
+    def throttled_once(obj: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
+        if not dry_run and (error := next(failures, None)) is not None:
+            raise error
+        return real_apply(obj, dry_run)
+
+    cluster.apply = throttled_once  # type: ignore[method-assign]
+    source.next = overload()
+    assert autoscaler.tick("nlp", "bert") == 2.0  # again as soon as the API server asks
+    desired = status(cluster)["desiredReplicas"]
+    assert isinstance(desired, int) and desired > 2
+    assert cluster.deployment("nlp", "bert-ondemand")["spec"]["replicas"] == 2
+    source.next = overload()
+    assert autoscaler.tick("nlp", "bert") == 5.0
+    assert status(cluster)["desiredReplicas"] == desired
+    assert cluster.deployment("nlp", "bert-ondemand")["spec"]["replicas"] == desired
 
 
 def test_status_event_and_metric_say_the_same_decision() -> None:

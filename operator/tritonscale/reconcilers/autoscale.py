@@ -160,6 +160,7 @@ class AutoscaleReconciler:
         self.read_router = read_router
         self.on_surge = on_surge  # asks for a tick now (the operator: the autoscale scheduler)
         self._routers: dict[tuple[str, str], _RouterWatch] = {}
+        self._apply_pending: set[tuple[str, str]] = set()  # a count decided, not yet applied
         # The variants' shares (spec.model.variants), set on the routers read every 2 s.
         self.variants = VariantController(set_router_cuts) if set_router_cuts is not None else None
 
@@ -171,6 +172,7 @@ class AutoscaleReconciler:
         self._was_paused.pop((namespace, name), None)
         self._facts.pop((namespace, name), None)
         self._routers.pop((namespace, name), None)
+        self._apply_pending.discard((namespace, name))
         if self.variants is not None:
             self.variants.forget(namespace, name, release_routers=release_routers)
         AUTOSCALER.forget(namespace, name)
@@ -274,13 +276,23 @@ class AutoscaleReconciler:
             self._states[(namespace, name)] = state
             self._announce(body, service, decision, source_name)
             AUTOSCALER.record(namespace, name, decision)
-        if decision.desired != current:
+        key = (namespace, name)
+        if decision.desired != current or key in self._apply_pending:
+            # Pending until applied: status already holds the new count, so the next tick sees
+            # no change, and nothing else applies it before the resync (minutes).
+            self._apply_pending.add(key)
             try:
                 self.stack.reconcile(namespace, name)
             except RejectedError as error:
                 log.warning(
                     "applying %s replicas to %s/%s failed: %s", decision.desired, namespace, name, error
                 )
+            except TransientError as error:
+                log.info(
+                    "applying %s replicas to %s/%s deferred: %s", decision.desired, namespace, name, error
+                )
+                return min(float(autoscaling.period_seconds), error.delay)
+            self._apply_pending.discard(key)
         return float(autoscaling.period_seconds)
 
     def router_tick(self, namespace: str, name: str) -> float | None:
