@@ -220,10 +220,14 @@ def stack_status(
     now: datetime,
     selector: str,
     endpoint: str,
+    applied: bool = True,
 ) -> InferenceServiceStatus:
-    """The new status: counts and the reconciler's conditions; other loops' fields are kept."""
+    """The new status: counts and the reconciler's conditions; other loops' fields are kept.
+
+    Only an apply of the spec (`applied`) moves the observed generation on: a refresh (a child
+    event) reports the children of what was last applied, an older spec or one refused."""
     previous = service.status
-    generation = service.metadata.generation
+    generation = service.metadata.generation if applied else previous.observed_generation
     conditions = list(previous.conditions)
     computed = [
         (ConditionType.READY, _ready_condition(desired, state, service.spec.capacity, selector)),
@@ -242,7 +246,9 @@ def stack_status(
     conditions.sort(key=lambda c: order.index(ConditionType(c.type)) if c.type in order else len(order))
     return previous.model_copy(
         update={
-            "observed_generation": generation if state.problem is None else previous.observed_generation,
+            "observed_generation": generation
+            if applied and state.problem is None
+            else previous.observed_generation,
             "replicas": sum(d.ready for d in state.triton),
             "selector": selector,
             "desired_replicas": desired,

@@ -459,3 +459,59 @@ def test_spot_pods_on_an_interrupted_node_get_stand_ins_at_once_and_are_drained_
     reconciler.refresh_status("vision", "resnet")
     assert len([c for c in cluster.calls if c[0] == "evict"]) == 2
     assert cluster.deployment("vision", "resnet-ondemand")["spec"]["replicas"] == 3
+
+
+def _new_generation(cluster: FakeCluster, **spec: Any) -> None:
+    service = cluster.services[("vision", "resnet")]
+    service["spec"].update(spec)
+    service["metadata"]["generation"] = service["metadata"].get("generation", 1) + 1
+
+
+def test_a_status_refresh_claims_no_generation_it_did_not_apply_and_keeps_a_refusal() -> None:
+    """A child event refreshes status without applying: it must not report the newest spec as
+    observed (CI gates on observedGeneration), nor clear the refusal of it."""
+    cluster, reconciler = setup(spec__replicas=2)
+    reconciler.reconcile("vision", "resnet")
+    cluster.make_all_ready()
+    reconciler.refresh_status("vision", "resnet")
+    applied = cluster.services[("vision", "resnet")]["status"]["observedGeneration"]
+
+    _new_generation(cluster, replicas=5)  # kopf's update handler has not run yet
+    reconciler.refresh_status("vision", "resnet")
+    assert cluster.services[("vision", "resnet")]["status"]["observedGeneration"] == applied
+
+    cluster.reject = lambda obj: "admission webhook denied" if obj["kind"] == "Deployment" else None
+    with pytest.raises(RejectedError):
+        reconciler.reconcile("vision", "resnet")
+    events = len(cluster.events)
+    reconciler.refresh_status("vision", "resnet")  # a pod of the old stack restarted
+    status = cluster.services[("vision", "resnet")]["status"]
+    assert status["observedGeneration"] == applied
+    assert conditions(cluster)["Degraded"] == ("True", "ApplyRejected")
+    assert len(cluster.events) == events, "a refresh flapped Degraded"
+
+    cluster.reject = lambda obj: None
+    reconciler.reconcile("vision", "resnet")
+    assert cluster.services[("vision", "resnet")]["status"]["observedGeneration"] == applied + 1
+    assert conditions(cluster)["Degraded"] == ("False", "AsExpected")
+
+
+def test_a_service_deleted_and_created_again_waits_seconds_for_its_predecessors_children() -> None:
+    """`kubectl delete` then `apply` of the same name: the old children go by garbage collection
+    within seconds; meanwhile they are not a name conflict (that would wait for the resync)."""
+    cluster, reconciler = setup()
+    reconciler.reconcile("vision", "resnet")
+    cluster.services[("vision", "resnet")]["metadata"]["uid"] = "uid-created-again"
+    cluster.services[("vision", "resnet")].pop("status", None)
+    with pytest.raises(TransientError, match="deleted before this one was created") as raised:
+        reconciler.reconcile("vision", "resnet")
+    assert raised.value.delay <= 5.0
+    for key in [k for k in cluster.objects if k[0] != "Deployment"][:2]:
+        del cluster.objects[key]  # the collector is part way through
+    with pytest.raises(TransientError):
+        reconciler.reconcile("vision", "resnet")
+    cluster.objects.clear()
+    reconciler.reconcile("vision", "resnet")
+    assert {o["metadata"]["ownerReferences"][0]["uid"] for o in cluster.objects.values()} == {
+        "uid-created-again"
+    }

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from tritonscale.api.resource import InferenceService, InvalidInferenceService, parse_inference_service
+from tritonscale.api.resource import KIND, InferenceService, InvalidInferenceService, parse_inference_service
 from tritonscale.api.status import ConditionStatus, ConditionType, InferenceServiceStatus, SpotFallbackStatus
-from tritonscale.errors import NameConflictError, NamespaceTerminatingError, RejectedError
+from tritonscale.errors import NameConflictError, NamespaceTerminatingError, RejectedError, TransientError
 from tritonscale.policy.interruption import pods_on_troubled_nodes
 from tritonscale.policy.placement import Placement, split_replicas
 from tritonscale.policy.replicas import reconciled_replicas
@@ -175,6 +175,33 @@ def name_conflict(
     )
 
 
+def left_by_an_earlier_incarnation(service: InferenceService, existing: dict[str, Any]) -> bool:
+    """Whether `existing` belongs to an InferenceService of this name that was deleted (another
+    uid): deleted and created again, its children go by garbage collection within seconds."""
+    return any(
+        ref.get("kind") == KIND and ref.get("name") == service.name and ref.get("uid") != service.metadata.uid
+        for ref in existing["metadata"].get("ownerReferences", [])
+    )
+
+
+REFUSALS = (RejectedError.reason, NameConflictError.reason)
+
+
+def standing_refusal(service: InferenceService) -> tuple[str, str] | None:
+    """The refusal of the newest spec that status reports, while nothing has applied it since:
+    a refresh of status (a child event) must not clear it."""
+    status = service.status
+    degraded = status.condition(ConditionType.DEGRADED)
+    if (
+        status.observed_generation == service.metadata.generation
+        or degraded is None
+        or degraded.status != ConditionStatus.TRUE
+        or degraded.reason not in REFUSALS
+    ):
+        return None
+    return degraded.reason, degraded.message
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What one reconcile did."""
@@ -268,7 +295,8 @@ class StackReconciler:
                 owned = self._prune_deployments(
                     service, names, render_stack(service, placement, self.options), placement, owned
                 )
-            state = self._observe(names, problem, owned, pods, fallback, interrupted)
+            shown = problem if apply else standing_refusal(service)
+            state = self._observe(names, shown, owned, pods, fallback, interrupted)
             if interrupted and problem is None:
                 self._drain_interrupted(body, service, state, placement, interrupted)
             if (not state.unschedulable and any(d.ready < d.desired for d in state.triton)) or (
@@ -276,7 +304,13 @@ class StackReconciler:
             ):
                 self.on_unsettled(namespace, name)  # also the fallback's and the return's clocks
             status = stack_status(
-                service, desired, state, self.clock(), names.triton_selector_string, names.endpoint_url
+                service,
+                desired,
+                state,
+                self.clock(),
+                names.triton_selector_string,
+                names.endpoint_url,
+                applied=apply,
             )
             self._write_status(body, service, status, applied)
             if problem is not None:
@@ -376,6 +410,17 @@ class StackReconciler:
             if (conflict := name_conflict(service, obj, existing[(obj["kind"], obj["metadata"]["name"])]))
             is not None
         ]
+        earlier = [
+            f"{kind} {name}"
+            for (kind, name), obj in existing.items()
+            if obj is not None and left_by_an_earlier_incarnation(service, obj)
+        ]
+        if conflicts and len(earlier) == len(conflicts):
+            raise TransientError(
+                f"the children of the InferenceService {service.name} deleted before this one was "
+                f"created are still being removed ({', '.join(earlier)})",
+                delay=2.0,
+            )
         if conflicts:
             raise NameConflictError(
                 "; ".join(conflicts) + ". Nothing was applied: rename this InferenceService "
