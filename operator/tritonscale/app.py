@@ -25,6 +25,7 @@ from tritonscale.clients.observations import (
     TritonModelConfigs,
     TritonSource,
     UnavailableSource,
+    url_host,
 )
 from tritonscale.clients.router import HaproxyStats, set_variant_cuts
 from tritonscale.config import OperatorConfig
@@ -177,8 +178,11 @@ def run_operator(
     if config.metrics_port:
         _listen_check(config.listen_address, config.metrics_port, "--metrics-port", dual_stack=True)
         start_http_server(config.metrics_port, addr=config.listen_address)
-    host = f"[{config.listen_address}]" if ":" in config.listen_address else config.listen_address
-    liveness = f"http://{host}:{config.health_port}/healthz" if config.health_port else None
+    liveness = (
+        f"http://{url_host(config.listen_address)}:{config.health_port}/healthz"
+        if config.health_port
+        else None
+    )
     kube = connect(config)
     leadership = None
     if config.leader_election_namespace:

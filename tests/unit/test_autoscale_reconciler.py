@@ -29,11 +29,15 @@ class ScriptedSource:
     def __init__(self) -> None:
         self.next: Observation | None = None
         self.targets: list[ScalingTarget] = []
+        self.forgotten: list[tuple[str, str]] = []
 
     def observe(self, target: ScalingTarget) -> Observation:
         self.targets.append(target)
         assert self.next is not None
         return self.next
+
+    def forget(self, namespace: str, name: str) -> None:
+        self.forgotten.append((namespace, name))
 
 
 def setup(**autoscaling: object) -> tuple[FakeCluster, AutoscaleReconciler, ScriptedSource]:
@@ -207,6 +211,8 @@ def test_switching_autoscaling_off_clears_its_status() -> None:
     autoscaler.tick("nlp", "bert")
     assert "MetricsAvailable" not in conditions(cluster) and "ScalingLimited" not in conditions(cluster)
     assert "observedLatencyMilliseconds" not in status(cluster)
+    # Its source forgets the counters too: a rate from them after a pause would average it in.
+    assert source.forgotten == [("nlp", "bert")]
 
 
 def test_the_pause_annotation_freezes_the_autoscaler_and_spec_replicas_applies() -> None:

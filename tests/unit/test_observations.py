@@ -7,6 +7,8 @@ from typing import Any
 
 import pytest
 import requests
+import urllib3
+from kubernetes.client.exceptions import ApiException
 from prometheus_api_client.exceptions import PrometheusApiClientException
 
 from tritonscale.api.observation import ScalingTarget
@@ -14,11 +16,13 @@ from tritonscale.clients.observations import (
     SERIES_QUERIES,
     VALUE_LABEL,
     PrometheusSource,
+    TritonModelConfigs,
     TritonSource,
     _Counters,
     prometheus_duration_s,
     prometheus_queries,
     promql_string,
+    url_host,
 )
 
 TARGET = ScalingTarget(
@@ -318,3 +322,33 @@ def test_a_refused_query_reports_prometheus_own_words_without_the_query() -> Non
     )
     observation = source_with({**GOOD, "rate": error}).observe(TARGET)
     assert observation.missing == "Prometheus refused a query: 1:5: parse error: unexpected"
+
+
+def test_listing_the_triton_pods_failing_is_missing_metrics_not_an_error() -> None:
+    """The autoscaler holds and says why, as for any missing metrics; raised, the tick died and
+    status kept saying the metrics were fresh."""
+    for error, why in (
+        (ApiException(status=403, reason="Forbidden"), "HTTP 403"),
+        (urllib3.exceptions.MaxRetryError(None, "/api", "Connection refused"), "connection refused"),
+    ):
+
+        def endpoints(target: ScalingTarget, error: Exception = error) -> list[str]:
+            raise error
+
+        observation = TritonSource(endpoints).observe(TARGET)
+        assert observation.missing == f"listing the Triton pods failed ({why})"
+
+
+def test_ipv6_pods_are_read_at_bracketed_addresses(monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[str] = []
+
+    def get(url: str, timeout: float) -> Any:
+        asked.append(url)
+        raise requests.ConnectionError("refused")
+
+    monkeypatch.setattr(requests, "get", get)
+    TritonSource(lambda target: ["fd00::7"]).observe(TARGET)
+    TritonModelConfigs()(TARGET, ["fd00::7"])
+    assert asked and all(url.startswith("http://[fd00::7]:") for url in asked), asked
+    assert {urllib3.util.parse_url(url).host for url in asked} == {"[fd00::7]"}
+    assert url_host("10.0.0.1") == "10.0.0.1"

@@ -119,6 +119,11 @@ def prometheus_queries(target: ScalingTarget, window: str = "1m") -> dict[str, s
     return queries
 
 
+def url_host(address: str) -> str:
+    """An address as a URL's host: an IPv6 one in brackets."""
+    return f"[{address}]" if ":" in address else address
+
+
 def connection_failure(error: BaseException) -> str:
     """A few words for why a request failed (the full text, with the URL-encoded query, is logged)."""
     text = repr(error)
@@ -203,6 +208,9 @@ class PrometheusSource:
             elif key in series and value is not None:
                 series[key].append((labels, value))
         return values, series
+
+    def forget(self, namespace: str, name: str) -> None:
+        """Nothing is remembered per service: Prometheus keeps the history."""
 
     def observe(self, target: ScalingTarget) -> Observation:
         down = self._down
@@ -365,7 +373,7 @@ class TritonSource:
             # Triton's statistics extension (GET v2/models/<name>/stats): plain JSON, so the
             # operator needs no Triton client library (and none of its numpy weight).
             reply = requests.get(
-                f"http://{host}:{self.http_port}/v2/models/{quote(model, safe='')}/stats",
+                f"http://{url_host(host)}:{self.http_port}/v2/models/{quote(model, safe='')}/stats",
                 timeout=self.timeout_s,
             )
             reply.raise_for_status()
@@ -386,14 +394,21 @@ class TritonSource:
                         known[0] + executions,
                         known[1] + float(batch["compute_infer"]["ns"]),
                     )
-        metrics = requests.get(f"http://{host}:{self.metrics_port}/metrics", timeout=self.timeout_s)
+        metrics = requests.get(f"http://{url_host(host)}:{self.metrics_port}/metrics", timeout=self.timeout_s)
         metrics.raise_for_status()
         text = metrics.text
         counters.summaries, counters.pending = _summaries(text, target.models)
         return counters
 
     def observe(self, target: ScalingTarget) -> Observation:
-        hosts = self.endpoints(target)
+        try:
+            hosts = self.endpoints(target)
+        except Exception as error:
+            # Said like any missing metrics (the autoscaler holds), not raised out of the tick.
+            status = getattr(error, "status", None)  # the Kubernetes client's ApiException
+            why = f"HTTP {status}" if isinstance(status, int) else connection_failure(error)
+            log.info("listing the Triton pods of %s/%s failed: %s", target.namespace, target.name, error)
+            return Observation.unavailable(f"listing the Triton pods failed ({why})", target.ready_replicas)
         history = self._history.setdefault((target.namespace, target.name), _History())
         if not hosts:
             return Observation.unavailable("no ready Triton pods", 0)
@@ -486,7 +501,7 @@ class TritonModelConfigs:
                 configs = []
                 for model in target.models:
                     reply = requests.get(
-                        f"http://{host}:{self.http_port}/v2/models/{quote(model, safe='')}/config",
+                        f"http://{url_host(host)}:{self.http_port}/v2/models/{quote(model, safe='')}/config",
                         timeout=self.timeout_s,
                     )
                     reply.raise_for_status()
@@ -525,3 +540,6 @@ class UnavailableSource:
 
     def observe(self, target: ScalingTarget) -> Observation:
         return Observation.unavailable(self.reason, target.ready_replicas)
+
+    def forget(self, namespace: str, name: str) -> None:
+        """Nothing is remembered."""

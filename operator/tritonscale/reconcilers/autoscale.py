@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 class ObservationSource(Protocol):
     def observe(self, target: ScalingTarget) -> Observation: ...
 
+    def forget(self, namespace: str, name: str) -> None:
+        """Drop what it remembers of the service (the counters its rates are taken against)."""
+
 
 # Picks the source for a service: returns (source, its name for messages).
 SourceChooser = Callable[[InferenceService], tuple[ObservationSource, str]]
@@ -161,6 +164,7 @@ class AutoscaleReconciler:
         self.on_surge = on_surge  # asks for a tick now (the operator: the autoscale scheduler)
         self._routers: dict[tuple[str, str], _RouterWatch] = {}
         self._apply_pending: set[tuple[str, str]] = set()  # a count decided, not yet applied
+        self._sources: dict[tuple[str, str], ObservationSource] = {}  # the source each one last used
         # The variants' shares (spec.model.variants), set on the routers read every 2 s.
         self.variants = VariantController(set_router_cuts) if set_router_cuts is not None else None
 
@@ -173,6 +177,10 @@ class AutoscaleReconciler:
         self._facts.pop((namespace, name), None)
         self._routers.pop((namespace, name), None)
         self._apply_pending.discard((namespace, name))
+        # After a pause, a first rate against counters from before it would average the pause in.
+        source = self._sources.pop((namespace, name), None)
+        if source is not None:
+            source.forget(namespace, name)
         if self.variants is not None:
             self.variants.forget(namespace, name, release_routers=release_routers)
         AUTOSCALER.forget(namespace, name)
@@ -212,6 +220,10 @@ class AutoscaleReconciler:
         _, service = found
         started = time.perf_counter()
         source, source_name = self.choose_source(service)
+        previous_source = self._sources.get((namespace, name))
+        if previous_source is not None and previous_source is not source:
+            previous_source.forget(namespace, name)
+        self._sources[(namespace, name)] = source
         target = scaling_target(service, self.stack.options.cluster_domain)
         # The spot count from the copy the target's ready count came from (Prometheus reads it
         # there; Triton's statistics count live pods, newer still): from a later copy, a reclaim
