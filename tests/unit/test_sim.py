@@ -101,6 +101,9 @@ def test_observations_are_late_by_the_scrape_and_lag() -> None:
 def test_flaps_are_reversals_within_five_minutes() -> None:
     assert flap_stats([(0, 2), (10, 4), (20, 2), (400, 4)])[0] == 1
     assert flap_stats([(0, 2), (10, 4), (20, 6), (30, 8)])[0] == 0
+    # A reversal moves back at most what the step before it moved.
+    assert flap_stats([(0, 5), (60, 6), (120, 1)]) == (1, 1)
+    assert flap_stats([(0, 5), (60, 9), (120, 7)]) == (1, 2)
     assert flap_stats([(0, 2), (10, 4), (500, 2)])[0] == 0
 
 

@@ -177,17 +177,19 @@ class VariantReport:
 
 def flap_stats(changes: list[tuple[float, int]], within_s: float = 300.0) -> tuple[int, int]:
     """(reversals, replicas they moved): a reversal is a change against the direction of the
-    previous one, within `within_s` of it; its size is how many replicas it moved back."""
+    previous one, within `within_s` of it; its size is how many replicas it moved back (no more
+    than the previous change moved: 5 -> 6 -> 1 undoes one replica, the other four are a new
+    decision, not a flap)."""
     flaps = moved = 0
-    previous: tuple[float, int] | None = None  # (time, direction)
+    previous: tuple[float, int, int] | None = None  # (time, direction, size)
     for index in range(1, len(changes)):
         time, count = changes[index]
         step = count - changes[index - 1][1]
         direction = 1 if step > 0 else -1
         if previous is not None and direction != previous[1] and time - previous[0] <= within_s:
             flaps += 1
-            moved += abs(step)
-        previous = (time, direction)
+            moved += min(abs(step), previous[2])
+        previous = (time, direction, abs(step))
     return flaps, moved
 
 
