@@ -12,7 +12,8 @@ report on another, everyone on the same metric feed.
    training runs at the fewest replica-hours (or, if none does, its best attainment). Nothing of
    ours is tuned here: the latency policy runs as the operator ships it (with the routers'
    counts every 2 s; latency-metrics-only is the same policy without them).
-2. Test: the built-in workloads with seeds 4-6 and the six real production traces in
+2. Test: the built-in workloads with seeds 4-6 (and with seeds 7-9, a hold-out nobody looked
+   at while building the policy: seeds 4-6 were) and the six real production traces in
    ../shared/traces (read in place, never copied, never tuned on; skipped with a note when the
    folder is absent), each for its own length. Headline feed: Prometheus for every policy (rates
    over 30 s, 15 s scrape, 5 s late); each tunable baseline runs its whole sweep on every test
@@ -72,6 +73,9 @@ EXPECTED_TRACES = (
 )
 TRAIN_SEEDS = (1, 2, 3)
 TEST_SEEDS = (4, 5, 6)
+# Seeds 4-6 were looked at while the policy was built (README: "Train and test apart"); these
+# were not, by anyone, before this benchmark first ran them.
+HOLDOUT_SEEDS = (7, 8, 9)
 SWEEP = (0.5, 0.7, 0.9)
 FIXED = ("latency", "latency-metrics-only", "hpa-p95", "ray", "static-peak", "oracle")
 OURS = ("latency-metrics-only", "latency")  # the headline first: the same feed as every baseline
@@ -90,7 +94,7 @@ TARGETS = (
 
 @dataclass(frozen=True)
 class Job:
-    phase: str  # train or test
+    phase: str  # train, test or holdout
     workload: str  # a built-in name, or a trace file name
     seed: int
     feed: str
@@ -151,11 +155,13 @@ def pick_utilizations(records: list[dict[str, Any]]) -> dict[str, float]:
     return picked
 
 
-def summarize(records: list[dict[str, Any]], feed: str) -> dict[str, dict[str, dict[str, float]]]:
-    """workload -> policy -> means over its test runs on `feed`."""
+def summarize(
+    records: list[dict[str, Any]], feed: str, phase: str = "test"
+) -> dict[str, dict[str, dict[str, float]]]:
+    """workload -> policy -> means over its runs of `phase` on `feed`."""
     table: dict[str, dict[str, dict[str, float]]] = {}
     for record in records:
-        if record["phase"] != "test" or record["environment"]["feed"] != feed:
+        if record["phase"] != phase or record["environment"]["feed"] != feed:
             continue
         table.setdefault(record["workload"]["name"], {}).setdefault(record["policy"], {})
     for workload, policies in table.items():
@@ -163,7 +169,7 @@ def summarize(records: list[dict[str, Any]], feed: str) -> dict[str, dict[str, d
             runs = [
                 r
                 for r in records
-                if r["phase"] == "test"
+                if r["phase"] == phase
                 and r["environment"]["feed"] == feed
                 and r["workload"]["name"] == workload
                 and r["policy"] == policy
@@ -434,6 +440,11 @@ def main() -> None:
         for seed in test_seeds
         for feed, names in (("prometheus", headline), ("fresh", points))
     ]
+    test += [
+        Job("holdout", w, seed, "prometheus", headline, duration, args.mean_rps)
+        for w in WORKLOADS
+        for seed in (() if args.quick else HOLDOUT_SEEDS)
+    ]
     for trace in traces:
         test += [
             Job("test", trace, 1, "prometheus", part, 0.0, args.mean_rps) for part in chunks(headline, 6)
@@ -444,14 +455,19 @@ def main() -> None:
     records = train_records + test_records
     prometheus = summarize(records, "prometheus")
     fresh = summarize(records, "fresh")
+    holdout = summarize(records, "prometheus", "holdout")
     out = Console()
     print_table(prometheus, points, "Prometheus feed for everyone", out)
     print_table(fresh, points, "fresh feed for everyone", out)
+    print_table(holdout, points, "hold-out seeds 7-9, Prometheus feed", out)
     found = {name: verdicts(prometheus, name) for name in OURS}
+    found_holdout = {name: verdicts(holdout, name) for name in OURS}
     print(markdown(prometheus, points))
     print()
     print(markdown(fresh, points))
-    out.print(json.dumps(found, indent=1))
+    print()
+    print(markdown(holdout, points))
+    out.print(json.dumps({"test": found, "holdout": found_holdout}, indent=1))
     plot(prometheus, PLOT)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(
@@ -463,13 +479,14 @@ def main() -> None:
                 "traces": traces_note or f"{len(traces)} traces from {TRACES}",
                 "trace_sha256": trace_sha256,
                 "verdicts": found,
+                "verdicts_holdout": found_holdout,
                 "machine": {
                     "cpus": os.cpu_count(),
                     "python": platform.python_version(),
                     "platform": platform.platform(),
                 },
                 "elapsed_s": round(time.perf_counter() - started, 1),
-                "summary": {"prometheus": prometheus, "fresh": fresh},
+                "summary": {"prometheus": prometheus, "fresh": fresh, "holdout": holdout},
                 "runs": records,
             },
             indent=1,
