@@ -27,7 +27,8 @@ OPERATOR_NEEDS: tuple[Need, ...] = (
     Need("apps", "deployments", ("get", "list", "watch", "create", "patch", "delete"),
          "Triton and router Deployments: read before writing (never adopt), server-side apply, "
          "list to prune and for status, watch for readiness, delete a spot Deployment no longer wanted"),
-    Need("", "services", ("get", "create", "patch"), "the router and headless Services"),
+    Need("", "services", ("get", "list", "watch", "create", "patch"),
+         "the router and headless Services; watched, so one deleted by hand is put back at once"),
     Need("", "configmaps", ("get", "create", "patch"), "the router's haproxy.cfg"),
     Need("policy", "poddisruptionbudgets", ("get", "create", "patch"), "Triton and router PDBs"),
     Need("networking.k8s.io", "networkpolicies", ("get", "create", "patch", "delete"),

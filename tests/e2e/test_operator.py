@@ -15,6 +15,7 @@ import select
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -787,6 +788,65 @@ def test_deleting_the_inference_service_garbage_collects_every_child(
     # The operator does not put anything back for a resource that is gone.
     assert not _children(cluster, ns, name, ALL_KINDS)
     operator.assert_healthy()
+
+
+def test_a_service_or_deployment_deleted_by_hand_is_put_back_at_once(
+    cluster: Cluster, operator: OperatorThread
+) -> None:
+    """Not at the next resync (300 s): the Service is what clients call."""
+    ns, name = "e2e-put-back", "kept"
+    cluster.create_namespace(ns)
+    cluster.kubectl("apply", "-f", "-", input=_yaml(make_inference_service(name, ns, spec__replicas=1)))
+    wait_settled(cluster, operator, ns, name, Expected(replicas=1, on_demand=1, spot=0))
+    for kind, child in (("service", name), ("service", f"{name}-triton"), ("deployment", f"{name}-router")):
+        uid = cluster.get_json(kind, child, namespace=ns)["metadata"]["uid"]
+        cluster.kubectl("delete", kind, child, "-n", ns, "--wait=true")
+
+        def back(kind: str = kind, child: str = child, uid: str = uid) -> bool:
+            operator.assert_healthy()
+            result = cluster.kubectl("get", kind, child, "-n", ns, "-o", "json", check=False)
+            return result.returncode == 0 and json.loads(result.stdout)["metadata"]["uid"] != uid
+
+        cluster.wait_until(back, f"{kind} {child} to be put back", timeout_s=30)
+
+
+def test_a_foreground_deletion_is_not_undone(cluster: Cluster, operator: OperatorThread) -> None:
+    """With --cascade=foreground the children go while the resource still exists (with a
+    deletionTimestamp): their deletion events must not make the operator write them back. A
+    finalizer of the test's own keeps the resource there once its children are gone."""
+    ns, name = "e2e-foreground", "gone"
+    kinds = "deployments,services,configmaps,poddisruptionbudgets"
+    cluster.create_namespace(ns)
+    service = make_inference_service(
+        name, ns, spec__replicas=1, metadata__finalizers=["e2e.tritonscale.io/hold"]
+    )
+    cluster.kubectl("apply", "-f", "-", input=_yaml(service))
+    wait_settled(cluster, operator, ns, name, Expected(replicas=1, on_demand=1, spot=0))
+    cluster.kubectl("delete", "tis", name, "-n", ns, "--cascade=foreground", "--wait=false")
+    try:
+        cluster.wait_until(
+            lambda: not _children(cluster, ns, name, kinds), "the garbage collector to remove the children"
+        )
+        # The Deployments' and Services' deletion events ask for a resync at once: it has run
+        # within seconds; a put-back child would stay (its owner still exists).
+        for _ in range(5):
+            time.sleep(1)
+            assert not _children(cluster, ns, name, kinds), (
+                "a child of a resource being deleted was written back"
+            )
+        operator.assert_healthy()
+    finally:
+        cluster.kubectl(
+            "patch",
+            "tis",
+            name,
+            "-n",
+            ns,
+            "--type=merge",
+            "-p",
+            '{"metadata":{"finalizers":null}}',
+            check=False,
+        )
 
 
 def test_everything_is_admitted_in_a_restricted_namespace(cluster: Cluster, operator: OperatorThread) -> None:

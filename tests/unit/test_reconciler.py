@@ -515,3 +515,17 @@ def test_a_service_deleted_and_created_again_waits_seconds_for_its_predecessors_
     assert {o["metadata"]["ownerReferences"][0]["uid"] for o in cluster.objects.values()} == {
         "uid-created-again"
     }
+
+
+def test_an_inference_service_being_deleted_is_never_written_to() -> None:
+    """Foreground deletion removes the children first while the resource still exists: a child's
+    deletion event must not make the operator write it back."""
+    cluster, reconciler = setup()
+    reconciler.reconcile("vision", "resnet")
+    cluster.services[("vision", "resnet")]["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    cluster.objects.clear()
+    calls = len(cluster.calls)
+    assert reconciler.reconcile("vision", "resnet") is None
+    assert reconciler.refresh_status("vision", "resnet") is None
+    assert not cluster.objects
+    assert [c for c in cluster.calls[calls:] if c[0] != "get_inference_service"] == []

@@ -226,17 +226,33 @@ def resync_job(reconciler: StackReconciler) -> Callable[[str, str], float | None
     return run
 
 
+def _owner(body: kopf.Body) -> tuple[str, str] | None:
+    """(namespace, name) of the InferenceService a child belongs to."""
+    owner = next((ref for ref in body.metadata.get("ownerReferences", []) if ref.get("kind") == KIND), None)
+    namespace = body.metadata.namespace
+    return None if owner is None or namespace is None else (namespace, owner["name"])
+
+
 @kopf.on.event("apps", "v1", "deployments", labels={LABEL_MANAGED_BY: MANAGED_BY})
 async def child_deployment_changed(*, type: str, body: kopf.Body, memo: Any, **_: Any) -> None:
     """Pods became ready or went away: refresh status soon; a deleted child is recreated.
 
     Runs in the event loop and only schedules: a rollout sends a burst of Deployment events,
     and the refreshes they ask for within CHILD_EVENT_COALESCE_S become one."""
-    owner = next((ref for ref in body.metadata.get("ownerReferences", []) if ref.get("kind") == KIND), None)
-    namespace = body.metadata.namespace
-    if owner is None or namespace is None:
+    owner = _owner(body)
+    if owner is None:
         return
     if type == "DELETED":
-        memo.resync_scheduler.run_within(namespace, owner["name"], 0.0)
+        memo.resync_scheduler.run_within(*owner, 0.0)
     else:
-        memo.status_scheduler.run_within(namespace, owner["name"], CHILD_EVENT_COALESCE_S)
+        memo.status_scheduler.run_within(*owner, CHILD_EVENT_COALESCE_S)
+
+
+@kopf.on.event("", "v1", "services", labels={LABEL_MANAGED_BY: MANAGED_BY})
+async def child_service_deleted(*, type: str, body: kopf.Body, memo: Any, **_: Any) -> None:
+    """A Service deleted by hand is put back at once, not at the next resync (minutes): it is
+    what clients call, or how the routers find Triton. (When the InferenceService itself is
+    deleted the resync finds it gone and does nothing.)"""
+    owner = _owner(body)
+    if type == "DELETED" and owner is not None:
+        memo.resync_scheduler.run_within(*owner, 0.0)

@@ -264,6 +264,10 @@ class StackReconciler:
             body = self.api.get_inference_service(namespace, name)
             if body is None:
                 return None
+            if body["metadata"].get("deletionTimestamp"):
+                # Being deleted (foreground: its children go first): writing one back would only
+                # give the garbage collector more to remove.
+                return None
             try:
                 service = parse_inference_service(body)
             except InvalidInferenceService as invalid:
