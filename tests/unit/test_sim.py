@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -391,3 +392,36 @@ def test_every_baseline_reads_the_runs_feed(feed: str) -> None:
     for name in baselines:
         policy = make_policy(name, scenario, prepared.needed, prepared.table, prepared.tested)
         assert (policy.feed.scrape_s, policy.feed.lag_s) == (expected.scrape_s, expected.lag_s), name
+
+
+class _AgeProbe:
+    """Holds 2 replicas and notes the age of the sample each 15 s sync reads."""
+
+    name = "probe"
+    period_s = 15.0
+
+    def __init__(self, lag_s: float) -> None:
+        self.lag_s = lag_s
+        self.ages: list[float] = []
+
+    def step(self, view: Any) -> tuple[int, str]:
+        observation = view.observation(30.0, 15.0, self.lag_s)
+        if observation.usable:
+            self.ages.append(observation.sample_age_s)
+        return 2, "hold"
+
+
+def test_the_scrape_phase_sets_how_stale_a_synced_sample_is_but_not_a_read_at_decision_time() -> None:
+    """HPA syncs every 15 s, as often as Prometheus scrapes: with the scrapes at the syncs'
+    phase it always read the stalest sample (15 s old, each new one visible 5 s after a sync).
+    Where they fall is the cluster's."""
+    times = np.sort(np.random.default_rng(1).uniform(0.0, 300.0, 3000))
+    ages = {}
+    for phase in (0.0, 0.5):
+        probe = _AgeProbe(lag_s=5.0)
+        Simulation(times, SimEnvironment(), 100.0, 95.0, scrape_phase=phase).run(probe, 2, 300.0)
+        ages[phase] = set(probe.ages)
+    assert ages == {0.0: {15.0}, 0.5: {7.5}}
+    fresh = _AgeProbe(lag_s=0.0)
+    Simulation(times, SimEnvironment(), 100.0, 95.0, scrape_phase=0.5).run(fresh, 2, 300.0)
+    assert set(fresh.ages) == {0.0}

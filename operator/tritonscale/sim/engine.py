@@ -225,11 +225,22 @@ def window_attainment(
 class Simulation:
     """Runs policies against one arrival sequence; every run sees exactly the same requests."""
 
-    def __init__(self, arrivals: np.ndarray, env: SimEnvironment, slo_ms: float, percentile: float) -> None:
+    def __init__(
+        self,
+        arrivals: np.ndarray,
+        env: SimEnvironment,
+        slo_ms: float,
+        percentile: float,
+        scrape_phase: float = 0.0,
+    ) -> None:
+        """`scrape_phase`: where Prometheus's scrapes fall within the scrape interval (a fraction
+        of it), the same for every policy of a run; with none, a controller that syncs as often
+        as the scrapes (HPA: both 15 s) always read the stalest sample."""
         self.arrivals = np.ascontiguousarray(arrivals, dtype=float)
         self.env = env
         self.slo_s = slo_ms / 1000.0
         self.percentile = percentile
+        self.scrape_phase = scrape_phase
 
     def run(
         self,
@@ -302,7 +313,10 @@ class _Run:
         self._materialize()
         visible = self._now - lag_s
         if scrape_s > 0:
-            visible = math.floor(visible / scrape_s) * scrape_s
+            # A scrape's timing is the cluster's (phased); a read at decision time (no lag) is the
+            # controller's own.
+            offset = self.sim.scrape_phase * scrape_s if lag_s > 0 else 0.0
+            visible = math.floor((visible - offset) / scrape_s) * scrape_s + offset
         start = visible - window_s
         if start < 0:
             return Observation.unavailable("not enough history", self.ready, self._now - visible)

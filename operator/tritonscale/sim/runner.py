@@ -133,7 +133,11 @@ def prepare(scenario: Scenario, rate_factor: float = 1.0) -> Prepared:
     needed = replicas_per_window(times, workload.duration_s, table)
     lead = math.ceil((scenario.env.cold_start_s + ORACLE_WINDOW_S) / ORACLE_WINDOW_S) + 1
     initial = max(needed[:lead])
-    simulation = Simulation(times, scenario.env, scenario.objective.target_ms, scenario.objective.percentile)
+    # Where the scrapes fall, drawn per scenario and the same for every policy in it.
+    phase = float(np.random.default_rng([scenario.seed, 15]).random())
+    simulation = Simulation(
+        times, scenario.env, scenario.objective.target_ms, scenario.objective.percentile, scrape_phase=phase
+    )
     tested = load_test(scenario.env, scenario.objective, table, seed=scenario.seed)
     return Prepared(simulation, needed, table, initial, tested)
 
