@@ -173,6 +173,43 @@ def test_http_and_grpc_inference_through_the_router(
     assert asyncio.run(through_project_client("grpc", router.grpc_endpoint)) == set(pool.addresses)
 
 
+def test_a_grpc_stream_through_the_router_answers_each_request_and_stays_open(
+    make_router: Callable[[str], LocalRouter], pool: TritonPool
+) -> None:
+    """ModelStreamInfer (tritonclient's start_stream: decoupled models, LLM tokens) is one
+    request that never ends: the router must pass each message on at once and keep the stream
+    open past its 10 s limit for a request's headers and body (held whole, it failed with a 408)."""
+    router = make_router("RoundRobin")
+    client = grpcclient.InferenceServerClient(router.grpc_endpoint)
+    replies: list[tuple[float, str]] = []
+    arrived = threading.Condition()
+
+    def on_reply(result: grpcclient.InferResult | None, error: Exception | None) -> None:
+        with arrived:
+            replies.append((time.monotonic(), str(error) if error else "ok"))
+            arrived.notify_all()
+
+    def send_and_wait(count: int) -> float:
+        data = np.full((1, 1), 3.0, dtype=np.float32)
+        tensor = grpcclient.InferInput("INPUT0", [1, 1], "FP32")
+        tensor.set_data_from_numpy(data)
+        sent = time.monotonic()
+        client.async_stream_infer(INSTANT_MODEL, [tensor])
+        with arrived:
+            assert arrived.wait_for(lambda: len(replies) >= count, timeout=30), "no reply on the stream"
+        assert replies[-1][1] == "ok", replies
+        return replies[-1][0] - sent
+
+    client.start_stream(callback=on_reply)
+    try:
+        assert send_and_wait(1) < 5.0
+        time.sleep(11.0)  # past `timeout http-request 10s`
+        assert send_and_wait(2) < 5.0
+    finally:
+        client.stop_stream()
+        client.close()
+
+
 def test_round_robin_splits_evenly(make_router: Callable[[str], LocalRouter], pool: TritonPool) -> None:
     router = make_router("RoundRobin")
     shares = replica_shares(run_load(router.http_endpoint, INSTANT_MODEL, threads=4, seconds=2.0))

@@ -364,7 +364,7 @@ def assert_triton_values_stay_whole(service: InferenceService, objects: list[dic
         assert all(isinstance(arg, str) for arg in args)
         managed = args[: len(args) - len(user_args)]
         assert args[len(managed) :] == user_args, args
-        assert len(managed) == 9 and managed[0] == "tritonserver", args
+        assert len(managed) == 10 and managed[0] == "tritonserver", args
         assert managed[1] == f"--model-repository={spec.model.repository}"
         assert all(re.fullmatch(r"--[a-z-]+=[-a-z0-9_=:.,]+", arg) for arg in managed[2:]), managed
         assert container.get("env", []) == [{"name": var.name, "value": var.value} for var in spec.triton.env]

@@ -367,3 +367,24 @@ def test_router_defaults_never_ask_more_than_its_limits() -> None:
         "requests": {"ephemeral-storage": "64Mi"},
         "limits": {"cpu": "50m", "memory": "32Mi"},
     }
+
+
+def test_a_stopping_pod_has_the_time_its_longest_request_may_take() -> None:
+    """Triton and router pods stop after a 10 s pause (routers and kube-proxy drop them), with
+    the requests in flight given up to spec.loadBalancing.router.timeoutSeconds: a fixed 30 s
+    grace period killed every request still running 25 s in."""
+    service = parse_inference_service(
+        make_inference_service(spec__loadBalancing={"router": {"timeoutSeconds": 900}})
+    )
+    deployments = [
+        o
+        for o in render_stack(service, split_replicas(2, service.spec.capacity))
+        if o["kind"] == "Deployment"
+    ]
+    assert {d["metadata"]["name"] for d in deployments} == {"svc-ondemand", "svc-router"}
+    for deployment in deployments:
+        pod = deployment["spec"]["template"]["spec"]
+        assert pod["terminationGracePeriodSeconds"] == 10 + 900 + 5
+        assert pod["containers"][0]["lifecycle"]["preStop"] == {"sleep": {"seconds": 10}}
+    triton = next(d for d in deployments if d["metadata"]["name"] == "svc-ondemand")
+    assert "--exit-timeout-secs=900" in triton["spec"]["template"]["spec"]["containers"][0]["args"]

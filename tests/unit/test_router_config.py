@@ -66,7 +66,8 @@ def test_policy_selects_the_balance_algorithm(policy: str, algorithm: str) -> No
 
 def test_config_discovers_replicas_through_the_headless_service() -> None:
     config = config_for("LeastConnections", RouterOptions(), spec__autoscaling={"maxReplicas": 40})
-    assert "server-template triton 64 resnet-triton.vision.svc.cluster.local:8000 check" in config
+    # Twice the most replicas, a power of two: a rollout's surge and spot stand-ins fit beside them.
+    assert "server-template triton 128 resnet-triton.vision.svc.cluster.local:8000 check" in config
     # HAProxy 2.6 does not pass check-proto on to server-template clones: the gRPC backend's
     # health check names its HTTP/1 port and protocol in the check itself.
     assert "proto h2 check\n" in config and "http-check connect port 8000 proto h1" in config
@@ -116,9 +117,28 @@ def test_any_valid_resource_renders_a_valid_config_of_fixed_shape(
 
 @pytest.mark.parametrize("autoscaling", [None, {"minReplicas": 1, "maxReplicas": 12}])
 def test_scaling_never_changes_the_config_so_never_restarts_routers(autoscaling: object) -> None:
-    """The router Deployment rolls when haproxy.cfg changes: scaling from 1 to 32 replicas,
+    """The router Deployment rolls when haproxy.cfg changes: scaling from 1 to 16 replicas,
     by hand or by the autoscaler, must leave it byte for byte the same."""
     extra = {} if autoscaling is None else {"spec__autoscaling": autoscaling}
-    configs = {config_for("RoundRobin", RouterOptions(), spec__replicas=n, **extra) for n in range(1, 33)}
+    configs = {config_for("RoundRobin", RouterOptions(), spec__replicas=n, **extra) for n in range(1, 17)}
     assert len(configs) == 1
     assert "server-template triton 32 " in configs.pop()
+
+
+def test_streams_are_not_held_for_a_body_and_stops_wait_for_requests_in_flight() -> None:
+    """A gRPC stream (ModelStreamInfer) has no end to wait for: held, it failed with a 408 after
+    10 s; unary calls and HTTP requests are held whole so a crashed replica's can be retried.
+    A stop waits for requests in flight up to the longest one may take."""
+    config = config_for("RoundRobin", RouterOptions(), spec__loadBalancing__router={"timeoutSeconds": 900})
+    defaults = config.split("\ndefaults\n")[1].split("\nfrontend ")[0]
+    assert "http-buffer-request" not in defaults
+    http = config.split("\nfrontend http\n")[1].split("\nfrontend ")[0]
+    grpc = config.split("\nfrontend grpc\n")[1].split("\nfrontend ")[0]
+    assert "option http-buffer-request" in http
+    assert (
+        "http-request wait-for-body time 10s if !{ path /inference.GRPCInferenceService/ModelStreamInfer }"
+        in grpc
+    )
+    assert "hard-stop-after 900s" in config
+    assert "maxconn 4096" in http and "maxconn 4096" in grpc and "maxconn 8256" in config
+    assert "accepted_payload_size 65535" in config

@@ -6,10 +6,22 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
+from tritonscale.api.resource import InferenceService
 from tritonscale.api.spec import ResourceRequirements
 
 ZONE_KEY: Final = "topology.kubernetes.io/zone"
 HOSTNAME_KEY: Final = "kubernetes.io/hostname"
+# Triton and router pods pause this long before their stop signal, so that routers (DNS: the
+# EndpointSlice, a 5 s TTL, a 1 s re-resolution) and kube-proxy drop them while they still serve.
+PRE_STOP_S: Final = 10
+STOP_MARGIN_S: Final = 5
+
+
+def grace_period_s(service: InferenceService) -> int:
+    """A stopping Triton or router pod's grace period: the pause, then the longest a request in
+    flight may take (spec.loadBalancing.router.timeoutSeconds), and a margin; a fixed 30 s killed
+    every request still running 25 s in at each rollout, scale-down, drain or eviction."""
+    return PRE_STOP_S + service.spec.load_balancing.router.timeout_seconds + STOP_MARGIN_S
 
 
 def deployment(

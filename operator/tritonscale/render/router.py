@@ -15,8 +15,10 @@ from tritonscale.api.spec import DEFAULT_ROUTER_REQUESTS, BalancePolicy
 from tritonscale.ports import GRPC_PORT, HTTP_PORT, ROUTER_CONTROL_PORT, ROUTER_METRICS_PORT, variant_ports
 from tritonscale.render.names import COMPONENT_ROUTER, StackNames
 from tritonscale.render.pods import (
+    PRE_STOP_S,
     container_resources,
     deployment,
+    grace_period_s,
     restricted_container_security,
     restricted_pod_security,
     spread_constraints,
@@ -153,12 +155,13 @@ MIN_SERVER_SLOTS = 32
 
 
 def server_slots(service: InferenceService) -> int:
-    """How many server slots each backend keeps: room for the most replicas there can be,
-    rounded up to a power of two and at least MIN_SERVER_SLOTS, so that scaling (by hand or by
-    the autoscaler) leaves haproxy.cfg, and so the router pods, untouched. Empty slots cost no
-    health checks: HAProxy keeps them in maintenance until DNS fills them."""
+    """How many server slots each backend keeps: room for twice the most replicas there can be
+    (a rollout's surge and spot stand-ins run beside them: a ready pod beyond the slots got no
+    traffic), rounded up to a power of two and at least MIN_SERVER_SLOTS, so that scaling (by
+    hand or by the autoscaler) leaves haproxy.cfg, and so the router pods, untouched. Empty
+    slots cost no health checks: HAProxy keeps them in maintenance until DNS fills them."""
     spec = service.spec
-    most = max(spec.autoscaling.max_replicas if spec.autoscaling else 1, spec.replicas, 1)
+    most = 2 * max(spec.autoscaling.max_replicas if spec.autoscaling else 1, spec.replicas, 1)
     return max(MIN_SERVER_SLOTS, 1 << (most - 1).bit_length())
 
 
@@ -226,7 +229,7 @@ def render_router_deployment(service: InferenceService, names: StackNames, confi
     pod_spec: dict[str, Any] = {
         "automountServiceAccountToken": False,
         "securityContext": restricted_pod_security(HAPROXY_UID),
-        "terminationGracePeriodSeconds": 30,
+        "terminationGracePeriodSeconds": grace_period_s(service),
         "topologySpreadConstraints": spread_constraints(selector),
         "containers": [
             {
@@ -254,7 +257,7 @@ def render_router_deployment(service: InferenceService, names: StackNames, confi
                     "periodSeconds": 10,
                     "failureThreshold": 3,
                 },
-                "lifecycle": {"preStop": {"sleep": {"seconds": 5}}},
+                "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_S}}},
                 "securityContext": {**restricted_container_security(), "readOnlyRootFilesystem": True},
                 "volumeMounts": [
                     {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},

@@ -15,8 +15,10 @@ from tritonscale.render.names import (
     StackNames,
 )
 from tritonscale.render.pods import (
+    PRE_STOP_S,
     container_resources,
     deployment,
+    grace_period_s,
     restricted_container_security,
     restricted_pod_security,
     spread_constraints,
@@ -51,6 +53,8 @@ def _common_args(service: InferenceService) -> list[str]:
         "--metrics-config=summary_latencies=true",
         f"--metrics-config=summary_quantiles={summary_quantiles(service)}",
         "--strict-readiness=true",
+        # A stop lets the requests in flight finish, up to the longest one may take.
+        f"--exit-timeout-secs={service.spec.load_balancing.router.timeout_seconds}",
         *service.spec.triton.args,
     ]
 
@@ -102,8 +106,9 @@ def render_triton_deployment(
         "startupProbe": _http_probe("/v2/health/live", period=5, failures=120),
         "livenessProbe": _http_probe("/v2/health/live", period=10, failures=6),
         "readinessProbe": _http_probe("/v2/health/ready", period=2, failures=2),
-        # A short pause before SIGTERM lets routers drop the pod before it stops accepting.
-        "lifecycle": {"preStop": {"sleep": {"seconds": 5}}},
+        # A pause before SIGTERM lets routers drop the pod before it stops accepting (DNS: the
+        # EndpointSlice, a 5 s TTL, the router's 1 s re-resolution).
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_S}}},
         "securityContext": restricted_container_security(),
         "volumeMounts": [
             {"name": "shm", "mountPath": "/dev/shm"},
@@ -134,7 +139,7 @@ def render_triton_deployment(
     pod_spec: dict[str, Any] = {
         "containers": [container],
         "securityContext": restricted_pod_security(TRITON_UID),
-        "terminationGracePeriodSeconds": 30,
+        "terminationGracePeriodSeconds": grace_period_s(service),
         "tolerations": pool_tolerations(spec.capacity, spot)
         + accelerator_tolerations(spec.capacity, spec.accelerator),
         "topologySpreadConstraints": spread_constraints(names.component_selector(COMPONENT_TRITON)),
