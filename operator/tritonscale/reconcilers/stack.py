@@ -414,18 +414,19 @@ class StackReconciler:
             if (conflict := name_conflict(service, obj, existing[(obj["kind"], obj["metadata"]["name"])]))
             is not None
         ]
-        earlier = [
-            f"{kind} {name}"
-            for (kind, name), obj in existing.items()
-            if obj is not None and left_by_an_earlier_incarnation(service, obj)
-        ]
-        if conflicts and len(earlier) == len(conflicts):
-            raise TransientError(
-                f"the children of the InferenceService {service.name} deleted before this one was "
-                f"created are still being removed ({', '.join(earlier)})",
-                delay=2.0,
-            )
         if conflicts:
+            # Every conflict left by a predecessor of this name: it goes within seconds.
+            earlier = [
+                f"{kind} {name}"
+                for (kind, name), obj in existing.items()
+                if obj is not None and left_by_an_earlier_incarnation(service, obj)
+            ]
+            if len(earlier) == len(conflicts):
+                raise TransientError(
+                    f"the children of the InferenceService {service.name} deleted before this one was "
+                    f"created are still being removed ({', '.join(earlier)})",
+                    delay=2.0,
+                )
             raise NameConflictError(
                 "; ".join(conflicts) + ". Nothing was applied: rename this InferenceService "
                 "or remove the other object."
