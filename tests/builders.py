@@ -222,6 +222,29 @@ INVALID_CASES: list[tuple[str, dict[str, Any], str]] = [
         "spec.triton.env",
     ),
     ("image-has-space", {"spec.triton": {"image": "triton server"}}, "spec.triton.image"),
+    (
+        "env-value-and-value-from",
+        {
+            "spec.triton": {
+                "env": [{"name": "A", "value": "1", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]
+            }
+        },
+        "spec.triton.env[0].valueFrom",
+    ),
+    (
+        "env-value-from-names-no-source",
+        {"spec.triton": {"env": [{"name": "A", "valueFrom": {}}]}},
+        "spec.triton.env[0].valueFrom.secretKeyRef",
+    ),
+    (
+        "env-secret-name-invalid",
+        {
+            "spec.triton": {
+                "env": [{"name": "A", "valueFrom": {"secretKeyRef": {"name": "Bad_Name", "key": "k"}}}]
+            }
+        },
+        "spec.triton.env[0].valueFrom.secretKeyRef.name",
+    ),
 ]
 
 

@@ -223,6 +223,26 @@ def test_triton_container_runs_the_managed_command_line_and_probes() -> None:
     assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
 
 
+def test_env_values_from_secrets_and_config_maps_are_left_to_the_kubelet() -> None:
+    env = [
+        {"name": "AWS_SECRET_ACCESS_KEY", "valueFrom": {"secretKeyRef": {"name": "store", "key": "secret"}}},
+        {
+            "name": "REGION",
+            "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "region", "optional": True}},
+        },
+    ]
+    obj = make_inference_service(spec__triton={"env": env})
+    deployment = by_kind_name(stack_of(service_from(obj)))[("Deployment", "svc-ondemand")]
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["env"] == [
+        {"name": "AWS_SECRET_ACCESS_KEY", "valueFrom": {"secretKeyRef": {"name": "store", "key": "secret"}}},
+        {
+            "name": "REGION",
+            "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "region", "optional": True}},
+        },
+    ]
+
+
 def test_every_pod_meets_the_restricted_pod_security_level() -> None:
     obj = make_inference_service(spec__capacity={"spot": {"enabled": True}})
     for deployment in (o for o in stack_of(service_from(obj)) if o["kind"] == "Deployment"):

@@ -240,8 +240,53 @@ class ModelSource(ApiModel):
         return names
 
 
+class KeyReference(ApiModel):
+    """One key of a Secret or ConfigMap in the InferenceService's namespace. The kubelet reads
+    it when it starts a replica: the operator needs no access to it."""
+
+    name: str = Field(
+        min_length=1,
+        max_length=253,
+        pattern=DNS_SUBDOMAIN_PATTERN,
+        description="The Secret's or ConfigMap's name.",
+    )
+    key: str = Field(
+        min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$", description="The key within it."
+    )
+    optional: bool = Field(
+        default=False,
+        description="Start the replica without the variable when the object or key is missing (false: the replica waits for it).",
+    )
+
+
+class EnvVarSource(ApiModel):
+    """Where a variable's value comes from instead of the spec (credentials belong in a Secret:
+    a value in the spec is readable by everyone who may read the InferenceService)."""
+
+    rules = (
+        Rule(
+            field="secretKeyRef",
+            message="valueFrom takes exactly one of secretKeyRef and configMapKeyRef",
+            cel="has(self.secretKeyRef) != has(self.configMapKeyRef)",
+            holds=lambda self: (self.secret_key_ref is None) != (self.config_map_key_ref is None),
+        ),
+    )
+
+    secret_key_ref: KeyReference | None = Field(default=None, description="A key of a Secret.")
+    config_map_key_ref: KeyReference | None = Field(default=None, description="A key of a ConfigMap.")
+
+
 class EnvVar(ApiModel):
-    """An environment variable for the Triton container."""
+    """An environment variable for the Triton container: a value, or a Secret's or ConfigMap's key."""
+
+    rules = (
+        Rule(
+            field="valueFrom",
+            message="an environment variable takes a value or valueFrom, not both",
+            cel="!has(self.valueFrom) || !has(self.value) || self.value == ''",
+            holds=lambda self: self.value_from is None or self.value == "",
+        ),
+    )
 
     name: str = Field(
         min_length=1,
@@ -250,6 +295,13 @@ class EnvVar(ApiModel):
         description="Variable name.",
     )
     value: str = Field(default="", max_length=4096, pattern=C_STRING_PATTERN, description="Variable value.")
+    value_from: EnvVarSource | None = Field(
+        default=None,
+        description=(
+            "Take the value from a Secret's or ConfigMap's key, e.g. cloud storage credentials: "
+            "{secretKeyRef: {name: model-store, key: AWS_SECRET_ACCESS_KEY}}."
+        ),
+    )
 
 
 def _sets_managed_metrics_config(arg: str) -> bool:

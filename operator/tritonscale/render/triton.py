@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from tritonscale.api.resource import InferenceService
-from tritonscale.api.spec import DEFAULT_TRITON_REQUESTS
+from tritonscale.api.spec import DEFAULT_TRITON_REQUESTS, EnvVar, KeyReference
 from tritonscale.ports import GRPC_PORT, HTTP_PORT, METRICS_PORT, variant_ports
 from tritonscale.render.names import (
     COMPONENT_TRITON,
@@ -35,6 +35,23 @@ TRITON_UID: Final = 1000  # the `triton-server` user of NVIDIA's images
 
 
 DEFAULT_SUMMARY_QUANTILES = ((0.5, 0.05), (0.9, 0.01), (0.95, 0.001), (0.99, 0.001))
+
+
+def env_var(var: EnvVar) -> dict[str, Any]:
+    """The container's variable: its value, or the Secret's or ConfigMap's key the kubelet reads."""
+    if var.value_from is None:
+        return {"name": var.name, "value": var.value}
+    source = var.value_from
+    kind, ref = (
+        ("secretKeyRef", source.secret_key_ref)
+        if source.secret_key_ref is not None
+        else ("configMapKeyRef", source.config_map_key_ref)
+    )
+    assert isinstance(ref, KeyReference)  # the model's rule: exactly one of the two
+    selector: dict[str, Any] = {"name": ref.name, "key": ref.key}
+    if ref.optional:
+        selector["optional"] = True
+    return {"name": var.name, "valueFrom": {kind: selector}}
 
 
 def summary_quantiles(service: InferenceService) -> str:
@@ -134,7 +151,7 @@ def render_triton_deployment(
     if spec.triton.image_pull_policy is not None:
         container["imagePullPolicy"] = spec.triton.image_pull_policy.value
     if spec.triton.env:
-        container["env"] = [{"name": var.name, "value": var.value} for var in spec.triton.env]
+        container["env"] = [env_var(var) for var in spec.triton.env]
 
     pod_spec: dict[str, Any] = {
         "containers": [container],
