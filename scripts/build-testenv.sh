@@ -42,9 +42,44 @@ BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd hel
 log() { printf '[build-testenv] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
+# Go >= 1.26 from PATH or /usr/local/go; else the pinned toolchain from the Go module proxy
+# (golang.org/toolchain, what `go` itself fetches for GOTOOLCHAIN), cached.
+GO_FALLBACK=1.26.8
+go_ok() { [[ -n "$1" ]] && "$1" env GOVERSION 2>/dev/null | grep -Eq '^go1\.(2[6-9]|[3-9][0-9])'; }
+fetch_go() {
+  local dest="$CACHE/go-$GO_FALLBACK" proxy=${GOPROXY:-https://proxy.golang.org}
+  proxy=${proxy%%[,|]*}
+  [[ $proxy == direct || $proxy == off ]] && proxy=https://proxy.golang.org
+  if [[ ! -x "$dest/bin/go" ]]; then
+    log "no Go >= 1.26 here: fetching go$GO_FALLBACK from $proxy into $dest"
+    python3 - "$proxy/golang.org/toolchain/@v/v0.0.1-go$GO_FALLBACK.linux-amd64.zip" "$dest" <<'PY' || die "could not fetch Go; install go >= 1.26 and put it on PATH"
+import os, shutil, sys, tempfile, urllib.request, zipfile
+url, dest = sys.argv[1], sys.argv[2]
+stage = tempfile.mkdtemp(dir=os.path.dirname(dest) or ".")
+with tempfile.TemporaryFile() as data:
+    with urllib.request.urlopen(url, timeout=60) as response:
+        shutil.copyfileobj(response, data)
+    with zipfile.ZipFile(data) as archive:
+        for entry in archive.infolist():
+            # golang.org/toolchain@v0.0.1-go1.26.8.linux-amd64/bin/go -> bin/go
+            relative = entry.filename.partition("@")[2].partition("/")[2]
+            if not relative or entry.is_dir():
+                continue
+            target = os.path.join(stage, relative)
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            with archive.open(entry) as source, open(target, "wb") as out:
+                shutil.copyfileobj(source, out)
+            os.chmod(target, (entry.external_attr >> 16) & 0o777 or 0o644)
+shutil.rmtree(dest, ignore_errors=True)
+os.rename(stage, dest)
+PY
+  fi
+  GO="$dest/bin/go"
+}
 GO=$(command -v go || true)
-if [[ -z "$GO" && -x /usr/local/go/bin/go ]]; then GO=/usr/local/go/bin/go; fi
-[[ -n "$GO" ]] || die "no Go toolchain found (need go >= 1.26 on PATH or at /usr/local/go/bin/go)"
+if ! go_ok "$GO" && go_ok /usr/local/go/bin/go; then GO=/usr/local/go/bin/go; fi
+if ! go_ok "$GO"; then mkdir -p "$CACHE"; fetch_go; fi
+go_ok "$GO" || die "no usable Go toolchain (need go >= 1.26; $GO says $("$GO" env GOVERSION 2>&1))"
 
 export GOMODCACHE="$CACHE/gomod"
 export GOCACHE="$CACHE/gocache"
@@ -125,6 +160,8 @@ build_watched() {
   shift
   (cd "$dir" && exec "$GO" build "$@") &
   local pid=$! last_beat=$SECONDS b
+  # Ctrl-C or a kill stops the build too (a background job would ignore SIGINT and hold the lock).
+  trap 'kill "$pid" 2>/dev/null; exit 130' INT TERM
   local -A seen=()
   while kill -0 "$pid" 2>/dev/null; do
     for b in "${expect[@]}"; do
@@ -139,6 +176,7 @@ build_watched() {
     fi
     sleep 1
   done
+  trap - INT TERM
   wait "$pid" || return $?
   for b in "${expect[@]}"; do
     if [[ -z ${seen[$b]:-} && -x "$outdir/$b" ]]; then log "built $(label "$b") ($((SECONDS - start))s)"; fi
@@ -152,7 +190,7 @@ fi
 mkdir -p "$OUT"
 # One builder at a time per cache (parallel test sessions may call this concurrently).
 exec 9>"$OUT/.lock"
-flock 9
+flock -n 9 || { log "another build of $OUT is running: waiting for it"; flock 9; }
 
 STAMP=$(stamp_value)
 if (( ! FORCE )) && all_present && [[ -f "$OUT/stamp" && "$(cat "$OUT/stamp")" == "$STAMP" ]]; then

@@ -30,7 +30,6 @@ All servers listen on 127.0.0.1 only.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import secrets
@@ -53,7 +52,7 @@ import yaml
 
 from tritonscale_sandbox.net import free_ports, wait_for_port
 from tritonscale_sandbox.paths import cache_root
-from tritonscale_sandbox.process import log_tail, spawn
+from tritonscale_sandbox.process import die_with_parent, log_tail, spawn
 from tritonscale_sandbox.process import stop as stop_process
 
 __all__ = [
@@ -623,14 +622,6 @@ def find_bin_dir(bin_dir: Path | None = None) -> Path:
     )
 
 
-def _set_parent_death_signal() -> None:  # pragma: no cover - runs in the child before exec
-    """Ask Linux to SIGKILL the child when the thread that started it dies."""
-    with contextlib.suppress(Exception):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
-
-
 # --------------------------------------------------------------------------------------------
 # Processes
 
@@ -936,7 +927,7 @@ class Cluster:
             log_path,
             cwd=self.workdir,
             banner=f"$ {' '.join(argv)}",
-            preexec_fn=_set_parent_death_signal if self._kill_with_parent else None,
+            preexec_fn=die_with_parent if self._kill_with_parent else None,
         )
         self._components.append(_Component(name, argv, log_path, process))
 

@@ -19,15 +19,18 @@ import itertools
 import json
 import math
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -45,12 +48,15 @@ from tritonscale_sandbox.cluster import (
     ON_DEMAND,
     SPOT,
     Cluster,
+    ClusterError,
     NodePool,
     node_manifests,
 )
 from tritonscale_sandbox.monitoring import ClusterPrometheus, install_monitoring_crds
-from tritonscale_sandbox.node_agent import NodeAgent
+from tritonscale_sandbox.node_agent import NodeAgent, PodNetworkError
 from tritonscale_sandbox.paths import cache_root
+from tritonscale_sandbox.process import left_in_sessions, sessions_mark
+from tritonscale_sandbox.router import RouterError
 from tritonscale_sandbox.triton import SimulatedModel, install_dir, install_triton, model_repository
 
 REPO = Path(__file__).resolve().parents[2]
@@ -170,6 +176,23 @@ def inference_service(repository: Path) -> dict[str, Any]:
 # Set-up of what is missing
 
 
+class DemoFailure(RuntimeError):
+    """A step of the demo failed in a way a user can act on: said in one line, no traceback."""
+
+
+# What can go wrong on a user's machine (a missing or broken component, a port taken, a step
+# timing out): said in a line with where the logs are. Anything else is a bug: its traceback.
+EXPECTED_FAILURES = (
+    DemoFailure,
+    ClusterError,
+    PodNetworkError,
+    RouterError,
+    TimeoutError,
+    RuntimeError,
+    OSError,
+)
+
+
 def ensure_installed(console: Console) -> None:
     """Build or download what is missing (cached under the versioned cache dir), with the
     scripts' own progress shown."""
@@ -178,10 +201,11 @@ def ensure_installed(console: Console) -> None:
         "[bold]Kubernetes control plane[/] (scripts/build-testenv.sh: seconds when cached, "
         "7-13 minutes the first time on 2 cores)"
     )
-    subprocess.run([str(testenv)], check=True)
+    if subprocess.run([str(testenv)], check=False).returncode != 0:
+        raise DemoFailure("building the control plane failed: scripts/build-testenv.sh's output is above")
     if not (install_dir() / "COMPLETE").is_file():
-        console.print("[bold]tritonserver[/] (scripts/install-triton.sh)")
-    install_triton()
+        console.print("[bold]tritonserver[/] (scripts/install-triton.sh: a 55 MB download the first time)")
+    install_triton(show_progress=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -204,6 +228,10 @@ class Sample:
 class Timeline:
     samples: list[Sample] = field(default_factory=list)
     steps: list[tuple[float, str]] = field(default_factory=list)
+    failed_steps: list[str] = field(default_factory=list)
+    """Scripted steps that raised, with the error: the rest of the scenario still runs."""
+    started_at: datetime | None = None
+    """When t=0 was on the wall clock (the end of the warm-up)."""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -223,7 +251,8 @@ class DemoEnvironment:
         say("starting the control plane (etcd, kube-apiserver, controller-manager, scheduler)")
         self.cluster = Cluster.start(self.work_dir / "cluster", node_pools=node_pools())
         say("starting the node agent: 5 process-backed nodes (2 on-demand, 3 spot) and the cluster DNS")
-        self.agent = NodeAgent(self.cluster, self.work_dir / "nodes").start()
+        self.agent = NodeAgent(self.cluster, self.work_dir / "nodes")  # kept first: stop() cleans up
+        self.agent.start()
         install_monitoring_crds(self.cluster)
         self.prometheus = ClusterPrometheus(
             self.cluster, self.work_dir / "prometheus", host=PROMETHEUS_HOST, scrape_interval_s=2.0
@@ -256,13 +285,14 @@ class DemoEnvironment:
         )
         say(f"serving after {time.monotonic() - t0:.0f} s")
 
-    def stop(self) -> None:
+    def stop(self, keep_logs: bool = False) -> None:
+        """Stop everything; `keep_logs` keeps the control plane's logs (after a failure)."""
         if self.agent is not None:
             self.agent.stop(grace_s=2.0)
         if self.prometheus is not None:
             self.prometheus.stop()
         if self.cluster is not None:
-            self.cluster.stop()
+            self.cluster.stop(keep_logs=keep_logs)
 
     def processes(self) -> list[tuple[str, int]]:
         """Every process the demo started (for the no-process-left check)."""
@@ -341,7 +371,14 @@ class DemoEnvironment:
                 self.api.request("DELETE", f"/api/v1/nodes/{node}")
 
     def return_spot(self) -> None:
-        self.api.apply_yaml(node_manifests([p for p in node_pools() if p.name == "spot"]))
+        """New machines, under new names as Karpenter gives them: pods of the old ones that the
+        pod garbage collector has not removed yet stay on nodes that are gone."""
+        nodes = node_manifests([p for p in node_pools() if p.name == "spot"])
+        for node in nodes:
+            name = f"{node['metadata']['name']}-{int(time.time()) % 100000}"
+            node["metadata"]["name"] = name
+            node["metadata"]["labels"]["kubernetes.io/hostname"] = name
+        self.api.apply_yaml(nodes)
 
 
 def _ready(service: dict[str, Any]) -> bool:
@@ -449,10 +486,15 @@ def run_steps(
         if stop.wait(max(0.0, started + at_s - time.monotonic())):
             return
         action = actions.get(step)
-        if action is not None:
-            action()
+        at = time.monotonic() - started
+        try:
+            if action is not None:
+                action()
+        except Exception as error:
+            with timeline.lock:
+                timeline.failed_steps.append(f"{step} at t={at:.0f}s: {type(error).__name__}: {error}")
         with timeline.lock:
-            timeline.steps.append((time.monotonic() - started, step))
+            timeline.steps.append((at, step))
 
 
 # --------------------------------------------------------------------------------------------
@@ -472,10 +514,15 @@ class Summary:
     scale_downs: int
     decisions: list[str]
     fallback_s: float | None
-    """From losing every spot node until ready replicas were back at the desired count."""
+    """From losing every spot node until ready replicas, none of them on spot, were back at the
+    desired count (None: never before spot returned)."""
+    surge_breached: bool
+    """Whether the client's 10-second p95 went over the objective during the surge."""
     surge_recovered_s: float | None
-    """From the surge until the client's 10-second p95 was back under the objective."""
+    """From the surge until the client's 10-second p95 was under the objective for the rest of
+    the surge: 0 when it never went over, None when it was still over at the surge's end."""
     replicas_after_surge: int | None
+    failed_steps: list[str]
 
 
 def _percentile(values: list[float], q: float) -> float | None:
@@ -502,6 +549,31 @@ def client_windows(samples: RunSamples, width_s: float = 10.0) -> list[tuple[flo
     return windows
 
 
+def surge_recovery(
+    windows: list[tuple[float, float | None, float]], scenario: Scenario
+) -> tuple[bool, float | None]:
+    """(whether the p95 went over the objective in the surge, the seconds from the surge until it
+    stayed under for the rest of it: 0 if never over, None if over at its end)."""
+    during = [(end, p95) for end, p95, _ in windows if scenario.surge_at_s < end <= scenario.surge_end_at_s]
+    over = [end for end, p95 in during if p95 is not None and p95 > OBJECTIVE_MS]
+    if not during:
+        return False, None
+    if not over:
+        return False, 0.0
+    if over[-1] >= during[-1][0]:
+        return True, None
+    return True, over[-1] - scenario.surge_at_s
+
+
+def _event_time(event: dict[str, Any]) -> datetime | None:
+    stamp = event.get("lastTimestamp") or event.get("eventTime")
+    if not stamp:
+        return None
+    with contextlib.suppress(ValueError):
+        return datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
+    return None
+
+
 def summarise(
     samples: RunSamples, timeline: Timeline, scenario: Scenario, events: list[dict[str, Any]]
 ) -> Summary:
@@ -512,22 +584,27 @@ def summarise(
         (b.at_s - a.at_s) * (a.on_demand_ready + a.spot_ready) for a, b in itertools.pairwise(points)
     )
     reclaim = next((at for at, step in timeline.steps if step == "spot nodes reclaimed"), None)
+    spot_back = next((at for at, step in timeline.steps if step == "spot returns"), math.inf)
     fallback_s = None
     if reclaim is not None:
-        after = [p for p in points if p.at_s >= reclaim and p.desired]
-        back = next((p for p in after if p.on_demand_ready + p.spot_ready >= (p.desired or 0)), None)
-        fallback_s = None if back is None else max(0.0, back.at_s - reclaim)
-    windows = client_windows(samples)
-    surge_recovered = next(
-        (end - scenario.surge_at_s for end, p95, _ in windows
-         if end > scenario.surge_at_s + 10 and p95 is not None and p95 <= OBJECTIVE_MS),
-        None,
-    )  # fmt: skip
+        # Only samples that no longer count a lost spot pod as ready (the agent marks them
+        # within a sync of the nodes going), before spot comes back.
+        after = [p for p in points if reclaim <= p.at_s < spot_back and p.desired and p.spot_ready == 0]
+        back = next((p for p in after if p.on_demand_ready >= (p.desired or 0)), None)
+        fallback_s = None if back is None else back.at_s - reclaim
+    breached, recovered = surge_recovery(client_windows(samples), scenario)
+    # Decisions of the scenario, not of the set-up and warm-up.
+    since = timeline.started_at
+    scenario_events = [
+        e for e in events if since is None or ((when := _event_time(e)) is not None and when >= since)
+    ]
     decisions = [
         f"{e.get('reason')}: {e.get('message')}"
-        for e in sorted(events, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
+        for e in sorted(scenario_events, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
         if e.get("reason") in ("ScaledUp", "ScaledDown", "SpotFallback", "SpotDrained", "SpotReturn")
     ]
+    desired = [p.desired for p in points if p.desired is not None]
+    steps = list(itertools.pairwise(desired))
     final = points[-1] if points else None
     return Summary(
         requests=total,
@@ -535,13 +612,15 @@ def summarise(
         attainment=within / total if total else 0.0,
         client_p95_ms=_percentile([lat * 1000 for lat in samples.latencies], 0.95),
         replica_seconds=replica_seconds,
-        peak_desired=max((p.desired or 0 for p in points), default=0),
-        scale_ups=sum(int(e.get("count") or 1) for e in events if e.get("reason") == "ScaledUp"),
-        scale_downs=sum(int(e.get("count") or 1) for e in events if e.get("reason") == "ScaledDown"),
+        peak_desired=max(desired, default=0),
+        scale_ups=sum(1 for a, b in steps if b > a),
+        scale_downs=sum(1 for a, b in steps if b < a),
         decisions=decisions,
         fallback_s=fallback_s,
-        surge_recovered_s=surge_recovered,
+        surge_breached=breached,
+        surge_recovered_s=recovered,
         replicas_after_surge=None if final is None else final.desired,
+        failed_steps=list(timeline.failed_steps),
     )
 
 
@@ -623,8 +702,17 @@ def summary_table(summary: Summary) -> Table:
     table.add_row("replica-seconds", f"{summary.replica_seconds:.0f}")
     table.add_row("peak desired replicas", str(summary.peak_desired))
     table.add_row("scale-ups / scale-downs", f"{summary.scale_ups} / {summary.scale_downs}")
-    table.add_row("p95 back under objective after the surge", fmt(summary.surge_recovered_s, " s"))
+    recovery = (
+        "never over the objective"
+        if not summary.surge_breached
+        else "still over at the surge's end"
+        if summary.surge_recovered_s is None
+        else f"under for good {summary.surge_recovered_s:.0f} s into it"
+    )
+    table.add_row("client p95 (10 s windows) in the surge", recovery)
     table.add_row("capacity back after losing every spot node", fmt(summary.fallback_s, " s"))
+    for failure in summary.failed_steps:
+        table.add_row("[red]step failed[/]", failure)
     return table
 
 
@@ -668,6 +756,28 @@ class DemoResult:
     processes: list[tuple[str, int]] = field(default_factory=list)
     """Every process the demo had started, just before it stopped them."""
     left_behind: list[tuple[str, int]] = field(default_factory=list)
+    """Every process still alive after the stop in a session the demo started (pods the agent
+    no longer tracked and their helpers included)."""
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.left_behind) or bool(self.summary and self.summary.failed_steps)
+
+
+@contextlib.contextmanager
+def _uninterrupted() -> Iterator[None]:
+    """Ctrl-C (and SIGTERM, SIGHUP) ignored while stopping: a second press would leave half of
+    it running."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    stops = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in stops}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def run_demo(
@@ -678,6 +788,8 @@ def run_demo(
     load: LoadThread | None = None
     threads: list[threading.Thread] = []
     result = DemoResult()
+    mark = sessions_mark()
+    completed = False
     try:
         env.start()
         operators = env.api.request(
@@ -696,6 +808,9 @@ def run_demo(
         )
         load.start()
         started = time.monotonic() + scenario.warmup_s  # the scenario's clock starts after it
+        timeline.started_at = (datetime.now(UTC) + timedelta(seconds=scenario.warmup_s)).replace(
+            microsecond=0
+        )
         threads = [
             threading.Thread(target=observe, args=(env, timeline, started, stop), daemon=True),
             threading.Thread(target=run_steps, args=(env, scenario, timeline, started, stop), daemon=True),
@@ -730,6 +845,7 @@ def run_demo(
                     "scenario": asdict(scenario),
                     "summary": asdict(summary),
                     "steps": timeline.steps,
+                    "started_at": timeline.started_at.isoformat() if timeline.started_at else None,
                     "timeline": [asdict(s) for s in timeline.samples],
                 },
                 indent=1,
@@ -739,10 +855,12 @@ def run_demo(
         for decision in summary.decisions:
             console.print(f"  {decision}")
         console.print(f"timeline: {results_dir / 'demo.png'}; figures: {results_dir / 'demo.json'}")
+        completed = True
         if keep:
+            bin_dir = env.api.bin_dir
             console.print(
-                f"\nThe cluster keeps running (Ctrl-C to stop it):\n"
-                f"  export KUBECONFIG={env.api.kubeconfig}\n"
+                f"\nThe cluster keeps running until Ctrl-C here (closing this terminal stops it too):\n"
+                f"  export KUBECONFIG={env.api.kubeconfig} PATH={bin_dir}:$PATH\n"
                 f"  kubectl get tis -A; kubectl describe tis {NAME} -n {NAMESPACE}\n"
                 f"  Prometheus: {env.prometheus.url if env.prometheus else '-'}"
             )
@@ -750,30 +868,18 @@ def run_demo(
                 threading.Event().wait()
         return result
     finally:
-        stop.set()
-        if load is not None:
-            load.cancel()
-        result.processes = env.processes()
-        env.stop()
-        result.left_behind = [(name, pid) for name, pid in result.processes if _alive(pid)]
+        with _uninterrupted():
+            console.print("stopping everything (Ctrl-C is ignored until it is done)")
+            stop.set()
+            if load is not None:
+                load.cancel()
+            result.processes = env.processes()
+            env.stop(keep_logs=not completed)
+            result.left_behind = left_in_sessions(mark)
         if result.left_behind:
             console.print(f"[red]processes left behind: {result.left_behind}[/]")
         else:
             console.print(f"stopped everything: {len(result.processes)} processes, none left behind")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    with contextlib.suppress(OSError):
-        # A zombie is gone for every purpose but its exit status.
-        if Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z":
-            return False
-    return True
 
 
 @click.command()
@@ -821,11 +927,43 @@ def demo(
         results_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise click.BadParameter(f"{results_dir}: {error}", param_hint="--results") from None
-    if not skip_setup:
-        ensure_installed(console)
-    work = work_dir or cache_root() / "demo" / datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    # A closed terminal or a `kill` stops the demo as Ctrl-C does: everything it started goes.
+    for stop_signal in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(stop_signal, _interrupt)
+    work: Path | None = None
     try:
-        run_demo(work, scenario, console, keep=keep, live=not no_live, results_dir=results_dir)
+        if not skip_setup:
+            ensure_installed(console)
+        if work_dir is None:
+            (cache_root() / "demo").mkdir(parents=True, exist_ok=True)
+            work = Path(
+                tempfile.mkdtemp(
+                    prefix=datetime.now(UTC).strftime("%Y%m%d-%H%M%S-"), dir=cache_root() / "demo"
+                )
+            )
+        else:
+            work = work_dir
+        result = run_demo(work, scenario, console, keep=keep, live=not no_live, results_dir=results_dir)
     except KeyboardInterrupt:
         console.print("interrupted")
+        if work_dir is None and work is not None:
+            shutil.rmtree(work, ignore_errors=True)
         sys.exit(130)
+    except EXPECTED_FAILURES as error:
+        console.print(f"[red]demo failed:[/] {type(error).__name__}: {error}{_logs_hint(work)}")
+        sys.exit(1)
+    if result.failed:
+        console.print(f"[red]demo failed:[/] see the summary above{_logs_hint(work)}")
+        sys.exit(1)
+    if work_dir is None:  # the user named none: nothing of this run is left in the cache
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def _logs_hint(work: Path | None) -> str:
+    return (
+        f"; pods', Prometheus's and the control plane's logs are in {work}" if work and work.exists() else ""
+    )

@@ -12,7 +12,8 @@ a container runtime would pull it:
   TokenRequest API (as the kubelet projects one).
 
 Without containers there are no network or mount namespaces, so the agent does what they would:
-each pod gets its own loopback address (127.42.0.0/16) as its pod IP, a wildcard `bind :PORT`
+each pod gets its own loopback address as its pod IP (from a /20 of 127.42.0.0/16 that the agent
+holds a lock on, so a demo and a test run on one machine never share one), a wildcard `bind :PORT`
 becomes `bind <pod IP>:PORT`, paths under a volume's mountPath point into the pod's directory
 (where ConfigMap and emptyDir volumes are materialised), and HAProxy's `parse-resolv-conf` (the
 pod's /etc/resolv.conf, which the kubelet writes) names the sandbox's cluster DNS.
@@ -35,9 +36,12 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
+import fcntl
 import ipaddress
 import itertools
 import os
+import random
 import re
 import shutil
 import signal
@@ -56,13 +60,18 @@ from typing import Any
 
 import yaml
 
-from tritonscale_sandbox.cluster import PROCESS_NODE_LABEL, Cluster, _set_parent_death_signal
-from tritonscale_sandbox.process import spawn
+from tritonscale.ports import GRPC_PORT, HTTP_PORT, METRICS_PORT, ROUTER_CONTROL_PORT, ROUTER_METRICS_PORT
+from tritonscale_sandbox.cluster import PROCESS_NODE_LABEL, Cluster
+from tritonscale_sandbox.process import die_with_parent, spawn
 from tritonscale_sandbox.process import stop as stop_process
 from tritonscale_sandbox.router import DnsServer
 from tritonscale_sandbox.triton import TritonInstall, install_dir
 
 POD_NETWORK = ipaddress.IPv4Network("127.42.0.0/16")
+POD_BLOCK_PREFIX = 20  # 4094 pod addresses per agent, 16 agents at once
+# The fixed ports pods listen on (Triton's, the router's, the chart's operator metrics and health):
+# a program listening on one of them on every address would take the pods' traffic.
+POD_PORTS = (HTTP_PORT, GRPC_PORT, METRICS_PORT, ROUTER_METRICS_PORT, ROUTER_CONTROL_PORT, 8080, 8081)
 NODE_NETWORK = ipaddress.IPv4Network("127.41.0.0/24")
 HEARTBEAT_S = 10.0
 POLL_S = 0.5
@@ -72,6 +81,47 @@ TRITON_IMAGE = "nvcr.io/nvidia/tritonserver"
 HAPROXY_IMAGE = "haproxy"
 OPERATOR_IMAGE = "ghcr.io/tritonscale/tritonscale"
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+
+class PodNetworkError(RuntimeError):
+    """No pod address block is free, or a pod port is taken on every address."""
+
+
+def reserve_pod_block(lock_dir: Path | None = None) -> tuple[ipaddress.IPv4Network, int]:
+    """A /20 of POD_NETWORK that no other agent on this machine holds, and the descriptor of
+    its lock (held until closed, or the process ends)."""
+    lock_dir = lock_dir or Path(tempfile.gettempdir()) / "tritonscale-pod-networks"
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    blocks = list(POD_NETWORK.subnets(new_prefix=POD_BLOCK_PREFIX))
+    random.shuffle(blocks)
+    for block in blocks:
+        fd = os.open(lock_dir / f"{block.network_address}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        return block, fd
+    raise PodNetworkError(f"every pod address block of {POD_NETWORK} is held by another sandbox ({lock_dir})")
+
+
+def check_pod_ports(address: str, ports: tuple[int, ...] = POD_PORTS) -> None:
+    """Refuse to start when a program listens on a pod port on every address: binding the
+    pod's own address would fail, or its connections reach that program."""
+    for port in ports:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            # Past connections in TIME_WAIT do not count; a listener does, as for the pods.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((address, port))
+            except OSError as error:
+                if error.errno != errno.EADDRINUSE:
+                    raise
+                raise PodNetworkError(
+                    f"port {port} is taken by a program listening on every address (see `ss -ltnp "
+                    f"'sport = :{port}'`): the sandbox's pods listen on {', '.join(map(str, ports))} "
+                    "of their own addresses; stop it and try again"
+                ) from None
 
 
 class PodStartError(RuntimeError):
@@ -499,7 +549,7 @@ class PodProcess:
             env=launch.env,
             cwd=self.pod_dir,
             banner=f"==== {self.started_at} start #{self.restarts + 1}: {' '.join(launch.argv)}",
-            preexec_fn=_set_parent_death_signal,
+            preexec_fn=die_with_parent,
         )
         self.waiting_reason, self.ready, self.started = None, False, False
         self._write_status()
@@ -730,7 +780,9 @@ class NodeAgent:
         self.domain = cluster_domain
         self.dns = DnsServer(cluster_domain, host=dns_host, work_dir=work_dir / "dns", ttl_s=1)
         self.pods: dict[str, PodProcess] = {}
-        self._ips = (str(ip) for ip in itertools.islice(POD_NETWORK.hosts(), 1, None))
+        self.pod_block: ipaddress.IPv4Network | None = None
+        self._block_lock: int | None = None
+        self._ips: Iterator[str] = iter(())
         self._node_ips: dict[str, str] = {}
         self._heartbeat_at: dict[str, float] = {}
         self._ready_since: dict[str, str] = {}
@@ -746,6 +798,9 @@ class NodeAgent:
 
     def start(self) -> NodeAgent:
         self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.pod_block, self._block_lock = reserve_pod_block()
+        self._ips = (str(ip) for ip in itertools.islice(self.pod_block.hosts(), 1, None))
+        check_pod_ports(str(self.pod_block[2]))
         self.dns.start()
         self._sync()  # nodes Ready before anyone waits for them
         self._thread = threading.Thread(target=self._loop, name="node-agent", daemon=True)
@@ -770,6 +825,9 @@ class NodeAgent:
             pod.join(grace_s + 5)
         self.dns.stop()
         shutil.rmtree(self.volume_root, ignore_errors=True)
+        if self._block_lock is not None:
+            os.close(self._block_lock)
+            self._block_lock = None
 
     def __enter__(self) -> NodeAgent:
         return self.start()

@@ -5,8 +5,10 @@ its output appended to a log whose tail explains a failure."""
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -20,6 +22,47 @@ def log_tail(path: Path, lines: int = 30) -> str:
         return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
     except OSError as error:
         return f"(cannot read {path}: {error})"
+
+
+# Every session spawn() started (its first process's pid), in order: what a caller scans for
+# processes left behind, grandchildren included (they stay in the session).
+_sessions: list[int] = []
+_sessions_lock = threading.Lock()
+
+
+def sessions_mark() -> int:
+    """A mark for `left_in_sessions`: the sessions started from now on."""
+    with _sessions_lock:
+        return len(_sessions)
+
+
+def left_in_sessions(mark: int) -> list[tuple[str, int]]:
+    """(command, pid) of every live process (zombies aside) in a session spawn() started since
+    `mark`, whether or not its caller still tracks it."""
+    with _sessions_lock:
+        wanted = set(_sessions[mark:])
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # gone meanwhile
+        command = stat[stat.find("(") + 1 : stat.rfind(")")]
+        state, _parent, _group, session = stat[stat.rfind(")") + 2 :].split()[:4]
+        if int(session) in wanted and state != "Z":
+            found.append((command, int(entry.name)))
+    return sorted(found, key=lambda item: item[1])
+
+
+def die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    """Ask Linux to SIGKILL the child when the thread that started it dies (a demo killed by a
+    signal it cannot catch leaves no server behind)."""
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
 def spawn(
@@ -38,7 +81,7 @@ def spawn(
         if banner is not None:
             log.write(f"{banner}\n".encode())
             log.flush()
-        return subprocess.Popen(
+        process = subprocess.Popen(
             list(argv),
             stdin=subprocess.DEVNULL,
             stdout=log,
@@ -48,6 +91,9 @@ def spawn(
             start_new_session=True,
             preexec_fn=preexec_fn,  # noqa: PLW1509 - only the parent-death signal, no locks taken
         )
+    with _sessions_lock:
+        _sessions.append(process.pid)
+    return process
 
 
 def stop(process: subprocess.Popen[bytes], timeout_s: float, sig: signal.Signals = signal.SIGTERM) -> int:

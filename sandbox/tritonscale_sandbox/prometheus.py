@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 from tritonscale_sandbox.net import free_port
-from tritonscale_sandbox.process import LocalProcess, spawn, wait_until
+from tritonscale_sandbox.process import LocalProcess, die_with_parent, spawn, wait_until
 from tritonscale_sandbox.process import stop as stop_process
 
 
@@ -35,7 +35,7 @@ def launch_prometheus(
         "--storage.tsdb.retention.time=1h",
         "--web.enable-lifecycle",
     ]
-    process = spawn(command, log_path, banner=f"$ {' '.join(command)}")
+    process = spawn(command, log_path, banner=f"$ {' '.join(command)}", preexec_fn=die_with_parent)
 
     def ready() -> bool:
         with urllib.request.urlopen(f"http://{host}:{port}/-/ready", timeout=1) as response:

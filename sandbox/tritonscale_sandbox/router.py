@@ -53,7 +53,7 @@ from tritonscale.render.router import (
     render_variants_map,
 )
 from tritonscale_sandbox.net import free_port, free_ports
-from tritonscale_sandbox.process import LocalProcess, log_tail, spawn, wait_until
+from tritonscale_sandbox.process import LocalProcess, die_with_parent, log_tail, spawn, wait_until
 from tritonscale_sandbox.process import stop as stop_process
 
 DEFAULT_DISCOVERY_NAME = "triton.test"
@@ -244,7 +244,7 @@ class DnsServer(LocalProcess):
         if not Path(self.binary).exists():
             raise RouterError(f"{self.binary} not found: run scripts/install-system-deps.sh")
         self._write_hosts()
-        self._process = spawn(self.command(), self.log_path)
+        self._process = spawn(self.command(), self.log_path, preexec_fn=die_with_parent)
         try:
             self.wait_answer(self._addresses, timeout_s)
         except BaseException:

@@ -141,13 +141,13 @@ def install_script() -> Path:
 _install_lock = threading.Lock()
 
 
-def install_triton(*, timeout_s: float = 600.0) -> TritonInstall:
+def install_triton(*, timeout_s: float = 600.0, show_progress: bool = False) -> TritonInstall:
     """Return the Triton installation, running scripts/install-triton.sh first if needed.
 
     Fast path (installed already): no subprocess. Otherwise the script downloads the wheel
     (about 55 MB, via pip), assembles the backend directory, smoke-tests a server and prints
     the install directory as its last stdout line. Raises RuntimeError with the script's output
-    when it fails.
+    when it fails; `show_progress` lets its progress (stderr) through to the terminal instead.
     """
     with _install_lock:
         install = TritonInstall.at(install_dir())
@@ -157,12 +157,17 @@ def install_triton(*, timeout_s: float = 600.0) -> TritonInstall:
         if not script.is_file():
             raise RuntimeError(f"Triton is not installed in {install.root} and {script} does not exist")
         result = subprocess.run(
-            ["bash", str(script)], capture_output=True, text=True, timeout=timeout_s, check=False
+            ["bash", str(script)],
+            stdout=subprocess.PIPE,
+            stderr=None if show_progress else subprocess.PIPE,
+            text=True,
+            timeout=timeout_s,
+            check=False,
         )
         lines = result.stdout.strip().splitlines()
         if result.returncode != 0 or not lines:
             raise RuntimeError(
-                f"{script} failed (exit {result.returncode}):\n{result.stdout}\n{result.stderr}".rstrip()
+                f"{script} failed (exit {result.returncode}):\n{result.stdout}\n{result.stderr or ''}".rstrip()
             )
         install = TritonInstall.at(Path(lines[-1]))
         if not install.is_complete():

@@ -3,6 +3,9 @@ demo itself runs for real in tests/e2e/test_demo.py)."""
 
 from __future__ import annotations
 
+import threading
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -10,7 +13,16 @@ import pytest
 from tritonscale.bench.schedule import parse_schedule
 from tritonscale.bench.stats import RunSamples
 from tritonscale.cli import main
-from tritonscale_sandbox.demo import Sample, Scenario, Timeline, client_windows, summarise, write_plot
+from tritonscale_sandbox.demo import (
+    Sample,
+    Scenario,
+    Timeline,
+    client_windows,
+    run_steps,
+    summarise,
+    surge_recovery,
+    write_plot,
+)
 
 
 @pytest.mark.parametrize("scenario", [Scenario(), Scenario.short()])
@@ -39,18 +51,23 @@ def _samples() -> RunSamples:
 
 
 def _timeline() -> Timeline:
-    timeline = Timeline(steps=[(20.0, "surge x4"), (24.0, "spot nodes reclaimed")])
+    timeline = Timeline(
+        steps=[(20.0, "surge x4"), (24.0, "spot nodes reclaimed")],
+        started_at=datetime(2026, 1, 1, 0, 0, 1, tzinfo=UTC),
+    )
     # A warm-up sample (before the scenario's clock starts) counts for nothing.
     timeline.samples.append(Sample(-5.0, 9, 9, 0, None, None))
-    # Two ready replicas, then the spot one lost at 24 s and back (on-demand) at 27 s.
+    # Two ready replicas (3 asked for from 10 s to 15 s), then the spot one lost at 24 s (still
+    # counted ready in the sample at 24 s, before the agent saw its node go) and back, on
+    # on-demand, at 27 s.
     for second in range(41):
         lost = 24 <= second < 27
         timeline.samples.append(
             Sample(
                 at_s=float(second),
-                desired=2,
+                desired=3 if 10 <= second < 15 else 2,
                 on_demand_ready=1 if lost or second < 27 else 2,
-                spot_ready=0 if second >= 24 else 1,
+                spot_ready=0 if second >= 25 else 1,
                 operator_p95_ms=None,
                 operator_rate_rps=None,
             )
@@ -59,8 +76,9 @@ def _timeline() -> Timeline:
 
 
 def test_the_summary_counts_errors_as_misses_and_times_the_recoveries() -> None:
-    scenario = Scenario(surge_at_s=20.0)
+    scenario = Scenario(surge_at_s=20.0, surge_end_at_s=40.0)
     events = [
+        {"reason": "ScaledUp", "message": "1 -> 2", "lastTimestamp": "2026-01-01T00:00:00Z"},  # warm-up
         {"reason": "ScaledUp", "message": "2 -> 3", "count": 2, "lastTimestamp": "2026-01-01T00:00:01Z"},
         {"reason": "ScaledDown", "message": "3 -> 2", "lastTimestamp": "2026-01-01T00:00:02Z"},
         {"reason": "Reconciled", "message": "ignored"},
@@ -70,13 +88,57 @@ def test_the_summary_counts_errors_as_misses_and_times_the_recoveries() -> None:
 
     assert summary.requests == 41 and summary.errors == 1
     assert summary.attainment == pytest.approx(30 / 41)  # 10 slow requests and the error miss
-    # Two replicas for 24 s, one for 3 s, two for 13 s.
-    assert summary.replica_seconds == pytest.approx(2 * 24 + 1 * 3 + 2 * 13)
+    # Two replicas for 25 s (the stale sample at 24 s counts the lost one), one for 2 s, two for 13 s.
+    assert summary.replica_seconds == pytest.approx(2 * 25 + 1 * 2 + 2 * 13)
+    # Not 0 s: the sample at 24 s still counted the lost spot pod as ready.
     assert summary.fallback_s == pytest.approx(3.0)
-    # The first 10-second window that ends after surge + 10 s with its p95 back under 100 ms.
-    assert summary.surge_recovered_s == pytest.approx(20.0)
-    assert (summary.scale_ups, summary.scale_downs) == (2, 1)
+    # Over in the window ending at 30 s, under in the one ending at 40 s: under for good 10 s in.
+    assert summary.surge_breached
+    assert summary.surge_recovered_s == pytest.approx(10.0)
+    # From the timeline's desired count (2 -> 3 -> 2), not from events' counts.
+    assert (summary.scale_ups, summary.scale_downs) == (1, 1)
     assert summary.decisions == ["ScaledUp: 2 -> 3", "ScaledDown: 3 -> 2"]
+    assert summary.failed_steps == []
+
+
+def test_a_surge_never_over_the_objective_recovers_at_once_and_one_over_to_its_end_never() -> None:
+    scenario = Scenario(surge_at_s=20.0, surge_end_at_s=40.0)
+    assert surge_recovery([(30.0, 80.0, 1.0), (40.0, 90.0, 1.0)], scenario) == (False, 0.0)
+    assert surge_recovery([(30.0, 80.0, 1.0), (40.0, 190.0, 1.0)], scenario) == (True, None)
+    # Over before the surge does not count.
+    assert surge_recovery([(20.0, 300.0, 1.0), (30.0, 80.0, 1.0), (40.0, 90.0, 1.0)], scenario) == (
+        False,
+        0.0,
+    )
+
+
+def test_a_failing_step_is_recorded_and_the_next_steps_still_run() -> None:
+    done: list[str] = []
+
+    class Env:
+        def interrupt_spot(self) -> None:
+            raise RuntimeError("API server unreachable")
+
+        def reclaim_spot(self) -> None:
+            done.append("reclaim")
+
+        def return_spot(self) -> None:
+            done.append("return")
+
+    scenario = Scenario(
+        surge_at_s=0.0,
+        spot_notice_at_s=0.01,
+        spot_reclaim_at_s=0.02,
+        surge_end_at_s=0.03,
+        spot_return_at_s=0.04,
+    )
+    timeline = Timeline()
+    run_steps(Env(), scenario, timeline, time.monotonic(), threading.Event())  # type: ignore[arg-type]
+
+    assert done == ["reclaim", "return"]
+    assert len(timeline.steps) == 5
+    assert len(timeline.failed_steps) == 1
+    assert timeline.failed_steps[0].startswith("spot interruption notice at t=0s: RuntimeError: API server")
 
 
 def test_client_windows_put_errors_in_the_percentile() -> None:

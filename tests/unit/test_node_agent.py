@@ -4,6 +4,8 @@ and the cluster DNS answers (the agent itself runs for real in tests/e2e/test_de
 from __future__ import annotations
 
 import http.server
+import os
+import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,11 +18,16 @@ from tritonscale.api.resource import parse_inference_service
 from tritonscale.render.names import StackNames
 from tritonscale.render.router import RouterOptions, render_router_config
 from tritonscale_sandbox.node_agent import (
+    POD_BLOCK_PREFIX,
+    POD_NETWORK,
     PodContext,
+    PodNetworkError,
     _Probe,
+    check_pod_ports,
     image_repository,
     localize_haproxy_config,
     probe_once,
+    reserve_pod_block,
     service_records,
 )
 
@@ -181,3 +188,27 @@ def test_env_has_literal_values_and_the_downward_apis_pod_fields(tmp_path: Path)
     assert context.env() == {
         "LITERAL": "x", "POD_NAME": "p", "POD_NAMESPACE": "ns", "POD_IP": "127.42.0.9", "SECRET": "",
     }  # fmt: skip
+
+
+def test_each_agent_holds_its_own_pod_address_block(tmp_path: Path) -> None:
+    held = [reserve_pod_block(tmp_path) for _ in range(2 ** (POD_BLOCK_PREFIX - POD_NETWORK.prefixlen))]
+    assert len({block for block, _ in held}) == len(held)
+    assert all(block.subnet_of(POD_NETWORK) for block, _ in held)
+    with pytest.raises(PodNetworkError, match="held by another sandbox"):
+        reserve_pod_block(tmp_path)
+    freed, descriptor = held.pop()
+    os.close(descriptor)
+    block, descriptor = reserve_pod_block(tmp_path)
+    assert block == freed
+    for _, fd in [*held, (block, descriptor)]:
+        os.close(fd)
+
+
+def test_a_pod_port_taken_on_every_address_is_refused_by_name() -> None:
+    with socket.socket() as listener:
+        listener.bind(("0.0.0.0", 0))
+        port = listener.getsockname()[1]
+        listener.listen()
+        with pytest.raises(PodNetworkError, match=f"port {port} is taken"):
+            check_pod_ports("127.42.9.2", (port,))
+    check_pod_ports("127.42.9.2", (port,))
