@@ -8,6 +8,7 @@ from datetime import datetime
 from tritonscale.api.resource import PAUSE_ANNOTATION, InferenceService
 from tritonscale.api.spec import CapacitySpec
 from tritonscale.api.status import (
+    CONDITION_MESSAGE_MAX,
     Condition,
     ConditionStatus,
     ConditionType,
@@ -70,9 +71,13 @@ def set_condition(
     now: datetime,
     generation: int | None,
 ) -> list[Condition]:
-    """Conditions with one replaced; lastTransitionTime moves only when the status flips."""
+    """Conditions with one replaced; lastTransitionTime moves only when the status flips. A
+    message longer than a condition holds (an API server's refusal quoted whole, many problems)
+    is cut short rather than failing the status write."""
     previous = next((c for c in conditions if c.type == condition_type), None)
     since = previous.last_transition_time if previous is not None and previous.status == status else now
+    if len(message) > CONDITION_MESSAGE_MAX:
+        message = message[: CONDITION_MESSAGE_MAX - 1] + "…"
     updated = Condition(
         type=condition_type,
         status=status,

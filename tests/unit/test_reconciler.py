@@ -9,8 +9,10 @@ import pytest
 
 from tests.builders import make_inference_service
 from tests.unit.fakes import FakeCluster
+from tritonscale.api.status import CONDITION_MESSAGE_MAX, ConditionStatus, ConditionType
 from tritonscale.errors import NamespaceTerminatingError, RejectedError, TransientError
 from tritonscale.reconcilers.stack import StackReconciler
+from tritonscale.status import set_condition
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -99,6 +101,30 @@ def test_invalid_spec_is_reported_on_the_resource_and_nothing_is_applied() -> No
     assert not cluster.objects
     assert conditions(cluster)["Ready"] == ("False", "InvalidSpec")
     assert any(r == "InvalidSpec" and "spec.autoscaling.maxReplicas" in m for _, r, m in cluster.events)
+
+
+def test_an_invalid_spec_with_huge_values_is_still_reported_naming_the_fields() -> None:
+    # Values the CRD of an earlier release let through (NUL characters), long enough that
+    # quoting them whole would exceed what a status condition holds.
+    cluster, reconciler = setup()
+    spec = cluster.services[("vision", "resnet")]["spec"]
+    spec["triton"] = {"env": [{"name": f"V{i}", "value": "\x00" * 4000} for i in range(10)]}
+    with pytest.raises(RejectedError, match=r"spec\.triton\.env\[9\]\.value"):
+        reconciler.reconcile("vision", "resnet")
+    assert not cluster.objects
+    assert conditions(cluster)["Ready"] == ("False", "InvalidSpec")
+    ready = next(
+        c for c in cluster.services[("vision", "resnet")]["status"]["conditions"] if c["type"] == "Ready"
+    )
+    assert "spec.triton.env[0].value" in ready["message"] and len(ready["message"]) < 4000
+
+
+def test_a_condition_message_longer_than_a_condition_holds_is_cut_short() -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    [condition] = set_condition(
+        [], ConditionType.DEGRADED, ConditionStatus.TRUE, "ApplyRejected", "x" * 40000, now, 1
+    )
+    assert len(condition.message) == CONDITION_MESSAGE_MAX and condition.message.endswith("…")
 
 
 def test_transient_failures_propagate_for_retry() -> None:

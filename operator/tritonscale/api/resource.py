@@ -109,6 +109,13 @@ class InvalidInferenceService(ValueError):
         self.problems = problems
 
 
+def _shown(value: object, limit: int = 80) -> str:
+    """A bad value as a message shows it: its repr, cut short (a 4000-character value repeated
+    in a status condition would exceed what the condition holds)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 1]}…"
+
+
 def _dotted(location: tuple[int | str, ...]) -> str:
     path = ""
     for part in location:
@@ -144,11 +151,9 @@ def _problems(error: ValidationError) -> list[Problem]:
         elif detail["type"] == "extra_forbidden":
             message = "unknown field"
         elif detail["type"] == "string_pattern_mismatch":
-            message = f"invalid value {detail['input']!r} (must match {detail['ctx']['pattern']})"
+            message = f"invalid value {_shown(detail['input'])} (must match {detail['ctx']['pattern']})"
         elif detail["type"] == "enum":
-            message = (
-                f"unsupported value {detail['input']!r}: {detail['msg'].removeprefix('Input should be ')}"
-            )
+            message = f"unsupported value {_shown(detail['input'])}: {detail['msg'].removeprefix('Input should be ')}"
         # `int | str` fields report one error per member; the string branch says the most.
         if location and location[-1] in ("int", "str", "constrained-str"):
             if location[-1] != "constrained-str":

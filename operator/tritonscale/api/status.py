@@ -27,13 +27,16 @@ class ConditionType(StrEnum):
     SPOT_FALLBACK = "SpotFallback"
 
 
+CONDITION_MESSAGE_MAX = 32768  # as metav1.Condition
+
+
 class Condition(ApiModel):
     """A status condition, shaped like metav1.Condition."""
 
     type: str = Field(max_length=316, description="Condition type: Ready, Progressing, Degraded, ...")
     status: ConditionStatus = Field(description="True, False or Unknown.")
     reason: str = Field(max_length=1024, description="One-word CamelCase reason for the last transition.")
-    message: str = Field(default="", max_length=32768, description="Human-readable details.")
+    message: str = Field(default="", max_length=CONDITION_MESSAGE_MAX, description="Human-readable details.")
     last_transition_time: datetime = Field(description="When the status last changed.")
     observed_generation: int | None = Field(
         default=None, ge=0, description="The spec generation this condition was computed from."
