@@ -245,6 +245,59 @@ INVALID_CASES: list[tuple[str, dict[str, Any], str]] = [
         },
         "spec.triton.env[0].valueFrom.secretKeyRef.name",
     ),
+    (
+        "image-has-no-break-space",
+        {"spec.triton": {"image": "nvcr.io/triton\u00a0server"}},
+        "spec.triton.image",
+    ),
+    (
+        "quantity-negative",
+        {"spec.triton": {"resources": {"requests": {"cpu": "-1"}}}},
+        "spec.triton.resources.requests.cpu",
+    ),
+    (
+        "quantity-negative-integer",
+        {"spec.triton": {"resources": {"limits": {"memory": -5}}}},
+        "spec.triton.resources.limits.memory",
+    ),
+    (
+        "quantity-too-long",
+        {"spec.triton": {"resources": {"requests": {"memory": "1." + "0" * 70 + "Gi"}}}},
+        "spec.triton.resources.requests.memory",
+    ),
+    (
+        "resource-name-unqualified",
+        {"spec.triton": {"resources": {"requests": {"fpga": 1}}}},
+        "spec.triton.resources.requests",
+    ),
+    (
+        "extended-resource-fractional",
+        {"spec.triton": {"resources": {"limits": {"example.com/fpga": "0.5"}}}},
+        "spec.triton.resources.limits",
+    ),
+    (
+        "extended-resource-in-requests-only",
+        {"spec.triton": {"resources": {"requests": {"example.com/fpga": 1}}}},
+        "spec.triton.resources.requests",
+    ),
+    (
+        "requests-over-limits",
+        {"spec.triton": {"resources": {"requests": {"cpu": "4"}, "limits": {"cpu": "1500m"}}}},
+        "spec.triton.resources.requests",
+    ),
+    (
+        "accelerator-resource-in-triton-resources",
+        {
+            "spec.accelerator": {"resource": "nvidia.com/gpu", "count": 1},
+            "spec.triton": {"resources": {"limits": {"nvidia.com/gpu": 4}}},
+        },
+        "spec.triton.resources",
+    ),
+    (
+        "latency-target-under-a-millisecond",
+        {"spec.autoscaling": {"latency": {"targetMilliseconds": 0.5}}},
+        "spec.autoscaling.latency.targetMilliseconds",
+    ),
 ]
 
 

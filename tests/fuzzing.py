@@ -380,7 +380,30 @@ _env_lists = st.lists(
     max_size=2,
     unique_by=lambda var: var["name"],
 )
-_resource_maps = st.dictionaries(resource_names, quantities, max_size=2)
+_standard_resources = st.dictionaries(
+    st.sampled_from(["cpu", "memory", "ephemeral-storage", "hugepages-2Mi"]), quantities, max_size=2
+)
+_extended_resources = st.dictionaries(
+    resource_names.filter(lambda name: "/" in name), st.integers(0, 2**40), max_size=2
+)
+
+
+@st.composite
+def resource_requirements(draw: st.DrawFn, accelerator: str | None = None) -> dict[str, Any]:
+    """Requests and limits a Pod takes: a standard resource in one of them (so never a request
+    over its limit), an extended one in whole units in limits, and in requests only at the same
+    value; never the accelerator's own resource (accelerator.count sets it)."""
+    requests: dict[str, Any] = {}
+    limits: dict[str, Any] = {}
+    for name, value in draw(_standard_resources).items():
+        (requests if draw(st.booleans()) else limits)[name] = value
+    for name, value in draw(_extended_resources).items():
+        if name == accelerator:
+            continue
+        limits[name] = value
+        if draw(st.booleans()):
+            requests[name] = value
+    return {"requests": requests, "limits": limits}
 
 
 @st.composite
@@ -411,13 +434,10 @@ def accepted_bodies(draw: st.DrawFn) -> dict[str, Any]:
         triton["imagePullPolicy"] = draw(st.sampled_from(["Always", "IfNotPresent", "Never"]))
     if draw(st.booleans()):
         triton["serviceAccountName"] = draw(subdomains)
-    if draw(st.booleans()):
-        triton["resources"] = {
-            "requests": draw(_resource_maps),
-            "limits": draw(_resource_maps),
-        }
-
     accelerator = spec.get("accelerator")
+    if draw(st.booleans()):
+        triton["resources"] = draw(resource_requirements(accelerator and accelerator.get("resource")))
+
     if accelerator is not None:
         accelerator["count"] = draw(bounded_ints(1, 64))
         if "product" in accelerator:
@@ -474,7 +494,7 @@ def accepted_bodies(draw: st.DrawFn) -> dict[str, Any]:
             "maxReplicas": high,
             "periodSeconds": draw(bounded_ints(1, 300)),
             "latency": {
-                "targetMilliseconds": draw(bounded_floats(0.0, 600000.0, low_open=True)),
+                "targetMilliseconds": draw(bounded_floats(1.0, 600000.0)),
                 "percentile": draw(bounded_floats(50.0, 99.9)),
             },
             "metrics": metrics,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -10,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.builders import INVALID_CASES, load_example, make_inference_service, make_invalid
-from tritonscale.api.resource import InvalidInferenceService, parse_inference_service
-from tritonscale.api.spec import InferenceServiceSpec
+from tritonscale.api.resource import PAUSE_ANNOTATION, InvalidInferenceService, parse_inference_service
+from tritonscale.api.spec import InferenceServiceSpec, quantity_value
 
 EXAMPLES = sorted(Path(__file__).parents[2].joinpath("examples").glob("*.yaml"))
 
@@ -129,3 +130,50 @@ def test_args_may_not_unset_readiness_or_the_latency_summary(arg: str, accepted:
     else:
         with pytest.raises(InvalidInferenceService, match=r"spec\.triton\.args"):
             parse_inference_service(body)
+
+
+def test_a_status_field_this_version_does_not_know_is_ignored_not_an_invalid_spec() -> None:
+    # What a newer operator may have written before a rollback (Helm never downgrades the CRD).
+    obj = make_inference_service()
+    obj["status"] = {"someFutureField": {"x": 1}, "conditions": []}
+    assert parse_inference_service(obj).status.conditions == []
+
+
+def test_the_pause_annotation_of_earlier_releases_still_pauses() -> None:
+    obj = make_inference_service()
+    obj["metadata"]["annotations"] = {"tritonscale.io/autoscaling-paused": "true"}
+    assert parse_inference_service(obj).autoscaling_paused
+    obj["metadata"]["annotations"] = {PAUSE_ANNOTATION: "true"}
+    assert parse_inference_service(obj).autoscaling_paused
+    obj["metadata"]["annotations"] = {}
+    assert not parse_inference_service(obj).autoscaling_paused
+
+
+@pytest.mark.parametrize(
+    ("quantity", "value"),
+    [
+        ("100m", "0.1"),
+        ("2Gi", "2147483648"),
+        ("1e3", "1000"),
+        ("1E", "1000000000000000000"),
+        ("1E-3", "0.001"),
+        (".5", "0.5"),
+        ("+1", "1"),
+        (7, "7"),
+        ("512Mi", "536870912"),
+    ],
+)
+def test_quantities_are_valued_as_kubernetes_reads_them(quantity: int | str, value: str) -> None:
+    assert quantity_value(quantity) == Decimal(value)
+
+
+def test_requests_are_compared_with_limits_by_value_not_by_text() -> None:
+    obj = make_inference_service(
+        spec__triton={"resources": {"requests": {"cpu": "900m"}, "limits": {"cpu": "1"}}}
+    )
+    parse_inference_service(obj)  # 0.9 <= 1, though "900m" > "1" as text
+    obj["spec"]["triton"]["resources"] = {"requests": {"memory": "1Gi"}, "limits": {"memory": "1000Mi"}}
+    with pytest.raises(
+        InvalidInferenceService, match=r"spec\.triton\.resources\.requests: requests must not"
+    ):
+        parse_inference_service(obj)

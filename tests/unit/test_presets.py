@@ -168,6 +168,14 @@ def _pods(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
     }
 
 
+# What keeps on-demand replicas and routers off spot beyond their own pool's requirements: the
+# custom preset's on-demand selector need not exclude spot nodes, so the spot selector's labels do.
+OFF_SPOT: dict[str, list[dict[str, Any]]] = {
+    preset: [{"key": "pool", "operator": "NotIn", "values": ["cheap"]}] if preset == "custom" else []
+    for preset in PRESETS
+}
+
+
 def _requirements(pod: dict[str, Any]) -> list[dict[str, Any]]:
     (term,) = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
         "nodeSelectorTerms"
@@ -202,7 +210,7 @@ def test_accelerator_pods_by_preset_and_capacity_type(
         ("s-spot", SPOT_REQUIREMENTS[preset], SPOT_TOLERATIONS[preset]),
     ):
         pod = pods[name]
-        assert _requirements(pod) == pool + extra, name
+        assert _requirements(pod) == pool + extra + (OFF_SPOT[preset] if name == "s-ondemand" else []), name
         assert pod["tolerations"] == [*tolerations, accelerator_toleration, *aks_gpu], name
         count = str(accelerator["count"])
         resources = pod["containers"][0]["resources"]
@@ -229,7 +237,7 @@ def test_cpu_only_pods_and_routers_require_every_accelerator_label_absent(preset
         assert requirements[: len(pool)] == pool, name
         assert requirements[len(pool) :] == [
             {"key": key, "operator": "DoesNotExist"} for key in sorted(ABSENT_LABELS[preset])
-        ], name
+        ] + (OFF_SPOT[preset] if name != "s-spot" else []), name
         assert not any(t["key"] in {"nvidia.com/gpu", "google.com/tpu"} for t in pod.get("tolerations", []))
         for container in pod["containers"]:
             resources = container["resources"]
@@ -298,3 +306,32 @@ def test_the_model_admits_a_product_exactly_where_the_renderer_has_a_label(
     else:
         with pytest.raises(ValueError, match="no node label"):
             product_label_key(capacity, accelerator)
+
+
+def test_with_the_custom_preset_on_demand_pods_and_routers_avoid_nodes_matching_the_whole_spot_selector() -> (
+    None
+):
+    obj = _service("custom", None)
+    obj["spec"]["capacity"]["custom"] = {
+        "onDemand": {"nodeSelector": {"role": "inference"}},
+        "spot": {"nodeSelector": {"role": "inference", "lifecycle": "spot", "tier": "cheap"}},
+    }
+    pods = _pods(obj)
+    for name in ("s-ondemand", "s-router"):
+        terms = pods[name]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+            "nodeSelectorTerms"
+        ]
+        # Not lifecycle=spot, or not tier=cheap (terms are ORed); `role` is shared, so no term.
+        exclusions = [term["matchExpressions"][-1] for term in terms]
+        assert exclusions == [
+            {"key": "lifecycle", "operator": "NotIn", "values": ["spot"]},
+            {"key": "tier", "operator": "NotIn", "values": ["cheap"]},
+        ], name
+        assert all(
+            {"key": "role", "operator": "In", "values": ["inference"]} in t["matchExpressions"] for t in terms
+        )
+    spot_terms = pods["s-spot"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"
+    ]
+    assert len(spot_terms) == 1
+    assert not any(e["operator"] == "NotIn" for e in spot_terms[0]["matchExpressions"])

@@ -50,10 +50,17 @@ def _structural(node: Any, defs: dict[str, Any]) -> Any:
         types = sorted(m.get("type", "") for m in members)
         if types == ["integer", "string"]:
             string_member = next(m for m in members if m["type"] == "string")
+            integer_member = next(m for m in members if m["type"] == "integer")
             node["anyOf"] = [{"type": "integer"}, {"type": "string"}]
             node["x-kubernetes-int-or-string"] = True
-            if "pattern" in string_member:
-                node["pattern"] = string_member["pattern"]
+            # Each bound applies to its own type only (OpenAPI), so both sit on the node; the
+            # string's length also bounds what CEL rules over the value may cost.
+            for key in ("pattern", "maxLength", "minLength"):
+                if key in string_member:
+                    node[key] = string_member[key]
+            for key in ("minimum", "maximum"):
+                if key in integer_member:
+                    node[key] = integer_member[key]
         elif len(members) == 1:
             # The one member, unprocessed: its properties are translated once, below, where an
             # optional nested object is still recognisable by its anyOf (and gets no {} default).

@@ -34,6 +34,9 @@ NAME_RULE_CEL: Final = f"!self.metadata.name.endsWith('{RESERVED_NAME_SUFFIX}')"
 # spec.replicas (and so `kubectl scale`) then sets the count, as with KEDA's paused annotation.
 # Not under `tritonscale.io/`: kopf keeps its own state there and ignores changes to those keys.
 PAUSE_ANNOTATION: Final = "autoscaling.tritonscale.io/paused"
+# The key of releases before 2026-12-02, still honoured so an upgrade does not un-pause a
+# service; kopf does not see changes to it, so they take effect at the autoscaler's next tick.
+LEGACY_PAUSE_ANNOTATION: Final = "tritonscale.io/autoscaling-paused"
 
 
 class ObjectMeta(BaseModel):
@@ -81,7 +84,10 @@ class InferenceService(BaseModel):
 
     @property
     def autoscaling_paused(self) -> bool:
-        return self.metadata.annotations.get(PAUSE_ANNOTATION, "").strip().lower() == "true"
+        return any(
+            self.metadata.annotations.get(key, "").strip().lower() == "true"
+            for key in (PAUSE_ANNOTATION, LEGACY_PAUSE_ANNOTATION)
+        )
 
     @property
     def autoscaled(self) -> bool:
@@ -152,6 +158,10 @@ def _problems(error: ValidationError) -> list[Problem]:
             message = "unknown field"
         elif detail["type"] == "string_pattern_mismatch":
             message = f"invalid value {_shown(detail['input'])} (must match {detail['ctx']['pattern']})"
+        if location and location[-1] == "[key]":
+            # A map's bad key is the map's problem (as the API server names it), not a field's.
+            location = location[:-2]
+            message = message.replace("invalid value", "invalid key", 1)
         elif detail["type"] == "enum":
             message = f"unsupported value {_shown(detail['input'])}: {detail['msg'].removeprefix('Input should be ')}"
         # `int | str` fields report one error per member; the string branch says the most.

@@ -6,6 +6,7 @@ Every field carries a description: the CRD generator copies them, so `kubectl ex
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated
 
@@ -13,13 +14,18 @@ from pydantic import AfterValidator, Field, StringConstraints, field_validator
 
 from tritonscale.api.base import ApiModel, Rule
 
+# A resource quantity as Kubernetes writes one, never negative (a Pod refuses a negative one).
 QUANTITY_PATTERN = (
-    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|"
+    r"^\+?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|"
     r"([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
 )
-# A qualified Kubernetes name such as `nvidia.com/gpu` or `cpu`.
-# The name after the prefix is at most 63 characters, as in any qualified name.
-RESOURCE_NAME_PATTERN = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[a-z0-9]([-a-z0-9_.]{0,61}[a-z0-9])?$"
+# What a container may request: cpu, memory, ephemeral-storage, hugepages-<size>, or an extended
+# resource, whose name is qualified by a domain (`nvidia.com/gpu`); the name after the prefix is
+# at most 63 characters, as in any qualified name.
+RESOURCE_NAME_PATTERN = (
+    r"^(cpu|memory|ephemeral-storage|hugepages-[0-9]+[KMGTPE]?i?|"
+    r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/[a-z0-9]([-a-z0-9_.]{0,61}[a-z0-9])?)$"
+)
 LABEL_KEY_PATTERN = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
 # The prefix of a label key is a DNS subdomain of at most 253 characters. LABEL_KEY_PATTERN gives
 # its shape, this its length: RE2 (the CRD's and CEL's regex engine) cannot say both in one pattern.
@@ -31,7 +37,11 @@ LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 # What reaches a process (arguments, environment, the image reference) is a C string: the
 # container runtime cannot pass a NUL, and pods whose spec holds one never start.
-IMAGE_PATTERN = r"^[^\s\x00]+$"
+# No whitespace nor NUL. Whitespace written out: the API server's RE2 reads \\s as ASCII
+# whitespace only, pydantic's engine as Unicode's, so `\\s` would admit a no-break space that the
+# operator then refuses.
+NO_SPACE = r"\t\n\v\f\r \x00\x{85}\x{a0}\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}\x{202f}\x{205f}\x{3000}"
+IMAGE_PATTERN = rf"^[^{NO_SPACE}]+$"
 C_STRING_PATTERN = r"^[^\x00]*$"
 
 # tritonserver flags the operator sets itself; letting args override them would break probes,
@@ -64,7 +74,38 @@ MANAGED_TRITON_FLAG_PREFIXES = tuple(
     sorted({flag[:end] for flag in MANAGED_TRITON_FLAGS for end in range(len("--x"), len(flag) + 1)})
 )
 
-Quantity = int | Annotated[str, StringConstraints(pattern=QUANTITY_PATTERN, max_length=64)]
+Quantity = (
+    Annotated[int, Field(ge=0)] | Annotated[str, StringConstraints(pattern=QUANTITY_PATTERN, max_length=64)]
+)
+_QUANTITY_SUFFIXES = {
+    **{s: Decimal(1024) ** (i + 1) for i, s in enumerate(("Ki", "Mi", "Gi", "Ti", "Pi", "Ei"))},
+    **{s: Decimal(10) ** e for s, e in (("n", -9), ("u", -6), ("m", -3), ("", 0), ("k", 3), ("M", 6))},
+    **{s: Decimal(10) ** e for s, e in (("G", 9), ("T", 12), ("P", 15), ("E", 18))},
+}
+_QUANTITY_PARTS = re.compile(
+    r"^\+?(?P<number>[0-9]+(\.[0-9]*)?|\.[0-9]+)"
+    r"(?P<suffix>[KMGTPE]i|[numkMGTPE]|[eE](?P<exponent>[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)))?$"
+)
+
+
+def quantity_value(quantity: int | str) -> Decimal:
+    """A quantity's value (QUANTITY_PATTERN's forms): 100m is 0.1, 2Gi is 2147483648, 1e3 is
+    1000, 1E is 10**18 (exa)."""
+    parts = _QUANTITY_PARTS.match(str(quantity))
+    if parts is None:
+        raise ValueError(f"not a quantity: {quantity!r}")
+    number = Decimal(parts["number"])
+    if parts["exponent"] is not None:
+        return number * Decimal(10) ** Decimal(parts["exponent"])
+    return number * _QUANTITY_SUFFIXES[parts["suffix"] or ""]
+
+
+def is_extended_resource(name: str) -> bool:
+    """An extended resource (a device plugin's, `nvidia.com/gpu`): whole units only, and never
+    overcommitted, so a request must equal its limit."""
+    return "/" in name
+
+
 ResourceName = Annotated[str, StringConstraints(pattern=RESOURCE_NAME_PATTERN, max_length=253)]
 LABEL_KEY_PREFIX_MESSAGE = "the prefix of a label key (before the /) must be at most 253 characters"
 
@@ -101,8 +142,60 @@ def _cel_list(values: tuple[str, ...]) -> str:
     return "[" + ", ".join(f"'{value}'" for value in values) + "]"
 
 
+def _whole(quantity: int | str) -> bool:
+    return re.fullmatch(r"\+?[0-9]+", str(quantity)) is not None
+
+
 class ResourceRequirements(ApiModel):
     """Compute resources for a container, as in a Pod spec."""
+
+    rules = (
+        Rule(
+            field="limits",
+            message="extended resources (a domain/name such as example.com/fpga) come in whole units",
+            cel=(
+                "(!has(self.requests) || self.requests.all(k, !k.contains('/') || "
+                "string(self.requests[k]).matches('^[+]?[0-9]+$'))) && "
+                "(!has(self.limits) || self.limits.all(k, !k.contains('/') || "
+                "string(self.limits[k]).matches('^[+]?[0-9]+$')))"
+            ),
+            holds=lambda self: all(
+                _whole(value)
+                for side in (self.requests, self.limits)
+                for name, value in side.items()
+                if is_extended_resource(name)
+            ),
+        ),
+        Rule(
+            field="requests",
+            message=(
+                "an extended resource (a domain/name such as example.com/fpga) in requests must be "
+                "in limits with the same value: it is never overcommitted (limits alone suffice)"
+            ),
+            cel=(
+                "!has(self.requests) || self.requests.all(k, !k.contains('/') || "
+                "(has(self.limits) && k in self.limits && string(self.limits[k]) == string(self.requests[k])))"
+            ),
+            holds=lambda self: all(
+                name in self.limits and str(self.limits[name]) == str(value)
+                for name, value in self.requests.items()
+                if is_extended_resource(name)
+            ),
+        ),
+        Rule(
+            field="requests",
+            message="requests must not exceed limits",
+            cel=(
+                "!has(self.requests) || !has(self.limits) || self.requests.all(k, !(k in self.limits) || "
+                "quantity(string(self.requests[k])).compareTo(quantity(string(self.limits[k]))) <= 0)"
+            ),
+            holds=lambda self: all(
+                quantity_value(value) <= quantity_value(self.limits[name])
+                for name, value in self.requests.items()
+                if name in self.limits
+            ),
+        ),
+    )
 
     requests: dict[ResourceName, Quantity] = Field(
         default_factory=dict,
@@ -217,8 +310,9 @@ class ModelSource(ApiModel):
         max_length=64,
         json_schema_extra={"x-kubernetes-list-type": "set"},
         description=(
-            "Models whose readiness and metrics matter: readiness waits for them and the "
-            "autoscaler measures their latency."
+            "Models whose metrics matter: the autoscaler measures their latency and rate. A replica "
+            "is ready when Triton is (strict readiness: every model the repository loads); a name "
+            "Triton does not serve yields no metrics, so the autoscaler holds."
         ),
     )
 
@@ -722,7 +816,7 @@ class LatencyObjective(ApiModel):
     """The latency objective the autoscaler holds."""
 
     target_milliseconds: float = Field(
-        default=100.0, gt=0, le=600000, description="Latency target in milliseconds."
+        default=100.0, ge=1, le=600000, description="Latency target in milliseconds."
     )
     percentile: float = Field(
         default=95.0,
@@ -767,7 +861,7 @@ class MetricsSpec(ApiModel):
         default=None,
         alias="prometheusURL",
         max_length=2048,
-        pattern=r"^https?://[^\s\x00]+$",
+        pattern=rf"^https?://[^{NO_SPACE}]+$",
         description="Prometheus base URL, e.g. http://prometheus.monitoring:9090.",
     )
     latency_query: str | None = Field(
@@ -909,6 +1003,25 @@ class InferenceServiceSpec(ApiModel):
             ),
             holds=lambda self: (
                 self.accelerator is None or product_has_a_label(self.accelerator, self.capacity)
+            ),
+        ),
+        Rule(
+            field="triton.resources",
+            message=(
+                "triton.resources must not name the accelerator's resource: accelerator.count "
+                "sets its requests and limits"
+            ),
+            cel=(
+                "!has(self.accelerator) || ("
+                "!(has(self.triton.resources.requests) && self.accelerator.resource in self.triton.resources.requests) && "
+                "!(has(self.triton.resources.limits) && self.accelerator.resource in self.triton.resources.limits))"
+            ),
+            holds=lambda self: (
+                self.accelerator is None
+                or (
+                    self.accelerator.resource not in self.triton.resources.requests
+                    and self.accelerator.resource not in self.triton.resources.limits
+                )
             ),
         ),
     )

@@ -6,9 +6,17 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from tritonscale.api.base import ApiModel
+
+
+class StatusModel(ApiModel):
+    """Status parts: fields this version does not know are ignored, not refused. Status is the
+    operator's own record; one written by a newer operator (before a rollback: Helm never
+    downgrades the CRD that keeps those fields) must not make every service invalid."""
+
+    model_config = ConfigDict(extra="ignore")
 
 
 class ConditionStatus(StrEnum):
@@ -30,7 +38,7 @@ class ConditionType(StrEnum):
 CONDITION_MESSAGE_MAX = 32768  # as metav1.Condition
 
 
-class Condition(ApiModel):
+class Condition(StatusModel):
     """A status condition, shaped like metav1.Condition."""
 
     type: str = Field(max_length=316, description="Condition type: Ready, Progressing, Degraded, ...")
@@ -43,7 +51,7 @@ class Condition(ApiModel):
     )
 
 
-class ScaleEvent(ApiModel):
+class ScaleEvent(StatusModel):
     """The last change of desired replicas."""
 
     time: datetime = Field(description="When the decision was made.")
@@ -52,7 +60,7 @@ class ScaleEvent(ApiModel):
     reason: str = Field(max_length=1024, description="Why, in numbers.")
 
 
-class SpotFallbackStatus(ApiModel):
+class SpotFallbackStatus(StatusModel):
     """On-demand replicas standing in for spot replicas that cannot run, and the clocks that
     move them (kept in status so that a restarted operator carries on)."""
 
@@ -67,7 +75,7 @@ class SpotFallbackStatus(ApiModel):
     )
 
 
-class CapacityModel(ApiModel):
+class CapacityModel(StatusModel):
     """What the autoscaler assumes about this service, and where each figure comes from."""
 
     cold_start_seconds: float = Field(ge=0, description="Seconds a new Triton pod takes to become Ready.")
@@ -76,14 +84,14 @@ class CapacityModel(ApiModel):
     max_batch_source: str = Field(max_length=512, description="Where the batch limit comes from.")
 
 
-class VariantShare(ApiModel):
+class VariantShare(StatusModel):
     """The share of requests one variant is sent."""
 
     name: str = Field(max_length=128, description="The variant (spec.model.variants).")
     share: float = Field(ge=0, le=1, description="Share of the requests the routers send it.")
 
 
-class VariantsStatus(ApiModel):
+class VariantsStatus(StatusModel):
     """What the faster variants serve and what they cost (spec.autoscaling.accuracy)."""
 
     shares: list[VariantShare] = Field(default_factory=list, max_length=16, description="Per variant.")
@@ -96,7 +104,7 @@ class VariantsStatus(ApiModel):
     reason: str = Field(max_length=1024, description="Why, in numbers.")
 
 
-class InferenceServiceStatus(ApiModel):
+class InferenceServiceStatus(StatusModel):
     """Observed state of the stack."""
 
     observed_generation: int | None = Field(

@@ -270,15 +270,28 @@ def accelerator_tolerations(
     return tolerations
 
 
-def required_node_affinity(requirements: list[dict[str, Any]]) -> dict[str, Any] | None:
+def required_node_affinity(
+    requirements: list[dict[str, Any]], capacity: CapacitySpec | None = None
+) -> dict[str, Any] | None:
     """A pod affinity that requires every match expression, or None when there are none (an
-    empty selector term would match no node at all)."""
-    if not requirements:
+    empty selector term would match no node at all). With `capacity` (for pods that must stay
+    off spot) and the custom preset, also not on a node that matches the whole spot selector:
+    one term per spot label, each requiring that label to differ (terms are ORed)."""
+    spot_labels = (
+        sorted(capacity.custom.spot.node_selector.items())
+        if capacity is not None
+        and capacity.custom is not None
+        and capacity.node_pool_preset == NodePoolPreset.CUSTOM
+        else []
+    )
+    # A spot label the pod's own selector requires too cannot tell spot apart: no term for it.
+    terms = [
+        {"matchExpressions": [*requirements, {"key": key, "operator": "NotIn", "values": [value]}]}
+        for key, value in spot_labels
+        if {"key": key, "operator": "In", "values": [value]} not in requirements
+    ]
+    if not terms and requirements:
+        terms = [{"matchExpressions": requirements}]
+    if not terms:
         return None
-    return {
-        "nodeAffinity": {
-            "requiredDuringSchedulingIgnoredDuringExecution": {
-                "nodeSelectorTerms": [{"matchExpressions": requirements}]
-            }
-        }
-    }
+    return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": terms}}}

@@ -270,7 +270,7 @@ def render_router_deployment(service: InferenceService, names: StackNames, confi
             {"name": "runtime", "emptyDir": {}},
         ],
     }
-    affinity = required_node_affinity(requirements)
+    affinity = required_node_affinity(requirements, service.spec.capacity)
     if affinity is not None:
         pod_spec["affinity"] = affinity
     return deployment(

@@ -172,7 +172,9 @@ def render_triton_deployment(
     else:
         pod_spec["automountServiceAccountToken"] = False
     # CPU-only replicas are kept off accelerator nodes, accelerator replicas on their product.
-    affinity = required_node_affinity(node_requirements(spec.capacity, spec.accelerator, spot))
+    affinity = required_node_affinity(
+        node_requirements(spec.capacity, spec.accelerator, spot), None if spot else spec.capacity
+    )
     if affinity is not None:
         pod_spec["affinity"] = affinity
     if not pod_spec["tolerations"]:
