@@ -84,8 +84,11 @@ class SourceChooser:
         assert service.spec.autoscaling is not None
         metrics = service.spec.autoscaling.metrics
         url = metrics.prometheus_url or self.config.prometheus_url
+        # A PromQL query asks for Prometheus: without a URL, `auto` says so rather than
+        # dropping the query for Triton's statistics.
+        queries = metrics.latency_query is not None or metrics.rate_query is not None
         if metrics.source == MetricsSourceKind.TRITON or (
-            metrics.source == MetricsSourceKind.AUTO and not url
+            metrics.source == MetricsSourceKind.AUTO and not url and not queries
         ):
             if not self.config.read_triton_pods:
                 return UnavailableSource("reading Triton pods is switched off for this operator"), "triton"
@@ -93,7 +96,9 @@ class SourceChooser:
         if url is None:
             return (
                 UnavailableSource(
-                    "no Prometheus URL: set spec.autoscaling.metrics.prometheusURL or --prometheus-url"
+                    "no Prometheus URL"
+                    + (" for spec.autoscaling.metrics' queries" if queries else "")
+                    + ": set spec.autoscaling.metrics.prometheusURL or --prometheus-url"
                 ),
                 "prometheus",
             )

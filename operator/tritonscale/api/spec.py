@@ -854,7 +854,7 @@ class MetricsSpec(ApiModel):
         default=MetricsSourceKind.AUTO,
         description=(
             "prometheus, triton (statistics read from each ready pod), or auto: Prometheus when a "
-            "URL is known (here or the operator's --prometheus-url), else Triton."
+            "URL is known (here or the operator's --prometheus-url) or a query is set here, else Triton."
         ),
     )
     prometheus_url: str | None = Field(
