@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -125,6 +126,16 @@ def test_a_condition_message_longer_than_a_condition_holds_is_cut_short() -> Non
         [], ConditionType.DEGRADED, ConditionStatus.TRUE, "ApplyRejected", "x" * 40000, now, 1
     )
     assert len(condition.message) == CONDITION_MESSAGE_MAX and condition.message.endswith("…")
+
+
+def test_a_services_lock_is_shared_while_held_and_not_kept_after() -> None:
+    _, reconciler = setup()
+    first = reconciler.lock("vision", "resnet")
+    assert reconciler.lock("vision", "resnet") is first
+    assert reconciler.lock("vision", "other") is not first
+    del first
+    gc.collect()
+    assert len(reconciler._locks) == 0
 
 
 def test_transient_failures_propagate_for_retry() -> None:

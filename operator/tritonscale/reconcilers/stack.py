@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import threading
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -229,7 +230,11 @@ class StackReconciler:
         self.on_unsettled = on_unsettled
         # Nodes being interrupted, drained or lost (name -> why), kept by a watch of Nodes.
         self.troubled_nodes = troubled_nodes
-        self._locks: dict[tuple[str, str], threading.RLock] = {}
+        # Weak: a service's lock lives while someone holds or waits for it, not for every
+        # service ever seen.
+        self._locks: weakref.WeakValueDictionary[tuple[str, str], threading.RLock] = (
+            weakref.WeakValueDictionary()
+        )
         self._locks_guard = threading.Lock()
 
     def lock(self, namespace: str, name: str) -> threading.RLock:
