@@ -314,6 +314,23 @@ def test_chart_lints_and_renders_with_the_built_helm(testenv_bin: Path, tmp_path
         == next(d for d in rendered if d["kind"] == "ServiceAccount")["metadata"]["name"]
     )
 
+    # With standbys: spread over nodes, and drained one at a time.
+    assert "[WARNING]" not in run("lint", "--strict", str(CHART), "--set", "operator.replicas=2")
+    highly_available = [
+        d
+        for d in yaml.safe_load_all(
+            run("template", "ts", str(CHART), "-n", "ops", "--skip-tests", "--set", "operator.replicas=2")
+        )
+        if d
+    ]
+    budget = next(d for d in highly_available if d["kind"] == "PodDisruptionBudget")
+    deployment = next(d for d in highly_available if d["kind"] == "Deployment")
+    assert budget["spec"]["maxUnavailable"] == 1
+    assert budget["spec"]["selector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+    [spread] = deployment["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    assert spread["topologyKey"] == "kubernetes.io/hostname"
+    assert spread["labelSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+
     namespaced = [
         d
         for d in yaml.safe_load_all(
