@@ -293,11 +293,6 @@ INVALID_CASES: list[tuple[str, dict[str, Any], str]] = [
         },
         "spec.triton.resources",
     ),
-    (
-        "latency-target-under-a-millisecond",
-        {"spec.autoscaling": {"latency": {"targetMilliseconds": 0.5}}},
-        "spec.autoscaling.latency.targetMilliseconds",
-    ),
 ]
 
 

@@ -396,7 +396,11 @@ def resource_requirements(draw: st.DrawFn, accelerator: str | None = None) -> di
     requests: dict[str, Any] = {}
     limits: dict[str, Any] = {}
     for name, value in draw(_standard_resources).items():
-        (requests if draw(st.booleans()) else limits)[name] = value
+        side = draw(st.sampled_from(("requests", "limits", "both")))
+        if side in ("requests", "both"):
+            requests[name] = value
+        if side in ("limits", "both"):
+            limits[name] = value  # equal, as written or by value (CEL's quantity() must agree)
     for name, value in draw(_extended_resources).items():
         if name == accelerator:
             continue
@@ -494,7 +498,7 @@ def accepted_bodies(draw: st.DrawFn) -> dict[str, Any]:
             "maxReplicas": high,
             "periodSeconds": draw(bounded_ints(1, 300)),
             "latency": {
-                "targetMilliseconds": draw(bounded_floats(1.0, 600000.0)),
+                "targetMilliseconds": draw(bounded_floats(0.0, 600000.0, low_open=True)),
                 "percentile": draw(bounded_floats(50.0, 99.9)),
             },
             "metrics": metrics,

@@ -707,3 +707,12 @@ def _growth_by_definition(rates: tuple[tuple[float, float], ...], horizon_s: flo
 def test_growth_is_the_definitions(steps: list[tuple[float, float]], horizon_s: float) -> None:
     rates = tuple(itertools.accumulate(steps, lambda acc, step: (acc[0] + step[0], step[1])))
     assert _growth(rates, horizon_s, 0.9, min_episodes=2) == _growth_by_definition(rates, horizon_s, 0.9)
+
+
+def test_a_target_of_a_few_nanoseconds_scales_to_the_most_replicas_without_crashing() -> None:
+    # Only latency and rate (overridden queries): the ratio controller; a 1e-310 ms target
+    # made its ratio infinite, and ceil(inf) raised on every tick.
+    settings = replace(SETTINGS, target_ms=1e-310)
+    no_execution_times = Observation(arrival_rate_rps=50.0, latency_ms=40.0, ready_replicas=2)
+    decisions, _ = run([(0.0, no_execution_times)], 2, settings)
+    assert decisions[-1].desired == SETTINGS.max_replicas

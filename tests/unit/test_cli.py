@@ -56,6 +56,25 @@ def test_render_several_files_and_skips_other_kinds(tmp_path: Path) -> None:
     assert "skipped Namespace" in result.stderr
 
 
+def test_render_reads_the_list_kubectl_get_prints(tmp_path: Path) -> None:
+    good = next(
+        d
+        for d in yaml.safe_load_all((ROOT / "examples" / "minimal.yaml").read_text())
+        if d["kind"] == "InferenceService"
+    )
+    bad = make_invalid({"spec.triton": {"resources": {"requests": {"cpu": "-1"}}}})
+    listed = tmp_path / "all.yaml"
+    listed.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": [good, bad]}))
+    result = CliRunner().invoke(main, ["render", "-f", str(listed)])
+    assert result.exit_code == 2, result.output
+    assert "spec.triton.resources.requests.cpu: invalid value '-1'" in result.stderr
+    assert "document 1, item 2" in result.stderr
+    listed.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": [good]}))
+    result = CliRunner().invoke(main, ["render", "-f", str(listed)])
+    assert result.exit_code == 0, result.output
+    assert "echo-router" in [o["metadata"]["name"] for o in yaml.safe_load_all(result.stdout)]
+
+
 def test_render_invalid_exits_2_with_one_line_per_problem_naming_the_field(tmp_path: Path) -> None:
     cases = INVALID_CASES[:5]
     path = tmp_path / "bad.yaml"

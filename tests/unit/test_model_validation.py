@@ -177,3 +177,26 @@ def test_requests_are_compared_with_limits_by_value_not_by_text() -> None:
         InvalidInferenceService, match=r"spec\.triton\.resources\.requests: requests must not"
     ):
         parse_inference_service(obj)
+
+
+def test_quantities_written_differently_but_equal_in_value_are_equal() -> None:
+    obj = make_inference_service(
+        spec__accelerator={"resource": "nvidia.com/gpu", "count": 1},
+        spec__triton={
+            "resources": {
+                # The accelerator's resource at its count (a spec that rendered before the rule).
+                "limits": {"nvidia.com/gpu": "1", "example.com/fpga": "1k", "memory": "1Gi"},
+                "requests": {"example.com/fpga": 1000, "memory": 1073741824},
+            }
+        },
+    )
+    parse_inference_service(obj)
+    # Exponents no decimal holds, which the API server's quantity() admits: not refused here.
+    obj["spec"]["triton"]["resources"] = {
+        "requests": {"memory": "1e1000000"},
+        "limits": {"memory": "1e1000000"},
+    }
+    parse_inference_service(obj)
+    obj["spec"]["triton"]["resources"] = {"limits": {"example.com/fpga": "1500m"}}
+    with pytest.raises(InvalidInferenceService, match="whole units"):
+        parse_inference_service(obj)

@@ -164,9 +164,11 @@ def _problems(error: ValidationError) -> list[Problem]:
             message = message.replace("invalid value", "invalid key", 1)
         elif detail["type"] == "enum":
             message = f"unsupported value {_shown(detail['input'])}: {detail['msg'].removeprefix('Input should be ')}"
-        # `int | str` fields report one error per member; the string branch says the most.
-        if location and location[-1] in ("int", "str", "constrained-str"):
-            if location[-1] != "constrained-str":
+        # `int | str` fields (quantities) report one error per member: keep the one of the
+        # member the value was written as (a number's bound, a string's pattern).
+        if location and location[-1] in ("int", "str", "constrained-int", "constrained-str"):
+            written_as_number = isinstance(detail["input"], int) and not isinstance(detail["input"], bool)
+            if location[-1] != ("constrained-int" if written_as_number else "constrained-str"):
                 continue
             location = location[:-1]
         problems.append(Problem(path=_dotted(location), message=message))

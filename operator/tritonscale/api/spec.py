@@ -5,6 +5,7 @@ Every field carries a description: the CRD generator copies them, so `kubectl ex
 
 from __future__ import annotations
 
+import decimal
 import re
 from decimal import Decimal
 from enum import StrEnum
@@ -88,16 +89,41 @@ _QUANTITY_PARTS = re.compile(
 )
 
 
+# Wide enough for any exponent a 64-character quantity can write (1e999...); exact to 80 digits.
+_QUANTITY_CONTEXT = decimal.Context(prec=80, Emax=decimal.MAX_EMAX, Emin=decimal.MIN_EMIN)
+
+
 def quantity_value(quantity: int | str) -> Decimal:
     """A quantity's value (QUANTITY_PATTERN's forms): 100m is 0.1, 2Gi is 2147483648, 1e3 is
-    1000, 1E is 10**18 (exa)."""
+    1000, 1E is 10**18 (exa). Raises ArithmeticError for a value beyond any decimal's range."""
     parts = _QUANTITY_PARTS.match(str(quantity))
     if parts is None:
         raise ValueError(f"not a quantity: {quantity!r}")
-    number = Decimal(parts["number"])
-    if parts["exponent"] is not None:
-        return number * Decimal(10) ** Decimal(parts["exponent"])
-    return number * _QUANTITY_SUFFIXES[parts["suffix"] or ""]
+    with decimal.localcontext(_QUANTITY_CONTEXT):
+        number = Decimal(parts["number"])
+        if parts["exponent"] is not None:
+            return number * Decimal(10) ** Decimal(parts["exponent"])
+        return number * _QUANTITY_SUFFIXES[parts["suffix"] or ""]
+
+
+def compare_quantities(a: int | str, b: int | str) -> int | None:
+    """-1, 0 or 1 as `a` is less than, equal to or more than `b` by value; None when one is
+    beyond what can be computed (the API server's own quantity() admitted it: not ours to refuse)."""
+    try:
+        left, right = quantity_value(a), quantity_value(b)
+    except ArithmeticError:
+        return None
+    return (left > right) - (left < right)
+
+
+def is_whole_quantity(quantity: int | str) -> bool:
+    """1, 1.0, 1000m and 1k are whole; 0.5 and 1500m are not (None: cannot tell, so yes)."""
+    try:
+        value = quantity_value(quantity)
+        with decimal.localcontext(_QUANTITY_CONTEXT):
+            return value == value.to_integral_value()
+    except ArithmeticError:
+        return True
 
 
 def is_extended_resource(name: str) -> bool:
@@ -142,10 +168,6 @@ def _cel_list(values: tuple[str, ...]) -> str:
     return "[" + ", ".join(f"'{value}'" for value in values) + "]"
 
 
-def _whole(quantity: int | str) -> bool:
-    return re.fullmatch(r"\+?[0-9]+", str(quantity)) is not None
-
-
 class ResourceRequirements(ApiModel):
     """Compute resources for a container, as in a Pod spec."""
 
@@ -155,12 +177,12 @@ class ResourceRequirements(ApiModel):
             message="extended resources (a domain/name such as example.com/fpga) come in whole units",
             cel=(
                 "(!has(self.requests) || self.requests.all(k, !k.contains('/') || "
-                "string(self.requests[k]).matches('^[+]?[0-9]+$'))) && "
+                "quantity(string(self.requests[k])).isInteger())) && "
                 "(!has(self.limits) || self.limits.all(k, !k.contains('/') || "
-                "string(self.limits[k]).matches('^[+]?[0-9]+$')))"
+                "quantity(string(self.limits[k])).isInteger()))"
             ),
             holds=lambda self: all(
-                _whole(value)
+                is_whole_quantity(value)
                 for side in (self.requests, self.limits)
                 for name, value in side.items()
                 if is_extended_resource(name)
@@ -173,11 +195,11 @@ class ResourceRequirements(ApiModel):
                 "in limits with the same value: it is never overcommitted (limits alone suffice)"
             ),
             cel=(
-                "!has(self.requests) || self.requests.all(k, !k.contains('/') || "
-                "(has(self.limits) && k in self.limits && string(self.limits[k]) == string(self.requests[k])))"
+                "!has(self.requests) || self.requests.all(k, !k.contains('/') || (has(self.limits) && "
+                "k in self.limits && quantity(string(self.limits[k])).compareTo(quantity(string(self.requests[k]))) == 0))"
             ),
             holds=lambda self: all(
-                name in self.limits and str(self.limits[name]) == str(value)
+                name in self.limits and compare_quantities(self.limits[name], value) in (0, None)
                 for name, value in self.requests.items()
                 if is_extended_resource(name)
             ),
@@ -190,7 +212,7 @@ class ResourceRequirements(ApiModel):
                 "quantity(string(self.requests[k])).compareTo(quantity(string(self.limits[k]))) <= 0)"
             ),
             holds=lambda self: all(
-                quantity_value(value) <= quantity_value(self.limits[name])
+                compare_quantities(value, self.limits[name]) in (-1, 0, None)
                 for name, value in self.requests.items()
                 if name in self.limits
             ),
@@ -816,7 +838,7 @@ class LatencyObjective(ApiModel):
     """The latency objective the autoscaler holds."""
 
     target_milliseconds: float = Field(
-        default=100.0, ge=1, le=600000, description="Latency target in milliseconds."
+        default=100.0, gt=0, le=600000, description="Latency target in milliseconds."
     )
     percentile: float = Field(
         default=95.0,
@@ -1008,19 +1030,22 @@ class InferenceServiceSpec(ApiModel):
         Rule(
             field="triton.resources",
             message=(
-                "triton.resources must not name the accelerator's resource: accelerator.count "
-                "sets its requests and limits"
+                "triton.resources may name the accelerator's resource only at accelerator.count "
+                "(written the same way, e.g. 1), which sets its requests and limits"
             ),
-            cel=(
-                "!has(self.accelerator) || ("
-                "!(has(self.triton.resources.requests) && self.accelerator.resource in self.triton.resources.requests) && "
-                "!(has(self.triton.resources.limits) && self.accelerator.resource in self.triton.resources.limits))"
-            ),
+            cel="!has(self.accelerator) || ("
+            + " && ".join(
+                f"(!has(self.triton.resources.{side}) || !(self.accelerator.resource in self.triton.resources.{side}) || "
+                f"string(self.triton.resources.{side}[self.accelerator.resource]) == string(self.accelerator.count))"
+                for side in ("requests", "limits")
+            )
+            + ")",
             holds=lambda self: (
                 self.accelerator is None
-                or (
-                    self.accelerator.resource not in self.triton.resources.requests
-                    and self.accelerator.resource not in self.triton.resources.limits
+                or all(
+                    str(side[self.accelerator.resource]) == str(self.accelerator.count)
+                    for side in (self.triton.resources.requests, self.triton.resources.limits)
+                    if self.accelerator.resource in side
                 )
             ),
         ),

@@ -49,7 +49,8 @@ def _files(paths: tuple[str, ...]) -> list[str]:
     return files
 
 
-def _documents(paths: list[str]) -> Iterator[tuple[str, int, Any]]:
+def _documents(paths: list[str]) -> Iterator[tuple[str, str, Any]]:
+    """(file, where in it: "3" or "3, item 2", document) for every document, a List's items each."""
     for path in paths:
         try:
             text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
@@ -60,8 +61,17 @@ def _documents(paths: list[str]) -> Iterator[tuple[str, int, Any]]:
         except yaml.YAMLError as error:
             raise click.ClickException(f"{path}: not valid YAML: {error}") from error
         for index, document in enumerate(documents, start=1):
-            if document is not None:
-                yield path, index, document
+            if (
+                isinstance(document, dict)
+                and document.get("kind") == "List"
+                and document.get("apiVersion") == "v1"
+            ):
+                # What `kubectl get -o yaml` prints for several objects: each item in turn.
+                for number, item in enumerate(document.get("items") or [], start=1):
+                    if item is not None:
+                        yield path, f"{index}, item {number}", item
+            elif document is not None:
+                yield path, str(index), document
 
 
 @click.command()

@@ -98,6 +98,10 @@ def correction_at(state: AutoscalerState, per_replica_rps: float) -> float:
     return min(near)[2] if near else 1.0
 
 
+# More replicas than any service's maxReplicas: what a ratio above it is clamped to.
+RATIO_REPLICAS_CAP = 1e6
+
+
 @dataclass(frozen=True)
 class AutoscalerSettings:
     """Everything that shapes decisions; built from the spec (`from_spec`) or by the simulator."""
@@ -900,8 +904,9 @@ class LatencyAutoscaler:
             # proportion to the observed latency, like a plain ratio controller.
             ratio = observation.latency_ms / (s.target_ms * s.up_threshold)
             base = max(observation.ready_replicas, 1)
-            up = max(1, math.ceil(base * ratio))
-            down = max(1, math.ceil(base * ratio * (1 + s.down_rate_margin)))
+            # Capped: a target of a few nanoseconds would make the ratio infinite.
+            up = max(1, math.ceil(min(base * ratio, RATIO_REPLICAS_CAP)))
+            down = max(1, math.ceil(min(base * ratio * (1 + s.down_rate_margin), RATIO_REPLICAS_CAP)))
             return _Sizing(
                 latest,
                 expected,
