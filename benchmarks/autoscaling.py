@@ -121,22 +121,28 @@ def load_workload(job: Job) -> Workload:
     return from_trace(TRACES / job.workload)
 
 
+class ReuseMismatch(RuntimeError):
+    """Reused runs that this code would not make."""
+
+
 def run_job(job: Job) -> list[dict[str, Any]]:
     scenario = Scenario(load_workload(job), job.seed, SimEnvironment(), OBJECTIVE, feed=job.feed)
     headrooms = REFERENCE_HEADROOMS if job.references else ()
     names = list(job.policies)
     if "oracle" not in names:
         names.append("oracle")  # every record is relative to its oracle
-    results = run_scenario(scenario, names, reference_headrooms=headrooms)
-    oracle = next(r for r in results if r.policy == "oracle")
     if job.expect is not None:
+        # Before the long runs: the oracle alone says whether the reused runs are this code's.
+        [oracle] = run_scenario(scenario, ["oracle"])
         requests, oracle_hours = job.expect
         if oracle.requests != requests or not math.isclose(oracle.replica_hours, oracle_hours, rel_tol=3e-4):
-            raise SystemExit(
+            raise ReuseMismatch(
                 f"--reuse: {job.workload} seed {job.seed} now has {oracle.requests} requests and an "
                 f"oracle of {oracle.replica_hours:.4f} replica-h, the reused runs {requests} and "
                 f"{oracle_hours:.4f}: the simulator changed, run without --reuse"
             )
+    results = run_scenario(scenario, names, reference_headrooms=headrooms)
+    oracle = next(r for r in results if r.policy == "oracle")
     records = []
     for result in results:
         if result.policy == "oracle" and "oracle" not in job.policies:
@@ -433,7 +439,11 @@ def run_jobs(jobs: list[Job], workers: int, console: Console, what: str) -> list
         futures = {pool.submit(run_job, job): job for job in jobs}
         for done, future in enumerate(as_completed(futures), start=1):
             job = futures[future]
-            records.extend(future.result())
+            try:
+                records.extend(future.result())
+            except ReuseMismatch as mismatch:
+                pool.shutdown(wait=False, cancel_futures=True)  # not hours of runs to throw away
+                raise SystemExit(str(mismatch)) from None
             console.print(
                 f"  {what} {done}/{len(jobs)}: {job.workload} seed {job.seed} {job.feed} "
                 f"({len(job.policies)} policies; {time.perf_counter() - started:.0f}s elapsed)"

@@ -43,28 +43,50 @@ log() { printf '[build-testenv] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
 # Go >= 1.26 from PATH or /usr/local/go; else the pinned toolchain from the Go module proxy
-# (golang.org/toolchain, what `go` itself fetches for GOTOOLCHAIN), cached.
+# (golang.org/toolchain, what `go` itself fetches for GOTOOLCHAIN), checked against its pinned
+# SHA-256 and unpacked as `go` unpacks it (each _go.mod is the go.mod the zip cannot carry),
+# under a lock, into the cache.
 GO_FALLBACK=1.26.8
+declare -A GO_FALLBACK_SHA256=(
+  [amd64]=30c2b1bf7dcc88d3eb0a1364e47ddd9128edb3110a30e8a0ef61cd5856b31de7
+  [arm64]=02b36b6787b3ac767668f630e2998df45a3b1f9ffee08d1bf3ef6487cd658d99
+)
 go_ok() { [[ -n "$1" ]] && "$1" env GOVERSION 2>/dev/null | grep -Eq '^go1\.(2[6-9]|[3-9][0-9])'; }
 fetch_go() {
-  local dest="$CACHE/go-$GO_FALLBACK" proxy=${GOPROXY:-https://proxy.golang.org}
+  local dest="$CACHE/go-$GO_FALLBACK" proxy=${GOPROXY:-https://proxy.golang.org} arch
+  case $(uname -m) in
+    x86_64) arch=amd64 ;;
+    aarch64|arm64) arch=arm64 ;;
+    *) die "no Go >= 1.26 here and none pinned for $(uname -m): install go >= 1.26 and put it on PATH" ;;
+  esac
   proxy=${proxy%%[,|]*}
   [[ $proxy == direct || $proxy == off ]] && proxy=https://proxy.golang.org
-  if [[ ! -x "$dest/bin/go" ]]; then
-    log "no Go >= 1.26 here: fetching go$GO_FALLBACK from $proxy into $dest"
-    python3 - "$proxy/golang.org/toolchain/@v/v0.0.1-go$GO_FALLBACK.linux-amd64.zip" "$dest" <<'PY' || die "could not fetch Go; install go >= 1.26 and put it on PATH"
-import os, shutil, sys, tempfile, urllib.request, zipfile
-url, dest = sys.argv[1], sys.argv[2]
+  mkdir -p "$CACHE"
+  (
+    flock 8
+    if [[ ! -x "$dest/bin/go" ]]; then
+      log "no Go >= 1.26 here: fetching go$GO_FALLBACK ($arch) from $proxy into $dest"
+      python3 - "$proxy/golang.org/toolchain/@v/v0.0.1-go$GO_FALLBACK.linux-$arch.zip" "$dest" \
+        "${GO_FALLBACK_SHA256[$arch]}" <<'PY' || die "could not fetch Go; install go >= 1.26 and put it on PATH"
+import hashlib, os, shutil, sys, tempfile, urllib.request, zipfile
+url, dest, sha256 = sys.argv[1], sys.argv[2], sys.argv[3]
 stage = tempfile.mkdtemp(dir=os.path.dirname(dest) or ".")
 with tempfile.TemporaryFile() as data:
+    digest = hashlib.sha256()
     with urllib.request.urlopen(url, timeout=60) as response:
-        shutil.copyfileobj(response, data)
+        while chunk := response.read(1 << 20):
+            digest.update(chunk)
+            data.write(chunk)
+    if digest.hexdigest() != sha256:
+        sys.exit(f"{url}: sha256 {digest.hexdigest()}, expected {sha256}")
     with zipfile.ZipFile(data) as archive:
         for entry in archive.infolist():
             # golang.org/toolchain@v0.0.1-go1.26.8.linux-amd64/bin/go -> bin/go
             relative = entry.filename.partition("@")[2].partition("/")[2]
             if not relative or entry.is_dir():
                 continue
+            if os.path.basename(relative) == "_go.mod":
+                relative = os.path.join(os.path.dirname(relative), "go.mod")
             target = os.path.join(stage, relative)
             os.makedirs(os.path.dirname(target), exist_ok=True)
             with archive.open(entry) as source, open(target, "wb") as out:
@@ -73,12 +95,13 @@ with tempfile.TemporaryFile() as data:
 shutil.rmtree(dest, ignore_errors=True)
 os.rename(stage, dest)
 PY
-  fi
+    fi
+  ) 8>"$CACHE/go-$GO_FALLBACK.lock"
   GO="$dest/bin/go"
 }
 GO=$(command -v go || true)
 if ! go_ok "$GO" && go_ok /usr/local/go/bin/go; then GO=/usr/local/go/bin/go; fi
-if ! go_ok "$GO"; then mkdir -p "$CACHE"; fetch_go; fi
+if ! go_ok "$GO"; then fetch_go; fi
 go_ok "$GO" || die "no usable Go toolchain (need go >= 1.26; $GO says $("$GO" env GOVERSION 2>&1))"
 
 export GOMODCACHE="$CACHE/gomod"
@@ -158,7 +181,7 @@ build_watched() {
   local -a expect=()
   while [[ $1 != -- ]]; do expect+=("$1"); shift; done
   shift
-  (cd "$dir" && exec "$GO" build "$@") &
+  (cd "$dir" && exec "$GO" build "$@") 9>&- &
   local pid=$! last_beat=$SECONDS b
   # Ctrl-C or a kill stops the build too (a background job would ignore SIGINT and hold the lock).
   trap 'kill "$pid" 2>/dev/null; exit 130' INT TERM

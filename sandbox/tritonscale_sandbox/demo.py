@@ -201,7 +201,16 @@ def ensure_installed(console: Console) -> None:
         "[bold]Kubernetes control plane[/] (scripts/build-testenv.sh: seconds when cached, "
         "7-13 minutes the first time on 2 cores)"
     )
-    if subprocess.run([str(testenv)], check=False).returncode != 0:
+    # In a session of its own, so that an interrupt stops its background `go build` too.
+    build = subprocess.Popen([str(testenv)], start_new_session=True)
+    try:
+        code = build.wait()
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(build.pid, signal.SIGTERM)
+        build.wait()
+        raise
+    if code != 0:
         raise DemoFailure("building the control plane failed: scripts/build-testenv.sh's output is above")
     if not (install_dir() / "COMPLETE").is_file():
         console.print("[bold]tritonserver[/] (scripts/install-triton.sh: a 55 MB download the first time)")
@@ -755,6 +764,8 @@ class DemoResult:
     """The operator's pod as the API showed it once the service was Ready."""
     processes: list[tuple[str, int]] = field(default_factory=list)
     """Every process the demo had started, just before it stopped them."""
+    windows: list[tuple[float, float | None, float]] = field(default_factory=list)
+    """The client's 10-second windows: (end, p95 ms, offered req/s)."""
     left_behind: list[tuple[str, int]] = field(default_factory=list)
     """Every process still alive after the stop in a session the demo started (pods the agent
     no longer tracked and their helpers included)."""
@@ -837,6 +848,7 @@ def run_demo(
         for thread in threads:
             thread.join(10)
         summary = result.summary = summarise(samples, timeline, scenario, env.events())
+        result.windows = client_windows(samples)
         results_dir.mkdir(parents=True, exist_ok=True)
         write_plot(samples, timeline, results_dir / "demo.png")
         (results_dir / "demo.json").write_text(
@@ -869,17 +881,19 @@ def run_demo(
         return result
     finally:
         with _uninterrupted():
-            console.print("stopping everything (Ctrl-C is ignored until it is done)")
+            with contextlib.suppress(OSError):  # the terminal may be gone (SIGHUP)
+                console.print("stopping everything (Ctrl-C is ignored until it is done)")
             stop.set()
             if load is not None:
                 load.cancel()
             result.processes = env.processes()
             env.stop(keep_logs=not completed)
-            result.left_behind = left_in_sessions(mark)
-        if result.left_behind:
-            console.print(f"[red]processes left behind: {result.left_behind}[/]")
-        else:
-            console.print(f"stopped everything: {len(result.processes)} processes, none left behind")
+            result.left_behind = left_in_sessions(mark, settle_s=5.0)
+        with contextlib.suppress(OSError):
+            if result.left_behind:
+                console.print(f"[red]processes left behind: {result.left_behind}[/]")
+            else:
+                console.print(f"stopped everything: {len(result.processes)} processes, none left behind")
 
 
 @click.command()
@@ -945,15 +959,18 @@ def demo(
             work = work_dir
         result = run_demo(work, scenario, console, keep=keep, live=not no_live, results_dir=results_dir)
     except KeyboardInterrupt:
-        console.print("interrupted")
         if work_dir is None and work is not None:
             shutil.rmtree(work, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            console.print("interrupted")
         sys.exit(130)
     except EXPECTED_FAILURES as error:
-        console.print(f"[red]demo failed:[/] {type(error).__name__}: {error}{_logs_hint(work)}")
+        with contextlib.suppress(OSError):
+            console.print(f"[red]demo failed:[/] {type(error).__name__}: {error}{_logs_hint(work)}")
         sys.exit(1)
     if result.failed:
-        console.print(f"[red]demo failed:[/] see the summary above{_logs_hint(work)}")
+        with contextlib.suppress(OSError):
+            console.print(f"[red]demo failed:[/] see the summary above{_logs_hint(work)}")
         sys.exit(1)
     if work_dir is None:  # the user named none: nothing of this run is left in the cache
         shutil.rmtree(work, ignore_errors=True)

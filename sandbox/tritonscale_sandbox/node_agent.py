@@ -91,11 +91,21 @@ def reserve_pod_block(lock_dir: Path | None = None) -> tuple[ipaddress.IPv4Netwo
     """A /20 of POD_NETWORK that no other agent on this machine holds, and the descriptor of
     its lock (held until closed, or the process ends)."""
     lock_dir = lock_dir or Path(tempfile.gettempdir()) / "tritonscale-pod-networks"
-    lock_dir.mkdir(parents=True, exist_ok=True)
+    if not lock_dir.is_dir():
+        lock_dir.mkdir(parents=True, exist_ok=True)
+        # Shared by every user's sandboxes on the machine (a CI runner, a developer), as /tmp is.
+        with contextlib.suppress(OSError):
+            lock_dir.chmod(0o1777)
     blocks = list(POD_NETWORK.subnets(new_prefix=POD_BLOCK_PREFIX))
     random.shuffle(blocks)
     for block in blocks:
-        fd = os.open(lock_dir / f"{block.network_address}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+        path = lock_dir / f"{block.network_address}.lock"
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_RDONLY, 0o666)
+        except PermissionError:
+            continue  # another user's lock file we cannot open: taken as held
+        with contextlib.suppress(OSError):
+            os.fchmod(fd, 0o666)  # whoever created it, every user can lock it
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

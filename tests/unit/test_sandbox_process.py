@@ -22,7 +22,10 @@ def test_a_grandchild_outliving_its_parent_is_found_until_it_is_gone(tmp_path: P
     grandchild = int(pid_file.read_text())
     parent.kill()  # the parent only: what a caller that tracks its child alone would stop
     parent.wait()
-    assert (("sleep", grandchild)) in left_in_sessions(mark)
+    deadline = time.monotonic() + 10
+    while ("sleep", grandchild) not in left_in_sessions(mark):  # `sh` until it has exec'd
+        assert time.monotonic() < deadline, left_in_sessions(mark)
+        time.sleep(0.05)
     os.killpg(parent.pid, signal.SIGKILL)
     deadline = time.monotonic() + 10
     while left_in_sessions(mark):
