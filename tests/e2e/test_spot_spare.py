@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from tritonscale_sandbox.demo import DemoEnvironment, LoadThread, Scenario, _alive
+from tritonscale_sandbox.demo import DemoEnvironment, LoadThread, Scenario
+from tritonscale_sandbox.process import left_in_sessions, sessions_mark
 from tritonscale_sandbox.triton import install_triton
 
 pytestmark = pytest.mark.e2e
@@ -94,6 +95,7 @@ def test_a_spot_machine_lost_without_notice_leaves_one_spare_replica(
     install_triton()
     output = io.StringIO()
     env = DemoEnvironment(tmp_path / "work", Console(file=output, width=120))
+    mark = sessions_mark()
     load: LoadThread | None = None
     try:
         env.start()
@@ -156,5 +158,6 @@ def test_a_spot_machine_lost_without_notice_leaves_one_spare_replica(
             load.cancel()
         processes = env.processes()
         env.stop()
-    left = [(name, pid) for name, pid in processes if _alive(pid)]
+    assert processes
+    left = left_in_sessions(mark, settle_s=5.0)
     assert left == [], output.getvalue()
