@@ -375,8 +375,23 @@ _labels = st.dictionaries(hostile_text, hostile_text, max_size=1)
 _annotations = st.dictionaries(st.one_of(st.just(PAUSE_ANNOTATION), hostile_text), hostile_text, max_size=1)
 _model_name_lists = st.lists(model_names, min_size=1, max_size=3, unique=True)
 _arg_lists = st.lists(triton_args, max_size=3)
+_key_references = st.fixed_dictionaries(
+    {"name": subdomains, "key": st.from_regex(r"\A[-._a-zA-Z0-9]{1,40}\Z", fullmatch=True)},
+    optional={"optional": st.booleans()},
+)
 _env_lists = st.lists(
-    st.fixed_dictionaries({"name": env_names}, optional={"value": c_strings(4096)}),
+    st.one_of(
+        st.fixed_dictionaries({"name": env_names}, optional={"value": c_strings(4096)}),
+        st.fixed_dictionaries(
+            {
+                "name": env_names,
+                "valueFrom": st.one_of(
+                    st.builds(lambda ref: {"secretKeyRef": ref}, _key_references),
+                    st.builds(lambda ref: {"configMapKeyRef": ref}, _key_references),
+                ),
+            }
+        ),
+    ),
     max_size=2,
     unique_by=lambda var: var["name"],
 )

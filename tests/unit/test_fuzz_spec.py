@@ -75,7 +75,7 @@ from tritonscale.ports import variant_ports
 from tritonscale.render.names import LABEL_COMPONENT, StackNames
 from tritonscale.render.router import RouterOptions, render_router_config
 from tritonscale.render.stack import render_stack
-from tritonscale.render.triton import triton_args
+from tritonscale.render.triton import env_var, triton_args
 from tritonscale.render.variants import served_variants
 from tritonscale.yamlfmt import dump_all
 
@@ -367,7 +367,13 @@ def assert_triton_values_stay_whole(service: InferenceService, objects: list[dic
         assert len(managed) == 10 and managed[0] == "tritonserver", args
         assert managed[1] == f"--model-repository={spec.model.repository}"
         assert all(re.fullmatch(r"--[a-z-]+=[-a-z0-9_=:.,]+", arg) for arg in managed[2:]), managed
-        assert container.get("env", []) == [{"name": var.name, "value": var.value} for var in spec.triton.env]
+        assert container.get("env", []) == [env_var(var) for var in spec.triton.env]
+        for var, rendered in zip(spec.triton.env, container.get("env", []), strict=True):
+            if var.value_from is not None:  # the key, whole, for the kubelet to read
+                [(kind, selector)] = rendered["valueFrom"].items()
+                ref = var.value_from.secret_key_ref or var.value_from.config_map_key_ref
+                assert ref is not None and (selector["name"], selector["key"]) == (ref.name, ref.key)
+                assert kind == ("secretKeyRef" if var.value_from.secret_key_ref else "configMapKeyRef")
         assert container["image"] == spec.triton.image
 
 
