@@ -800,7 +800,7 @@ def run_demo(
     threads: list[threading.Thread] = []
     result = DemoResult()
     mark = sessions_mark()
-    completed = False
+    failed = True  # until the run ends or is stopped on purpose: then no logs to keep
     try:
         env.start()
         operators = env.api.request(
@@ -867,7 +867,7 @@ def run_demo(
         for decision in summary.decisions:
             console.print(f"  {decision}")
         console.print(f"timeline: {results_dir / 'demo.png'}; figures: {results_dir / 'demo.json'}")
-        completed = True
+        failed = False
         if keep:
             bin_dir = env.api.bin_dir
             console.print(
@@ -879,6 +879,9 @@ def run_demo(
             with contextlib.suppress(KeyboardInterrupt):
                 threading.Event().wait()
         return result
+    except KeyboardInterrupt:
+        failed = False  # stopped on purpose
+        raise
     finally:
         with _uninterrupted():
             with contextlib.suppress(OSError):  # the terminal may be gone (SIGHUP)
@@ -887,7 +890,7 @@ def run_demo(
             if load is not None:
                 load.cancel()
             result.processes = env.processes()
-            env.stop(keep_logs=not completed)
+            env.stop(keep_logs=failed)
             result.left_behind = left_in_sessions(mark, settle_s=5.0)
         with contextlib.suppress(OSError):
             if result.left_behind:
