@@ -158,6 +158,16 @@ def run_key(phase: str, workload: str, seed: int, feed: str, policy: str) -> tup
     return phase, workload.removesuffix(".csv"), seed, feed, policy
 
 
+def record_key(record: dict[str, Any]) -> tuple[str, str, int, str, str]:
+    return run_key(
+        record["phase"],
+        record["workload"]["name"],
+        record["workload"]["seed"],
+        record["environment"]["feed"],
+        record["policy"],
+    )
+
+
 def job_keys(job: Job) -> list[tuple[str, str, int, str, str]]:
     """The runs a job records, in order."""
     names = [*job.policies, *(reference_name(h) for h in REFERENCE_HEADROOMS if job.references)]
@@ -168,12 +178,7 @@ def reuse_runs(jobs: list[Job], previous: list[dict[str, Any]]) -> tuple[list[Jo
     """The jobs cut to the runs `previous` lacks (each checked against a reused run of its
     scenario), and the runs taken from `previous`. The simulator is deterministic per scenario
     and policy (each run's own generator), so a reused run is the run this code would make."""
-    stored = {
-        run_key(
-            r["phase"], r["workload"]["name"], r["workload"]["seed"], r["environment"]["feed"], r["policy"]
-        ): r
-        for r in previous
-    }
+    stored = {record_key(r): r for r in previous}
     left, reused = [], []
     for job in jobs:
         missing = tuple(
@@ -550,18 +555,7 @@ def main() -> None:
     test_records = run_jobs(test, args.workers, console, "test") + reused_test
 
     # In the order of the jobs, reused or not: tables and verdicts list policies as they come.
-    records = sorted(
-        train_records + test_records,
-        key=lambda r: order[
-            run_key(
-                r["phase"],
-                r["workload"]["name"],
-                r["workload"]["seed"],
-                r["environment"]["feed"],
-                r["policy"],
-            )
-        ],
-    )
+    records = sorted(train_records + test_records, key=lambda r: order[record_key(r)])
     prometheus = summarize(records, "prometheus")
     fresh = summarize(records, "fresh")
     holdout = summarize(records, "prometheus", "holdout")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from tritonscale.api.base import cut_short
 from tritonscale.api.resource import PAUSE_ANNOTATION, InferenceService
 from tritonscale.api.spec import CapacitySpec
 from tritonscale.api.status import (
@@ -76,8 +77,7 @@ def set_condition(
     is cut short rather than failing the status write."""
     previous = next((c for c in conditions if c.type == condition_type), None)
     since = previous.last_transition_time if previous is not None and previous.status == status else now
-    if len(message) > CONDITION_MESSAGE_MAX:
-        message = message[: CONDITION_MESSAGE_MAX - 1] + "…"
+    message = cut_short(message, CONDITION_MESSAGE_MAX)
     updated = Condition(
         type=condition_type,
         status=status,

@@ -37,6 +37,11 @@ class RuleViolations(ValueError):
         self.violations = violations
 
 
+def cut_short(text: str, limit: int) -> str:
+    """`text`, or its first `limit` - 1 characters and an ellipsis when it is longer."""
+    return text if len(text) <= limit else f"{text[: limit - 1]}…"
+
+
 def _rules_json_schema(schema: dict[str, Any], cls: type[BaseModel]) -> None:
     rules: tuple[Rule, ...] = getattr(cls, "rules", ())
     if rules:

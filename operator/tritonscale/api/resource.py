@@ -6,7 +6,7 @@ from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from tritonscale.api.base import RuleViolations
+from tritonscale.api.base import RuleViolations, cut_short
 from tritonscale.api.spec import DNS_LABEL_PATTERN, InferenceServiceSpec
 from tritonscale.api.status import InferenceServiceStatus
 
@@ -118,8 +118,7 @@ class InvalidInferenceService(ValueError):
 def _shown(value: object, limit: int = 80) -> str:
     """A bad value as a message shows it: its repr, cut short (a 4000-character value repeated
     in a status condition would exceed what the condition holds)."""
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[: limit - 1]}…"
+    return cut_short(repr(value), limit)
 
 
 def _dotted(location: tuple[int | str, ...]) -> str:
