@@ -23,9 +23,11 @@ def main(kubeconfig: str, namespace: str, writes_before_pause: int) -> None:
     real_apply = KubeClient.apply
     writes = 0
 
-    def apply(self: KubeClient, obj: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
+    def apply(
+        self: KubeClient, obj: dict[str, Any], *, uid: str | None, dry_run: bool = False
+    ) -> dict[str, Any]:
         nonlocal writes
-        result = real_apply(self, obj, dry_run=dry_run)
+        result = real_apply(self, obj, uid=uid, dry_run=dry_run)
         if not dry_run:
             writes += 1
             if writes >= writes_before_pause:

@@ -32,6 +32,7 @@ from tritonscale.api.resource import PAUSE_ANNOTATION
 from tritonscale.cli.run import run
 from tritonscale.clients.kube import KubeClient
 from tritonscale.config import OperatorConfig
+from tritonscale.errors import ConflictError
 from tritonscale_sandbox.cluster import Cluster, NodePool, node_manifests
 
 pytestmark = pytest.mark.e2e
@@ -140,6 +141,57 @@ def test_a_name_that_is_another_services_child_is_refused_and_that_service_keeps
 
 # --------------------------------------------------------------------------------------------
 # status that tells the truth
+
+
+def test_a_write_never_adopts_an_object_that_appeared_or_was_replaced_after_the_read(
+    cluster: Cluster, operator_kubeconfig: Path
+) -> None:
+    """The reconciler reads a child, checks it is its own (or that there is none), then writes:
+    each write carries what it read, so that someone acting in between is never adopted. With
+    the operator's own identity, on the real API server."""
+    ns = "e2e-write-race"
+    cluster.create_namespace(ns)
+    client = KubeClient.connect(str(operator_kubeconfig))
+
+    def config_map(name: str, data: dict[str, str]) -> dict[str, Any]:
+        return {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": ns},
+            "data": data,
+        }
+
+    # None there when read; a user's created since: the create fails, theirs is untouched.
+    cluster.kubectl("create", "configmap", "theirs", "-n", ns, "--from-literal=settings=precious")
+    with pytest.raises(ConflictError, match="already exists"):
+        client.apply(config_map("theirs", {"ours": "1"}), uid=None)
+    with pytest.raises(ConflictError, match="already exists"):
+        client.apply(config_map("theirs", {"ours": "1"}), uid=None, dry_run=True)
+    theirs = cluster.get_json("configmap", "theirs", "--show-managed-fields", namespace=ns)
+    assert theirs["data"] == {"settings": "precious"}
+    assert [e["manager"] for e in theirs["metadata"]["managedFields"]] == ["kubectl-create"]
+
+    # Ours when read, replaced by another of the name since: the apply fails.
+    created = client.apply(config_map("ours", {"a": "1", "b": "2"}), uid=None)
+    cluster.kubectl("delete", "configmap", "ours", "-n", ns)
+    cluster.kubectl("create", "configmap", "ours", "-n", ns, "--from-literal=settings=precious")
+    for dry_run in (True, False):
+        with pytest.raises(ConflictError, match="uid"):
+            client.apply(config_map("ours", {"a": "1"}), uid=created["metadata"]["uid"], dry_run=dry_run)
+    assert cluster.get_json("configmap", "ours", namespace=ns)["data"] == {"settings": "precious"}
+    # Ours when read and gone since: not created again by the apply.
+    cluster.kubectl("delete", "configmap", "ours", "-n", ns)
+    with pytest.raises(ConflictError, match="uid"):
+        client.apply(config_map("ours", {"a": "1"}), uid=created["metadata"]["uid"])
+    assert cluster.kubectl("get", "configmap", "ours", "-n", ns, check=False).returncode != 0
+
+    # Created by us: only the apply owns its fields, so a field the next rendering leaves out
+    # goes (a create's own entry would keep it).
+    created = client.apply(config_map("mine", {"a": "1", "b": "2"}), uid=None)
+    entries = [(e["manager"], e["operation"]) for e in created["metadata"]["managedFields"]]
+    assert entries == [("tritonscale", "Apply")]
+    client.apply(config_map("mine", {"a": "1"}), uid=created["metadata"]["uid"])
+    assert cluster.get_json("configmap", "mine", namespace=ns)["data"] == {"a": "1"}
 
 
 def test_an_unschedulable_gpu_product_shows_the_schedulers_reason(

@@ -14,7 +14,8 @@ class FakeCluster:
     """Stores objects like an API server would, closely enough for the reconciler's logic.
 
     `reject` decides whether an object is refused (RejectedError), `fail_next` makes the next
-    call fail transiently; `calls` records every write in order.
+    call fail transiently, `before_write` runs before each write (someone else acting between
+    the reconciler's read and its write); `calls` records every write in order.
     """
 
     def __init__(self) -> None:
@@ -24,6 +25,7 @@ class FakeCluster:
         self.events: list[tuple[str, str, str]] = []
         self.calls: list[tuple[str, ...]] = []
         self.reject: Callable[[dict[str, Any]], str | None] = lambda obj: None
+        self.before_write: Callable[[dict[str, Any]], None] = lambda obj: None
         self.fail_next: str | None = None
         self._uids = itertools.count(1)
 
@@ -58,12 +60,18 @@ class FakeCluster:
         found = self.objects.get((kind, namespace, name))
         return copy.deepcopy(found) if found is not None else None
 
-    def apply(self, obj: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
+    def apply(self, obj: dict[str, Any], *, uid: str | None, dry_run: bool = False) -> dict[str, Any]:
         self._maybe_fail()
+        self.before_write(obj)
         reason = self.reject(obj)
         key = (obj["kind"], obj["metadata"]["namespace"], obj["metadata"]["name"])
         if reason:
             raise RejectedError(f"apply {key}: {reason}")
+        found = self.objects.get(key)
+        if (found and found["metadata"]["uid"]) != uid:  # the uid precondition, as KubeClient.apply
+            raise ConflictError(
+                f"apply {key}: expected uid {uid}, found {found and found['metadata']['uid']}"
+            )
         if dry_run:
             return copy.deepcopy(obj)
         self.calls.append(("apply", *key))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import gc
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -11,7 +12,7 @@ import pytest
 from tests.builders import make_inference_service
 from tests.unit.fakes import FakeCluster
 from tritonscale.api.status import CONDITION_MESSAGE_MAX, ConditionStatus, ConditionType
-from tritonscale.errors import NamespaceTerminatingError, RejectedError, TransientError
+from tritonscale.errors import ConflictError, NamespaceTerminatingError, RejectedError, TransientError
 from tritonscale.reconcilers.stack import StackReconciler
 from tritonscale.status import set_condition
 
@@ -236,6 +237,40 @@ def test_an_object_of_a_childs_name_that_is_not_ours_is_never_adopted() -> None:
     assert conditions(cluster)["Degraded"] == ("False", "AsExpected")
 
 
+def test_an_object_created_between_the_read_and_the_write_is_not_adopted() -> None:
+    """The write names the object it read (none here), so a user's ConfigMap created after the
+    read makes it fail rather than be adopted; the retry reads it and refuses."""
+    cluster, reconciler = setup()
+    mine = _foreign("ConfigMap", "resnet-router")
+
+    def user_creates_theirs(obj: dict[str, Any]) -> None:
+        cluster.objects.setdefault(("ConfigMap", "vision", "resnet-router"), copy.deepcopy(mine))
+
+    cluster.before_write = user_creates_theirs
+    with pytest.raises(ConflictError):
+        reconciler.reconcile("vision", "resnet")
+    assert cluster.objects == {("ConfigMap", "vision", "resnet-router"): mine}, "nothing is written"
+    with pytest.raises(RejectedError, match="ConfigMap resnet-router already exists"):
+        reconciler.reconcile("vision", "resnet")
+    assert cluster.objects[("ConfigMap", "vision", "resnet-router")] == mine
+
+
+def test_a_child_replaced_between_the_read_and_the_write_is_not_adopted() -> None:
+    cluster, reconciler = setup()
+    reconciler.reconcile("vision", "resnet")
+    cluster.services[("vision", "resnet")]["spec"]["replicas"] = 3
+    theirs = _foreign("Deployment", "resnet-ondemand")
+
+    def user_replaces_it(obj: dict[str, Any]) -> None:
+        if obj["kind"] == "Deployment":
+            cluster.objects[("Deployment", "vision", "resnet-ondemand")] = copy.deepcopy(theirs)
+
+    cluster.before_write = user_replaces_it
+    with pytest.raises(ConflictError):
+        reconciler.reconcile("vision", "resnet")
+    assert cluster.objects[("Deployment", "vision", "resnet-ondemand")] == theirs
+
+
 def test_a_child_of_another_inference_service_is_named_with_its_owner() -> None:
     cluster, reconciler = setup()
     owner = {"kind": "InferenceService", "name": "other", "uid": "uid-other"}
@@ -279,7 +314,7 @@ def test_unschedulable_pods_surface_with_a_warning_once() -> None:
 def test_a_namespace_being_deleted_is_nothing_to_do() -> None:
     cluster, reconciler = setup()
 
-    def terminating(obj: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
+    def terminating(obj: dict[str, Any], *, uid: str | None, dry_run: bool = False) -> dict[str, Any]:
         raise NamespaceTerminatingError("namespace vision is being terminated")
 
     cluster.apply = terminating  # type: ignore[method-assign]

@@ -59,6 +59,8 @@ def _translated(what: str) -> Iterator[None]:
         message = f"{what}: {_api_message(error)}"
         if error.status == 403 and "being terminated" in message:
             raise NamespaceTerminatingError(message) from error
+        if error.status == 422 and _replaced(error):
+            raise ConflictError(message) from error
         if error.status in (400, 403, 422):
             raise RejectedError(message) from error
         if error.status == 409:
@@ -67,6 +69,27 @@ def _translated(what: str) -> Iterator[None]:
         raise TransientError(message, delay=delay) from error
     except (urllib3.exceptions.HTTPError, OSError) as error:
         raise TransientError(f"{what}: {error}", delay=5.0) from error
+
+
+def _replaced(error: ApiException) -> bool:
+    """Whether an apply with a uid precondition found another object of that name."""
+    try:
+        causes = json.loads(error.body or "").get("details", {}).get("causes", [])
+    except (TypeError, ValueError, AttributeError):
+        return False
+    return any(cause.get("field") == "metadata.uid" for cause in causes)
+
+
+def _entries_of_updates(obj: dict[str, Any], manager: str) -> list[dict[str, Any]]:
+    """`manager`'s managedFields entries from writes other than applies to the object itself
+    (a create, a scale), whose fields an apply cannot take back from them."""
+    return [
+        entry
+        for entry in obj["metadata"].get("managedFields", [])
+        if entry.get("manager") == manager
+        and entry.get("operation") != "Apply"
+        and not entry.get("subresource")
+    ]
 
 
 # Where each child kind is written (server-side apply is a PATCH on the object's own path).
@@ -332,33 +355,87 @@ class KubeClient:
                 raise
         return self._json(response)
 
-    def apply(self, obj: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
-        """Server-side apply `obj` as our field manager, taking over conflicting fields (the
-        reconciler has checked beforehand that the object is this InferenceService's own).
+    def apply(self, obj: dict[str, Any], *, uid: str | None, dry_run: bool = False) -> dict[str, Any]:
+        """Write a child as our field manager, only if it is still the object the reconciler
+        read and checked is this InferenceService's own: `uid` is that object's uid, or None
+        when there was none. Fails with ConflictError when that changed since: another object
+        of the name was created, or it was replaced.
 
-        Sent through the client's low-level request so the body goes as raw UTF-8 (see
-        apply_body); the generated patch methods accept only a dict."""
+        An existing child is server-side applied with force (taking back fields changed by
+        hand), with its uid as a precondition. A new one is created, which fails when an
+        object of its name appeared after the read (an apply would adopt it), then applied
+        once so that the apply owns its fields, and the create's own entry in managedFields is
+        dropped: fields the create owned would otherwise outlive their removal from later
+        renderings."""
         kind = obj["kind"]
         metadata = obj["metadata"]
-        path = _CHILD_PATHS[kind].format(namespace=metadata["namespace"], name=metadata["name"])
-        query = [("fieldManager", self.field_manager), ("force", "true")]
-        if dry_run:
-            query.append(("dryRun", "All"))
-        with _translated(f"apply {kind} {metadata['namespace']}/{metadata['name']}"):
-            method, url, headers, body, _ = self.api_client.param_serialize(
+        namespace, name = metadata["namespace"], metadata["name"]
+        path = _CHILD_PATHS[kind].format(namespace=namespace, name=name)
+        dry = [("dryRun", "All")] if dry_run else []
+        with _translated(f"{'apply' if uid else 'create'} {kind} {namespace}/{name}"):
+            if uid is None:
+                created = self._send(
+                    "POST", path.rsplit("/", 1)[0], [("fieldManager", self.field_manager), *dry], obj
+                )
+                if dry_run:
+                    return created
+                uid = created["metadata"]["uid"]
+            applied = self._send(
                 "PATCH",
                 path,
-                query_params=query,
-                header_params={"Content-Type": APPLY_CONTENT_TYPE, "Accept": "application/json"},
-                body=apply_body(obj),
-                auth_settings=["BearerToken"],
+                [("fieldManager", self.field_manager), ("force", "true"), *dry],
+                {**obj, "metadata": {**metadata, "uid": uid}},
+                content_type=APPLY_CONTENT_TYPE,
             )
-            response = self.api_client.call_api(
-                method, url, header_params=headers, body=body, _request_timeout=REQUEST_TIMEOUT_S
-            )
-            response.read()  # type: ignore[no-untyped-call]
-            if not 200 <= response.status < 300:
-                raise ApiException(http_resp=response)
+            if not dry_run and _entries_of_updates(applied, self.field_manager):
+                applied = self._drop_update_entries(path, applied)
+        return applied
+
+    def _drop_update_entries(self, path: str, obj: dict[str, Any]) -> dict[str, Any]:
+        """Remove our manager's Update entries from `obj`'s managedFields, unless the object
+        changed since `obj` was read (then the next write tries again)."""
+        metadata = obj["metadata"]
+        kept = [
+            entry
+            for entry in metadata["managedFields"]
+            if entry not in _entries_of_updates(obj, self.field_manager)
+        ]
+        patch = [
+            {"op": "test", "path": "/metadata/resourceVersion", "value": metadata["resourceVersion"]},
+            {"op": "replace", "path": "/metadata/managedFields", "value": kept},
+        ]
+        try:
+            return self._send("PATCH", path, [], patch, content_type="application/json-patch+json")
+        except ApiException as error:
+            if error.status not in (409, 422):  # changed meanwhile: the test operation failed
+                raise
+            return obj
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        query: list[tuple[str, str]],
+        body: Any,
+        content_type: str = "application/json",
+    ) -> dict[str, Any]:
+        """One request through the client's low-level call, which can send an apply patch as
+        raw UTF-8 (see apply_body; the generated patch methods accept only a dict). Raises
+        ApiException unless the server answers 2xx."""
+        method, url, headers, serialized, _ = self.api_client.param_serialize(
+            method,
+            path,
+            query_params=query,
+            header_params={"Content-Type": content_type, "Accept": "application/json"},
+            body=apply_body(body) if content_type == APPLY_CONTENT_TYPE else body,
+            auth_settings=["BearerToken"],
+        )
+        response = self.api_client.call_api(
+            method, url, header_params=headers, body=serialized, _request_timeout=REQUEST_TIMEOUT_S
+        )
+        response.read()  # type: ignore[no-untyped-call]
+        if not 200 <= response.status < 300:
+            raise ApiException(http_resp=response)
         return self._json(response)
 
     def list_deployments(self, namespace: str, selector: dict[str, str]) -> list[dict[str, Any]]:
@@ -391,20 +468,12 @@ class KubeClient:
         }
         path = _CHILD_PATHS[kind].format(namespace=namespace, name=name)
         with _translated(f"delete {kind} {namespace}/{name}"):
-            method, url, headers, serialized, _ = self.api_client.param_serialize(
-                "DELETE",
-                path,
-                header_params={"Content-Type": "application/json", "Accept": "application/json"},
-                body=body,
-                auth_settings=["BearerToken"],
-            )
-            response = self.api_client.call_api(
-                method, url, header_params=headers, body=serialized, _request_timeout=REQUEST_TIMEOUT_S
-            )
-            response.read()  # type: ignore[no-untyped-call]
-            # Already gone (404), or replaced by another object of that name (409): nothing to do.
-            if not 200 <= response.status < 300 and response.status not in (404, 409):
-                raise ApiException(http_resp=response)
+            try:
+                self._send("DELETE", path, [], body)
+            except ApiException as error:
+                # Already gone (404), or replaced by another object of that name (409): nothing to do.
+                if error.status not in (404, 409):
+                    raise
 
     def evict_pod(self, namespace: str, name: str) -> bool:
         """Evict a pod through the Eviction API, so its PodDisruptionBudget is honoured. False when

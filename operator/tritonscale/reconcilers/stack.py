@@ -46,7 +46,7 @@ class ClusterApi(Protocol):
 
     def get_object(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None: ...
 
-    def apply(self, obj: dict[str, Any], dry_run: bool = False) -> dict[str, Any]: ...
+    def apply(self, obj: dict[str, Any], *, uid: str | None, dry_run: bool = False) -> dict[str, Any]: ...
 
     def list_deployments(self, namespace: str, selector: dict[str, str]) -> list[dict[str, Any]]: ...
 
@@ -124,9 +124,6 @@ def unschedulable_pods(pods: list[dict[str, Any]]) -> tuple[tuple[int, str], ...
 
 
 APPLIED_HASH_ANNOTATION = "tritonscale.io/applied-hash"
-# Writers besides us that a child may show without having been changed by hand: the Deployment
-# controller sets its revision annotation; status writers use the status subresource.
-EXPECTED_MANAGERS = frozenset({FIELD_MANAGER, "kube-controller-manager"})
 
 
 def with_applied_hash(obj: dict[str, Any]) -> dict[str, Any]:
@@ -151,8 +148,14 @@ def up_to_date(obj: dict[str, Any], existing: dict[str, Any] | None) -> bool:
         != obj["metadata"]["annotations"][APPLIED_HASH_ANNOTATION]
     ):
         return False
+    # Writers besides our applies that a child may show without having been changed by hand:
+    # the Deployment controller sets its revision annotation; status writers use the status
+    # subresource.
     return all(
-        entry.get("manager") in EXPECTED_MANAGERS or entry.get("subresource") == "status"
+        entry.get("subresource") == "status"
+        or entry.get("manager") == "kube-controller-manager"
+        # Our create's entry is dropped after it; one left (by a crash) is dropped by a write.
+        or (entry.get("manager") == FIELD_MANAGER and entry.get("operation") == "Apply")
         for entry in metadata.get("managedFields", [])
     )
 
@@ -436,13 +439,18 @@ class StackReconciler:
                 "; ".join(conflicts) + ". Nothing was applied: rename this InferenceService "
                 "or remove the other object."
             )
+        # Each write names the object it replaces (or none), so that one created or replaced
+        # by someone else since it was read above is not adopted: the write fails and the next
+        # attempt reads it, and refuses.
         changed = [
-            obj for obj in objects if not up_to_date(obj, existing[(obj["kind"], obj["metadata"]["name"])])
+            (obj, None if current is None else current["metadata"]["uid"])
+            for obj in objects
+            if not up_to_date(obj, current := existing[(obj["kind"], obj["metadata"]["name"])])
         ]
-        for obj in changed:
-            self.api.apply(obj, dry_run=True)
-        for obj in changed:
-            self.api.apply(obj)
+        for obj, uid in changed:
+            self.api.apply(obj, uid=uid, dry_run=True)
+        for obj, uid in changed:
+            self.api.apply(obj, uid=uid)
         self._prune_network_policies(service, names, objects)
         return len(changed), self._prune_deployments(
             service, names, objects, placement, self._owned_deployments(service, names)
