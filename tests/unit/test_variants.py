@@ -24,7 +24,7 @@ from tritonscale.policy.variants import (
     window_use,
 )
 from tritonscale.sim.engine import SimEnvironment, Simulation
-from tritonscale.sim.policies import LatencyPolicy, Objective
+from tritonscale.sim.policies import LatencyPolicy, Objective, SchedulePolicy
 from tritonscale.sim.runner import Scenario, make_policy, prepare
 from tritonscale.sim.workloads import RateStep, Workload, arrivals, built_in
 
@@ -332,6 +332,21 @@ def test_a_share_on_a_faster_variant_serves_that_share_faster() -> None:
     assert observation.variant_share == pytest.approx(0.5, abs=0.05)
     for batch, ms, _ in observation.batch_profile:
         assert ms == pytest.approx(PRIMARY.batch_ms(batch))
+
+
+def test_initial_shares_are_a_fixed_mix_from_the_first_request() -> None:
+    """A policy that never routes keeps the environment's shares: the fixed-mix baseline."""
+    times = steady(800.0, 300.0)
+    mixed = SimEnvironment(variants=(INT8,), initial_shares=(0.5,))
+    result = Simulation(times, mixed, 100.0, 95.0).run(SchedulePolicy("static", [4], mixed), 4, 300.0)
+    assert result.slo_attainment > 0.99  # four replicas carry it only with half on int8
+    assert result.variants is not None and result.variants.shares[0] == pytest.approx(0.5, abs=0.01)
+    first_minute = result.latencies_s[times < 60.0]
+    assert np.isfinite(first_minute).all() and float(np.percentile(first_minute, 95)) < 0.1
+    with pytest.raises(ValueError, match="do not fit"):
+        SimEnvironment(variants=(INT8,), initial_shares=(0.5, 0.1))
+    with pytest.raises(ValueError, match="do not fit"):
+        SimEnvironment(initial_shares=(0.5,))
 
 
 def test_routing_refuses_shares_that_do_not_fit() -> None:

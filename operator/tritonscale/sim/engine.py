@@ -51,6 +51,13 @@ class SimEnvironment:
     min_replicas: int = 1
     max_replicas: int = 40
     variants: tuple[Variant, ...] = ()  # faster variants every replica serves next to the primary
+    # The share of requests the routers send each variant from the start: with a policy that
+    # never changes them, a fixed mix (what a user gets from static router weights).
+    initial_shares: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.initial_shares and len(self.initial_shares) != len(self.variants):
+            raise ValueError(f"initial shares {self.initial_shares} do not fit {len(self.variants)} variants")
 
     @property
     def service(self) -> ServiceTime:
@@ -59,6 +66,16 @@ class SimEnvironment:
 
     def batch_s(self, batch: int) -> float:
         return self.service.batch_ms(batch) / 1000.0
+
+    def most_rps(self) -> float:
+        """The most one replica serves, at full batches, with the initial shares on the variants."""
+        if not self.initial_shares:
+            return self.service.capacity_rps()
+        shares = (1.0 - sum(self.initial_shares), *self.initial_shares)
+        services = (self.service, *(variant.service(self.service) for variant in self.variants))
+        return 1.0 / sum(
+            share / service.capacity_rps() for share, service in zip(shares, services, strict=True)
+        )
 
 
 class ClusterView(Protocol):
@@ -607,6 +624,8 @@ class _VariantRun(_Run):
         self.served_by = np.zeros(count, dtype=np.int64)
         self.model_of = self.served_by
         self.shares = np.zeros(models - 1)
+        if self.env.initial_shares:
+            self.route_variants(self.env.initial_shares)
         self.labelled = 0
         # Per model: the requests routed to it (indices, and arrival times for bisect), in order.
         self.queue_index = [np.empty(count, dtype=np.int64) for _ in range(models)]

@@ -578,7 +578,7 @@ def capacity_table(
     Measured with the simulator itself (binary search on the rate for each c), up to the first c
     that carries `up_to_rps` or env.max_replicas.
     """
-    single = env.service.capacity_rps()
+    single = env.most_rps()
     table = [0.0]
     while table[-1] < up_to_rps and len(table) <= env.max_replicas:
         replicas = len(table)
