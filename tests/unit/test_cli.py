@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 from click.testing import CliRunner
 
-from tests.builders import INVALID_CASES, make_invalid
+from tests.builders import INVALID_CASES, make_inference_service, make_invalid
 from tritonscale import __version__
 from tritonscale.cli import main
 from tritonscale.cli.run import run
@@ -88,6 +88,39 @@ def test_render_invalid_exits_2_with_one_line_per_problem_naming_the_field(tmp_p
         assert line.startswith(("spec.", "metadata.")), line
     for _, _, field in cases:
         assert any(line.startswith(f"{field}:") for line in lines), field
+
+
+def test_render_refuses_values_of_the_wrong_type_as_the_api_server_does(tmp_path: Path) -> None:
+    """The models alone would read "3" as 3; the API server refuses it (checked on a real one:
+    a string for replicas, "yes" for a boolean, 1.5 for an int-or-string quantity, a number for
+    an env value are refused; 3.0 for an integer and 2.0 for a quantity are accepted)."""
+    service = make_inference_service("typed", "default", spec__replicas="3")
+    service["spec"]["autoscaling"] = {"enabled": "yes", "latency": {"targetMilliseconds": 100}}
+    service["spec"]["triton"] = {
+        "image": 5,
+        "resources": {"requests": {"cpu": 1.5, "memory": "1Gi"}},
+        "env": [{"name": "A", "value": 3}],
+    }
+    path = tmp_path / "typed.yaml"
+    path.write_text(yaml.safe_dump(service))
+    result = CliRunner().invoke(main, ["render", "-f", str(path)])
+    assert result.exit_code == 2, result.output
+    assert sorted(result.stderr.strip().splitlines()) == sorted(
+        f"{line} ({path}, document 1)"
+        for line in (
+            'spec.replicas: must be an integer, not a string ("3")',
+            'spec.autoscaling.enabled: must be true or false, not a string ("yes")',
+            "spec.triton.image: must be a string, not an integer (5)",
+            "spec.triton.resources.requests.cpu: must be an integer or a string, not a number (1.5)",
+            "spec.triton.env[0].value: must be a string, not an integer (3)",
+        )
+    )
+    # What the API server reads as whole numbers renders.
+    service["spec"] = {**service["spec"], "replicas": 3.0, "autoscaling": {"enabled": True}}
+    service["spec"]["triton"] = {"resources": {"requests": {"cpu": 2.0}}}
+    path.write_text(yaml.safe_dump(service))
+    result = CliRunner().invoke(main, ["render", "-f", str(path)])
+    assert result.exit_code == 0, result.output
 
 
 def test_render_bad_yaml_and_missing_file(tmp_path: Path) -> None:

@@ -12,9 +12,13 @@ their own defaults, and turns constrained map keys into CEL rules.
 
 from __future__ import annotations
 
+import functools
+import json
 import sys
+from collections.abc import Iterator
 from typing import Any
 
+from tritonscale.api.base import cut_short
 from tritonscale.api.resource import (
     CATEGORIES,
     GROUP,
@@ -277,6 +281,84 @@ def custom_resource_definition() -> dict[str, Any]:
             ],
         },
     }
+
+
+_TYPE_NAMES = {
+    "integer": "an integer",
+    "number": "a number",
+    "string": "a string",
+    "boolean": "true or false",
+    "object": "a mapping",
+    "array": "a list",
+}
+
+
+_NOUNS = {**_TYPE_NAMES, "boolean": "a boolean"}
+
+
+def _type_of(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, dict):
+        return "object"
+    if isinstance(value, list):
+        return "array"
+    return type(value).__name__
+
+
+def _fits(value: Any, node: dict[str, Any]) -> bool:
+    kind = _type_of(value)
+    if node.get("x-kubernetes-int-or-string"):
+        return kind in ("integer", "string") or (kind == "number" and float(value).is_integer())
+    wanted = node.get("type")
+    if wanted is None or wanted == kind:
+        return True
+    # The API server reads 3.0 as the integer 3, and any integer as a number.
+    return (wanted == "integer" and kind == "number" and float(value).is_integer()) or (
+        wanted == "number" and kind == "integer"
+    )
+
+
+def _type_problems(value: Any, node: dict[str, Any], path: str) -> Iterator[tuple[str, str]]:
+    if value is None:
+        return  # an unset field: the API server drops it
+    if not _fits(value, node):
+        wanted = (
+            "an integer or a string" if node.get("x-kubernetes-int-or-string") else _TYPE_NAMES[node["type"]]
+        )
+        found = _type_of(value)
+        shown = cut_short(json.dumps(value, ensure_ascii=False, default=str), 40)
+        yield path, f"must be {wanted}, not {_NOUNS.get(found, found)} ({shown})"
+        return
+    if isinstance(value, dict):
+        properties = node.get("properties", {})
+        others = node.get("additionalProperties")
+        for key, item in value.items():
+            child = properties.get(key, others if isinstance(others, dict) else None)
+            if child is not None:
+                yield from _type_problems(item, child, f"{path}.{key}")
+    elif isinstance(value, list) and isinstance(node.get("items"), dict):
+        for index, item in enumerate(value):
+            yield from _type_problems(item, node["items"], f"{path}[{index}]")
+
+
+@functools.cache
+def _spec_schema() -> dict[str, Any]:
+    return openapi_schema(InferenceServiceSpec)
+
+
+def spec_type_problems(document: dict[str, Any]) -> list[tuple[str, str]]:
+    """(dotted path, what is wrong) for every value in `document`'s spec whose JSON type is not
+    the CRD's: what the API server refuses before any other rule, and what parsing the models
+    leniently would take ("3" for an integer, "yes" for a boolean). `tritonscale render` checks
+    files with it; what the operator reads has passed the API server."""
+    return list(_type_problems(document.get("spec"), _spec_schema(), "spec"))
 
 
 def render_crd_yaml() -> str:

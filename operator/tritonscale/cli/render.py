@@ -10,6 +10,7 @@ from typing import Any
 import click
 import yaml
 
+from tritonscale.api.crd import spec_type_problems
 from tritonscale.api.resource import (
     API_VERSION,
     GROUP,
@@ -74,6 +75,10 @@ def _documents(paths: list[str]) -> Iterator[tuple[str, str, Any]]:
                 yield path, str(index), document
 
 
+def _typed(wrong_types: list[tuple[str, str]]) -> list[str]:
+    return [f"{field}: {message}" for field, message in wrong_types]
+
+
 @click.command()
 @click.option(
     "-f",
@@ -123,10 +128,18 @@ def render(paths: tuple[str, ...], cluster_domain: str, network_options: Network
                 err=True,
             )
             continue
+        # The API server refuses a value of the wrong JSON type that the models would read
+        # leniently ("3" for replicas): so does render, and says it once per field.
+        wrong_types = spec_type_problems(document) if isinstance(document, dict) else []
         try:
             service = parse_inference_service(document)
         except InvalidInferenceService as invalid:
-            problems += [f"{problem} ({path}, document {index})" for problem in invalid.problems]
+            typed = {field for field, _ in wrong_types}
+            found = [str(p) for p in invalid.problems if p.path not in typed]
+            problems += [f"{line} ({path}, document {index})" for line in _typed(wrong_types) + found]
+            continue
+        if wrong_types:
+            problems += [f"{line} ({path}, document {index})" for line in _typed(wrong_types)]
             continue
         placement = split_replicas(reconciled_replicas(service), service.spec.capacity)
         objects += render_stack(service, placement, options)
