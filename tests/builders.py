@@ -222,6 +222,13 @@ INVALID_CASES: list[tuple[str, dict[str, Any], str]] = [
         "spec.triton.env",
     ),
     ("image-has-space", {"spec.triton": {"image": "triton server"}}, "spec.triton.image"),
+    ("shared-memory-zero", {"spec.triton": {"sharedMemory": "0Gi"}}, "spec.triton.sharedMemory"),
+    ("shared-memory-not-a-quantity", {"spec.triton": {"sharedMemory": "lots"}}, "spec.triton.sharedMemory"),
+    (
+        "startup-timeout-too-short",
+        {"spec.triton": {"startupTimeoutSeconds": 10}},
+        "spec.triton.startupTimeoutSeconds",
+    ),
     (
         "env-value-and-value-from",
         {

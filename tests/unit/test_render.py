@@ -223,6 +223,25 @@ def test_triton_container_runs_the_managed_command_line_and_probes() -> None:
     assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
 
 
+@pytest.mark.parametrize(
+    ("triton", "failures", "shm"),
+    [({}, 120, "1Gi"), ({"startupTimeoutSeconds": 1202, "sharedMemory": "4Gi"}, 241, "4Gi")],
+)
+def test_the_startup_budget_and_shared_memory_follow_the_spec(
+    triton: dict[str, Any], failures: int, shm: str
+) -> None:
+    """The probe's budget covers at least the timeout; /dev/shm is memory-backed at the size asked."""
+    deployment = by_kind_name(stack_of(service_from(make_inference_service(spec__triton=triton))))[
+        ("Deployment", "svc-ondemand")
+    ]
+    pod = deployment["spec"]["template"]["spec"]
+    probe = pod["containers"][0]["startupProbe"]
+    assert (probe["periodSeconds"], probe["failureThreshold"]) == (5, failures)
+    [volume] = [v for v in pod["volumes"] if v["name"] == "shm"]
+    assert volume["emptyDir"] == {"medium": "Memory", "sizeLimit": shm}
+    assert {"name": "shm", "mountPath": "/dev/shm"} in pod["containers"][0]["volumeMounts"]
+
+
 def test_env_values_from_secrets_and_config_maps_are_left_to_the_kubelet() -> None:
     env = [
         {"name": "AWS_SECRET_ACCESS_KEY", "valueFrom": {"secretKeyRef": {"name": "store", "key": "secret"}}},

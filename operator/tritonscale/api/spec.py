@@ -435,6 +435,9 @@ class PullPolicy(StrEnum):
     NEVER = "Never"
 
 
+STARTUP_PROBE_PERIOD_S = 5
+
+
 class TritonSpec(ApiModel):
     """The Triton Inference Server container."""
 
@@ -468,6 +471,12 @@ class TritonSpec(ApiModel):
                 + ")"
             ),
             holds=lambda self: not any(_sets_managed_metrics_config(arg) for arg in self.args),
+        ),
+        Rule(
+            field="sharedMemory",
+            message="sharedMemory must be more than 0",
+            cel="!has(self.sharedMemory) || quantity(string(self.sharedMemory)).isGreaterThan(quantity('0'))",
+            holds=lambda self: quantity_value(self.shared_memory) > 0,
         ),
     )
 
@@ -509,6 +518,23 @@ class TritonSpec(ApiModel):
         max_length=253,
         pattern=DNS_SUBDOMAIN_PATTERN,  # as the API server requires of the pod's serviceAccountName
         description="ServiceAccount the Triton pods run as (for example to read a private model bucket).",
+    )
+    startup_timeout_seconds: int = Field(
+        default=600,
+        ge=30,
+        le=86400,
+        description=(
+            "How long a replica may take from start to live (downloading and loading its models) "
+            "before Kubernetes restarts it: the startup probe's budget, checked every "
+            f"{STARTUP_PROBE_PERIOD_S} s. Raise it for models that take longer to load."
+        ),
+    )
+    shared_memory: Quantity = Field(
+        default="1Gi",
+        description=(
+            "Size of /dev/shm, memory-backed and counted against the replica's memory: the Python "
+            "backend and shared-memory clients exchange tensors through it."
+        ),
     )
 
     @field_validator("env")

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Final
 
 from tritonscale.api.resource import InferenceService
-from tritonscale.api.spec import DEFAULT_TRITON_REQUESTS, EnvVar, KeyReference
+from tritonscale.api.spec import DEFAULT_TRITON_REQUESTS, STARTUP_PROBE_PERIOD_S, EnvVar, KeyReference
 from tritonscale.ports import GRPC_PORT, HTTP_PORT, METRICS_PORT, variant_ports
 from tritonscale.render.names import (
     COMPONENT_TRITON,
@@ -120,7 +121,11 @@ def render_triton_deployment(
         ],
         "resources": container_resources(spec.triton.resources, extra_limits, DEFAULT_TRITON_REQUESTS),
         # Models can take minutes to load: the startup probe holds liveness off until then.
-        "startupProbe": _http_probe("/v2/health/live", period=5, failures=120),
+        "startupProbe": _http_probe(
+            "/v2/health/live",
+            period=STARTUP_PROBE_PERIOD_S,
+            failures=math.ceil(spec.triton.startup_timeout_seconds / STARTUP_PROBE_PERIOD_S),
+        ),
         "livenessProbe": _http_probe("/v2/health/live", period=10, failures=6),
         "readinessProbe": _http_probe("/v2/health/ready", period=2, failures=2),
         # A pause before SIGTERM lets routers drop the pod before it stops accepting (DNS: the
@@ -163,7 +168,7 @@ def render_triton_deployment(
         # The Python backend exchanges tensors through shared memory; the default 64 MiB is too small.
         # Models from object storage are downloaded here, counted against ephemeral-storage.
         "volumes": [
-            {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}},
+            {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": str(spec.triton.shared_memory)}},
             {"name": "model-download", "emptyDir": {}},
         ],
     }
