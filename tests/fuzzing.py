@@ -453,6 +453,10 @@ def accepted_bodies(draw: st.DrawFn) -> dict[str, Any]:
         triton["imagePullPolicy"] = draw(st.sampled_from(["Always", "IfNotPresent", "Never"]))
     if draw(st.booleans()):
         triton["serviceAccountName"] = draw(subdomains)
+    if draw(st.booleans()):
+        triton["startupTimeoutSeconds"] = draw(bounded_ints(30, 86400))
+    if draw(st.booleans()):
+        triton["sharedMemory"] = draw(quantities.filter(lambda q: q not in (0, "0")))
     accelerator = spec.get("accelerator")
     if draw(st.booleans()):
         triton["resources"] = draw(resource_requirements(accelerator and accelerator.get("resource")))
@@ -602,6 +606,8 @@ MUTABLE_PATHS = (
     "spec.triton.resources.requests.cpu",
     f"spec.triton.resources.limits.{KEY}",
     "spec.triton.serviceAccountName",
+    "spec.triton.startupTimeoutSeconds",
+    "spec.triton.sharedMemory",
     "spec.accelerator",
     "spec.accelerator.resource",
     "spec.accelerator.count",
