@@ -193,6 +193,27 @@ def test_a_write_never_adopts_an_object_that_appeared_or_was_replaced_after_the_
     client.apply(config_map("mine", {"a": "1"}), uid=created["metadata"]["uid"])
     assert cluster.get_json("configmap", "mine", namespace=ns)["data"] == {"a": "1"}
 
+    # Deployments: the controller writes one just after its create (the revision annotation),
+    # which the drop of the create's entry must not lose nor be lost to.
+    for index in range(5):
+        deployment = {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": f"d{index}", "namespace": ns},
+            "spec": {
+                "replicas": 0,
+                "selector": {"matchLabels": {"app": f"d{index}"}},
+                "template": {
+                    "metadata": {"labels": {"app": f"d{index}"}},
+                    "spec": {"containers": [{"name": "c", "image": "example.com/c:1"}]},
+                },
+            },
+        }
+        client.apply(deployment, uid=None)
+        stored = cluster.get_json("deployment", f"d{index}", "--show-managed-fields", namespace=ns)
+        ours = [e["operation"] for e in stored["metadata"]["managedFields"] if e["manager"] == "tritonscale"]
+        assert ours == ["Apply"], stored["metadata"]["managedFields"]
+
 
 def test_an_unschedulable_gpu_product_shows_the_schedulers_reason(
     cluster: Cluster, operator: OperatorThread

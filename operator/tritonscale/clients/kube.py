@@ -35,6 +35,7 @@ APPLY_CONTENT_TYPE: Final = "application/apply-patch+yaml"
 # (a write that timed out is retried as transient; each is idempotent). Below the API server's
 # own 60 s limit, far above what a request takes even at 1,000 services.
 REQUEST_TIMEOUT_S: Final = 20.0
+DROP_ATTEMPTS: Final = 5  # reads and patches to drop a create's managedFields entry (KubeClient.apply)
 IN_CLUSTER_NAMESPACE_FILE: Final = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 log = logging.getLogger(__name__)
 
@@ -392,24 +393,27 @@ class KubeClient:
         return applied
 
     def _drop_update_entries(self, path: str, obj: dict[str, Any]) -> dict[str, Any]:
-        """Remove our manager's Update entries from `obj`'s managedFields, unless the object
-        changed since `obj` was read (then the next write tries again)."""
-        metadata = obj["metadata"]
-        kept = [
-            entry
-            for entry in metadata["managedFields"]
-            if entry not in _entries_of_updates(obj, self.field_manager)
-        ]
-        patch = [
-            {"op": "test", "path": "/metadata/resourceVersion", "value": metadata["resourceVersion"]},
-            {"op": "replace", "path": "/metadata/managedFields", "value": kept},
-        ]
-        try:
-            return self._send("PATCH", path, [], patch, content_type="application/json-patch+json")
-        except ApiException as error:
-            if error.status not in (409, 422):  # changed meanwhile: the test operation failed
-                raise
-            return obj
+        """Remove our manager's Update entries from `obj`'s managedFields. The patch holds only
+        if the object is still the version read (another writer's entry must not be lost): the
+        Deployment controller often writes one just after a create, so it is read again and
+        retried; if it never holds, the next write tries again (up_to_date sees the entry)."""
+        for _ in range(DROP_ATTEMPTS):
+            entries = _entries_of_updates(obj, self.field_manager)
+            if not entries:
+                return obj
+            metadata = obj["metadata"]
+            kept = [entry for entry in metadata["managedFields"] if entry not in entries]
+            patch = [
+                {"op": "test", "path": "/metadata/resourceVersion", "value": metadata["resourceVersion"]},
+                {"op": "replace", "path": "/metadata/managedFields", "value": kept},
+            ]
+            try:
+                return self._send("PATCH", path, [], patch, content_type="application/json-patch+json")
+            except ApiException as error:
+                if error.status not in (409, 422):  # 422: the test operation failed
+                    raise
+            obj = self._send("GET", path, [], None)
+        return obj
 
     def _send(
         self,
