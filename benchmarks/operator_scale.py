@@ -354,7 +354,7 @@ def floor(count: int) -> dict[str, Any]:
         say(f"applying {len(objects)} objects of {count} stacks from 8 threads")
         started, client_before = time.monotonic(), time.process_time()
         with ThreadPoolExecutor(8) as pool:
-            for done, _ in enumerate(pool.map(client.apply, objects), start=1):
+            for done, _ in enumerate(pool.map(client.server_side_apply, objects), start=1):
                 if done % 1000 == 0:
                     say(f"{done}/{len(objects)} written after {time.monotonic() - started:.0f}s")
         elapsed = time.monotonic() - started

@@ -225,6 +225,16 @@ INVALID_CASES: list[tuple[str, dict[str, Any], str]] = [
     ("shared-memory-zero", {"spec.triton": {"sharedMemory": "0Gi"}}, "spec.triton.sharedMemory"),
     ("shared-memory-not-a-quantity", {"spec.triton": {"sharedMemory": "lots"}}, "spec.triton.sharedMemory"),
     (
+        "shared-memory-fractional-exponent",
+        {"spec.triton": {"sharedMemory": "1e1.5"}},
+        "spec.triton.sharedMemory",
+    ),
+    (
+        "shared-memory-huge-exponent",
+        {"spec.triton": {"sharedMemory": "1e99999999999999999999"}},
+        "spec.triton.sharedMemory",
+    ),
+    (
         "startup-timeout-too-short",
         {"spec.triton": {"startupTimeoutSeconds": 10}},
         "spec.triton.startupTimeoutSeconds",

@@ -14,6 +14,7 @@ import threading
 import uuid
 from typing import Any
 
+from tritonscale.errors import ConflictError
 from tritonscale.render.names import COMPONENT_TRITON, LABEL_COMPONENT
 from tritonscale_sandbox.router import DnsServer
 from tritonscale_sandbox.triton import TritonPool, TritonServer
@@ -77,13 +78,15 @@ class ProcessBackedCluster:
         """Local processes are never unscheduled: no pod reports PodScheduled=False."""
         return []
 
-    def apply(self, obj: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
-        if dry_run:
-            return copy.deepcopy(obj)
+    def apply(self, obj: dict[str, Any], *, uid: str | None, dry_run: bool = False) -> dict[str, Any]:
         with self._lock:
             key = (obj["kind"], obj["metadata"]["name"])
-            stored = copy.deepcopy(obj)
             previous = self.objects.get(key)
+            if (previous and previous["metadata"]["uid"]) != uid:  # as KubeClient.apply's precondition
+                raise ConflictError(f"{key} is not the object read (uid {uid})")
+            if dry_run:
+                return copy.deepcopy(obj)
+            stored = copy.deepcopy(obj)
             generation = previous["metadata"]["generation"] if previous else 0
             if previous is None or previous.get("spec") != obj.get("spec"):
                 generation += 1

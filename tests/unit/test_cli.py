@@ -115,6 +115,13 @@ def test_render_refuses_values_of_the_wrong_type_as_the_api_server_does(tmp_path
             "spec.triton.env[0].value: must be a string, not an integer (3)",
         )
     )
+    # A null is what the API server drops: the default holds.
+    service["spec"] = {**service["spec"], "replicas": None, "triton": {"sharedMemory": None}}
+    service["spec"].pop("autoscaling")
+    path.write_text(yaml.safe_dump(service))
+    result = CliRunner().invoke(main, ["render", "-f", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "sizeLimit: 1Gi" in result.stdout
     # What the API server reads as whole numbers renders.
     service["spec"] = {**service["spec"], "replicas": 3.0, "autoscaling": {"enabled": True}}
     service["spec"]["triton"] = {"resources": {"requests": {"cpu": 2.0}}}

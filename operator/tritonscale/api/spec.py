@@ -108,6 +108,20 @@ def quantity_value(quantity: int | str) -> Decimal:
         return number * _QUANTITY_SUFFIXES[parts["suffix"] or ""]
 
 
+def is_positive_quantity(quantity: int | str) -> bool:
+    """Whether the API server's quantity() reads `quantity` as more than 0: it refuses an
+    exponent that is not a whole number within 32 bits (1e1.5, 1e99999999999), which the
+    pattern admits."""
+    parts = _QUANTITY_PARTS.match(str(quantity))
+    exponent = parts["exponent"] if parts is not None else None
+    if exponent is not None and (not exponent.lstrip("+-").isdigit() or abs(int(exponent)) >= 2**31):
+        return False
+    try:
+        return quantity_value(quantity) > 0
+    except ArithmeticError:
+        return False
+
+
 def compare_quantities(a: int | str, b: int | str) -> int | None:
     """-1, 0 or 1 as `a` is less than, equal to or more than `b` by value; None when one is
     beyond what can be computed (the API server's own quantity() admitted it: not ours to refuse)."""
@@ -474,9 +488,12 @@ class TritonSpec(ApiModel):
         ),
         Rule(
             field="sharedMemory",
-            message="sharedMemory must be more than 0",
-            cel="!has(self.sharedMemory) || quantity(string(self.sharedMemory)).isGreaterThan(quantity('0'))",
-            holds=lambda self: quantity_value(self.shared_memory) > 0,
+            message="sharedMemory must be a quantity more than 0, such as 1Gi",
+            cel=(
+                "!has(self.sharedMemory) || (isQuantity(string(self.sharedMemory)) && "
+                "quantity(string(self.sharedMemory)).isGreaterThan(quantity('0')))"
+            ),
+            holds=lambda self: is_positive_quantity(self.shared_memory),
         ),
     )
 

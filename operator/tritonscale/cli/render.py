@@ -75,6 +75,16 @@ def _documents(paths: list[str]) -> Iterator[tuple[str, str, Any]]:
                 yield path, str(index), document
 
 
+def _without_nulls(value: Any) -> Any:
+    """What the API server keeps of a manifest: a key set to null is left out (`kubectl apply`
+    sends it as a removal), so its field takes the default."""
+    if isinstance(value, dict):
+        return {key: _without_nulls(item) for key, item in value.items() if item is not None}
+    if isinstance(value, list):
+        return [_without_nulls(item) for item in value]
+    return value
+
+
 def _typed(wrong_types: list[tuple[str, str]]) -> list[str]:
     return [f"{field}: {message}" for field, message in wrong_types]
 
@@ -128,6 +138,7 @@ def render(paths: tuple[str, ...], cluster_domain: str, network_options: Network
                 err=True,
             )
             continue
+        document = _without_nulls(document)
         # The API server refuses a value of the wrong JSON type that the models would read
         # leniently ("3" for replicas): so does render, and says it once per field.
         wrong_types = spec_type_problems(document) if isinstance(document, dict) else []

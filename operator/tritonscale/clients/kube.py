@@ -372,47 +372,70 @@ class KubeClient:
         metadata = obj["metadata"]
         namespace, name = metadata["namespace"], metadata["name"]
         path = _CHILD_PATHS[kind].format(namespace=namespace, name=name)
-        dry = [("dryRun", "All")] if dry_run else []
-        with _translated(f"{'apply' if uid else 'create'} {kind} {namespace}/{name}"):
-            if uid is None:
+        if uid is None:
+            with _translated(f"create {kind} {namespace}/{name}"):
+                # Strict: unknown fields refused, as the apply that follows refuses them.
+                query = [("fieldManager", self.field_manager), ("fieldValidation", "Strict")]
                 created = self._send(
-                    "POST", path.rsplit("/", 1)[0], [("fieldManager", self.field_manager), *dry], obj
+                    "POST", path.rsplit("/", 1)[0], query + ([("dryRun", "All")] if dry_run else []), obj
                 )
-                if dry_run:
-                    return created
-                uid = created["metadata"]["uid"]
-            applied = self._send(
-                "PATCH",
-                path,
-                [("fieldManager", self.field_manager), ("force", "true"), *dry],
-                {**obj, "metadata": {**metadata, "uid": uid}},
-                content_type=APPLY_CONTENT_TYPE,
-            )
-            if not dry_run and _entries_of_updates(applied, self.field_manager):
-                applied = self._drop_update_entries(path, applied)
+            if dry_run:
+                return created
+            uid = created["metadata"]["uid"]
+        applied = self.server_side_apply({**obj, "metadata": {**metadata, "uid": uid}}, dry_run=dry_run)
+        if not dry_run and _entries_of_updates(applied, self.field_manager):
+            applied = self._drop_update_entries(path, applied, uid)
         return applied
 
-    def _drop_update_entries(self, path: str, obj: dict[str, Any]) -> dict[str, Any]:
-        """Remove our manager's Update entries from `obj`'s managedFields. The patch holds only
-        if the object is still the version read (another writer's entry must not be lost): the
-        Deployment controller often writes one just after a create, so it is read again and
-        retried; if it never holds, the next write tries again (up_to_date sees the entry)."""
+    def server_side_apply(self, obj: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
+        """Server-side apply `obj` as our field manager, with force; a `metadata.uid` in it is
+        a precondition (the API server refuses it for another object of the name, or none)."""
+        kind = obj["kind"]
+        metadata = obj["metadata"]
+        path = _CHILD_PATHS[kind].format(namespace=metadata["namespace"], name=metadata["name"])
+        query = [("fieldManager", self.field_manager), ("force", "true")]
+        with _translated(f"apply {kind} {metadata['namespace']}/{metadata['name']}"):
+            return self._send(
+                "PATCH",
+                path,
+                query + ([("dryRun", "All")] if dry_run else []),
+                obj,
+                content_type=APPLY_CONTENT_TYPE,
+            )
+
+    def _drop_update_entries(self, path: str, obj: dict[str, Any], uid: str) -> dict[str, Any]:
+        """Remove our manager's Update entries (a create's) from `obj`'s managedFields. Each is
+        tested to be still at its index, so no other writer's entry is lost; when one moved
+        (the Deployment controller writes right after a create) the object is read again. It
+        never fails the write that came before: an entry left behind is dropped at the next
+        write, which up_to_date then asks for."""
+        what = f"drop the create's managedFields entry of {path}"
         for _ in range(DROP_ATTEMPTS):
-            entries = _entries_of_updates(obj, self.field_manager)
-            if not entries:
+            ours = _entries_of_updates(obj, self.field_manager)
+            if not ours or obj["metadata"].get("uid") != uid:
                 return obj
-            metadata = obj["metadata"]
-            kept = [entry for entry in metadata["managedFields"] if entry not in entries]
-            patch = [
-                {"op": "test", "path": "/metadata/resourceVersion", "value": metadata["resourceVersion"]},
-                {"op": "replace", "path": "/metadata/managedFields", "value": kept},
-            ]
+            patch: list[dict[str, Any]] = [{"op": "test", "path": "/metadata/uid", "value": uid}]
+            for index, entry in reversed(list(enumerate(obj["metadata"]["managedFields"]))):
+                if entry in ours:
+                    patch += [
+                        {"op": "test", "path": f"/metadata/managedFields/{index}", "value": entry},
+                        {"op": "remove", "path": f"/metadata/managedFields/{index}"},
+                    ]
             try:
                 return self._send("PATCH", path, [], patch, content_type="application/json-patch+json")
             except ApiException as error:
-                if error.status not in (409, 422):  # 422: the test operation failed
-                    raise
-            obj = self._send("GET", path, [], None)
+                if error.status not in (409, 422):  # 422: a test operation failed
+                    log.info("could not %s: %s", what, _api_message(error))
+                    return obj
+            except (urllib3.exceptions.HTTPError, OSError) as error:
+                log.info("could not %s: %s", what, error)
+                return obj
+            try:
+                obj = self._send("GET", path, [], None)
+            except (ApiException, urllib3.exceptions.HTTPError, OSError) as error:
+                log.info("could not %s: %s", what, error)
+                return obj
+        log.info("could not %s: it kept changing; the next write drops it", what)
         return obj
 
     def _send(
