@@ -254,10 +254,12 @@ def run(count: int, changes: int, steady_s: float) -> dict[str, Any]:
             ns, name = f"bench-{index % NAMESPACES}", f"svc-{index}"
             policy = ("RoundRobin", "LeastConnections", "PowerOfTwoChoices")[change % 3]
             before = cluster.get_json("inferenceservice", name, namespace=ns)["metadata"]["generation"]
+            # A spec no earlier change gave (a service drawn twice once got the one it had:
+            # no new generation, and the wait below ran out at 120 s).
             patch = {
                 "spec": {
                     "loadBalancing": {"policy": policy},
-                    "triton": {"args": [f"--log-verbose={change % 2}"]},
+                    "triton": {"args": [f"--log-verbose={change + 1}"]},
                 }
             }
             sent = time.monotonic()
@@ -269,6 +271,7 @@ def run(count: int, changes: int, steady_s: float) -> dict[str, Any]:
                 if item["metadata"]["generation"] > before and reconciled(item):
                     break
                 if time.monotonic() - sent > 120:
+                    say(f"  {ns}/{name}: generation {before} not reconciled after 120 s")
                     break
                 time.sleep(0.05)
             latencies.append(time.monotonic() - sent)
