@@ -78,10 +78,13 @@ class ProcessBackedCluster:
         """Local processes are never unscheduled: no pod reports PodScheduled=False."""
         return []
 
-    def apply(self, obj: dict[str, Any], *, uid: str | None, dry_run: bool = False) -> dict[str, Any]:
+    def apply(
+        self, obj: dict[str, Any], *, current: dict[str, Any] | None, dry_run: bool = False
+    ) -> dict[str, Any]:
         with self._lock:
             key = (obj["kind"], obj["metadata"]["name"])
             previous = self.objects.get(key)
+            uid = current and current["metadata"]["uid"]
             if (previous and previous["metadata"]["uid"]) != uid:  # as KubeClient.apply's precondition
                 raise ConflictError(f"{key} is not the object read (uid {uid})")
             if dry_run:

@@ -24,10 +24,10 @@ def main(kubeconfig: str, namespace: str, writes_before_pause: int) -> None:
     writes = 0
 
     def apply(
-        self: KubeClient, obj: dict[str, Any], *, uid: str | None, dry_run: bool = False
+        self: KubeClient, obj: dict[str, Any], *, current: dict[str, Any] | None, dry_run: bool = False
     ) -> dict[str, Any]:
         nonlocal writes
-        result = real_apply(self, obj, uid=uid, dry_run=dry_run)
+        result = real_apply(self, obj, current=current, dry_run=dry_run)
         if not dry_run:
             writes += 1
             if writes >= writes_before_pause:

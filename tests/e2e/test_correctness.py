@@ -164,37 +164,40 @@ def test_a_write_never_adopts_an_object_that_appeared_or_was_replaced_after_the_
     # None there when read; a user's created since: the create fails, theirs is untouched.
     cluster.kubectl("create", "configmap", "theirs", "-n", ns, "--from-literal=settings=precious")
     with pytest.raises(ConflictError, match="already exists"):
-        client.apply(config_map("theirs", {"ours": "1"}), uid=None)
+        client.apply(config_map("theirs", {"ours": "1"}), current=None)
     with pytest.raises(ConflictError, match="already exists"):
-        client.apply(config_map("theirs", {"ours": "1"}), uid=None, dry_run=True)
+        client.apply(config_map("theirs", {"ours": "1"}), current=None, dry_run=True)
     theirs = cluster.get_json("configmap", "theirs", "--show-managed-fields", namespace=ns)
     assert theirs["data"] == {"settings": "precious"}
     assert [e["manager"] for e in theirs["metadata"]["managedFields"]] == ["kubectl-create"]
 
     # Ours when read, replaced by another of the name since: the apply fails.
-    created = client.apply(config_map("ours", {"a": "1", "b": "2"}), uid=None)
+    created = client.apply(config_map("ours", {"a": "1", "b": "2"}), current=None)
     cluster.kubectl("delete", "configmap", "ours", "-n", ns)
     cluster.kubectl("create", "configmap", "ours", "-n", ns, "--from-literal=settings=precious")
     for dry_run in (True, False):
-        with pytest.raises(ConflictError, match="uid"):
-            client.apply(config_map("ours", {"a": "1"}), uid=created["metadata"]["uid"], dry_run=dry_run)
+        with pytest.raises(ConflictError, match=r"uid|replaced"):
+            client.apply(config_map("ours", {"a": "1"}), current=created, dry_run=dry_run)
     assert cluster.get_json("configmap", "ours", namespace=ns)["data"] == {"settings": "precious"}
     # Ours when read and gone since: not created again by the apply.
     cluster.kubectl("delete", "configmap", "ours", "-n", ns)
-    with pytest.raises(ConflictError, match="uid"):
-        client.apply(config_map("ours", {"a": "1"}), uid=created["metadata"]["uid"])
+    with pytest.raises(ConflictError, match=r"uid|deleted"):
+        client.apply(config_map("ours", {"a": "1"}), current=created)
     assert cluster.kubectl("get", "configmap", "ours", "-n", ns, check=False).returncode != 0
 
-    # Created by us: only the apply owns its fields, so a field the next rendering leaves out
-    # goes (a create's own entry would keep it).
-    created = client.apply(config_map("mine", {"a": "1", "b": "2"}), uid=None)
-    entries = [(e["manager"], e["operation"]) for e in created["metadata"]["managedFields"]]
-    assert entries == [("tritonscale", "Apply")]
-    client.apply(config_map("mine", {"a": "1"}), uid=created["metadata"]["uid"])
+    # Created by us, then written again without a field: the field goes. The create's own
+    # managedFields entry, which would keep it, is dropped before that write.
+    created = client.apply(config_map("mine", {"a": "1", "b": "2"}), current=None)
+    entries = sorted((e["manager"], e["operation"]) for e in created["metadata"]["managedFields"])
+    assert entries == [("tritonscale", "Apply"), ("tritonscale", "Update")]
+    written = client.apply(config_map("mine", {"a": "1"}), current=created)
+    assert [(e["manager"], e["operation"]) for e in written["metadata"]["managedFields"]] == [
+        ("tritonscale", "Apply")
+    ]
     assert cluster.get_json("configmap", "mine", namespace=ns)["data"] == {"a": "1"}
 
-    # Deployments: the controller writes one just after its create (the revision annotation),
-    # which the drop of the create's entry must not lose nor be lost to.
+    # Deployments, whose controller writes right after a create: the drop loses no other
+    # writer's entry and is not lost to them.
     for index in range(5):
         deployment = {
             "apiVersion": "apps/v1",
@@ -209,10 +212,16 @@ def test_a_write_never_adopts_an_object_that_appeared_or_was_replaced_after_the_
                 },
             },
         }
-        client.apply(deployment, uid=None)
+        deployment["metadata"]["annotations"] = {"removed-later": "yes"}
+        client.apply(deployment, current=None)
+        read = client.get_object("Deployment", ns, f"d{index}")
+        del deployment["metadata"]["annotations"]
+        client.apply(deployment, current=read)
         stored = cluster.get_json("deployment", f"d{index}", "--show-managed-fields", namespace=ns)
         ours = [e["operation"] for e in stored["metadata"]["managedFields"] if e["manager"] == "tritonscale"]
         assert ours == ["Apply"], stored["metadata"]["managedFields"]
+        assert "removed-later" not in stored["metadata"].get("annotations", {})
+        assert any(e["manager"] == "kube-controller-manager" for e in stored["metadata"]["managedFields"])
 
 
 def test_an_unschedulable_gpu_product_shows_the_schedulers_reason(

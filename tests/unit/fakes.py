@@ -60,7 +60,9 @@ class FakeCluster:
         found = self.objects.get((kind, namespace, name))
         return copy.deepcopy(found) if found is not None else None
 
-    def apply(self, obj: dict[str, Any], *, uid: str | None, dry_run: bool = False) -> dict[str, Any]:
+    def apply(
+        self, obj: dict[str, Any], *, current: dict[str, Any] | None, dry_run: bool = False
+    ) -> dict[str, Any]:
         self._maybe_fail()
         self.before_write(obj)
         reason = self.reject(obj)
@@ -68,6 +70,7 @@ class FakeCluster:
         if reason:
             raise RejectedError(f"apply {key}: {reason}")
         found = self.objects.get(key)
+        uid = current and current["metadata"]["uid"]
         if (found and found["metadata"]["uid"]) != uid:  # the uid precondition, as KubeClient.apply
             raise ConflictError(
                 f"apply {key}: expected uid {uid}, found {found and found['metadata']['uid']}"

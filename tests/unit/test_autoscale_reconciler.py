@@ -97,10 +97,12 @@ def test_a_count_whose_apply_failed_for_now_is_applied_at_the_next_tick() -> Non
     real_apply = cluster.apply
     failures = iter([TransientError("429: too many requests", delay=2.0)])
 
-    def throttled_once(obj: dict[str, Any], *, uid: str | None, dry_run: bool = False) -> dict[str, Any]:
+    def throttled_once(
+        obj: dict[str, Any], *, current: dict[str, Any] | None, dry_run: bool = False
+    ) -> dict[str, Any]:
         if not dry_run and (error := next(failures, None)) is not None:
             raise error
-        return real_apply(obj, uid=uid, dry_run=dry_run)
+        return real_apply(obj, current=current, dry_run=dry_run)
 
     cluster.apply = throttled_once  # type: ignore[method-assign]
     source.next = overload()

@@ -64,13 +64,15 @@ CONFIG_MAP = {
     "data": {"a": "b"},
 }
 
+EXISTING = {**CONFIG_MAP, "metadata": {**CONFIG_MAP["metadata"], "uid": "uid-1"}}
+
 RAISING: dict[str, Callable[[KubeClient], Any]] = {
     "get InferenceService": lambda k: k.get_inference_service("default", "svc"),
     "list InferenceServices": lambda k: k.list_inference_services("default"),
     "list Events": lambda k: k.list_events("default", {"kind": "InferenceService"}),
     "get a child": lambda k: k.get_object("ConfigMap", "default", "svc-router"),
-    "create": lambda k: k.apply(CONFIG_MAP, uid=None),
-    "apply": lambda k: k.apply(CONFIG_MAP, uid="uid-1"),
+    "create": lambda k: k.apply(CONFIG_MAP, current=None),
+    "apply": lambda k: k.apply(CONFIG_MAP, current=EXISTING),
     "list Deployments": lambda k: k.list_deployments("default", {"app": "x"}),
     "list Pods": lambda k: k.list_pods("default", {"app": "x"}),
     "delete": lambda k: k.delete_object("ConfigMap", "default", "svc-router", "uid-1"),

@@ -105,30 +105,17 @@ def served() -> Iterator[tuple[Script, KubeClient]]:
         server.server_close()
 
 
-def test_a_new_child_is_created_then_applied_and_the_creates_entry_dropped(
-    served: tuple[Script, KubeClient],
-) -> None:
+def test_a_new_child_is_created_then_applied_with_the_created_uid(served: tuple[Script, KubeClient]) -> None:
     script, client = served
-    script.answers = [
-        (201, stored("u1", [CREATE_ENTRY])),
-        (200, stored("u1", [APPLY_ENTRY, CREATE_ENTRY, OTHER_ENTRY])),
-        (200, stored("u1", [APPLY_ENTRY, OTHER_ENTRY])),
-    ]
-    result = client.apply(CONFIG_MAP, uid=None)
-    create, apply, drop = script.requests
+    script.answers = [(201, stored("u1", [CREATE_ENTRY])), (200, stored("u1", [APPLY_ENTRY, CREATE_ENTRY]))]
+    client.apply(CONFIG_MAP, current=None)
+    create, apply = script.requests
     assert (create.method, create.path) == ("POST", "/api/v1/namespaces/default/configmaps")
     assert create.query == {"fieldManager": "tritonscale", "fieldValidation": "Strict"}
     assert create.body == CONFIG_MAP
     assert (apply.method, apply.path, apply.content_type) == ("PATCH", PATH, "application/apply-patch+yaml")
     assert apply.query == {"fieldManager": "tritonscale", "force": "true"}
     assert apply.body["metadata"]["uid"] == "u1", "the apply must name the object it created"
-    assert (drop.method, drop.content_type) == ("PATCH", "application/json-patch+json")
-    assert drop.body == [
-        {"op": "test", "path": "/metadata/uid", "value": "u1"},
-        {"op": "test", "path": "/metadata/managedFields/1", "value": CREATE_ENTRY},
-        {"op": "remove", "path": "/metadata/managedFields/1"},
-    ]
-    assert result["metadata"]["managedFields"] == [APPLY_ENTRY, OTHER_ENTRY]
 
 
 def test_a_name_taken_since_the_read_is_a_conflict_and_nothing_else_is_sent(
@@ -137,14 +124,14 @@ def test_a_name_taken_since_the_read_is_a_conflict_and_nothing_else_is_sent(
     script, client = served
     script.answers = [status(409, "AlreadyExists")]
     with pytest.raises(ConflictError):
-        client.apply(CONFIG_MAP, uid=None)
+        client.apply(CONFIG_MAP, current=None)
     assert [r.method for r in script.requests] == ["POST"]
 
 
 def test_a_dry_run_of_a_new_child_is_a_dry_run_create_alone(served: tuple[Script, KubeClient]) -> None:
     script, client = served
     script.answers = [(201, stored("", []))]
-    client.apply(CONFIG_MAP, uid=None, dry_run=True)
+    client.apply(CONFIG_MAP, current=None, dry_run=True)
     [create] = script.requests
     assert create.method == "POST" and create.query["dryRun"] == "All"
 
@@ -153,38 +140,58 @@ def test_an_existing_child_is_applied_with_its_uid_and_a_replaced_one_is_a_confl
     served: tuple[Script, KubeClient],
 ) -> None:
     script, client = served
+    current = stored("u1", [APPLY_ENTRY, OTHER_ENTRY])
     script.answers = [
-        (200, stored("u1", [APPLY_ENTRY])),
+        (200, current),
         status(422, "Invalid", [{"field": "metadata.uid", "message": "field is immutable"}]),
         status(409, "Conflict"),  # "uid mismatch": deleted since
         status(422, "Invalid", [{"field": "spec.ports", "message": "Required value"}]),
     ]
-    client.apply(CONFIG_MAP, uid="u1")
+    client.apply(CONFIG_MAP, current=current)
     [apply] = script.requests
     assert apply.method == "PATCH" and apply.body["metadata"]["uid"] == "u1"
     for _ in range(2):
         with pytest.raises(ConflictError):
-            client.apply(CONFIG_MAP, uid="u1")
+            client.apply(CONFIG_MAP, current=current)
     with pytest.raises(RejectedError):  # refused for what it is: retrying cannot help
-        client.apply(CONFIG_MAP, uid="u1")
+        client.apply(CONFIG_MAP, current=current)
 
 
-def test_the_drop_reads_again_when_the_entries_moved_and_never_fails_the_write(
+def test_the_creates_entry_is_dropped_before_the_next_write_reading_again_when_it_moved(
     served: tuple[Script, KubeClient],
 ) -> None:
     script, client = served
+    current = stored("u1", [APPLY_ENTRY, CREATE_ENTRY])
     script.answers = [
-        (200, stored("u1", [APPLY_ENTRY, CREATE_ENTRY])),
         status(422, "Invalid"),  # a test operation failed: another writer moved the entries
         (200, stored("u1", [OTHER_ENTRY, APPLY_ENTRY, CREATE_ENTRY])),
-        status(500, "InternalError"),
+        (200, stored("u1", [OTHER_ENTRY, APPLY_ENTRY])),
+        (200, stored("u1", [OTHER_ENTRY, APPLY_ENTRY])),
     ]
-    result = client.apply(CONFIG_MAP, uid="u1")
-    methods = [(r.method, r.content_type) for r in script.requests]
-    assert methods[2][0] == "GET"
-    assert script.requests[3].body[1:] == [
+    client.apply(CONFIG_MAP, current=current)
+    first, read, second, apply = script.requests
+    assert first.body == [
+        {"op": "test", "path": "/metadata/uid", "value": "u1"},
+        {"op": "test", "path": "/metadata/managedFields/1", "value": CREATE_ENTRY},
+        {"op": "remove", "path": "/metadata/managedFields/1"},
+    ]
+    assert first.content_type == "application/json-patch+json"
+    assert read.method == "GET"
+    assert second.body[1:] == [
         {"op": "test", "path": "/metadata/managedFields/2", "value": CREATE_ENTRY},
         {"op": "remove", "path": "/metadata/managedFields/2"},
     ]
-    # The write itself succeeded: the failed drop is left to the next write.
-    assert result["metadata"]["managedFields"] == [OTHER_ENTRY, APPLY_ENTRY, CREATE_ENTRY]
+    assert apply.content_type == "application/apply-patch+yaml"
+
+
+def test_no_write_when_the_creates_entry_cannot_be_dropped(served: tuple[Script, KubeClient]) -> None:
+    """Written with the entry in place, a field this rendering leaves out would stay."""
+    script, client = served
+    current = stored("u1", [APPLY_ENTRY, CREATE_ENTRY])
+    script.answers = [status(404, "NotFound")]
+    with pytest.raises(ConflictError, match="deleted"):
+        client.apply(CONFIG_MAP, current=current)
+    script.answers = [status(422, "Invalid"), (200, current)] * 3
+    with pytest.raises(ConflictError, match="kept changing"):
+        client.apply(CONFIG_MAP, current=current)
+    assert all(r.content_type != "application/apply-patch+yaml" for r in script.requests)

@@ -314,7 +314,9 @@ def test_unschedulable_pods_surface_with_a_warning_once() -> None:
 def test_a_namespace_being_deleted_is_nothing_to_do() -> None:
     cluster, reconciler = setup()
 
-    def terminating(obj: dict[str, Any], *, uid: str | None, dry_run: bool = False) -> dict[str, Any]:
+    def terminating(
+        obj: dict[str, Any], *, current: dict[str, Any] | None, dry_run: bool = False
+    ) -> dict[str, Any]:
         raise NamespaceTerminatingError("namespace vision is being terminated")
 
     cluster.apply = terminating  # type: ignore[method-assign]
@@ -340,6 +342,20 @@ def test_an_unchanged_stack_is_not_written_again_but_a_hand_edit_is_put_back() -
     assert (
         cluster.objects[("ConfigMap", "vision", "resnet-router")]["data"]["haproxy.cfg"] != "edited by hand"
     )
+
+
+def test_the_entry_a_create_leaves_in_managed_fields_is_not_a_hand_edit() -> None:
+    """It stays until the next write that changes the child (KubeClient.apply drops it then)."""
+    cluster, reconciler = setup(spec__replicas=2)
+    reconciler.reconcile("vision", "resnet")
+    for obj in cluster.objects.values():
+        obj["metadata"]["managedFields"] = [
+            {"manager": "tritonscale", "operation": "Apply"},
+            {"manager": "tritonscale", "operation": "Update"},
+        ]
+    cluster.calls.clear()
+    reconciler.reconcile("vision", "resnet")
+    assert not [c for c in cluster.calls if c[0] == "apply"]
 
 
 def test_a_spec_change_writes_only_what_it_changes() -> None:

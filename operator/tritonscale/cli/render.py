@@ -138,12 +138,12 @@ def render(paths: tuple[str, ...], cluster_domain: str, network_options: Network
                 err=True,
             )
             continue
-        document = _without_nulls(document)
+        stored = _without_nulls(document)
         # The API server refuses a value of the wrong JSON type that the models would read
         # leniently ("3" for replicas): so does render, and says it once per field.
-        wrong_types = spec_type_problems(document) if isinstance(document, dict) else []
+        wrong_types = spec_type_problems(stored) if isinstance(stored, dict) else []
         try:
-            service = parse_inference_service(document)
+            service = parse_inference_service(stored)
         except InvalidInferenceService as invalid:
             typed = {field for field, _ in wrong_types}
             found = [str(p) for p in invalid.problems if p.path not in typed]

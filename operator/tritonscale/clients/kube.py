@@ -35,7 +35,7 @@ APPLY_CONTENT_TYPE: Final = "application/apply-patch+yaml"
 # (a write that timed out is retried as transient; each is idempotent). Below the API server's
 # own 60 s limit, far above what a request takes even at 1,000 services.
 REQUEST_TIMEOUT_S: Final = 20.0
-DROP_ATTEMPTS: Final = 5  # reads and patches to drop a create's managedFields entry (KubeClient.apply)
+DROP_ATTEMPTS: Final = 3  # reads and patches to drop a create's managedFields entry (KubeClient.apply)
 IN_CLUSTER_NAMESPACE_FILE: Final = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 log = logging.getLogger(__name__)
 
@@ -356,23 +356,25 @@ class KubeClient:
                 raise
         return self._json(response)
 
-    def apply(self, obj: dict[str, Any], *, uid: str | None, dry_run: bool = False) -> dict[str, Any]:
+    def apply(
+        self, obj: dict[str, Any], *, current: dict[str, Any] | None, dry_run: bool = False
+    ) -> dict[str, Any]:
         """Write a child as our field manager, only if it is still the object the reconciler
-        read and checked is this InferenceService's own: `uid` is that object's uid, or None
-        when there was none. Fails with ConflictError when that changed since: another object
-        of the name was created, or it was replaced.
+        read and checked is this InferenceService's own: `current` is that object as read, or
+        None when there was none. Fails with ConflictError when that changed since: another
+        object of the name was created, or it was replaced.
 
-        An existing child is server-side applied with force (taking back fields changed by
-        hand), with its uid as a precondition. A new one is created, which fails when an
-        object of its name appeared after the read (an apply would adopt it), then applied
-        once so that the apply owns its fields, and the create's own entry in managedFields is
-        dropped: fields the create owned would otherwise outlive their removal from later
-        renderings."""
+        A new child is created, which fails when an object of its name appeared after the read
+        (an apply would adopt it), then applied once with its uid, so that the apply owns its
+        fields. An existing one is server-side applied with force (taking back fields changed
+        by hand) with its uid as a precondition; first, the entry its create left in
+        managedFields is dropped, since fields the create also owned would outlive their
+        removal from this rendering."""
         kind = obj["kind"]
         metadata = obj["metadata"]
         namespace, name = metadata["namespace"], metadata["name"]
         path = _CHILD_PATHS[kind].format(namespace=namespace, name=name)
-        if uid is None:
+        if current is None:
             with _translated(f"create {kind} {namespace}/{name}"):
                 # Strict: unknown fields refused, as the apply that follows refuses them.
                 query = [("fieldManager", self.field_manager), ("fieldValidation", "Strict")]
@@ -382,10 +384,11 @@ class KubeClient:
             if dry_run:
                 return created
             uid = created["metadata"]["uid"]
-        applied = self.server_side_apply({**obj, "metadata": {**metadata, "uid": uid}}, dry_run=dry_run)
-        if not dry_run and _entries_of_updates(applied, self.field_manager):
-            applied = self._drop_update_entries(path, applied, uid)
-        return applied
+        else:
+            uid = current["metadata"]["uid"]
+            if not dry_run and _entries_of_updates(current, self.field_manager):
+                self._drop_update_entries(path, current, uid)
+        return self.server_side_apply({**obj, "metadata": {**metadata, "uid": uid}}, dry_run=dry_run)
 
     def server_side_apply(self, obj: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
         """Server-side apply `obj` as our field manager, with force; a `metadata.uid` in it is
@@ -403,40 +406,41 @@ class KubeClient:
                 content_type=APPLY_CONTENT_TYPE,
             )
 
-    def _drop_update_entries(self, path: str, obj: dict[str, Any], uid: str) -> dict[str, Any]:
+    def _drop_update_entries(self, path: str, obj: dict[str, Any], uid: str) -> None:
         """Remove our manager's Update entries (a create's) from `obj`'s managedFields. Each is
-        tested to be still at its index, so no other writer's entry is lost; when one moved
-        (the Deployment controller writes right after a create) the object is read again. It
-        never fails the write that came before: an entry left behind is dropped at the next
-        write, which up_to_date then asks for."""
+        tested to be still at its index, so no other writer's entry is lost; when one moved,
+        the object is read again. Raises ConflictError when that never holds (the write is
+        tried again), or when the object is no longer the one read."""
         what = f"drop the create's managedFields entry of {path}"
-        for _ in range(DROP_ATTEMPTS):
-            ours = _entries_of_updates(obj, self.field_manager)
-            if not ours or obj["metadata"].get("uid") != uid:
-                return obj
-            patch: list[dict[str, Any]] = [{"op": "test", "path": "/metadata/uid", "value": uid}]
-            for index, entry in reversed(list(enumerate(obj["metadata"]["managedFields"]))):
-                if entry in ours:
-                    patch += [
-                        {"op": "test", "path": f"/metadata/managedFields/{index}", "value": entry},
-                        {"op": "remove", "path": f"/metadata/managedFields/{index}"},
-                    ]
-            try:
-                return self._send("PATCH", path, [], patch, content_type="application/json-patch+json")
-            except ApiException as error:
-                if error.status not in (409, 422):  # 422: a test operation failed
-                    log.info("could not %s: %s", what, _api_message(error))
-                    return obj
-            except (urllib3.exceptions.HTTPError, OSError) as error:
-                log.info("could not %s: %s", what, error)
-                return obj
-            try:
-                obj = self._send("GET", path, [], None)
-            except (ApiException, urllib3.exceptions.HTTPError, OSError) as error:
-                log.info("could not %s: %s", what, error)
-                return obj
-        log.info("could not %s: it kept changing; the next write drops it", what)
-        return obj
+        with _translated(what):
+            for _ in range(DROP_ATTEMPTS):
+                if obj["metadata"].get("uid") != uid:
+                    raise ConflictError(f"{what}: the object was replaced since it was read")
+                ours = _entries_of_updates(obj, self.field_manager)
+                if not ours:
+                    return
+                patch: list[dict[str, Any]] = [{"op": "test", "path": "/metadata/uid", "value": uid}]
+                for index, entry in reversed(list(enumerate(obj["metadata"]["managedFields"]))):
+                    if entry in ours:
+                        patch += [
+                            {"op": "test", "path": f"/metadata/managedFields/{index}", "value": entry},
+                            {"op": "remove", "path": f"/metadata/managedFields/{index}"},
+                        ]
+                try:
+                    self._send("PATCH", path, [], patch, content_type="application/json-patch+json")
+                    return
+                except ApiException as error:
+                    if error.status == 404:
+                        raise ConflictError(f"{what}: the object was deleted since it was read") from error
+                    if error.status not in (409, 422):  # 422: a test operation failed
+                        raise
+                try:
+                    obj = self._send("GET", path, [], None)
+                except ApiException as error:
+                    if error.status == 404:
+                        raise ConflictError(f"{what}: the object was deleted since it was read") from error
+                    raise
+        raise ConflictError(f"{what}: it kept changing")
 
     def _send(
         self,

@@ -46,7 +46,9 @@ class ClusterApi(Protocol):
 
     def get_object(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None: ...
 
-    def apply(self, obj: dict[str, Any], *, uid: str | None, dry_run: bool = False) -> dict[str, Any]: ...
+    def apply(
+        self, obj: dict[str, Any], *, current: dict[str, Any] | None, dry_run: bool = False
+    ) -> dict[str, Any]: ...
 
     def list_deployments(self, namespace: str, selector: dict[str, str]) -> list[dict[str, Any]]: ...
 
@@ -151,11 +153,10 @@ def up_to_date(obj: dict[str, Any], existing: dict[str, Any] | None) -> bool:
     # Writers besides our applies that a child may show without having been changed by hand:
     # the Deployment controller sets its revision annotation; status writers use the status
     # subresource.
+    # Our own entries: the applies', and the create's (dropped before the next write).
     return all(
         entry.get("subresource") == "status"
-        or entry.get("manager") == "kube-controller-manager"
-        # Our create's entry is dropped after it; one left (by a crash) is dropped by a write.
-        or (entry.get("manager") == FIELD_MANAGER and entry.get("operation") == "Apply")
+        or entry.get("manager") in (FIELD_MANAGER, "kube-controller-manager")
         for entry in metadata.get("managedFields", [])
     )
 
@@ -443,14 +444,14 @@ class StackReconciler:
         # by someone else since it was read above is not adopted: the write fails and the next
         # attempt reads it, and refuses.
         changed = [
-            (obj, None if current is None else current["metadata"]["uid"])
+            (obj, current)
             for obj in objects
             if not up_to_date(obj, current := existing[(obj["kind"], obj["metadata"]["name"])])
         ]
-        for obj, uid in changed:
-            self.api.apply(obj, uid=uid, dry_run=True)
-        for obj, uid in changed:
-            self.api.apply(obj, uid=uid)
+        for obj, current in changed:
+            self.api.apply(obj, current=current, dry_run=True)
+        for obj, current in changed:
+            self.api.apply(obj, current=current)
         self._prune_network_policies(service, names, objects)
         return len(changed), self._prune_deployments(
             service, names, objects, placement, self._owned_deployments(service, names)
