@@ -82,8 +82,8 @@ def _replaced(error: ApiException) -> bool:
 
 
 def _entries_of_updates(obj: dict[str, Any], manager: str) -> list[dict[str, Any]]:
-    """`manager`'s managedFields entries from writes other than applies to the object itself
-    (a create, a scale), whose fields an apply cannot take back from them."""
+    """`manager`'s managedFields entries from writes to the object itself that were not
+    applies (our create's), whose fields an apply cannot take back from them."""
     return [
         entry
         for entry in obj["metadata"].get("managedFields", [])
