@@ -150,10 +150,9 @@ def up_to_date(obj: dict[str, Any], existing: dict[str, Any] | None) -> bool:
         != obj["metadata"]["annotations"][APPLIED_HASH_ANNOTATION]
     ):
         return False
-    # Writers besides our applies that a child may show without having been changed by hand:
-    # the Deployment controller sets its revision annotation; status writers use the status
-    # subresource.
-    # Our own entries: the applies', and the create's (dropped before the next write).
+    # Entries a child may show without having been changed by hand: ours (the applies', and the
+    # create's until the next write drops it), the Deployment controller's (its revision
+    # annotation) and status writers' (the status subresource).
     return all(
         entry.get("subresource") == "status"
         or entry.get("manager") in (FIELD_MANAGER, "kube-controller-manager")
