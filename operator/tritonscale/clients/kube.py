@@ -412,6 +412,7 @@ class KubeClient:
         the object is read again. Raises ConflictError when that never holds (the write is
         tried again), or when the object is no longer the one read."""
         what = f"drop the create's managedFields entry of {path}"
+        deleted = f"{what}: the object was deleted since it was read"
         with _translated(what):
             for _ in range(DROP_ATTEMPTS):
                 if obj["metadata"].get("uid") != uid:
@@ -431,14 +432,14 @@ class KubeClient:
                     return
                 except ApiException as error:
                     if error.status == 404:
-                        raise ConflictError(f"{what}: the object was deleted since it was read") from error
+                        raise ConflictError(deleted) from error
                     if error.status not in (409, 422):  # 422: a test operation failed
                         raise
                 try:
                     obj = self._send("GET", path, [], None)
                 except ApiException as error:
                     if error.status == 404:
-                        raise ConflictError(f"{what}: the object was deleted since it was read") from error
+                        raise ConflictError(deleted) from error
                     raise
         raise ConflictError(f"{what}: it kept changing")
 
