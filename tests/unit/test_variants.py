@@ -13,14 +13,18 @@ from tritonscale.policy.autoscaling import AutoscalerSettings, AutoscalerState, 
 from tritonscale.policy.queueing import ServiceTime, full_batch_utilisation, mixed_latency_ms
 from tritonscale.policy.variants import (
     MOST_BUSY,
+    NO_STANDING_MIX,
     AccuracyBudget,
     ServedCounts,
+    StandingMix,
     Variant,
     VariantSettings,
     VariantState,
     bridge,
     decide_variants,
     served_since,
+    standing_mix,
+    steady_shares,
     window_use,
 )
 from tritonscale.sim.engine import SimEnvironment, Simulation
@@ -221,6 +225,70 @@ def test_bridge_is_how_much_more_the_ready_replicas_carry_within_the_budget() ->
     assert bridge(replace(s, variants=()), with_history(s), PRIMARY, 1000.0, 45.0) == 1.0
 
 
+# --- a standing share (steady_spend) --------------------------------------------------------
+
+
+def test_a_steady_spend_is_a_standing_share_on_the_variant_that_saves_the_most() -> None:
+    half = replace(settings(INT8, SMALL, floor=0.995), steady_spend=0.5)
+    # Half of 0.5 points: 25 % on int8 (1 point a request) saves 12.5 % of the accelerators;
+    # 5 % on small (5 points) saves only 3.75 %.
+    assert steady_shares(half) == pytest.approx((0.25, 0.0))
+    assert standing_mix(half) == StandingMix(pytest.approx(0.25), pytest.approx(0.875))  # type: ignore[arg-type]
+    assert steady_shares(settings(INT8, SMALL)) == (0.0, 0.0)
+    assert standing_mix(settings(INT8, SMALL)) == NO_STANDING_MIX
+    assert standing_mix(None) == NO_STANDING_MIX
+    # The whole of a 1-point budget on int8 is every request; a lossless variant takes all.
+    assert steady_shares(replace(settings(INT8, floor=0.99), steady_spend=1.0)) == pytest.approx((1.0,))
+    lossless = Variant("same", 1.0, 1.5)
+    assert steady_shares(replace(settings(lossless, floor=0.999), steady_spend=0.1)) == (1.0,)
+
+
+def test_a_standing_share_is_served_while_calm_and_the_surge_path_adds_to_it() -> None:
+    s = replace(settings(INT8, SMALL, floor=0.995), steady_spend=0.5)
+    calm, state = decide(s, with_history(s), rate=500.0, ready=6)
+    assert calm.shares == pytest.approx((0.25, 0.0))
+    assert "with the standing share" in calm.reason
+    surge, state = decide(s, state, rate=800.0, ready=4, arriving=4)  # 4 x 182 = 728 req/s
+    assert surge.shares[0] > 0.25 + 1e-9 and surge.shares[1] == 0.0
+    # As capacity arrives the share steps down, never below the standing share.
+    shares = surge.shares
+    for _ in range(20):
+        later, state = decide(s, state, rate=500.0, ready=8)
+        assert later.shares[0] <= shares[0] + 1e-9
+        assert later.shares[0] >= 0.25 - 1e-9
+        shares = later.shares
+    assert shares == pytest.approx((0.25, 0.0))
+
+
+def test_the_other_variant_steps_down_to_the_standing_share_not_beside_it() -> None:
+    s = replace(settings(INT8, SMALL, floor=0.995), steady_spend=0.5)
+    state = replace(with_history(s), shares=(0.0, 0.6))  # small took a surge
+    seen = []
+    for _ in range(10):
+        choice, state = decide(s, state, rate=300.0, ready=8)
+        assert sum(choice.shares) <= 1.0 and min(choice.shares) == 0.0, "one variant at a time"
+        seen.append(choice.shares)
+    assert seen[0][1] == pytest.approx(0.5)
+    assert seen[-1] == pytest.approx((0.25, 0.0))
+
+
+def test_a_steady_spend_keeps_the_accuracy_within_the_budget_in_the_simulator() -> None:
+    env = SimEnvironment(variants=(INT8, SMALL))
+    scenario = Scenario(built_in("smooth", 1200.0, 1000.0, 2), 2, env, OBJECTIVE)
+    prepared = prepare(scenario)
+    results = {}
+    for name in ("latency-variants@0.5", "latency-variants@0.5:0.5"):
+        policy = make_policy(name, scenario, prepared.needed, prepared.table, prepared.tested)
+        results[name] = prepared.simulation.run(policy, prepared.initial, 1200.0)
+    surges_only, steady = results["latency-variants@0.5"], results["latency-variants@0.5:0.5"]
+    assert steady.policy == "latency-variants@0.5:0.5"
+    assert steady.variants is not None and surges_only.variants is not None
+    assert sum(steady.variants.shares) >= 0.25 - 0.01
+    assert steady.variants.worst_window_accuracy >= 0.995
+    assert steady.replica_hours < surges_only.replica_hours
+    assert steady.slo_attainment >= 0.99
+
+
 # --- the autoscaler with a bridge ----------------------------------------------------------
 
 
@@ -274,6 +342,44 @@ def test_feedback_is_not_learnt_while_a_variant_served() -> None:
     _, kept = autoscaler.decide(replace(observation, variant_share=0.3), state, later, 6)
     assert learnt.corrections != state.corrections
     assert kept.corrections == state.corrections
+
+
+def test_the_autoscaler_sizes_for_a_standing_mix_only_while_the_variants_serve_it() -> None:
+    autoscaler = LatencyAutoscaler(AutoscalerSettings(target_ms=100.0, max_replicas=40, max_batch=8))
+    state, now = ramp_state(autoscaler, ready=6, slope=0.0)
+    observation = Observation(
+        arrival_rate_rps=1200.0, latency_ms=60.0, ready_replicas=6, mean_compute_ms=32.0, average_batch=4.0
+    )
+    mix = StandingMix(share=0.5, cost=0.75)
+    alone, _ = autoscaler.decide(observation, state, now + 10.0, 6)
+    served, _ = autoscaler.decide(replace(observation, variant_share=0.5), state, now + 10.0, 6, standing=mix)
+    unserved, _ = autoscaler.decide(observation, state, now + 10.0, 6, standing=mix)
+    assert alone.model_replicas is not None and served.model_replicas is not None
+    assert served.model_replicas < alone.model_replicas
+    # A change says the mix it was sized for.
+    overloaded = replace(observation, variant_share=0.5, latency_ms=300.0)
+    scaled, _ = autoscaler.decide(overloaded, state, now + 10.0, 6, standing=mix)
+    assert scaled.desired > 6
+    assert "sized for 50 % served on faster variants all the time" in scaled.reason
+    assert "faster variants" not in alone.reason
+    # The variants' servers down (nothing served on them): the model alone is sized for.
+    assert unserved.model_replicas == alone.model_replicas
+
+
+def test_feedback_is_learnt_at_the_standing_share_and_not_beyond_it() -> None:
+    autoscaler = LatencyAutoscaler(AutoscalerSettings(target_ms=100.0, max_replicas=40, max_batch=8))
+    state, now = ramp_state(autoscaler, ready=6)
+    observation = Observation(
+        arrival_rate_rps=790.0, latency_ms=30.0, ready_replicas=6, mean_compute_ms=32.0, average_batch=4.0
+    )
+    mix = StandingMix(share=0.25, cost=0.875)
+    later = now + 300.0
+    _, at_standing = autoscaler.decide(
+        replace(observation, variant_share=0.26), state, later, 6, standing=mix
+    )
+    _, beyond = autoscaler.decide(replace(observation, variant_share=0.4), state, later, 6, standing=mix)
+    assert at_standing.corrections != state.corrections
+    assert beyond.corrections == state.corrections
 
 
 # --- the simulator ------------------------------------------------------------------------

@@ -53,6 +53,7 @@ from tritonscale.policy.queueing import ServiceTime, fewest_replicas, predicted_
 from tritonscale.policy.service_facts import DEFAULT_COLD_START_S, DEFAULT_MAX_BATCH
 from tritonscale.policy.surge import RETRIGGER_RATIO, ROUTER_PERIOD_S
 from tritonscale.policy.surge import STALE_S as ROUTER_STALE_S
+from tritonscale.policy.variants import NO_STANDING_MIX, SHARE_STEP, StandingMix
 
 LOAD_BUCKET_BASE = math.log(1.1)
 RATE_SPACING_S = 5.0  # the rate history keeps at most one sample per this many seconds
@@ -215,6 +216,7 @@ class Decision:
     falling: str | None = None  # why a scale-down held only the settle time's recommendations
     beyond_present: str | None = None  # what made the model ask for more than the present rate needs
     feedback_paused: str | None = None  # why the model's error has not been learnt for a while
+    standing: str | None = None  # the standing variant share the fleet is sized for
 
     @property
     def direction(self) -> str:
@@ -257,6 +259,8 @@ class Decision:
             summary += f" ({self.beyond_present})"
         if self.feedback_paused is not None:
             summary += f" ({self.feedback_paused})"
+        if self.standing is not None:
+            summary += f" ({self.standing})"
 
         if self.verdict is Verdict.WAIT_FOR_HISTORY:
             action = f"holding until {self.stabilization_s:g}s of history"
@@ -540,11 +544,14 @@ class LatencyAutoscaler:
         now: float,
         current: int,
         bridge: float = 1.0,
+        standing: StandingMix = NO_STANDING_MIX,
     ) -> tuple[Decision, AutoscalerState]:
         """One decision at time `now` (seconds) given `current` desired replicas, in stages:
         learn, size for the expected rate, panic, stabilize and step, clamp. `bridge` is how many
         times what they carry alone faster variants let the ready replicas carry until new
-        capacity arrives (policy.variants.bridge); 1 without variants."""
+        capacity arrives (policy.variants.bridge); 1 without variants. `standing` is the share
+        faster variants serve all the time (policy.variants.standing_mix): the fleet is sized,
+        and the model's error learnt, for that mix."""
         s = self.settings
         # Before anything else: spot may take a replica while metrics are missing.
         state = self._note_spot_loss(observation, state, now, current)
@@ -556,7 +563,11 @@ class LatencyAutoscaler:
         observed = observation.latency_ms if observation.latency_ms is not None else 0.0
         if observation.latency_ms is None:
             observation = replace(observation, latency_ms=0.0)  # idle: nothing waited
-        state, service, phase = self._learn(observation, state, now, current)
+        if observation.variant_share < standing.share / 2:
+            # The variants do not serve their standing share (their servers down, or no request
+            # yet): the model alone is what serves.
+            standing = NO_STANDING_MIX
+        state, service, phase = self._learn(observation, state, now, current, standing)
         surge = _surge(observation)
         sizing = self._size(observation, state, now, service, surge, current, bridge)
         state = replace(state, sized_for_rps=sizing.present_rate)
@@ -628,6 +639,7 @@ class LatencyAutoscaler:
             trend_held=trend_held if clamped <= current else None,
             beyond_present=sizing.beyond_present() if clamped > current and sizing.up > current else None,
             feedback_paused=_feedback_paused(state),
+            standing=standing.describe() if standing.share > 0 and clamped != current else None,
         )
         return decision, state
 
@@ -689,14 +701,22 @@ class LatencyAutoscaler:
         )
 
     def _learn(
-        self, observation: Observation, state: AutoscalerState, now: float, current: int
+        self,
+        observation: Observation,
+        state: AutoscalerState,
+        now: float,
+        current: int,
+        standing: StandingMix = NO_STANDING_MIX,
     ) -> tuple[AutoscalerState, ServiceTime | None, _Phase]:
-        """Remember the observation, fit tau(b), and blend in the model's error when steady."""
+        """Remember the observation, fit tau(b), and blend in the model's error when steady.
+        With a standing mix, the service time returned (and the error learnt) is the mix's."""
         s = self.settings
         assert observation.latency_ms is not None
         state = self._remember(observation, state, now)
         service, alpha = _fit_service_time(state.service_samples, s.max_batch, state.per_item_ms)
         state = replace(state, per_item_ms=alpha)
+        if service is not None and standing.share > 0:
+            service = standing.blend(service)
         if observation.ready_replicas != state.ready_seen:
             changed = now if state.ready_seen is not None else None
             state = replace(state, ready_seen=observation.ready_replicas, ready_changed_s=changed)
@@ -707,14 +727,20 @@ class LatencyAutoscaler:
         )
         # Learn only from steady states: not while a change settles, not from an overload (a
         # backlog says nothing about how the model fits the load), and not while a faster variant
-        # served some requests (their latency is not the primary model's), nor while the
-        # routers' count says the metrics' rate is not the load (_rate_misleads).
+        # served some requests (their latency is not the primary model's) beyond a standing share
+        # (whose mix the model then is: the share measured over a window wanders a little
+        # around the share set), nor while the routers' count says the metrics' rate is not the
+        # load (_rate_misleads).
+        if standing.share > 0:
+            mixed_as_sized = observation.variant_share <= standing.share + SHARE_STEP / 2
+        else:
+            mixed_as_sized = observation.variant_share == 0
         steady = (
             phase.settled
             and phase.serving_settled
             and observation.ready_replicas == current
             and observation.latency_ms <= s.panic_ratio * s.target_ms
-            and observation.variant_share == 0
+            and mixed_as_sized
             and not _rate_misleads(observation)
         )
         if service is not None and steady:

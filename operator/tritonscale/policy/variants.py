@@ -19,6 +19,10 @@ decision:
 4. lowers the share by at most `step_down` per decision as capacity arrives, and not at all
    while the rate still rises (a drained queue does not end a surge), so a share does not flicker
    on the decision grid.
+
+With `steady_spend` a part of the budget is spent all the time instead: the variant that saves the
+most accelerator time with it serves a standing share (`steady_shares`), the autoscaler sizes the
+fleet for that mix (`StandingMix`), and the surge path above works on top of it, never below it.
 """
 
 from __future__ import annotations
@@ -86,6 +90,8 @@ class VariantSettings:
     drain_s: float = 5.0  # a backlog should be gone within this long
     step_down: float = 0.1  # the share falls by at most this much per decision
     period_s: float = 2.0  # how often decisions come (the routers' read interval)
+    # The fraction of the budget spent all the time on a standing share (0: only in surges).
+    steady_spend: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -152,6 +158,59 @@ def relative_cost(variant: Variant) -> float:
     return 1.0 / variant.speedup
 
 
+@dataclass(frozen=True)
+class StandingMix:
+    """Faster variants serving a fixed share of the requests all the time: the share, and the
+    accelerator time a request costs relative to the primary's alone. The autoscaler sizes the
+    fleet as the primary with its batches that much shorter (`blend`)."""
+
+    share: float = 0.0
+    cost: float = 1.0
+
+    def blend(self, primary: ServiceTime) -> ServiceTime:
+        return ServiceTime(primary.base_ms * self.cost, primary.per_item_ms * self.cost, primary.max_batch)
+
+    def describe(self) -> str:
+        return (
+            f"sized for {100 * self.share:.0f} % served on faster variants all the time, "
+            f"a request costing {self.cost:.2f} of the model's time"
+        )
+
+
+NO_STANDING_MIX = StandingMix()
+
+
+def steady_shares(settings: VariantSettings) -> tuple[float, ...]:
+    """The shares served all the time: `steady_spend` of the budget, on the grid, on the one
+    variant that saves the most accelerator time with it (a variant that loses no accuracy takes
+    everything)."""
+    shares = [0.0] * len(settings.variants)
+    if settings.steady_spend <= 0:
+        return tuple(shares)
+    allowed = settings.steady_spend * (1.0 - settings.budget.floor)
+    best, best_saving = None, 0.0
+    for index, variant in enumerate(settings.variants):
+        loss = 1.0 - variant.accuracy
+        share = 1.0 if loss <= 0 else min(1.0, allowed / loss)
+        share = math.floor(share / SHARE_STEP + 1e-9) * SHARE_STEP
+        saving = share * (1.0 - relative_cost(variant))
+        if saving > best_saving:
+            best, best_saving = (index, share), saving
+    if best is not None:
+        shares[best[0]] = best[1]
+    return tuple(shares)
+
+
+def standing_mix(settings: VariantSettings | None) -> StandingMix:
+    """What the standing shares serve and cost (no mix without settings or a steady spend)."""
+    if settings is None:
+        return NO_STANDING_MIX
+    shares = steady_shares(settings)
+    if not any(shares):
+        return NO_STANDING_MIX
+    return StandingMix(sum(shares), 1.0 - _saving(settings, shares))
+
+
 def budget_left(settings: VariantSettings, counts: tuple[ServedCounts, ...]) -> tuple[WindowUse, float]:
     """What the window served, and the accuracy loss it may still take (requests x points/100)."""
     use = window_use(counts, settings.variants, settings.budget.window_s)
@@ -165,20 +224,22 @@ def bridge(
     rate_rps: float,
     horizon_s: float,
 ) -> float:
-    """How many times what the ready replicas carry alone the variants let them carry over the
-    next `horizon_s` (a cold start), within the budget: 1 / (1 - share x saving) at the largest
-    share the budget allows for the requests that horizon brings, for the best variant. The
-    autoscaler provisions only the growth beyond it (policy.autoscaling)."""
+    """How many times what the ready replicas carry with the standing shares (alone, without a
+    steady spend) the variants let them carry over the next `horizon_s` (a cold start), within
+    the budget: the standing cost over 1 - share x saving at the largest share the budget allows
+    for the requests that horizon brings, for the best variant. The autoscaler provisions only
+    the growth beyond it (policy.autoscaling)."""
     if primary is None or not settings.variants:
         return 1.0
     _, left = budget_left(settings, state.counts)
     coming = max(rate_rps * horizon_s, 1.0)
+    standing_cost = standing_mix(settings).cost
     factor = 1.0
     for variant in settings.variants:
         saving = 1.0 - relative_cost(variant)
         cap = _budget_cap(variant, left, settings.budget.floor, coming)
         if saving > 0 and cap > 0:
-            factor = max(factor, 1.0 / (1.0 - cap * saving))
+            factor = max(factor, standing_cost / (1.0 - cap * saving))
     return factor
 
 
@@ -218,6 +279,9 @@ def decide_variants(
     # Requests the next period brings: the budget they add and the most each variant may take.
     coming = max(rate_rps * s.period_s, 1.0)
     caps = tuple(_budget_cap(variant, left, s.budget.floor, coming) for variant in s.variants)
+    # The standing shares (steady_spend), within the caps: the least ever served while ready.
+    standing = tuple(min(share, cap) for share, cap in zip(steady_shares(s), caps, strict=True))
+    steady_index = next((i for i, share in enumerate(standing) if share > 0), 0)
     # The mean latency the routers hold now (Little's law): no model, and never more than the
     # percentile the primary alone would give (variants only make it lower).
     held_ms = 1000.0 * in_flight / rate_rps if rate_rps > 0 else 0.0
@@ -229,7 +293,7 @@ def decide_variants(
         # Without a model to say what executes, only twice the objective held counts (a couple
         # of requests in flight at a low rate read as a long wait by Little's law).
         if held_ms <= NO_MODEL_HELD_FACTOR * limit:
-            return decision((0.0,) * len(s.variants), held_ms, "no service-time estimate yet; primary only")
+            return decision(standing, held_ms, "no service-time estimate yet; standing shares only")
         index = max(range(len(s.variants)), key=lambda i: caps[i] * (1.0 - relative_cost(s.variants[i])))
         shares = tuple(caps[index] if i == index else 0.0 for i in range(len(s.variants)))
         return decision(
@@ -262,7 +326,7 @@ def decide_variants(
     # What the routers hold counts once a whole fleet's batch waits beyond what executes: a
     # couple of requests in flight at a low rate is a sample, not a queue (2 at 12 req/s reads
     # as 167 ms by Little's law, and brought a 5 % share in at idle on the real routers).
-    alone = max(latency_at(0, 0.0), held_ms if backlog >= executing else 0.0)
+    alone = max(latency_at(steady_index, standing[steady_index]), held_ms if backlog >= executing else 0.0)
     # While the rate still rises the overload is not over (a drained queue does not end a surge):
     # the share is held; else it falls by at most step_down per decision. Always within the cap.
     step_down = 0.0 if rising else s.step_down
@@ -276,6 +340,13 @@ def decide_variants(
             min(cap, max(0.0, share - step_down)) for share, cap in zip(previous, caps, strict=True)
         )
         shares = tuple(0.0 if share < SHARE_STEP / 2 else share for share in shares)
+        if any(share > 0 for i, share in enumerate(shares) if i != steady_index):
+            # Another variant still serves (one at a time): it steps down until the standing
+            # share saves more.
+            if _saving(s, shares) <= _saving(s, standing):
+                shares = standing
+        else:
+            shares = tuple(max(share, least) for share, least in zip(shares, standing, strict=True))
         return decision(shares, alone, _describe(s, alone, offered, ready, arriving, shares, left_points))
 
     restoring: list[tuple[float, int, float, float]] = []  # (accuracy lost, index, share, cap)
@@ -291,7 +362,7 @@ def decide_variants(
         # One pass up the grid: the first share within the objective, then the first with room.
         within_found = False
         for share in (k * SHARE_STEP for k in range(1, round(cap / SHARE_STEP) + 1)):
-            if latency_at(index, share) > limit:
+            if share < standing[index] - 1e-9 or latency_at(index, share) > limit:
                 continue
             if not within_found:
                 within_found = True
@@ -301,13 +372,17 @@ def decide_variants(
                 break
         best_effort.append((latency_at(index, cap), index, cap, cap))
     if not restoring and not best_effort:
-        shares = (0.0,) * len(s.variants)
-        return decision(shares, alone, _describe(s, alone, offered, ready, arriving, shares, left_points))
+        return decision(standing, alone, _describe(s, alone, offered, ready, arriving, standing, left_points))
     _, index, share, cap = min(restoring or busy or best_effort)
-    share = min(cap, max(share, previous[index] - step_down))
+    share = min(cap, max(share, previous[index] - step_down, standing[index]))
     shares = tuple(share if i == index else 0.0 for i in range(len(s.variants)))
     predicted = latency_at(index, share)
     return decision(shares, predicted, _describe(s, alone, offered, ready, arriving, shares, left_points))
+
+
+def _saving(settings: VariantSettings, shares: tuple[float, ...]) -> float:
+    """The share of the primary's accelerator time the shares save."""
+    return sum(share * (1.0 - relative_cost(v)) for share, v in zip(shares, settings.variants, strict=True))
 
 
 def _budget_cap(variant: Variant, left: float, floor: float, coming: float) -> float:
@@ -330,10 +405,12 @@ def _describe(
     left_points: float,
 ) -> str:
     relation = ">" if alone_ms > s.target_ms else "<="
+    standing = s.steady_spend > 0
+    alone = "with the standing share" if standing else "on the primary alone"
     head = (
-        f"p{s.percentile:g} on the primary alone {alone_ms:.0f} ms {relation} {s.target_ms:g} ms"
+        f"p{s.percentile:g} {alone} {alone_ms:.0f} ms {relation} {s.target_ms:g} ms"
         if math.isfinite(alone_ms)
-        else "the primary alone is overloaded"
+        else ("overloaded with the standing share" if standing else "the primary alone is overloaded")
     )
     head += f" at {offered_rps:.0f} req/s, {ready} ready"
     if arriving:

@@ -58,6 +58,7 @@ from tritonscale.policy.variants import (
     VariantState,
     bridge,
     decide_variants,
+    standing_mix,
 )
 from tritonscale.sim.engine import ClusterView, SimEnvironment, Simulation
 from tritonscale.sim.workloads import RateStep, Workload, arrivals
@@ -83,7 +84,8 @@ POLICIES = (
 TUNABLE = ("hpa-rps", "hpa-inflight", "keda-rps", "keda-queue", "kpa", "kpa-delay", "ray-tuned")
 DEFAULT_UTILIZATION = 0.7
 # latency-variants takes the accuracy budget after '@', in points (latency-variants@0.5: the
-# mean accuracy served over any hour stays within 0.5 points of the primary model's).
+# mean accuracy served over any hour stays within 0.5 points of the primary model's), and after
+# ':' the fraction of it spent all the time (latency-variants@0.5:0.6; none without).
 DEFAULT_BUDGET_POINTS = 1.0
 
 
@@ -93,14 +95,16 @@ def parse_policy_name(name: str) -> tuple[str, float]:
     if base not in POLICIES:
         raise ValueError(f"unknown policy {name!r}; known: {', '.join(POLICIES)}")
     if base == "latency-variants":
+        budget, _, _ = knob.partition(":")
         try:
-            points = float(knob) if knob else DEFAULT_BUDGET_POINTS
+            points = float(budget) if budget else DEFAULT_BUDGET_POINTS
         except ValueError:
             raise ValueError(
                 f"{name!r}: the budget after '@' must be accuracy points, e.g. {base}@0.5"
             ) from None
         if not 0.0 <= points <= 100.0:
             raise ValueError(f"{name!r}: the accuracy budget must be between 0 and 100 points")
+        steady_spend_of(name)
         return base, points
     if not knob:
         return base, DEFAULT_UTILIZATION
@@ -113,6 +117,22 @@ def parse_policy_name(name: str) -> tuple[str, float]:
     if not 0.05 <= utilization <= 2.0:
         raise ValueError(f"{name!r}: utilisation must be between 0.05 and 2")
     return base, utilization
+
+
+def steady_spend_of(name: str) -> float:
+    """'latency-variants@0.5:0.6' -> 0.6, the fraction of the budget spent all the time; 0
+    without ':'."""
+    _, _, knob = name.partition("@")
+    _, colon, spend = knob.partition(":")
+    if not colon:
+        return 0.0
+    try:
+        fraction = float(spend)
+    except ValueError:
+        raise ValueError(f"{name!r}: the steady spend after ':' must be a fraction, e.g. :0.5") from None
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"{name!r}: the steady spend must be between 0 and 1")
+    return fraction
 
 
 ORACLE_WINDOW_S = 10.0
@@ -140,6 +160,7 @@ class LatencyPolicy:
         source: str = "triton",
         router: bool = True,
         accuracy: AccuracyBudget | None = None,
+        steady_spend: float = 0.0,
         **overrides: Any,
     ) -> None:
         self.env = env
@@ -187,13 +208,16 @@ class LatencyPolicy:
         if accuracy is not None:
             if not router or not env.variants:
                 raise ValueError("variants need the routers' counts and variants in the environment")
-            self.name = f"latency-variants@{accuracy.points:g}"
+            self.name = f"latency-variants@{accuracy.points:g}" + (
+                f":{steady_spend:g}" if steady_spend else ""
+            )
             self.variant_settings = VariantSettings(
                 target_ms=objective.target_ms,
                 percentile=objective.percentile,
                 variants=env.variants,
                 budget=accuracy,
                 period_s=ROUTER_PERIOD_S,
+                steady_spend=steady_spend,
             )
 
     def step(self, view: ClusterView) -> tuple[int, str]:
@@ -223,7 +247,12 @@ class LatencyPolicy:
                 self.autoscaler.settings.cold_start_s,
             )
         decision, self.state = self.autoscaler.decide(
-            observation, self.state, view.now, view.provisioned, bridge=carried
+            observation,
+            self.state,
+            view.now,
+            view.provisioned,
+            bridge=carried,
+            standing=standing_mix(self.variant_settings),
         )
         self.observed_ms = observation.latency_ms if observation.usable else None
         self.last_decision = (view.now, decision.desired, decision.reason)
