@@ -95,6 +95,15 @@ INVALID_CASES: list[tuple[str, dict[str, Any], str]] = [
         },
         "spec.autoscaling.accuracy.floor",
     ),
+    (
+        "accuracy-steady-spend-above-one",
+        {
+            "spec.model.names": ["a"],
+            "spec.model.variants": [{"name": "a8", "accuracy": 0.99, "speedup": 2}],
+            "spec.autoscaling": {"accuracy": {"floor": 0.99, "steadySpend": 1.5}},
+        },
+        "spec.autoscaling.accuracy.steadySpend",
+    ),
     ("model-names-duplicate", {"spec.model.names": ["a", "a"]}, "spec.model.names"),
     ("model-name-has-space", {"spec.model.names": ["res net"]}, "spec.model.names[0]"),
     ("repository-has-space", {"spec.model.repository": "s3://a b"}, "spec.model.repository"),

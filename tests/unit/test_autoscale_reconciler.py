@@ -649,14 +649,14 @@ def test_variants_an_operator_cannot_serve_are_said_in_status() -> None:
 
 
 def _variant_service(
-    *variants: str, rate_query: str | None = None, accuracy: float = 0.99
+    *variants: str, rate_query: str | None = None, accuracy: float = 0.99, steady_spend: float = 0.0
 ) -> InferenceService:
     metrics = {"metrics": {"rateQuery": rate_query}} if rate_query else {}
     return parse_inference_service(
         make_inference_service(
             name="bert",
             namespace="nlp",
-            spec__autoscaling={"accuracy": {"floor": 0.99}, **metrics},
+            spec__autoscaling={"accuracy": {"floor": 0.99, "steadySpend": steady_spend}, **metrics},
             spec__model={
                 "repository": "/models",
                 "names": ["bert"],
@@ -664,6 +664,22 @@ def _variant_service(
             },
         )
     )
+
+
+def test_a_steady_spend_sends_the_routers_a_standing_share_at_a_calm_load() -> None:
+    held: dict[str, list[dict[str, int]]] = {}
+    controller = VariantController(lambda address, cuts: held.setdefault(address, []).append(cuts) or cuts)
+    calm = RouterSignal(100.0, 60.0, 100.0, 0.0, None, in_flight=2.0, age_s=0.0)
+    reading = RouterReading(routed=0.0, in_flight=2.0, served=(0.0, 0.0))
+    surges_only = controller.decide(
+        _variant_service("bert-int8"), 0.0, {"10.0.0.1": reading}, calm, None, None, 4, 4
+    )
+    assert surges_only is not None and surges_only.shares == (0.0,)
+    # Half of a 1-point budget, spent all the time on int8 (1 point a request): half the requests.
+    steady = _variant_service("bert-int8", steady_spend=0.5)
+    decision = controller.decide(steady, 2.0, {"10.0.0.1": reading}, calm, None, None, 4, 4)
+    assert decision is not None and decision.shares == pytest.approx((0.5,))
+    assert held["10.0.0.1"][-1] == {"v0": 5000}
 
 
 def test_the_models_own_rate_counts_what_the_variants_served() -> None:

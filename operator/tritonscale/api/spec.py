@@ -981,6 +981,16 @@ class AccuracyBudget(ApiModel):
     window_seconds: int = Field(
         default=3600, ge=60, le=86400, description="The trailing window the mean is taken over."
     )
+    steady_spend: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "Fraction of the budget spent all the time: a variant serves a standing share of the "
+            "requests, so fewer replicas serve; the rest is kept for surges. 0: variants serve "
+            "only while new replicas start."
+        ),
+    )
 
 
 class AutoscalingSpec(ApiModel):

@@ -21,8 +21,9 @@ from tritonscale.policy.autoscaling import AutoscalerState, Decision, LatencyAut
 from tritonscale.policy.replicas import reconciled_replicas
 from tritonscale.policy.service_facts import Batching, batching, cold_start, pod_starts, ready_pod_addresses
 from tritonscale.policy.surge import ROUTER_PERIOD_S, combined_sample, remember, router_signal, wants_decision
+from tritonscale.policy.variants import NO_STANDING_MIX, standing_mix
 from tritonscale.reconcilers.stack import ClusterApi, StackReconciler, utc_now
-from tritonscale.reconcilers.variants import CutSetter, VariantController
+from tritonscale.reconcilers.variants import CutSetter, VariantController, variant_settings
 from tritonscale.render.names import COMPONENT_ROUTER, COMPONENT_TRITON, StackNames
 from tritonscale.render.variants import served_variants
 from tritonscale.status import autoscaling_status, paused_autoscaling, without_autoscaling
@@ -475,10 +476,11 @@ class AutoscaleReconciler:
         )
         current = service.status.desired_replicas or reconciled_replicas(service)
         state = self._states.get(key, AutoscalerState())
-        carried = 1.0
+        carried, standing = 1.0, NO_STANDING_MIX
         if self.variants is not None:
             carried = self.variants.bridge(service, policy, state, observation.arrival_rate_rps or 0.0)
-        return policy.decide(observation, state, self.monotonic(), current, bridge=carried)
+            standing = standing_mix(variant_settings(service))
+        return policy.decide(observation, state, self.monotonic(), current, bridge=carried, standing=standing)
 
     def _announce(
         self, body: dict[str, Any], service: InferenceService, decision: Decision, source: str

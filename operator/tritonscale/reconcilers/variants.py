@@ -48,6 +48,7 @@ def variant_settings(service: InferenceService) -> VariantSettings | None:
         variants=tuple(Variant(v.name, v.accuracy, v.speedup) for v in variants),
         budget=AccuracyBudget(autoscaling.accuracy.floor, float(autoscaling.accuracy.window_seconds)),
         period_s=ROUTER_PERIOD_S,
+        steady_spend=autoscaling.accuracy.steady_spend,
     )
 
 
