@@ -26,6 +26,7 @@ from tritonscale.sim.policies import (
     load_test,
     parse_policy_name,
     prometheus_feed,
+    steady_spend_of,
 )
 from tritonscale.sim.runner import Scenario, make_policy, prepare, run_scenario
 from tritonscale.sim.workloads import BUILT_IN, RateStep, Workload, arrivals, built_in, from_trace
@@ -356,6 +357,14 @@ def test_load_test_measures_what_one_replica_carries() -> None:
 def test_policy_names_take_a_utilisation_only_when_tunable() -> None:
     assert parse_policy_name("hpa-rps@0.6") == ("hpa-rps", 0.6)
     assert parse_policy_name("kpa") == ("kpa", 0.7)
+    assert parse_policy_name("latency-variants@0.5:0.25") == ("latency-variants", 0.5)
+    assert steady_spend_of("latency-variants@0.5:0.25") == 0.25
+    assert steady_spend_of("latency-variants@1:0") == 0.0  # given, so named: not the plain run
+    assert steady_spend_of("latency-variants@1") is None
+    with pytest.raises(ValueError, match="steady spend"):
+        parse_policy_name("latency-variants@1:2")
+    with pytest.raises(ValueError, match="steady spend"):
+        parse_policy_name("latency-variants@1:x")
     with pytest.raises(ValueError, match="takes no"):
         parse_policy_name("latency@0.5")
     with pytest.raises(ValueError, match="unknown policy"):

@@ -13,6 +13,7 @@ from tritonscale.policy.autoscaling import AutoscalerSettings, AutoscalerState, 
 from tritonscale.policy.queueing import ServiceTime, full_batch_utilisation, mixed_latency_ms
 from tritonscale.policy.variants import (
     MOST_BUSY,
+    MOST_STANDING_SHARE,
     NO_STANDING_MIX,
     AccuracyBudget,
     ServedCounts,
@@ -233,14 +234,21 @@ def test_a_steady_spend_is_a_standing_share_on_the_variant_that_saves_the_most()
     # Half of 0.5 points: 25 % on int8 (1 point a request) saves 12.5 % of the accelerators;
     # 5 % on small (5 points) saves only 3.75 %.
     assert steady_shares(half) == pytest.approx((0.25, 0.0))
-    assert standing_mix(half) == StandingMix(pytest.approx(0.25), pytest.approx(0.875))  # type: ignore[arg-type]
+    mix = standing_mix(half)
+    assert mix.share == pytest.approx(0.25) and mix.speedup == 2.0 and mix.cost == pytest.approx(0.875)
     assert steady_shares(settings(INT8, SMALL)) == (0.0, 0.0)
     assert standing_mix(settings(INT8, SMALL)) == NO_STANDING_MIX
     assert standing_mix(None) == NO_STANDING_MIX
-    # The whole of a 1-point budget on int8 is every request; a lossless variant takes all.
-    assert steady_shares(replace(settings(INT8, floor=0.99), steady_spend=1.0)) == pytest.approx((1.0,))
+    # The whole of a 1-point budget on int8 would be every request, and a lossless variant would
+    # take all: the model keeps at least half, so what the autoscaler sizes from stays measured.
+    assert steady_shares(replace(settings(INT8, floor=0.99), steady_spend=1.0)) == (MOST_STANDING_SHARE,)
     lossless = Variant("same", 1.0, 1.5)
-    assert steady_shares(replace(settings(lossless, floor=0.999), steady_spend=0.1)) == (1.0,)
+    assert steady_shares(replace(settings(lossless, floor=0.999), steady_spend=0.1)) == (MOST_STANDING_SHARE,)
+    # A spend too small for one grid step is none, and says nothing of a standing share.
+    tiny = replace(settings(INT8, floor=0.995), steady_spend=0.05)
+    assert standing_mix(tiny) == NO_STANDING_MIX
+    choice, _ = decide(tiny, with_history(tiny), rate=500.0, ready=6)
+    assert "standing" not in choice.reason and "primary only" in choice.reason
 
 
 def test_a_standing_share_is_served_while_calm_and_the_surge_path_adds_to_it() -> None:
@@ -258,6 +266,26 @@ def test_a_standing_share_is_served_while_calm_and_the_surge_path_adds_to_it() -
         assert later.shares[0] >= 0.25 - 1e-9
         shares = later.shares
     assert shares == pytest.approx((0.25, 0.0))
+
+
+def test_a_surge_the_model_predicts_is_answered_though_the_measured_percentile_is_calm() -> None:
+    s = replace(settings(INT8, SMALL, floor=0.995), steady_spend=0.5)
+    state = replace(with_history(s), shares=(0.25, 0.0))
+    kwargs = {"arriving": 4, "observed_ms": 40.0, "slope_rps_per_s": 20.0}
+    plain, _ = decide(settings(INT8, SMALL, floor=0.995), with_history(s), rate=800.0, ready=4, **kwargs)
+    steady, _ = decide(s, state, rate=800.0, ready=4, **kwargs)
+    assert plain.shares[0] > 0.25
+    assert steady.shares[0] > 0.25, steady.reason
+
+
+def test_the_surge_path_never_serves_less_than_the_standing_share_saves() -> None:
+    """At a light load the split predicts a little worse than the model alone (smaller batches):
+    the standing share is no overload, and no smaller share of another variant replaces it."""
+    s = replace(settings(INT8, SMALL, floor=0.995), steady_spend=0.5)
+    state = with_history(s)
+    for _ in range(5):
+        choice, state = decide(s, state, rate=300.0, ready=2)
+        assert choice.shares == pytest.approx((0.25, 0.0)), choice.reason
 
 
 def test_the_other_variant_steps_down_to_the_standing_share_not_beside_it() -> None:
@@ -350,7 +378,7 @@ def test_the_autoscaler_sizes_for_a_standing_mix_only_while_the_variants_serve_i
     observation = Observation(
         arrival_rate_rps=1200.0, latency_ms=60.0, ready_replicas=6, mean_compute_ms=32.0, average_batch=4.0
     )
-    mix = StandingMix(share=0.5, cost=0.75)
+    mix = StandingMix(share=0.5, speedup=2.0)
     alone, _ = autoscaler.decide(observation, state, now + 10.0, 6)
     served, _ = autoscaler.decide(replace(observation, variant_share=0.5), state, now + 10.0, 6, standing=mix)
     unserved, _ = autoscaler.decide(observation, state, now + 10.0, 6, standing=mix)
@@ -360,8 +388,8 @@ def test_the_autoscaler_sizes_for_a_standing_mix_only_while_the_variants_serve_i
     overloaded = replace(observation, variant_share=0.5, latency_ms=300.0)
     scaled, _ = autoscaler.decide(overloaded, state, now + 10.0, 6, standing=mix)
     assert scaled.desired > 6
-    assert "sized for 50 % served on faster variants all the time" in scaled.reason
-    assert "faster variants" not in alone.reason
+    assert "sized for 50 % served on a faster variant all the time" in scaled.reason
+    assert "faster variant" not in alone.reason
     # The variants' servers down (nothing served on them): the model alone is sized for.
     assert unserved.model_replicas == alone.model_replicas
 
@@ -372,14 +400,16 @@ def test_feedback_is_learnt_at_the_standing_share_and_not_beyond_it() -> None:
     observation = Observation(
         arrival_rate_rps=790.0, latency_ms=30.0, ready_replicas=6, mean_compute_ms=32.0, average_batch=4.0
     )
-    mix = StandingMix(share=0.25, cost=0.875)
+    mix = StandingMix(share=0.25, speedup=2.0)
     later = now + 300.0
     _, at_standing = autoscaler.decide(
         replace(observation, variant_share=0.26), state, later, 6, standing=mix
     )
     _, beyond = autoscaler.decide(replace(observation, variant_share=0.4), state, later, 6, standing=mix)
+    _, short = autoscaler.decide(replace(observation, variant_share=0.15), state, later, 6, standing=mix)
     assert at_standing.corrections != state.corrections
     assert beyond.corrections == state.corrections
+    assert short.corrections == state.corrections
 
 
 # --- the simulator ------------------------------------------------------------------------

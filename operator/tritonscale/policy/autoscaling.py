@@ -49,7 +49,7 @@ from tritonscale.api.spec import AutoscalingSpec, CapacitySpec
 from tritonscale.policy.forecast import BUCKET_S, MIN_COVERAGE, RateHistory, forecast, quiet
 from tritonscale.policy.forecast import remember as remember_rate
 from tritonscale.policy.placement import fewest_on_spot
-from tritonscale.policy.queueing import ServiceTime, fewest_replicas, predicted_latency_ms
+from tritonscale.policy.queueing import ServiceTime, fewest_replicas
 from tritonscale.policy.service_facts import DEFAULT_COLD_START_S, DEFAULT_MAX_BATCH
 from tritonscale.policy.surge import RETRIGGER_RATIO, ROUTER_PERIOD_S
 from tritonscale.policy.surge import STALE_S as ROUTER_STALE_S
@@ -396,17 +396,29 @@ def _rate_misleads(observation: Observation) -> bool:
     return routed > LEARN_RATE_AGREEMENT * measured or measured > LEARN_RATE_AGREEMENT * routed
 
 
+def _served_as_sized(observation: Observation, standing: StandingMix) -> bool:
+    """The variants served what the fleet is sized for: nothing, or about the standing share
+    (measured over a window, it wanders a little around the share set)."""
+    if standing.share > 0:
+        return abs(observation.variant_share - standing.share) <= SHARE_STEP / 2
+    return observation.variant_share == 0
+
+
 def _rates_apart(
-    observation: Observation, state: AutoscalerState, now: float, metrics_fresh: bool
+    observation: Observation,
+    state: AutoscalerState,
+    now: float,
+    metrics_fresh: bool,
+    standing: StandingMix = NO_STANDING_MIX,
 ) -> RatesApart | None:
     """The disagreement after this tick. Only a tick with usable metrics, fresh router counts
-    and no variant serving compares the two (while variants serve, a rateQuery of the user's may
-    count the model's share alone); any other tick keeps what is known and breaks the count's
-    continuity, so neither a metrics outage nor a stale router reads as agreeing or
-    disagreeing for its length."""
+    and the variants serving what the fleet is sized for compares the two (while they serve a
+    surge, a rateQuery of the user's may count the model's share alone); any other tick keeps
+    what is known and breaks the count's continuity, so neither a metrics outage nor a stale
+    router reads as agreeing or disagreeing for its length."""
     apart = state.rates_apart
     router = _fresh_router(observation)
-    if not metrics_fresh or router is None or observation.variant_share > 0:
+    if not metrics_fresh or router is None or not _served_as_sized(observation, standing):
         return None if apart is None else replace(apart, compared_s=None)
     routed, measured = router.rate_rps, observation.arrival_rate_rps or 0.0
     if not _rate_misleads(observation) or abs(routed - measured) < FEEDBACK_PAUSE_MIN_GAP_RPS:
@@ -547,29 +559,30 @@ class LatencyAutoscaler:
         standing: StandingMix = NO_STANDING_MIX,
     ) -> tuple[Decision, AutoscalerState]:
         """One decision at time `now` (seconds) given `current` desired replicas, in stages:
-        learn, size for the expected rate, panic, stabilize and step, clamp. `bridge` is how many
-        times what they carry alone faster variants let the ready replicas carry until new
-        capacity arrives (policy.variants.bridge); 1 without variants. `standing` is the share
-        faster variants serve all the time (policy.variants.standing_mix): the fleet is sized,
-        and the model's error learnt, for that mix."""
+        learn, size for the expected rate, panic, stabilize and step, clamp. `standing` is the
+        share a faster variant serves all the time (policy.variants.standing_mix): the fleet is
+        sized, and the model's error learnt, for that mix, while the variants serve it. `bridge`
+        is how many times what they carry with it (alone, without one) faster variants let the
+        ready replicas carry until new capacity arrives (policy.variants.bridge); 1 without
+        variants."""
         s = self.settings
+        if observation.variant_share < standing.share / 2:
+            # The variants do not serve their standing share (their servers down, or no request
+            # yet): the model alone is what serves, and nothing says what they would bridge.
+            standing, bridge = NO_STANDING_MIX, 1.0
         # Before anything else: spot may take a replica while metrics are missing.
         state = self._note_spot_loss(observation, state, now, current)
         metrics_fresh = observation.usable and observation.sample_age_s <= s.stale_after_s
-        state = replace(state, rates_apart=_rates_apart(observation, state, now, metrics_fresh))
+        state = replace(state, rates_apart=_rates_apart(observation, state, now, metrics_fresh, standing))
         if not metrics_fresh:
             return self._hold_without_metrics(observation, current), state
         assert observation.arrival_rate_rps is not None
         observed = observation.latency_ms if observation.latency_ms is not None else 0.0
         if observation.latency_ms is None:
             observation = replace(observation, latency_ms=0.0)  # idle: nothing waited
-        if observation.variant_share < standing.share / 2:
-            # The variants do not serve their standing share (their servers down, or no request
-            # yet): the model alone is what serves.
-            standing = NO_STANDING_MIX
         state, service, phase = self._learn(observation, state, now, current, standing)
         surge = _surge(observation)
-        sizing = self._size(observation, state, now, service, surge, current, bridge)
+        sizing = self._size(observation, state, now, service, surge, current, bridge, standing)
         state = replace(state, sized_for_rps=sizing.present_rate)
         panic = self._panics(observation, phase, current)
         trend_held = None
@@ -639,7 +652,11 @@ class LatencyAutoscaler:
             trend_held=trend_held if clamped <= current else None,
             beyond_present=sizing.beyond_present() if clamped > current and sizing.up > current else None,
             feedback_paused=_feedback_paused(state),
-            standing=standing.describe() if standing.share > 0 and clamped != current else None,
+            standing=(
+                standing.describe()
+                if standing.share > 0 and service is not None and clamped != current
+                else None
+            ),
         )
         return decision, state
 
@@ -708,15 +725,13 @@ class LatencyAutoscaler:
         current: int,
         standing: StandingMix = NO_STANDING_MIX,
     ) -> tuple[AutoscalerState, ServiceTime | None, _Phase]:
-        """Remember the observation, fit tau(b), and blend in the model's error when steady.
-        With a standing mix, the service time returned (and the error learnt) is the mix's."""
+        """Remember the observation, fit the primary's tau(b), and blend in the model's error
+        (against the standing mix's prediction) when steady."""
         s = self.settings
         assert observation.latency_ms is not None
         state = self._remember(observation, state, now)
         service, alpha = _fit_service_time(state.service_samples, s.max_batch, state.per_item_ms)
         state = replace(state, per_item_ms=alpha)
-        if service is not None and standing.share > 0:
-            service = standing.blend(service)
         if observation.ready_replicas != state.ready_seen:
             changed = now if state.ready_seen is not None else None
             state = replace(state, ready_seen=observation.ready_replicas, ready_changed_s=changed)
@@ -726,25 +741,19 @@ class LatencyAutoscaler:
             serving_settled=state.ready_changed_s is None or now - state.ready_changed_s >= s.settle_s,
         )
         # Learn only from steady states: not while a change settles, not from an overload (a
-        # backlog says nothing about how the model fits the load), and not while a faster variant
-        # served some requests (their latency is not the primary model's) beyond a standing share
-        # (whose mix the model then is: the share measured over a window wanders a little
-        # around the share set), nor while the routers' count says the metrics' rate is not the
-        # load (_rate_misleads).
-        if standing.share > 0:
-            mixed_as_sized = observation.variant_share <= standing.share + SHARE_STEP / 2
-        else:
-            mixed_as_sized = observation.variant_share == 0
+        # backlog says nothing about how the model fits the load), and not while faster variants
+        # served other than the standing share the model predicts for (_served_as_sized), nor
+        # while the routers' count says the metrics' rate is not the load (_rate_misleads).
         steady = (
             phase.settled
             and phase.serving_settled
             and observation.ready_replicas == current
             and observation.latency_ms <= s.panic_ratio * s.target_ms
-            and mixed_as_sized
+            and _served_as_sized(observation, standing)
             and not _rate_misleads(observation)
         )
         if service is not None and steady:
-            state = self._update_feedback(observation, state, service, now)
+            state = self._update_feedback(observation, state, service, now, standing)
         return state, service, phase
 
     def _panics(self, observation: Observation, phase: _Phase, current: int) -> bool:
@@ -878,6 +887,7 @@ class LatencyAutoscaler:
         surge: RouterSignal | None,
         current: int,
         bridge: float,
+        standing: StandingMix = NO_STANDING_MIX,
     ) -> _Sizing:
         s = self.settings
         assert observation.arrival_rate_rps is not None and observation.latency_ms is not None
@@ -946,7 +956,7 @@ class LatencyAutoscaler:
             )
 
         def corrected_ms(replicas: int, rate: float) -> float:
-            model = predicted_latency_ms(replicas, rate, service, s.percentile)
+            model = standing.latency_ms(replicas, rate, service, s.percentile)
             return correction_at(state, rate / replicas) * model
 
         most = s.max_replicas * 4
@@ -969,7 +979,7 @@ class LatencyAutoscaler:
             # fresher than the metrics' pending count.
             executing = observation.ready_replicas * service.max_batch
             pending = max(pending, router.in_flight - executing)
-        full_rps = 0.9 * service.capacity_rps()
+        full_rps = 0.9 * service.capacity_rps() / standing.cost
         # Replicas already on their way arrive within a cold start, half of one on average.
         ready = observation.ready_replicas
         short_of_ready = max(0.0, latest - ready * full_rps * bridge)
@@ -998,7 +1008,7 @@ class LatencyAutoscaler:
             """Why the count is above what the plain model wants at the present rate."""
             assert service is not None
             plain = fewest_replicas(
-                lambda n: predicted_latency_ms(n, latest, service, s.percentile) <= limit, most
+                lambda n: standing.latency_ms(n, latest, service, s.percentile) <= limit, most
             )
             for_present = fewest_corrected(latest)
             causes = []
@@ -1076,14 +1086,19 @@ class LatencyAutoscaler:
         return expected, None
 
     def _update_feedback(
-        self, observation: Observation, state: AutoscalerState, service: ServiceTime, now: float
+        self,
+        observation: Observation,
+        state: AutoscalerState,
+        service: ServiceTime,
+        now: float,
+        standing: StandingMix = NO_STANDING_MIX,
     ) -> AutoscalerState:
         """Blend in how far the model was off at the replicas that actually served."""
         s = self.settings
         assert observation.arrival_rate_rps is not None and observation.latency_ms is not None
         if observation.ready_replicas <= 0 or observation.arrival_rate_rps <= 0:
             return state
-        predicted = predicted_latency_ms(
+        predicted = standing.latency_ms(
             observation.ready_replicas, observation.arrival_rate_rps, service, s.percentile
         )
         if not math.isfinite(predicted) or predicted <= 0:

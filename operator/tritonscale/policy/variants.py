@@ -30,7 +30,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from tritonscale.policy.queueing import ServiceTime, full_batch_utilisation, mixed_latency_ms
+from tritonscale.policy.queueing import (
+    ServiceTime,
+    full_batch_utilisation,
+    mixed_latency_ms,
+    predicted_latency_ms,
+)
 
 SHARE_STEP = 0.05  # shares are chosen on this grid, coarser than the routers' ten-thousandths
 CALM_FRACTION = 0.7  # a measured percentile this far under the objective lets a share fall
@@ -42,6 +47,11 @@ NO_MODEL_HELD_FACTOR = 2.0  # before a fit, the routers must hold this many obje
 # the faster variant's accuracy cost spent a 0.5-point budget within a flash crowd's first
 # minute; at 0.9 flash-crowd held 0.37 points less.)
 MOST_BUSY = 0.85
+# The most a standing share takes: the model itself serves at least the rest, so its latency and
+# service time stay measured (they are what the autoscaler sizes from) and a variant that loses
+# nothing still leaves the model something to serve. A variant that should serve everything is
+# the model.
+MOST_STANDING_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -160,19 +170,32 @@ def relative_cost(variant: Variant) -> float:
 
 @dataclass(frozen=True)
 class StandingMix:
-    """Faster variants serving a fixed share of the requests all the time: the share, and the
-    accelerator time a request costs relative to the primary's alone. The autoscaler sizes the
-    fleet as the primary with its batches that much shorter (`blend`)."""
+    """A faster variant serving a fixed share of the requests all the time, `speedup` times
+    faster than the primary. The autoscaler sizes the fleet for it: latency as each model
+    batching its own requests on the shared replicas (queueing.mixed_latency_ms, as
+    decide_variants predicts it), capacity at `cost` of the primary's time a request."""
 
     share: float = 0.0
-    cost: float = 1.0
+    speedup: float = 1.0
 
-    def blend(self, primary: ServiceTime) -> ServiceTime:
-        return ServiceTime(primary.base_ms * self.cost, primary.per_item_ms * self.cost, primary.max_batch)
+    @property
+    def cost(self) -> float:
+        """A request's accelerator time relative to the primary's alone."""
+        return 1.0 - self.share * (1.0 - 1.0 / self.speedup)
+
+    def latency_ms(self, replicas: int, rate_rps: float, primary: ServiceTime, percentile: float) -> float:
+        """The percentile on `replicas` at `rate_rps` (the primary alone's without a share)."""
+        if self.share <= 0:
+            return predicted_latency_ms(replicas, rate_rps, primary, percentile)
+        variant = ServiceTime(
+            primary.base_ms / self.speedup, primary.per_item_ms / self.speedup, primary.max_batch
+        )
+        loads = [(rate_rps * (1.0 - self.share), primary), (rate_rps * self.share, variant)]
+        return mixed_latency_ms(replicas, loads, percentile)
 
     def describe(self) -> str:
         return (
-            f"sized for {100 * self.share:.0f} % served on faster variants all the time, "
+            f"sized for {100 * self.share:.0f} % served on a faster variant all the time, "
             f"a request costing {self.cost:.2f} of the model's time"
         )
 
@@ -181,9 +204,8 @@ NO_STANDING_MIX = StandingMix()
 
 
 def steady_shares(settings: VariantSettings) -> tuple[float, ...]:
-    """The shares served all the time: `steady_spend` of the budget, on the grid, on the one
-    variant that saves the most accelerator time with it (a variant that loses no accuracy takes
-    everything)."""
+    """The shares served all the time: `steady_spend` of the budget, rounded down to the grid and
+    at most MOST_STANDING_SHARE, on the one variant that saves the most accelerator time with it."""
     shares = [0.0] * len(settings.variants)
     if settings.steady_spend <= 0:
         return tuple(shares)
@@ -191,7 +213,7 @@ def steady_shares(settings: VariantSettings) -> tuple[float, ...]:
     best, best_saving = None, 0.0
     for index, variant in enumerate(settings.variants):
         loss = 1.0 - variant.accuracy
-        share = 1.0 if loss <= 0 else min(1.0, allowed / loss)
+        share = MOST_STANDING_SHARE if loss <= 0 else min(MOST_STANDING_SHARE, allowed / loss)
         share = math.floor(share / SHARE_STEP + 1e-9) * SHARE_STEP
         saving = share * (1.0 - relative_cost(variant))
         if saving > best_saving:
@@ -206,9 +228,10 @@ def standing_mix(settings: VariantSettings | None) -> StandingMix:
     if settings is None:
         return NO_STANDING_MIX
     shares = steady_shares(settings)
-    if not any(shares):
+    index = next((i for i, share in enumerate(shares) if share > 0), None)
+    if index is None:
         return NO_STANDING_MIX
-    return StandingMix(sum(shares), 1.0 - _saving(settings, shares))
+    return StandingMix(shares[index], settings.variants[index].speedup)
 
 
 def budget_left(settings: VariantSettings, counts: tuple[ServedCounts, ...]) -> tuple[WindowUse, float]:
@@ -293,11 +316,14 @@ def decide_variants(
         # Without a model to say what executes, only twice the objective held counts (a couple
         # of requests in flight at a low rate read as a long wait by Little's law).
         if held_ms <= NO_MODEL_HELD_FACTOR * limit:
-            return decision(standing, held_ms, "no service-time estimate yet; standing shares only")
+            why = "standing share only" if any(standing) else "primary only"
+            return decision(standing, held_ms, f"no service-time estimate yet; {why}")
         index = max(range(len(s.variants)), key=lambda i: caps[i] * (1.0 - relative_cost(s.variants[i])))
         shares = tuple(caps[index] if i == index else 0.0 for i in range(len(s.variants)))
         return decision(
-            shares, held_ms, _describe(s, held_ms, rate_rps, ready, arriving, shares, left_points)
+            shares,
+            held_ms,
+            _describe(s, held_ms, rate_rps, ready, arriving, shares, left_points, any(standing)),
         )
 
     executing = ready * primary.max_batch
@@ -326,16 +352,20 @@ def decide_variants(
     # What the routers hold counts once a whole fleet's batch waits beyond what executes: a
     # couple of requests in flight at a low rate is a sample, not a queue (2 at 12 req/s reads
     # as 167 ms by Little's law, and brought a 5 % share in at idle on the real routers).
-    alone = max(latency_at(steady_index, standing[steady_index]), held_ms if backlog >= executing else 0.0)
+    # With a standing share: what it gives, or the primary alone when that is better (at a light
+    # load splitting it shrinks every batch, and the standing share is no overload).
+    standing_ms = min(latency_at(steady_index, standing[steady_index]), latency_at(0, 0.0))
+    alone = max(standing_ms, held_ms if backlog >= executing else 0.0)
     # While the rate still rises the overload is not over (a drained queue does not end a surge):
     # the share is held; else it falls by at most step_down per decision. Always within the cap.
     step_down = 0.0 if rising else s.step_down
     # What was measured overrides the model's pessimism: while the percentile is well within
-    # the objective and no queue builds, a share only falls. (The model's correction was learnt
-    # without variants and cannot be re-learnt while they serve: trusted alone, a pessimistic
-    # one would keep a share that nothing needs.)
+    # the objective and no queue builds, a share above the standing one only falls. (The model's
+    # correction is learnt only while no variant serves beyond the standing share, so not while
+    # a surge's share does: trusted alone, a pessimistic one would keep a share nothing needs.)
     calm = observed_ms is not None and observed_ms <= CALM_FRACTION * s.target_ms and backlog <= 0
-    if alone <= limit or (calm and any(previous)):
+    beyond_standing = any(share > least + 1e-9 for share, least in zip(previous, standing, strict=True))
+    if alone <= limit or (calm and beyond_standing):
         shares = tuple(
             min(cap, max(0.0, share - step_down)) for share, cap in zip(previous, caps, strict=True)
         )
@@ -347,7 +377,9 @@ def decide_variants(
                 shares = standing
         else:
             shares = tuple(max(share, least) for share, least in zip(shares, standing, strict=True))
-        return decision(shares, alone, _describe(s, alone, offered, ready, arriving, shares, left_points))
+        return decision(
+            shares, alone, _describe(s, alone, offered, ready, arriving, shares, left_points, any(standing))
+        )
 
     restoring: list[tuple[float, int, float, float]] = []  # (accuracy lost, index, share, cap)
     # Shares that restore the objective only by running the accelerators busier than MOST_BUSY:
@@ -362,7 +394,10 @@ def decide_variants(
         # One pass up the grid: the first share within the objective, then the first with room.
         within_found = False
         for share in (k * SHARE_STEP for k in range(1, round(cap / SHARE_STEP) + 1)):
-            if share < standing[index] - 1e-9 or latency_at(index, share) > limit:
+            # Never less than the standing share saves (it is what the fleet is sized for).
+            if share * (1.0 - relative_cost(variant)) < _saving(s, standing) - 1e-9:
+                continue
+            if latency_at(index, share) > limit:
                 continue
             if not within_found:
                 within_found = True
@@ -372,12 +407,18 @@ def decide_variants(
                 break
         best_effort.append((latency_at(index, cap), index, cap, cap))
     if not restoring and not best_effort:
-        return decision(standing, alone, _describe(s, alone, offered, ready, arriving, standing, left_points))
+        return decision(
+            standing,
+            alone,
+            _describe(s, alone, offered, ready, arriving, standing, left_points, any(standing)),
+        )
     _, index, share, cap = min(restoring or busy or best_effort)
     share = min(cap, max(share, previous[index] - step_down, standing[index]))
     shares = tuple(share if i == index else 0.0 for i in range(len(s.variants)))
     predicted = latency_at(index, share)
-    return decision(shares, predicted, _describe(s, alone, offered, ready, arriving, shares, left_points))
+    return decision(
+        shares, predicted, _describe(s, alone, offered, ready, arriving, shares, left_points, any(standing))
+    )
 
 
 def _saving(settings: VariantSettings, shares: tuple[float, ...]) -> float:
@@ -403,9 +444,9 @@ def _describe(
     arriving: int,
     shares: tuple[float, ...],
     left_points: float,
+    standing: bool = False,
 ) -> str:
     relation = ">" if alone_ms > s.target_ms else "<="
-    standing = s.steady_spend > 0
     alone = "with the standing share" if standing else "on the primary alone"
     head = (
         f"p{s.percentile:g} {alone} {alone_ms:.0f} ms {relation} {s.target_ms:g} ms"

@@ -119,13 +119,13 @@ def parse_policy_name(name: str) -> tuple[str, float]:
     return base, utilization
 
 
-def steady_spend_of(name: str) -> float:
-    """'latency-variants@0.5:0.6' -> 0.6, the fraction of the budget spent all the time; 0
-    without ':'."""
+def steady_spend_of(name: str) -> float | None:
+    """'latency-variants@0.5:0.6' -> 0.6, the fraction of the budget spent all the time; None
+    without ':' (no steady spend)."""
     _, _, knob = name.partition("@")
     _, colon, spend = knob.partition(":")
     if not colon:
-        return 0.0
+        return None
     try:
         fraction = float(spend)
     except ValueError:
@@ -160,7 +160,7 @@ class LatencyPolicy:
         source: str = "triton",
         router: bool = True,
         accuracy: AccuracyBudget | None = None,
-        steady_spend: float = 0.0,
+        steady_spend: float | None = None,
         **overrides: Any,
     ) -> None:
         self.env = env
@@ -208,16 +208,15 @@ class LatencyPolicy:
         if accuracy is not None:
             if not router or not env.variants:
                 raise ValueError("variants need the routers' counts and variants in the environment")
-            self.name = f"latency-variants@{accuracy.points:g}" + (
-                f":{steady_spend:g}" if steady_spend else ""
-            )
+            spend = f":{steady_spend:g}" if steady_spend is not None else ""
+            self.name = f"latency-variants@{accuracy.points:g}{spend}"
             self.variant_settings = VariantSettings(
                 target_ms=objective.target_ms,
                 percentile=objective.percentile,
                 variants=env.variants,
                 budget=accuracy,
                 period_s=ROUTER_PERIOD_S,
-                steady_spend=steady_spend,
+                steady_spend=steady_spend or 0.0,
             )
 
     def step(self, view: ClusterView) -> tuple[int, str]:
