@@ -335,6 +335,7 @@ def _router_setup(
     variants: bool = False,
     cuts: dict[str, list[dict[str, int]]] | None = None,
     metrics: dict[str, str] | None = None,
+    steady_spend: float = 0.0,
 ) -> tuple[FakeCluster, AutoscaleReconciler, ScriptedSource, list[float], list[tuple[str, str]]]:
     """A service with two Ready router pods read through `readings` (address -> counters or why
     not), a clock the test moves, and the surges the router job asked ticks for; with
@@ -345,7 +346,7 @@ def _router_setup(
         spec["metrics"] = metrics
     overrides: dict[str, object] = {}
     if variants:
-        spec["accuracy"] = {"floor": 0.99}
+        spec["accuracy"] = {"floor": 0.99, "steadySpend": steady_spend}
         overrides["spec__model"] = {
             "repository": "/models",
             "names": ["bert"],
@@ -617,6 +618,45 @@ def test_an_overload_sends_the_variant_a_share_on_every_router_within_the_budget
     assert all(held[-1] == {"v0": 0} for held in cuts.values())
 
 
+def test_with_a_steady_spend_the_events_mark_only_what_a_surge_adds_to_the_standing_share() -> None:
+    readings: dict[str, RouterReading | str] = {
+        "10.0.0.1": RouterReading(routed=0.0, in_flight=2.0, served=(0.0, 0.0)),
+        "10.0.0.2": RouterReading(routed=0.0, in_flight=2.0, served=(0.0, 0.0)),
+    }
+    cuts: dict[str, list[dict[str, int]]] = {}
+    cluster, autoscaler, source, now, _ = _router_setup(readings, variants=True, cuts=cuts, steady_spend=0.5)
+
+    def advance(steps: int, per_router_rps: float, in_flight: float) -> None:
+        for _ in range(steps):
+            now[0] += 2.0
+            for address, reading in list(readings.items()):
+                assert isinstance(reading, RouterReading)
+                done = 2.0 * per_router_rps
+                readings[address] = RouterReading(
+                    reading.routed + done,
+                    in_flight,
+                    (reading.served[0] + done / 2, reading.served[1] + done / 2),
+                )
+            autoscaler.router_tick("nlp", "bert")
+
+    source.next = Observation(
+        arrival_rate_rps=80.0, latency_ms=40.0, ready_replicas=2, mean_compute_ms=23.0, average_batch=1.0
+    )
+    advance(30, 40.0, 2.0)
+    autoscaler.tick("nlp", "bert")
+    advance(30, 40.0, 2.0)
+    # Half of a 1-point budget on int8 (1 point a request): a standing half, and no Event for it.
+    assert all(held[-1] == {"v0": 5000} for held in cuts.values())
+    assert "VariantsServing" not in [r for _, r, _ in cluster.events]
+    # A surge adds to it: an Event; back to the standing share: another.
+    advance(3, 300.0, 200.0)
+    assert all(held[-1]["v0"] > 5000 for held in cuts.values())
+    assert "VariantsServing" in [r for _, r, _ in cluster.events]
+    advance(40, 40.0, 2.0)
+    assert all(held[-1] == {"v0": 5000} for held in cuts.values())
+    assert "VariantsStopped" in [r for _, r, _ in cluster.events]
+
+
 def test_a_service_without_variants_sets_no_share() -> None:
     readings: dict[str, RouterReading | str] = {
         "10.0.0.1": RouterReading(routed=0.0, in_flight=2.0),
@@ -704,9 +744,10 @@ def test_the_models_own_rate_counts_what_the_variants_served() -> None:
     idle_model = Observation(arrival_rate_rps=0.0, latency_ms=None, ready_replicas=4, rate_age_s=17.5)
     taken_over = controller.account(service, idle_model, now=122.0)
     assert taken_over.arrival_rate_rps == pytest.approx(200.0) and taken_over.variant_share == 1.0
-    # A rate query of the user's own is theirs: left as it is.
+    # A rate query of the user's own is theirs: its rate is left as it is (the share is said).
     queried = _variant_service("bert-int8", rate_query='sum(rate(my_requests_total{job="x"}[1m]))')
-    assert controller.account(queried, idle_model, now=122.0) == idle_model
+    theirs = controller.account(queried, idle_model, now=122.0)
+    assert theirs.arrival_rate_rps == idle_model.arrival_rate_rps and theirs.variant_share == 1.0
     # A service serving no variant is left as it was.
     plain = parse_inference_service(make_inference_service(name="bert", namespace="nlp"))
     assert controller.account(plain, metrics, now=60.0) == metrics

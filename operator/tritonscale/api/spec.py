@@ -264,7 +264,8 @@ MAX_VARIANTS = 3
 class ModelVariant(ApiModel):
     """A faster variant of the model (quantized, pruned, distilled) that every replica serves next
     to it, under the model's name, so clients change nothing; the autoscaler sends it a share of
-    the requests while new replicas start, within spec.autoscaling.accuracy."""
+    the requests while new replicas start (and, with a steady spend, all the time), within
+    spec.autoscaling.accuracy."""
 
     name: ModelName = Field(
         description=(
@@ -986,9 +987,10 @@ class AccuracyBudget(ApiModel):
         ge=0.0,
         le=1.0,
         description=(
-            "Fraction of the budget spent all the time: a variant serves a standing share of the "
-            "requests, so fewer replicas serve; the rest is kept for surges. 0: variants serve "
-            "only while new replicas start."
+            "Fraction of the budget spent all the time: the variant that saves the most with it "
+            "serves a standing share of the requests (rounded down to 5 % steps, at most half), "
+            "so fewer replicas serve; the rest is kept for surges. 0: variants serve only while "
+            "new replicas start."
         ),
     )
 
@@ -1028,7 +1030,8 @@ class AutoscalingSpec(ApiModel):
     accuracy: AccuracyBudget | None = Field(
         default=None,
         description=(
-            "Serve spec.model.variants while new replicas start, within this accuracy budget; "
+            "Serve spec.model.variants while new replicas start (and, with steadySpend, a share "
+            "all the time), within this accuracy budget; "
             "unset: the model only."
         ),
     )

@@ -494,7 +494,9 @@ SPOT_OPTIONS = (
     metavar="NAME:ACCURACY:SPEEDUP",
     help="A faster variant every replica serves next to the model (repeatable): its accuracy "
     "relative to the model's and how many times faster it runs a batch (int8:0.99:2). "
-    "latency-variants@POINTS uses them within an accuracy budget of POINTS (default 1).",
+    "latency-variants@POINTS uses them within an accuracy budget of POINTS (default 1); "
+    "latency-variants@POINTS:SPEND also spends that fraction of the budget all the time "
+    "(spec.autoscaling.accuracy.steadySpend).",
 )
 @click.option(
     "--json",

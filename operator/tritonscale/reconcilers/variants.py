@@ -118,19 +118,22 @@ class VariantController:
     def account(self, service: InferenceService, observation: Observation, now: float) -> Observation:
         """The autoscaler's observation with what the variants served counted in: the model's
         metrics (Prometheus or Triton's) cover only the model's own servers, so while variants
-        serve, the rate is the routers' count of everything served over about the rate's window,
-        and the observation says the variants' share (no model is learnt from a mixed fleet)."""
+        serve, the rate is the routers' count of everything served over about the rate's window
+        (a rateQuery of the user's is left as it is), and the observation says the variants'
+        share (a model is learnt only from a fleet serving what it is sized for: nothing, or a
+        standing share)."""
         watch = self._watches.get((service.namespace, service.name))
         if watch is None or variant_settings(service) is None:
             return observation
         watch.observed_ms = observation.latency_ms if observation.usable else None
-        metrics = service.spec.autoscaling.metrics if service.spec.autoscaling is not None else None
-        if metrics is not None and metrics.rate_query is not None:
-            return observation  # the user's own rate query: what it counts is theirs to say
         span_s = max(2.0 * observation.rate_age_s, 4.0 * ROUTER_PERIOD_S)
         served = served_since(watch.state.counts, now - span_s)
         if served is None or served.variant_fraction <= 0.0:
             return observation
+        metrics = service.spec.autoscaling.metrics if service.spec.autoscaling is not None else None
+        if metrics is not None and metrics.rate_query is not None:
+            # The user's own rate query: what it counts is theirs to say.
+            return replace(observation, variant_share=served.variant_fraction)
         # The routers' count of everything served over about the rate's window (the model's
         # own count, scaled up, says nothing once the variants serve nearly all of it).
         rate = max(observation.arrival_rate_rps or 0.0, served.rate_rps)
