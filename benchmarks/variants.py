@@ -20,8 +20,7 @@ variants), their replica-hours against the model's own oracle, so that they comp
 At a 0.5-point budget it is a fixed mix: static router weights sending 49 % of the requests to
 `int8` everywhere (mean accuracy 0.9951, a hair inside the budget so that an unlucky hour stays
 within it), `mix static-peak` on a fleet sized from a capacity table measured under the mix.
-(Not with our autoscaler: it learns a service's latency only while no variant serves, so it
-would size a mixed fleet as if every request ran on the model, a baseline no one would pick.)
+(A fixed share with our autoscaler is the steady spend, ours: `latency-variants@POINTS:SPEND`.)
 
 The variant policy's constants, and the steady spend of 0.25, were set on the training seeds 1-3
 of the built-in workloads only.

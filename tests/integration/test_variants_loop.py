@@ -272,11 +272,12 @@ def test_a_variant_carries_a_surge_while_replicas_start_and_the_model_takes_back
 
 # A standing share (steadySpend): at a load one replica cannot hold on the model alone, the
 # variant serving a standing share all the time lets one replica hold it.
-STEADY_RPS = 40  # 89 % of what one replica does on the model (45 req/s), 49 % with the mix below
+STEADY_RPS = 40  # 89 % of what one replica does on the model (45 req/s), 56 % with the mix below
 STEADY_LOAD_S = 150
-# 0.8 of the 1.5-point budget, spent all the time, at 2 points a request: 60 % on the variant,
-# each request then costs 1 - 0.6 x 0.75 = 0.55 of the model's accelerator time.
-STEADY_SPEND, STANDING_SHARE = 0.8, 0.6
+# 0.7 of the 1.5-point budget, spent all the time, at 2 points a request: 50 % on the variant
+# (1.05 / 2, on the 5 % grid), each request then costing 1 - 0.5 x 0.75 = 0.625 of the model's
+# accelerator time.
+STEADY_SPEND, STANDING_SHARE = 0.7, 0.5
 
 
 @dataclass
@@ -302,6 +303,7 @@ def run_steady(tmp_path: Path, triton_install: TritonInstall, *, steady_spend: f
         "latency": {"targetMilliseconds": TARGET_MS, "percentile": 95},
         "metrics": {"source": "prometheus"},
         "coldStartSeconds": int(COLD_S) + 5,
+        "scaleDown": {"stabilizationSeconds": 30},
         "accuracy": {"floor": FLOOR, "steadySpend": steady_spend},
     }
     with process_stack(
@@ -363,6 +365,7 @@ def run_steady(tmp_path: Path, triton_install: TritonInstall, *, steady_spend: f
             stop.set()
             for loop in loops:
                 loop.join(timeout=30)
+        print("\n".join(f"{reason}: {message}" for _, reason, message in cluster.events))
     half = STEADY_LOAD_S / 2
     latencies = [
         float(row["latency_ms"]) if row["latency_ms"] else float("inf")
@@ -391,7 +394,7 @@ def test_a_standing_share_lets_fewer_replicas_hold_the_objective_within_the_budg
             f"variant served {run.variant} of {run.primary + run.variant} ({100 * run.variant_fraction:.1f} %)"
         )
     # The variant served at least its standing share by Triton's own counters (the surge path
-    # may add to it: 66 % in a run), within the budget...
+    # may add to it), within the budget...
     assert steady.variant_fraction >= STANDING_SHARE - 0.07, steady.variant_fraction
     accuracy = 1.0 - steady.variant_fraction * (1.0 - VARIANT_ACCURACY)
     assert accuracy >= FLOOR, accuracy
