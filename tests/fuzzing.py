@@ -547,6 +547,7 @@ def accepted_bodies(draw: st.DrawFn) -> dict[str, Any]:
             spec["autoscaling"]["accuracy"] = {
                 "floor": draw(bounded_floats(0.5, 0.999999)),
                 "windowSeconds": draw(bounded_ints(60, 86400)),
+                "steadySpend": draw(bounded_floats(0.0, 1.0)),
             }
             if not spec["model"]["variants"]:
                 del spec["model"]["variants"], spec["autoscaling"]["accuracy"]
