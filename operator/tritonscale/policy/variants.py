@@ -184,14 +184,18 @@ class StandingMix:
         return 1.0 - self.share * (1.0 - 1.0 / self.speedup)
 
     def latency_ms(self, replicas: int, rate_rps: float, primary: ServiceTime, percentile: float) -> float:
-        """The percentile on `replicas` at `rate_rps` (the primary alone's without a share)."""
+        """The percentile on `replicas` at `rate_rps` (the primary alone's without a share): the
+        mix's, or the primary alone's where that is lower (at a light load the split shrinks
+        every batch, and the mixed model's pessimism there is no reason to size for more; the
+        same rule decide_variants judges the standing share by)."""
+        alone = predicted_latency_ms(replicas, rate_rps, primary, percentile)
         if self.share <= 0:
-            return predicted_latency_ms(replicas, rate_rps, primary, percentile)
+            return alone
         variant = ServiceTime(
             primary.base_ms / self.speedup, primary.per_item_ms / self.speedup, primary.max_batch
         )
         loads = [(rate_rps * (1.0 - self.share), primary), (rate_rps * self.share, variant)]
-        return mixed_latency_ms(replicas, loads, percentile)
+        return min(alone, mixed_latency_ms(replicas, loads, percentile))
 
     def describe(self) -> str:
         return (
@@ -337,13 +341,18 @@ def decide_variants(
             loads.append((offered * share, s.variants[index].service(primary)))
         return loads
 
-    def latency_at(index: int, share: float) -> float:
+    def latency_at(index: int, share: float, learnt: bool = False) -> float:
         """The percentile with `share` of the requests on variant `index` (the rest on the
         primary): the steady-state model's, each model batching its own requests on the shared
         replicas (queueing.mixed_latency_ms), or, when higher, what a request arriving now
-        meets: the queue ahead of it served at the fleet's full-batch pace, then a full batch."""
+        meets: the queue ahead of it served at the fleet's full-batch pace, then a full batch.
+        The model's learnt correction counts where it says the model is optimistic; with
+        `learnt`, also where it says it is pessimistic (the standing mix, which the autoscaler
+        sized the fleet for with that same correction: else the surge path would call the
+        fleet it chose overloaded at a steady load)."""
         loads = split(index, share)
-        model = max(correction, 1.0) * mixed_latency_ms(ready, loads, s.percentile)
+        factor = correction if learnt else max(correction, 1.0)
+        model = factor * mixed_latency_ms(ready, loads, s.percentile)
         cost = 1.0 - share * (1.0 - relative_cost(s.variants[index]))
         full_batch_ms = cost * primary.batch_ms(primary.max_batch)
         queue_ms = 1000.0 * backlog * cost / (ready * primary.capacity_rps())
@@ -354,7 +363,13 @@ def decide_variants(
     # as 167 ms by Little's law, and brought a 5 % share in at idle on the real routers).
     # With a standing share: what it gives, or the primary alone when that is better (at a light
     # load splitting it shrinks every batch, and the standing share is no overload).
-    standing_ms = min(latency_at(steady_index, standing[steady_index]), latency_at(0, 0.0))
+    # (The same rule as StandingMix.latency_ms, which the autoscaler sizes with.)
+    if any(standing):
+        standing_ms = min(
+            latency_at(steady_index, standing[steady_index], learnt=True), latency_at(0, 0.0, learnt=True)
+        )
+    else:
+        standing_ms = latency_at(0, 0.0)
     alone = max(standing_ms, held_ms if backlog >= executing else 0.0)
     # While the rate still rises the overload is not over (a drained queue does not end a surge):
     # the share is held; else it falls by at most step_down per decision. Always within the cap.
@@ -405,7 +420,8 @@ def decide_variants(
             if full_batch_utilisation(ready, split(index, share)) <= MOST_BUSY:
                 restoring.append((share * loss_per_request, index, share, cap))
                 break
-        best_effort.append((latency_at(index, cap), index, cap, cap))
+        if cap * saving >= _saving(s, standing) - 1e-9:
+            best_effort.append((latency_at(index, cap), index, cap, cap))
     if not restoring and not best_effort:
         return decision(
             standing,
