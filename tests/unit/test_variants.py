@@ -10,7 +10,12 @@ import pytest
 
 from tritonscale.api.observation import Observation
 from tritonscale.policy.autoscaling import AutoscalerSettings, AutoscalerState, LatencyAutoscaler
-from tritonscale.policy.queueing import ServiceTime, full_batch_utilisation, mixed_latency_ms
+from tritonscale.policy.queueing import (
+    ServiceTime,
+    full_batch_utilisation,
+    mixed_latency_ms,
+    predicted_latency_ms,
+)
 from tritonscale.policy.variants import (
     MOST_BUSY,
     MOST_STANDING_SHARE,
@@ -241,9 +246,10 @@ def test_a_steady_spend_is_a_standing_share_on_the_variant_that_saves_the_most()
     assert standing_mix(None) == NO_STANDING_MIX
     # The whole of a 1-point budget on int8 would be every request, and a lossless variant would
     # take all: the model keeps at least half, so what the autoscaler sizes from stays measured.
-    assert steady_shares(replace(settings(INT8, floor=0.99), steady_spend=1.0)) == (MOST_STANDING_SHARE,)
+    assert MOST_STANDING_SHARE == 0.5
+    assert steady_shares(replace(settings(INT8, floor=0.99), steady_spend=1.0)) == (0.5,)
     lossless = Variant("same", 1.0, 1.5)
-    assert steady_shares(replace(settings(lossless, floor=0.999), steady_spend=0.1)) == (MOST_STANDING_SHARE,)
+    assert steady_shares(replace(settings(lossless, floor=0.999), steady_spend=0.1)) == (0.5,)
     # A spend too small for one grid step is none, and says nothing of a standing share.
     tiny = replace(settings(INT8, floor=0.995), steady_spend=0.05)
     assert standing_mix(tiny) == NO_STANDING_MIX
@@ -297,6 +303,10 @@ def test_the_other_variant_steps_down_to_the_standing_share_not_beside_it() -> N
         assert sum(choice.shares) <= 1.0 and min(choice.shares) == 0.0, "one variant at a time"
         seen.append(choice.shares)
     assert seen[0][1] == pytest.approx(0.5)
+    # While small serves it saves more than the standing share would (12.5 %), then the
+    # standing share takes over at once.
+    for int8, small in seen:
+        assert (small * 0.75 > 0.125 and int8 == 0.0) or (int8, small) == pytest.approx((0.25, 0.0))
     assert seen[-1] == pytest.approx((0.25, 0.0))
 
 
@@ -410,6 +420,54 @@ def test_feedback_is_learnt_at_the_standing_share_and_not_beyond_it() -> None:
     assert at_standing.corrections != state.corrections
     assert beyond.corrections == state.corrections
     assert short.corrections == state.corrections
+
+
+def test_the_error_learnt_at_a_standing_share_is_the_mix_predictions() -> None:
+    autoscaler = LatencyAutoscaler(AutoscalerSettings(target_ms=100.0, max_replicas=40, max_batch=8))
+    state, now = ramp_state(autoscaler, ready=6)
+    service = autoscaler.service_time(state)
+    assert service is not None
+    mix = StandingMix(share=0.5, speedup=4.0)
+    # At 1300 req/s on 6 replicas the mix predicts less than the model alone (68.6 against 70.3 ms).
+    assert mix.latency_ms(6, 1300.0, service, 95.0) < predicted_latency_ms(6, 1300.0, service, 95.0)
+    observation = Observation(
+        arrival_rate_rps=1300.0,
+        latency_ms=60.0,
+        ready_replicas=6,
+        mean_compute_ms=32.0,
+        average_batch=4.0,
+        variant_share=0.5,
+    )
+    _, learnt = autoscaler.decide(observation, state, now + 300.0, 6, standing=mix)
+    before = {b: r for b, r, _ in state.corrections}
+    changed = [(b, r) for b, r, _ in learnt.corrections if before.get(b) != r]
+    assert len(changed) == 1
+    bucket, ratio = changed[0]
+    low, high = autoscaler.settings.feedback_bounds
+    expected = min(max(60.0 / mix.latency_ms(6, 1300.0, service, 95.0), low), high)
+    if bucket in before:
+        smoothing = autoscaler.settings.feedback_smoothing
+        expected = (1 - smoothing) * before[bucket] + smoothing * expected
+    assert ratio == pytest.approx(expected, rel=1e-9)
+
+
+def test_a_bridge_is_dropped_with_a_standing_mix_the_variants_do_not_serve() -> None:
+    autoscaler = LatencyAutoscaler(
+        AutoscalerSettings(target_ms=100.0, max_replicas=40, max_batch=8, cold_start_s=60.0)
+    )
+    state, now = ramp_state(autoscaler, ready=8, slope=20.0)
+    observation = Observation(
+        arrival_rate_rps=1600.0, latency_ms=60.0, ready_replicas=8, mean_compute_ms=32.0, average_batch=4.0
+    )
+    mix = StandingMix(share=0.5, speedup=2.0)
+    plain, _ = autoscaler.decide(observation, state, now + 10.0, 8)
+    unserved, _ = autoscaler.decide(observation, state, now + 10.0, 8, bridge=2.0, standing=mix)
+    served, _ = autoscaler.decide(
+        replace(observation, variant_share=0.5), state, now + 10.0, 8, bridge=2.0, standing=mix
+    )
+    assert unserved.model_replicas == plain.model_replicas
+    assert served.model_replicas is not None and plain.model_replicas is not None
+    assert served.model_replicas < plain.model_replicas
 
 
 # --- the simulator ------------------------------------------------------------------------
