@@ -555,6 +555,30 @@ def test_a_surge_asks_for_one_decision_even_when_that_decision_cannot_act() -> N
     assert 1 <= len(asked) <= 3, asked
 
 
+def _advance_routers(
+    readings: dict[str, RouterReading | str],
+    now: list[float],
+    autoscaler: AutoscaleReconciler,
+    steps: int,
+    per_router_rps: float,
+    in_flight: float,
+    variant_fraction: float = 0.0,
+) -> None:
+    """`steps` router reads 2 s apart, each router serving `per_router_rps`, that fraction of it
+    on the variant."""
+    for _ in range(steps):
+        now[0] += 2.0
+        for address, reading in list(readings.items()):
+            assert isinstance(reading, RouterReading)
+            done = 2.0 * per_router_rps
+            served = (
+                reading.served[0] + done * (1 - variant_fraction),
+                reading.served[1] + done * variant_fraction,
+            )
+            readings[address] = RouterReading(reading.routed + done, in_flight, served)
+        autoscaler.router_tick("nlp", "bert")
+
+
 def test_an_overload_sends_the_variant_a_share_on_every_router_within_the_budget() -> None:
     """The operator's variant path on the in-memory cluster: routers read every 2 s, shares
     decided and set on each router, an Event when they start and stop, status and metrics."""
@@ -566,15 +590,7 @@ def test_an_overload_sends_the_variant_a_share_on_every_router_within_the_budget
     cluster, autoscaler, source, now, _ = _router_setup(readings, variants=True, cuts=cuts)
 
     def advance(steps: int, per_router_rps: float, in_flight: float) -> None:
-        for _ in range(steps):
-            now[0] += 2.0
-            for address, reading in list(readings.items()):
-                assert isinstance(reading, RouterReading)
-                done = 2.0 * per_router_rps
-                readings[address] = RouterReading(
-                    reading.routed + done, in_flight, (reading.served[0] + done, reading.served[1])
-                )
-            autoscaler.router_tick("nlp", "bert")
+        _advance_routers(readings, now, autoscaler, steps, per_router_rps, in_flight)
 
     # Steady at 2 x 40 req/s on 2 replicas: the model serves everything, no share is set.
     source.next = Observation(
@@ -627,17 +643,7 @@ def test_with_a_steady_spend_the_events_mark_only_what_a_surge_adds_to_the_stand
     cluster, autoscaler, source, now, _ = _router_setup(readings, variants=True, cuts=cuts, steady_spend=0.5)
 
     def advance(steps: int, per_router_rps: float, in_flight: float) -> None:
-        for _ in range(steps):
-            now[0] += 2.0
-            for address, reading in list(readings.items()):
-                assert isinstance(reading, RouterReading)
-                done = 2.0 * per_router_rps
-                readings[address] = RouterReading(
-                    reading.routed + done,
-                    in_flight,
-                    (reading.served[0] + done / 2, reading.served[1] + done / 2),
-                )
-            autoscaler.router_tick("nlp", "bert")
+        _advance_routers(readings, now, autoscaler, steps, per_router_rps, in_flight, variant_fraction=0.5)
 
     source.next = Observation(
         arrival_rate_rps=80.0, latency_ms=40.0, ready_replicas=2, mean_compute_ms=23.0, average_batch=1.0
