@@ -21,6 +21,7 @@ from tritonscale.reconcilers.autoscale import AutoscaleReconciler
 from tritonscale.reconcilers.stack import StackReconciler
 from tritonscale.reconcilers.variants import VariantController
 from tritonscale.render.names import COMPONENT_ROUTER, StackNames
+from tritonscale.render.router import variant_cuts
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -661,6 +662,29 @@ def test_with_a_steady_spend_the_events_mark_only_what_a_surge_adds_to_the_stand
     advance(40, 40.0, 2.0)
     assert all(held[-1] == {"v0": 5000} for held in cuts.values())
     assert "VariantsStopped" in [r for _, r, _ in cluster.events]
+
+
+def test_adding_a_variant_to_a_standing_share_posts_no_event() -> None:
+    """The standing share is no surge before the spec change nor after it: a second variant
+    added changes the shares' length, and must not read as a surge's share stopping."""
+    readings: dict[str, RouterReading | str] = {
+        "10.0.0.1": RouterReading(routed=0.0, in_flight=2.0, served=(0.0, 0.0)),
+        "10.0.0.2": RouterReading(routed=0.0, in_flight=2.0, served=(0.0, 0.0)),
+    }
+    cuts: dict[str, list[dict[str, int]]] = {}
+    cluster, autoscaler, source, now, _ = _router_setup(readings, variants=True, cuts=cuts, steady_spend=0.5)
+    source.next = Observation(
+        arrival_rate_rps=80.0, latency_ms=40.0, ready_replicas=2, mean_compute_ms=23.0, average_batch=1.0
+    )
+    _advance_routers(readings, now, autoscaler, 30, 40.0, 2.0, variant_fraction=0.5)
+    autoscaler.tick("nlp", "bert")
+    _advance_routers(readings, now, autoscaler, 5, 40.0, 2.0, variant_fraction=0.5)
+    assert all(held[-1] == {"v0": 5000} for held in cuts.values())
+    model = cluster.services[("nlp", "bert")]["spec"]["model"]
+    model["variants"] = [*model["variants"], {"name": "bert-pruned", "accuracy": 0.999, "speedup": 2}]
+    _advance_routers(readings, now, autoscaler, 5, 40.0, 2.0, variant_fraction=0.5)
+    assert all(held[-1] == variant_cuts((0.5, 0.0)) for held in cuts.values()), cuts
+    assert [r for _, r, _ in cluster.events if r.startswith("Variants")] == []
 
 
 def test_a_service_without_variants_sets_no_share() -> None:

@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from tritonscale.api.observation import Observation
+from tritonscale.api.observation import Observation, RouterSignal
 from tritonscale.policy.autoscaling import AutoscalerSettings, AutoscalerState, LatencyAutoscaler
 from tritonscale.policy.queueing import (
     ServiceTime,
@@ -103,6 +103,17 @@ def test_the_faster_variant_takes_over_when_the_slower_cannot_restore_alone() ->
     # mix with the primary carries less (each model batches only its own requests).
     choice, _ = decide(s, with_history(s), rate=1420.0, ready=4)
     assert choice.shares[1] > 0.0 and choice.shares[0] == 0.0
+
+
+def test_when_every_variant_is_overloaded_the_one_that_saves_the_most_serves() -> None:
+    """5000 req/s on one replica: no share of either variant keeps it finite. The one that takes
+    the most load off the replica serves at its cap, whatever its place in the spec."""
+    slightly_faster = Variant("pruned", 0.999, 1.2)
+    s = settings(slightly_faster, SMALL)
+    assert mixed_latency_ms(1, [(5000.0, SMALL.service(PRIMARY))], 95.0) == float("inf")
+    choice, _ = decide(s, with_history(s), rate=5000.0, ready=1)
+    assert choice.shares == (0.0, 1.0)
+    assert "overloaded" in choice.reason
 
 
 def test_a_share_that_leaves_the_accelerators_near_saturation_restores_only_without_another() -> None:
@@ -402,6 +413,50 @@ def test_the_autoscaler_sizes_for_a_standing_mix_only_while_the_variants_serve_i
     assert "faster variant" not in alone.reason
     # The variants' servers down (nothing served on them): the model alone is sized for.
     assert unserved.model_replicas == alone.model_replicas
+
+
+def test_a_backlog_is_drained_at_the_standing_mixs_cost_per_request() -> None:
+    """20,000 queued: the replicas that drain it within drain_s carry a request at the mix's
+    cost (0.75 of the model's time for half on a 2x variant), so about a quarter fewer."""
+    autoscaler = LatencyAutoscaler(AutoscalerSettings(target_ms=100.0, max_replicas=400, max_batch=8))
+    state, now = ramp_state(autoscaler, ready=6, slope=0.0)
+    queued = Observation(
+        arrival_rate_rps=1200.0,
+        latency_ms=300.0,
+        ready_replicas=6,
+        mean_compute_ms=32.0,
+        average_batch=4.0,
+        pending_requests=20_000.0,
+    )
+    mix = StandingMix(share=0.5, speedup=2.0)
+    alone, _ = autoscaler.decide(queued, state, now + 10.0, 6)
+    mixed, _ = autoscaler.decide(replace(queued, variant_share=0.5), state, now + 10.0, 6, standing=mix)
+    assert alone.model_replicas is not None and mixed.model_replicas is not None
+    assert "20000 queued, drained within" in alone.reason  # the drain sizes it
+    assert mixed.model_replicas == pytest.approx(alone.model_replicas * mix.cost, abs=1.0)
+
+
+def test_rates_are_compared_while_the_standing_share_serves() -> None:
+    """The routers' and the metrics' rates 60x apart for minutes: the pause is noticed with a
+    standing share serving as without one (it is what the fleet is sized for)."""
+    autoscaler = LatencyAutoscaler(AutoscalerSettings(target_ms=100.0, max_replicas=20, max_batch=8))
+    mix = StandingMix(share=0.5, speedup=2.0)
+    state, current = AutoscalerState(), 2
+    for t in (5.0 * i for i in range(1, 41)):
+        router = RouterSignal(10.0, t, 10.0, 0.0, None, in_flight=1.0, age_s=0.0)
+        observation = Observation(
+            arrival_rate_rps=600.0,
+            latency_ms=30.0,
+            ready_replicas=2,
+            mean_compute_ms=23.0,
+            average_batch=1.0,
+            router=router,
+            variant_share=0.5,
+        )
+        decision, state = autoscaler.decide(observation, state, t, current, standing=mix)
+        current = decision.desired
+    assert decision.feedback_paused is not None
+    assert "routers count 10 req/s, the metrics 600" in decision.feedback_paused
 
 
 def test_feedback_is_learnt_at_the_standing_share_and_not_beyond_it() -> None:

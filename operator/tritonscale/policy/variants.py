@@ -129,6 +129,10 @@ class VariantDecision:
     served_accuracy: float  # over the trailing window, as served
     budget_left_points: float  # accuracy points the window may still lose (0-100 scale)
     predicted_ms: float  # at the chosen shares
+    # Some share is above the standing one (steady_shares): what a surge adds, which the
+    # operator's Events mark. Judged here, against the settings the shares were decided with
+    # (a spec change between two decisions changes the standing shares).
+    beyond_standing: bool = False
 
 
 def window_use(counts: tuple[ServedCounts, ...], variants: tuple[Variant, ...], window_s: float) -> WindowUse:
@@ -293,12 +297,14 @@ def decide_variants(
     previous = state.shares if len(state.shares) == len(s.variants) else (0.0,) * len(s.variants)
     use, left = budget_left(s, state.counts)
     left_points = 100.0 * left / use.requests if use.requests > 0 else 0.0
+    steady = steady_shares(s)
 
     def decision(
         shares: tuple[float, ...], predicted: float, why: str
     ) -> tuple[VariantDecision, VariantState]:
+        beyond = any(share > least + 1e-9 for share, least in zip(shares, steady, strict=True))
         return (
-            VariantDecision(shares, why, use.accuracy, left_points, predicted),
+            VariantDecision(shares, why, use.accuracy, left_points, predicted, beyond),
             replace(state, shares=shares),
         )
 
@@ -307,7 +313,7 @@ def decide_variants(
     coming = max(rate_rps * s.period_s, 1.0)
     caps = tuple(_budget_cap(variant, left, s.budget.floor, coming) for variant in s.variants)
     # The standing shares (steady_spend), within the caps: the least ever served while ready.
-    standing = tuple(min(share, cap) for share, cap in zip(steady_shares(s), caps, strict=True))
+    standing = tuple(min(share, cap) for share, cap in zip(steady, caps, strict=True))
     steady_index = next((i for i, share in enumerate(standing) if share > 0), 0)
     # The mean latency the routers hold now (Little's law): no model, and never more than the
     # percentile the primary alone would give (variants only make it lower).
@@ -428,7 +434,14 @@ def decide_variants(
             alone,
             _describe(s, alone, offered, ready, arriving, standing, left_points, any(standing)),
         )
-    _, index, share, cap = min(restoring or busy or best_effort)
+    if restoring or busy:
+        _, index, share, cap = min(restoring or busy)
+    else:
+        # Nothing restores it: the lowest latency at the cap, and while every one is overloaded
+        # (all infinite), the variant that takes the most load off the replicas.
+        _, index, share, cap = min(
+            best_effort, key=lambda e: (e[0], -e[3] * (1.0 - relative_cost(s.variants[e[1]])))
+        )
     share = min(cap, max(share, previous[index] - step_down, standing[index]))
     shares = tuple(share if i == index else 0.0 for i in range(len(s.variants)))
     predicted = latency_at(index, share)

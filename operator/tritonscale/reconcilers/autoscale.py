@@ -21,7 +21,7 @@ from tritonscale.policy.autoscaling import AutoscalerState, Decision, LatencyAut
 from tritonscale.policy.replicas import reconciled_replicas
 from tritonscale.policy.service_facts import Batching, batching, cold_start, pod_starts, ready_pod_addresses
 from tritonscale.policy.surge import ROUTER_PERIOD_S, combined_sample, remember, router_signal, wants_decision
-from tritonscale.policy.variants import NO_STANDING_MIX, standing_mix, steady_shares
+from tritonscale.policy.variants import NO_STANDING_MIX, standing_mix
 from tritonscale.reconcilers.stack import ClusterApi, StackReconciler, utc_now
 from tritonscale.reconcilers.variants import CutSetter, VariantController, variant_settings
 from tritonscale.render.names import COMPONENT_ROUTER, COMPONENT_TRITON, StackNames
@@ -405,15 +405,8 @@ class AutoscaleReconciler:
             return
         # With a steady spend the standing share serves all the time: the Events mark the
         # shares a surge adds on top of it.
-        settings = variant_settings(service)
-        standing = steady_shares(settings) if settings is not None else ()
-
-        def beyond_standing(shares: tuple[float, ...]) -> bool:
-            least = standing if len(standing) == len(shares) else (0.0,) * len(shares)
-            return any(share > floor + 1e-9 for share, floor in zip(shares, least, strict=True))
-
-        serving = beyond_standing(decision.shares)
-        served_before = before is not None and beyond_standing(before.shares)
+        serving = decision.beyond_standing
+        served_before = before is not None and before.beyond_standing
         if serving != served_before:
             body = self.read(*key)
             if body is not None:
