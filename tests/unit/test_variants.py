@@ -161,6 +161,13 @@ def test_before_a_fit_a_couple_of_requests_in_flight_bring_no_variant_in() -> No
     # 2 in flight at 12 req/s: 167 ms by Little's law, over the objective, yet no queue.
     idle, _ = decide(s, with_history(s), rate=12.0, ready=1, in_flight=2.0, primary=None)
     assert idle.shares == (0.0,)
+    # A service's first seconds: the routers' rate still lags the requests in flight (2 at
+    # 1.5 req/s, 1.3 s by Little's law), and one replica can execute a batch of 8.
+    starting, _ = decide(s, with_history(s), rate=1.5, ready=1, in_flight=2.0, primary=None, max_batch=8)
+    assert starting.shares == (0.0,)
+    # More in flight than the replica can execute is a queue.
+    queue, _ = decide(s, with_history(s), rate=1.5, ready=1, in_flight=9.0, primary=None, max_batch=8)
+    assert queue.shares[0] > 0.0
 
 
 def test_what_was_served_over_a_span_and_the_variants_fraction_of_it() -> None:

@@ -288,9 +288,11 @@ def decide_variants(
     primary: ServiceTime | None,
     correction: float = 1.0,
     observed_ms: float | None = None,
+    max_batch: int = 1,
 ) -> tuple[VariantDecision, VariantState]:
     """The shares for the next period, and the state to keep. `observed_ms` is the percentile
-    the replicas last measured (the metrics'), None when there is none."""
+    the replicas last measured (the metrics'), None when there is none; `max_batch` the most a
+    replica executes at once (the model's, known before any fit)."""
     s = settings
     kept = tuple(c for c in state.counts if c.at >= now - s.budget.window_s - s.period_s)
     state = replace(state, counts=(*kept, counts))
@@ -323,9 +325,12 @@ def decide_variants(
     if primary is None:
         # No service time fitted yet (the first minutes): the routers' queue alone can say the
         # replicas are overloaded; then the variant that adds the most capacity, at its cap.
-        # Without a model to say what executes, only twice the objective held counts (a couple
-        # of requests in flight at a low rate read as a long wait by Little's law).
-        if held_ms <= NO_MODEL_HELD_FACTOR * limit:
+        # Only twice the objective held counts, and only with more in flight than the ready
+        # replicas can be executing: at a service's start the routers' rate lags the requests
+        # in flight (2 at 1.5 req/s read as 1.3 s by Little's law, and brought a share in for a
+        # read or two on the real routers), and a batch executing is no queue.
+        queued = in_flight > ready * max(max_batch, 1)
+        if held_ms <= NO_MODEL_HELD_FACTOR * limit or not queued:
             why = "standing share only" if any(standing) else "primary only"
             return decision(standing, held_ms, f"no service-time estimate yet; {why}")
         index = max(range(len(s.variants)), key=lambda i: caps[i] * (1.0 - relative_cost(s.variants[i])))

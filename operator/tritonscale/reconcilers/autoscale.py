@@ -398,7 +398,15 @@ class AutoscaleReconciler:
             else service.status.replicas
         )
         decision = self.variants.decide(
-            service, now, readings, signal, primary, state, ready, service.status.desired_replicas or ready
+            service,
+            now,
+            readings,
+            signal,
+            primary,
+            state,
+            ready,
+            service.status.desired_replicas or ready,
+            max_batch=facts.batching.max_batch if facts else 1,
         )
         AUTOSCALER.record_variants(service.namespace, service.name, service, decision)
         if decision is None:

@@ -173,9 +173,10 @@ class VariantController:
         state: AutoscalerState | None,
         ready: int,
         desired: int,
+        max_batch: int = 1,
     ) -> VariantDecision | None:
         """Decide the shares from the routers' newest readings and set them on every router;
-        None when the service serves no variants."""
+        None when the service serves no variants. `max_batch` is the model's (its config's)."""
         key = (service.namespace, service.name)
         settings = variant_settings(service)
         if settings is None:
@@ -205,6 +206,7 @@ class VariantController:
             primary=primary if signal is not None else None,
             correction=correction_at(state, rate / max(ready, 1)) if state is not None else 1.0,
             observed_ms=watch.observed_ms,
+            max_batch=max_batch,
         )
         watch.last = decision
         cuts = variant_cuts(decision.shares)

@@ -278,6 +278,7 @@ class LatencyPolicy:
             primary=service,
             correction=correction_at(self.state, rate / max(ready, 1)),
             observed_ms=self.observed_ms,
+            max_batch=self.autoscaler.settings.max_batch,
         )
         view.route_variants(choice.shares)
 
