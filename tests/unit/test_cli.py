@@ -130,6 +130,25 @@ def test_render_refuses_values_of_the_wrong_type_as_the_api_server_does(tmp_path
     assert result.exit_code == 0, result.output
 
 
+def test_render_reads_unquoted_times_and_dates_as_kubectl_does(tmp_path: Path) -> None:
+    """`value: 12:30` and `value: 2024-01-01` are strings to kubectl (its YAML keeps them as
+    written), so the API server takes them for a string field; read as YAML 1.1's base-60
+    number (750) and date, render refused what kubectl applies."""
+    service = make_inference_service("timed", "default")
+    service["spec"]["triton"] = {
+        "env": [{"name": "WINDOW", "value": "@TIME"}, {"name": "SINCE", "value": "@DAY"}]
+    }
+    text = yaml.safe_dump(service).replace("'@TIME'", "12:30").replace("'@DAY'", "2024-01-01")
+    assert "value: 12:30" in text and "value: 2024-01-01" in text
+    path = tmp_path / "timed.yaml"
+    path.write_text(text)
+    result = CliRunner().invoke(main, ["render", "-f", str(path)])
+    assert result.exit_code == 0, result.output
+    triton = next(d for d in yaml.safe_load_all(result.stdout) if d["kind"] == "Deployment")
+    env = {e["name"]: e.get("value") for e in triton["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["WINDOW"] == "12:30" and env["SINCE"] == "2024-01-01"
+
+
 def test_render_bad_yaml_and_missing_file(tmp_path: Path) -> None:
     path = tmp_path / "broken.yaml"
     path.write_text("spec: [unclosed\n")

@@ -23,7 +23,7 @@ from tritonscale.policy.placement import split_replicas
 from tritonscale.policy.replicas import reconciled_replicas
 from tritonscale.render.network import NetworkPolicyOptions
 from tritonscale.render.stack import RenderOptions, render_stack
-from tritonscale.yamlfmt import dump_all
+from tritonscale.yamlfmt import dump_all, load_all_manifests
 
 EXIT_INVALID = 2
 
@@ -58,7 +58,7 @@ def _documents(paths: list[str]) -> Iterator[tuple[str, str, Any]]:
         except (OSError, UnicodeDecodeError) as error:
             raise click.BadParameter(f"cannot read {path}: {error}", param_hint="-f") from None
         try:
-            documents = list(yaml.safe_load_all(text))
+            documents = load_all_manifests(text)
         except yaml.YAMLError as error:
             raise click.ClickException(f"{path}: not valid YAML: {error}") from error
         for index, document in enumerate(documents, start=1):
