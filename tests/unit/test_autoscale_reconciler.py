@@ -687,6 +687,55 @@ def test_adding_a_variant_to_a_standing_share_posts_no_event() -> None:
     assert [r for _, r, _ in cluster.events if r.startswith("Variants")] == []
 
 
+def test_lowering_the_steady_spend_posts_no_event() -> None:
+    """The standing share stepping down to a lowered one, at a calm load, is no surge."""
+    readings: dict[str, RouterReading | str] = {
+        "10.0.0.1": RouterReading(routed=0.0, in_flight=2.0, served=(0.0, 0.0)),
+        "10.0.0.2": RouterReading(routed=0.0, in_flight=2.0, served=(0.0, 0.0)),
+    }
+    cuts: dict[str, list[dict[str, int]]] = {}
+    cluster, autoscaler, source, now, _ = _router_setup(readings, variants=True, cuts=cuts, steady_spend=0.5)
+    source.next = Observation(
+        arrival_rate_rps=80.0, latency_ms=40.0, ready_replicas=2, mean_compute_ms=23.0, average_batch=1.0
+    )
+    _advance_routers(readings, now, autoscaler, 30, 40.0, 2.0, variant_fraction=0.5)
+    autoscaler.tick("nlp", "bert")
+    _advance_routers(readings, now, autoscaler, 5, 40.0, 2.0, variant_fraction=0.5)
+    assert all(held[-1] == {"v0": 5000} for held in cuts.values())
+    cluster.services[("nlp", "bert")]["spec"]["autoscaling"]["accuracy"]["steadySpend"] = 0.25
+    _advance_routers(readings, now, autoscaler, 10, 40.0, 2.0, variant_fraction=0.25)
+    held = next(iter(cuts.values()))
+    assert {"v0": 4000} in held and held[-1] == {"v0": 2500}  # stepped down, as it does
+    assert [r for _, r, _ in cluster.events if r.startswith("Variants")] == []
+
+
+def test_before_the_models_configuration_is_read_a_few_requests_in_flight_bring_no_share() -> None:
+    """A service's first seconds: 8 in flight at 1.5 req/s on 2 replicas reads as 5 s by
+    Little's law, but replicas that batch may be executing all of it. Once the model's
+    configuration says it runs one request at a time, the same is a queue."""
+    readings: dict[str, RouterReading | str] = {
+        "10.0.0.1": RouterReading(routed=0.0, in_flight=4.0, served=(0.0, 0.0)),
+        "10.0.0.2": RouterReading(routed=0.0, in_flight=4.0, served=(0.0, 0.0)),
+    }
+    cuts: dict[str, list[dict[str, int]]] = {}
+    cluster, autoscaler, source, now, _ = _router_setup(readings, variants=True, cuts=cuts)
+    cluster.services[("nlp", "bert")].setdefault("status", {})["replicas"] = 2
+    _advance_routers(readings, now, autoscaler, 10, 0.75, 4.0)
+    last = autoscaler.variants.last("nlp", "bert") if autoscaler.variants else None
+    assert last is not None and "no service-time estimate yet; primary only" in last.reason
+    assert all(all(cut == {"v0": 0} for cut in held) for held in cuts.values())
+    autoscaler.read_model_configs = lambda target, hosts: [{"max_batch_size": 0}]
+    for index, ip in enumerate(("10.0.1.1", "10.0.1.2")):
+        cluster.pods[("nlp", f"bert-triton-{index}")] = triton_pod(
+            f"bert-triton-{index}", "2026-01-01T00:00:00Z", "2026-01-01T00:00:40Z", ip
+        )
+    source.next = Observation(arrival_rate_rps=1.5, latency_ms=None, ready_replicas=2)
+    autoscaler.tick("nlp", "bert")
+    assert status(cluster)["capacityModel"]["maxBatch"] == 1  # type: ignore[index]
+    _advance_routers(readings, now, autoscaler, 2, 0.75, 4.0)
+    assert all(held[-1]["v0"] > 0 for held in cuts.values())
+
+
 def test_a_service_without_variants_sets_no_share() -> None:
     readings: dict[str, RouterReading | str] = {
         "10.0.0.1": RouterReading(routed=0.0, in_flight=2.0),

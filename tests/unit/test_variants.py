@@ -113,7 +113,7 @@ def test_when_every_variant_is_overloaded_the_one_that_saves_the_most_serves() -
     assert mixed_latency_ms(1, [(5000.0, SMALL.service(PRIMARY))], 95.0) == float("inf")
     choice, _ = decide(s, with_history(s), rate=5000.0, ready=1)
     assert choice.shares == (0.0, 1.0)
-    assert "overloaded" in choice.reason
+    assert "overloaded" in choice.reason and choice.predicted_ms == float("inf")
 
 
 def test_a_share_that_leaves_the_accelerators_near_saturation_restores_only_without_another() -> None:
@@ -168,6 +168,12 @@ def test_before_a_fit_a_couple_of_requests_in_flight_bring_no_variant_in() -> No
     # More in flight than the replica can execute is a queue.
     queue, _ = decide(s, with_history(s), rate=1.5, ready=1, in_flight=9.0, primary=None, max_batch=8)
     assert queue.shares[0] > 0.0
+    # Without batching, a request waiting behind the one executing is one.
+    single, _ = decide(s, with_history(s), rate=1.5, ready=1, in_flight=2.0, primary=None, max_batch=1)
+    assert single.shares[0] > 0.0
+    # The model's configuration unread: Triton's usual batch is taken.
+    unread, _ = decide(s, with_history(s), rate=1.5, ready=1, in_flight=2.0, primary=None)
+    assert unread.shares == (0.0,)
 
 
 def test_what_was_served_over_a_span_and_the_variants_fraction_of_it() -> None:

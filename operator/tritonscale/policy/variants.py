@@ -13,7 +13,8 @@ decision:
    batching only its own requests on the replicas they share (queueing.mixed_latency_ms);
 2. when that breaks the objective, sends the smallest share that restores it (leaving the
    accelerators at most MOST_BUSY busy at full batches, where a share can) to the variant that
-   loses the least accuracy doing so (the fastest, when none can restore it alone);
+   loses the least accuracy doing so (when none restores it: the one with the lowest latency at
+   its budget's cap, and while every one is overloaded, the one that saves the most there);
 3. caps the share by the accuracy budget left: over any trailing window, the average accuracy
    served (requests weighted, as the replicas counted them) stays at or above the floor;
 4. lowers the share by at most `step_down` per decision as capacity arrives, and not at all
@@ -52,6 +53,10 @@ MOST_BUSY = 0.85
 # nothing still leaves the model something to serve. A variant that should serve everything is
 # the model.
 MOST_STANDING_SHARE = 0.5
+# Before a fit and before the model's configuration is read (a service's first seconds, an
+# operator's restart), a queue at the routers is this many requests in flight a ready replica:
+# Triton's usual max_batch_size. A real overload's queue passes it within a read or two.
+UNREAD_BATCH_IN_FLIGHT = 8
 
 
 @dataclass(frozen=True)
@@ -108,6 +113,7 @@ class VariantSettings:
 class VariantState:
     counts: tuple[ServedCounts, ...] = ()  # within the budget's window, oldest first
     shares: tuple[float, ...] = ()  # per variant, as last decided
+    beyond_standing: bool = False  # as last decided (VariantDecision.beyond_standing)
 
 
 @dataclass(frozen=True)
@@ -129,9 +135,10 @@ class VariantDecision:
     served_accuracy: float  # over the trailing window, as served
     budget_left_points: float  # accuracy points the window may still lose (0-100 scale)
     predicted_ms: float  # at the chosen shares
-    # Some share is above the standing one (steady_shares): what a surge adds, which the
-    # operator's Events mark. Judged here, against the settings the shares were decided with
-    # (a spec change between two decisions changes the standing shares).
+    # A surge's share is on top of the standing one (steady_shares), which the operator's
+    # Events mark. Judged here, against the settings the shares were decided with: a spec
+    # change between two decisions changes the standing shares, and a share stepping down to a
+    # lowered standing one is no surge.
     beyond_standing: bool = False
 
 
@@ -288,11 +295,11 @@ def decide_variants(
     primary: ServiceTime | None,
     correction: float = 1.0,
     observed_ms: float | None = None,
-    max_batch: int = 1,
+    max_batch: int | None = None,
 ) -> tuple[VariantDecision, VariantState]:
     """The shares for the next period, and the state to keep. `observed_ms` is the percentile
     the replicas last measured (the metrics'), None when there is none; `max_batch` the most a
-    replica executes at once (the model's, known before any fit)."""
+    replica executes at once as the model's configuration says, None while it is unread."""
     s = settings
     kept = tuple(c for c in state.counts if c.at >= now - s.budget.window_s - s.period_s)
     state = replace(state, counts=(*kept, counts))
@@ -304,10 +311,12 @@ def decide_variants(
     def decision(
         shares: tuple[float, ...], predicted: float, why: str
     ) -> tuple[VariantDecision, VariantState]:
-        beyond = any(share > least + 1e-9 for share, least in zip(shares, steady, strict=True))
+        above = any(share > least + 1e-9 for share, least in zip(shares, steady, strict=True))
+        rose = any(share > before + 1e-9 for share, before in zip(shares, previous, strict=True))
+        beyond = above and (state.beyond_standing or rose)
         return (
             VariantDecision(shares, why, use.accuracy, left_points, predicted, beyond),
-            replace(state, shares=shares),
+            replace(state, shares=shares, beyond_standing=beyond),
         )
 
     limit = s.target_ms * s.up_threshold
@@ -329,7 +338,8 @@ def decide_variants(
         # replicas can be executing: at a service's start the routers' rate lags the requests
         # in flight (2 at 1.5 req/s read as 1.3 s by Little's law, and brought a share in for a
         # read or two on the real routers), and a batch executing is no queue.
-        queued = in_flight > ready * max(max_batch, 1)
+        batch = max(max_batch, 1) if max_batch is not None else UNREAD_BATCH_IN_FLIGHT
+        queued = in_flight > ready * batch
         if held_ms <= NO_MODEL_HELD_FACTOR * limit or not queued:
             why = "standing share only" if any(standing) else "primary only"
             return decision(standing, held_ms, f"no service-time estimate yet; {why}")

@@ -406,7 +406,7 @@ class AutoscaleReconciler:
             state,
             ready,
             service.status.desired_replicas or ready,
-            max_batch=facts.batching.max_batch if facts else 1,
+            max_batch=facts.batching.max_batch if facts and facts.batching.from_model_config else None,
         )
         AUTOSCALER.record_variants(service.namespace, service.name, service, decision)
         if decision is None:

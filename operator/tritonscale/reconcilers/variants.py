@@ -173,10 +173,11 @@ class VariantController:
         state: AutoscalerState | None,
         ready: int,
         desired: int,
-        max_batch: int = 1,
+        max_batch: int | None = None,
     ) -> VariantDecision | None:
         """Decide the shares from the routers' newest readings and set them on every router;
-        None when the service serves no variants. `max_batch` is the model's (its config's)."""
+        None when the service serves no variants. `max_batch` is the model configuration's
+        (None while it is unread)."""
         key = (service.namespace, service.name)
         settings = variant_settings(service)
         if settings is None:
