@@ -138,9 +138,7 @@ def build_memo(config: OperatorConfig, kube: KubeClient | None = None) -> kopf.M
         memo.reconciler,
         SourceChooser(config, kube),
         read=lambda ns, name: memo.bodies.get((ns, name)),
-        read_model_configs=TritonModelConfigs()
-        if config.read_triton_pods
-        else (lambda target, hosts: "reading Triton pods is switched off for this operator"),
+        read_model_configs=TritonModelConfigs() if config.read_triton_pods else None,
         read_router=HaproxyStats() if config.read_routers else None,
         on_surge=lambda namespace, name: memo.autoscale_scheduler.run_within(namespace, name, 0.0),
         # The variants' shares go to the routers it reads (a service without variants sets none).

@@ -316,6 +316,39 @@ def test_cold_start_and_batching_are_learnt_from_the_service_and_shown() -> None
     assert status(cluster)["capacityModel"]["coldStartSeconds"] == 50.0  # type: ignore[index]
 
 
+def test_an_operator_that_does_not_read_triton_pods_does_not_list_them_for_a_configuration() -> None:
+    """An unread model configuration is tried again every minute (a pod may answer next time);
+    an operator that never reads one (--no-read-triton-pods) lists the pods only as often as
+    the cold start is re-learnt: 1,000 services listing every minute cost 17 requests a second."""
+
+    def lists_in_five_minutes(reader: object) -> tuple[int, str]:
+        cluster, autoscaler, source = setup()  # no configuration reader: switched off
+        if reader is not None:
+            autoscaler.read_model_configs = reader  # type: ignore[assignment]
+        listed: list[dict[str, str]] = []
+        list_pods = cluster.list_pods
+        cluster.list_pods = lambda namespace, selector: (
+            listed.append(selector) or list_pods(namespace, selector)
+        )  # type: ignore[method-assign]
+        cluster.pods[("nlp", "bert-a")] = triton_pod(
+            "bert-a", "2026-01-01T00:00:00Z", "2026-01-01T00:00:40Z", "10.0.0.1"
+        )
+        source.next = Observation(
+            arrival_rate_rps=40.0, latency_ms=50.0, ready_replicas=1, mean_compute_ms=23.0
+        )
+        now = [0.0]
+        autoscaler.monotonic = lambda: now[0]
+        for _ in range(60):  # 5 minutes of ticks 5 s apart
+            autoscaler.tick("nlp", "bert")
+            now[0] += 5.0
+        return len(listed), status(cluster)["capacityModel"]["maxBatchSource"]  # type: ignore[index]
+
+    switched_off = lists_in_five_minutes(None)
+    assert switched_off[0] == 1 and "switched off" in switched_off[1]
+    unanswered = lists_in_five_minutes(lambda target, hosts: "10.0.0.1 connection refused")
+    assert unanswered[0] == 5 and "connection refused" in unanswered[1]
+
+
 def test_the_spec_cold_start_wins_and_an_unreadable_configuration_says_why() -> None:
     cluster, autoscaler, source = setup(coldStartSeconds=120)
     autoscaler.read_model_configs = lambda target, hosts: "10.0.0.1 connection refused"

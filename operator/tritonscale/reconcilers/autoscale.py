@@ -128,10 +128,16 @@ class _Facts:
     models: tuple[str, ...]
     at: float
 
-    def stale(self, target: ScalingTarget, ready: int, now: float) -> bool:
-        retry = FACTS_REFRESH_S if self.batching.from_model_config else FACTS_RETRY_S
+    def stale(self, target: ScalingTarget, ready: int, now: float, configs_readable: bool = True) -> bool:
+        # An unread configuration is tried again soon, unless this operator never reads one.
+        unread = configs_readable and not self.batching.from_model_config
+        retry = FACTS_RETRY_S if unread else FACTS_REFRESH_S
         # More ready pods than last time: a start to learn from, and a pod to read configs from.
         return ready > self.ready or target.models != self.models or now - self.at >= retry
+
+
+def _configs_not_read(target: ScalingTarget, hosts: list[str]) -> str:
+    return "reading Triton pods is switched off for this operator"
 
 
 class AutoscaleReconciler:
@@ -159,7 +165,8 @@ class AutoscaleReconciler:
         self._states: dict[tuple[str, str], AutoscalerState] = {}
         self._was_missing: dict[tuple[str, str], bool] = {}
         self._was_paused: dict[tuple[str, str], bool] = {}  # the model feedback (Decision.feedback_paused)
-        self.read_model_configs = read_model_configs or (lambda target, hosts: "not configured")
+        # None: this operator does not read Triton pods (--no-read-triton-pods).
+        self.read_model_configs = read_model_configs or _configs_not_read
         self._facts: dict[tuple[str, str], _Facts] = {}
         self.read_router = read_router
         self.on_surge = on_surge  # asks for a tick now (the operator: the autoscale scheduler)
@@ -460,7 +467,8 @@ class AutoscaleReconciler:
         key = (target.namespace, target.name)
         now = self.monotonic()
         known = self._facts.get(key)
-        if known is not None and not known.stale(target, ready, now):
+        readable = self.read_model_configs is not _configs_not_read
+        if known is not None and not known.stale(target, ready, now, readable):
             return known
         try:
             pods = self.api.list_pods(target.namespace, dict(target.pod_selector))
