@@ -109,11 +109,23 @@ def test_when_every_variant_is_overloaded_the_one_that_saves_the_most_per_point_
     """5000 req/s on one replica: no share of either variant keeps it finite. The one that saves
     the most accelerator time per point of accuracy (int8: half its time for 1 point; small:
     three quarters for 5) serves at its cap, whatever its place in the spec, so the budget lasts."""
-    s = settings(SMALL, INT8)
     assert mixed_latency_ms(1, [(5000.0, SMALL.service(PRIMARY))], 95.0) == float("inf")
+    for order in ((SMALL, INT8), (INT8, SMALL)):
+        s = settings(*order)
+        choice, _ = decide(s, with_history(s), rate=5000.0, ready=1)
+        assert dict(zip((v.name for v in order), choice.shares, strict=True)) == {"int8": 1.0, "small": 0.0}
+        assert "overloaded" in choice.reason and choice.predicted_ms == float("inf")
+    # Not the one that loses the least a request: half a point for a tenth of its time saved
+    # is 0.18 a point, int8's 0.5.
+    pruned = Variant("pruned", 0.995, 1.1)
+    s = settings(pruned, INT8)
     choice, _ = decide(s, with_history(s), rate=5000.0, ready=1)
     assert choice.shares == (0.0, 1.0)
-    assert "overloaded" in choice.reason and choice.predicted_ms == float("inf")
+    # Between two that lose nothing, the faster.
+    slow, fast = Variant("slow", 1.0, 1.2), Variant("fast", 1.0, 3.0)
+    s = settings(slow, fast)
+    choice, _ = decide(s, with_history(s), rate=5000.0, ready=1)
+    assert choice.shares == (0.0, 1.0)
 
 
 def test_a_share_that_leaves_the_accelerators_near_saturation_restores_only_without_another() -> None:

@@ -458,7 +458,14 @@ def decide_variants(
         # it spends, as the standing share is chosen: the budget lasts the whole surge. (A first
         # form took the one saving the most at its cap, spending a 1-point budget on `small` at
         # five times the rate; on the test set it cost 1.5 points of attainment on LLM code.)
-        _, index, share, cap = min(best_effort, key=lambda e: (e[0], -_saving_per_point(s.variants[e[1]])))
+        _, index, share, cap = min(
+            best_effort,
+            key=lambda e: (
+                e[0],
+                -_saving_per_point(s.variants[e[1]]),
+                -(1.0 - relative_cost(s.variants[e[1]])),  # between lossless ones, the faster
+            ),
+        )
     share = min(cap, max(share, previous[index] - step_down, standing[index]))
     shares = tuple(share if i == index else 0.0 for i in range(len(s.variants)))
     predicted = latency_at(index, share)
