@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -697,9 +698,12 @@ def test_with_a_steady_spend_the_events_mark_only_what_a_surge_adds_to_the_stand
     assert "VariantsStopped" in [r for _, r, _ in cluster.events]
 
 
-def test_adding_a_variant_to_a_standing_share_posts_no_event() -> None:
-    """The standing share is no surge before the spec change nor after it: a second variant
-    added changes the shares' length, and must not read as a surge's share stopping."""
+def _serving_a_standing_half() -> tuple[
+    FakeCluster, Callable[[int, float], None], dict[str, list[dict[str, int]]]
+]:
+    """A calm load with half of a 1-point budget spent on int8 all the time: a standing half on
+    both routers. Returns the cluster, a function that advances the routers (steps, the share
+    they serve on the variant) and the cuts each router was given."""
     readings: dict[str, RouterReading | str] = {
         "10.0.0.1": RouterReading(routed=0.0, in_flight=2.0, served=(0.0, 0.0)),
         "10.0.0.2": RouterReading(routed=0.0, in_flight=2.0, served=(0.0, 0.0)),
@@ -709,34 +713,33 @@ def test_adding_a_variant_to_a_standing_share_posts_no_event() -> None:
     source.next = Observation(
         arrival_rate_rps=80.0, latency_ms=40.0, ready_replicas=2, mean_compute_ms=23.0, average_batch=1.0
     )
-    _advance_routers(readings, now, autoscaler, 30, 40.0, 2.0, variant_fraction=0.5)
+
+    def advance(steps: int, variant_fraction: float) -> None:
+        _advance_routers(readings, now, autoscaler, steps, 40.0, 2.0, variant_fraction=variant_fraction)
+
+    advance(30, 0.5)
     autoscaler.tick("nlp", "bert")
-    _advance_routers(readings, now, autoscaler, 5, 40.0, 2.0, variant_fraction=0.5)
+    advance(5, 0.5)
     assert all(held[-1] == {"v0": 5000} for held in cuts.values())
+    return cluster, advance, cuts
+
+
+def test_adding_a_variant_to_a_standing_share_posts_no_event() -> None:
+    """The standing share is no surge before the spec change nor after it: a second variant
+    added changes the shares' length, and must not read as a surge's share stopping."""
+    cluster, advance, cuts = _serving_a_standing_half()
     model = cluster.services[("nlp", "bert")]["spec"]["model"]
     model["variants"] = [*model["variants"], {"name": "bert-pruned", "accuracy": 0.999, "speedup": 2}]
-    _advance_routers(readings, now, autoscaler, 5, 40.0, 2.0, variant_fraction=0.5)
+    advance(5, 0.5)
     assert all(held[-1] == variant_cuts((0.5, 0.0)) for held in cuts.values()), cuts
     assert [r for _, r, _ in cluster.events if r.startswith("Variants")] == []
 
 
 def test_lowering_the_steady_spend_posts_no_event() -> None:
     """The standing share stepping down to a lowered one, at a calm load, is no surge."""
-    readings: dict[str, RouterReading | str] = {
-        "10.0.0.1": RouterReading(routed=0.0, in_flight=2.0, served=(0.0, 0.0)),
-        "10.0.0.2": RouterReading(routed=0.0, in_flight=2.0, served=(0.0, 0.0)),
-    }
-    cuts: dict[str, list[dict[str, int]]] = {}
-    cluster, autoscaler, source, now, _ = _router_setup(readings, variants=True, cuts=cuts, steady_spend=0.5)
-    source.next = Observation(
-        arrival_rate_rps=80.0, latency_ms=40.0, ready_replicas=2, mean_compute_ms=23.0, average_batch=1.0
-    )
-    _advance_routers(readings, now, autoscaler, 30, 40.0, 2.0, variant_fraction=0.5)
-    autoscaler.tick("nlp", "bert")
-    _advance_routers(readings, now, autoscaler, 5, 40.0, 2.0, variant_fraction=0.5)
-    assert all(held[-1] == {"v0": 5000} for held in cuts.values())
+    cluster, advance, cuts = _serving_a_standing_half()
     cluster.services[("nlp", "bert")]["spec"]["autoscaling"]["accuracy"]["steadySpend"] = 0.25
-    _advance_routers(readings, now, autoscaler, 10, 40.0, 2.0, variant_fraction=0.25)
+    advance(10, 0.25)
     held = next(iter(cuts.values()))
     assert {"v0": 4000} in held and held[-1] == {"v0": 2500}  # stepped down, as it does
     assert [r for _, r, _ in cluster.events if r.startswith("Variants")] == []
