@@ -27,6 +27,7 @@ from tritonscale.clients.observations import (
     UnavailableSource,
     url_host,
 )
+from tritonscale.clients.pod_watch import ManagedPods
 from tritonscale.clients.router import HaproxyStats, set_variant_cuts
 from tritonscale.config import OperatorConfig
 from tritonscale.handlers import watch as _watch  # (importing registers the watch handlers)
@@ -75,9 +76,9 @@ def _listen_check(address: str, port: int, flag: str, *, dual_stack: bool) -> No
 class SourceChooser:
     """Picks each InferenceService's observation source; sources are shared and long-lived."""
 
-    def __init__(self, config: OperatorConfig, kube: KubeClient) -> None:
+    def __init__(self, config: OperatorConfig, kube: KubeClient, pods: ManagedPods | None = None) -> None:
         self.config = config
-        self.triton = TritonSource(KubernetesEndpoints(kube.core))
+        self.triton = TritonSource(KubernetesEndpoints(kube.core, pods))
         self.prometheus: dict[str, PrometheusSource] = {}
 
     def __call__(self, service: InferenceService) -> tuple[ObservationSource, str]:
@@ -112,7 +113,12 @@ class SourceChooser:
 def connect(config: OperatorConfig) -> KubeClient:
     return KubeClient.connect(
         config.kubeconfig,
-        connections=config.reconcile_workers + config.autoscale_workers + 2 * SCHEDULER_WORKERS + 4,
+        # One for each thread that may call at once, and one held open by each pod watch.
+        connections=config.reconcile_workers
+        + config.autoscale_workers
+        + 2 * SCHEDULER_WORKERS
+        + 4
+        + max(1, len(config.namespaces)),
     )
 
 
@@ -123,6 +129,11 @@ def build_memo(config: OperatorConfig, kube: KubeClient | None = None) -> kopf.M
     memo.config = config
     memo.kube = kube
     memo.stopping = threading.Event()  # raised at a stop: reconciles not yet started return at once
+    # The routers' and Triton pods' addresses from one watch (started with the schedulers),
+    # rather than a list for each read.
+    memo.pods = (
+        ManagedPods(kube.core, config.namespaces) if config.read_routers or config.read_triton_pods else None
+    )
     memo.reconciler = StackReconciler(
         kube,
         RenderOptions(cluster_domain=config.cluster_domain, network=config.network_policies),
@@ -136,13 +147,16 @@ def build_memo(config: OperatorConfig, kube: KubeClient | None = None) -> kopf.M
     memo.autoscaler = AutoscaleReconciler(
         kube,
         memo.reconciler,
-        SourceChooser(config, kube),
+        SourceChooser(config, kube, memo.pods),
         read=lambda ns, name: memo.bodies.get((ns, name)),
         read_model_configs=TritonModelConfigs() if config.read_triton_pods else None,
         read_router=HaproxyStats() if config.read_routers else None,
         on_surge=lambda namespace, name: memo.autoscale_scheduler.run_within(namespace, name, 0.0),
         # The variants' shares go to the routers it reads (a service without variants sets none).
         set_router_cuts=set_variant_cuts if config.read_routers else None,
+        pod_addresses=memo.pods.ready_addresses
+        if memo.pods is not None
+        else lambda namespace, selector: None,
     )
     memo.autoscale_scheduler = Scheduler(
         memo.autoscaler.tick,

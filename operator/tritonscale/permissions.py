@@ -34,7 +34,8 @@ OPERATOR_NEEDS: tuple[Need, ...] = (
     Need("networking.k8s.io", "networkpolicies", ("get", "create", "patch", "delete"),
          "Triton and router NetworkPolicies of guarded services; removed when guarding is switched off"),
     Need("", "events", ("create", "patch"), "Events; a repeated one raises its count"),
-    Need("", "pods", ("list",), "scheduling failures in status; the Triton source's ready replicas"),
+    Need("", "pods", ("list", "watch"),
+         "scheduling failures in status; the routers' and the Triton source's ready pods, watched"),
     Need("", "pods/eviction", ("create",),
          "spot pods on interrupted nodes are evicted (PodDisruptionBudgets honoured), not deleted"),
 )  # fmt: skip

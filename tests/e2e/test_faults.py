@@ -41,8 +41,11 @@ from tests.e2e.faults import (
     through_relay,
 )
 from tests.reliability import record
+from tritonscale.clients.kube import KubeClient
 from tritonscale.clients.leader import LEASE_DURATION_S
+from tritonscale.clients.pod_watch import ManagedPods
 from tritonscale.permissions import LEADER_NEEDS, NODE_NEEDS, OPERATOR_NEEDS
+from tritonscale.render.names import COMPONENT_TRITON, StackNames
 from tritonscale_sandbox.cluster import Cluster
 
 pytestmark = pytest.mark.e2e
@@ -284,7 +287,8 @@ def test_the_operator_rides_out_an_api_server_restart_without_a_hot_loop(
 ) -> None:
     """The API server is stopped for 20 s and started again: the operator keeps running,
     retries at a bounded rate while it is down (connections counted at a relay in front of the
-    API server), and applies a change made after the restart."""
+    API server), and applies a change made after the restart. The pod watch (clients.pod_watch)
+    reconnects: it sees the pod that change adds."""
     cluster = fault_cluster
     ns = "faults-apiserver"
     cluster.create_namespace(ns)
@@ -301,8 +305,16 @@ def test_the_operator_rides_out_an_api_server_restart_without_a_hot_loop(
         )
     )
     cluster.apply_yaml(make_inference_service("fixed", ns, spec__replicas=2))
+    pods = ManagedPods(
+        KubeClient.connect(str(_token_kubeconfig(cluster, tmp_path / "watch.kubeconfig"))).core, (ns,)
+    ).start()
+    fixed_triton = StackNames("fixed", ns).component_selector(COMPONENT_TRITON)
     with running(operator):
         _wait_settled(cluster, operator, ns, {"steady": 2, "fixed": 2})
+        cluster.wait_until(
+            lambda: len(pods.ready_addresses(ns, fixed_triton) or []) == 2,
+            "the pod watch to see 2 Triton pods",
+        )
         time.sleep(3)
         down_s = 20.0
         stopped = time.monotonic()
@@ -312,6 +324,11 @@ def test_the_operator_rides_out_an_api_server_restart_without_a_hot_loop(
         cluster.kubectl("patch", "tis", "fixed", "-n", ns, "--type=merge", "-p", '{"spec":{"replicas":3}}')
         caught_up_s = _wait_applied(cluster, operator, ns, "fixed", 3)
         ready_s = _wait_settled(cluster, operator, ns, {"fixed": 3}) + caught_up_s
+        cluster.wait_until(
+            lambda: len(pods.ready_addresses(ns, fixed_triton) or []) == 3,
+            "the pod watch, reconnected, to see the third Triton pod",
+        )
+    pods.stop()
     relay.close()
     rate = attempts / down_s
     record(

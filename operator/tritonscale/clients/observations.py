@@ -14,7 +14,7 @@ import string
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import requests
@@ -26,6 +26,9 @@ from urllib3.util.retry import Retry
 from tritonscale.api.observation import Observation, ScalingTarget, finite_or_none
 from tritonscale.policy.fleet_percentile import ReplicaLatency, fleet_percentile_ms
 from tritonscale.ports import HTTP_PORT, METRICS_PORT
+
+if TYPE_CHECKING:  # the watch's module imports the kubernetes client: not for `--help`
+    from tritonscale.clients.pod_watch import ManagedPods
 
 log = logging.getLogger(__name__)
 
@@ -514,12 +517,17 @@ class TritonModelConfigs:
 
 
 class KubernetesEndpoints:
-    """Addresses of an InferenceService's ready Triton pods, from the Kubernetes API."""
+    """Addresses of an InferenceService's ready Triton pods: from the operator's pod watch,
+    or listed from the Kubernetes API when it cannot answer."""
 
-    def __init__(self, core_api: Any) -> None:
+    def __init__(self, core_api: Any, pods: ManagedPods | None = None) -> None:
         self.core_api = core_api
+        self.pods = pods
 
     def __call__(self, target: ScalingTarget) -> list[str]:
+        watched = self.pods.ready_addresses(target.namespace, target.pod_selector) if self.pods else None
+        if watched is not None:
+            return watched
         selector = ",".join(f"{key}={value}" for key, value in sorted(target.pod_selector.items()))
         pods = self.core_api.list_namespaced_pod(
             target.namespace, label_selector=selector, _request_timeout=5

@@ -7,7 +7,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol
@@ -101,6 +101,9 @@ FACTS_REFRESH_S = 600.0  # re-learn cold start and batching at least this often
 FACTS_RETRY_S = 60.0  # ... and this soon when the model configuration could not be read
 # Reads one router pod's counters by address (clients.router); a reason when it cannot.
 RouterReader = Callable[[str], RouterReading | str]
+# The Ready addresses of the pods a selector picks in a namespace, from a watch (clients.pod_watch);
+# None when it cannot answer, and the pods are listed instead.
+PodAddresses = Callable[[str, Mapping[str, str]], list[str] | None]
 ROUTER_PODS_REFRESH_S = 30.0  # re-list the router pods at least this often
 ROUTER_RELIST_S = 10.0  # ... and, while one does not answer, at most this often
 ROUTER_RETRY_S = 30.0  # after no router answered, try again this much later
@@ -155,6 +158,7 @@ class AutoscaleReconciler:
         read_router: RouterReader | None = None,
         on_surge: Callable[[str, str], None] = lambda namespace, name: None,
         set_router_cuts: CutSetter | None = None,
+        pod_addresses: PodAddresses = lambda namespace, selector: None,
     ) -> None:
         self.api = api
         self.stack = stack
@@ -169,6 +173,7 @@ class AutoscaleReconciler:
         self.read_model_configs = read_model_configs or _configs_not_read
         self._facts: dict[tuple[str, str], _Facts] = {}
         self.read_router = read_router
+        self.pod_addresses = pod_addresses
         self.on_surge = on_surge  # asks for a tick now (the operator: the autoscale scheduler)
         self._routers: dict[tuple[str, str], _RouterWatch] = {}
         self._apply_pending: set[tuple[str, str]] = set()  # a count decided, not yet applied
@@ -329,8 +334,11 @@ class AutoscaleReconciler:
         watch = self._routers.setdefault(key, _RouterWatch())
         if now < watch.retry_at:
             return ROUTER_PERIOD_S
-        if now - watch.listed_at >= ROUTER_PODS_REFRESH_S:
-            selector = StackNames(name, namespace).component_selector(COMPONENT_ROUTER)
+        selector = StackNames(name, namespace).component_selector(COMPONENT_ROUTER)
+        watched = self.pod_addresses(namespace, selector)
+        if watched is not None:
+            watch.addresses = watched
+        elif now - watch.listed_at >= ROUTER_PODS_REFRESH_S:
             try:
                 watch.addresses = ready_pod_addresses(self.api.list_pods(namespace, selector))
                 watch.listed_at = now

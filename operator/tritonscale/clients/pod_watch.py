@@ -1,0 +1,182 @@
+"""The ready addresses of the operator's own pods (Triton and routers), kept by one watch.
+
+The routers are read every 2 s and the Triton source every tick, for each service; listing
+their pods each time cost the API server tens of lists a second at 1,000 services. One watch
+per scope (the whole cluster, or each watched namespace), selected on the server by the
+managed-by label, keeps what those reads need: each pod's labels and its address once Ready.
+Until the watch has listed its scope, and while it reconnects after a failure,
+`ready_addresses` answers None and callers list as before.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from kubernetes import watch
+from kubernetes.client.exceptions import ApiException
+
+from tritonscale.policy.service_facts import ready_pod_addresses
+from tritonscale.render.names import LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY
+
+log = logging.getLogger(__name__)
+
+SELECTOR: Final = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
+WATCH_TIMEOUT_S: Final = 290  # the server ends each watch about this soon; resumed from the last version
+RETRY_S: Final = 5.0  # after a failed list or watch, reconnect this much later
+REQUEST_TIMEOUT_S: Final = 20.0  # a list, or connecting a watch, gives up after this
+
+
+@dataclass(frozen=True)
+class WatchedPod:
+    labels: Mapping[str, str]
+    address: str | None  # None until Ready with an IP
+
+
+class _ScopeWatch:
+    """List then watch the managed pods of one scope (a namespace, or None for the cluster)."""
+
+    def __init__(self, core_api: Any, namespace: str | None, stopping: threading.Event) -> None:
+        self.lister: Callable[..., Any]
+        self.args: tuple[str, ...]
+        if namespace is None:
+            self.lister, self.args = core_api.list_pod_for_all_namespaces, ()
+        else:
+            self.lister, self.args = core_api.list_namespaced_pod, (namespace,)
+        self.scope = namespace or "the cluster"
+        self.stopping = stopping
+        self.lock = threading.Lock()
+        # (namespace, instance label) -> pod name -> what is kept, and each pod's instance to
+        # move or drop it: a read looks at one service's few pods, not at every pod.
+        self.by_instance: dict[tuple[str, str], dict[str, WatchedPod]] = {}
+        self.instance_of: dict[tuple[str, str], tuple[str, str]] = {}
+        self.synced = False
+        self.thread = threading.Thread(target=self._run, name=f"pod-watch {self.scope}", daemon=True)
+
+    def _run(self) -> None:
+        version: str | None = None
+        while not self.stopping.is_set():
+            try:
+                if version is None:
+                    version = self._list()
+                version = self._watch(version)
+                continue  # the server ended the watch: resume from the last version seen
+            except ApiException as error:
+                if error.status == 410:  # too old to resume from: list afresh, at once
+                    log.info("the pod watch in %s expired; listing again", self.scope)
+                    version = None
+                    continue
+                self._lost(f"{error.status} {error.reason}")
+            except Exception as error:  # any failure: reconnect later; callers list meanwhile
+                self._lost(str(error) or type(error).__name__)
+            version = None
+            self.stopping.wait(RETRY_S)
+
+    def _lost(self, why: str) -> None:
+        if not self.stopping.is_set():
+            log.warning("watching pods in %s failed (%s); listing them meanwhile", self.scope, why)
+        with self.lock:
+            self.synced = False
+
+    def _list(self) -> str:
+        """Replace what is kept with a fresh list; its resourceVersion, to watch from."""
+        response = self.lister(
+            *self.args, label_selector=SELECTOR, _preload_content=False, _request_timeout=REQUEST_TIMEOUT_S
+        )
+        listing = json.loads(response.data)
+        with self.lock:
+            self.by_instance.clear()
+            self.instance_of.clear()
+            for pod in listing.get("items") or []:
+                self._keep(pod)
+            self.synced = True
+        return str(listing["metadata"]["resourceVersion"])
+
+    def _watch(self, version: str) -> str:
+        """Apply events until the server ends the watch; the last version seen."""
+        stream: Any = watch.Watch()  # type: ignore[no-untyped-call]
+        for event in stream.stream(
+            self.lister,
+            *self.args,
+            label_selector=SELECTOR,
+            resource_version=version,
+            allow_watch_bookmarks=True,
+            timeout_seconds=WATCH_TIMEOUT_S,
+            deserialize=False,
+            _request_timeout=(REQUEST_TIMEOUT_S, WATCH_TIMEOUT_S + REQUEST_TIMEOUT_S),
+        ):
+            if self.stopping.is_set():
+                stream.stop()
+                break
+            version = str(event["object"]["metadata"]["resourceVersion"])
+            self.apply(event["type"], event["object"])
+        return version
+
+    def apply(self, kind: str, pod: Mapping[str, Any]) -> None:
+        """One watch event: ADDED, MODIFIED, DELETED (a BOOKMARK only moves the version)."""
+        if kind == "BOOKMARK":
+            return
+        with self.lock:
+            self._drop(pod)
+            if kind != "DELETED":
+                self._keep(pod)
+
+    def _keep(self, pod: Mapping[str, Any]) -> None:
+        metadata = pod["metadata"]
+        labels = dict(metadata.get("labels") or {})
+        instance = (str(metadata["namespace"]), labels.get(LABEL_INSTANCE, ""))
+        addresses = ready_pod_addresses([pod])
+        self.by_instance.setdefault(instance, {})[metadata["name"]] = WatchedPod(
+            labels, addresses[0] if addresses else None
+        )
+        self.instance_of[(instance[0], metadata["name"])] = instance
+
+    def _drop(self, pod: Mapping[str, Any]) -> None:
+        metadata = pod["metadata"]
+        instance = self.instance_of.pop((str(metadata["namespace"]), metadata["name"]), None)
+        if instance is not None:
+            pods = self.by_instance[instance]
+            pods.pop(metadata["name"], None)
+            if not pods:
+                del self.by_instance[instance]
+
+    def ready_addresses(self, namespace: str, selector: Mapping[str, str]) -> list[str] | None:
+        with self.lock:
+            if not self.synced:
+                return None
+            pods = self.by_instance.get((namespace, selector[LABEL_INSTANCE]), {})
+            return sorted(
+                pod.address
+                for pod in pods.values()
+                if pod.address is not None
+                and all(pod.labels.get(key) == value for key, value in selector.items())
+            )
+
+
+class ManagedPods:
+    """Ready addresses of the operator's pods by label selector, from one watch per scope."""
+
+    def __init__(self, core_api: Any, namespaces: tuple[str, ...] = ()) -> None:
+        self.stopping = threading.Event()
+        scopes: tuple[str | None, ...] = namespaces or (None,)
+        self.watches = {scope: _ScopeWatch(core_api, scope, self.stopping) for scope in scopes}
+
+    def start(self) -> ManagedPods:
+        for scope in self.watches.values():
+            scope.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def ready_addresses(self, namespace: str, selector: Mapping[str, str]) -> list[str] | None:
+        """The Ready pods' addresses, sorted; None when this cannot answer (not listed yet, the
+        watch reconnecting, or a selector that is not one of ours): the caller lists instead."""
+        if selector.get(LABEL_MANAGED_BY) != MANAGED_BY or LABEL_INSTANCE not in selector:
+            return None
+        scope = self.watches.get(None) or self.watches.get(namespace)
+        return None if scope is None else scope.ready_addresses(namespace, selector)

@@ -1,0 +1,122 @@
+"""The operator's pod watch (clients.pod_watch) against the real API server, with the chart's
+RBAC: it keeps the Ready addresses of the operator's pods as they come and go, picks only the
+pods the operator manages, and costs one list and a watch where the reads listed every time.
+Reconnecting after the API server restarts: tests/e2e/test_faults.py."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.e2e.conftest import ChartRelease
+from tritonscale.clients.kube import KubeClient
+from tritonscale.clients.pod_watch import ManagedPods
+from tritonscale.render.names import COMPONENT_ROUTER, LABEL_MANAGED_BY, StackNames
+from tritonscale_sandbox.cluster import Cluster
+
+pytestmark = pytest.mark.e2e
+
+NAMESPACE = "pod-watch"
+PAUSE_IMAGE = "registry.k8s.io/pause:3.10"
+
+
+def pause_deployment(name: str, labels: dict[str, str], replicas: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [{"name": "main", "image": PAUSE_IMAGE}]},
+            },
+        },
+    }
+
+
+def ready_ips(cluster: Cluster, selector: dict[str, str]) -> list[str]:
+    """What kubectl sees: the Ready pods' IPs (a pod being deleted included, as the watch)."""
+    label_selector = ",".join(f"{key}={value}" for key, value in selector.items())
+    pods = cluster.get_json("pods", "-l", label_selector, namespace=NAMESPACE)["items"]
+    return sorted(
+        pod["status"]["podIP"]
+        for pod in pods
+        if pod["status"].get("podIP")
+        and any(c["type"] == "Ready" and c["status"] == "True" for c in pod["status"].get("conditions", []))
+    )
+
+
+def credential(kubeconfig: Path) -> str:
+    token = yaml.safe_load(kubeconfig.read_text())["users"][0]["user"]["token"]
+    payload = token.split(".")[1]
+    return f"JTI={json.loads(base64.urlsafe_b64decode(payload + '=' * (-len(payload) % 4)))['jti']}"
+
+
+def test_the_watch_follows_the_operator_s_pods_with_one_list(
+    cluster: Cluster, chart_release: ChartRelease, tmp_path: Path
+) -> None:
+    cluster.create_namespace(NAMESPACE)
+    routers = StackNames("bert", NAMESPACE).component_selector(COMPONENT_ROUTER)
+    cluster.apply_yaml(pause_deployment("bert-router", routers, 2))
+    # The same service's labels on pods someone else manages: not the operator's to read.
+    cluster.apply_yaml(pause_deployment("lookalike", {**routers, LABEL_MANAGED_BY: "someone-else"}, 1))
+    cluster.wait_until(lambda: len(ready_ips(cluster, routers)) == 2, "two router pods Ready")
+    kubeconfig = cluster.service_account_kubeconfig(
+        chart_release.namespace, chart_release.service_account, tmp_path / "watch.kubeconfig", create=False
+    )
+    managed = ManagedPods(KubeClient.connect(str(kubeconfig)).core).start()
+    try:
+        cluster.wait_until(
+            lambda: managed.ready_addresses(NAMESPACE, routers) == ready_ips(cluster, routers),
+            "the watch to list the two router pods",
+            timeout_s=30,
+        )
+        cluster.kubectl("scale", "deployment", "bert-router", "-n", NAMESPACE, "--replicas=3")
+        cluster.wait_until(
+            lambda: (
+                len(addresses := managed.ready_addresses(NAMESPACE, routers) or []) == 3
+                and addresses == ready_ips(cluster, routers)
+            ),
+            "a third router pod, once Ready",
+            timeout_s=30,
+        )
+        first = ready_ips(cluster, routers)[0]
+        (gone,) = [
+            pod["metadata"]["name"]
+            for pod in cluster.get_json(
+                "pods", "-l", "app.kubernetes.io/component=router", namespace=NAMESPACE
+            )["items"]
+            if pod["status"].get("podIP") == first
+            and pod["metadata"]["labels"][LABEL_MANAGED_BY] != "someone-else"
+        ]
+        cluster.kubectl("delete", "pod", gone, "-n", NAMESPACE, "--wait=true")
+        cluster.wait_until(
+            lambda: (
+                first not in (addresses := managed.ready_addresses(NAMESPACE, routers) or [first])
+                and addresses == ready_ips(cluster, routers)
+            ),
+            "the deleted pod gone from the answer, its replacement in once Ready",
+            timeout_s=30,
+        )
+    finally:
+        managed.stop()
+    lookalike = ready_ips(cluster, {**routers, LABEL_MANAGED_BY: "someone-else"})
+    assert lookalike and not set(lookalike) & set(managed.ready_addresses(NAMESPACE, routers) or [])
+    # One list, then watches: nothing else the watch did read pods.
+    mine = credential(kubeconfig)
+    pod_requests = [
+        event["verb"]
+        for event in cluster.audit_events()
+        if mine in event["user"].get("extra", {}).get("authentication.kubernetes.io/credential-id", [])
+        and (event.get("objectRef") or {}).get("resource") == "pods"
+        and event["stage"] == "ResponseComplete"
+    ]
+    assert pod_requests.count("list") == 1, pod_requests
+    assert set(pod_requests) <= {"list", "watch"}, pod_requests
