@@ -3,6 +3,7 @@ serving, and the autoscaler that leaves a cold start's growth to them."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -676,3 +677,24 @@ def test_simulate_runs_variants_and_says_what_they_served() -> None:
     ):
         refused = runner.invoke(simulate, ["--variant", bad])
         assert refused.exit_code == 2 and why in refused.output, refused.output
+
+
+def test_a_scale_up_beyond_the_plain_model_counts_the_plain_model_at_the_standing_mix() -> None:
+    """A learnt correction (2x) asks for more than the plain model: the reason says what the
+    plain model wants at the mix being served, fewer replicas than for the model alone."""
+    autoscaler = LatencyAutoscaler(AutoscalerSettings(target_ms=100.0, max_replicas=60, max_batch=8))
+    state, now = ramp_state(autoscaler, ready=6, slope=0.0)
+    state = replace(state, corrections=tuple((bucket, 2.0, now) for bucket in range(200)))
+    observation = Observation(
+        arrival_rate_rps=1200.0, latency_ms=150.0, ready_replicas=6, mean_compute_ms=32.0, average_batch=4.0
+    )
+    mix = StandingMix(share=0.5, speedup=2.0)
+    alone, _ = autoscaler.decide(observation, state, now + 10.0, 6)
+    mixed, _ = autoscaler.decide(replace(observation, variant_share=0.5), state, now + 10.0, 6, standing=mix)
+
+    def plain_count(reason: str) -> int:
+        found = re.search(r"(\d+) by the plain model; latency measured 2\.00x", reason)
+        assert found is not None, reason
+        return int(found.group(1))
+
+    assert plain_count(mixed.reason) < plain_count(alone.reason)
