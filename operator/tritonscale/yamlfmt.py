@@ -10,7 +10,6 @@ rendered."""
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -112,11 +111,14 @@ def _go_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
 
 def _go_float(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> float:
     text = str(loader.construct_scalar(node)).replace("_", "")
-    special = text.lower().lstrip("+-")
-    if special == ".inf":
-        return -math.inf if text.startswith("-") else math.inf
-    if special == ".nan":
-        return math.nan
+    if text.lower().lstrip("+-") in (".inf", ".nan"):
+        # go-yaml reads them as numbers that JSON cannot hold, so kubectl refuses the manifest.
+        raise yaml.constructor.ConstructorError(
+            None,
+            None,
+            f"{text} is a number JSON cannot hold (kubectl refuses it too); quote it if it is a string",
+            node.start_mark,
+        )
     return float(text)
 
 
