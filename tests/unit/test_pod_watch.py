@@ -153,3 +153,26 @@ def test_an_expired_watch_lists_again_at_once_and_a_failure_stops_answering_unti
     assert calls == ["list", "watch from 1", "list", "watch from 1", "watch from 2", "list", "watch from 1"]
     assert answers_during_failure == [None]
     assert managed.ready_addresses("nlp", ROUTERS) == ["10.0.0.1"]
+
+
+def test_a_watch_the_server_ends_at_once_is_resumed_after_a_pause_not_in_a_hot_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    (scope,) = ManagedPods(NoServer()).watches.values()
+
+    class Stopping:
+        waits: list[float] = []
+
+        def is_set(self) -> bool:
+            return len(self.waits) >= 3
+
+        def wait(self, seconds: float) -> bool:
+            self.waits.append(seconds)
+            return self.is_set()
+
+    stopping = Stopping()
+    monkeypatch.setattr(scope, "stopping", stopping)
+    monkeypatch.setattr(scope, "_list", lambda: "1")
+    monkeypatch.setattr(scope, "_watch", lambda version: version)  # ends at once, no event
+    scope._run()
+    assert stopping.waits == [pod_watch.RETRY_S] * 3

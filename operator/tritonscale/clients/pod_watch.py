@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -63,8 +64,13 @@ class _ScopeWatch:
             try:
                 if version is None:
                     version = self._list()
+                began = time.monotonic()
                 version = self._watch(version)
-                continue  # the server ended the watch: resume from the last version seen
+                if time.monotonic() - began >= RETRY_S:
+                    continue  # the server ended the watch: resume from the last version seen
+                # Ended at once (a proxy that cuts watches short?): resume, but not in a hot loop.
+                self.stopping.wait(RETRY_S)
+                continue
             except ApiException as error:
                 if error.status == 410:  # too old to resume from: list afresh, at once
                     log.info("the pod watch in %s expired; listing again", self.scope)
