@@ -104,6 +104,26 @@ INVALID_CASES: list[tuple[str, dict[str, Any], str]] = [
         },
         "spec.autoscaling.accuracy.steadySpend",
     ),
+    (
+        "accuracy-steady-variant-not-a-variant",
+        {
+            "spec.model.names": ["a"],
+            "spec.model.repository": "/models",
+            "spec.model.variants": [{"name": "a8", "accuracy": 0.99, "speedup": 2}],
+            "spec.autoscaling": {"accuracy": {"floor": 0.99, "steadySpend": 0.25, "steadyVariant": "a4"}},
+        },
+        "spec.autoscaling.accuracy.steadyVariant",
+    ),
+    (
+        "accuracy-steady-variant-without-spend",
+        {
+            "spec.model.names": ["a"],
+            "spec.model.repository": "/models",
+            "spec.model.variants": [{"name": "a8", "accuracy": 0.99, "speedup": 2}],
+            "spec.autoscaling": {"accuracy": {"floor": 0.99, "steadyVariant": "a8"}},
+        },
+        "spec.autoscaling.accuracy.steadyVariant",
+    ),
     ("model-names-duplicate", {"spec.model.names": ["a", "a"]}, "spec.model.names"),
     ("model-name-has-space", {"spec.model.names": ["res net"]}, "spec.model.names[0]"),
     ("repository-has-space", {"spec.model.repository": "s3://a b"}, "spec.model.repository"),

@@ -9,7 +9,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from tests.builders import make_inference_service
 from tritonscale.api.observation import Observation, RouterSignal
+from tritonscale.api.resource import parse_inference_service
 from tritonscale.policy.autoscaling import AutoscalerSettings, AutoscalerState, LatencyAutoscaler
 from tritonscale.policy.queueing import (
     ServiceTime,
@@ -34,6 +36,7 @@ from tritonscale.policy.variants import (
     steady_shares,
     window_use,
 )
+from tritonscale.reconcilers.variants import variant_settings
 from tritonscale.sim.engine import SimEnvironment, Simulation
 from tritonscale.sim.policies import LatencyPolicy, Objective, SchedulePolicy
 from tritonscale.sim.runner import Scenario, make_policy, prepare
@@ -292,6 +295,29 @@ def test_a_steady_spend_is_a_standing_share_on_the_variant_that_saves_the_most()
     assert standing_mix(tiny) == NO_STANDING_MIX
     choice, _ = decide(tiny, with_history(tiny), rate=500.0, ready=6)
     assert "standing" not in choice.reason and "primary only" in choice.reason
+
+
+def test_a_steady_variant_the_user_names_serves_the_standing_share() -> None:
+    """steadyVariant: small (5 points) takes the standing share though int8 would save more, at
+    what the spend allows it (5 %); surges may still use either. A name that is not served
+    gives no standing share."""
+    named = replace(settings(INT8, SMALL, floor=0.995), steady_spend=0.5, steady_variant="small")
+    assert steady_shares(named) == pytest.approx((0.0, 0.05))
+    assert standing_mix(named).speedup == 4.0
+    assert steady_shares(replace(named, steady_variant="int8")) == pytest.approx((0.25, 0.0))
+    assert steady_shares(replace(named, variants=(INT8,))) == (0.0,)
+    spec = make_inference_service("bert", "nlp")
+    spec["spec"]["model"] = {
+        "repository": "/models",
+        "names": ["bert"],
+        "variants": [
+            {"name": "int8", "accuracy": 0.99, "speedup": 2},
+            {"name": "small", "accuracy": 0.95, "speedup": 4},
+        ],
+    }
+    spec["spec"]["autoscaling"] = {"accuracy": {"floor": 0.995, "steadySpend": 0.5, "steadyVariant": "small"}}
+    from_spec = variant_settings(parse_inference_service(spec))
+    assert from_spec is not None and steady_shares(from_spec) == pytest.approx((0.0, 0.05))
 
 
 def test_a_standing_share_is_served_while_calm_and_the_surge_path_adds_to_it() -> None:

@@ -971,6 +971,15 @@ class ScaleDownSpec(ApiModel):
 class AccuracyBudget(ApiModel):
     """How much accuracy the model's variants may cost."""
 
+    rules = (
+        Rule(
+            field="steadyVariant",
+            message="steadyVariant names the variant a steady spend serves: it needs steadySpend above 0",
+            cel="!has(self.steadyVariant) || (has(self.steadySpend) && self.steadySpend > 0.0)",
+            holds=lambda self: self.steady_variant is None or self.steady_spend > 0,
+        ),
+    )
+
     floor: float = Field(
         ge=0.5,
         lt=1.0,
@@ -988,9 +997,17 @@ class AccuracyBudget(ApiModel):
         le=1.0,
         description=(
             "Fraction of the budget spent all the time: the variant that saves the most with it "
-            "serves a standing share of the requests (rounded down to 5 % steps, at most half), "
-            "so fewer replicas serve; the rest is kept for surges. 0: variants serve only while "
-            "new replicas start."
+            "(or steadyVariant) serves a standing share of the requests (rounded down to 5 % steps, "
+            "at most half), so fewer replicas serve; the rest is kept for surges. 0: variants serve "
+            "only while new replicas start."
+        ),
+    )
+    steady_variant: ModelName | None = Field(
+        default=None,
+        description=(
+            "The variant that serves the steady spend's standing share, one of spec.model.variants "
+            "(for one whose accuracy was measured on the traffic it would serve all the time); "
+            "unset: the one that saves the most accelerator time with it. Surges may use any."
         ),
     )
 
@@ -1050,6 +1067,21 @@ class InferenceServiceSpec(ApiModel):
             ),
             holds=lambda self: (
                 self.autoscaling is None or self.autoscaling.accuracy is None or bool(self.model.variants)
+            ),
+        ),
+        Rule(
+            field="autoscaling.accuracy.steadyVariant",
+            message="autoscaling.accuracy.steadyVariant must name one of model.variants",
+            cel=(
+                "!has(self.autoscaling) || !has(self.autoscaling.accuracy) || "
+                "!has(self.autoscaling.accuracy.steadyVariant) || (has(self.model.variants) && "
+                "self.model.variants.exists(v, v.name == self.autoscaling.accuracy.steadyVariant))"
+            ),
+            holds=lambda self: (
+                self.autoscaling is None
+                or self.autoscaling.accuracy is None
+                or self.autoscaling.accuracy.steady_variant is None
+                or self.autoscaling.accuracy.steady_variant in {v.name for v in self.model.variants}
             ),
         ),
         Rule(

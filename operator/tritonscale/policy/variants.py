@@ -108,6 +108,7 @@ class VariantSettings:
     period_s: float = 2.0  # how often decisions come (the routers' read interval)
     # The fraction of the budget spent all the time on a standing share (0: only in surges).
     steady_spend: float = 0.0
+    steady_variant: str | None = None  # the variant that serves it; None: the one that saves the most
 
 
 @dataclass(frozen=True)
@@ -221,13 +222,16 @@ NO_STANDING_MIX = StandingMix()
 
 def steady_shares(settings: VariantSettings) -> tuple[float, ...]:
     """The shares served all the time: `steady_spend` of the budget, rounded down to the grid and
-    at most MOST_STANDING_SHARE, on the one variant that saves the most accelerator time with it."""
+    at most MOST_STANDING_SHARE, on `steady_variant`, else on the one variant that saves the most
+    accelerator time with it."""
     shares = [0.0] * len(settings.variants)
     if settings.steady_spend <= 0:
         return tuple(shares)
     allowed = settings.steady_spend * (1.0 - settings.budget.floor)
     best, best_saving = None, 0.0
     for index, variant in enumerate(settings.variants):
+        if settings.steady_variant is not None and variant.name != settings.steady_variant:
+            continue
         loss = 1.0 - variant.accuracy
         share = MOST_STANDING_SHARE if loss <= 0 else min(MOST_STANDING_SHARE, allowed / loss)
         share = math.floor(share / SHARE_STEP + 1e-9) * SHARE_STEP

@@ -49,6 +49,7 @@ def variant_settings(service: InferenceService) -> VariantSettings | None:
         budget=AccuracyBudget(autoscaling.accuracy.floor, float(autoscaling.accuracy.window_seconds)),
         period_s=ROUTER_PERIOD_S,
         steady_spend=autoscaling.accuracy.steady_spend,
+        steady_variant=autoscaling.accuracy.steady_variant,
     )
 
 
