@@ -17,7 +17,8 @@ ServiceAccount, as in a cluster. Measured:
 - the API requests per second the operator issues, from the API server's priority-and-fairness
   counter for its flow schema (the operator is the only service account outside kube-system),
   and over the steady window by verb and resource from the API server's audit log. The steady
-  window is one resync period (300 s) by default: every service's periodic reads fall in it once.
+  window is one resync period (300 s) by default: every service's resync falls in it once (its
+  facts, re-read every 10 minutes, about half of them).
 
 Targets (issue: loops that scale): all reconciled from cold <= 60 s, spec change <= 5 s p99,
 tick lateness p99 <= 2 s, RSS <= 250 MB.
@@ -152,7 +153,7 @@ def requests_by_kind(cluster: Cluster, user: str, since: datetime, until: dateti
     rotated files too); a watch still open at `until` is not counted."""
     counts: dict[str, int] = {}
     quoted = json.dumps(user)
-    for path in sorted(cluster.audit_log.parent.glob("audit*.jsonl")):
+    for path in cluster.audit_files():
         with path.open() as lines:
             for line in lines:
                 if quoted not in line or '"ResponseComplete"' not in line:

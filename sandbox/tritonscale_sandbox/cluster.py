@@ -1201,15 +1201,20 @@ class Cluster:
         """The API server's audit log (requests by ServiceAccounts: AUDIT_POLICY), oldest first;
         only ``user``'s when given. Each event has verb, objectRef, user (with the token's
         ``authentication.kubernetes.io/credential-id`` in ``extra``), responseStatus and times."""
-        if not self.audit_log.exists():
-            return []
         events = []
-        for line in self.audit_log.read_text().splitlines():
-            with contextlib.suppress(ValueError):
-                event = json.loads(line)
-                if user is None or event.get("user", {}).get("username") == user:
-                    events.append(event)
+        for path in self.audit_files():
+            for line in path.read_text().splitlines():
+                with contextlib.suppress(ValueError):
+                    event = json.loads(line)
+                    if user is None or event.get("user", {}).get("username") == user:
+                        events.append(event)
         return events
+
+    def audit_files(self) -> list[Path]:
+        """The audit log's files, oldest first: the API server renames a full one (at 200 MB)
+        to audit-<time>.jsonl and goes on in audit.jsonl."""
+        rotated = sorted(self.audit_log.parent.glob(f"{self.audit_log.stem}-*{self.audit_log.suffix}"))
+        return [*rotated, self.audit_log] if self.audit_log.exists() else rotated
 
     def restart(self, name: str, *, downtime_s: float = 0.0, timeout_s: float = 60.0) -> float:
         """Stop one component (SIGTERM, then SIGKILL), wait ``downtime_s``, start it again with

@@ -309,26 +309,30 @@ def test_the_operator_rides_out_an_api_server_restart_without_a_hot_loop(
         KubeClient.connect(str(_token_kubeconfig(cluster, tmp_path / "watch.kubeconfig"))).core, (ns,)
     ).start()
     fixed_triton = StackNames("fixed", ns).component_selector(COMPONENT_TRITON)
-    with running(operator):
-        _wait_settled(cluster, operator, ns, {"steady": 2, "fixed": 2})
-        cluster.wait_until(
-            lambda: len(pods.ready_addresses(ns, fixed_triton) or []) == 2,
-            "the pod watch to see 2 Triton pods",
-        )
-        time.sleep(3)
-        down_s = 20.0
-        stopped = time.monotonic()
-        unavailable_s = cluster.restart("kube-apiserver", downtime_s=down_s)
-        attempts = relay.opened_between(stopped, stopped + down_s)
-        operator.assert_healthy()
-        cluster.kubectl("patch", "tis", "fixed", "-n", ns, "--type=merge", "-p", '{"spec":{"replicas":3}}')
-        caught_up_s = _wait_applied(cluster, operator, ns, "fixed", 3)
-        ready_s = _wait_settled(cluster, operator, ns, {"fixed": 3}) + caught_up_s
-        cluster.wait_until(
-            lambda: len(pods.ready_addresses(ns, fixed_triton) or []) == 3,
-            "the pod watch, reconnected, to see the third Triton pod",
-        )
-    pods.stop()
+    try:
+        with running(operator):
+            _wait_settled(cluster, operator, ns, {"steady": 2, "fixed": 2})
+            cluster.wait_until(
+                lambda: len(pods.ready_addresses(ns, fixed_triton) or []) == 2,
+                "the pod watch to see 2 Triton pods",
+            )
+            time.sleep(3)
+            down_s = 20.0
+            stopped = time.monotonic()
+            unavailable_s = cluster.restart("kube-apiserver", downtime_s=down_s)
+            attempts = relay.opened_between(stopped, stopped + down_s)
+            operator.assert_healthy()
+            cluster.kubectl(
+                "patch", "tis", "fixed", "-n", ns, "--type=merge", "-p", '{"spec":{"replicas":3}}'
+            )
+            caught_up_s = _wait_applied(cluster, operator, ns, "fixed", 3)
+            ready_s = _wait_settled(cluster, operator, ns, {"fixed": 3}) + caught_up_s
+            cluster.wait_until(
+                lambda: len(pods.ready_addresses(ns, fixed_triton) or []) == 3,
+                "the pod watch, reconnected, to see the third Triton pod",
+            )
+    finally:
+        pods.stop()
     relay.close()
     rate = attempts / down_s
     record(

@@ -9,12 +9,15 @@ import base64
 import json
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import yaml
 
 from tests.e2e.conftest import ChartRelease
+from tritonscale.api.observation import ScalingTarget
 from tritonscale.clients.kube import KubeClient
+from tritonscale.clients.observations import KubernetesEndpoints
 from tritonscale.clients.pod_watch import ManagedPods
 from tritonscale.render.names import COMPONENT_ROUTER, LABEL_MANAGED_BY, StackNames
 from tritonscale_sandbox.cluster import Cluster
@@ -53,6 +56,13 @@ def ready_ips(cluster: Cluster, selector: dict[str, str]) -> list[str]:
     )
 
 
+def kept_pod_names(managed: ManagedPods) -> set[str]:
+    """The names of the router pods of `bert` the watch keeps."""
+    (scope,) = managed.watches.values()
+    with scope.lock:
+        return set(scope.by_instance.get((NAMESPACE, "bert"), {}))
+
+
 def credential(kubeconfig: Path) -> str:
     token = yaml.safe_load(kubeconfig.read_text())["users"][0]["user"]["token"]
     payload = token.split(".")[1]
@@ -78,6 +88,15 @@ def test_the_watch_follows_the_operator_s_pods_with_one_list(
             "the watch to list the two router pods",
             timeout_s=30,
         )
+        # The Triton source's endpoints (any selector of the operator's will do): the same from
+        # the watch as from a list.
+        target = ScalingTarget(NAMESPACE, "bert", ("m",), 95.0, ("bert-router",), 2, routers)
+        lister = cluster.service_account_kubeconfig(
+            chart_release.namespace, chart_release.service_account, tmp_path / "list.kubeconfig", create=False
+        )  # a token of its own: the audit below counts the watch's requests alone
+        client = KubeClient.connect(str(lister)).core
+        assert KubernetesEndpoints(client, managed)(target) == KubernetesEndpoints(client)(target)
+        assert KubernetesEndpoints(client)(target) == ready_ips(cluster, routers)
         cluster.kubectl("scale", "deployment", "bert-router", "-n", NAMESPACE, "--replicas=3")
         cluster.wait_until(
             lambda: (
@@ -87,36 +106,35 @@ def test_the_watch_follows_the_operator_s_pods_with_one_list(
             "a third router pod, once Ready",
             timeout_s=30,
         )
-        first = ready_ips(cluster, routers)[0]
-        (gone,) = [
-            pod["metadata"]["name"]
-            for pod in cluster.get_json(
-                "pods", "-l", "app.kubernetes.io/component=router", namespace=NAMESPACE
-            )["items"]
-            if pod["status"].get("podIP") == first
-            and pod["metadata"]["labels"][LABEL_MANAGED_BY] != "someone-else"
-        ]
+        gone = sorted(kept_pod_names(managed))[0]
         cluster.kubectl("delete", "pod", gone, "-n", NAMESPACE, "--wait=true")
+        # kwok may give the replacement the deleted pod's address: the pods kept tell them apart.
         cluster.wait_until(
             lambda: (
-                first not in (addresses := managed.ready_addresses(NAMESPACE, routers) or [first])
-                and addresses == ready_ips(cluster, routers)
+                gone not in kept_pod_names(managed)
+                and len(kept_pod_names(managed)) == 3
+                and managed.ready_addresses(NAMESPACE, routers) == ready_ips(cluster, routers)
+                and len(ready_ips(cluster, routers)) == 3
             ),
-            "the deleted pod gone from the answer, its replacement in once Ready",
+            "the deleted pod gone from the watch, its replacement in once Ready",
             timeout_s=30,
         )
     finally:
         managed.stop()
     lookalike = ready_ips(cluster, {**routers, LABEL_MANAGED_BY: "someone-else"})
     assert lookalike and not set(lookalike) & set(managed.ready_addresses(NAMESPACE, routers) or [])
-    # One list, then watches: nothing else the watch did read pods.
+    # One list, then watches, each selected by the server: nothing else the watch did read pods.
     mine = credential(kubeconfig)
     pod_requests = [
-        event["verb"]
+        (event["verb"], event["requestURI"])
         for event in cluster.audit_events()
         if mine in event["user"].get("extra", {}).get("authentication.kubernetes.io/credential-id", [])
         and (event.get("objectRef") or {}).get("resource") == "pods"
         and event["stage"] == "ResponseComplete"
     ]
-    assert pod_requests.count("list") == 1, pod_requests
-    assert set(pod_requests) <= {"list", "watch"}, pod_requests
+    verbs = [verb for verb, _ in pod_requests]
+    assert verbs.count("list") == 1 and set(verbs) <= {"list", "watch"}, pod_requests
+    assert all(
+        parse_qs(urlsplit(uri).query)["labelSelector"] == ["app.kubernetes.io/managed-by=tritonscale"]
+        for _, uri in pod_requests
+    ), pod_requests

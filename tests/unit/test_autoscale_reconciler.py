@@ -1041,9 +1041,15 @@ def test_the_router_job_reads_the_routers_the_pod_watch_knows_and_lists_none() -
     assert listed == []
     assert set(read) == {"10.0.0.9"}
     assert asked[0] == ("nlp", StackNames("bert", "nlp").component_selector(COMPONENT_ROUTER))
+    # The watch stops answering (at 38 s it last did): the last answer stands until a list is
+    # due, 30 s after it, so that every service does not list at once.
     watched["addresses"] = None
     read.clear()
     now[0] = 40.0
+    autoscaler.router_tick("nlp", "bert")
+    assert listed == [] and set(read) == {"10.0.0.9"}
+    read.clear()
+    now[0] = 68.0
     autoscaler.router_tick("nlp", "bert")
     assert listed == [StackNames("bert", "nlp").component_selector(COMPONENT_ROUTER)]
     assert set(read) == {"10.0.0.1", "10.0.0.2"}

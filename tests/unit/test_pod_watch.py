@@ -4,11 +4,11 @@ server is tests/e2e/test_pod_watch.py."""
 
 from __future__ import annotations
 
+import json
 import threading
 from typing import Any
 
 import pytest
-from kubernetes.client.exceptions import ApiException
 
 from tritonscale.clients import pod_watch
 from tritonscale.clients.pod_watch import ManagedPods
@@ -104,55 +104,90 @@ def test_it_does_not_answer_until_listed_nor_for_selectors_that_are_not_the_oper
     assert scoped.ready_addresses("vision", ROUTERS) is None
 
 
-def test_an_expired_watch_lists_again_at_once_and_a_failure_stops_answering_until_listed(
+class Response:
+    """What the client returns with _preload_content=False: a list page's body, or a watch's
+    stream of lines."""
+
+    def __init__(self, body: Any = None, lines: list[dict[str, Any]] | None = None) -> None:
+        self.data = json.dumps(body).encode()
+        self.lines = lines or []
+
+    def stream(self, amt: Any = None, decode_content: Any = None) -> Any:
+        for line in self.lines:
+            yield (json.dumps(line) + "\n").encode()
+
+    def release_conn(self) -> None:
+        pass
+
+
+class ScriptedServer:
+    """Answers lists page by page and watches from a script; records what was asked."""
+
+    def __init__(self, pods: list[dict[str, Any]], watches: list[Any], stop: threading.Event) -> None:
+        self.pods, self.watches, self.stop = pods, watches, stop
+        self.asked: list[str] = []
+
+    def list_pod_for_all_namespaces(self, **kwargs: Any) -> Response:
+        assert kwargs["label_selector"] == "app.kubernetes.io/managed-by=tritonscale"
+        if kwargs.get("watch"):
+            self.asked.append(f"watch from {kwargs['resource_version']}")
+            if not self.watches:
+                self.stop.set()
+                return Response(lines=[])
+            step = self.watches.pop(0)
+            if isinstance(step, Exception):
+                raise step
+            return Response(lines=step)
+        start = int(kwargs.get("_continue") or 0)
+        self.asked.append(f"list from {start}")
+        page = self.pods[start : start + kwargs["limit"]]
+        after = str(start + kwargs["limit"]) if start + kwargs["limit"] < len(self.pods) else None
+        return Response({"metadata": {"resourceVersion": "10", "continue": after}, "items": page})
+
+
+def test_the_watch_lists_in_pages_applies_events_and_lists_again_when_its_version_expires(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """A 410 comes as an ERROR event in the stream (the client's Watch helper fails on it
+    without deserializing pods): it lists again at once. A connection lost stops the answers
+    until the next list."""
+    monkeypatch.setattr(pod_watch, "PAGE", 2)
     monkeypatch.setattr(pod_watch, "RETRY_S", 0.0)
+    routers = [pod(f"bert-router-{i}", "bert", COMPONENT_ROUTER, f"10.0.0.{i}") for i in range(3)]
+    gone = {"metadata": routers[0]["metadata"] | {"resourceVersion": "11"}, "status": {}}
+    added = pod("bert-router-9", "bert", COMPONENT_ROUTER, "10.0.0.9")
+    added["metadata"]["resourceVersion"] = "12"
+    answers: list[list[str] | None] = []
     managed = ManagedPods(NoServer())
     (scope,) = managed.watches.values()
-    calls: list[str] = []
-    answers_during_failure: list[list[str] | None] = []
-    outcomes: list[Any] = [
-        ApiException(status=410, reason="Gone"),  # expired: list again
-        "2",  # the server ended the watch: resume from version 2, no list
-        ConnectionError("refused"),  # lost: stop answering, list again later
-    ]
+    server = ScriptedServer(
+        routers,
+        [
+            [
+                {"type": "DELETED", "object": gone},
+                {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "13"}}},
+                {"type": "ERROR", "object": {"kind": "Status", "code": 410, "message": "too old"}},
+            ],
+            ConnectionError("refused"),
+            [{"type": "ADDED", "object": added}],
+        ],
+        managed.stopping,
+    )
+    scope.lister, scope.args = server.list_pod_for_all_namespaces, ()
+    lost = scope._lost
 
-    def listed() -> str:
-        calls.append("list")
-        scope.by_instance = {}
-        scope._keep(pod("bert-router-a", "bert", COMPONENT_ROUTER, "10.0.0.1"))
-        scope.synced = True
-        return "1"
+    def record_lost(why: str, delay: float) -> None:
+        lost(why, delay)
+        answers.append(managed.ready_addresses("nlp", ROUTERS))
 
-    def watched(version: str) -> str:
-        calls.append(f"watch from {version}")
-        if not outcomes:
-            managed.stop()
-            return version
-        outcome = outcomes.pop(0)
-        if isinstance(outcome, Exception):
-            if isinstance(outcome, ConnectionError):
-                answers_during_failure.append(None)
-            raise outcome
-        return str(outcome)
-
-    original_lost = scope._lost
-
-    def lost(why: str) -> None:
-        original_lost(why)
-        answers_during_failure[-1] = managed.ready_addresses("nlp", ROUTERS)
-
-    monkeypatch.setattr(scope, "_list", listed)
-    monkeypatch.setattr(scope, "_watch", watched)
-    monkeypatch.setattr(scope, "_lost", lost)
-    thread = threading.Thread(target=scope._run)
-    thread.start()
-    thread.join(timeout=10)
-    assert not thread.is_alive()
-    assert calls == ["list", "watch from 1", "list", "watch from 1", "watch from 2", "list", "watch from 1"]
-    assert answers_during_failure == [None]
-    assert managed.ready_addresses("nlp", ROUTERS) == ["10.0.0.1"]
+    monkeypatch.setattr(scope, "_lost", record_lost)
+    scope._run()
+    first_list = ["list from 0", "list from 2", "watch from 10"]
+    # After the 410, listed again at once; after the lost connection, too; the server ended the
+    # last watch: resumed from its last event's version.
+    assert server.asked == first_list * 3 + ["watch from 12"]
+    assert answers == [None]
+    assert managed.ready_addresses("nlp", ROUTERS) == ["10.0.0.0", "10.0.0.1", "10.0.0.2", "10.0.0.9"]
 
 
 def test_a_watch_the_server_ends_at_once_is_resumed_after_a_pause_not_in_a_hot_loop(

@@ -8,6 +8,7 @@ missing with the reason, never zeros, so the autoscaler holds its replicas.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import re
 import string
@@ -25,6 +26,7 @@ from urllib3.util.retry import Retry
 
 from tritonscale.api.observation import Observation, ScalingTarget, finite_or_none
 from tritonscale.policy.fleet_percentile import ReplicaLatency, fleet_percentile_ms
+from tritonscale.policy.service_facts import ready_pod_addresses
 from tritonscale.ports import HTTP_PORT, METRICS_PORT
 
 if TYPE_CHECKING:  # the watch's module imports the kubernetes client: not for `--help`
@@ -529,15 +531,10 @@ class KubernetesEndpoints:
         if watched is not None:
             return watched
         selector = ",".join(f"{key}={value}" for key, value in sorted(target.pod_selector.items()))
-        pods = self.core_api.list_namespaced_pod(
-            target.namespace, label_selector=selector, _request_timeout=5
+        response = self.core_api.list_namespaced_pod(
+            target.namespace, label_selector=selector, _request_timeout=5, _preload_content=False
         )
-        ready = []
-        for pod in pods.items:
-            conditions = pod.status.conditions or []
-            if pod.status.pod_ip and any(c.type == "Ready" and c.status == "True" for c in conditions):
-                ready.append(str(pod.status.pod_ip))
-        return sorted(ready)
+        return ready_pod_addresses(json.loads(response.data).get("items") or [])
 
 
 class UnavailableSource:

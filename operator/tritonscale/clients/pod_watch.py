@@ -6,6 +6,10 @@ per scope (the whole cluster, or each watched namespace), selected on the server
 managed-by label, keeps what those reads need: each pod's labels and its address once Ready.
 Until the watch has listed its scope, and while it reconnects after a failure,
 `ready_addresses` answers None and callers list as before.
+
+The client's `Watch` helper is not used: without deserializing every pod into a model class
+(costly at thousands of pods) it fails on the server's in-stream errors, the expired version
+(410) among them. The stream is read line by line here instead.
 """
 
 from __future__ import annotations
@@ -18,18 +22,24 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from kubernetes import watch
 from kubernetes.client.exceptions import ApiException
+from kubernetes.watch.watch import iter_resp_lines
+from urllib3.exceptions import ReadTimeoutError
 
-from tritonscale.policy.service_facts import ready_pod_addresses
+from tritonscale.policy.service_facts import ready_address
 from tritonscale.render.names import LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY
 
 log = logging.getLogger(__name__)
 
 SELECTOR: Final = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
-WATCH_TIMEOUT_S: Final = 290  # the server ends each watch about this soon; resumed from the last version
-RETRY_S: Final = 5.0  # after a failed list or watch, reconnect this much later
-REQUEST_TIMEOUT_S: Final = 20.0  # a list, or connecting a watch, gives up after this
+PAGE: Final = 500  # pods a list page holds: a cold list of thousands stays small in memory
+WATCH_TIMEOUT_S: Final = 240  # the server ends each watch about this soon; resumed from the last version
+# The server sends a bookmark about once a minute: a connection silent for this long is dead, and
+# the watch resumes rather than answer from a state that no longer moves.
+SILENCE_S: Final = 120.0
+REQUEST_TIMEOUT_S: Final = 20.0  # a list page, or connecting a watch, gives up after this
+RETRY_S: Final = 5.0  # after a failure, reconnect this much later ...
+MOST_RETRY_S: Final = 300.0  # ... doubling while failures follow each other, up to this
 
 
 @dataclass(frozen=True)
@@ -56,10 +66,12 @@ class _ScopeWatch:
         self.by_instance: dict[tuple[str, str], dict[str, WatchedPod]] = {}
         self.instance_of: dict[tuple[str, str], tuple[str, str]] = {}
         self.synced = False
+        self.response: Any = None  # the open watch, closed by stop()
         self.thread = threading.Thread(target=self._run, name=f"pod-watch {self.scope}", daemon=True)
 
     def _run(self) -> None:
         version: str | None = None
+        delay = RETRY_S
         while not self.stopping.is_set():
             try:
                 if version is None:
@@ -67,6 +79,7 @@ class _ScopeWatch:
                 began = time.monotonic()
                 version = self._watch(version)
                 if time.monotonic() - began >= RETRY_S:
+                    delay = RETRY_S
                     continue  # the server ended the watch: resume from the last version seen
                 # Ended at once (a proxy that cuts watches short?): resume, but not in a hot loop.
                 self.stopping.wait(RETRY_S)
@@ -76,50 +89,80 @@ class _ScopeWatch:
                     log.info("the pod watch in %s expired; listing again", self.scope)
                     version = None
                     continue
-                self._lost(f"{error.status} {error.reason}")
+                self._lost(f"{error.status} {error.reason}", delay)
+            except ReadTimeoutError:
+                if version is not None:
+                    continue  # silent too long: resume from the last version seen
+                self._lost("the list timed out", delay)
             except Exception as error:  # any failure: reconnect later; callers list meanwhile
-                self._lost(str(error) or type(error).__name__)
+                self._lost(str(error) or type(error).__name__, delay)
             version = None
-            self.stopping.wait(RETRY_S)
+            self.stopping.wait(delay)
+            delay = min(2 * delay, MOST_RETRY_S)
 
-    def _lost(self, why: str) -> None:
+    def _lost(self, why: str, delay: float) -> None:
         if not self.stopping.is_set():
-            log.warning("watching pods in %s failed (%s); listing them meanwhile", self.scope, why)
+            log.warning(
+                "watching pods in %s failed (%s); listing them meanwhile, again in %.0fs",
+                self.scope,
+                why,
+                delay,
+            )
         with self.lock:
             self.synced = False
 
     def _list(self) -> str:
-        """Replace what is kept with a fresh list; its resourceVersion, to watch from."""
-        response = self.lister(
-            *self.args, label_selector=SELECTOR, _preload_content=False, _request_timeout=REQUEST_TIMEOUT_S
-        )
-        listing = json.loads(response.data)
+        """Replace what is kept with a fresh list, page by page; its resourceVersion, to watch from."""
+        by_instance: dict[tuple[str, str], dict[str, WatchedPod]] = {}
+        instance_of: dict[tuple[str, str], tuple[str, str]] = {}
+        after: str | None = None
+        while True:
+            response = self.lister(
+                *self.args,
+                label_selector=SELECTOR,
+                limit=PAGE,
+                _continue=after,
+                _preload_content=False,
+                _request_timeout=REQUEST_TIMEOUT_S,
+            )
+            page = json.loads(response.data)
+            for pod in page.get("items") or []:
+                _keep(by_instance, instance_of, pod)
+            after = page["metadata"].get("continue")
+            if not after:
+                break
         with self.lock:
-            self.by_instance.clear()
-            self.instance_of.clear()
-            for pod in listing.get("items") or []:
-                self._keep(pod)
+            self.by_instance, self.instance_of = by_instance, instance_of
             self.synced = True
-        return str(listing["metadata"]["resourceVersion"])
+        return str(page["metadata"]["resourceVersion"])
 
     def _watch(self, version: str) -> str:
         """Apply events until the server ends the watch; the last version seen."""
-        stream: Any = watch.Watch()  # type: ignore[no-untyped-call]
-        for event in stream.stream(
-            self.lister,
+        self.response = self.lister(
             *self.args,
             label_selector=SELECTOR,
             resource_version=version,
             allow_watch_bookmarks=True,
             timeout_seconds=WATCH_TIMEOUT_S,
-            deserialize=False,
-            _request_timeout=(REQUEST_TIMEOUT_S, WATCH_TIMEOUT_S + REQUEST_TIMEOUT_S),
-        ):
-            if self.stopping.is_set():
-                stream.stop()
-                break
-            version = str(event["object"]["metadata"]["resourceVersion"])
-            self.apply(event["type"], event["object"])
+            watch=True,
+            _preload_content=False,
+            _request_timeout=(REQUEST_TIMEOUT_S, SILENCE_S),
+        )
+        try:
+            for line in iter_resp_lines(self.response):  # type: ignore[no-untyped-call]
+                if self.stopping.is_set():
+                    break
+                if not line:
+                    continue
+                event = json.loads(line)
+                kind, pod = event["type"], event["object"]
+                if kind == "ERROR":  # a Status: 410 when the version is too old to resume from
+                    raise ApiException(status=pod.get("code"), reason=pod.get("message"))
+                version = str(pod["metadata"]["resourceVersion"])
+                self.apply(kind, pod)
+        finally:
+            self.response.release_conn()
+            self.response = None
         return version
 
     def apply(self, kind: str, pod: Mapping[str, Any]) -> None:
@@ -127,28 +170,18 @@ class _ScopeWatch:
         if kind == "BOOKMARK":
             return
         with self.lock:
-            self._drop(pod)
+            _drop(self.by_instance, self.instance_of, pod)
             if kind != "DELETED":
-                self._keep(pod)
+                _keep(self.by_instance, self.instance_of, pod)
 
-    def _keep(self, pod: Mapping[str, Any]) -> None:
-        metadata = pod["metadata"]
-        labels = dict(metadata.get("labels") or {})
-        instance = (str(metadata["namespace"]), labels.get(LABEL_INSTANCE, ""))
-        addresses = ready_pod_addresses([pod])
-        self.by_instance.setdefault(instance, {})[metadata["name"]] = WatchedPod(
-            labels, addresses[0] if addresses else None
-        )
-        self.instance_of[(instance[0], metadata["name"])] = instance
-
-    def _drop(self, pod: Mapping[str, Any]) -> None:
-        metadata = pod["metadata"]
-        instance = self.instance_of.pop((str(metadata["namespace"]), metadata["name"]), None)
-        if instance is not None:
-            pods = self.by_instance[instance]
-            pods.pop(metadata["name"], None)
-            if not pods:
-                del self.by_instance[instance]
+    def close(self) -> None:
+        """Stop reading: shut the open watch, so the thread leaves its read now."""
+        response = self.response
+        if response is not None:
+            try:
+                response.shutdown()
+            except Exception:  # already closed, or a client without shutdown(): it ends at its timeout
+                log.debug("could not shut the pod watch in %s", self.scope, exc_info=True)
 
     def ready_addresses(self, namespace: str, selector: Mapping[str, str]) -> list[str] | None:
         with self.lock:
@@ -161,6 +194,32 @@ class _ScopeWatch:
                 if pod.address is not None
                 and all(pod.labels.get(key) == value for key, value in selector.items())
             )
+
+
+def _keep(
+    by_instance: dict[tuple[str, str], dict[str, WatchedPod]],
+    instance_of: dict[tuple[str, str], tuple[str, str]],
+    pod: Mapping[str, Any],
+) -> None:
+    metadata = pod["metadata"]
+    labels = dict(metadata.get("labels") or {})
+    instance = (str(metadata["namespace"]), labels.get(LABEL_INSTANCE, ""))
+    by_instance.setdefault(instance, {})[metadata["name"]] = WatchedPod(labels, ready_address(pod))
+    instance_of[(instance[0], metadata["name"])] = instance
+
+
+def _drop(
+    by_instance: dict[tuple[str, str], dict[str, WatchedPod]],
+    instance_of: dict[tuple[str, str], tuple[str, str]],
+    pod: Mapping[str, Any],
+) -> None:
+    metadata = pod["metadata"]
+    instance = instance_of.pop((str(metadata["namespace"]), metadata["name"]), None)
+    if instance is not None:
+        pods = by_instance[instance]
+        pods.pop(metadata["name"], None)
+        if not pods:
+            del by_instance[instance]
 
 
 class ManagedPods:
@@ -178,6 +237,8 @@ class ManagedPods:
 
     def stop(self) -> None:
         self.stopping.set()
+        for scope in self.watches.values():
+            scope.close()
 
     def ready_addresses(self, namespace: str, selector: Mapping[str, str]) -> list[str] | None:
         """The Ready pods' addresses, sorted; None when this cannot answer (not listed yet, the

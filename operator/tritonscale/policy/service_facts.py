@@ -90,10 +90,15 @@ def batching(configs: Sequence[Mapping[str, Any]] | str) -> Batching:
     )
 
 
+def ready_address(pod: Mapping[str, Any]) -> str | None:
+    """The pod's IP address while it is Ready; None otherwise."""
+    status = pod.get("status") or {}
+    ready = any(
+        c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []
+    )
+    return str(status["podIP"]) if ready and status.get("podIP") else None
+
+
 def ready_pod_addresses(pods: Sequence[Mapping[str, Any]]) -> list[str]:
     """IP addresses of the Ready pods, sorted."""
-    return sorted(
-        str(pod["status"]["podIP"])
-        for pod in pods
-        if pod.get("status", {}).get("podIP") and pod_start(pod) is not None
-    )
+    return sorted(address for pod in pods if (address := ready_address(pod)) is not None)

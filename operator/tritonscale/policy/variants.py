@@ -23,7 +23,8 @@ decision:
    on the decision grid.
 
 With `steady_spend` a part of the budget is spent all the time instead: the variant that saves the
-most accelerator time with it serves a standing share (`steady_shares`), the autoscaler sizes the
+most accelerator time with it (or `steady_variant`, the one the user names) serves a standing
+share (`steady_shares`), the autoscaler sizes the
 fleet for that mix (`StandingMix`), and the surge path above works on top of it, never below it.
 """
 

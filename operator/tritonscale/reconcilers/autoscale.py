@@ -337,13 +337,16 @@ class AutoscaleReconciler:
         selector = StackNames(name, namespace).component_selector(COMPONENT_ROUTER)
         watched = self.pod_addresses(namespace, selector)
         if watched is not None:
-            watch.addresses = watched
+            # As good as a list: should the watch stop answering, each service lists at its own
+            # time, not all of them at once on the next read.
+            watch.addresses, watch.listed_at = watched, now
         elif now - watch.listed_at >= ROUTER_PODS_REFRESH_S:
             try:
                 watch.addresses = ready_pod_addresses(self.api.list_pods(namespace, selector))
                 watch.listed_at = now
             except TransientError as error:
                 log.info("listing router pods of %s/%s failed: %s", namespace, name, error)
+                watch.listed_at = now - ROUTER_PODS_REFRESH_S + ROUTER_RELIST_S  # not every read
         readings: dict[str, RouterReading] = {}
         for address in watch.addresses:
             reading = self.read_router(address)
