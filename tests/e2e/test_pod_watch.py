@@ -119,10 +119,11 @@ def test_the_watch_follows_the_operator_s_pods_with_one_list(
             "the deleted pod gone from the watch, its replacement in once Ready",
             timeout_s=30,
         )
+        lookalike = ready_ips(cluster, {**routers, LABEL_MANAGED_BY: "someone-else"})
+        answer = managed.ready_addresses(NAMESPACE, routers)
+        assert lookalike and answer is not None and not set(lookalike) & set(answer)
     finally:
         managed.stop()
-    lookalike = ready_ips(cluster, {**routers, LABEL_MANAGED_BY: "someone-else"})
-    assert lookalike and not set(lookalike) & set(managed.ready_addresses(NAMESPACE, routers) or [])
     # One list, then watches, each selected by the server: nothing else the watch did read pods.
     mine = credential(kubeconfig)
     pod_requests = [

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import pytest
+from urllib3.exceptions import ReadTimeoutError
 
 from tritonscale.clients import pod_watch
 from tritonscale.clients.pod_watch import ManagedPods
@@ -108,13 +110,20 @@ class Response:
     """What the client returns with _preload_content=False: a list page's body, or a watch's
     stream of lines."""
 
-    def __init__(self, body: Any = None, lines: list[dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self, body: Any = None, lines: list[dict[str, Any]] | None = None, then: Exception | None = None
+    ) -> None:
         self.data = json.dumps(body).encode()
-        self.lines = lines or []
+        self.lines, self.then = lines or [], then
 
     def stream(self, amt: Any = None, decode_content: Any = None) -> Any:
         for line in self.lines:
             yield (json.dumps(line) + "\n").encode()
+        if self.then is not None:
+            raise self.then
+
+    def close(self) -> None:
+        pass
 
     def release_conn(self) -> None:
         pass
@@ -126,17 +135,21 @@ class ScriptedServer:
     def __init__(self, pods: list[dict[str, Any]], watches: list[Any], stop: threading.Event) -> None:
         self.pods, self.watches, self.stop = pods, watches, stop
         self.asked: list[str] = []
+        self.on_watch: Callable[[], None] = lambda: None
 
     def list_pod_for_all_namespaces(self, **kwargs: Any) -> Response:
         assert kwargs["label_selector"] == "app.kubernetes.io/managed-by=tritonscale"
         if kwargs.get("watch"):
             self.asked.append(f"watch from {kwargs['resource_version']}")
+            self.on_watch()
             if not self.watches:
                 self.stop.set()
                 return Response(lines=[])
             step = self.watches.pop(0)
             if isinstance(step, Exception):
                 raise step
+            if isinstance(step, tuple):  # events, then the connection fails
+                return Response(lines=step[0], then=step[1])
             return Response(lines=step)
         start = int(kwargs.get("_continue") or 0)
         self.asked.append(f"list from {start}")
@@ -207,7 +220,32 @@ def test_a_watch_the_server_ends_at_once_is_resumed_after_a_pause_not_in_a_hot_l
 
     stopping = Stopping()
     monkeypatch.setattr(scope, "stopping", stopping)
-    monkeypatch.setattr(scope, "_list", lambda: "1")
-    monkeypatch.setattr(scope, "_watch", lambda version: version)  # ends at once, no event
+    monkeypatch.setattr(scope, "_list", lambda: None)
+    monkeypatch.setattr(scope, "_watch", lambda: None)  # ends at once, no event
     scope._run()
     assert stopping.waits == [pod_watch.RETRY_S] * 3
+
+
+def test_a_watch_silent_too_long_resumes_from_its_last_version_and_answers_nothing_meanwhile(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A read that times out (no event nor bookmark for SILENCE_S: the connection may be dead)
+    resumes from the last version seen, not from the list's, without a list; until the new
+    watch is open the answers may be stale, so there are none."""
+    monkeypatch.setattr(pod_watch, "RETRY_S", 0.0)
+    managed = ManagedPods(NoServer())
+    (scope,) = managed.watches.values()
+    added = pod("bert-router-1", "bert", COMPONENT_ROUTER, "10.0.0.1")
+    added["metadata"]["resourceVersion"] = "12"
+    server = ScriptedServer(
+        [pod("bert-router-0", "bert", COMPONENT_ROUTER, "10.0.0.0")],
+        [([{"type": "ADDED", "object": added}], ReadTimeoutError(None, "", "read timed out")), []],
+        managed.stopping,
+    )
+    answers: list[list[str] | None] = []
+    server.on_watch = lambda: answers.append(managed.ready_addresses("nlp", ROUTERS))
+    scope.lister, scope.args = server.list_pod_for_all_namespaces, ()
+    scope._run()
+    assert server.asked == ["list from 0", "watch from 10", "watch from 12", "watch from 12"]
+    assert answers == [["10.0.0.0"], None, ["10.0.0.0", "10.0.0.1"]]
+    assert managed.ready_addresses("nlp", ROUTERS) == ["10.0.0.0", "10.0.0.1"]

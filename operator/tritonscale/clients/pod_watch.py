@@ -66,39 +66,48 @@ class _ScopeWatch:
         self.by_instance: dict[tuple[str, str], dict[str, WatchedPod]] = {}
         self.instance_of: dict[tuple[str, str], tuple[str, str]] = {}
         self.synced = False
+        self.version: str | None = None  # the last resourceVersion seen (list, event or bookmark)
         self.response: Any = None  # the open watch, closed by stop()
         self.thread = threading.Thread(target=self._run, name=f"pod-watch {self.scope}", daemon=True)
 
     def _run(self) -> None:
-        version: str | None = None
         delay = RETRY_S
         while not self.stopping.is_set():
             try:
-                if version is None:
-                    version = self._list()
+                if self.version is None:
+                    self._list()
+                    delay = RETRY_S  # the server answers again: a later failure starts afresh
+                    if self.stopping.is_set():
+                        break
                 began = time.monotonic()
-                version = self._watch(version)
-                if time.monotonic() - began >= RETRY_S:
-                    delay = RETRY_S
-                    continue  # the server ended the watch: resume from the last version seen
-                # Ended at once (a proxy that cuts watches short?): resume, but not in a hot loop.
-                self.stopping.wait(RETRY_S)
-                continue
+                self._watch()
+                if time.monotonic() - began < RETRY_S:
+                    # Ended at once (a proxy that cuts watches short?): not in a hot loop.
+                    self.stopping.wait(RETRY_S)
+                continue  # the server ended the watch: resume from the last version seen
             except ApiException as error:
                 if error.status == 410:  # too old to resume from: list afresh, at once
                     log.info("the pod watch in %s expired; listing again", self.scope)
-                    version = None
+                    self._unsynced()
                     continue
                 self._lost(f"{error.status} {error.reason}", delay)
             except ReadTimeoutError:
-                if version is not None:
-                    continue  # silent too long: resume from the last version seen
-                self._lost("the list timed out", delay)
+                if self.version is not None and self.synced:
+                    # Silent too long: not answered from until a watch resumes from the last
+                    # version seen (or, too old, a list).
+                    self._unsynced(keep_version=True)
+                    continue
+                self._lost("a read timed out", delay)
             except Exception as error:  # any failure: reconnect later; callers list meanwhile
                 self._lost(str(error) or type(error).__name__, delay)
-            version = None
             self.stopping.wait(delay)
             delay = min(2 * delay, MOST_RETRY_S)
+
+    def _unsynced(self, *, keep_version: bool = False) -> None:
+        with self.lock:
+            self.synced = False
+            if not keep_version:
+                self.version = None
 
     def _lost(self, why: str, delay: float) -> None:
         if not self.stopping.is_set():
@@ -108,11 +117,10 @@ class _ScopeWatch:
                 why,
                 delay,
             )
-        with self.lock:
-            self.synced = False
+        self._unsynced()
 
-    def _list(self) -> str:
-        """Replace what is kept with a fresh list, page by page; its resourceVersion, to watch from."""
+    def _list(self) -> None:
+        """Replace what is kept with a fresh list, page by page, and watch from its version."""
         by_instance: dict[tuple[str, str], dict[str, WatchedPod]] = {}
         instance_of: dict[tuple[str, str], tuple[str, str]] = {}
         after: str | None = None
@@ -133,15 +141,15 @@ class _ScopeWatch:
                 break
         with self.lock:
             self.by_instance, self.instance_of = by_instance, instance_of
+            self.version = str(page["metadata"]["resourceVersion"])
             self.synced = True
-        return str(page["metadata"]["resourceVersion"])
 
-    def _watch(self, version: str) -> str:
-        """Apply events until the server ends the watch; the last version seen."""
+    def _watch(self) -> None:
+        """Apply events from the last version seen until the server ends the watch."""
         self.response = self.lister(
             *self.args,
             label_selector=SELECTOR,
-            resource_version=version,
+            resource_version=self.version,
             allow_watch_bookmarks=True,
             timeout_seconds=WATCH_TIMEOUT_S,
             watch=True,
@@ -149,6 +157,10 @@ class _ScopeWatch:
             _request_timeout=(REQUEST_TIMEOUT_S, SILENCE_S),
         )
         try:
+            if self.stopping.is_set():  # stopped while this watch was being opened
+                return
+            with self.lock:
+                self.synced = True  # resumed where it left off (a silence had made it unsure)
             for line in iter_resp_lines(self.response):  # type: ignore[no-untyped-call]
                 if self.stopping.is_set():
                     break
@@ -158,24 +170,25 @@ class _ScopeWatch:
                 kind, pod = event["type"], event["object"]
                 if kind == "ERROR":  # a Status: 410 when the version is too old to resume from
                     raise ApiException(status=pod.get("code"), reason=pod.get("message"))
-                version = str(pod["metadata"]["resourceVersion"])
                 self.apply(kind, pod)
         finally:
+            self.response.close()
             self.response.release_conn()
             self.response = None
-        return version
 
     def apply(self, kind: str, pod: Mapping[str, Any]) -> None:
         """One watch event: ADDED, MODIFIED, DELETED (a BOOKMARK only moves the version)."""
-        if kind == "BOOKMARK":
-            return
         with self.lock:
+            self.version = str(pod["metadata"]["resourceVersion"])
+            if kind == "BOOKMARK":
+                return
             _drop(self.by_instance, self.instance_of, pod)
             if kind != "DELETED":
                 _keep(self.by_instance, self.instance_of, pod)
 
     def close(self) -> None:
-        """Stop reading: shut the open watch, so the thread leaves its read now."""
+        """Stop reading: shut the open watch, so the thread leaves its read now (a watch being
+        opened meanwhile is left at its first line, or the server's next bookmark)."""
         response = self.response
         if response is not None:
             try:
