@@ -8,6 +8,7 @@ attempts per second: what a hot retry loop would drive up.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -188,6 +189,22 @@ def running(*operators: OperatorProcess) -> Iterator[None]:
     finally:
         for op in operators:
             op.kill()
+
+
+CREDENTIAL_ID = "authentication.kubernetes.io/credential-id"
+
+
+def credential(kubeconfig: Path) -> str:
+    """The audit log's credential id of the kubeconfig's token (its JWT ID)."""
+    token = yaml.safe_load(kubeconfig.read_text())["users"][0]["user"]["token"]
+    payload = token.split(".")[1]
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    return f"JTI={claims['jti']}"
+
+
+def made_with(event: dict[str, Any], credential_id: str) -> bool:
+    """The audited request was made with that token."""
+    return credential_id in event["user"].get("extra", {}).get(CREDENTIAL_ID, [])
 
 
 def audit_time(event: dict[str, Any]) -> float:

@@ -10,7 +10,6 @@ records its figures for docs/reliability.md (tests/reliability.py).
 
 from __future__ import annotations
 
-import base64
 import json
 import random
 import re
@@ -36,7 +35,9 @@ from tests.e2e.faults import (
     OperatorProcess,
     api_port,
     audit_time,
+    credential,
     lease_holder,
+    made_with,
     running,
     through_relay,
 )
@@ -56,7 +57,6 @@ MANAGED = "app.kubernetes.io/managed-by=tritonscale"
 WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
 SETTLE_TIMEOUT_S = 90.0
 KILL_TRIALS = 24
-CREDENTIAL_ID = "authentication.kubernetes.io/credential-id"
 
 
 @pytest.fixture(scope="module")
@@ -90,22 +90,14 @@ def _token_kubeconfig(cluster: Cluster, path: Path) -> Path:
     )
 
 
-def _credential(kubeconfig: Path) -> str:
-    """The audit log's credential id of the kubeconfig's token (its JWT ID)."""
-    token = yaml.safe_load(kubeconfig.read_text())["users"][0]["user"]["token"]
-    payload = token.split(".")[1]
-    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    return f"JTI={claims['jti']}"
-
-
-def _writes(cluster: Cluster, credential: str) -> list[dict[str, Any]]:
+def _writes(cluster: Cluster, credential_id: str) -> list[dict[str, Any]]:
     """Writes that one token made and the API server carried out (2xx), oldest first."""
     user = f"system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_SERVICE_ACCOUNT}"
     return [
         e
         for e in cluster.audit_events(user)
         if e["verb"] in WRITE_VERBS
-        and credential in e["user"].get("extra", {}).get(CREDENTIAL_ID, [])
+        and made_with(e, credential_id)
         and 200 <= e.get("responseStatus", {}).get("code", 0) < 300
     ]
 
@@ -356,7 +348,7 @@ def test_the_operator_rides_out_a_frozen_etcd(fault_cluster: Cluster, tmp_path: 
     ns = "faults-etcd"
     cluster.create_namespace(ns)
     kubeconfig = _token_kubeconfig(cluster, tmp_path / "operator.kubeconfig")
-    credential = _credential(kubeconfig)
+    mine = credential(kubeconfig)
     operator = OperatorProcess(kubeconfig, tmp_path / "operator.log", f"--namespace={ns}")
     cluster.apply_yaml(
         make_inference_service(
@@ -385,8 +377,7 @@ def test_the_operator_rides_out_a_frozen_etcd(fault_cluster: Cluster, tmp_path: 
     during = [
         e
         for e in cluster.audit_events(user)
-        if credential in e["user"].get("extra", {}).get(CREDENTIAL_ID, [])
-        and began_wall <= audit_time(e) < ended_wall
+        if made_with(e, mine) and began_wall <= audit_time(e) < ended_wall
     ]
     record(
         "etcd frozen",
@@ -448,7 +439,7 @@ def test_a_standby_takes_over_from_a_killed_leader_and_they_never_both_write(
         second.start()
         time.sleep(8)  # the standby has started and campaigned a few times
         assert lease_holder(cluster, OPERATOR_NAMESPACE).startswith("first_")
-        assert _writes(cluster, _credential(second_kc)) == [], "the standby wrote"
+        assert _writes(cluster, credential(second_kc)) == [], "the standby wrote"
         scraped = _assert_ports_carry_nothing_secret(
             [first, second], [first_kc, second_kc], list(secret_env.values())
         )
@@ -461,10 +452,10 @@ def test_a_standby_takes_over_from_a_killed_leader_and_they_never_both_write(
         applied_s = _wait_settled(cluster, second, ns, {"ha": 3}) + takeover_s
 
         first_writes = [
-            e for e in _writes(cluster, _credential(first_kc)) if e["objectRef"]["resource"] != "leases"
+            e for e in _writes(cluster, credential(first_kc)) if e["objectRef"]["resource"] != "leases"
         ]
         second_writes = [
-            e for e in _writes(cluster, _credential(second_kc)) if e["objectRef"]["resource"] != "leases"
+            e for e in _writes(cluster, credential(second_kc)) if e["objectRef"]["resource"] != "leases"
         ]
         assert first_writes and second_writes
         assert max(audit_time(e) for e in first_writes) < killed_wall

@@ -5,16 +5,14 @@ Reconnecting after the API server restarts: tests/e2e/test_faults.py."""
 
 from __future__ import annotations
 
-import base64
-import json
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-import yaml
 
 from tests.e2e.conftest import ChartRelease
+from tests.e2e.faults import credential, made_with
 from tritonscale.api.observation import ScalingTarget
 from tritonscale.clients.kube import KubeClient
 from tritonscale.clients.observations import KubernetesEndpoints
@@ -61,12 +59,6 @@ def kept_pod_names(managed: ManagedPods) -> set[str]:
     (scope,) = managed.watches.values()
     with scope.lock:
         return set(scope.by_instance.get((NAMESPACE, "bert"), {}))
-
-
-def credential(kubeconfig: Path) -> str:
-    token = yaml.safe_load(kubeconfig.read_text())["users"][0]["user"]["token"]
-    payload = token.split(".")[1]
-    return f"JTI={json.loads(base64.urlsafe_b64decode(payload + '=' * (-len(payload) % 4)))['jti']}"
 
 
 def test_the_watch_follows_the_operator_s_pods_with_one_list(
@@ -129,7 +121,7 @@ def test_the_watch_follows_the_operator_s_pods_with_one_list(
     pod_requests = [
         (event["verb"], event["requestURI"])
         for event in cluster.audit_events()
-        if mine in event["user"].get("extra", {}).get("authentication.kubernetes.io/credential-id", [])
+        if made_with(event, mine)
         and (event.get("objectRef") or {}).get("resource") == "pods"
         and event["stage"] == "ResponseComplete"
     ]
