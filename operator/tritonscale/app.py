@@ -129,11 +129,9 @@ def build_memo(config: OperatorConfig, kube: KubeClient | None = None) -> kopf.M
     memo.config = config
     memo.kube = kube
     memo.stopping = threading.Event()  # raised at a stop: reconciles not yet started return at once
-    # The routers' and Triton pods' addresses from one watch (started with the schedulers),
-    # rather than a list for each read.
-    memo.pods = (
-        ManagedPods(kube.core, config.namespaces) if config.read_routers or config.read_triton_pods else None
-    )
+    # The routers' and Triton pods' addresses and starts from one watch (started with the
+    # schedulers), rather than a list for each read.
+    memo.pods = ManagedPods(kube.core, config.namespaces)
     memo.reconciler = StackReconciler(
         kube,
         RenderOptions(cluster_domain=config.cluster_domain, network=config.network_policies),
@@ -154,9 +152,8 @@ def build_memo(config: OperatorConfig, kube: KubeClient | None = None) -> kopf.M
         on_surge=lambda namespace, name: memo.autoscale_scheduler.run_within(namespace, name, 0.0),
         # The variants' shares go to the routers it reads (a service without variants sets none).
         set_router_cuts=set_variant_cuts if config.read_routers else None,
-        pod_addresses=memo.pods.ready_addresses
-        if memo.pods is not None
-        else lambda namespace, selector: None,
+        pod_addresses=memo.pods.ready_addresses,
+        watched_starts=memo.pods.starts,
     )
     memo.autoscale_scheduler = Scheduler(
         memo.autoscaler.tick,

@@ -1,6 +1,7 @@
 """The operator's pod watch (clients.pod_watch) against the real API server, with the chart's
-RBAC: it keeps the Ready addresses of the operator's pods as they come and go, picks only the
-pods the operator manages, and costs one list and a watch where the reads listed every time.
+RBAC: it keeps the Ready addresses and starts of the operator's pods as they come and go, picks
+only the pods the operator manages, and costs one list and a watch where the reads listed every
+time.
 Reconnecting after the API server restarts: tests/e2e/test_faults.py."""
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from tritonscale.api.observation import ScalingTarget
 from tritonscale.clients.kube import KubeClient
 from tritonscale.clients.observations import KubernetesEndpoints
 from tritonscale.clients.pod_watch import ManagedPods
+from tritonscale.policy.service_facts import pod_starts
 from tritonscale.render.names import COMPONENT_ROUTER, LABEL_MANAGED_BY, StackNames
 from tritonscale_sandbox.cluster import Cluster
 
@@ -96,6 +98,21 @@ def test_the_watch_follows_the_operator_s_pods_with_one_list(
                 and addresses == ready_ips(cluster, routers)
             ),
             "a third router pod, once Ready",
+            timeout_s=30,
+        )
+        # Each Ready pod's start, for the learnt cold start: as a list gives them.
+        label_selector = ",".join(f"{key}={value}" for key, value in routers.items())
+        cluster.wait_until(
+            lambda: (
+                len(
+                    listed := pod_starts(
+                        cluster.get_json("pods", "-l", label_selector, namespace=NAMESPACE)["items"]
+                    )
+                )
+                == 3
+                and managed.starts(NAMESPACE, routers) == listed
+            ),
+            "the watch to hold the three pods' starts as a list has them",
             timeout_s=30,
         )
         gone = sorted(kept_pod_names(managed))[0]

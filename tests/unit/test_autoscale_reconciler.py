@@ -15,13 +15,14 @@ from tests.builders import make_inference_service
 from tests.unit.fakes import FakeCluster
 from tritonscale.api.observation import Observation, RouterReading, RouterSignal, ScalingTarget
 from tritonscale.api.resource import PAUSE_ANNOTATION, InferenceService, parse_inference_service
+from tritonscale.clients.pod_watch import ManagedPods
 from tritonscale.errors import TransientError
 from tritonscale.handlers.operator import ignored_manual_scale
 from tritonscale.policy.autoscaling import FEEDBACK_PAUSE_NOTICE_S, Verdict
 from tritonscale.reconcilers.autoscale import AutoscaleReconciler
 from tritonscale.reconcilers.stack import StackReconciler
 from tritonscale.reconcilers.variants import VariantController
-from tritonscale.render.names import COMPONENT_ROUTER, StackNames
+from tritonscale.render.names import COMPONENT_ROUTER, COMPONENT_TRITON, StackNames
 from tritonscale.render.router import variant_cuts
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -315,6 +316,56 @@ def test_cold_start_and_batching_are_learnt_from_the_service_and_shown() -> None
     autoscaler.tick("nlp", "bert")  # one more ready pod: a new start to learn from
     assert len(asked) == 2
     assert status(cluster)["capacityModel"]["coldStartSeconds"] == 50.0  # type: ignore[index]
+
+
+class _NoPodServer:
+    def list_pod_for_all_namespaces(self, **_: object) -> None:
+        raise AssertionError("the watch is fed by hand here")
+
+
+def test_cold_start_and_configurations_come_from_the_pod_watch_without_a_list() -> None:
+    """At 1,000 services a list of each one's Triton pods every 10 minutes was 1.7 requests a
+    second; the watch already holds their starts and addresses. While it cannot answer (not
+    listed yet, reconnecting) the pods are listed as before."""
+    cluster, autoscaler, source = setup()
+    listed: list[dict[str, str]] = []
+    list_pods = cluster.list_pods
+    cluster.list_pods = lambda namespace, selector: listed.append(selector) or list_pods(namespace, selector)  # type: ignore[method-assign,func-returns-value]
+    asked: list[list[str]] = []
+    autoscaler.read_model_configs = lambda target, hosts: (
+        asked.append(hosts) or [{"max_batch_size": 4, "dynamic_batching": {}}]
+    )  # type: ignore[func-returns-value]
+    managed = ManagedPods(_NoPodServer())
+    (scope,) = managed.watches.values()
+    for name, created, ready_at, ip in (
+        ("bert-a", "2026-01-01T00:00:00Z", "2026-01-01T00:00:40Z", "10.0.0.1"),
+        ("bert-b", "2026-01-01T00:01:00Z", "2026-01-01T00:02:00Z", "10.0.0.2"),
+    ):
+        watched = triton_pod(name, created, ready_at, ip)
+        watched["metadata"]["resourceVersion"] = "1"  # type: ignore[index]
+        scope.apply("ADDED", watched)
+        # Not in the cluster's list: a list would find no pod, and the default cold start.
+    scope.synced = True
+    autoscaler.pod_addresses, autoscaler.watched_starts = managed.ready_addresses, managed.starts
+    now = [0.0]
+    autoscaler.monotonic = lambda: now[0]
+    source.next = Observation(
+        arrival_rate_rps=40.0, latency_ms=50.0, ready_replicas=2, mean_compute_ms=23.0, average_batch=1.0
+    )
+    autoscaler.tick("nlp", "bert")
+    model = status(cluster)["capacityModel"]
+    assert model["coldStartSeconds"] == 50.0  # type: ignore[index]
+    assert model["maxBatch"] == 4  # type: ignore[index]
+    assert listed == [] and asked == [["10.0.0.1", "10.0.0.2"]]
+    scope.synced = False  # the watch reconnects: the next re-learning lists
+    cluster.pods[("nlp", "bert-c")] = triton_pod(
+        "bert-c", "2026-01-01T00:02:00Z", "2026-01-01T00:02:30Z", "10.0.0.3"
+    )
+    now[0] = 601.0
+    autoscaler.tick("nlp", "bert")
+    assert listed == [StackNames("bert", "nlp").component_selector(COMPONENT_TRITON)]
+    assert asked[-1] == ["10.0.0.3"]
+    assert status(cluster)["capacityModel"]["coldStartSeconds"] == 30.0  # type: ignore[index]
 
 
 def test_an_operator_that_does_not_read_triton_pods_does_not_list_them_for_a_configuration() -> None:

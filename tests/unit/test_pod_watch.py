@@ -76,6 +76,21 @@ def test_it_answers_each_component_s_ready_addresses_of_one_service() -> None:
     assert managed.ready_addresses("nlp", StackNames("t5", "nlp").component_selector(COMPONENT_ROUTER)) == []
 
 
+def test_it_answers_the_starts_of_one_service_s_ready_pods() -> None:
+    """The cold start is learnt from them (policy.service_facts): (created, seconds to Ready)."""
+    managed = synced(
+        [
+            pod("bert-triton-a", "bert", COMPONENT_TRITON, "10.0.1.1"),
+            pod("bert-triton-b", "bert", COMPONENT_TRITON, None),  # not Ready: no start yet
+            pod("bert-router-a", "bert", COMPONENT_ROUTER, "10.0.0.1"),
+        ]
+    )
+    (start,) = managed.starts("nlp", TRITON) or ()
+    assert start[0].isoformat() == "2026-01-01T00:00:00+00:00" and start[1] == 5.0
+    assert managed.starts("nlp", StackNames("t5", "nlp").component_selector(COMPONENT_TRITON)) == ()
+    assert ManagedPods(NoServer()).starts("nlp", TRITON) is None  # not listed yet: the caller lists
+
+
 def test_events_replace_move_and_drop_what_is_kept() -> None:
     managed = synced([pod("bert-router-a", "bert", COMPONENT_ROUTER, None)])
     (scope,) = managed.watches.values()

@@ -3,7 +3,8 @@
 The routers are read every 2 s and the Triton source every tick, for each service; listing
 their pods each time cost the API server tens of lists a second at 1,000 services. One watch
 per scope (the whole cluster, or each watched namespace), selected on the server by the
-managed-by label, keeps what those reads need: each pod's labels and its address once Ready.
+managed-by label, keeps what those reads need: each pod's labels, its address once Ready, and
+how long it took to become Ready (the service's learnt cold start).
 Until the watch has listed its scope, and while it reconnects after a failure,
 `ready_addresses` answers None and callers list as before.
 
@@ -20,13 +21,14 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Final
 
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 from urllib3.exceptions import ReadTimeoutError
 
-from tritonscale.policy.service_facts import ready_address
+from tritonscale.policy.service_facts import pod_start, ready_address, recent_starts
 from tritonscale.render.names import LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,7 @@ MOST_RETRY_S: Final = 300.0  # ... doubling while failures follow each other, up
 class WatchedPod:
     labels: Mapping[str, str]
     address: str | None  # None until Ready with an IP
+    start: tuple[datetime, float] | None  # (created, seconds to Ready) once Ready
 
 
 class _ScopeWatch:
@@ -196,17 +199,16 @@ class _ScopeWatch:
             except Exception:  # already closed, or a client without shutdown(): it ends at its timeout
                 log.debug("could not shut the pod watch in %s", self.scope, exc_info=True)
 
-    def ready_addresses(self, namespace: str, selector: Mapping[str, str]) -> list[str] | None:
+    def matching(self, namespace: str, selector: Mapping[str, str]) -> list[WatchedPod] | None:
         with self.lock:
             if not self.synced:
                 return None
             pods = self.by_instance.get((namespace, selector[LABEL_INSTANCE]), {})
-            return sorted(
-                pod.address
+            return [
+                pod
                 for pod in pods.values()
-                if pod.address is not None
-                and all(pod.labels.get(key) == value for key, value in selector.items())
-            )
+                if all(pod.labels.get(key) == value for key, value in selector.items())
+            ]
 
 
 def _keep(
@@ -217,7 +219,9 @@ def _keep(
     metadata = pod["metadata"]
     labels = dict(metadata.get("labels") or {})
     instance = (str(metadata["namespace"]), labels.get(LABEL_INSTANCE, ""))
-    by_instance.setdefault(instance, {})[metadata["name"]] = WatchedPod(labels, ready_address(pod))
+    by_instance.setdefault(instance, {})[metadata["name"]] = WatchedPod(
+        labels, ready_address(pod), pod_start(pod)
+    )
     instance_of[(instance[0], metadata["name"])] = instance
 
 
@@ -236,7 +240,8 @@ def _drop(
 
 
 class ManagedPods:
-    """Ready addresses of the operator's pods by label selector, from one watch per scope."""
+    """Ready addresses and starts of the operator's pods by label selector, from one watch per
+    scope."""
 
     def __init__(self, core_api: Any, namespaces: tuple[str, ...] = ()) -> None:
         self.stopping = threading.Event()
@@ -253,10 +258,22 @@ class ManagedPods:
         for scope in self.watches.values():
             scope.close()
 
-    def ready_addresses(self, namespace: str, selector: Mapping[str, str]) -> list[str] | None:
-        """The Ready pods' addresses, sorted; None when this cannot answer (not listed yet, the
+    def matching(self, namespace: str, selector: Mapping[str, str]) -> list[WatchedPod] | None:
+        """The pods the selector matches; None when this cannot answer (not listed yet, the
         watch reconnecting, or a selector that is not one of ours): the caller lists instead."""
         if selector.get(LABEL_MANAGED_BY) != MANAGED_BY or LABEL_INSTANCE not in selector:
             return None
         scope = self.watches.get(None) or self.watches.get(namespace)
-        return None if scope is None else scope.ready_addresses(namespace, selector)
+        return None if scope is None else scope.matching(namespace, selector)
+
+    def ready_addresses(self, namespace: str, selector: Mapping[str, str]) -> list[str] | None:
+        """The Ready pods' addresses, sorted; None when this cannot answer."""
+        pods = self.matching(namespace, selector)
+        return None if pods is None else sorted(pod.address for pod in pods if pod.address is not None)
+
+    def starts(
+        self, namespace: str, selector: Mapping[str, str]
+    ) -> tuple[tuple[datetime, float], ...] | None:
+        """The most recent starts of the Ready pods, oldest first; None when this cannot answer."""
+        pods = self.matching(namespace, selector)
+        return None if pods is None else recent_starts(pod.start for pod in pods)

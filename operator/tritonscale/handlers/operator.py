@@ -94,16 +94,14 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     configure_settings(settings, memo.config.reconcile_workers)
     for scheduler in memo.schedulers:
         scheduler.start()
-    if memo.pods is not None:
-        memo.pods.start()
+    memo.pods.start()
 
 
 @kopf.on.cleanup()
 async def cleanup(memo: Any, **_: Any) -> None:
     # Together: each waits for its running jobs, and the grace period is short.
     await asyncio.gather(*(scheduler.stop() for scheduler in memo.schedulers))
-    if memo.pods is not None:
-        memo.pods.stop()
+    memo.pods.stop()
     if _ReconcileProgress.skipped_at_stop:
         log.info(
             "%d reconciles queued at the stop were skipped: the next start reconciles every service",

@@ -7,7 +7,7 @@ Pure: pods and Triton model configurations come in as the API's JSON.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -46,9 +46,14 @@ class ColdStart:
     source: str  # where the figure comes from, for status and logs
 
 
+def recent_starts(starts: Iterable[tuple[datetime, float] | None]) -> tuple[tuple[datetime, float], ...]:
+    """The most recent of these pod starts (None for a pod not Ready), oldest first."""
+    return tuple(sorted(start for start in starts if start is not None)[-RECENT_STARTS:])
+
+
 def pod_starts(pods: Sequence[Mapping[str, Any]]) -> tuple[tuple[datetime, float], ...]:
     """(created, seconds to Ready) of the most recent pod starts, oldest first."""
-    return tuple(sorted(start for pod in pods if (start := pod_start(pod)) is not None)[-RECENT_STARTS:])
+    return recent_starts(pod_start(pod) for pod in pods)
 
 
 def cold_start(starts: Sequence[tuple[datetime, float]], override_s: int | None) -> ColdStart:

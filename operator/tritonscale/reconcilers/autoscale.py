@@ -104,6 +104,8 @@ RouterReader = Callable[[str], RouterReading | str]
 # The Ready addresses of the pods a selector picks in a namespace, from a watch (clients.pod_watch);
 # None when it cannot answer, and the pods are listed instead.
 PodAddresses = Callable[[str, Mapping[str, str]], list[str] | None]
+# ... and the most recent starts of those pods, (created, seconds to Ready), oldest first.
+PodStarts = Callable[[str, Mapping[str, str]], tuple[tuple[datetime, float], ...] | None]
 ROUTER_PODS_REFRESH_S = 30.0  # re-list the router pods at least this often
 ROUTER_RELIST_S = 10.0  # ... and, while one does not answer, at most this often
 ROUTER_RETRY_S = 30.0  # after no router answered, try again this much later
@@ -159,6 +161,7 @@ class AutoscaleReconciler:
         on_surge: Callable[[str, str], None] = lambda namespace, name: None,
         set_router_cuts: CutSetter | None = None,
         pod_addresses: PodAddresses = lambda namespace, selector: None,
+        watched_starts: PodStarts = lambda namespace, selector: None,
     ) -> None:
         self.api = api
         self.stack = stack
@@ -174,6 +177,7 @@ class AutoscaleReconciler:
         self._facts: dict[tuple[str, str], _Facts] = {}
         self.read_router = read_router
         self.pod_addresses = pod_addresses
+        self.watched_starts = watched_starts
         self.on_surge = on_surge  # asks for a tick now (the operator: the autoscale scheduler)
         self._routers: dict[tuple[str, str], _RouterWatch] = {}
         self._apply_pending: set[tuple[str, str]] = set()  # a count decided, not yet applied
@@ -481,13 +485,17 @@ class AutoscaleReconciler:
         readable = self.read_model_configs is not _configs_not_read
         if known is not None and not known.stale(target, ready, now, readable):
             return known
-        try:
-            pods = self.api.list_pods(target.namespace, dict(target.pod_selector))
-        except TransientError as error:
-            log.info("listing Triton pods of %s/%s failed: %s", *key, error)
-            pods = []
-        starts = pod_starts(pods) or (known.starts if known is not None else ())
-        addresses = ready_pod_addresses(pods)
+        selector = dict(target.pod_selector)
+        starts = self.watched_starts(target.namespace, selector)
+        addresses = self.pod_addresses(target.namespace, selector) if starts is not None else None
+        if starts is None or addresses is None:  # the watch cannot answer: list them
+            try:
+                pods = self.api.list_pods(target.namespace, selector)
+            except TransientError as error:
+                log.info("listing Triton pods of %s/%s failed: %s", *key, error)
+                pods = []
+            starts, addresses = pod_starts(pods), ready_pod_addresses(pods)
+        starts = starts or (known.starts if known is not None else ())
         configs = self.read_model_configs(target, addresses) if addresses else "no ready Triton pod"
         found = batching(configs)
         if not found.from_model_config and known is not None and known.batching.from_model_config:
