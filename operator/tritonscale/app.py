@@ -153,7 +153,7 @@ def build_memo(config: OperatorConfig, kube: KubeClient | None = None) -> kopf.M
         # The variants' shares go to the routers it reads (a service without variants sets none).
         set_router_cuts=set_variant_cuts if config.read_routers else None,
         pod_addresses=memo.pods.ready_addresses,
-        watched_starts=memo.pods.starts,
+        starts_and_addresses=memo.pods.starts_and_addresses,
     )
     memo.autoscale_scheduler = Scheduler(
         memo.autoscaler.tick,

@@ -35,7 +35,7 @@ OPERATOR_NEEDS: tuple[Need, ...] = (
          "Triton and router NetworkPolicies of guarded services; removed when guarding is switched off"),
     Need("", "events", ("create", "patch"), "Events; a repeated one raises its count"),
     Need("", "pods", ("list", "watch"),
-         "scheduling failures in status; the routers' and the Triton source's ready pods, watched"),
+         "scheduling failures in status; the routers' and Triton pods' addresses and starts, watched"),
     Need("", "pods/eviction", ("create",),
          "spot pods on interrupted nodes are evicted (PodDisruptionBudgets honoured), not deleted"),
 )  # fmt: skip

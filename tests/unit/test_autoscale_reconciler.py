@@ -325,8 +325,9 @@ class _NoPodServer:
 
 def test_cold_start_and_configurations_come_from_the_pod_watch_without_a_list() -> None:
     """At 1,000 services a list of each one's Triton pods every 10 minutes was 1.7 requests a
-    second; the watch already holds their starts and addresses. While it cannot answer (not
-    listed yet, reconnecting) the pods are listed as before."""
+    second; the watch already holds their starts and addresses. A watch behind the count of
+    ready pods is looked at again within a minute; while it cannot answer (not listed yet,
+    reconnecting) the pods are listed as before."""
     cluster, autoscaler, source = setup()
     listed: list[dict[str, str]] = []
     list_pods = cluster.list_pods
@@ -337,35 +338,54 @@ def test_cold_start_and_configurations_come_from_the_pod_watch_without_a_list() 
     )  # type: ignore[func-returns-value]
     managed = ManagedPods(_NoPodServer())
     (scope,) = managed.watches.values()
-    for name, created, ready_at, ip in (
-        ("bert-a", "2026-01-01T00:00:00Z", "2026-01-01T00:00:40Z", "10.0.0.1"),
-        ("bert-b", "2026-01-01T00:01:00Z", "2026-01-01T00:02:00Z", "10.0.0.2"),
-    ):
-        watched = triton_pod(name, created, ready_at, ip)
-        watched["metadata"]["resourceVersion"] = "1"  # type: ignore[index]
-        scope.apply("ADDED", watched)
-        # Not in the cluster's list: a list would find no pod, and the default cold start.
+
+    def watched(name: str, created: str, ready_at: str, ip: str) -> None:
+        pod = triton_pod(name, created, ready_at, ip)
+        pod["metadata"]["resourceVersion"] = "1"  # type: ignore[index]
+        scope.apply("ADDED", pod)  # not in the cluster's list: a list finds no start
+
+    watched("bert-a", "2026-01-01T00:00:00Z", "2026-01-01T00:00:40Z", "10.0.0.1")
+    watched("bert-b", "2026-01-01T00:01:00Z", "2026-01-01T00:02:00Z", "10.0.0.2")
+    router = triton_pod("bert-router-a", "2026-01-01T00:00:00Z", "2026-01-01T00:00:01Z", "10.0.9.1")
+    router["metadata"]["labels"]["app.kubernetes.io/component"] = "router"  # type: ignore[index]
+    router["metadata"]["resourceVersion"] = "1"  # type: ignore[index]
+    scope.apply("ADDED", router)  # not a Triton pod: neither a start nor a configuration
     scope.synced = True
-    autoscaler.pod_addresses, autoscaler.watched_starts = managed.ready_addresses, managed.starts
+    autoscaler.pod_addresses = managed.ready_addresses
+    autoscaler.starts_and_addresses = managed.starts_and_addresses
     now = [0.0]
     autoscaler.monotonic = lambda: now[0]
-    source.next = Observation(
-        arrival_rate_rps=40.0, latency_ms=50.0, ready_replicas=2, mean_compute_ms=23.0, average_batch=1.0
-    )
-    autoscaler.tick("nlp", "bert")
-    model = status(cluster)["capacityModel"]
-    assert model["coldStartSeconds"] == 50.0  # type: ignore[index]
-    assert model["maxBatch"] == 4  # type: ignore[index]
+
+    def tick(at: float, ready: int) -> float:
+        now[0] = at
+        source.next = Observation(
+            arrival_rate_rps=40.0,
+            latency_ms=50.0,
+            ready_replicas=ready,
+            mean_compute_ms=23.0,
+            average_batch=1.0,
+        )
+        autoscaler.tick("nlp", "bert")
+        return status(cluster)["capacityModel"]["coldStartSeconds"]  # type: ignore[index,no-any-return]
+
+    assert tick(0.0, ready=2) == 50.0
+    assert status(cluster)["capacityModel"]["maxBatch"] == 4  # type: ignore[index]
     assert listed == [] and asked == [["10.0.0.1", "10.0.0.2"]]
+    # A third pod counted Ready before the watch shows it: looked for again within a minute,
+    # not in ten.
+    assert tick(10.0, ready=3) == 50.0 and len(asked) == 2
+    watched("bert-c", "2026-01-01T00:02:00Z", "2026-01-01T00:03:10Z", "10.0.0.3")
+    assert tick(20.0, ready=3) == 50.0 and len(asked) == 2
+    assert tick(71.0, ready=3) == 60.0  # the median of 40, 60 and 70 s
+    assert asked[-1] == ["10.0.0.1", "10.0.0.2", "10.0.0.3"] and listed == []
+    assert tick(90.0, ready=3) == 60.0 and len(asked) == 3  # all found: the next look in 10 minutes
     scope.synced = False  # the watch reconnects: the next re-learning lists
-    cluster.pods[("nlp", "bert-c")] = triton_pod(
-        "bert-c", "2026-01-01T00:02:00Z", "2026-01-01T00:02:30Z", "10.0.0.3"
+    cluster.pods[("nlp", "bert-d")] = triton_pod(
+        "bert-d", "2026-01-01T00:02:00Z", "2026-01-01T00:02:45Z", "10.0.0.4"
     )
-    now[0] = 601.0
-    autoscaler.tick("nlp", "bert")
+    assert tick(672.0, ready=3) == 45.0
     assert listed == [StackNames("bert", "nlp").component_selector(COMPONENT_TRITON)]
-    assert asked[-1] == ["10.0.0.3"]
-    assert status(cluster)["capacityModel"]["coldStartSeconds"] == 30.0  # type: ignore[index]
+    assert asked[-1] == ["10.0.0.4"]
 
 
 def test_an_operator_that_does_not_read_triton_pods_does_not_list_them_for_a_configuration() -> None:

@@ -78,17 +78,31 @@ def test_it_answers_each_component_s_ready_addresses_of_one_service() -> None:
 
 def test_it_answers_the_starts_of_one_service_s_ready_pods() -> None:
     """The cold start is learnt from them (policy.service_facts): (created, seconds to Ready)."""
+    later = pod("bert-triton-a", "bert", COMPONENT_TRITON, "10.0.1.2")
+    later["metadata"]["creationTimestamp"] = "2026-01-01T00:00:03Z"  # Ready 2 s after it was made
     managed = synced(
         [
-            pod("bert-triton-a", "bert", COMPONENT_TRITON, "10.0.1.1"),
-            pod("bert-triton-b", "bert", COMPONENT_TRITON, None),  # not Ready: no start yet
+            later,
+            pod("bert-triton-b", "bert", COMPONENT_TRITON, "10.0.1.1"),
+            pod("bert-triton-c", "bert", COMPONENT_TRITON, None),  # not Ready: no start yet
             pod("bert-router-a", "bert", COMPONENT_ROUTER, "10.0.0.1"),
         ]
     )
-    (start,) = managed.starts("nlp", TRITON) or ()
-    assert start[0].isoformat() == "2026-01-01T00:00:00+00:00" and start[1] == 5.0
-    assert managed.starts("nlp", StackNames("t5", "nlp").component_selector(COMPONENT_TRITON)) == ()
-    assert ManagedPods(NoServer()).starts("nlp", TRITON) is None  # not listed yet: the caller lists
+    answer = managed.starts_and_addresses("nlp", TRITON)
+    assert answer is not None
+    starts, addresses = answer
+    assert [(created.isoformat(), seconds) for created, seconds in starts] == [
+        ("2026-01-01T00:00:00+00:00", 5.0),  # oldest first
+        ("2026-01-01T00:00:03+00:00", 2.0),
+    ]
+    assert addresses == ["10.0.1.1", "10.0.1.2"]
+    assert managed.starts_and_addresses(
+        "nlp", StackNames("t5", "nlp").component_selector(COMPONENT_TRITON)
+    ) == (
+        (),
+        [],
+    )
+    assert ManagedPods(NoServer()).starts_and_addresses("nlp", TRITON) is None  # not listed: the caller lists
 
 
 def test_events_replace_move_and_drop_what_is_kept() -> None:

@@ -1,12 +1,13 @@
-"""The ready addresses of the operator's own pods (Triton and routers), kept by one watch.
+"""The ready addresses and starts of the operator's own pods (Triton and routers), kept by one
+watch.
 
 The routers are read every 2 s and the Triton source every tick, for each service; listing
 their pods each time cost the API server tens of lists a second at 1,000 services. One watch
 per scope (the whole cluster, or each watched namespace), selected on the server by the
 managed-by label, keeps what those reads need: each pod's labels, its address once Ready, and
 how long it took to become Ready (the service's learnt cold start).
-Until the watch has listed its scope, and while it reconnects after a failure,
-`ready_addresses` answers None and callers list as before.
+Until the watch has listed its scope, and while it reconnects after a failure, its answers
+are None and callers list as before.
 
 The client's `Watch` helper is not used: without deserializing every pod into a model class
 (costly at thousands of pods) it fails on the server's in-stream errors, the expired version
@@ -271,9 +272,14 @@ class ManagedPods:
         pods = self.matching(namespace, selector)
         return None if pods is None else sorted(pod.address for pod in pods if pod.address is not None)
 
-    def starts(
+    def starts_and_addresses(
         self, namespace: str, selector: Mapping[str, str]
-    ) -> tuple[tuple[datetime, float], ...] | None:
-        """The most recent starts of the Ready pods, oldest first; None when this cannot answer."""
+    ) -> tuple[tuple[tuple[datetime, float], ...], list[str]] | None:
+        """The most recent starts of the Ready pods, oldest first, and their addresses, sorted,
+        from one look at the same pods; None when this cannot answer."""
         pods = self.matching(namespace, selector)
-        return None if pods is None else recent_starts(pod.start for pod in pods)
+        if pods is None:
+            return None
+        return recent_starts(pod.start for pod in pods), sorted(
+            pod.address for pod in pods if pod.address is not None
+        )

@@ -98,14 +98,17 @@ BodyReader = Callable[[str, str], dict[str, Any] | None]
 ModelConfigReader = Callable[[ScalingTarget, list[str]], list[dict[str, Any]] | str]
 CONFLICT_RETRY_S = 1.0  # a status write lost to a concurrent one is retried this soon
 FACTS_REFRESH_S = 600.0  # re-learn cold start and batching at least this often
-FACTS_RETRY_S = 60.0  # ... and this soon when the model configuration could not be read
+FACTS_RETRY_S = 60.0  # ... and this soon when the model configuration could not be read, or pods were missed
 # Reads one router pod's counters by address (clients.router); a reason when it cannot.
 RouterReader = Callable[[str], RouterReading | str]
 # The Ready addresses of the pods a selector picks in a namespace, from a watch (clients.pod_watch);
 # None when it cannot answer, and the pods are listed instead.
 PodAddresses = Callable[[str, Mapping[str, str]], list[str] | None]
-# ... and the most recent starts of those pods, (created, seconds to Ready), oldest first.
-PodStarts = Callable[[str, Mapping[str, str]], tuple[tuple[datetime, float], ...] | None]
+# ... and, from one look, the most recent starts of those pods, (created, seconds to Ready),
+# oldest first, with their addresses.
+PodStartsAndAddresses = Callable[
+    [str, Mapping[str, str]], tuple[tuple[tuple[datetime, float], ...], list[str]] | None
+]
 ROUTER_PODS_REFRESH_S = 30.0  # re-list the router pods at least this often
 ROUTER_RELIST_S = 10.0  # ... and, while one does not answer, at most this often
 ROUTER_RETRY_S = 30.0  # after no router answered, try again this much later
@@ -132,11 +135,14 @@ class _Facts:
     ready: int
     models: tuple[str, ...]
     at: float
+    # Fewer Ready pods were found than `ready` counted (a watch behind, a failed list): the
+    # newest pod's start and configuration may be missing, so they are looked for again soon.
+    short: bool = False
 
     def stale(self, target: ScalingTarget, ready: int, now: float, configs_readable: bool = True) -> bool:
         # An unread configuration is tried again soon, unless this operator never reads one.
         unread = configs_readable and not self.batching.from_model_config
-        retry = FACTS_RETRY_S if unread else FACTS_REFRESH_S
+        retry = FACTS_RETRY_S if unread or self.short else FACTS_REFRESH_S
         # More ready pods than last time: a start to learn from, and a pod to read configs from.
         return ready > self.ready or target.models != self.models or now - self.at >= retry
 
@@ -161,7 +167,7 @@ class AutoscaleReconciler:
         on_surge: Callable[[str, str], None] = lambda namespace, name: None,
         set_router_cuts: CutSetter | None = None,
         pod_addresses: PodAddresses = lambda namespace, selector: None,
-        watched_starts: PodStarts = lambda namespace, selector: None,
+        starts_and_addresses: PodStartsAndAddresses = lambda namespace, selector: None,
     ) -> None:
         self.api = api
         self.stack = stack
@@ -177,7 +183,7 @@ class AutoscaleReconciler:
         self._facts: dict[tuple[str, str], _Facts] = {}
         self.read_router = read_router
         self.pod_addresses = pod_addresses
-        self.watched_starts = watched_starts
+        self.starts_and_addresses = starts_and_addresses
         self.on_surge = on_surge  # asks for a tick now (the operator: the autoscale scheduler)
         self._routers: dict[tuple[str, str], _RouterWatch] = {}
         self._apply_pending: set[tuple[str, str]] = set()  # a count decided, not yet applied
@@ -486,9 +492,10 @@ class AutoscaleReconciler:
         if known is not None and not known.stale(target, ready, now, readable):
             return known
         selector = dict(target.pod_selector)
-        starts = self.watched_starts(target.namespace, selector)
-        addresses = self.pod_addresses(target.namespace, selector) if starts is not None else None
-        if starts is None or addresses is None:  # the watch cannot answer: list them
+        watched = self.starts_and_addresses(target.namespace, selector)
+        if watched is not None:
+            starts, addresses = watched
+        else:  # the watch cannot answer: list them
             try:
                 pods = self.api.list_pods(target.namespace, selector)
             except TransientError as error:
@@ -500,7 +507,7 @@ class AutoscaleReconciler:
         found = batching(configs)
         if not found.from_model_config and known is not None and known.batching.from_model_config:
             found = known.batching  # a pod that did not answer this time: keep what one said before
-        facts = _Facts(starts, found, ready, target.models, now)
+        facts = _Facts(starts, found, ready, target.models, now, short=len(addresses) < ready)
         self._facts[key] = facts
         return facts
 
