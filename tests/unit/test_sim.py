@@ -27,6 +27,7 @@ from tritonscale.sim.policies import (
     parse_policy_name,
     prometheus_feed,
     steady_spend_of,
+    steady_variant_of,
 )
 from tritonscale.sim.runner import Scenario, make_policy, prepare, run_scenario
 from tritonscale.sim.workloads import BUILT_IN, RateStep, Workload, arrivals, built_in, from_trace
@@ -361,6 +362,16 @@ def test_policy_names_take_a_utilisation_only_when_tunable() -> None:
     assert steady_spend_of("latency-variants@0.5:0.25") == 0.25
     assert steady_spend_of("latency-variants@1:0") == 0.0  # given, so named: not the plain run
     assert steady_spend_of("latency-variants@1") is None
+    assert steady_variant_of("latency-variants@1:0.25=small") == "small"
+    assert steady_variant_of("latency-variants@1:0.25") is None
+    assert parse_policy_name("latency-variants@1:0.25=small") == ("latency-variants", 1.0)
+    for bad, why in (
+        ("latency-variants@1=small", "give both"),
+        ("latency-variants@1:0.25=", "name the steady variant"),
+        ("latency-variants@1:0=small", "above 0"),
+    ):
+        with pytest.raises(ValueError, match=why):
+            parse_policy_name(bad)
     with pytest.raises(ValueError, match="steady spend"):
         parse_policy_name("latency-variants@1:2")
     with pytest.raises(ValueError, match="steady spend"):

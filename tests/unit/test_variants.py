@@ -390,6 +390,29 @@ def test_a_steady_spend_keeps_the_accuracy_within_the_budget_in_the_simulator() 
     assert steady.slo_attainment >= 0.99
 
 
+def test_a_named_steady_variant_serves_the_steady_spend_in_the_simulator() -> None:
+    """latency-variants@POINTS:SPEND=NAME, as spec.autoscaling.accuracy.steadyVariant: the
+    standing share goes to the variant named, not to the one that would save the most (int8)."""
+    env = SimEnvironment(variants=(INT8, SMALL))
+    scenario = Scenario(built_in("smooth", 600.0, 1000.0, 2), 2, env, OBJECTIVE)
+    prepared = prepare(scenario)
+    results = {}
+    for name in ("latency-variants@0.5:0.5", "latency-variants@0.5:0.5=small"):
+        policy = make_policy(name, scenario, prepared.needed, prepared.table, prepared.tested)
+        results[name] = prepared.simulation.run(policy, prepared.initial, 600.0)
+    chosen, named = results["latency-variants@0.5:0.5"], results["latency-variants@0.5:0.5=small"]
+    assert named.policy == "latency-variants@0.5:0.5=small"
+    assert chosen.variants is not None and named.variants is not None
+    # A quarter point of 5-point losses: a 0.05 share of small, where int8 took 0.25.
+    assert chosen.variants.shares[0] >= 0.25 - 0.01 and named.variants.shares[0] < 0.25 - 0.01
+    assert named.variants.shares[1] >= 0.05 - 0.005 > chosen.variants.shares[1]
+    assert named.variants.worst_window_accuracy >= 0.995
+    with pytest.raises(ValueError, match="not one of the variants"):
+        make_policy(
+            "latency-variants@0.5:0.5=fp8", scenario, prepared.needed, prepared.table, prepared.tested
+        )
+
+
 # --- the autoscaler with a bridge ----------------------------------------------------------
 
 
@@ -696,6 +719,8 @@ def test_simulate_runs_variants_and_says_what_they_served() -> None:
     assert records["latency-variants@0.5"]["served_accuracy"] >= 0.995 - 1e-9
     refused = runner.invoke(simulate, ["--policy", "latency-variants"])
     assert refused.exit_code == 2 and "--variant" in refused.output
+    refused = runner.invoke(simulate, [*args, "--policy", "latency-variants@1:0.25=fp8"])
+    assert refused.exit_code == 2 and "'fp8' is not one of the --variant names (int8)" in refused.output
     for bad, why in (
         ("int8:0.99", "NAME:ACCURACY:SPEEDUP"),
         ("int8:1.5:2", "(0, 1]"),

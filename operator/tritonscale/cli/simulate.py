@@ -21,7 +21,7 @@ from tritonscale.api.spec import CapacitySpec
 from tritonscale.cli.options import writable_output
 from tritonscale.policy.variants import Variant
 from tritonscale.sim.engine import SimEnvironment, SimResult
-from tritonscale.sim.policies import POLICIES, TUNABLE, Objective, parse_policy_name
+from tritonscale.sim.policies import POLICIES, TUNABLE, Objective, parse_policy_name, steady_variant_of
 from tritonscale.sim.runner import Scenario, run_scenario, run_spot_scenario
 from tritonscale.sim.spot import BANDS, STRATEGIES, STRESSED_SCALE, SpotMarket, spot_capacity
 from tritonscale.sim.workloads import BUILT_IN, TraceTooShort, Workload, built_in, from_trace
@@ -55,7 +55,8 @@ def _variant(value: str) -> tuple[str, float, float]:
     return parsed
 
 
-def _policy_list(values: tuple[str, ...], variants: bool) -> list[str]:
+def _policy_list(values: tuple[str, ...], variants: tuple[str, ...]) -> list[str]:
+    """The policies asked for, each checked; `variants` are the --variant names."""
     names: list[str] = []
     for value in values:
         for raw in value.split(","):
@@ -71,6 +72,12 @@ def _policy_list(values: tuple[str, ...], variants: bool) -> list[str]:
                 if name.startswith("latency-variants") and not variants:
                     raise click.BadParameter(
                         f"{name} needs the model's variants: --variant NAME:ACCURACY:SPEEDUP",
+                        param_hint="--policy",
+                    )
+                steady = steady_variant_of(name)
+                if steady is not None and steady not in variants:
+                    raise click.BadParameter(
+                        f"{name}: {steady!r} is not one of the --variant names ({', '.join(variants)})",
                         param_hint="--policy",
                     )
                 names.append(name)
@@ -496,7 +503,8 @@ SPOT_OPTIONS = (
     "relative to the model's and how many times faster it runs a batch (int8:0.99:2). "
     "latency-variants@POINTS uses them within an accuracy budget of POINTS (default 1); "
     "latency-variants@POINTS:SPEND also spends that fraction of the budget all the time "
-    "(spec.autoscaling.accuracy.steadySpend).",
+    "(spec.autoscaling.accuracy.steadySpend), and latency-variants@POINTS:SPEND=NAME spends it "
+    "on variant NAME (steadyVariant; else on the one that saves the most).",
 )
 @click.option(
     "--json",
@@ -563,7 +571,7 @@ def simulate(
     ]
     if stray and not spot:
         raise click.UsageError(f"--{stray[0].replace('_', '-')} only applies with --spot")
-    names = _policy_list(policies, bool(variant_specs))
+    names = _policy_list(policies, tuple(name for name, _, _ in variant_specs))
     try:
         chosen: Workload = (
             from_trace(trace, duration_s)

@@ -84,8 +84,9 @@ POLICIES = (
 TUNABLE = ("hpa-rps", "hpa-inflight", "keda-rps", "keda-queue", "kpa", "kpa-delay", "ray-tuned")
 DEFAULT_UTILIZATION = 0.7
 # latency-variants takes the accuracy budget after '@', in points (latency-variants@0.5: the
-# mean accuracy served over any hour stays within 0.5 points of the primary model's), and after
-# ':' the fraction of it spent all the time (latency-variants@0.5:0.6; none without).
+# mean accuracy served over any hour stays within 0.5 points of the primary model's), after
+# ':' the fraction of it spent all the time (latency-variants@0.5:0.6; none without), and after
+# '=' the variant that serves it (latency-variants@0.5:0.6=int8; else the one that saves most).
 DEFAULT_BUDGET_POINTS = 1.0
 
 
@@ -95,6 +96,7 @@ def parse_policy_name(name: str) -> tuple[str, float]:
     if base not in POLICIES:
         raise ValueError(f"unknown policy {name!r}; known: {', '.join(POLICIES)}")
     if base == "latency-variants":
+        steady_spend_of(name)  # the steady part's own errors first: '=' without ':' is one
         budget, _, _ = knob.partition(":")
         try:
             points = float(budget) if budget else DEFAULT_BUDGET_POINTS
@@ -104,7 +106,6 @@ def parse_policy_name(name: str) -> tuple[str, float]:
             ) from None
         if not 0.0 <= points <= 100.0:
             raise ValueError(f"{name!r}: the accuracy budget must be between 0 and 100 points")
-        steady_spend_of(name)
         return base, points
     if not knob:
         return base, DEFAULT_UTILIZATION
@@ -119,12 +120,28 @@ def parse_policy_name(name: str) -> tuple[str, float]:
     return base, utilization
 
 
+def _steady_parts(name: str) -> tuple[str | None, str | None]:
+    """'latency-variants@0.5:0.6=int8' -> ('0.6', 'int8'): the steady spend's text and the
+    variant named to serve it, each None when not given."""
+    _, _, knob = name.partition("@")
+    _, colon, steady = knob.partition(":")
+    if not colon:
+        if "=" in knob:
+            raise ValueError(
+                f"{name!r}: a steady variant serves a steady spend; give both, e.g. latency-variants@1:0.25=int8"
+            )
+        return None, None
+    spend, equals, variant = steady.partition("=")
+    if equals and not variant:
+        raise ValueError(f"{name!r}: name the steady variant after '=', e.g. :0.25=int8")
+    return spend, variant if equals else None
+
+
 def steady_spend_of(name: str) -> float | None:
     """'latency-variants@0.5:0.6' -> 0.6, the fraction of the budget spent all the time; None
     without ':' (no steady spend)."""
-    _, _, knob = name.partition("@")
-    _, colon, spend = knob.partition(":")
-    if not colon:
+    spend, variant = _steady_parts(name)
+    if spend is None:
         return None
     try:
         fraction = float(spend)
@@ -132,7 +149,16 @@ def steady_spend_of(name: str) -> float | None:
         raise ValueError(f"{name!r}: the steady spend after ':' must be a fraction, e.g. :0.5") from None
     if not 0.0 <= fraction <= 1.0:
         raise ValueError(f"{name!r}: the steady spend must be between 0 and 1")
+    if variant is not None and fraction <= 0.0:  # as the CRD says of steadyVariant
+        raise ValueError(f"{name!r}: a steady variant needs a steady spend above 0")
     return fraction
+
+
+def steady_variant_of(name: str) -> str | None:
+    """'latency-variants@0.5:0.6=int8' -> 'int8' (spec.autoscaling.accuracy.steadyVariant);
+    None when not named: the variant that saves the most serves the steady spend."""
+    steady_spend_of(name)
+    return _steady_parts(name)[1]
 
 
 ORACLE_WINDOW_S = 10.0
@@ -161,6 +187,7 @@ class LatencyPolicy:
         router: bool = True,
         accuracy: AccuracyBudget | None = None,
         steady_spend: float | None = None,
+        steady_variant: str | None = None,
         **overrides: Any,
     ) -> None:
         self.env = env
@@ -208,8 +235,16 @@ class LatencyPolicy:
         if accuracy is not None:
             if not router or not env.variants:
                 raise ValueError("variants need the routers' counts and variants in the environment")
+            names = [variant.name for variant in env.variants]
+            if steady_variant is not None and (steady_spend or 0.0) <= 0.0:
+                raise ValueError("a steady variant needs a steady spend above 0")
+            if steady_variant is not None and steady_variant not in names:
+                raise ValueError(
+                    f"steady variant {steady_variant!r} is not one of the variants: {', '.join(names)}"
+                )
             spend = f":{steady_spend:g}" if steady_spend is not None else ""
-            self.name = f"latency-variants@{accuracy.points:g}{spend}"
+            serving = f"={steady_variant}" if steady_variant is not None else ""
+            self.name = f"latency-variants@{accuracy.points:g}{spend}{serving}"
             self.variant_settings = VariantSettings(
                 target_ms=objective.target_ms,
                 percentile=objective.percentile,
@@ -217,6 +252,7 @@ class LatencyPolicy:
                 budget=accuracy,
                 period_s=ROUTER_PERIOD_S,
                 steady_spend=steady_spend or 0.0,
+                steady_variant=steady_variant,
             )
 
     def step(self, view: ClusterView) -> tuple[int, str]:

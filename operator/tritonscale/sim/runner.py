@@ -34,6 +34,7 @@ from tritonscale.sim.policies import (
     prometheus_feed,
     replicas_per_window,
     steady_spend_of,
+    steady_variant_of,
 )
 from tritonscale.sim.spot import STRATEGIES, CapacityPlan, SpotMarket
 from tritonscale.sim.workloads import Workload, arrivals
@@ -77,6 +78,7 @@ def make_policy(
             router=base != "latency-metrics-only",
             accuracy=AccuracyBudget(1.0 - utilization / 100.0) if base == "latency-variants" else None,
             steady_spend=steady_spend_of(name),
+            steady_variant=steady_variant_of(name),
             forecast=base != "latency-no-forecast",
             spot_from_replicas=fewest_on_spot(spot, env.max_replicas) if spot is not None else None,
         )
