@@ -105,7 +105,10 @@ class SourceChooser:
             )
         if url not in self.prometheus:
             self.prometheus[url] = PrometheusSource(
-                url, window=self.config.prometheus_window, ca_file=self.config.prometheus_ca_file
+                url,
+                window=self.config.prometheus_window,
+                ca_file=self.config.prometheus_ca_file,
+                connections=self.config.autoscale_workers,
             )
         return self.prometheus[url], f"prometheus {url}"
 

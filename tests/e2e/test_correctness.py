@@ -558,6 +558,34 @@ def test_repeated_events_raise_a_count_and_many_similar_ones_are_combined(
     assert [(e["count"], e["message"]) for e in combined] == [(3, "(combined from similar events): 11 -> 12")]
 
 
+def _connections_made(client: KubeClient) -> int:
+    """TLS connections the client has opened to the API server so far."""
+    pools = client.api_client.rest_client.pool_manager.pools
+    keys = pools.keys()  # the container refuses plain iteration
+    return sum(pools[key].num_connections for key in keys)
+
+
+def test_writes_whose_answer_is_not_read_give_their_connection_back(
+    cluster: Cluster, operator_kubeconfig: Path
+) -> None:
+    """A status patch, an Event's count and an eviction are sent without reading the answer;
+    one left unread kept its connection from the pool, so the next request paid a new TLS
+    handshake (the operator's and the API server's CPU, at every status write)."""
+    namespace = "connection-probe"
+    cluster.create_namespace(namespace)
+    cluster.apply_yaml(make_inference_service("probe", namespace))
+    client = KubeClient.connect(str(operator_kubeconfig))
+    stored = client.get_inference_service(namespace, "probe")
+    assert stored is not None
+    for n in range(5):
+        client.patch_inference_service_status(namespace, "probe", {"desiredReplicas": n + 1})
+        client.post_event(stored, "Normal", "Probe", "the same message, so its count is raised")
+    assert not client.evict_pod(namespace, "no-such-pod")  # 404: read by the error
+    assert (client.get_inference_service(namespace, "probe") or {})["status"]["desiredReplicas"] == 5
+    assert _connections_made(client) == 1  # one thread, one request at a time: one connection
+    cluster.kubectl("delete", "namespace", namespace, "--wait=false")
+
+
 # --------------------------------------------------------------------------------------------
 # network policies
 

@@ -133,6 +133,14 @@ GOOD: dict[str, Any] = {
 }
 
 
+def test_each_autoscaling_worker_keeps_a_connection_to_prometheus() -> None:
+    """The library's pool keeps 10; the operator's 16 workers dropped and reopened the rest."""
+    url = "http://prometheus.test:9090"
+    adapter = PrometheusSource(url, connections=16).client._session.get_adapter(url + "/api/v1/query")
+    assert adapter._pool_maxsize == 16  # type: ignore[attr-defined]
+    assert adapter.max_retries.total == 1  # the one quick retry is kept
+
+
 def test_a_full_answer_is_an_observation_from_one_request() -> None:
     source = source_with(GOOD)
     observation = source.observe(TARGET)

@@ -125,6 +125,13 @@ class Connection:
     password: str | None = None
 
 
+def _read_out(response: Any) -> None:
+    """Read an answer nobody needs (sent with _preload_content=False, so not parsed): only a
+    response read to its end gives its connection back to the pool; one left unread is lost,
+    and a later request pays a new connection and TLS handshake."""
+    response.read()
+
+
 class KubeClient:
     """Reads, server-side applies and deletes the objects of InferenceService stacks."""
 
@@ -516,8 +523,10 @@ class KubeClient:
             "metadata": {"name": name, "namespace": namespace},
         }
         try:
-            self.core.create_namespaced_pod_eviction(
-                name, namespace, body, _preload_content=False, _request_timeout=REQUEST_TIMEOUT_S
+            _read_out(
+                self.core.create_namespaced_pod_eviction(
+                    name, namespace, body, _preload_content=False, _request_timeout=REQUEST_TIMEOUT_S
+                )
             )
         except ApiException as error:
             # 429: the budget refuses for now; 404: already gone. Anything else (forbidden, the
@@ -540,15 +549,17 @@ class KubeClient:
         if resource_version is not None:
             patch["metadata"] = {"resourceVersion": resource_version}
         with _translated(f"update status of InferenceService {namespace}/{name}"):
-            self.custom.patch_namespaced_custom_object_status(
-                GROUP,
-                VERSION,
-                namespace,
-                PLURAL,
-                name,
-                patch,
-                _preload_content=False,
-                _request_timeout=REQUEST_TIMEOUT_S,
+            _read_out(
+                self.custom.patch_namespaced_custom_object_status(
+                    GROUP,
+                    VERSION,
+                    namespace,
+                    PLURAL,
+                    name,
+                    patch,
+                    _preload_content=False,
+                    _request_timeout=REQUEST_TIMEOUT_S,
+                )
             )
 
     def post_event(self, service: dict[str, Any], event_type: str, reason: str, message: str) -> None:
@@ -604,8 +615,10 @@ class KubeClient:
     def _raise_event_count(self, namespace: str, update: Update, now: str) -> None:
         patch = {"count": update.count, "lastTimestamp": now, "message": update.message[:1024]}
         try:
-            self.core.patch_namespaced_event(
-                update.name, namespace, patch, _preload_content=False, _request_timeout=REQUEST_TIMEOUT_S
+            _read_out(
+                self.core.patch_namespaced_event(
+                    update.name, namespace, patch, _preload_content=False, _request_timeout=REQUEST_TIMEOUT_S
+                )
             )
         except ApiException as error:
             if error.status != 404:

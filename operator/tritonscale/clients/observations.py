@@ -22,6 +22,7 @@ import requests
 from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
 from prometheus_client.parser import text_string_to_metric_families
+from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from tritonscale.api.observation import Observation, ScalingTarget, finite_or_none
@@ -170,6 +171,7 @@ class PrometheusSource:
         retry_after_s: float = 30.0,
         monotonic: Callable[[], float] = time.monotonic,
         ca_file: str | None = None,
+        connections: int = 10,
     ) -> None:
         self.url = url
         self.retry_after_s = retry_after_s
@@ -180,12 +182,16 @@ class PrometheusSource:
         self.stale_after_s = stale_after_s
         self.timeout_s = timeout_s
         # One quick retry at most: an unreachable Prometheus must not stall the control loop.
+        retry = Retry(total=1, backoff_factor=0.1)
         self.client = PrometheusConnect(
             url=url,
             disable_ssl=False,  # an https Prometheus's certificate is verified: it steers scaling
-            retry=Retry(total=1, backoff_factor=0.1),
+            retry=retry,
             timeout=max(1, round(timeout_s)),
         )
+        # A kept connection for each thread that may query at once: with the library's pool of
+        # 10, sixteen autoscaling workers dropped a connection after most queries and opened another.
+        self.client._session.mount(url, HTTPAdapter(max_retries=retry, pool_maxsize=connections))
         if ca_file is not None:
             self.client._session.verify = ca_file  # the library takes no CA bundle of its own
 
