@@ -725,6 +725,7 @@ def test_simulate_runs_variants_and_says_what_they_served() -> None:
         ("int8:0.99", "NAME:ACCURACY:SPEEDUP"),
         ("int8:1.5:2", "(0, 1]"),
         ("int8:0.9:1", "faster"),
+        ("in,t8:0.99:2", "model name"),
     ):
         refused = runner.invoke(simulate, ["--variant", bad])
         assert refused.exit_code == 2 and why in refused.output, refused.output

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import sys
 import time
 from pathlib import Path
@@ -17,7 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from tritonscale.api.spec import CapacitySpec
+from tritonscale.api.spec import MODEL_NAME_PATTERN, CapacitySpec
 from tritonscale.cli.options import writable_output
 from tritonscale.policy.variants import Variant
 from tritonscale.sim.engine import SimEnvironment, SimResult
@@ -41,6 +42,12 @@ def _variant(value: str) -> tuple[str, float, float]:
     if not name or value.count(":") != 2:
         raise click.BadParameter(
             f"{value!r}: expected NAME:ACCURACY:SPEEDUP, e.g. int8:0.99:2", param_hint="--variant"
+        )
+    if not re.match(MODEL_NAME_PATTERN, name):
+        raise click.BadParameter(
+            f"{value!r}: a variant's name is a model name (letters, digits, '_', '.', '-'), as in "
+            "spec.model.variants",
+            param_hint="--variant",
         )
     if not 0.0 < parsed[1] <= 1.0:
         raise click.BadParameter(
