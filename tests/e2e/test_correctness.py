@@ -577,12 +577,15 @@ def test_writes_whose_answer_is_not_read_give_their_connection_back(
     client = KubeClient.connect(str(operator_kubeconfig))
     stored = client.get_inference_service(namespace, "probe")
     assert stored is not None
-    for n in range(5):
+    cluster.apply_yaml(_bare_pod("evicted", namespace, {"app": "probe"}))  # no budget: it may go
+    before = _connections_made(client)
+    for n in range(5):  # a refused status patch raises
         client.patch_inference_service_status(namespace, "probe", {"desiredReplicas": n + 1})
         client.post_event(stored, "Normal", "Probe", "the same message, so its count is raised")
-    assert not client.evict_pod(namespace, "no-such-pod")  # 404: read by the error
-    assert (client.get_inference_service(namespace, "probe") or {})["status"]["desiredReplicas"] == 5
-    assert _connections_made(client) == 1  # one thread, one request at a time: one connection
+    assert client.evict_pod(namespace, "evicted")
+    # The Event was created once and its count raised four times (post_event logs, not raises).
+    assert [e["count"] for e in _events(cluster, namespace, "probe") if e["reason"] == "Probe"] == [5]
+    assert before == 1 and _connections_made(client) == 1  # one thread, one request at a time
     cluster.kubectl("delete", "namespace", namespace, "--wait=false")
 
 
