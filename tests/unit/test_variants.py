@@ -37,9 +37,9 @@ from tritonscale.policy.variants import (
     window_use,
 )
 from tritonscale.reconcilers.variants import variant_settings
-from tritonscale.sim.engine import SimEnvironment, Simulation
+from tritonscale.sim.engine import SimEnvironment, SimResult, Simulation
 from tritonscale.sim.policies import LatencyPolicy, Objective, SchedulePolicy
-from tritonscale.sim.runner import Scenario, make_policy, prepare
+from tritonscale.sim.runner import Prepared, Scenario, make_policy, prepare
 from tritonscale.sim.workloads import RateStep, Workload, arrivals, built_in
 
 PRIMARY = ServiceTime(20.0, 3.0, 8)  # the simulator's default replica: 182 req/s at full batches
@@ -373,14 +373,21 @@ def test_the_other_variant_steps_down_to_the_standing_share_not_beside_it() -> N
     assert seen[-1] == pytest.approx((0.25, 0.0))
 
 
-def test_a_steady_spend_keeps_the_accuracy_within_the_budget_in_the_simulator() -> None:
+def _smooth_runs(duration_s: float, *names: str) -> tuple[dict[str, SimResult], Scenario, Prepared]:
+    """Each policy's run of `smooth` (1,000 req/s, seed 2) with the int8 and small variants;
+    the scenario and its preparation, for more policies."""
     env = SimEnvironment(variants=(INT8, SMALL))
-    scenario = Scenario(built_in("smooth", 1200.0, 1000.0, 2), 2, env, OBJECTIVE)
+    scenario = Scenario(built_in("smooth", duration_s, 1000.0, 2), 2, env, OBJECTIVE)
     prepared = prepare(scenario)
     results = {}
-    for name in ("latency-variants@0.5", "latency-variants@0.5:0.5"):
+    for name in names:
         policy = make_policy(name, scenario, prepared.needed, prepared.table, prepared.tested)
-        results[name] = prepared.simulation.run(policy, prepared.initial, 1200.0)
+        results[name] = prepared.simulation.run(policy, prepared.initial, duration_s)
+    return results, scenario, prepared
+
+
+def test_a_steady_spend_keeps_the_accuracy_within_the_budget_in_the_simulator() -> None:
+    results, _, _ = _smooth_runs(1200.0, "latency-variants@0.5", "latency-variants@0.5:0.5")
     surges_only, steady = results["latency-variants@0.5"], results["latency-variants@0.5:0.5"]
     assert steady.policy == "latency-variants@0.5:0.5"
     assert steady.variants is not None and surges_only.variants is not None
@@ -393,13 +400,9 @@ def test_a_steady_spend_keeps_the_accuracy_within_the_budget_in_the_simulator() 
 def test_a_named_steady_variant_serves_the_steady_spend_in_the_simulator() -> None:
     """latency-variants@POINTS:SPEND=NAME, as spec.autoscaling.accuracy.steadyVariant: the
     standing share goes to the variant named, not to the one that would save the most (int8)."""
-    env = SimEnvironment(variants=(INT8, SMALL))
-    scenario = Scenario(built_in("smooth", 600.0, 1000.0, 2), 2, env, OBJECTIVE)
-    prepared = prepare(scenario)
-    results = {}
-    for name in ("latency-variants@0.5:0.5", "latency-variants@0.5:0.5=small"):
-        policy = make_policy(name, scenario, prepared.needed, prepared.table, prepared.tested)
-        results[name] = prepared.simulation.run(policy, prepared.initial, 600.0)
+    results, scenario, prepared = _smooth_runs(
+        600.0, "latency-variants@0.5:0.5", "latency-variants@0.5:0.5=small"
+    )
     chosen, named = results["latency-variants@0.5:0.5"], results["latency-variants@0.5:0.5=small"]
     assert named.policy == "latency-variants@0.5:0.5=small"
     assert chosen.variants is not None and named.variants is not None
