@@ -142,6 +142,7 @@ def build_memo(config: OperatorConfig, kube: KubeClient | None = None) -> kopf.M
             namespace, name, UNSETTLED_RECHECK_S
         ),
         troubled_nodes=lambda: dict(memo.troubled_nodes),  # a copy: the watch changes it
+        watched_pods=memo.pods.stack_pods,
     )
     memo.troubled_nodes = {}  # node name -> why its pods are about to go (handlers.watch)
     memo.bodies = {}  # (namespace, name) -> the newest InferenceService the watch delivered

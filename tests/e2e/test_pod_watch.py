@@ -18,8 +18,16 @@ from tritonscale.api.observation import ScalingTarget
 from tritonscale.clients.kube import KubeClient
 from tritonscale.clients.observations import KubernetesEndpoints
 from tritonscale.clients.pod_watch import ManagedPods
+from tritonscale.policy.pod_fields import stack_pod_view
 from tritonscale.policy.service_facts import pod_starts
-from tritonscale.render.names import COMPONENT_ROUTER, LABEL_MANAGED_BY, StackNames
+from tritonscale.render.names import (
+    COMPONENT_ROUTER,
+    COMPONENT_TRITON,
+    LABEL_INSTANCE,
+    LABEL_MANAGED_BY,
+    MANAGED_BY,
+    StackNames,
+)
 from tritonscale_sandbox.cluster import Cluster
 
 pytestmark = pytest.mark.e2e
@@ -56,6 +64,13 @@ def ready_ips(cluster: Cluster, selector: dict[str, str]) -> list[str]:
     )
 
 
+def listed_stack_pods(cluster: Cluster, instance: str) -> list[dict[str, Any]]:
+    """A service's pods as kubectl lists them, cut to what the stack's status reads."""
+    selector = f"{LABEL_INSTANCE}={instance},{LABEL_MANAGED_BY}={MANAGED_BY}"
+    pods = cluster.get_json("pods", "-l", selector, namespace=NAMESPACE)["items"]
+    return sorted((stack_pod_view(pod) for pod in pods), key=lambda view: view["metadata"]["name"])
+
+
 def kept_pod_names(managed: ManagedPods) -> set[str]:
     """The names of the router pods of `bert` the watch keeps."""
     (scope,) = managed.watches.values()
@@ -71,6 +86,12 @@ def test_the_watch_follows_the_operator_s_pods_with_one_list(
     cluster.apply_yaml(pause_deployment("bert-router", routers, 2))
     # The same service's labels on pods someone else manages: not the operator's to read.
     cluster.apply_yaml(pause_deployment("lookalike", {**routers, LABEL_MANAGED_BY: "someone-else"}, 1))
+    # A Triton pod of another service that no node takes: the scheduler's verdict in its status.
+    stranded = pause_deployment(
+        "gpt-triton", StackNames("gpt", NAMESPACE).component_selector(COMPONENT_TRITON), 1
+    )
+    stranded["spec"]["template"]["spec"]["nodeSelector"] = {"tritonscale.test/nowhere": "true"}
+    cluster.apply_yaml(stranded)
     cluster.wait_until(lambda: len(ready_ips(cluster, routers)) == 2, "two router pods Ready")
     kubeconfig = cluster.service_account_kubeconfig(
         chart_release.namespace, chart_release.service_account, tmp_path / "watch.kubeconfig", create=False
@@ -113,6 +134,31 @@ def test_the_watch_follows_the_operator_s_pods_with_one_list(
                 and (managed.starts_and_addresses(NAMESPACE, routers) or ((), []))[0] == listed
             ),
             "the watch to hold the three pods' starts as a list has them",
+            timeout_s=30,
+        )
+
+        # What a settling stack's status reads of its pods (node, deletion, the scheduler's
+        # verdict): as a list gives it, for the placed pods and for the one no node takes.
+        def held_as_listed(instance: str) -> list[dict[str, Any]] | None:
+            held = managed.stack_pods(NAMESPACE, {LABEL_INSTANCE: instance, LABEL_MANAGED_BY: MANAGED_BY})
+            return held if held == listed_stack_pods(cluster, instance) else None
+
+        cluster.wait_until(
+            lambda: (
+                (views := held_as_listed("bert")) is not None
+                and len(views) == 3
+                and all(view["spec"].get("nodeName") for view in views)
+            ),
+            "the watch to hold bert's three placed pods as a list has them",
+            timeout_s=30,
+        )
+        cluster.wait_until(
+            lambda: (
+                (views := held_as_listed("gpt")) is not None
+                and [c.get("reason") for view in views for c in view["status"]["conditions"]]
+                == ["Unschedulable"]
+            ),
+            "the watch to hold the scheduler's verdict on gpt's pod as a list has it",
             timeout_s=30,
         )
         gone = sorted(kept_pod_names(managed))[0]

@@ -14,7 +14,13 @@ from urllib3.exceptions import ReadTimeoutError
 
 from tritonscale.clients import pod_watch
 from tritonscale.clients.pod_watch import ManagedPods
-from tritonscale.render.names import COMPONENT_ROUTER, COMPONENT_TRITON, StackNames
+from tritonscale.render.names import (
+    COMPONENT_ROUTER,
+    COMPONENT_TRITON,
+    LABEL_INSTANCE,
+    LABEL_MANAGED_BY,
+    StackNames,
+)
 
 
 def pod(
@@ -103,6 +109,36 @@ def test_it_answers_the_starts_of_one_service_s_ready_pods() -> None:
         [],
     )
     assert ManagedPods(NoServer()).starts_and_addresses("nlp", TRITON) is None  # not listed: the caller lists
+
+
+def test_it_answers_a_stack_s_pods_cut_to_what_its_status_reads() -> None:
+    """Every pod of the service, Ready or not, with its name, labels, deletion, node and
+    scheduling verdict, and nothing else of it (policy.pod_fields)."""
+    waiting = pod("bert-triton-b", "bert", COMPONENT_TRITON, None)
+    verdict = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/3 nodes"}
+    waiting["status"]["conditions"] = [verdict]
+    placed = pod("bert-triton-a", "bert", COMPONENT_TRITON, "10.0.1.1")
+    placed["spec"] = {"nodeName": "gpu-1", "containers": [{"name": "triton"}]}
+    placed["metadata"]["deletionTimestamp"] = "2026-01-01T00:01:00Z"
+    managed = synced([waiting, placed, pod("gpt-triton-a", "gpt", COMPONENT_TRITON, "10.0.2.1")])
+    stack = {key: TRITON[key] for key in (LABEL_INSTANCE, LABEL_MANAGED_BY)}
+    assert managed.stack_pods("nlp", stack) == [
+        {
+            "metadata": {
+                "name": "bert-triton-a",
+                "labels": placed["metadata"]["labels"],
+                "deletionTimestamp": "2026-01-01T00:01:00Z",
+            },
+            "spec": {"nodeName": "gpu-1"},
+            "status": {"conditions": []},  # Ready is not read from here
+        },
+        {
+            "metadata": {"name": "bert-triton-b", "labels": waiting["metadata"]["labels"]},
+            "spec": {},
+            "status": {"conditions": [verdict]},
+        },
+    ]
+    assert ManagedPods(NoServer()).stack_pods("nlp", stack) is None  # not listed: the caller lists
 
 
 def test_events_replace_move_and_drop_what_is_kept() -> None:

@@ -13,16 +13,36 @@ from tests.builders import make_inference_service
 from tests.unit.fakes import FakeCluster
 from tritonscale.api.status import CONDITION_MESSAGE_MAX, ConditionStatus, ConditionType
 from tritonscale.errors import ConflictError, NamespaceTerminatingError, RejectedError, TransientError
+from tritonscale.policy.pod_fields import stack_pod_view
 from tritonscale.reconcilers.stack import StackReconciler
 from tritonscale.status import set_condition
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def setup(**overrides: Any) -> tuple[FakeCluster, StackReconciler]:
+def stack_reconciler(cluster: FakeCluster, watched: bool, **options: Any) -> StackReconciler:
+    """The reconciler; with `watched`, the stack's pods come from a watch that keeps only
+    policy.pod_fields' view of each (as clients.pod_watch does), and a pod list fails the test:
+    whatever the status and the drain read must be in that view."""
+    if not watched:
+        return StackReconciler(cluster, **options)
+    listed = cluster.list_pods
+
+    def no_list(namespace: str, selector: dict[str, str]) -> list[dict[str, Any]]:
+        raise AssertionError(f"listed pods in {namespace} that the watch holds")
+
+    cluster.list_pods = no_list  # type: ignore[method-assign]
+    return StackReconciler(
+        cluster,
+        watched_pods=lambda ns, selector: [stack_pod_view(p) for p in listed(ns, selector)],
+        **options,
+    )
+
+
+def setup(watched: bool = False, **overrides: Any) -> tuple[FakeCluster, StackReconciler]:
     cluster = FakeCluster()
     cluster.add_service(make_inference_service(name="resnet", namespace="vision", **overrides))
-    return cluster, StackReconciler(cluster, clock=lambda: NOW)
+    return cluster, stack_reconciler(cluster, watched, clock=lambda: NOW)
 
 
 def conditions(cluster: FakeCluster) -> dict[str, tuple[str, str]]:
@@ -282,8 +302,9 @@ def test_a_child_of_another_inference_service_is_named_with_its_owner() -> None:
     assert list(cluster.objects) == [("Service", "vision", "resnet")]
 
 
-def test_unschedulable_pods_surface_with_a_warning_once() -> None:
-    cluster, reconciler = setup(spec__replicas=2)
+@pytest.mark.parametrize("watched", [False, True], ids=["listed", "watched"])
+def test_unschedulable_pods_surface_with_a_warning_once(watched: bool) -> None:
+    cluster, reconciler = setup(watched, spec__replicas=2)
     reconciler.reconcile("vision", "resnet")
     cluster.make_ready("vision", "resnet-router")
     message = "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."
@@ -394,7 +415,8 @@ def _spot_pod(index: int, scheduled: bool) -> dict[str, Any]:
     }
 
 
-def test_on_demand_stands_in_for_unschedulable_spot_and_leaves_once_spot_is_back() -> None:
+@pytest.mark.parametrize("watched", [False, True], ids=["listed", "watched"])
+def test_on_demand_stands_in_for_unschedulable_spot_and_leaves_once_spot_is_back(watched: bool) -> None:
     """The whole loop on the in-memory cluster: trouble, stand-ins, an Event each way, the
     condition in words, and no drop below desired while spot comes back."""
     clock = [NOW]
@@ -407,7 +429,7 @@ def test_on_demand_stands_in_for_unschedulable_spot_and_leaves_once_spot_is_back
             spec__capacity={"onDemandBase": 1, "spot": {"enabled": True, "fallbackAfterSeconds": 30}},
         )
     )
-    reconciler = StackReconciler(cluster, clock=lambda: clock[0])
+    reconciler = stack_reconciler(cluster, watched, clock=lambda: clock[0])
 
     def advance(seconds: float) -> None:
         clock[0] = clock[0] + timedelta(seconds=seconds)
@@ -461,7 +483,8 @@ def test_on_demand_stands_in_for_unschedulable_spot_and_leaves_once_spot_is_back
     assert conditions(cluster)["SpotFallback"] == ("False", "SpotAvailable")
 
 
-def test_a_flapping_spot_market_keeps_the_stand_ins_through_status_round_trips() -> None:
+@pytest.mark.parametrize("watched", [False, True], ids=["listed", "watched"])
+def test_a_flapping_spot_market_keeps_the_stand_ins_through_status_round_trips(watched: bool) -> None:
     """The fallback's clocks live in status and go through JSON merge patches: a clock that is
     cleared must be cleared in the stored status too, or an old healthySince comes back and a
     stand-in leaves while spot flaps."""
@@ -475,7 +498,7 @@ def test_a_flapping_spot_market_keeps_the_stand_ins_through_status_round_trips()
             spec__capacity={"onDemandBase": 1, "spot": {"enabled": True, "fallbackAfterSeconds": 5}},
         )
     )
-    reconciler = StackReconciler(cluster, clock=lambda: clock[0])
+    reconciler = stack_reconciler(cluster, watched, clock=lambda: clock[0])
     reconciler.reconcile("vision", "resnet")
     cluster.make_ready("vision", "resnet-router")
     on_demand: list[int] = []
@@ -493,9 +516,10 @@ def test_a_flapping_spot_market_keeps_the_stand_ins_through_status_round_trips()
     assert on_demand == sorted(on_demand), f"stand-ins left while spot flapped: {on_demand}"
 
 
-def test_spot_pods_on_an_interrupted_node_get_stand_ins_at_once_and_are_drained_once_those_are_ready() -> (
-    None
-):
+@pytest.mark.parametrize("watched", [False, True], ids=["listed", "watched"])
+def test_spot_pods_on_an_interrupted_node_get_stand_ins_at_once_and_are_drained_once_those_are_ready(
+    watched: bool,
+) -> None:
     clock = [NOW]
     trouble: dict[str, str] = {}
     cluster = FakeCluster()
@@ -507,7 +531,9 @@ def test_spot_pods_on_an_interrupted_node_get_stand_ins_at_once_and_are_drained_
             spec__capacity={"onDemandBase": 1, "spot": {"enabled": True, "fallbackAfterSeconds": 300}},
         )
     )
-    reconciler = StackReconciler(cluster, clock=lambda: clock[0], troubled_nodes=lambda: dict(trouble))
+    reconciler = stack_reconciler(
+        cluster, watched, clock=lambda: clock[0], troubled_nodes=lambda: dict(trouble)
+    )
     reconciler.reconcile("vision", "resnet")
     cluster.make_all_ready()
     for index in range(3):

@@ -1,11 +1,13 @@
-"""The ready addresses and starts of the operator's own pods (Triton and routers), kept by one
-watch.
+"""The ready addresses and starts of the operator's own pods (Triton and routers), and what a
+settling stack's status reads of them, kept by one watch.
 
 The routers are read every 2 s and the Triton source every tick, for each service; listing
 their pods each time cost the API server tens of lists a second at 1,000 services. One watch
 per scope (the whole cluster, or each watched namespace), selected on the server by the
 managed-by label, keeps what those reads need: each pod's labels, its address once Ready, and
-how long it took to become Ready (the service's learnt cold start).
+how long it took to become Ready (the service's learnt cold start), and the few fields the
+stack's status and the spot drain read while a stack settles (policy.pod_fields): each status
+refresh of a settling stack used to list its pods, several times per stack in a cold start.
 Until the watch has listed its scope, and while it reconnects after a failure, its answers
 are None and callers list as before.
 
@@ -16,6 +18,7 @@ The client's `Watch` helper is not used: without deserializing every pod into a 
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import threading
@@ -29,6 +32,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 from urllib3.exceptions import ReadTimeoutError
 
+from tritonscale.policy.pod_fields import stack_pod_view
 from tritonscale.policy.service_facts import pod_start, ready_address, recent_starts
 from tritonscale.render.names import LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY
 
@@ -50,6 +54,7 @@ class WatchedPod:
     labels: Mapping[str, str]
     address: str | None  # None until Ready with an IP
     start: tuple[datetime, float] | None  # (created, seconds to Ready) once Ready
+    view: Mapping[str, Any]  # what the stack's status reads (policy.pod_fields.stack_pod_view)
 
 
 class _ScopeWatch:
@@ -221,7 +226,7 @@ def _keep(
     labels = dict(metadata.get("labels") or {})
     instance = (str(metadata["namespace"]), labels.get(LABEL_INSTANCE, ""))
     by_instance.setdefault(instance, {})[metadata["name"]] = WatchedPod(
-        labels, ready_address(pod), pod_start(pod)
+        labels, ready_address(pod), pod_start(pod), stack_pod_view(pod)
     )
     instance_of[(instance[0], metadata["name"])] = instance
 
@@ -271,6 +276,16 @@ class ManagedPods:
         """The Ready pods' addresses, sorted; None when this cannot answer."""
         pods = self.matching(namespace, selector)
         return None if pods is None else sorted(pod.address for pod in pods if pod.address is not None)
+
+    def stack_pods(self, namespace: str, selector: Mapping[str, str]) -> list[dict[str, Any]] | None:
+        """The pods the selector matches, each cut to what the stack's status reads
+        (policy.pod_fields), in name order; None when this cannot answer."""
+        pods = self.matching(namespace, selector)
+        if pods is None:
+            return None
+        return sorted(
+            (copy.deepcopy(dict(pod.view)) for pod in pods), key=lambda view: view["metadata"].get("name", "")
+        )
 
     def starts_and_addresses(
         self, namespace: str, selector: Mapping[str, str]

@@ -224,6 +224,9 @@ class StackReconciler:
         clock: Callable[[], datetime] = utc_now,
         on_unsettled: Callable[[str, str], None] = lambda namespace, name: None,
         troubled_nodes: Callable[[], Mapping[str, str]] = dict,
+        watched_pods: Callable[[str, dict[str, str]], list[dict[str, Any]] | None] = lambda ns, selector: (
+            None
+        ),
     ) -> None:
         self.api = api
         self.options = options or RenderOptions()
@@ -233,6 +236,9 @@ class StackReconciler:
         self.on_unsettled = on_unsettled
         # Nodes being interrupted, drained or lost (name -> why), kept by a watch of Nodes.
         self.troubled_nodes = troubled_nodes
+        # A stack's pods as a watch keeps them (only the fields policy.pod_fields names), or None
+        # when the watch cannot answer: then they are listed.
+        self.watched_pods = watched_pods
         # Weak: a service's lock lives while someone holds or waits for it, not for every
         # service ever seen.
         self._locks: weakref.WeakValueDictionary[tuple[str, str], threading.RLock] = (
@@ -337,13 +343,15 @@ class StackReconciler:
         nodes_in_trouble: bool,
     ) -> list[dict[str, Any]]:
         """The stack's pods, read only when some Deployment lacks ready replicas or some node is
-        in trouble: a settled stack costs no pod list."""
+        in trouble (a settled stack needs none): from the pod watch, else listed. The watch may
+        be a moment behind a list; a stack still settling is looked at again soon anyway."""
         if not nodes_in_trouble and not any(
             deployment_state(d).ready < deployment_state(d).desired for d in owned
         ):
             return []
         selector = {LABEL_INSTANCE: names.instance, LABEL_MANAGED_BY: MANAGED_BY}
-        return self.api.list_pods(service.namespace, selector)
+        watched = self.watched_pods(service.namespace, selector)
+        return watched if watched is not None else self.api.list_pods(service.namespace, selector)
 
     def _next_fallback(
         self,
