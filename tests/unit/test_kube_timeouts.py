@@ -1,5 +1,6 @@
 """Every request of the Kubernetes client gives up on a server that accepts and never answers
-(a half-open connection): without a timeout a reconcile worker would wait on it for good."""
+(a half-open connection): without a timeout a reconcile worker would wait on it for good. And an
+answer cut short: an eviction the server accepted is done though its body is lost."""
 
 from __future__ import annotations
 
@@ -96,3 +97,67 @@ def test_eviction_and_events_give_up_within_the_timeout_without_raising(client: 
     assert client.evict_pod("default", "pod-1") is False
     client.post_event(make_inference_service("svc"), "Normal", "Test", "a message")
     assert time.monotonic() - began < 2 * TIMEOUT_S + 2.0
+
+
+def _answering_once(head: bytes, body: bytes) -> tuple[str, Callable[[], None]]:
+    """An HTTP address that answers each connection with `head`, then `body`, then hangs up."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.1)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                connection, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with connection:
+                connection.settimeout(1.0)
+                try:
+                    connection.recv(65536)  # the request (small enough for one read)
+                except TimeoutError:
+                    pass
+                connection.sendall(head + body)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+
+    def close() -> None:
+        stop.set()
+        thread.join()
+        listener.close()
+
+    return f"http://127.0.0.1:{listener.getsockname()[1]}", close
+
+
+@pytest.mark.parametrize(
+    ("head", "body", "evicted"),
+    [
+        # Accepted, but the connection drops within the body: the eviction was done.
+        (
+            b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Length: 200\r\n\r\n",
+            b'{"kind"',
+            True,
+        ),
+        (b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n", b"{}", True),
+        # The budget refuses for now: not done, try later.
+        (
+            b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n",
+            b"{}",
+            False,
+        ),
+    ],
+    ids=["answer-lost", "answered", "refused"],
+)
+def test_an_eviction_is_done_once_the_server_accepts_it_whether_or_not_its_answer_is_read(
+    head: bytes, body: bytes, evicted: bool
+) -> None:
+    address, close = _answering_once(head, body)
+    try:
+        configuration = kubernetes.client.Configuration()
+        configuration.host = address
+        configuration.retries = 0
+        client = KubeClient(kubernetes.client.ApiClient(configuration))
+        assert client.evict_pod("default", "pod-1") is evicted
+    finally:
+        close()

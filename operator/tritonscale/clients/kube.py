@@ -523,10 +523,8 @@ class KubeClient:
             "metadata": {"name": name, "namespace": namespace},
         }
         try:
-            _read_out(
-                self.core.create_namespaced_pod_eviction(
-                    name, namespace, body, _preload_content=False, _request_timeout=REQUEST_TIMEOUT_S
-                )
+            answer = self.core.create_namespaced_pod_eviction(
+                name, namespace, body, _preload_content=False, _request_timeout=REQUEST_TIMEOUT_S
             )
         except ApiException as error:
             # 429: the budget refuses for now; 404: already gone. Anything else (forbidden, the
@@ -538,6 +536,11 @@ class KubeClient:
         except (urllib3.exceptions.HTTPError, OSError) as error:
             log.warning("eviction of %s/%s not done: %s", namespace, name, error)
             return False
+        try:
+            _read_out(answer)
+        except (urllib3.exceptions.HTTPError, OSError) as error:
+            # The server said yes before the body was lost: the pod is being evicted.
+            log.debug("eviction of %s/%s done; its answer was not read: %s", namespace, name, error)
         return True
 
     def patch_inference_service_status(
