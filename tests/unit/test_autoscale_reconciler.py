@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -19,7 +20,7 @@ from tritonscale.clients.pod_watch import ManagedPods
 from tritonscale.errors import TransientError
 from tritonscale.handlers.operator import ignored_manual_scale
 from tritonscale.policy.autoscaling import FEEDBACK_PAUSE_NOTICE_S, Verdict
-from tritonscale.reconcilers.autoscale import AutoscaleReconciler
+from tritonscale.reconcilers.autoscale import CONFLICT_RETRY_S, AutoscaleReconciler
 from tritonscale.reconcilers.stack import StackReconciler
 from tritonscale.reconcilers.variants import VariantController
 from tritonscale.render.names import COMPONENT_ROUTER, COMPONENT_TRITON, StackNames
@@ -1124,3 +1125,64 @@ def test_the_router_job_reads_the_routers_the_pod_watch_knows_and_lists_none() -
     autoscaler.router_tick("nlp", "bert")
     assert listed == [StackNames("bert", "nlp").component_selector(COMPONENT_ROUTER)]
     assert set(read) == {"10.0.0.1", "10.0.0.2"}
+
+
+def _behind_the_resource() -> tuple[FakeCluster, AutoscaleReconciler, ScriptedSource, list[int]]:
+    """An autoscaler whose copy of the resource (the watch's, in the operator) was taken before
+    a status write it has not seen yet; and the resourceVersion each of its status writes
+    carries."""
+    cluster, built, source = setup()
+    behind = copy.deepcopy(cluster.services[("nlp", "bert")])
+    cluster.patch_inference_service_status("nlp", "bert", {"message": "written after the copy"})
+    tried: list[int] = []
+    patch = cluster.patch_inference_service_status
+
+    def counted(
+        namespace: str, name: str, status: dict[str, Any], resource_version: str | None = None
+    ) -> None:
+        if resource_version is not None:  # the autoscaler's (the stack writes without one)
+            tried.append(int(resource_version))
+        patch(namespace, name, status, resource_version)
+
+    cluster.patch_inference_service_status = counted  # type: ignore[method-assign]
+    clock = iter(float(t) for t in range(0, 10_000, 5))
+    autoscaler = AutoscaleReconciler(
+        cluster,
+        built.stack,
+        lambda s: (source, "triton"),
+        clock=lambda: NOW,
+        monotonic=lambda: next(clock),
+        read=lambda namespace, name: copy.deepcopy(behind),
+    )
+    return cluster, autoscaler, source, tried
+
+
+def test_a_copy_behind_a_status_write_is_read_again_and_decided_on_at_once() -> None:
+    """The stack writes status while it settles, and the watch's copy lags: the tick's write
+    loses to it (409) and is decided again on the resource as read now, not a second later."""
+    cluster, autoscaler, source, tried = _behind_the_resource()
+    source.next = overload()
+    assert autoscaler.tick("nlp", "bert") == 5.0
+    assert len(tried) == 2 and tried[1] > tried[0]  # the copy's version, then the resource's
+    desired = status(cluster)["desiredReplicas"]
+    assert isinstance(desired, int) and desired > 2
+    assert cluster.deployment("nlp", "bert-ondemand")["spec"]["replicas"] == desired
+    assert [r for _, r, _ in cluster.events].count("ScaledUp") == 1  # one decision announced
+
+
+def test_a_status_written_again_under_the_second_decision_waits_a_moment() -> None:
+    """Someone else keeps writing: after two lost writes the tick comes back soon, having
+    applied and announced nothing."""
+    cluster, autoscaler, source, tried = _behind_the_resource()
+    write = cluster.patch_inference_service_status
+
+    def raced(namespace: str, name: str, status: dict[str, Any], resource_version: str | None = None) -> None:
+        cluster.services[(namespace, name)]["metadata"]["resourceVersion"] = str(10 + len(tried))
+        write(namespace, name, status, resource_version)
+
+    cluster.patch_inference_service_status = raced  # type: ignore[method-assign]
+    source.next = overload()
+    assert autoscaler.tick("nlp", "bert") == CONFLICT_RETRY_S
+    assert len(tried) == 2
+    assert cluster.deployment("nlp", "bert-ondemand")["spec"]["replicas"] == 2
+    assert "ScaledUp" not in [r for _, r, _ in cluster.events]

@@ -208,9 +208,12 @@ class AutoscaleReconciler:
             self.variants.forget(namespace, name, release_routers=release_routers)
         AUTOSCALER.forget(namespace, name)
 
-    def _autoscaled(self, namespace: str, name: str) -> tuple[dict[str, Any], InferenceService] | None:
-        """The body and parsed service while it exists and is autoscaled; else forgets it."""
-        body = self.read(namespace, name)
+    def _autoscaled(
+        self, namespace: str, name: str, read: BodyReader | None = None
+    ) -> tuple[dict[str, Any], InferenceService] | None:
+        """The body (as `read`, by default the watch's copy, gives it) and parsed service while
+        it exists and is autoscaled; else forgets it."""
+        body = (read or self.read)(namespace, name)
         if body is None:
             self.forget(namespace, name)
             return None
@@ -234,9 +237,9 @@ class AutoscaleReconciler:
         service is gone or no longer autoscaled.
 
         The observation is fetched outside the service's lock (it may wait on a slow metrics
-        source); the decision and the status write happen under it, against the newest copy of
+        source); the decision and the status write happen under it, against the watch's copy of
         the resource, and the write carries its resourceVersion so it never overwrites a newer
-        status."""
+        status. When that copy is behind, the resource is read and decided on once more at once."""
         found = self._autoscaled(namespace, name)
         if found is None:
             return None
@@ -261,57 +264,28 @@ class AutoscaleReconciler:
             found = self._autoscaled(namespace, name)
             if found is None:
                 return None
-            body, service = found
-            autoscaling = service.spec.autoscaling
-            assert autoscaling is not None
-            cold = cold_start(facts.starts, autoscaling.cold_start_seconds)
             if self.variants is not None:
                 # What the variants served counted in, for the decision and the status alike.
-                observation = self.variants.account(service, observation, self.monotonic())
-            decision, state = self._decide(service, observation, cold.seconds, facts.batching.max_batch)
-            AUTOSCALER.decision_seconds.observe(time.perf_counter() - started)
-            current = decision.current
-            status = autoscaling_status(
-                service.status,
-                desired=decision.desired,
-                current=current,
-                reason=decision.reason,
-                limited=decision.limited,
-                latency_ms=None if decision.metrics_missing else observation.latency_ms,
-                rate_rps=None if decision.metrics_missing else observation.arrival_rate_rps,
-                missing=(observation.missing or decision.reason) if decision.metrics_missing else None,
-                partial=observation.partial,
-                feedback_paused=feedback_notice(decision, service),
-                source=source_name,
-                now=self.clock(),
-                generation=service.metadata.generation,
-            ).model_copy(
-                update={
-                    "target_latency_milliseconds": autoscaling.latency.target_milliseconds,
-                    "latency_percentile": autoscaling.latency.percentile,
-                    "capacity_model": CapacityModel(
-                        cold_start_seconds=cold.seconds,
-                        cold_start_source=cold.source,
-                        max_batch=facts.batching.max_batch,
-                        max_batch_source=facts.batching.source,
-                    ),
-                    "variants": self._variants_status(service),
-                }
-            )
-            if status != service.status:
-                try:
-                    self.api.patch_inference_service_status(
-                        namespace,
-                        name,
-                        status_patch(status),
-                        resource_version=body["metadata"].get("resourceVersion"),
-                    )
-                except ConflictError:
-                    return CONFLICT_RETRY_S  # decided on an old copy: decide again on the new one
+                observation = self.variants.account(found[1], observation, self.monotonic())
+            written = self._decide_and_write(found, observation, facts, source_name, started)
+            if written is None:
+                # The watch's copy was behind a status write (the stack's own, often, while it
+                # settles): decide again on the resource as it is now, rather than wait for the
+                # watch and lose a write a second until it catches up.
+                found = self._autoscaled(namespace, name, read=self.api.get_inference_service)
+                if found is None:
+                    return None
+                written = self._decide_and_write(found, observation, facts, source_name, started)
+                if written is None:
+                    return CONFLICT_RETRY_S  # written meanwhile by someone else: decide again soon
+            body, service, decision, state = written
+            autoscaling = service.spec.autoscaling
+            assert autoscaling is not None
             self._states[(namespace, name)] = state
             self._announce(body, service, decision, source_name)
             AUTOSCALER.record(namespace, name, decision)
         key = (namespace, name)
+        current = decision.current
         if decision.desired != current or key in self._apply_pending:
             # Pending until applied: status already holds the new count, so the next tick sees
             # no change, and nothing else applies it before the resync (minutes).
@@ -329,6 +303,63 @@ class AutoscaleReconciler:
                 return min(float(autoscaling.period_seconds), error.delay)
             self._apply_pending.discard(key)
         return float(autoscaling.period_seconds)
+
+    def _decide_and_write(
+        self,
+        found: tuple[dict[str, Any], InferenceService],
+        observation: Observation,
+        facts: _Facts,
+        source_name: str,
+        started: float,
+    ) -> tuple[dict[str, Any], InferenceService, Decision, AutoscalerState] | None:
+        """Decide on this copy of the resource and write the status it gives, only if the
+        resource is still that copy; None when it is not (nothing written, nothing kept)."""
+        body, service = found
+        namespace, name = service.namespace, service.name
+        autoscaling = service.spec.autoscaling
+        assert autoscaling is not None
+        cold = cold_start(facts.starts, autoscaling.cold_start_seconds)
+        decision, state = self._decide(service, observation, cold.seconds, facts.batching.max_batch)
+        AUTOSCALER.decision_seconds.observe(time.perf_counter() - started)
+        current = decision.current
+        status = autoscaling_status(
+            service.status,
+            desired=decision.desired,
+            current=current,
+            reason=decision.reason,
+            limited=decision.limited,
+            latency_ms=None if decision.metrics_missing else observation.latency_ms,
+            rate_rps=None if decision.metrics_missing else observation.arrival_rate_rps,
+            missing=(observation.missing or decision.reason) if decision.metrics_missing else None,
+            partial=observation.partial,
+            feedback_paused=feedback_notice(decision, service),
+            source=source_name,
+            now=self.clock(),
+            generation=service.metadata.generation,
+        ).model_copy(
+            update={
+                "target_latency_milliseconds": autoscaling.latency.target_milliseconds,
+                "latency_percentile": autoscaling.latency.percentile,
+                "capacity_model": CapacityModel(
+                    cold_start_seconds=cold.seconds,
+                    cold_start_source=cold.source,
+                    max_batch=facts.batching.max_batch,
+                    max_batch_source=facts.batching.source,
+                ),
+                "variants": self._variants_status(service),
+            }
+        )
+        if status != service.status:
+            try:
+                self.api.patch_inference_service_status(
+                    namespace,
+                    name,
+                    status_patch(status),
+                    resource_version=body["metadata"].get("resourceVersion"),
+                )
+            except ConflictError:
+                return None
+        return body, service, decision, state
 
     def router_tick(self, namespace: str, name: str) -> float | None:
         """Read the service's routers (every ROUTER_PERIOD_S) and, when they show a surge the
