@@ -149,8 +149,9 @@ def operator_requests(cluster: Cluster) -> float:
 
 
 def requests_by_kind(cluster: Cluster, user: str, since: datetime, until: datetime) -> dict[str, int]:
-    """Requests `user` made between two times, by verb and resource, from the audit log (its
-    rotated files too); a watch still open at `until` is not counted."""
+    """Requests `user` made between two times, by verb and resource (and the answer's code when
+    it is not a success), from the audit log (its rotated files too); a watch still open at
+    `until` is not counted."""
     counts: dict[str, int] = {}
     quoted = json.dumps(user)
     for path in cluster.audit_files():
@@ -168,6 +169,9 @@ def requests_by_kind(cluster: Cluster, user: str, since: datetime, until: dateti
                         f"/{ref['subresource']}" if ref.get("subresource") else ""
                     )
                     key = f"{event['verb']} {resource}"
+                    code = (event.get("responseStatus") or {}).get("code", 200)
+                    if not 200 <= code < 300:
+                        key += f" ({code})"  # refused or failed: e.g. a write that lost a conflict
                     counts[key] = counts.get(key, 0) + 1
     return dict(sorted(counts.items(), key=lambda item: -item[1]))
 
@@ -235,7 +239,7 @@ def run(count: int, changes: int, steady_s: float) -> dict[str, Any]:
         requests_before = operator_requests(cluster)
         components_before = component_cpu()
         say("starting the operator")
-        started = time.monotonic()
+        started, started_wall = time.monotonic(), datetime.now(UTC)
         log = (workdir / "operator.log").open("w")
         operator = subprocess.Popen(
             [
@@ -266,7 +270,7 @@ def run(count: int, changes: int, steady_s: float) -> dict[str, Any]:
                 time.sleep(POLL_S)
             if time.monotonic() - started > 1800:
                 break
-        cold_s = time.monotonic() - started
+        cold_s, cold_end_wall = time.monotonic() - started, datetime.now(UTC)
         cold_requests = operator_requests(cluster) - requests_before
         cpu0, _ = operator_usage(operator.pid)
         components_after = component_cpu()
@@ -321,7 +325,8 @@ def run(count: int, changes: int, steady_s: float) -> dict[str, Any]:
         requests2 = operator_requests(cluster)
         window_end_wall = datetime.now(UTC)
         last = histogram_buckets(scrape(metrics_port), lateness)
-        say("counting the steady window's requests in the audit log")
+        say("counting the cold start's and the steady window's requests in the audit log")
+        cold_by_kind = requests_by_kind(cluster, OPERATOR_USER, started_wall, cold_end_wall)
         by_kind = requests_by_kind(cluster, OPERATOR_USER, window_start_wall, window_end_wall)
         lateness_p99, ticks = window_quantile(first, last, 0.99)
         lateness_p50, _ = window_quantile(first, last, 0.5)
@@ -331,6 +336,10 @@ def run(count: int, changes: int, steady_s: float) -> dict[str, Any]:
             "cold_start_s": round(cold_s, 1),
             "all_reconciled": done >= count,
             "cold_start_api_requests_per_s": round(cold_requests / cold_s, 1),
+            # Per service, so that runs of different sizes compare.
+            "cold_start_api_requests_per_service_by_kind": {
+                kind: round(n / count, 2) for kind, n in cold_by_kind.items()
+            },
             "cold_start_cpu_s": round(cpu0, 1),
             "cold_start_cpu_s_by_component": cold_cpu,
             "spec_change_s": {
