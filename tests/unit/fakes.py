@@ -22,6 +22,7 @@ class FakeCluster:
         self.services: dict[tuple[str, str], dict[str, Any]] = {}
         self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
         self.pods: dict[tuple[str, str], dict[str, Any]] = {}
+        self.pod_lists = 0  # list_pods calls
         self.events: list[tuple[str, str, str]] = []
         self.calls: list[tuple[str, ...]] = []
         self.reject: Callable[[dict[str, Any]], str | None] = lambda obj: None
@@ -101,6 +102,11 @@ class FakeCluster:
 
     def list_pods(self, namespace: str, selector: dict[str, str]) -> list[dict[str, Any]]:
         self._maybe_fail()
+        self.pod_lists += 1
+        return self.matching_pods(namespace, selector)
+
+    def matching_pods(self, namespace: str, selector: dict[str, str]) -> list[dict[str, Any]]:
+        """The pods a list would give, without counting as one (what a watch holds)."""
         return [
             copy.deepcopy(p)
             for (ns, _), p in sorted(self.pods.items())
@@ -118,12 +124,13 @@ class FakeCluster:
         self.events.append((event_type, reason, message))
 
     def evict_pod(self, namespace: str, name: str) -> bool:
-        """Like the Eviction API without a budget in the way: the pod starts terminating."""
+        """Like the Eviction API without a budget in the way: the pod starts terminating; one
+        already terminating is accepted again, as the API server does (404 once it is gone)."""
         pod = self.pods.get((namespace, name))
-        if pod is None or pod["metadata"].get("deletionTimestamp"):
+        if pod is None:
             return False
         self.calls.append(("evict", namespace, name))
-        pod["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+        pod["metadata"].setdefault("deletionTimestamp", "2026-01-01T00:00:00Z")
         return True
 
     # --- test controls -----------------------------------------------------

@@ -22,19 +22,13 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 def stack_reconciler(cluster: FakeCluster, watched: bool, **options: Any) -> StackReconciler:
     """The reconciler; with `watched`, the stack's pods come from a watch that keeps only
-    policy.pod_fields' view of each (as clients.pod_watch does), and a pod list fails the test:
-    whatever the status and the drain read must be in that view."""
+    policy.pod_fields' view of each (as clients.pod_watch does), and the tests check that no
+    list was needed (only an eviction lists): whatever the status reads must be in that view."""
     if not watched:
         return StackReconciler(cluster, **options)
-    listed = cluster.list_pods
-
-    def no_list(namespace: str, selector: dict[str, str]) -> list[dict[str, Any]]:
-        raise AssertionError(f"listed pods in {namespace} that the watch holds")
-
-    cluster.list_pods = no_list  # type: ignore[method-assign]
     return StackReconciler(
         cluster,
-        watched_pods=lambda ns, selector: [stack_pod_view(p) for p in listed(ns, selector)],
+        watched_pods=lambda ns, selector: [stack_pod_view(p) for p in cluster.matching_pods(ns, selector)],
         **options,
     )
 
@@ -326,6 +320,7 @@ def test_unschedulable_pods_surface_with_a_warning_once(watched: bool) -> None:
     reconciler.refresh_status("vision", "resnet")
     reconciler.refresh_status("vision", "resnet")
     assert conditions(cluster)["Degraded"] == ("True", "Unschedulable")
+    assert cluster.pod_lists == (0 if watched else 2)
     assert [m for t, r, m in cluster.events if (t, r) == ("Warning", "Unschedulable")] == [
         f"2 pods cannot be scheduled: {message.rstrip('.')}. "
         "Add nodes they fit on, or lower spec.resources or the replica count"
@@ -481,6 +476,7 @@ def test_on_demand_stands_in_for_unschedulable_spot_and_leaves_once_spot_is_back
     assert [r for t, r, _ in cluster.events if r == "SpotReturn"] == ["SpotReturn", "SpotReturn"]
     assert cluster.services[("vision", "resnet")]["status"]["spotFallback"]["standIns"] == 0
     assert conditions(cluster)["SpotFallback"] == ("False", "SpotAvailable")
+    assert watched is (cluster.pod_lists == 0)
 
 
 @pytest.mark.parametrize("watched", [False, True], ids=["listed", "watched"])
@@ -514,6 +510,7 @@ def test_a_flapping_spot_market_keeps_the_stand_ins_through_status_round_trips(w
             on_demand.append(cluster.deployment("vision", "resnet-ondemand")["spec"]["replicas"])
     assert on_demand[-1] == 4 and sorted(set(on_demand)) == [1, 4]
     assert on_demand == sorted(on_demand), f"stand-ins left while spot flapped: {on_demand}"
+    assert watched is (cluster.pod_lists == 0)
 
 
 @pytest.mark.parametrize("watched", [False, True], ids=["listed", "watched"])
@@ -569,10 +566,58 @@ def test_spot_pods_on_an_interrupted_node_get_stand_ins_at_once_and_are_drained_
         ("evict", "vision", "resnet-spot-1"),
     ]
     assert [r for _, r, _ in cluster.events].count("SpotDrained") == 1
-    # Evicted pods are terminating: not evicted again, and the stand-ins stay.
+    # Evicted pods are terminating: not evicted again (the API server would accept it), and the
+    # stand-ins stay.
+    lists = cluster.pod_lists
     reconciler.refresh_status("vision", "resnet")
     assert len([c for c in cluster.calls if c[0] == "evict"]) == 2
     assert cluster.deployment("vision", "resnet-ondemand")["spec"]["replicas"] == 3
+    if watched:
+        # Only the eviction listed: the watch showed the drained pods terminating.
+        assert (lists, cluster.pod_lists) == (1, 1)
+
+
+def test_a_drain_reads_the_pods_afresh_so_a_watch_behind_its_evictions_evicts_nothing_twice() -> None:
+    """The watch has not shown the evicted pods terminating yet; the API server would accept
+    a second eviction (and the reconciler report them drained again): the list before evicting
+    shows them."""
+    clock = [NOW]
+    trouble = {"spot-a": "node is being drained (cordoned)"}
+    cluster = FakeCluster()
+    cluster.add_service(
+        make_inference_service(
+            name="resnet",
+            namespace="vision",
+            spec__replicas=3,
+            spec__capacity={"onDemandBase": 1, "spot": {"enabled": True, "fallbackAfterSeconds": 300}},
+        )
+    )
+    behind: list[dict[str, Any]] = []  # the watch's views, frozen once taken
+    reconciler = StackReconciler(
+        cluster,
+        clock=lambda: clock[0],
+        troubled_nodes=lambda: dict(trouble),
+        watched_pods=lambda ns, selector: (
+            copy.deepcopy(behind) or [stack_pod_view(p) for p in cluster.matching_pods(ns, selector)]
+        ),
+    )
+    reconciler.reconcile("vision", "resnet")
+    cluster.make_all_ready()
+    for index in range(2):
+        pod = _spot_pod(index, scheduled=True)
+        pod["spec"] = {"nodeName": "spot-a"}
+        cluster.pods[("vision", f"resnet-spot-{index}")] = pod
+    reconciler.refresh_status("vision", "resnet")  # stand-ins asked for
+    behind.extend(stack_pod_view(p) for p in cluster.matching_pods("vision", {}))
+    cluster.make_ready("vision", "resnet-ondemand")
+    for _ in range(3):
+        clock[0] += timedelta(seconds=5)
+        reconciler.refresh_status("vision", "resnet")
+    assert sorted(c for c in cluster.calls if c[0] == "evict") == [
+        ("evict", "vision", "resnet-spot-0"),
+        ("evict", "vision", "resnet-spot-1"),
+    ]
+    assert [r for _, r, _ in cluster.events].count("SpotDrained") == 1
 
 
 def _new_generation(cluster: FakeCluster, **spec: Any) -> None:

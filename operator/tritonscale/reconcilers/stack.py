@@ -316,7 +316,7 @@ class StackReconciler:
             shown = problem if apply else standing_refusal(service)
             state = self._observe(names, shown, owned, pods, fallback, interrupted)
             if interrupted and problem is None:
-                self._drain_interrupted(body, service, state, placement, interrupted)
+                self._drain_interrupted(body, service, names, state, placement, trouble)
             if (not state.unschedulable and any(d.ready < d.desired for d in state.triton)) or (
                 fallback is not None and (fallback.stand_ins or fallback.missing_since)
             ):
@@ -344,7 +344,9 @@ class StackReconciler:
     ) -> list[dict[str, Any]]:
         """The stack's pods, read only when some Deployment lacks ready replicas or some node is
         in trouble (a settled stack needs none): from the pod watch, else listed. The watch may
-        be a moment behind a list; a stack still settling is looked at again soon anyway."""
+        be a moment behind a list, as a list is behind the scheduler: either way the status
+        follows at the stack's next refresh. Evictions read the pods afresh
+        (_drain_interrupted)."""
         if not nodes_in_trouble and not any(
             deployment_state(d).ready < deployment_state(d).desired for d in owned
         ):
@@ -383,9 +385,10 @@ class StackReconciler:
         self,
         body: dict[str, Any],
         service: InferenceService,
+        names: StackNames,
         state: StackState,
         placement: Placement,
-        interrupted: list[tuple[dict[str, Any], str]],
+        trouble: Mapping[str, str],
     ) -> None:
         """Evict spot pods on nodes being interrupted once their on-demand stand-ins are ready:
         surge first, drain after. A terminating pod leaves its Service's endpoints at once, so
@@ -398,6 +401,17 @@ class StackReconciler:
             or on_demand.ready < placement.on_demand
         ):
             return  # stand-ins still starting: the spot pods keep serving meanwhile
+        # Listed, not from the watch: one a moment behind would not yet show the pods evicted a
+        # moment ago as terminating, and they would be evicted (and reported drained) again.
+        selector = {LABEL_INSTANCE: names.instance, LABEL_MANAGED_BY: MANAGED_BY}
+        try:
+            pods = self.api.list_pods(service.namespace, selector)
+        except TransientError as error:
+            log.info(
+                "draining %s/%s waits: listing its pods failed: %s", service.namespace, service.name, error
+            )
+            return  # the next refresh drains; the node's own drain still comes
+        interrupted = pods_on_troubled_nodes([p for p in pods if _pool(p) == POOL_SPOT], trouble)
         drained = [
             (pod, why)
             for pod, why in interrupted
