@@ -216,7 +216,7 @@ class AutoscalerMetrics:
         )
         self.decision_seconds = Histogram(
             "tritonscale_autoscaler_decision_duration_seconds",
-            "Time one autoscaling decision took, observation included.",
+            "Time one autoscaling decision took, its observation and status write included.",
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
         )
 

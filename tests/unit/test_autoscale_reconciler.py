@@ -1186,3 +1186,22 @@ def test_a_status_written_again_under_the_second_decision_waits_a_moment() -> No
     assert len(tried) == 2
     assert cluster.deployment("nlp", "bert-ondemand")["spec"]["replicas"] == 2
     assert "ScaledUp" not in [r for _, r, _ in cluster.events]
+
+
+def test_a_failed_read_after_a_lost_status_write_waits_as_the_server_asks() -> None:
+    cluster, autoscaler, source, tried = _behind_the_resource()
+    write = cluster.patch_inference_service_status
+
+    def lost_then_unreadable(
+        namespace: str, name: str, status: dict[str, Any], resource_version: str | None = None
+    ) -> None:
+        try:
+            write(namespace, name, status, resource_version)
+        finally:
+            cluster.fail_next = "429: too many requests"  # the read that follows the lost write
+
+    cluster.patch_inference_service_status = lost_then_unreadable  # type: ignore[method-assign]
+    source.next = overload()
+    assert autoscaler.tick("nlp", "bert") == 1.0  # the delay the failure asks for, not a crash
+    assert len(tried) == 1
+    assert "ScaledUp" not in [r for _, r, _ in cluster.events]

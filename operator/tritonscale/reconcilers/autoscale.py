@@ -265,20 +265,28 @@ class AutoscaleReconciler:
             if found is None:
                 return None
             if self.variants is not None:
-                # What the variants served counted in, for the decision and the status alike.
+                # What the variants served counted in, for the decision and the status alike
+                # (once: a second decision below is on the same observation).
                 observation = self.variants.account(found[1], observation, self.monotonic())
-            written = self._decide_and_write(found, observation, facts, source_name, started)
+            written = self._decide_and_write(found, observation, facts, source_name)
             if written is None:
                 # The watch's copy was behind a status write (the stack's own, often, while it
                 # settles): decide again on the resource as it is now, rather than wait for the
                 # watch and lose a write a second until it catches up.
-                found = self._autoscaled(namespace, name, read=self.api.get_inference_service)
+                try:
+                    found = self._autoscaled(namespace, name, read=self.api.get_inference_service)
+                except TransientError as error:
+                    log.info(
+                        "reading %s/%s again after a lost status write failed: %s", namespace, name, error
+                    )
+                    return max(CONFLICT_RETRY_S, error.delay)
                 if found is None:
                     return None
-                written = self._decide_and_write(found, observation, facts, source_name, started)
+                written = self._decide_and_write(found, observation, facts, source_name)
                 if written is None:
                     return CONFLICT_RETRY_S  # written meanwhile by someone else: decide again soon
             body, service, decision, state = written
+            AUTOSCALER.decision_seconds.observe(time.perf_counter() - started)
             autoscaling = service.spec.autoscaling
             assert autoscaling is not None
             self._states[(namespace, name)] = state
@@ -310,7 +318,6 @@ class AutoscaleReconciler:
         observation: Observation,
         facts: _Facts,
         source_name: str,
-        started: float,
     ) -> tuple[dict[str, Any], InferenceService, Decision, AutoscalerState] | None:
         """Decide on this copy of the resource and write the status it gives, only if the
         resource is still that copy; None when it is not (nothing written, nothing kept)."""
@@ -320,7 +327,6 @@ class AutoscaleReconciler:
         assert autoscaling is not None
         cold = cold_start(facts.starts, autoscaling.cold_start_seconds)
         decision, state = self._decide(service, observation, cold.seconds, facts.batching.max_batch)
-        AUTOSCALER.decision_seconds.observe(time.perf_counter() - started)
         current = decision.current
         status = autoscaling_status(
             service.status,
