@@ -150,8 +150,8 @@ def operator_requests(cluster: Cluster) -> float:
 
 def requests_by_kind(cluster: Cluster, user: str, since: datetime, until: datetime) -> dict[str, int]:
     """Requests `user` made between two times, by verb and resource (and the answer's code when
-    it is not a success), from the audit log (its rotated files too); a watch still open at
-    `until` is not counted."""
+    it is not a success), from the audit log (its rotated files too): each counted in the
+    window it was received in, once answered (a watch still open when the log is read is not)."""
     counts: dict[str, int] = {}
     quoted = json.dumps(user)
     for path in cluster.audit_files():
