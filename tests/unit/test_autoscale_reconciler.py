@@ -1205,3 +1205,26 @@ def test_a_failed_read_after_a_lost_status_write_waits_as_the_server_asks() -> N
     assert autoscaler.tick("nlp", "bert") == 1.0  # the delay the failure asks for, not a crash
     assert len(tried) == 1
     assert "ScaledUp" not in [r for _, r, _ in cluster.events]
+
+
+def test_a_service_whose_stack_was_never_applied_is_not_observed_until_it_is() -> None:
+    """Hundreds of new resources at an operator's start: ticking them before their first
+    reconcile costs queries and status writes for stacks that do not exist yet."""
+    cluster = FakeCluster()
+    spec = {"minReplicas": 1, "maxReplicas": 8, "periodSeconds": 5}
+    cluster.add_service(
+        make_inference_service(name="bert", namespace="nlp", spec__replicas=2, spec__autoscaling=spec)
+    )
+    stack = StackReconciler(cluster, clock=lambda: NOW)
+    source = ScriptedSource()
+    clock = iter(float(t) for t in range(0, 10_000, 5))
+    autoscaler = AutoscaleReconciler(
+        cluster, stack, lambda s: (source, "triton"), clock=lambda: NOW, monotonic=lambda: next(clock)
+    )
+    source.next = overload()
+    assert autoscaler.tick("nlp", "bert") == 5.0
+    assert source.targets == [] and "status" not in cluster.services[("nlp", "bert")]
+    stack.reconcile("nlp", "bert")
+    cluster.make_all_ready()
+    assert autoscaler.tick("nlp", "bert") == 5.0
+    assert len(source.targets) == 1 and status(cluster)["desiredReplicas"] > 2  # type: ignore[operator]

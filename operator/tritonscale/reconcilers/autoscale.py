@@ -244,6 +244,12 @@ class AutoscaleReconciler:
         if found is None:
             return None
         _, service = found
+        if service.status.observed_generation is None:
+            # Its stack was never applied (a new resource the first reconciles have not reached
+            # yet: hundreds at once when the operator starts among them): nothing to observe, and
+            # ticking would cost metrics queries and status writes the reconciles wait behind.
+            assert service.spec.autoscaling is not None
+            return float(service.spec.autoscaling.period_seconds)
         started = time.perf_counter()
         source, source_name = self.choose_source(service)
         previous_source = self._sources.get((namespace, name))
