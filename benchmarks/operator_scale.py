@@ -157,8 +157,8 @@ def requests_by_kind(cluster: Cluster, user: str, since: datetime, until: dateti
     for path in cluster.audit_files():
         with path.open() as lines:
             for line in lines:
-                if quoted not in line or '"ResponseComplete"' not in line:
-                    continue
+                if quoted not in line or '"ResponseComplete"' not in line or not line.endswith("\n"):
+                    continue  # not the user's, not answered yet, or still being written
                 event = json.loads(line)
                 if event.get("user", {}).get("username") != user:
                     continue
