@@ -5,13 +5,16 @@ every RESYNC_S (not a kopf timer, which would add a finalizer and a task per res
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 from typing import Any
 
 import kopf
 
 from tritonscale.api.resource import GROUP, PLURAL, VERSION, InvalidInferenceService, parse_inference_service
+from tritonscale.api.spec import AutoscalingSpec
 from tritonscale.policy.interruption import node_trouble
+from tritonscale.policy.surge import ROUTER_PERIOD_S
 from tritonscale.reconcilers.scheduler import Scheduler
 from tritonscale.status import AUTOSCALER_CONDITIONS
 
@@ -29,19 +32,34 @@ class QuietWatchHandlers(logging.Filter):
 
 
 FIRST_TICK_DELAY_S = 5.0  # let the first reconcile create the stack before observing it
+
+
+def first_tick_delay(namespace: str, name: str, period_s: float) -> float:
+    """When a newly tracked service first ticks: FIRST_TICK_DELAY_S and a share of a period
+    that is the same for it every time. The scheduler keeps each service's phase (a tick is due
+    a period after the last was due), so services tracked at once, every one at an operator's
+    start, would otherwise all tick in the same instant every period, late behind each other."""
+    digest = hashlib.sha256(f"{namespace}/{name}".encode()).digest()
+    share = int.from_bytes(digest[:8], "big") / 2**64  # uniform over names alike but for a number
+    return FIRST_TICK_DELAY_S + share * period_s
+
+
 RESYNC_S = 300.0  # a deleted Deployment is recreated at once, on its own event
 
 
-def needs_ticks(body: dict[str, Any]) -> bool:
-    """Autoscaling is on, or its status is still to be cleared (switched off while we were away).
-    An invalid spec is the stack reconciler's to report; it is ticked once it is fixed."""
+def tick_period_s(body: dict[str, Any]) -> float | None:
+    """The autoscaling period while it needs ticks: autoscaling is on, or its status is still to
+    be cleared (switched off while we were away: one tick, the default period); else None. An
+    invalid spec is the stack reconciler's to report; it is ticked once it is fixed."""
     try:
         service = parse_inference_service(body)
     except InvalidInferenceService:
-        return False
-    if service.spec.autoscaling_enabled:
-        return True
-    return any(c.type in AUTOSCALER_CONDITIONS for c in service.status.conditions)
+        return None
+    if service.spec.autoscaling is not None and service.spec.autoscaling_enabled:
+        return float(service.spec.autoscaling.period_seconds)
+    if any(c.type in AUTOSCALER_CONDITIONS for c in service.status.conditions):
+        return float(AutoscalingSpec.model_fields["period_seconds"].default)
+    return None
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
@@ -64,10 +82,11 @@ async def track(*, type: str | None, body: kopf.Body, memo: Any, **_: Any) -> No
         return
     memo.bodies[(namespace, name)] = copy.deepcopy(dict(body))
     resync.track(namespace, name, delay=RESYNC_S)
-    if needs_ticks(memo.bodies[(namespace, name)]):
-        autoscale.track(namespace, name, delay=FIRST_TICK_DELAY_S)
+    period_s = tick_period_s(memo.bodies[(namespace, name)])
+    if period_s is not None:
+        autoscale.track(namespace, name, delay=first_tick_delay(namespace, name, period_s))
         if memo.config.read_routers:
-            routers.track(namespace, name, delay=FIRST_TICK_DELAY_S)
+            routers.track(namespace, name, delay=first_tick_delay(namespace, name, ROUTER_PERIOD_S))
 
 
 def _spot_enabled(body: dict[str, Any]) -> bool:
