@@ -26,10 +26,7 @@ from tritonscale.policy.replicas import reconciled_replicas
 from tritonscale.policy.spot_fallback import next_fallback, with_stand_ins
 from tritonscale.render.names import (
     FIELD_MANAGER,
-    LABEL_INSTANCE,
-    LABEL_MANAGED_BY,
     LABEL_POOL,
-    MANAGED_BY,
     POOL_SPOT,
     StackNames,
 )
@@ -351,7 +348,7 @@ class StackReconciler:
             deployment_state(d).ready < deployment_state(d).desired for d in owned
         ):
             return []
-        selector = {LABEL_INSTANCE: names.instance, LABEL_MANAGED_BY: MANAGED_BY}
+        selector = names.stack_selector()
         watched = self.watched_pods(service.namespace, selector)
         return watched if watched is not None else self.api.list_pods(service.namespace, selector)
 
@@ -403,7 +400,7 @@ class StackReconciler:
             return  # stand-ins still starting: the spot pods keep serving meanwhile
         # Listed, not from the watch: one a moment behind would not yet show the pods evicted a
         # moment ago as terminating, and they would be evicted (and reported drained) again.
-        selector = {LABEL_INSTANCE: names.instance, LABEL_MANAGED_BY: MANAGED_BY}
+        selector = names.stack_selector()
         try:
             pods = self.api.list_pods(service.namespace, selector)
         except TransientError as error:
@@ -492,7 +489,7 @@ class StackReconciler:
                 self.api.delete_object("NetworkPolicy", service.namespace, name, existing["metadata"]["uid"])
 
     def _owned_deployments(self, service: InferenceService, names: StackNames) -> list[dict[str, Any]]:
-        selector = {LABEL_INSTANCE: names.instance, LABEL_MANAGED_BY: MANAGED_BY}
+        selector = names.stack_selector()
         return [d for d in self.api.list_deployments(service.namespace, selector) if owned_by(service, d)]
 
     def _prune_deployments(

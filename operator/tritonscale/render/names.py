@@ -90,6 +90,10 @@ class StackNames:
             LABEL_MANAGED_BY: MANAGED_BY,
         }
 
+    def stack_selector(self) -> dict[str, str]:
+        """Labels that select every pod (and Deployment) of the stack, all components."""
+        return {LABEL_INSTANCE: self.instance, LABEL_MANAGED_BY: MANAGED_BY}
+
     def component_selector(self, component: str) -> dict[str, str]:
         """Labels that select one component's pods across pools."""
         return {LABEL_INSTANCE: self.instance, LABEL_COMPONENT: component, LABEL_MANAGED_BY: MANAGED_BY}
