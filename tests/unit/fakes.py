@@ -23,6 +23,7 @@ class FakeCluster:
         self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
         self.pods: dict[tuple[str, str], dict[str, Any]] = {}
         self.pod_lists = 0  # list_pods calls
+        self.reads: list[tuple[str, ...]] = []  # ("get", kind, name) and ("list", "Deployment")
         self.events: list[tuple[str, str, str]] = []
         self.calls: list[tuple[str, ...]] = []
         self.reject: Callable[[dict[str, Any]], str | None] = lambda obj: None
@@ -58,6 +59,7 @@ class FakeCluster:
     # --- children ----------------------------------------------------------
     def get_object(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         self._maybe_fail()
+        self.reads.append(("get", kind, name))
         found = self.objects.get((kind, namespace, name))
         return copy.deepcopy(found) if found is not None else None
 
@@ -92,6 +94,7 @@ class FakeCluster:
 
     def list_deployments(self, namespace: str, selector: dict[str, str]) -> list[dict[str, Any]]:
         self._maybe_fail()
+        self.reads.append(("list", "Deployment"))
         return [
             copy.deepcopy(o)
             for (kind, ns, _), o in sorted(self.objects.items())

@@ -14,7 +14,7 @@ from tests.unit.fakes import FakeCluster
 from tests.unit.test_reconciler import _foreign
 from tritonscale.api.resource import InvalidInferenceService, parse_inference_service
 from tritonscale.cli.run import run
-from tritonscale.errors import RejectedError
+from tritonscale.errors import RejectedError, TransientError
 from tritonscale.policy.placement import split_replicas
 from tritonscale.ports import GRPC_PORT, HTTP_PORT, METRICS_PORT, ROUTER_METRICS_PORT
 from tritonscale.reconcilers.stack import StackReconciler
@@ -169,6 +169,64 @@ def test_switching_guarding_off_removes_the_services_policies() -> None:
     reconciler.reconcile("demo", "echo")
     assert _network_policies(cluster) == []
     assert [c[0] for c in cluster.calls if c[1] == "NetworkPolicy"][-2:] == ["delete", "delete"]
+
+
+def test_an_unguarded_services_policies_are_looked_for_once_until_it_is_guarded_again() -> None:
+    cluster, reconciler = _reconciler(make_inference_service("echo", "demo"))
+    reconciler.reconcile("demo", "echo")
+    looked = [r for r in cluster.reads if r[1] == "NetworkPolicy"]
+    assert sorted(looked) == [
+        ("get", "NetworkPolicy", "echo-router"),
+        ("get", "NetworkPolicy", "echo-triton"),
+    ]
+    cluster.reads.clear()
+    reconciler.reconcile("demo", "echo")
+    assert not [r for r in cluster.reads if r[1] == "NetworkPolicy"]
+
+    service = cluster.services[("demo", "echo")]
+    service["spec"]["loadBalancing"] = {"router": {"clients": CLIENTS}}
+    reconciler.reconcile("demo", "echo")
+    assert _network_policies(cluster) == ["echo-router", "echo-triton"]
+    del service["spec"]["loadBalancing"]
+    reconciler.reconcile("demo", "echo")
+    assert _network_policies(cluster) == []
+
+
+def test_policies_written_by_an_attempt_that_failed_part_way_go_when_no_longer_asked_for() -> None:
+    """The policies are written first; a first apply that fails after them leaves a service
+    that was never applied but has them: the retry of a spec without guarding removes them."""
+    cluster, reconciler = _reconciler(
+        make_inference_service("echo", "demo", spec__loadBalancing={"router": {"clients": CLIENTS}})
+    )
+    config_map_writes = []
+
+    def fail_at_the_config_maps_create(obj: dict[str, Any]) -> None:
+        if obj["kind"] == "ConfigMap":
+            config_map_writes.append(obj)
+            if len(config_map_writes) == 2:  # its dry run passed
+                raise TransientError("the API server went away")
+
+    cluster.before_write = fail_at_the_config_maps_create
+    with pytest.raises(TransientError):
+        reconciler.reconcile("demo", "echo")
+    assert _network_policies(cluster) == ["echo-router", "echo-triton"]
+    cluster.before_write = lambda obj: None
+    del cluster.services[("demo", "echo")]["spec"]["loadBalancing"]
+    reconciler.reconcile("demo", "echo")
+    assert _network_policies(cluster) == []
+
+
+def test_a_new_operator_process_removes_policies_an_earlier_one_left() -> None:
+    """Guarding switched off by the operator's own options across a restart: the new process
+    has not looked yet, so it does."""
+    cluster, unguarded = _reconciler(make_inference_service("echo", "demo"))
+    unguarded.reconcile("demo", "echo")  # looked, found none
+    StackReconciler(cluster, RenderOptions(network=NetworkPolicyOptions(enabled=True))).reconcile(
+        "demo", "echo"
+    )
+    assert _network_policies(cluster) == ["echo-router", "echo-triton"]
+    StackReconciler(cluster).reconcile("demo", "echo")
+    assert _network_policies(cluster) == []
 
 
 def test_a_users_network_policy_of_a_childs_name_is_never_adopted_nor_deleted() -> None:

@@ -251,10 +251,34 @@ def test_an_object_of_a_childs_name_that_is_not_ours_is_never_adopted() -> None:
     assert conditions(cluster)["Degraded"] == ("False", "AsExpected")
 
 
-def test_an_object_created_between_the_read_and_the_write_is_not_adopted() -> None:
-    """The write names the object it read (none here), so a user's ConfigMap created after the
-    read makes it fail rather than be adopted; the retry reads it and refuses."""
+def test_a_new_services_children_are_not_read_and_a_taken_name_is_still_refused() -> None:
+    """Nothing of a never-applied service is read (seven 404s per service in a cold start):
+    the dry run of the creates finds a taken name, and then everything is read and checked."""
     cluster, reconciler = setup()
+    reconciler.reconcile("vision", "resnet")
+    assert not [r for r in cluster.reads if r[0] == "get" and r[1] != "NetworkPolicy"]
+    assert len(cluster.objects) == 7
+
+    cluster.add_service(make_inference_service(name="bert", namespace="vision"))
+    mine = _foreign("Service", "bert-triton")
+    cluster.objects[("Service", "vision", "bert-triton")] = mine
+    cluster.reads.clear()
+    with pytest.raises(RejectedError, match="Service bert-triton already exists"):
+        reconciler.reconcile("vision", "bert")
+    assert ("get", "Service", "bert-triton") in cluster.reads
+    assert [key for key in cluster.objects if key[2].startswith("bert")] == [
+        ("Service", "vision", "bert-triton")
+    ]
+    assert cluster.objects[("Service", "vision", "bert-triton")] == mine
+
+
+def test_an_object_created_between_the_read_and_the_write_is_not_adopted() -> None:
+    """The write names the object it read (none here: ours was deleted by hand), so a user's
+    ConfigMap created after the read makes it fail rather than be adopted; the retry reads it
+    and refuses."""
+    cluster, reconciler = setup()
+    reconciler.reconcile("vision", "resnet")
+    del cluster.objects[("ConfigMap", "vision", "resnet-router")]
     mine = _foreign("ConfigMap", "resnet-router")
 
     def user_creates_theirs(obj: dict[str, Any]) -> None:
@@ -263,7 +287,7 @@ def test_an_object_created_between_the_read_and_the_write_is_not_adopted() -> No
     cluster.before_write = user_creates_theirs
     with pytest.raises(ConflictError):
         reconciler.reconcile("vision", "resnet")
-    assert cluster.objects == {("ConfigMap", "vision", "resnet-router"): mine}, "nothing is written"
+    assert cluster.objects[("ConfigMap", "vision", "resnet-router")] == mine, "not adopted"
     with pytest.raises(RejectedError, match="ConfigMap resnet-router already exists"):
         reconciler.reconcile("vision", "resnet")
     assert cluster.objects[("ConfigMap", "vision", "resnet-router")] == mine
@@ -358,6 +382,56 @@ def test_an_unchanged_stack_is_not_written_again_but_a_hand_edit_is_put_back() -
     assert (
         cluster.objects[("ConfigMap", "vision", "resnet-router")]["data"]["haproxy.cfg"] != "edited by hand"
     )
+
+
+def test_a_resync_of_a_settled_stack_reads_its_deployments_from_one_list() -> None:
+    """At 1,000 services the resyncs are most of the operator's steady requests: the listed
+    Deployments stand for their own reads, and nothing unwritten is listed twice."""
+    cluster, reconciler = setup(spec__capacity={"spot": {"enabled": True}}, spec__replicas=4)
+    reconciler.reconcile("vision", "resnet")
+    cluster.make_all_ready()
+    reconciler.reconcile("vision", "resnet")
+    cluster.reads.clear()
+    reconciler.reconcile("vision", "resnet")
+    assert sorted(cluster.reads) == [
+        ("get", "ConfigMap", "resnet-router"),
+        ("get", "PodDisruptionBudget", "resnet-router"),
+        ("get", "PodDisruptionBudget", "resnet-triton"),
+        ("get", "Service", "resnet"),
+        ("get", "Service", "resnet-triton"),
+        ("list", "Deployment"),
+    ]
+
+
+def test_a_hand_edit_of_a_listed_deployment_is_put_back_and_written_deployments_are_listed_again() -> None:
+    cluster, reconciler = setup(spec__replicas=2)
+    reconciler.reconcile("vision", "resnet")
+    cluster.make_all_ready()
+    deployment = cluster.deployment("vision", "resnet-ondemand")
+    deployment["spec"]["replicas"] = 9
+    deployment["metadata"]["managedFields"] = [{"manager": "kubectl-scale", "operation": "Update"}]
+    cluster.calls.clear()
+    reconciler.reconcile("vision", "resnet")
+    assert ("apply", "Deployment", "vision", "resnet-ondemand") in cluster.calls
+    assert cluster.deployment("vision", "resnet-ondemand")["spec"]["replicas"] == 2
+
+    # Deployments written (here the new spot pool) are listed again, for the status and the
+    # pruning that follow; a write of others is not.
+    cluster.services[("vision", "resnet")]["spec"]["capacity"] = {"spot": {"enabled": True}}
+    cluster.services[("vision", "resnet")]["spec"]["replicas"] = 4
+    cluster.reads.clear()
+    reconciler.reconcile("vision", "resnet")
+    assert ("Deployment", "vision", "resnet-spot") in cluster.objects
+    assert cluster.reads.count(("list", "Deployment")) == 2
+    config = cluster.objects[("ConfigMap", "vision", "resnet-router")]
+    config["metadata"]["managedFields"] = [{"manager": "kubectl-edit", "operation": "Update"}]
+    cluster.reads.clear()
+    cluster.calls.clear()
+    reconciler.reconcile("vision", "resnet")
+    assert [c for c in cluster.calls if c[0] == "apply"] == [
+        ("apply", "ConfigMap", "vision", "resnet-router")
+    ]
+    assert cluster.reads.count(("list", "Deployment")) == 1
 
 
 def test_the_entry_a_create_leaves_in_managed_fields_is_not_a_hand_edit() -> None:

@@ -19,7 +19,13 @@ from typing import Any, Protocol
 
 from tritonscale.api.resource import KIND, InferenceService, InvalidInferenceService, parse_inference_service
 from tritonscale.api.status import ConditionStatus, ConditionType, InferenceServiceStatus, SpotFallbackStatus
-from tritonscale.errors import NameConflictError, NamespaceTerminatingError, RejectedError, TransientError
+from tritonscale.errors import (
+    ConflictError,
+    NameConflictError,
+    NamespaceTerminatingError,
+    RejectedError,
+    TransientError,
+)
 from tritonscale.policy.interruption import pods_on_troubled_nodes
 from tritonscale.policy.placement import Placement, split_replicas
 from tritonscale.policy.replicas import reconciled_replicas
@@ -242,6 +248,8 @@ class StackReconciler:
             weakref.WeakValueDictionary()
         )
         self._locks_guard = threading.Lock()
+        # Unguarded services (namespace, name) -> uid whose NetworkPolicies are known gone.
+        self._network_policies_absent: dict[tuple[str, str], str] = {}
 
     def lock(self, namespace: str, name: str) -> threading.RLock:
         """The lock every writer of this InferenceService's status holds (reentrant, so the
@@ -273,6 +281,8 @@ class StackReconciler:
     def _run_locked(self, namespace: str, name: str, apply: bool) -> Outcome | None:
         with self.lock(namespace, name):
             body = self.api.get_inference_service(namespace, name)
+            if body is None or body["metadata"].get("deletionTimestamp"):
+                self._network_policies_absent.pop((namespace, name), None)
             if body is None:
                 return None
             if body["metadata"].get("deletionTimestamp"):
@@ -301,7 +311,7 @@ class StackReconciler:
             applied = 0
             if apply:
                 try:
-                    applied, owned = self._apply(service, names, placement)
+                    applied, owned = self._apply(service, names, placement, owned)
                 except RejectedError as rejected:
                     problem = (rejected.reason, str(rejected))
             else:
@@ -425,14 +435,38 @@ class StackReconciler:
             )
 
     def _apply(
-        self, service: InferenceService, names: StackNames, placement: Placement
+        self,
+        service: InferenceService,
+        names: StackNames,
+        placement: Placement,
+        owned: list[dict[str, Any]],
+        *,
+        unread: bool | None = None,
     ) -> tuple[int, list[dict[str, Any]]]:
-        """Write the stack; returns how many objects were written and the owned Deployments."""
+        """Write the stack; returns how many objects were written and the owned Deployments.
+
+        `owned` is this service's Deployments as just listed: they stand for their own reads
+        (a resync of a settled stack then reads only what the list cannot show), and they are
+        listed again only when a Deployment was written.
+
+        A service never applied (no observedGeneration and no Deployment) is taken to have no
+        children, and none is read: the dry run of their creates is the check, since the API
+        server refuses a create whose name is taken. When it refuses, every child is read and
+        checked as for any other service (`unread` False)."""
+        if unread is None:
+            unread = service.status.observed_generation is None and not owned
         objects = [with_applied_hash(obj) for obj in render_stack(service, placement, self.options)]
+        listed = {d["metadata"]["name"]: d for d in owned}
+
+        def stored(kind: str, name: str) -> dict[str, Any] | None:
+            if unread:
+                return None
+            if kind == "Deployment" and name in listed:
+                return listed[name]
+            return self.api.get_object(kind, service.namespace, name)
+
         existing = {
-            (obj["kind"], obj["metadata"]["name"]): self.api.get_object(
-                obj["kind"], service.namespace, obj["metadata"]["name"]
-            )
+            (obj["kind"], obj["metadata"]["name"]): stored(obj["kind"], obj["metadata"]["name"])
             for obj in objects
         }
         conflicts = [
@@ -466,27 +500,44 @@ class StackReconciler:
             for obj in objects
             if not up_to_date(obj, current := existing[(obj["kind"], obj["metadata"]["name"])])
         ]
-        for obj, current in changed:
-            self.api.apply(obj, current=current, dry_run=True)
+        try:
+            for obj, current in changed:
+                self.api.apply(obj, current=current, dry_run=True)
+        except ConflictError:
+            if not unread:
+                raise
+            return self._apply(service, names, placement, owned, unread=False)  # a name is taken
         for obj, current in changed:
             self.api.apply(obj, current=current)
+        # Looked for even when nothing else was read: an attempt that failed part way may have
+        # written the policies (they come first) of a spec that no longer asks for them.
         self._prune_network_policies(service, names, objects)
-        return len(changed), self._prune_deployments(
-            service, names, objects, placement, self._owned_deployments(service, names)
-        )
+        if any(obj["kind"] == "Deployment" for obj, _ in changed):
+            owned = self._owned_deployments(service, names)
+        return len(changed), self._prune_deployments(service, names, objects, placement, owned)
 
     def _prune_network_policies(
         self, service: InferenceService, names: StackNames, rendered: list[dict[str, Any]]
     ) -> None:
         """Remove this service's NetworkPolicies once they are no longer rendered (guarding
-        switched off), never another owner's object of that name."""
+        switched off), never another owner's object of that name.
+
+        Looked for once per unguarded service and process, not at every resync: only this
+        operator writes them, and only while it renders them (which forgets the look)."""
         wanted = {obj["metadata"]["name"] for obj in rendered if obj["kind"] == "NetworkPolicy"}
+        key = (service.namespace, service.name)
+        if wanted:
+            self._network_policies_absent.pop(key, None)
+        elif self._network_policies_absent.get(key) == service.metadata.uid:
+            return
         for name in (names.triton_network_policy, names.router_network_policy):
             if name in wanted:
                 continue
             existing = self.api.get_object("NetworkPolicy", service.namespace, name)
             if existing is not None and owned_by(service, existing):
                 self.api.delete_object("NetworkPolicy", service.namespace, name, existing["metadata"]["uid"])
+        if not wanted and service.metadata.uid is not None:
+            self._network_policies_absent[key] = service.metadata.uid
 
     def _owned_deployments(self, service: InferenceService, names: StackNames) -> list[dict[str, Any]]:
         selector = names.stack_selector()
