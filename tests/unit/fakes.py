@@ -24,6 +24,7 @@ class FakeCluster:
         self.pods: dict[tuple[str, str], dict[str, Any]] = {}
         self.pod_lists = 0  # list_pods calls
         self.reads: list[tuple[str, ...]] = []  # ("get", kind, name) and ("list", "Deployment")
+        self.dry_runs: list[tuple[str, str]] = []  # (kind, name) of each dry-run write
         self.events: list[tuple[str, str, str]] = []
         self.calls: list[tuple[str, ...]] = []
         self.reject: Callable[[dict[str, Any]], str | None] = lambda obj: None
@@ -79,6 +80,7 @@ class FakeCluster:
                 f"apply {key}: expected uid {uid}, found {found and found['metadata']['uid']}"
             )
         if dry_run:
+            self.dry_runs.append((obj["kind"], obj["metadata"]["name"]))
             return copy.deepcopy(obj)
         self.calls.append(("apply", *key))
         existing = self.objects.get(key)
@@ -95,8 +97,8 @@ class FakeCluster:
     def list_deployments(self, namespace: str, selector: dict[str, str]) -> list[dict[str, Any]]:
         self._maybe_fail()
         self.reads.append(("list", "Deployment"))
-        return [
-            copy.deepcopy(o)
+        return [  # as a list's items come: without kind and apiVersion
+            {k: copy.deepcopy(v) for k, v in o.items() if k not in ("kind", "apiVersion")}
             for (kind, ns, _), o in sorted(self.objects.items())
             if kind == "Deployment"
             and ns == namespace

@@ -216,6 +216,29 @@ def test_policies_written_by_an_attempt_that_failed_part_way_go_when_no_longer_a
     assert _network_policies(cluster) == []
 
 
+def test_policies_written_by_a_failed_apply_of_a_once_unguarded_service_go_when_unasked() -> None:
+    """Unguarded and looked at, then guarded by an apply that fails after writing the policies,
+    then unguarded again: the look was forgotten before those writes, so they are removed."""
+    cluster, reconciler = _reconciler(make_inference_service("echo", "demo"))
+    reconciler.reconcile("demo", "echo")
+    service = cluster.services[("demo", "echo")]
+    service["spec"]["loadBalancing"] = {"router": {"clients": CLIENTS}}
+    service["spec"]["replicas"] = 3  # so that a Deployment is written after the policies
+
+    def fail_after_the_policies(obj: dict[str, Any]) -> None:
+        if obj["kind"] == "Deployment" and _network_policies(cluster):
+            raise TransientError("the API server went away")
+
+    cluster.before_write = fail_after_the_policies
+    with pytest.raises(TransientError):
+        reconciler.reconcile("demo", "echo")
+    assert _network_policies(cluster) == ["echo-router", "echo-triton"]
+    cluster.before_write = lambda obj: None
+    del service["spec"]["loadBalancing"]
+    reconciler.reconcile("demo", "echo")
+    assert _network_policies(cluster) == []
+
+
 def test_a_new_operator_process_removes_policies_an_earlier_one_left() -> None:
     """Guarding switched off by the operator's own options across a restart: the new process
     has not looked yet, so it does."""

@@ -272,6 +272,36 @@ def test_a_new_services_children_are_not_read_and_a_taken_name_is_still_refused(
     assert cluster.objects[("Service", "vision", "bert-triton")] == mine
 
 
+def test_a_taken_name_refused_first_for_another_reason_is_still_a_name_conflict() -> None:
+    """The API server validates (and admission webhooks and quotas check) a create before it
+    finds the name taken: a refused dry run of a never-applied stack is read and checked too."""
+    cluster, reconciler = setup()
+    cluster.objects[("ConfigMap", "vision", "resnet-router")] = _foreign("ConfigMap", "resnet-router")
+    cluster.reject = lambda obj: "exceeded quota: configmaps" if obj["kind"] == "ConfigMap" else None
+    with pytest.raises(RejectedError, match="ConfigMap resnet-router already exists"):
+        reconciler.reconcile("vision", "resnet")
+    assert conditions(cluster)["Degraded"] == ("True", "NameConflict")
+
+
+def test_a_name_taken_between_a_new_stacks_dry_run_and_its_create_is_not_adopted() -> None:
+    cluster, reconciler = setup()
+    mine = _foreign("ConfigMap", "resnet-router")
+    writes: list[str] = []
+
+    def user_creates_theirs_after_the_dry_run(obj: dict[str, Any]) -> None:
+        writes.append(obj["kind"])
+        if writes.count("ConfigMap") == 2:  # the real create, after its dry run passed
+            cluster.objects.setdefault(("ConfigMap", "vision", "resnet-router"), copy.deepcopy(mine))
+
+    cluster.before_write = user_creates_theirs_after_the_dry_run
+    with pytest.raises(ConflictError):
+        reconciler.reconcile("vision", "resnet")
+    assert cluster.objects[("ConfigMap", "vision", "resnet-router")] == mine, "not adopted"
+    with pytest.raises(RejectedError, match="ConfigMap resnet-router already exists"):
+        reconciler.reconcile("vision", "resnet")
+    assert cluster.objects[("ConfigMap", "vision", "resnet-router")] == mine
+
+
 def test_an_object_created_between_the_read_and_the_write_is_not_adopted() -> None:
     """The write names the object it read (none here: ours was deleted by hand), so a user's
     ConfigMap created after the read makes it fail rather than be adopted; the retry reads it
@@ -392,7 +422,9 @@ def test_a_resync_of_a_settled_stack_reads_its_deployments_from_one_list() -> No
     cluster.make_all_ready()
     reconciler.reconcile("vision", "resnet")
     cluster.reads.clear()
+    cluster.dry_runs.clear()
     reconciler.reconcile("vision", "resnet")
+    assert not cluster.dry_runs, "a settled stack is neither written nor dry-run"
     assert sorted(cluster.reads) == [
         ("get", "ConfigMap", "resnet-router"),
         ("get", "PodDisruptionBudget", "resnet-router"),

@@ -449,10 +449,12 @@ class StackReconciler:
         (a resync of a settled stack then reads only what the list cannot show), and they are
         listed again only when a Deployment was written.
 
-        A service never applied (no observedGeneration and no Deployment) is taken to have no
-        children, and none is read: the dry run of their creates is the check, since the API
-        server refuses a create whose name is taken. When it refuses, every child is read and
-        checked as for any other service (`unread` False)."""
+        A service never applied (no observedGeneration and no owned Deployment) is taken to have
+        no children, and none is read (its NetworkPolicies apart, see below): the dry run of
+        their creates is the check, since the API server refuses a create whose name is taken.
+        When the dry run is refused for any reason, every child is read and checked as for any
+        other service (`unread` False), so a taken name is reported as a NameConflict, not as
+        whatever the API server checked first."""
         if unread is None:
             unread = service.status.observed_generation is None and not owned
         objects = [with_applied_hash(obj) for obj in render_stack(service, placement, self.options)]
@@ -503,10 +505,14 @@ class StackReconciler:
         try:
             for obj, current in changed:
                 self.api.apply(obj, current=current, dry_run=True)
-        except ConflictError:
+        except (ConflictError, RejectedError):
             if not unread:
                 raise
-            return self._apply(service, names, placement, owned, unread=False)  # a name is taken
+            return self._apply(service, names, placement, owned, unread=False)
+        if any(obj["kind"] == "NetworkPolicy" for obj in objects):
+            # Forgotten before the writes: if a later one fails, the policies written stay
+            # until a reconcile that no longer renders them looks for them.
+            self._network_policies_absent.pop((service.namespace, service.name), None)
         for obj, current in changed:
             self.api.apply(obj, current=current)
         # Looked for even when nothing else was read: an attempt that failed part way may have
@@ -522,13 +528,17 @@ class StackReconciler:
         """Remove this service's NetworkPolicies once they are no longer rendered (guarding
         switched off), never another owner's object of that name.
 
-        Looked for once per unguarded service and process, not at every resync: only this
-        operator writes them, and only while it renders them (which forgets the look)."""
+        Looked for once per unguarded service (its uid) and operator process, and again after
+        each time it was guarded, not at every resync: only this operator writes them, and only
+        while it renders them (which forgets the look, before writing)."""
         wanted = {obj["metadata"]["name"] for obj in rendered if obj["kind"] == "NetworkPolicy"}
         key = (service.namespace, service.name)
         if wanted:
             self._network_policies_absent.pop(key, None)
-        elif self._network_policies_absent.get(key) == service.metadata.uid:
+        elif (
+            service.metadata.uid is not None
+            and self._network_policies_absent.get(key) == service.metadata.uid
+        ):
             return
         for name in (names.triton_network_policy, names.router_network_policy):
             if name in wanted:
