@@ -132,13 +132,14 @@ def _operator_pods(cluster: Cluster) -> list[dict[str, Any]]:
 
 
 def _reconciled_by(cluster: Cluster, pod_name: str, since: float) -> set[str]:
-    """namespace/name of the Deployments that pod's operator read since then: a reconcile reads
-    each child before deciding to write it (and leaves one that is as it should be alone)."""
+    """namespace/name of the ConfigMaps that pod's operator read since then: a reconcile of an
+    applied stack reads each child a list of its Deployments cannot show, the router ConfigMap
+    among them, before deciding to write it (and leaves one that is as it should be alone)."""
     return {
         f"{e['objectRef']['namespace']}/{e['objectRef']['name']}"
         for e in cluster.audit_events()
         if e["verb"] == "get"
-        and e.get("objectRef", {}).get("resource") == "deployments"
+        and e.get("objectRef", {}).get("resource") == "configmaps"
         and pod_name in e["user"].get("extra", {}).get(POD_NAME_EXTRA, [])
         and audit_time(e) >= since
         and e.get("responseStatus", {}).get("code") == 200
@@ -216,10 +217,11 @@ def test_an_upgrade_keeps_old_resources_valid_and_restarts_no_serving_pod(upgrad
         timeout_s=90,
     )
     leading_s = time.monotonic() - began
-    # The new operator resumes every service: it reconciles each stack once.
+    # The new operator resumes every service: it reconciles each stack once (one router
+    # ConfigMap a stack).
     stacks = {
         f"{o['metadata']['namespace']}/{o['metadata']['name']}"
-        for o in cluster.get_json("deployments", "-A", "-l", "app.kubernetes.io/managed-by=tritonscale")[
+        for o in cluster.get_json("configmaps", "-A", "-l", "app.kubernetes.io/managed-by=tritonscale")[
             "items"
         ]
     }
