@@ -4,6 +4,7 @@ and removed, never another's, when guarding is switched off."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -192,6 +193,21 @@ def test_an_unguarded_services_policies_are_looked_for_once_until_it_is_guarded_
     assert _network_policies(cluster) == []
 
 
+def _unguarded_after_a_failed_apply_keeps_no_policies(
+    cluster: FakeCluster, reconciler: StackReconciler, fail: Callable[[dict[str, Any]], None]
+) -> None:
+    """An apply of echo's guarded spec that `fail` stops after the policies' writes, then the
+    spec unguarded: its reconcile removes them."""
+    cluster.before_write = fail
+    with pytest.raises(TransientError):
+        reconciler.reconcile("demo", "echo")
+    assert _network_policies(cluster) == ["echo-router", "echo-triton"]
+    cluster.before_write = lambda obj: None
+    del cluster.services[("demo", "echo")]["spec"]["loadBalancing"]
+    reconciler.reconcile("demo", "echo")
+    assert _network_policies(cluster) == []
+
+
 def test_policies_written_by_an_attempt_that_failed_part_way_go_when_no_longer_asked_for() -> None:
     """The policies are written first; a first apply that fails after them leaves a service
     that was never applied but has them: the retry of a spec without guarding removes them."""
@@ -206,14 +222,7 @@ def test_policies_written_by_an_attempt_that_failed_part_way_go_when_no_longer_a
             if len(config_map_writes) == 2:  # its dry run passed
                 raise TransientError("the API server went away")
 
-    cluster.before_write = fail_at_the_config_maps_create
-    with pytest.raises(TransientError):
-        reconciler.reconcile("demo", "echo")
-    assert _network_policies(cluster) == ["echo-router", "echo-triton"]
-    cluster.before_write = lambda obj: None
-    del cluster.services[("demo", "echo")]["spec"]["loadBalancing"]
-    reconciler.reconcile("demo", "echo")
-    assert _network_policies(cluster) == []
+    _unguarded_after_a_failed_apply_keeps_no_policies(cluster, reconciler, fail_at_the_config_maps_create)
 
 
 def test_policies_written_by_a_failed_apply_of_a_once_unguarded_service_go_when_unasked() -> None:
@@ -229,14 +238,7 @@ def test_policies_written_by_a_failed_apply_of_a_once_unguarded_service_go_when_
         if obj["kind"] == "Deployment" and _network_policies(cluster):
             raise TransientError("the API server went away")
 
-    cluster.before_write = fail_after_the_policies
-    with pytest.raises(TransientError):
-        reconciler.reconcile("demo", "echo")
-    assert _network_policies(cluster) == ["echo-router", "echo-triton"]
-    cluster.before_write = lambda obj: None
-    del service["spec"]["loadBalancing"]
-    reconciler.reconcile("demo", "echo")
-    assert _network_policies(cluster) == []
+    _unguarded_after_a_failed_apply_keeps_no_policies(cluster, reconciler, fail_after_the_policies)
 
 
 def test_a_new_operator_process_removes_policies_an_earlier_one_left() -> None:

@@ -283,6 +283,19 @@ def test_a_taken_name_refused_first_for_another_reason_is_still_a_name_conflict(
     assert conditions(cluster)["Degraded"] == ("True", "NameConflict")
 
 
+def _fails_then_refuses_without_adopting(
+    cluster: FakeCluster, reconciler: StackReconciler, mine: dict[str, Any]
+) -> None:
+    """A user's ConfigMap resnet-router that appears during the write: the write fails, the
+    retry reads it and refuses, and it stays theirs."""
+    with pytest.raises(ConflictError):
+        reconciler.reconcile("vision", "resnet")
+    assert cluster.objects[("ConfigMap", "vision", "resnet-router")] == mine, "not adopted"
+    with pytest.raises(RejectedError, match="ConfigMap resnet-router already exists"):
+        reconciler.reconcile("vision", "resnet")
+    assert cluster.objects[("ConfigMap", "vision", "resnet-router")] == mine
+
+
 def test_a_name_taken_between_a_new_stacks_dry_run_and_its_create_is_not_adopted() -> None:
     cluster, reconciler = setup()
     mine = _foreign("ConfigMap", "resnet-router")
@@ -294,12 +307,7 @@ def test_a_name_taken_between_a_new_stacks_dry_run_and_its_create_is_not_adopted
             cluster.objects.setdefault(("ConfigMap", "vision", "resnet-router"), copy.deepcopy(mine))
 
     cluster.before_write = user_creates_theirs_after_the_dry_run
-    with pytest.raises(ConflictError):
-        reconciler.reconcile("vision", "resnet")
-    assert cluster.objects[("ConfigMap", "vision", "resnet-router")] == mine, "not adopted"
-    with pytest.raises(RejectedError, match="ConfigMap resnet-router already exists"):
-        reconciler.reconcile("vision", "resnet")
-    assert cluster.objects[("ConfigMap", "vision", "resnet-router")] == mine
+    _fails_then_refuses_without_adopting(cluster, reconciler, mine)
 
 
 def test_an_object_created_between_the_read_and_the_write_is_not_adopted() -> None:
@@ -315,12 +323,7 @@ def test_an_object_created_between_the_read_and_the_write_is_not_adopted() -> No
         cluster.objects.setdefault(("ConfigMap", "vision", "resnet-router"), copy.deepcopy(mine))
 
     cluster.before_write = user_creates_theirs
-    with pytest.raises(ConflictError):
-        reconciler.reconcile("vision", "resnet")
-    assert cluster.objects[("ConfigMap", "vision", "resnet-router")] == mine, "not adopted"
-    with pytest.raises(RejectedError, match="ConfigMap resnet-router already exists"):
-        reconciler.reconcile("vision", "resnet")
-    assert cluster.objects[("ConfigMap", "vision", "resnet-router")] == mine
+    _fails_then_refuses_without_adopting(cluster, reconciler, mine)
 
 
 def test_a_child_replaced_between_the_read_and_the_write_is_not_adopted() -> None:

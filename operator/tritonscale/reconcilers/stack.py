@@ -532,22 +532,17 @@ class StackReconciler:
         each time it was guarded, not at every resync: only this operator writes them, and only
         while it renders them (which forgets the look, before writing)."""
         wanted = {obj["metadata"]["name"] for obj in rendered if obj["kind"] == "NetworkPolicy"}
-        key = (service.namespace, service.name)
-        if wanted:
-            self._network_policies_absent.pop(key, None)
-        elif (
-            service.metadata.uid is not None
-            and self._network_policies_absent.get(key) == service.metadata.uid
-        ):
-            return
+        key, uid = (service.namespace, service.name), service.metadata.uid
+        if not wanted and uid is not None and self._network_policies_absent.get(key) == uid:
+            return  # (a rendering with policies forgot the look in _apply, before writing)
         for name in (names.triton_network_policy, names.router_network_policy):
             if name in wanted:
                 continue
             existing = self.api.get_object("NetworkPolicy", service.namespace, name)
             if existing is not None and owned_by(service, existing):
                 self.api.delete_object("NetworkPolicy", service.namespace, name, existing["metadata"]["uid"])
-        if not wanted and service.metadata.uid is not None:
-            self._network_policies_absent[key] = service.metadata.uid
+        if not wanted and uid is not None:
+            self._network_policies_absent[key] = uid
 
     def _owned_deployments(self, service: InferenceService, names: StackNames) -> list[dict[str, Any]]:
         selector = names.stack_selector()
